@@ -1,0 +1,80 @@
+"""Public entry points: ``explain`` and ``explain_many`` on a batch of 2D or 3D inputs."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from . import methods_core  # noqa: F401  (registers the core methods)
+from .normalize import display_values, minmax
+from .registry import get_method
+from .request import Request
+from .validation import check_input, check_model
+
+
+def model_device_dtype(model: nn.Module, fallback: torch.Tensor) -> tuple[torch.device, torch.dtype]:
+    """Where and in which precision the model computes: its first parameter or buffer."""
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.device, tensor.dtype
+    return fallback.device, fallback.dtype
+
+
+def _check_options(methods: Sequence[str], options: dict) -> None:
+    accepted = {name for method in methods for name in get_method(method).options}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        per_method = "; ".join(f"{m}: {', '.join(get_method(m).options) or 'none'}" for m in methods)
+        raise TypeError(f"unknown option(s) {unknown} for method(s) {list(methods)}; options accepted: {per_method}")
+
+
+def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], target=None, layer=None,
+                 normalize: bool = True, return_info: bool = False, **options):
+    """Several maps for the same input, sharing passes: all CAM-family maps cost one forward + one backward.
+
+    Returns a dict method name -> float32 tensor (N, *x.shape[2:]) on x's device; with
+    ``return_info=True`` a pair (maps, info) where info holds per-method extras (e.g. the
+    completeness error of Integrated Gradients) and the layers used.
+    """
+    check_model(model)
+    if isinstance(methods, str):
+        methods = [methods]
+    methods = list(dict.fromkeys(methods))
+    if not methods:
+        raise ValueError("no method given; pick from XAIExplainLib.METHODS")
+    infos = [get_method(name) for name in methods]
+    _check_options(methods, options)
+    check_input(model, x)
+    device, dtype = model_device_dtype(model, x)
+    inputs = x.detach().to(device=device, dtype=dtype)
+    request = Request(model, inputs, target=target, layer=layer, options=options,
+                      full_cam_pass=any(info.family == "cam" and info.name != "cam" for info in infos))
+    from .capture import explaining
+    maps = {}
+    with explaining(model):
+        for info in infos:
+            raw = info.compute(request).detach().float()
+            maps[info.name] = minmax(display_values(raw, info.signed)) if normalize else raw
+    maps = {name: value.to(x.device) for name, value in maps.items()}
+    if return_info:
+        if request._layers is not None:
+            request.info.setdefault("layers", [name for name, _ in request._layers])
+        return maps, request.info
+    return maps
+
+
+def explain(model: nn.Module, x: torch.Tensor, method: str = "gradcam", target=None, layer=None,
+            normalize: bool = True, return_info: bool = False, **options):
+    """One attribution map per sample: float32 (N, *x.shape[2:]) on x's device.
+
+    model   a torch.nn.Module (2D or 3D; classifier (N, K) or segmenter (N, K, *S) output)
+    x       (N, C, H, W) or (N, C, D, H, W) float tensor, preprocessed for the model
+    method  a name from XAIExplainLib.METHODS
+    target  None (predicted class), an int, N ints, or a segmentation target
+    layer   dotted module name, a submodule, a list (multi-layer average), or None (default layer)
+    normalize  per-sample min-max to [0, 1] (signed maps: of their magnitude); False gives raw maps
+    """
+    maps, info = explain_many(model, x, [method], target=target, layer=layer, normalize=normalize,
+                              return_info=True, **options)
+    return (maps[method], info) if return_info else maps[method]

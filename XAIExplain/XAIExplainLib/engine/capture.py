@@ -1,0 +1,163 @@
+"""Lean capture of activations and gradients, and leaving the model exactly as found.
+
+Design (DESIGN.md section 2):
+- parameters are frozen during an explanation, so no parameter gradient is ever built;
+- a forward hook replaces the target layer's output by a detached leaf that requires
+  grad, so the layers *before* the target build no autograd graph at all;
+- ``torch.autograd.grad`` gives the gradients; no full backward hooks are used;
+- eval mode, ``requires_grad`` flags and hooks are restored in ``finally`` blocks.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from .targets import resolve_target
+
+
+@contextlib.contextmanager
+def explaining(model: nn.Module):
+    """Eval mode and frozen parameters for the duration; both restored exactly afterwards."""
+    modes = [(module, module.training) for module in model.modules()]
+    flags = [(param, param.requires_grad) for param in model.parameters()]
+    try:
+        model.eval()
+        for param, _ in flags:
+            param.requires_grad_(False)
+        with torch.inference_mode(False), torch.enable_grad():
+            yield
+    finally:
+        for module, training in modes:
+            module.training = training
+        for param, requires_grad in flags:
+            param.requires_grad_(requires_grad)
+
+
+class LayerCapture:
+    """Forward hooks that keep each named layer's output as a tensor one can differentiate to.
+
+    The first captured layer to run has no graph behind it, so its output becomes a
+    detached leaf; later captured layers that depend on it stay in the graph. The hook
+    returns a clone, so in-place ops after the layer (``ReLU(inplace=True)``) neither
+    fail on the leaf nor overwrite the stored activation.
+    """
+
+    def __init__(self, layers: list[tuple[str, nn.Module]]):
+        self.layers = layers
+        self.activations: dict[str, torch.Tensor] = {}
+        self._calls: dict[str, int] = {}
+        self._handles = []
+
+    def __enter__(self):
+        for name, module in self.layers:
+            self._handles.append(module.register_forward_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _hook(self, name):
+        def hook(module, inputs, output):
+            self._calls[name] = self._calls.get(name, 0) + 1
+            if self._calls[name] > 1:
+                raise ValueError(
+                    f"layer '{name}' runs {self._calls[name]} times in one forward pass (a shared module); "
+                    "choose a layer that runs once, e.g. its parent block or a convolution"
+                )
+            if not isinstance(output, torch.Tensor) or output.dim() < 3:
+                shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+                raise ValueError(
+                    f"layer '{name}' has output {shape} with no spatial dims; choose a convolutional layer "
+                    "(see XAIExplainLib.list_layers(model, x))"
+                )
+            activation = output if output.requires_grad else output.detach().requires_grad_(True)
+            self.activations[name] = activation
+            return activation.clone()
+        return hook
+
+    def check_all_ran(self):
+        missing = [name for name, _ in self.layers if name not in self.activations]
+        if missing:
+            raise ValueError(f"layer(s) {missing} did not run in the forward pass; choose layers the model uses")
+
+
+@dataclass
+class PassResult:
+    """Everything one forward + backward pass produced."""
+
+    output: torch.Tensor
+    target: object
+    activations: dict[str, torch.Tensor] = field(default_factory=dict)
+    gradients: dict[str, torch.Tensor] = field(default_factory=dict)
+    input_gradient: torch.Tensor | None = None
+
+
+def run_pass(model: nn.Module, x: torch.Tensor, target, layers=(), input_gradient=False, backward=True) -> PassResult:
+    """One forward (capturing ``layers``) and, if asked, one backward of the summed target scores.
+
+    Samples are independent in eval mode, so the gradient of the summed scores gives each
+    sample the gradient of its own score. Must run inside ``explaining(model)``.
+    """
+    x = x.detach().clone().requires_grad_(True) if input_gradient else x.detach()
+    with LayerCapture(list(layers)) as capture:
+        output = model(x)
+    capture.check_all_ran()
+    bound = resolve_target(target, output)
+    result = PassResult(output=output.detach(), target=bound, activations=capture.activations)
+    if not backward:
+        return result
+    wrt = [capture.activations[name] for name, _ in layers] + ([x] if input_gradient else [])
+    if not any(t.requires_grad for t in wrt) or not output.requires_grad:
+        raise ValueError("the model's output does not depend on the chosen layer(s) or input; choose another layer")
+    score = bound.score(output).sum()
+    grads = torch.autograd.grad(score, wrt, allow_unused=True)
+    for (name, _), grad in zip(layers, grads):
+        activation = capture.activations[name]
+        result.gradients[name] = torch.zeros_like(activation) if grad is None else grad
+    if input_gradient:
+        result.input_gradient = torch.zeros_like(x) if grads[-1] is None else grads[-1]
+    return result
+
+
+class _PositiveGradient(torch.autograd.Function):
+    """Identity forward; backward lets only positive gradients through (guided backprop)."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        return tensor.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.clamp(min=0)
+
+
+_GUIDED_FUNCTIONS = {
+    F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_,
+    F.leaky_relu, F.leaky_relu_, F.prelu, torch.prelu, F.elu, F.elu_, F.relu6, F.selu, F.gelu, F.silu,
+    F.hardtanh, F.hardtanh_,
+}
+
+
+class GuidedActivations(TorchFunctionMode):
+    """Guided backprop for every ReLU-like activation, module or functional.
+
+    Each activation's output passes through a gate whose backward keeps ReLU(grad_out);
+    the activation's own backward then multiplies by its derivative (input > 0 for a
+    ReLU), giving grad_in = ReLU(grad_out) * (input > 0). Activation modules
+    (nn.ReLU, LeakyReLU, PReLU, ELU, ...) call these functionals, so intercepting the
+    functionals covers module types and ``F.relu`` / ``torch.relu`` calls alike, and
+    nothing in the model is swapped or needs restoring.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        if func in _GUIDED_FUNCTIONS and isinstance(result, torch.Tensor) and result.requires_grad:
+            return _PositiveGradient.apply(result)
+        return result

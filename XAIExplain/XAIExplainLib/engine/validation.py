@@ -1,0 +1,66 @@
+"""Input checks that turn user mistakes into clear errors before any torch op runs.
+
+Errors a user can cause raise ``ValueError`` (``TypeError`` for an argument of the
+wrong type) whose message says what was wrong and what is accepted.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def check_model(model) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"model must be a torch.nn.Module, got {type(model).__name__}; "
+            "load one with XAIExplainLib.load_model(...) or pass your own nn.Module"
+        )
+
+
+def first_conv(model: nn.Module):
+    """The first convolution in registration order: it tells the input's channels and dims."""
+    for name, module in model.named_modules():
+        if isinstance(module, _CONV_TYPES):
+            return name, module
+    return None, None
+
+
+def check_input(model: nn.Module, x) -> None:
+    """Check an (N, C, H, W) or (N, C, D, H, W) input against the model's first conv layer."""
+    if not isinstance(x, torch.Tensor):
+        hint = " (convert with torch.from_numpy(...))" if type(x).__module__.startswith("numpy") else ""
+        raise TypeError(
+            f"x must be a torch.Tensor of shape (N, C, H, W) or (N, C, D, H, W), got {type(x).__name__}{hint}"
+        )
+    if x.dim() not in (4, 5):
+        raise ValueError(
+            f"x must have 4 dims (N, C, H, W) for a 2D model or 5 dims (N, C, D, H, W) for a 3D model; "
+            f"got shape {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}; convert with x.float()")
+    if x.shape[0] == 0 or any(s == 0 for s in x.shape[2:]):
+        raise ValueError(f"x is empty: shape {tuple(x.shape)}")
+    bad = (~torch.isfinite(x)).sum().item()
+    if bad:
+        raise ValueError(
+            f"x contains {bad} NaN or infinite values; replace them (e.g. torch.nan_to_num) before explaining"
+        )
+    name, conv = first_conv(model)
+    if conv is None:
+        return
+    expected_dims = 2 + len(conv.kernel_size)
+    if x.dim() != expected_dims:
+        kind = {4: "2D (N, C, H, W)", 5: "3D (N, C, D, H, W)"}.get(expected_dims, f"{expected_dims}-dim")
+        raise ValueError(
+            f"the model's first convolution '{name}' is {type(conv).__name__}, so it expects a {kind} input; "
+            f"got shape {tuple(x.shape)}"
+        )
+    expected_channels = conv.in_channels
+    if x.shape[1] != expected_channels:
+        raise ValueError(
+            f"the model expects {expected_channels} input channel(s) (first convolution '{name}'), "
+            f"got {x.shape[1]} in x of shape {tuple(x.shape)}"
+        )

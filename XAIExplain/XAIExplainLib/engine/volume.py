@@ -1,0 +1,271 @@
+"""Explaining and predicting whole volumes: per slice (2D models) or volumetric (3D models).
+
+Per-slice mode batches slices along numpy axis 0, 1 or 2. Volumetric mode runs the whole
+volume, or sliding windows with overlap blended by Gaussian weights. Maps stay on the
+model's device until the end and are normalised over the whole volume (an empty slice
+stays dark), never slice by slice.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .api import explain_many, model_device_dtype
+from .normalize import display_values, minmax
+from .registry import get_method
+from .validation import check_model
+from .windows import gaussian_weights, window_grid
+
+_DEFAULT_CPU_BATCH = 16
+_DEFAULT_CUDA_BATCH = 64
+
+
+def _as_channels_first(volume) -> torch.Tensor:
+    """(Z, Y, X) or (C, Z, Y, X) numpy/tensor -> float tensor (C, Z, Y, X)."""
+    if isinstance(volume, np.ndarray):
+        tensor = torch.from_numpy(np.ascontiguousarray(volume))
+    elif isinstance(volume, torch.Tensor):
+        tensor = volume.detach()
+    else:
+        raise TypeError(f"volume must be a numpy array or torch tensor (Z, Y, X) or (C, Z, Y, X), "
+                        f"got {type(volume).__name__}")
+    if tensor.dim() == 3:
+        tensor = tensor.unsqueeze(0)
+    if tensor.dim() != 4:
+        raise ValueError(f"volume must have shape (Z, Y, X) or (C, Z, Y, X), got {tuple(tensor.shape)}")
+    if tensor.dtype == torch.bool or not (tensor.is_floating_point() or tensor.dtype in
+                                          (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)):
+        raise TypeError(f"volume must be numeric, got dtype {tensor.dtype}")
+    return tensor.float() if not tensor.is_floating_point() else tensor
+
+
+def _check_mode(mode: str, axis: int) -> None:
+    if mode not in ("slices", "volume"):
+        raise ValueError(f"mode must be 'slices' (2D model, per slice) or 'volume' (3D model), got {mode!r}")
+    if mode == "slices" and axis not in (0, 1, 2):
+        raise ValueError(f"axis must be 0, 1 or 2 (numpy axis of the (Z, Y, X) volume), got {axis!r}")
+
+
+def _resolve_device(model: nn.Module, device) -> torch.device:
+    if device is None:
+        return model_device_dtype(model, torch.empty(0))[0]
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use device='cpu'")
+    return device
+
+
+def _is_out_of_memory(error: Exception) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+class _Batches:
+    """Runs ``work(start, stop)`` over [0, total) in batches; on CUDA OOM halves the batch and retries."""
+
+    def __init__(self, total: int, batch_size: int | None, device: torch.device, progress: Callable | None):
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+        default = _DEFAULT_CUDA_BATCH if device.type == "cuda" else _DEFAULT_CPU_BATCH
+        self.size = batch_size or default
+        self.total, self.device, self.progress = total, device, progress
+
+    def run(self, work: Callable[[int, int], None]) -> None:
+        start = 0
+        while start < self.total:
+            stop = min(start + self.size, self.total)
+            try:
+                work(start, stop)
+            except RuntimeError as error:
+                if self.device.type != "cuda" or not _is_out_of_memory(error) or self.size == 1:
+                    raise
+                torch.cuda.empty_cache()
+                self.size = max(1, self.size // 2)
+                continue
+            start = stop
+            if self.progress is not None:
+                self.progress(start, self.total)
+
+
+def _slice_target(target, start: int, stop: int, axis: int):
+    """The part of a per-slice target for slices [start, stop)."""
+    if target is None or isinstance(target, (int, np.integer)):
+        return target
+    if hasattr(target, "for_slices"):
+        return target.for_slices(axis, start, stop)
+    if isinstance(target, (Sequence, np.ndarray, torch.Tensor)) and not isinstance(target, str):
+        return target[start:stop]
+    return target
+
+
+def _window_target(target, windows: list[tuple[slice, ...]]):
+    """The target for a batch of windows: targets tied to voxels (a mask region) crop themselves."""
+    if hasattr(target, "for_windows"):
+        return target.for_windows(windows)
+    return target
+
+
+def _slices_of(volume: torch.Tensor, axis: int, start: int, stop: int) -> torch.Tensor:
+    """Slices [start, stop) along spatial ``axis`` of (C, Z, Y, X) as a batch (B, C, H, W)."""
+    moved = volume.movedim(axis + 1, 1)  # (C, n, H, W)
+    return moved[:, start:stop].transpose(0, 1)
+
+
+def _finish(maps: dict, methods: list[str], normalize: bool, single: bool):
+    out = {}
+    for name, value in maps.items():
+        if normalize:
+            value = minmax(display_values(value, get_method(name).signed)[None], per_sample=False)[0]
+        out[name] = value.float().cpu().numpy()
+    return out[methods[0]] if single else out
+
+
+def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "slices", axis: int = 0,
+                   batch_size: int | None = None, patch_size=None, overlap: float = 0.25, target=None,
+                   layer=None, normalize: bool = True, progress: Callable | None = None, device=None, **options):
+    """Attribution maps over a whole volume, already preprocessed for the model.
+
+    volume      numpy or tensor (Z, Y, X) or (C, Z, Y, X)
+    methods     a method name (returns one float32 numpy map of the volume's spatial shape)
+                or a list (returns a dict name -> map); CAM-family maps share passes
+    mode        "slices": a 2D model on slices along numpy ``axis`` (0, 1 or 2), batched;
+                "volume": a 3D model on the whole volume, or on sliding windows of
+                ``patch_size`` with ``overlap`` blended with Gaussian weights
+    target      None (each slice/window's predicted class), an int, one class per slice,
+                or a segmentation target
+    batch_size  slices or windows per forward; None chooses, and a CUDA out-of-memory
+                error halves it and retries
+    progress    progress(done, total) after each batch; raising from it cancels cleanly
+    normalize   min-max over the whole volume; False gives raw maps
+    """
+    check_model(model)
+    single = isinstance(methods, str)
+    method_list = [methods] if single else list(methods)
+    for name in method_list:
+        get_method(name)
+    _check_mode(mode, axis)
+    device = _resolve_device(model, device)
+    data = _as_channels_first(volume)
+    spatial = tuple(data.shape[1:])
+    maps = {name: torch.zeros(spatial, device=device) for name in method_list}
+    if mode == "slices":
+        def work(start, stop):
+            batch = _slices_of(data, axis, start, stop).to(device)
+            result = explain_many(model, batch, method_list, target=_slice_target(target, start, stop, axis),
+                                  layer=layer, normalize=False, **options)
+            for name, value in result.items():
+                maps[name].movedim(axis, 0)[start:stop] = value
+        _Batches(spatial[axis], batch_size, device, progress).run(work)
+    else:
+        _explain_windows(model, data, method_list, maps, patch_size, overlap, target, layer, batch_size,
+                         device, progress, options)
+    return _finish(maps, method_list, normalize, single)
+
+
+def _patch_shape(patch_size, spatial: tuple[int, ...]) -> tuple[int, ...]:
+    if patch_size is None:
+        return spatial
+    patch = (patch_size,) * len(spatial) if isinstance(patch_size, int) else tuple(patch_size)
+    if len(patch) != len(spatial) or any(not isinstance(p, int) or p < 1 for p in patch):
+        raise ValueError(f"patch_size must be a positive int or {len(spatial)} positive ints, got {patch_size!r}")
+    return patch
+
+
+def _padded(data: torch.Tensor, patch: tuple[int, ...]) -> torch.Tensor:
+    """Pad (with the volume's minimum) axes shorter than the patch, so every window is full size."""
+    pad = []
+    for size, p in reversed(list(zip(data.shape[1:], patch))):
+        pad += [0, max(0, p - size)]
+    if not any(pad):
+        return data
+    return torch.nn.functional.pad(data, pad, value=float(data.min()))
+
+
+def _explain_windows(model, data, methods, maps, patch_size, overlap, target, layer, batch_size, device,
+                     progress, options):
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
+    spatial = tuple(data.shape[1:])
+    patch = _patch_shape(patch_size, spatial)
+    padded = _padded(data, patch)
+    windows = window_grid(tuple(padded.shape[1:]), patch, overlap)
+    weights = gaussian_weights(patch, device) if len(windows) > 1 else torch.ones(patch, device=device)
+    sums = {name: torch.zeros(padded.shape[1:], device=device) for name in methods}
+    total_weight = torch.zeros(padded.shape[1:], device=device)
+
+    def work(start, stop):
+        batch = torch.stack([padded[(slice(None),) + w] for w in windows[start:stop]]).to(device)
+        result = explain_many(model, batch, methods, target=_window_target(target, windows[start:stop]),
+                              layer=layer, normalize=False, **options)
+        for i, w in enumerate(windows[start:stop]):
+            total_weight[w] += weights
+            for name in methods:
+                sums[name][w] += result[name][i] * weights
+
+    _Batches(len(windows), batch_size, device, progress).run(work)
+    crop = tuple(slice(0, n) for n in spatial)
+    for name in methods:
+        maps[name].copy_((sums[name] / total_weight)[crop])
+
+
+def predict_volume(model: nn.Module, volume, mode: str = "slices", axis: int = 0, batch_size: int | None = None,
+                   patch_size=None, overlap: float = 0.25, device=None, progress: Callable | None = None):
+    """Raw model outputs (logits) over a volume, under ``torch.inference_mode``.
+
+    slices mode: (n_slices, K) for a classifier, (K, *volume spatial shape) for a segmenter;
+    volume mode: (K,) for a 3D classifier (whole volume), (K, *spatial) for a segmenter
+    (sliding windows blended with Gaussian weights).
+    """
+    check_model(model)
+    _check_mode(mode, axis)
+    device = _resolve_device(model, device)
+    data = _as_channels_first(volume)
+    spatial = tuple(data.shape[1:])
+    dtype = model_device_dtype(model, data)[1]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            if mode == "slices":
+                outputs = []
+                _Batches(spatial[axis], batch_size, device, progress).run(
+                    lambda start, stop: outputs.append(model(_slices_of(data, axis, start, stop).to(device, dtype))))
+                out = torch.cat(outputs)
+                if out.dim() > 2:  # segmenter: (n, K, H, W) -> (K, *spatial)
+                    out = out.transpose(0, 1).movedim(1, axis + 1)
+            else:
+                out = _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype, progress)
+    finally:
+        model.train(was_training)
+    return out.float().cpu().numpy()
+
+
+def _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype, progress):
+    spatial = tuple(data.shape[1:])
+    patch = _patch_shape(patch_size, spatial)
+    padded = _padded(data, patch)
+    windows = window_grid(tuple(padded.shape[1:]), patch, overlap)
+    if len(windows) == 1 and patch == spatial:
+        out = model(padded[None].to(device, dtype))[0]
+        return out
+    weights = gaussian_weights(patch, device)
+    state = {}
+
+    def work(start, stop):
+        batch = torch.stack([padded[(slice(None),) + w] for w in windows[start:stop]]).to(device, dtype)
+        out = model(batch)
+        if out.dim() == 2:
+            raise ValueError("sliding windows need a segmentation model (spatial output); this model is a "
+                             "classifier: give patch_size=None to run it on the whole volume")
+        if "sum" not in state:
+            state["sum"] = torch.zeros((out.shape[1],) + tuple(padded.shape[1:]), device=device)
+            state["weight"] = torch.zeros(padded.shape[1:], device=device)
+        for i, w in enumerate(windows[start:stop]):
+            state["sum"][(slice(None),) + w] += out[i].float() * weights
+            state["weight"][w] += weights
+
+    _Batches(len(windows), batch_size, device, progress).run(work)
+    crop = (slice(None),) + tuple(slice(0, n) for n in spatial)
+    return (state["sum"] / state["weight"])[crop]
