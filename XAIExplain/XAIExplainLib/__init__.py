@@ -8,12 +8,9 @@ user needs one import::
     many = xai.explain_many(model, x, ["gradcam", "hirescam"])
     vol = xai.explain_volume(model, volume, "gradcam", mode="slices", axis=0)
 """
-from .engine import METHODS, MethodInfo, explain, explain_many, list_layers, resolve_target
-from .engine.volume import explain_volume, predict_volume
+from . import engine
+from .engine import *  # noqa: F401,F403  (the engine's public API: see engine.__all__)
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "METHODS", "MethodInfo", "explain", "explain_many", "explain_volume", "list_layers", "predict_volume",
-    "resolve_target",
-]
+__all__ = list(engine.__all__)

@@ -3,5 +3,9 @@ from .api import explain, explain_many
 from .layers import list_layers
 from .registry import METHODS, MethodInfo, register
 from .targets import resolve_target
+from .volume import explain_volume, predict_volume
 
-__all__ = ["explain", "explain_many", "list_layers", "METHODS", "MethodInfo", "register", "resolve_target"]
+__all__ = [
+    "METHODS", "MethodInfo", "explain", "explain_many", "explain_volume", "list_layers", "predict_volume",
+    "register", "resolve_target",
+]
