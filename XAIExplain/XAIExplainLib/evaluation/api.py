@@ -1,0 +1,166 @@
+"""``evaluate``: many metrics in one call, returned as a plain table of per-sample numbers.
+
+The result maps a column name to a list of N floats (one per sample), so it
+serialises directly to CSV or a Slicer table: rows are samples, columns are
+the keys below.  Metrics that share work (PP and excess prediction; the two
+confusion scores) share it.
+
+Metric (``metrics=``)   needs           returned keys
+---------------------   -------------   ----------------------------------------------
+dice_sweep              mask            dice_best, dice_best_threshold, dice_otsu,
+                                        dice_otsu_threshold
+pointing_game           mask            pointing_game (1.0 hit / 0.0 miss)
+energy_pointing_game    mask            energy_pointing_game
+specificity             used voxels     specificity (and the threshold used: specificity_threshold)
+sensitivity             used voxels     sensitivity (and specificity_threshold)
+prediction_preserved    model           prediction_preserved
+excess_prediction       model           excess_prediction
+image_preserved         (maps only)     image_preserved
+relative_foreground     mask            relative_foreground
+deletion_auc            model           deletion_auc
+insertion_auc           model           insertion_auc
+sanity_randomization    model, method   sanity_spearman_top (top layer randomised),
+                                        sanity_spearman_full (every layer randomised)
+
+"used voxels" is ``used_mask`` when given, ``"occlusion"`` to estimate them
+with the engine's occlusion method, and otherwise ``mask``.
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterable, List, Optional, Sequence, Union
+
+import torch
+
+from ._checks import as_maps, as_masks
+from .faithfulness import image_preserved, preservation, relative_foreground
+from .localisation import dice_sweep, energy_pointing_game, pointing_game, specificity_sensitivity
+from .perturbation import perturbation_curve
+from .sanity import sanity_randomization
+from .usage import occlusion_usage_mask
+
+__all__ = ["METRICS", "evaluate"]
+
+#: Every metric name ``evaluate`` accepts, with what it needs besides the maps.
+METRICS: Dict[str, tuple] = {
+    "dice_sweep": ("mask",),
+    "pointing_game": ("mask",),
+    "energy_pointing_game": ("mask",),
+    "specificity": ("used",),
+    "sensitivity": ("used",),
+    "prediction_preserved": ("model",),
+    "excess_prediction": ("model",),
+    "image_preserved": (),
+    "relative_foreground": ("mask",),
+    "deletion_auc": ("model",),
+    "insertion_auc": ("model",),
+    "sanity_randomization": ("model", "method"),
+}
+
+
+def _metric_list(metrics: Union[None, str, Iterable[str]], available: set) -> List[str]:
+    if metrics is None:
+        return [name for name, needs in METRICS.items() if set(needs) <= available]
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    metrics = list(dict.fromkeys(metrics))
+    unknown = [name for name in metrics if name not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; valid metrics: {', '.join(METRICS)}")
+    if not metrics:
+        raise ValueError(f"no metric requested; valid metrics: {', '.join(METRICS)}")
+    for name in metrics:
+        missing = [need for need in METRICS[name] if need not in available]
+        if missing:
+            hint = {"mask": "pass mask=", "used": "pass mask= or used_mask=", "model": "pass the model and x",
+                    "method": "pass method= (the method that made the maps)"}
+            raise ValueError(f"metric '{name}' needs {', '.join(missing)}: " + "; ".join(hint[m] for m in missing))
+    return metrics
+
+
+def _column(values: torch.Tensor) -> List[float]:
+    return [float(v) for v in values.detach().double().cpu().flatten().tolist()]
+
+
+def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
+             metrics: Union[None, str, Sequence[str]] = None, *,
+             spacing: Optional[Sequence[float]] = None, tolerance_mm: float = 0.0,
+             thresholds: Optional[Sequence[float]] = None,
+             used_mask=None, specificity_threshold: Union[float, str] = 0.5,
+             activation: Optional[str] = "softmax", region=None, baseline=0.0,
+             steps: int = 20, batch_size: int = 32, seed: int = 0,
+             method: Optional[str] = None, layer=None, explain_options: Optional[dict] = None,
+             ) -> Dict[str, List[float]]:
+    """Compute the requested metrics of ``maps`` (N, *S) and return per-sample columns.
+
+    model, x    the model and its input (N, C, *S); both may be None for map-only metrics
+    maps        attribution maps on the input grid, one per sample
+    target      what the maps explain (None: predicted class); frozen on the unperturbed output
+    mask        ground-truth mask (N, *S) or (*S), nonzero = inside
+    metrics     names from ``METRICS``; None = every metric whose inputs are given
+    spacing, tolerance_mm      pointing-game tolerance (spacing in the tensor's axis order)
+    thresholds                 dice sweep thresholds (default 0.05 .. 0.95)
+    used_mask, specificity_threshold voxels the model uses (mask, or "occlusion"), and the map
+                               threshold for specificity / sensitivity (a number or "otsu")
+    activation, region, baseline  how outputs become probabilities, the scored region of a
+                               segmentation output, and the value of removed voxels
+    steps, batch_size, seed    deletion / insertion curve resolution, batching, tie order
+    method, layer, explain_options  how the maps were made, for the sanity check
+
+    Returns ``{key: [float] * N}``; the module docstring lists the keys per metric.
+    """
+    maps = as_maps(maps)
+    available = {"maps"}
+    if mask is not None:
+        mask = as_masks(mask, maps)
+        available.add("mask")
+    if model is not None and x is not None:
+        available.add("model")
+    if used_mask is not None or mask is not None:
+        available.add("used")
+    if method is not None:
+        available.add("method")
+    requested = _metric_list(metrics, available)
+    explain_options = dict(explain_options or {})
+
+    results: Dict[str, List[float]] = {}
+    if "dice_sweep" in requested:
+        sweep = dice_sweep(maps, mask, thresholds)
+        results["dice_best"] = _column(sweep.best_dice)
+        results["dice_best_threshold"] = _column(sweep.best_threshold)
+        results["dice_otsu"] = _column(sweep.otsu_dice)
+        results["dice_otsu_threshold"] = _column(sweep.otsu_threshold)
+    if "pointing_game" in requested:
+        results["pointing_game"] = _column(pointing_game(maps, mask, spacing, tolerance_mm))
+    if "energy_pointing_game" in requested:
+        results["energy_pointing_game"] = _column(energy_pointing_game(maps, mask))
+    if "specificity" in requested or "sensitivity" in requested:
+        if isinstance(used_mask, str) and used_mask == "occlusion":
+            if "model" not in available:
+                raise ValueError("used_mask='occlusion' runs the model: pass the model and x")
+            used = occlusion_usage_mask(model, x, target)
+        else:
+            used = mask if used_mask is None else used_mask
+        confusion = specificity_sensitivity(maps, used, specificity_threshold)
+        for name in ("specificity", "sensitivity"):
+            if name in requested:
+                results[name] = _column(getattr(confusion, name))
+        results["specificity_threshold"] = _column(confusion.threshold)
+    if "prediction_preserved" in requested or "excess_prediction" in requested:
+        kept = preservation(model, x, maps, target, activation, region, baseline)
+        for name in ("prediction_preserved", "excess_prediction"):
+            if name in requested:
+                results[name] = _column(getattr(kept, name))
+    if "image_preserved" in requested:
+        results["image_preserved"] = _column(image_preserved(maps))
+    if "relative_foreground" in requested:
+        results["relative_foreground"] = _column(relative_foreground(maps, mask))
+    for mode in ("deletion", "insertion"):
+        if f"{mode}_auc" in requested:
+            curve = perturbation_curve(model, x, maps, target, mode, steps, baseline, activation, batch_size, seed)
+            results[f"{mode}_auc"] = _column(curve.auc)
+    if "sanity_randomization" in requested:
+        sanity = sanity_randomization(model, x, method, target=target, layer=layer, maps=maps, seed=seed,
+                                      **explain_options)
+        results["sanity_spearman_top"] = _column(sanity.correlation[0])
+        results["sanity_spearman_full"] = _column(sanity.correlation[-1])
+    return results
