@@ -1,0 +1,40 @@
+"""Intensity transforms that turn scanner values into network inputs.
+
+CT networks are trained on a fixed Hounsfield window, MRI networks on
+per-volume z-scores; both are cheap numpy operations that return float32 and
+never modify their input.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def window(array: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Clip to ``[low, high]`` and scale linearly to ``[0, 1]``."""
+    if not high > low:
+        raise ValueError(f"window needs low < high, got low={low}, high={high}")
+    out = (np.asarray(array, dtype=np.float32) - np.float32(low)) / np.float32(high - low)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def scale(array: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """``(x - mean) / std`` with fixed statistics (those of the training set)."""
+    if not std > 0:
+        raise ValueError(f"std must be > 0, got {std}")
+    return (np.asarray(array, dtype=np.float32) - np.float32(mean)) / np.float32(std)
+
+
+def zscore(array: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Per-volume standardisation; statistics over ``mask`` when given.
+
+    A constant volume maps to zeros rather than dividing by zero.
+    """
+    array = np.asarray(array, dtype=np.float32)
+    values = array if mask is None else array[np.asarray(mask, dtype=bool)]
+    if values.size == 0:
+        raise ValueError("zscore mask selects no voxels")
+    mean = float(values.mean())
+    std = float(values.std())
+    if std == 0.0:
+        return np.zeros_like(array)
+    return (array - np.float32(mean)) / np.float32(std)

@@ -1,0 +1,494 @@
+"""Model cards: the ``card.json`` that says how to build, feed and read a model.
+
+A card is the single source of truth for everything outside the weights: the
+task, the number of spatial dimensions, how to preprocess an image (spacing,
+grid size, intensity window), what the outputs mean (class names, colours,
+activation) and which layer an explanation should use by default.  Validation
+happens once, here, with messages that name the field, what was found and what
+is accepted, so that a typo in a card never turns into a shape error deep in
+the engine.
+
+Conventions
+-----------
+* ``input.spacing`` and ``input.size`` / ``input.patch_size`` are given in the
+  order of the model's spatial tensor axes: ``(H, W)`` for a 2D model (rows,
+  columns of a slice) and ``(D, H, W)`` for a 3D model, i.e. numpy order, the
+  reverse of SimpleITK's ``(x, y, z)``.
+* ``slice_axis`` (2D models only) is the numpy axis of a ``(Z, Y, X)`` volume
+  along which the model runs slice by slice; 0 means axial slices.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ModelCardError
+
+TASKS = ("classification", "segmentation")
+WEIGHT_FORMATS = ("state_dict", "torchscript", "pickle")
+ACTIVATIONS = ("softmax", "sigmoid", "none")
+INTENSITY_MODES = ("window", "zscore", "scale", "none")
+CARD_FILENAME = "card.json"
+
+
+@dataclass(frozen=True)
+class IntensitySpec:
+    """How raw intensities (HU for CT) become network inputs.
+
+    ``window``: clip to ``[low, high]`` and scale linearly to ``[0, 1]``.
+    ``zscore``: subtract the volume's mean and divide by its standard deviation.
+    ``scale``: ``(x - mean) / std`` with fixed values from the card.
+    ``none``: feed the values unchanged.
+    """
+
+    mode: str = "none"
+    window: tuple[float, float] | None = None
+    mean: float | None = None
+    std: float | None = None
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"mode": self.mode}
+        if self.window is not None:
+            out["window"] = list(self.window)
+        if self.mean is not None:
+            out["mean"] = self.mean
+        if self.std is not None:
+            out["std"] = self.std
+        return out
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The grid and intensities the model was trained on."""
+
+    channels: int
+    spacing: tuple[float, ...] | None
+    size: tuple[int, ...] | None
+    patch_size: tuple[int, ...] | None
+    intensity: IntensitySpec
+    pad_value: float | None
+
+    def to_dict(self) -> dict:
+        return {
+            "channels": self.channels,
+            "spacing": None if self.spacing is None else list(self.spacing),
+            "size": None if self.size is None else list(self.size),
+            "patch_size": None if self.patch_size is None else list(self.patch_size),
+            "intensity": self.intensity.to_dict(),
+            "pad_value": self.pad_value,
+        }
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    """One output class: its name and, for display, an RGB colour (0-255)."""
+
+    name: str
+    color: tuple[int, int, int] | None = None
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"name": self.name}
+        if self.color is not None:
+            out["color"] = list(self.color)
+        return out
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """An importable ``module:Class`` (a ``torch.nn.Module`` subclass) and its kwargs."""
+
+    target: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def module_name(self) -> str:
+        return self.target.split(":", 1)[0]
+
+    @property
+    def class_name(self) -> str:
+        return self.target.split(":", 1)[1]
+
+    def to_dict(self) -> dict:
+        return {"class": self.target, "kwargs": dict(self.kwargs)}
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """The weights file, how it is serialised, and optionally its SHA-256."""
+
+    file: Path
+    format: str
+    sha256: str | None = None
+
+    def to_dict(self, base_dir: Path | None = None) -> dict:
+        name = self.file
+        if base_dir is not None:
+            try:
+                name = self.file.relative_to(base_dir)
+            except ValueError:
+                pass
+        out: dict[str, Any] = {"file": name.as_posix(), "format": self.format}
+        if self.sha256 is not None:
+            out["sha256"] = self.sha256
+        return out
+
+
+@dataclass(frozen=True)
+class TargetLayers:
+    """The layer an explanation uses unless told otherwise, plus good alternatives."""
+
+    default: str | None = None
+    suggested: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"default": self.default, "suggested": list(self.suggested)}
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A validated model card.  Build one with :func:`load_card` or :meth:`from_dict`."""
+
+    name: str
+    task: str
+    spatial_dims: int
+    input: InputSpec
+    classes: tuple[ClassSpec, ...]
+    weights: WeightsSpec
+    architecture: ArchitectureSpec | None = None
+    target_layers: TargetLayers = TargetLayers()
+    slice_axis: int | None = None
+    output_activation: str = "softmax"
+    description: str = ""
+    version: str = ""
+    path: Path | None = None
+    folder: Path | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def base_dir(self) -> Path | None:
+        """The folder relative weights paths are resolved against."""
+        if self.folder is not None:
+            return self.folder
+        return None if self.path is None else self.path.parent
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], base_dir: str | Path | None = None,
+                  source: str | Path | None = None) -> "ModelCard":
+        """Validate a parsed card.
+
+        ``base_dir`` resolves a relative weights path; ``source`` (the card
+        file) is named in every error message.
+        """
+        return _parse_card(data, None if base_dir is None else Path(base_dir),
+                           None if source is None else Path(source))
+
+    def to_dict(self) -> dict:
+        """The card as JSON-ready data; weights paths relative to the card folder."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "task": self.task,
+            "spatial_dims": self.spatial_dims,
+        }
+        if self.slice_axis is not None:
+            out["slice_axis"] = self.slice_axis
+        out["input"] = self.input.to_dict()
+        out["output"] = {"activation": self.output_activation}
+        out["classes"] = [c.to_dict() for c in self.classes]
+        if self.architecture is not None:
+            out["architecture"] = self.architecture.to_dict()
+        out["weights"] = self.weights.to_dict(self.base_dir)
+        out["target_layers"] = self.target_layers.to_dict()
+        out.update(dict(self.extra))
+        return out
+
+    def summary(self) -> str:
+        dims = f"{self.spatial_dims}D" + (" per slice" if self.spatial_dims == 2 else "")
+        return f"{self.name}: {self.task}, {dims}, classes {', '.join(self.class_names)}"
+
+
+def load_card(path: str | Path) -> ModelCard:
+    """Read and validate a card.json (or a folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CARD_FILENAME
+    if not path.is_file():
+        raise FileNotFoundError(f"model card not found: {path} (expected a card.json file "
+                                "or a model folder that contains one)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelCardError(f"{path}: not a UTF-8 text file ({exc})") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelCardError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: "
+                             f"{exc.msg}") from exc
+    card = _parse_card(data, path.parent, path)
+    return card
+
+
+def save_card(card: ModelCard, path: str | Path) -> Path:
+    """Write ``card`` as pretty JSON; returns the written path."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CARD_FILENAME
+    path.write_text(json.dumps(card.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------------------
+# Validation helpers: every message names the card, the field, the value and what is
+# accepted.
+
+_KNOWN_TOP = {"name", "version", "description", "task", "spatial_dims", "slice_axis", "input",
+              "output", "classes", "architecture", "weights", "target_layers", "format_version"}
+
+
+class _Reader:
+    def __init__(self, source: Path | None):
+        self.source = source
+
+    def fail(self, field_name: str, message: str) -> ModelCardError:
+        where = f"{self.source}: " if self.source is not None else "model card: "
+        return ModelCardError(f"{where}field '{field_name}' {message}")
+
+    def require(self, data: Mapping, key: str, prefix: str = "") -> Any:
+        name = prefix + key
+        if key not in data or data[key] is None:
+            raise self.fail(name, "is missing")
+        return data[key]
+
+    def mapping(self, value: Any, name: str) -> Mapping:
+        if not isinstance(value, Mapping):
+            raise self.fail(name, f"must be a JSON object, got {_show(value)}")
+        return value
+
+    def string(self, value: Any, name: str, choices: tuple[str, ...] | None = None) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(name, f"must be a non-empty string, got {_show(value)}")
+        if choices is not None and value not in choices:
+            raise self.fail(name, f"must be one of {', '.join(repr(c) for c in choices)}, "
+                                  f"got {value!r}")
+        return value
+
+    def integer(self, value: Any, name: str, minimum: int | None = None,
+                choices: tuple[int, ...] | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(name, f"must be an integer, got {_show(value)}")
+        if choices is not None and value not in choices:
+            raise self.fail(name, f"must be one of {', '.join(map(str, choices))}, got {value}")
+        if minimum is not None and value < minimum:
+            raise self.fail(name, f"must be >= {minimum}, got {value}")
+        return value
+
+    def number(self, value: Any, name: str, positive: bool = False) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.fail(name, f"must be a finite number, got {_show(value)}")
+        if positive and value <= 0:
+            raise self.fail(name, f"must be > 0, got {value}")
+        return float(value)
+
+    def vector(self, value: Any, name: str, length: int, kind: str) -> tuple:
+        what = "positive numbers" if kind == "float" else "positive integers"
+        if not isinstance(value, (list, tuple)) or len(value) != length:
+            raise self.fail(name, f"must be a list of {length} {what} (one per spatial axis of "
+                                  f"the model input), got {_show(value)}")
+        if kind == "float":
+            return tuple(self.number(v, f"{name}[{i}]", positive=True) for i, v in enumerate(value))
+        return tuple(self.integer(v, f"{name}[{i}]", minimum=1) for i, v in enumerate(value))
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, (set, bytes)) else repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _parse_card(data: Any, base_dir: Path | None, source: Path | None) -> ModelCard:
+    r = _Reader(source)
+    if not isinstance(data, Mapping):
+        where = f"{source}: " if source is not None else "model card: "
+        raise ModelCardError(f"{where}a card must be a JSON object, got {_show(data)}")
+
+    name = r.string(r.require(data, "name"), "name")
+    task = r.string(r.require(data, "task"), "task", TASKS)
+    dims = r.integer(r.require(data, "spatial_dims"), "spatial_dims", choices=(2, 3))
+
+    slice_axis = data.get("slice_axis")
+    if dims == 2:
+        slice_axis = 0 if slice_axis is None else r.integer(slice_axis, "slice_axis",
+                                                             choices=(0, 1, 2))
+    elif slice_axis is not None:
+        raise r.fail("slice_axis", f"only applies to 2D models (spatial_dims 2); remove it for "
+                                   f"a 3D model, got {_show(slice_axis)}")
+
+    input_spec = _parse_input(r, r.mapping(r.require(data, "input"), "input"), dims)
+    output = r.mapping(data.get("output", {}), "output")
+    default_act = "softmax"
+    activation = r.string(output.get("activation", default_act), "output.activation", ACTIVATIONS)
+    classes = _parse_classes(r, r.require(data, "classes"), task)
+    weights = _parse_weights(r, r.require(data, "weights"), base_dir)
+
+    architecture = None
+    if data.get("architecture") is not None:
+        architecture = _parse_architecture(r, r.mapping(data["architecture"], "architecture"))
+    elif weights.format == "state_dict":
+        raise r.fail("architecture", "is missing: a state_dict holds only tensors, so the card "
+                                     "must name the network class as {\"class\": "
+                                     "\"package.module:ClassName\", \"kwargs\": {...}}")
+
+    target_layers = _parse_target_layers(r, data.get("target_layers"))
+    extra = {k: v for k, v in data.items() if k not in _KNOWN_TOP}
+    return ModelCard(
+        name=name, task=task, spatial_dims=dims, input=input_spec, classes=classes,
+        weights=weights, architecture=architecture, target_layers=target_layers,
+        slice_axis=slice_axis, output_activation=activation,
+        description=str(data.get("description", "")), version=str(data.get("version", "")),
+        path=source, folder=base_dir, extra=extra,
+    )
+
+
+def _parse_input(r: _Reader, data: Mapping, dims: int) -> InputSpec:
+    channels = r.integer(r.require(data, "channels", "input."), "input.channels", minimum=1)
+    spacing = data.get("spacing")
+    if spacing is not None:
+        spacing = r.vector(spacing, "input.spacing", dims, "float")
+    size = data.get("size")
+    if size is not None:
+        size = r.vector(size, "input.size", dims, "int")
+    patch = data.get("patch_size")
+    if patch is not None:
+        patch = r.vector(patch, "input.patch_size", dims, "int")
+    pad_value = data.get("pad_value")
+    if pad_value is not None:
+        pad_value = r.number(pad_value, "input.pad_value")
+    intensity = _parse_intensity(r, data.get("intensity", {"mode": "none"}))
+    return InputSpec(channels=channels, spacing=spacing, size=size, patch_size=patch,
+                     intensity=intensity, pad_value=pad_value)
+
+
+def _parse_intensity(r: _Reader, data: Any) -> IntensitySpec:
+    data = r.mapping(data, "input.intensity")
+    mode = r.string(data.get("mode", "none"), "input.intensity.mode", INTENSITY_MODES)
+    if mode == "window":
+        window = data.get("window")
+        if (not isinstance(window, (list, tuple)) or len(window) != 2):
+            raise r.fail("input.intensity.window", "must be [low, high] (two numbers, low < high) "
+                                                   f"for mode 'window', got {_show(window)}")
+        low = r.number(window[0], "input.intensity.window[0]")
+        high = r.number(window[1], "input.intensity.window[1]")
+        if not low < high:
+            raise r.fail("input.intensity.window", f"must have low < high, got [{low}, {high}]")
+        return IntensitySpec(mode="window", window=(low, high))
+    if mode == "scale":
+        mean = r.number(r.require(data, "mean", "input.intensity."), "input.intensity.mean")
+        std = r.number(r.require(data, "std", "input.intensity."), "input.intensity.std",
+                       positive=True)
+        return IntensitySpec(mode="scale", mean=mean, std=std)
+    return IntensitySpec(mode=mode)
+
+
+def _parse_classes(r: _Reader, data: Any, task: str) -> tuple[ClassSpec, ...]:
+    if not isinstance(data, (list, tuple)) or len(data) < 1:
+        raise r.fail("classes", f"must be a non-empty list of class names or "
+                                f"{{\"name\": ..., \"color\": [r, g, b]}} objects, got {_show(data)}")
+    classes = []
+    for i, item in enumerate(data):
+        name = f"classes[{i}]"
+        if isinstance(item, str):
+            classes.append(ClassSpec(r.string(item, name)))
+            continue
+        item = r.mapping(item, name)
+        cname = r.string(r.require(item, "name", name + "."), name + ".name")
+        color = item.get("color")
+        if color is not None:
+            if (not isinstance(color, (list, tuple)) or len(color) != 3
+                    or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= 255
+                           for c in color)):
+                raise r.fail(name + ".color", f"must be [r, g, b] with integers 0..255, "
+                                              f"got {_show(color)}")
+            color = tuple(color)
+        classes.append(ClassSpec(cname, color))
+    names = [c.name for c in classes]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise r.fail("classes", f"has duplicate names {duplicates}; class names must be unique")
+    if task == "segmentation" and len(classes) < 2:
+        raise r.fail("classes", "must list at least 2 classes for segmentation (background "
+                                f"first, then the structures), got {len(classes)}")
+    return tuple(classes)
+
+
+def _parse_weights(r: _Reader, data: Any, base_dir: Path | None) -> WeightsSpec:
+    if isinstance(data, str):
+        data = {"file": data}
+    data = r.mapping(data, "weights")
+    file_name = r.string(r.require(data, "file", "weights."), "weights.file")
+    path = Path(file_name)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    fmt = data.get("format")
+    fmt = _guess_format(path) if fmt is None else r.string(fmt, "weights.format", WEIGHT_FORMATS)
+    sha = data.get("sha256")
+    if sha is not None:
+        sha = r.string(sha, "weights.sha256").lower()
+        if len(sha) != 64 or any(ch not in "0123456789abcdef" for ch in sha):
+            raise r.fail("weights.sha256", f"must be 64 hexadecimal digits, got {sha!r}")
+    return WeightsSpec(file=path, format=fmt, sha256=sha)
+
+
+def _guess_format(path: Path) -> str:
+    """A TorchScript archive is a zip with a ``code/`` folder; anything else is a state_dict."""
+    if path.suffix.lower() == ".safetensors":
+        return "state_dict"
+    if path.is_file():
+        import zipfile
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if any("/code/" in n for n in archive.namelist()):
+                    return "torchscript"
+        except (zipfile.BadZipFile, OSError):
+            pass
+    return "state_dict"
+
+
+def _parse_architecture(r: _Reader, data: Mapping) -> ArchitectureSpec:
+    target = r.string(r.require(data, "class", "architecture."), "architecture.class")
+    module, sep, cls = target.partition(":")
+    if not sep or not module or not cls or not all(p.isidentifier() for p in module.split(".")) \
+            or not all(p.isidentifier() for p in cls.split(".")):
+        raise r.fail("architecture.class", "must look like 'package.module:ClassName' "
+                                           f"(e.g. 'monai.networks.nets:UNet'), got {target!r}")
+    kwargs = r.mapping(data.get("kwargs", {}), "architecture.kwargs")
+    return ArchitectureSpec(target=target, kwargs=dict(kwargs))
+
+
+def _parse_target_layers(r: _Reader, data: Any) -> TargetLayers:
+    if data is None:
+        return TargetLayers()
+    if isinstance(data, str):
+        return TargetLayers(default=data, suggested=(data,))
+    data = r.mapping(data, "target_layers")
+    default = data.get("default")
+    if default is not None:
+        default = r.string(default, "target_layers.default")
+    suggested = data.get("suggested", [])
+    if not isinstance(suggested, (list, tuple)):
+        raise r.fail("target_layers.suggested", f"must be a list of layer names, got "
+                                                f"{_show(suggested)}")
+    suggested = tuple(r.string(s, f"target_layers.suggested[{i}]") for i, s in enumerate(suggested))
+    return TargetLayers(default=default, suggested=suggested)

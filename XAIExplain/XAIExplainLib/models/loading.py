@@ -1,0 +1,356 @@
+"""Find, build and load models safely.
+
+``load_model`` accepts a bundled model name, a model folder or a card.json
+path.  Weights are read without executing code: safetensors files, or
+``torch.load(..., weights_only=True)`` for state_dicts.  TorchScript archives
+load too (they run in TorchScript's own interpreter).  A pickled full module
+(``torch.save(model)``) can run arbitrary code while it is unpickled, so it is
+refused unless the caller passes ``trust=True``.
+
+Every failure names the file and what was wrong: a missing file, a corrupt or
+truncated archive, a checksum mismatch, weights whose names or shapes do not
+fit the architecture, or a card whose channel/class counts contradict the
+network.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .card import CARD_FILENAME, ModelCard, load_card
+from .errors import ModelCardError, UntrustedModelError, WeightsError
+from .loaded import LoadedModel
+
+#: Extra folders searched for model names, separated like PATH.
+MODEL_PATH_ENV = "XAIEXPLAIN_MODEL_PATH"
+
+
+def bundled_models_dir() -> Path:
+    """``XAIExplain/Resources/Models`` beside the package."""
+    import XAIExplainLib
+
+    return Path(XAIExplainLib.__file__).resolve().parents[1] / "Resources" / "Models"
+
+
+def model_search_dirs() -> list[Path]:
+    """Folders searched for a model name: the bundled folder, then ``$XAIEXPLAIN_MODEL_PATH``."""
+    dirs = [bundled_models_dir()]
+    extra = os.environ.get(MODEL_PATH_ENV, "")
+    dirs.extend(Path(p) for p in extra.split(os.pathsep) if p)
+    return dirs
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One line of :func:`list_models`."""
+
+    name: str
+    task: str
+    spatial_dims: int
+    classes: tuple[str, ...]
+    description: str
+    path: Path
+
+    def __str__(self) -> str:
+        return (f"{self.name} ({self.task}, {self.spatial_dims}D, classes: "
+                f"{', '.join(self.classes)}) - {self.description}")
+
+
+def list_models() -> list[ModelInfo]:
+    """The models found in :func:`model_search_dirs`, sorted by name.
+
+    A folder whose card is invalid is skipped here (``load_model`` on it
+    reports why), so one broken download does not hide the others.
+    """
+    found: dict[str, ModelInfo] = {}
+    for directory in model_search_dirs():
+        if not directory.is_dir():
+            continue
+        for card_path in sorted(directory.glob(f"*/{CARD_FILENAME}")):
+            try:
+                card = load_card(card_path)
+            except (ModelCardError, OSError):
+                continue
+            found.setdefault(card.name, ModelInfo(card.name, card.task, card.spatial_dims,
+                                                  tuple(card.class_names), card.description,
+                                                  card_path.parent))
+    return [found[name] for name in sorted(found)]
+
+
+def resolve_card_path(source: str | os.PathLike) -> Path:
+    """A card.json path from a model name, a folder or a card path."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        card = path / CARD_FILENAME
+        if not card.is_file():
+            raise FileNotFoundError(f"model folder {path} has no {CARD_FILENAME}")
+        return card
+    if isinstance(source, str) and os.sep not in source and "/" not in source:
+        for directory in model_search_dirs():
+            candidate = directory / source / CARD_FILENAME
+            if candidate.is_file():
+                return candidate
+        for info in list_models():
+            if info.name == source:
+                return info.path / CARD_FILENAME
+        names = ", ".join(i.name for i in list_models()) or "none found"
+        raise FileNotFoundError(f"no model named {source!r}; bundled models: {names}. "
+                                "Pass a model folder or a card.json path for other models")
+    raise FileNotFoundError(f"model not found: {path} is neither a file nor a folder")
+
+
+def load_model(source: str | os.PathLike | ModelCard, *, trust: bool = False,
+               device: str | torch.device = "cpu", check: bool = True) -> LoadedModel:
+    """Load a model described by a card.
+
+    Parameters
+    ----------
+    source:
+        A bundled model name (see :func:`list_models`), a model folder, a
+        card.json path, or an already parsed :class:`ModelCard`.
+    trust:
+        Allow unpickling a full module (``weights.format == "pickle"``). Only
+        for files from a source you trust: unpickling can run arbitrary code.
+    device:
+        ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when available) or a torch device.
+    check:
+        Run one tiny forward pass to verify that the card's channel and class
+        counts agree with the network.
+    """
+    card = source if isinstance(source, ModelCard) else load_card(resolve_card_path(source))
+    module, scripted = load_module(card, trust=trust)
+    module.eval()
+    if check:
+        check_module(card, module, scripted)
+    return LoadedModel(module=module, card=card, scripted=scripted).to(resolve_device(device))
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/``None`` -> CUDA when available, else CPU."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device, "
+                         f"got {device!r}") from exc
+
+
+def load_module(card: ModelCard, trust: bool = False) -> tuple[nn.Module, bool]:
+    """Build the network and load its weights; returns ``(module, is_torchscript)``."""
+    path = card.weights.file
+    if not path.is_file():
+        where = f"{card.path}: " if card.path else ""
+        raise FileNotFoundError(f"{where}weights file {path} does not exist (card field "
+                                "'weights.file', relative to the card's folder)")
+    if card.weights.sha256 is not None:
+        _verify_checksum(path, card.weights.sha256)
+    fmt = card.weights.format
+    if fmt == "torchscript":
+        return _load_torchscript(path), True
+    if fmt == "pickle":
+        return _load_pickled_module(path, trust), False
+    module = build_architecture(card)
+    state = read_state_dict(path)
+    apply_state_dict(module, state, path)
+    return module, False
+
+
+def build_architecture(card: ModelCard) -> nn.Module:
+    """Instantiate ``card.architecture`` (an ``nn.Module`` subclass) with its kwargs."""
+    spec = card.architecture
+    if spec is None:
+        raise ModelCardError(f"{card.path or card.name}: field 'architecture' is missing")
+    try:
+        module = importlib.import_module(spec.module_name)
+    except ImportError as exc:
+        hint = " (install MONAI: pip install monai)" if spec.module_name.startswith("monai") else ""
+        raise ModelCardError(f"{card.path or card.name}: field 'architecture.class': cannot import "
+                             f"module {spec.module_name!r}: {exc}{hint}") from exc
+    obj: Any = module
+    for part in spec.class_name.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ModelCardError(f"{card.path or card.name}: field 'architecture.class': module "
+                                 f"{spec.module_name!r} has no attribute {spec.class_name!r}")
+    # Only nn.Module classes may be called: a card must not be able to name an
+    # arbitrary function (os.system, ...) and have it run with its kwargs.
+    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        raise ModelCardError(f"{card.path or card.name}: field 'architecture.class': "
+                             f"{spec.target!r} is not a torch.nn.Module subclass")
+    try:
+        return obj(**dict(spec.kwargs))
+    except TypeError as exc:
+        raise ModelCardError(f"{card.path or card.name}: field 'architecture.kwargs' does not fit "
+                             f"{spec.target}: {exc}") from exc
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from a safetensors file or a ``torch.save``d state_dict, without unpickling code."""
+    if path.suffix.lower() == ".safetensors":
+        return _read_safetensors(path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise WeightsError(
+            f"{path}: holds pickled Python objects other than tensors, which weights_only "
+            "loading refuses. If it is a full module saved with torch.save(model), re-save "
+            "model.state_dict() (or safetensors), or set the card's weights.format to "
+            "'pickle' and load with trust=True if you trust its source") from exc
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types on bad bytes
+        if "TorchScript" in str(exc):
+            raise WeightsError(f"{path}: is a TorchScript archive; set the card's weights.format "
+                               "to 'torchscript'") from exc
+        raise WeightsError(f"{path}: cannot read the weights ({_first_line(exc)}); the file is "
+                           "corrupt or truncated, or not a PyTorch state_dict") from exc
+    return _unwrap_state_dict(data, path)
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        from safetensors.torch import load_file
+    except ImportError as exc:
+        raise ImportError(f"{path}: reading safetensors files needs the 'safetensors' package "
+                          "(pip install safetensors)") from exc
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise WeightsError(f"{path}: cannot read the safetensors file ({_first_line(exc)}); "
+                           "the file is corrupt or truncated") from exc
+
+
+def _unwrap_state_dict(data: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(data, Mapping):
+        for key in ("state_dict", "model_state_dict", "model"):
+            inner = data.get(key)
+            if isinstance(inner, Mapping) and inner and all(
+                    isinstance(v, torch.Tensor) for v in inner.values()):
+                data = inner
+                break
+        if data and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items()):
+            return dict(data)
+    raise WeightsError(f"{path}: expected a state_dict (a mapping of parameter names to tensors, "
+                       f"possibly under 'state_dict' or 'model'), got {type(data).__name__}")
+
+
+def apply_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Strict load with a readable account of missing, unexpected and mis-shaped tensors."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [f"{k}: file {tuple(state[k].shape)} vs network {tuple(v.shape)}"
+                  for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatch(es): " + "; ".join(mismatched[:5]))
+        if missing:
+            parts.append(f"{len(missing)} tensor(s) missing from the file: " + ", ".join(missing[:5]))
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensor(s): " + ", ".join(unexpected[:5]))
+        raise WeightsError(f"{path}: weights do not fit the architecture {type(module).__name__} "
+                           f"(check the card's architecture.kwargs): " + " | ".join(parts))
+    module.load_state_dict(state, strict=True)
+
+
+def _load_torchscript(path: Path) -> nn.Module:
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - torch.jit raises RuntimeError and C++ errors
+        raise WeightsError(f"{path}: cannot load the TorchScript archive ({_first_line(exc)}); the "
+                           "file is corrupt or truncated, or not TorchScript") from exc
+
+
+def _load_pickled_module(path: Path, trust: bool) -> nn.Module:
+    if not trust:
+        raise UntrustedModelError(
+            f"{path}: is a pickled full module; unpickling it can run arbitrary code on this "
+            "machine. Load it with trust=True only if you trust where it came from, or convert "
+            "it to a state_dict/safetensors file with an architecture entry in the card")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001
+        raise WeightsError(f"{path}: cannot unpickle the module ({_first_line(exc)}); the file is "
+                           "corrupt or truncated") from exc
+    if not isinstance(obj, nn.Module):
+        raise WeightsError(f"{path}: expected a pickled torch.nn.Module, got {type(obj).__name__}")
+    return obj
+
+
+def _verify_checksum(path: Path, expected: str) -> None:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    actual = digest.hexdigest()
+    if actual != expected:
+        raise WeightsError(f"{path}: SHA-256 is {actual} but the card expects {expected}; the "
+                           "file is corrupt, truncated or not the one the card was written for")
+
+
+def check_module(card: ModelCard, module: nn.Module, scripted: bool) -> None:
+    """Verify channels, dimensionality and class count against the card.
+
+    The first convolution is inspected for a precise message; then one forward
+    pass on a small zero input checks the number of outputs.
+    """
+    where = card.path or card.name
+    if not scripted:
+        first = next((m for m in module.modules()
+                      if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))), None)
+        if first is not None:
+            name = next(n for n, m in module.named_modules() if m is first)
+            conv_dims = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}[type(first)]
+            if conv_dims != card.spatial_dims:
+                raise ModelCardError(f"{where}: field 'spatial_dims' is {card.spatial_dims} but the "
+                                     f"network's first convolution '{name}' is {conv_dims}D")
+            if first.in_channels != card.input.channels:
+                raise ModelCardError(f"{where}: field 'input.channels' is {card.input.channels} but "
+                                     f"the network's first convolution '{name}' takes "
+                                     f"{first.in_channels} channel(s)")
+    shape = _probe_shape(card)
+    x = torch.zeros((1, card.input.channels) + shape)
+    try:
+        with torch.inference_mode():
+            y = module(x)
+    except Exception as exc:  # noqa: BLE001 - report any failure of the dry run
+        raise ModelCardError(f"{where}: a test forward pass with input shape {tuple(x.shape)} "
+                             f"(from input.channels/size/patch_size) failed: {_first_line(exc)}") from exc
+    if not isinstance(y, torch.Tensor):
+        raise ModelCardError(f"{where}: the network returns {type(y).__name__}; a single tensor "
+                             "(logits) is required")
+    n_out = y.shape[1] if y.ndim >= 2 else 1
+    n_classes = card.num_classes
+    sigmoid_binary = card.output_activation == "sigmoid" and n_out == n_classes - 1
+    if n_out != n_classes and not sigmoid_binary:
+        raise ModelCardError(f"{where}: field 'classes' lists {n_classes} classes but the network "
+                             f"outputs {n_out} channel(s)")
+    if card.task == "segmentation" and tuple(y.shape[2:]) != shape:
+        raise ModelCardError(f"{where}: task is segmentation but the output's spatial shape "
+                             f"{tuple(y.shape[2:])} differs from the input's {shape}")
+    if card.task == "classification" and y.ndim != 2:
+        raise ModelCardError(f"{where}: task is classification but the network output has shape "
+                             f"{tuple(y.shape)}; expected (N, classes)")
+
+
+def _probe_shape(card: ModelCard) -> tuple[int, ...]:
+    if card.input.patch_size is not None:
+        return tuple(card.input.patch_size)
+    if card.input.size is not None:
+        return tuple(card.input.size)
+    return (64,) * card.spatial_dims if card.spatial_dims == 2 else (32,) * 3
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,204 @@
+"""Apply a card's preprocessing to an image, and undo it on the outputs.
+
+``prepare`` resamples the image onto the model's grid (the card's spacing and
+size, centred on the input, same orientation; a 2D model keeps the input's
+slices untouched along its slice axis) and applies the intensity transform.
+The returned :class:`PreparedInput` remembers both grids, so maps go back with
+linear interpolation (clamped to [0, 1]) and label maps with an argmax of
+linearly resampled probabilities, exactly onto the input's size, origin,
+spacing and direction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..imaging import intensity as _intensity
+from ..imaging.resample import Grid, as_volume, centered_grid, image_from_numpy, resample
+from .card import ModelCard
+
+
+@dataclass
+class PreparedInput:
+    """A volume on the model's grid plus what is needed to map results back.
+
+    ``array`` is float32 ``(C, Z, Y, X)`` in numpy order on ``model_grid``.
+    """
+
+    array: np.ndarray
+    model_grid: Grid
+    input_grid: Grid
+    was_2d: bool
+    from_numpy: bool
+
+    @property
+    def spatial_shape(self) -> tuple[int, int, int]:
+        return self.model_grid.shape
+
+    def restore_map(self, array: np.ndarray):
+        """A map on the model grid -> float32 in [0, 1] on the input grid."""
+        image = self.model_grid.image_from_array(np.asarray(array, dtype=np.float32))
+        out = resample(image, self.input_grid, "linear", 0.0)
+        out = sitk.Clamp(out, sitk.sitkFloat32, 0.0, 1.0)
+        return self._finish(out)
+
+    def restore_probabilities(self, probabilities: np.ndarray) -> np.ndarray:
+        """``(K, Z, Y, X)`` class probabilities on the model grid -> same on the input grid.
+
+        Outside the model grid class 0 (background) gets probability 1.
+        """
+        probabilities = np.asarray(probabilities, dtype=np.float32)
+        if probabilities.ndim != 4 or probabilities.shape[1:] != self.model_grid.shape:
+            raise ValueError(f"expected probabilities of shape (K, {', '.join(map(str, self.model_grid.shape))}),"
+                             f" got {probabilities.shape}")
+        out = []
+        for k, channel in enumerate(probabilities):
+            image = self.model_grid.image_from_array(channel)
+            fill = 1.0 if k == 0 else 0.0
+            out.append(sitk.GetArrayFromImage(resample(image, self.input_grid, "linear", fill)))
+        return np.stack(out)
+
+    def restore_labels(self, probabilities: np.ndarray, activation: str = "softmax",
+                       threshold: float = 0.5):
+        """Label map on the input grid from model-grid probabilities.
+
+        Probabilities are resampled linearly and then decided (argmax for
+        softmax outputs; ``p > threshold`` per class for sigmoid outputs, the
+        highest such class winning), which gives smoother, more faithful
+        boundaries than nearest-neighbour resampling of a coarse label map.
+        """
+        probs = self.restore_probabilities(probabilities)
+        labels = decide_labels(probs, activation, threshold)
+        image = sitk.GetImageFromArray(labels.astype(np.uint8))
+        self.input_grid.apply(image)
+        return self._finish(image)
+
+    def _finish(self, image: sitk.Image):
+        if self.was_2d:
+            image = image[:, :, 0]
+        if self.from_numpy:
+            return sitk.GetArrayFromImage(image)
+        return image
+
+
+def decide_labels(probabilities: np.ndarray, activation: str, threshold: float = 0.5) -> np.ndarray:
+    """Labels from ``(K, ...)`` probabilities: argmax, or thresholded sigmoid channels.
+
+    With sigmoid outputs a single channel means foreground label 1; with K
+    channels label k+1 is set where channel k exceeds the threshold.
+    """
+    if activation == "sigmoid":
+        above = probabilities > threshold
+        labels = np.zeros(probabilities.shape[1:], dtype=np.uint8)
+        for k in range(probabilities.shape[0]):
+            labels[above[k]] = k + 1
+        return labels
+    return np.argmax(probabilities, axis=0).astype(np.uint8)
+
+
+def model_grid_for(card: ModelCard, grid: Grid) -> Grid:
+    """The grid the model sees for an input on ``grid`` (see the module docstring)."""
+    spacing = card.input.spacing
+    if card.spatial_dims == 2:
+        axes = [a for a in range(3) if a != card.slice_axis]
+        new_spacing: list[float | None] = [None] * 3
+        new_shape: list[int | None] = [None] * 3
+        new_shape[card.slice_axis] = grid.shape[card.slice_axis]
+        for i, axis in enumerate(axes):
+            if spacing is not None:
+                new_spacing[axis] = spacing[i]
+            if card.input.size is not None:
+                new_shape[axis] = card.input.size[i]
+            elif spacing is None:
+                new_shape[axis] = grid.shape[axis]
+        return centered_grid(grid, new_spacing, new_shape)
+    new_spacing = list(spacing) if spacing is not None else [None] * 3
+    if card.input.size is not None:
+        return centered_grid(grid, new_spacing, list(card.input.size))
+    model = centered_grid(grid, new_spacing, None if spacing is not None else list(grid.shape))
+    patch = card.input.patch_size
+    if patch is not None and any(n < p for n, p in zip(model.shape, patch)):
+        shape = [max(n, p) for n, p in zip(model.shape, patch)]
+        model = centered_grid(grid, list(model.spacing_zyx), shape)
+    return model
+
+
+def prepare(card: ModelCard, image, spacing: Sequence[float] | None = None) -> PreparedInput:
+    """Resample and normalise ``image`` as ``card`` prescribes.
+
+    ``image`` is a ``SimpleITK.Image`` (2D or 3D, scalar or with one component
+    per channel) or a numpy array ``(Z, Y, X)`` / ``(Y, X)``, or
+    ``(C, Z, Y, X)`` for multi-channel models, with ``spacing`` in the same
+    numpy axis order (defaults to 1 mm).
+    """
+    from_numpy = not isinstance(image, sitk.Image)
+    channels = _split_channels(card, image, spacing) if from_numpy else _sitk_channels(card, image)
+    volumes, was_2d = [], False
+    for channel in channels:
+        volume, was_2d = as_volume(channel)
+        volumes.append(volume)
+    if was_2d and card.spatial_dims == 3:
+        raise ValueError(f"model '{card.name}' is a 3D model and needs a volume; got a 2D image")
+    if was_2d and card.slice_axis != 0:
+        raise ValueError(f"model '{card.name}' runs along slice_axis {card.slice_axis}; a 2D image "
+                         "only has axial (axis 0) slices")
+    input_grid = Grid.from_image(volumes[0])
+    model_grid = model_grid_for(card, input_grid)
+    arrays = []
+    for volume in volumes:
+        volume = sitk.Cast(volume, sitk.sitkFloat32)
+        pad = card.input.pad_value
+        if pad is None:
+            pad = float(sitk.GetArrayViewFromImage(volume).min())
+        same = Grid.from_image(volume) == model_grid
+        on_grid = volume if same else resample(volume, model_grid, "linear", pad, antialias=True)
+        arrays.append(_apply_intensity(card, sitk.GetArrayFromImage(on_grid)))
+    return PreparedInput(np.stack(arrays).astype(np.float32), model_grid, input_grid, was_2d,
+                         from_numpy)
+
+
+def _apply_intensity(card: ModelCard, array: np.ndarray) -> np.ndarray:
+    spec = card.input.intensity
+    if spec.mode == "window":
+        return _intensity.window(array, *spec.window)
+    if spec.mode == "scale":
+        return _intensity.scale(array, spec.mean, spec.std)
+    if spec.mode == "zscore":
+        return _intensity.zscore(array)
+    return np.asarray(array, dtype=np.float32)
+
+
+def _sitk_channels(card: ModelCard, image: sitk.Image) -> list[sitk.Image]:
+    n = image.GetNumberOfComponentsPerPixel()
+    if n != card.input.channels:
+        raise ValueError(f"model '{card.name}' expects {card.input.channels} channel(s) "
+                         f"(card field input.channels) but the image has {n} component(s) per voxel")
+    if n == 1:
+        return [image]
+    return [sitk.VectorIndexSelectionCast(image, i) for i in range(n)]
+
+
+def _split_channels(card: ModelCard, array, spacing) -> list[sitk.Image]:
+    try:
+        array = np.asarray(array)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not array-like"
+        raise TypeError("image must be a SimpleITK.Image or a numpy array, got "
+                        f"{type(array).__name__}") from exc
+    if array.dtype == object or array.ndim not in (2, 3, 4):
+        raise TypeError("image must be a SimpleITK.Image or a numpy array of shape (Y, X), "
+                        f"(Z, Y, X) or (C, Z, Y, X); got {type(array).__name__} with shape "
+                        f"{getattr(array, 'shape', None)}")
+    channels = card.input.channels
+    if array.ndim == 4:
+        if array.shape[0] != channels:
+            raise ValueError(f"model '{card.name}' expects {channels} channel(s) (card field "
+                             f"input.channels) but the array has {array.shape[0]} (shape "
+                             f"{array.shape}, channels first)")
+        return [image_from_numpy(a, spacing) for a in array]
+    if channels != 1:
+        raise ValueError(f"model '{card.name}' expects {channels} channels; pass a (C, Z, Y, X) "
+                         f"array, got shape {array.shape}")
+    return [image_from_numpy(array, spacing)]
