@@ -25,7 +25,8 @@ def window_grid(shape: tuple[int, ...], patch: tuple[int, ...], overlap: float) 
 def gaussian_weights(patch: tuple[int, ...], device, sigma_scale: float = 0.125) -> torch.Tensor:
     """Separable Gaussian centred on the patch (sigma = patch / 8): patch borders count little.
 
-    Clamped away from zero so every voxel of the volume gets a defined blended value.
+    Only exact zeros are lifted (to 1e-20): a larger floor would give a window's corner,
+    where zero padding distorts the model, as much say as another window's centre.
     """
     weight = torch.ones((), device=device)
     for axis, size in enumerate(patch):
@@ -36,4 +37,4 @@ def gaussian_weights(patch: tuple[int, ...], device, sigma_scale: float = 0.125)
         shape[axis] = size
         weight = weight * profile.reshape(shape)
     weight = weight / weight.max()
-    return weight.clamp_min(1e-3)
+    return weight.clamp_min(1e-20)
