@@ -12,6 +12,7 @@ The caller's model is never modified.
 from __future__ import annotations
 
 import copy
+import zlib
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
@@ -98,6 +99,16 @@ def parameterized_layers(model: nn.Module, x: torch.Tensor) -> List[str]:
     return order
 
 
+def _layer_seed(seed: int, name: str) -> int:
+    """A seed per (user seed, layer name).
+
+    Seeding every layer with the plain user seed (often 0) could replay the
+    very draws that initialised an untrained model built under that seed, and
+    "randomising" would then restore the same weights.
+    """
+    return (int(seed) * 1_000_003 + zlib.crc32(name.encode()) + 0x5EED) % (2 ** 63)
+
+
 def _randomize(module: nn.Module, seed: int) -> None:
     """Re-initialise the module's own parameters with a seeded generator.
 
@@ -175,8 +186,8 @@ def sanity_randomization(model: nn.Module, x: torch.Tensor, method: str = "gradc
         raise TypeError(f"the sanity check works on a deep copy of the model, which failed: {error}") from error
     modules = dict(randomized.named_modules())
     correlations = []
-    for stage, name in enumerate(cascade):
-        _randomize(modules[name], seed + stage)
+    for name in cascade:
+        _randomize(modules[name], _layer_seed(seed, name))
         random_maps = explain(randomized, x, method, target=frozen, layer=layer_spec, **options)
         correlations.append(rank_correlation(maps, random_maps.to(maps.device)))
     return SanityResult(layers=cascade, correlation=torch.stack(correlations))
