@@ -1,0 +1,148 @@
+"""Test helpers for the MRML bridge and the logic: a headless Slicer scene and known inputs.
+
+Test files import what they need, fixtures included
+(``from slicer_scene import scene``). Provides
+
+* ``scene``: a fresh headless scene (scene, application logic with the three
+  slice views, default colours, volumes and segmentations logic), set as
+  ``slicer.mrmlScene`` for the test and cleared afterwards;
+* synthetic CT-like volumes with a bright box on any IJK-to-RAS grid;
+* tiny torch models whose attribution is known by construction;
+* ``scene_state`` to compare a whole scene before and after a run.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (real MRML scene in Python) is not installed")
+import slicer.util  # noqa: E402
+
+from XAIExplainLib import mrml  # noqa: E402
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+BACKGROUND_HU = -1000.0
+OBJECT_HU = 300.0
+
+
+@pytest.fixture
+def scene():
+    """A headless MRML scene with Slicer's logics, current for the test's duration."""
+    new_scene = mrml.create_headless_scene(set_current=True)
+    try:
+        yield new_scene
+    finally:
+        mrml.release_headless_scene(new_scene)
+
+
+def rotation(axis: str, degrees: float) -> np.ndarray:
+    """3 x 3 rotation matrix about the x, y or z axis."""
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    i, j = {"x": (1, 2), "y": (2, 0), "z": (0, 1)}[axis]
+    matrix = np.eye(3)
+    matrix[i, i], matrix[i, j], matrix[j, i], matrix[j, j] = c, -s, s, c
+    return matrix
+
+
+def ijk_to_ras(spacing=(1.0, 1.0, 1.0), directions=np.eye(3), origin=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """4 x 4 IJK-to-RAS from (i, j, k) spacing, RAS direction columns and RAS origin."""
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.asarray(directions, dtype=float) @ np.diag(spacing)
+    matrix[:3, 3] = origin
+    return matrix
+
+
+#: Grids every geometry test runs on: identity, anisotropic, flipped, oblique.
+GRIDS = {
+    "identity": ijk_to_ras(),
+    "anisotropic": ijk_to_ras((0.7, 0.9, 2.5), origin=(-12.0, 30.0, 5.0)),
+    "flipped": ijk_to_ras((0.8, 0.8, 3.0), np.diag([1.0, -1.0, 1.0]),
+                          origin=(40.0, -20.0, -10.0)),
+    "oblique": ijk_to_ras((1.1, 0.9, 2.0), rotation("z", 30.0) @ rotation("x", -20.0), origin=(5.0, -8.0, 12.0)),
+}
+
+
+def box_volume(shape=(12, 20, 24), box=((4, 8), (6, 12), (14, 20)), dtype=np.int16) -> np.ndarray:
+    """CT-like (z, y, x) array: air everywhere, a bright box at ``box`` = ((z0, z1), (y0, y1), (x0, x1))."""
+    array = np.full(shape, BACKGROUND_HU, dtype=dtype)
+    (z0, z1), (y0, y1), (x0, x1) = box
+    array[z0:z1, y0:y1, x0:x1] = OBJECT_HU
+    return array
+
+
+def add_volume(array: np.ndarray, matrix=None, name: str = "CT"):
+    """A scalar volume node with a CT window, as a user's loaded volume would have."""
+    node = slicer.util.addVolumeFromArray(array, ijkToRAS=matrix, name=name)
+    display = node.GetDisplayNode()
+    display.AutoWindowLevelOff()
+    display.SetWindowLevel(1600.0, -300.0)
+    return node
+
+
+def voxel_ras(node, zyx) -> np.ndarray:
+    """RAS position of the voxel at numpy index (z, y, x) of a node."""
+    return mrml.geometry.voxel_to_ras(mrml.node_ijk_to_ras(node), np.asarray(zyx, dtype=float)[::-1])
+
+
+def scene_state(scene) -> tuple:
+    """Everything a user could notice: every node's saved XML and every volume's voxel digest."""
+    scene.SetSaveToXMLString(1)
+    scene.Commit()
+    xml = scene.GetSceneXMLString()
+    voxels = {}
+    for i in range(scene.GetNumberOfNodes()):
+        node = scene.GetNthNode(i)
+        if node.IsA("vtkMRMLVolumeNode") and node.GetImageData() is not None:
+            array = slicer.util.arrayFromVolume(node)
+            voxels[node.GetID()] = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+    ids = tuple(scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes()))
+    return ids, xml, voxels
+
+
+def bright_spot_model(dims: int = 2, threshold: float = 0.0):
+    """A classifier whose class-1 score is the mean of ReLU(x - threshold).
+
+    Layer ``features`` outputs ReLU(x - threshold) with one channel, so
+    Grad-CAM for class 1 equals that activation (normalised): hot exactly
+    where the input is brighter than ``threshold``. Saliency is also
+    non-zero only there.
+    """
+    import torch
+    from torch import nn
+
+    conv = nn.Conv2d if dims == 2 else nn.Conv3d
+    pool = nn.AdaptiveAvgPool2d if dims == 2 else nn.AdaptiveAvgPool3d
+
+    class BrightSpot(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(conv(1, 1, 1), nn.ReLU())
+            self.pool = pool(1)
+            self.fc = nn.Linear(1, 2)
+            with torch.no_grad():
+                self.features[0].weight.fill_(1.0)
+                self.features[0].bias.fill_(-threshold)
+                self.fc.weight.copy_(torch.tensor([[-1.0], [1.0]]))
+                self.fc.bias.zero_()
+
+        def forward(self, x):
+            return self.fc(self.pool(self.features(x)).flatten(1))
+
+    return BrightSpot().eval()
+
+
+def rgba_is_heat(rgba: np.ndarray) -> np.ndarray:
+    """Pixels whose colour is warm (red clearly above blue), as Inferno over grey gives."""
+    rgb = rgba[..., :3].astype(int)
+    return (rgb[..., 0] - rgb[..., 2] > 25) & (rgb[..., 0] > 40)
+
+
+def rgba_is_grey(rgba: np.ndarray) -> np.ndarray:
+    """Pixels with no colour cast (plain CT background layer)."""
+    rgb = rgba[..., :3].astype(int)
+    return (np.ptp(rgb, axis=-1) <= 3)
