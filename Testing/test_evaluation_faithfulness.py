@@ -127,6 +127,10 @@ def test_preservation_freezes_the_target_and_uses_the_baseline():
     # Sigmoid on each output independently.
     sig = ev.prediction_preserved(model, x, inverted, activation="sigmoid").item()
     assert sig == pytest.approx(0.5 / torch.sigmoid(torch.tensor(1.0)).item(), abs=1e-6)
+    with pytest.raises(ValueError, match="zero or negative"):  # raw logits are not probabilities
+        ev.prediction_preserved(model, -x, inverted, target=0, activation=None)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        ev.prediction_preserved(model, x, inverted, activation="relu")
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -194,6 +198,21 @@ def test_deletion_and_insertion_auc_known_answers(dims):
     curve = ev.perturbation_curve(model, x, maps["perfect"], mode="deletion", **options)
     assert curve.fractions[0] == 0 and curve.fractions[-1] == 1 and curve.scores.shape == (2, steps + 1)
     assert curve.scores[:, 0].tolist() == [r, r] and curve.scores[:, -1].tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_deletion_on_a_segmenter_follows_the_summed_class_probability(dims):
+    region = region_mask(dims)
+    r, v = region.sum().item(), region.numel()
+    x = region.float().expand(1, 1, *region.shape).clone()
+    perfect = maps_for(region, 1)["perfect"]
+    curve = ev.perturbation_curve(VoxelSegmenter(4.0), x, perfect, target=ChannelTarget(1), steps=v // 8)
+    hi, lo = torch.sigmoid(torch.tensor(2.0)).item(), torch.sigmoid(torch.tensor(-2.0)).item()
+    # Every deleted region voxel drops from hi to lo; background voxels stay at lo.
+    first, _ = _areas(r, v)
+    assert curve.scores[0, 0].item() == pytest.approx(r * hi + (v - r) * lo, rel=1e-6)
+    assert curve.scores[0, -1].item() == pytest.approx(v * lo, rel=1e-6)
+    assert curve.auc.item() == pytest.approx(v * lo + (hi - lo) * first, rel=1e-6)
 
 
 def test_uniform_map_deletes_in_random_order_not_index_order():

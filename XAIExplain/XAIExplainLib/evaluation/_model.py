@@ -13,9 +13,8 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch import nn
 
-from ..engine import resolve_target
 
-__all__ = ["ACTIVATIONS", "activate", "check_model", "frozen_inference", "resolve_target"]
+__all__ = ["ACTIVATIONS", "activate", "check_model", "frozen_inference"]
 
 #: Accepted values of the ``activation`` option: how logits become probabilities.
 ACTIVATIONS = ("softmax", "sigmoid", None)

@@ -92,18 +92,22 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
              ) -> Dict[str, List[float]]:
     """Compute the requested metrics of ``maps`` (N, *S) and return per-sample columns.
 
-    model, x    the model and its input (N, C, *S); both may be None for map-only metrics
-    maps        attribution maps on the input grid, one per sample
-    target      what the maps explain (None: predicted class); frozen on the unperturbed output
-    mask        ground-truth mask (N, *S) or (*S), nonzero = inside
-    metrics     names from ``METRICS``; None = every metric whose inputs are given
-    spacing, tolerance_mm      pointing-game tolerance (spacing in the tensor's axis order)
-    thresholds                 dice sweep thresholds (default 0.05 .. 0.95)
-    used_mask, specificity_threshold voxels the model uses (mask, or "occlusion"), and the map
-                               threshold for specificity / sensitivity (a number or "otsu")
-    activation, region, baseline  how outputs become probabilities, the scored region of a
-                               segmentation output, and the value of removed voxels
-    steps, batch_size, seed    deletion / insertion curve resolution, batching, tie order
+    model, x        the model and its input (N, C, *S); both may be None for map-only metrics
+    maps            attribution maps on the input grid, one per sample
+    target          what the maps explain (None: predicted class); frozen on the unperturbed output
+    mask            ground-truth mask (N, *S) or (*S), nonzero = inside
+    metrics         names from ``METRICS``; None = every metric whose inputs are given
+    spacing         voxel size in mm along the tensor's spatial axes (pointing game)
+    tolerance_mm    how far outside the mask the map's maximum may fall (pointing game)
+    thresholds      dice sweep thresholds on the normalised map (default 0.05 .. 0.95)
+    used_mask       voxels the model uses (specificity / sensitivity): a mask, "occlusion"
+                    to estimate them, or None to use ``mask``
+    specificity_threshold  map threshold for specificity / sensitivity (a number or "otsu")
+    activation      "softmax", "sigmoid" or None: how outputs become probabilities
+    region          segmentation only: None (all voxels), "predicted" or a mask (PP / EP)
+    baseline        value of removed voxels: a number, "mean", "min" or a tensor
+    steps, batch_size, seed  deletion / insertion resolution, batching, order of ties;
+                    seed also seeds the sanity check's randomisation
     method, layer, explain_options  how the maps were made, for the sanity check
 
     Returns ``{key: [float] * N}``; the module docstring lists the keys per metric.

@@ -24,8 +24,9 @@ from typing import Optional, Union
 
 import torch
 
+from ..engine import resolve_target
 from ._checks import as_maps, as_masks, check_input, minmax_normalize, require_nonempty
-from ._model import activate, check_model, frozen_inference, resolve_target
+from ._model import activate, check_model, frozen_inference
 from .perturbation import baseline_like
 
 __all__ = [
@@ -80,7 +81,8 @@ def _region(region: RegionSpec, prob: torch.Tensor, bound, activation: Optional[
         channel = _class_channel(prob, bound)
         if activation == "sigmoid" or prob.shape[1] == 1:
             return channel > 0.5
-        return prob.argmax(dim=1) == torch.as_tensor(bound.classes, device=prob.device).view(-1, *([1] * (prob.dim() - 2)))
+        classes = torch.as_tensor(bound.classes, device=prob.device).view(-1, *([1] * (prob.dim() - 2)))
+        return prob.argmax(dim=1) == classes
     if not isinstance(region, torch.Tensor):
         raise TypeError(f"region must be None, 'predicted' or a torch.Tensor mask, got {type(region).__name__}")
     region = region.to(prob.device)

@@ -19,8 +19,9 @@ from typing import Optional, Union
 
 import torch
 
+from ..engine import resolve_target
 from ._checks import as_maps, check_input
-from ._model import activate, check_model, frozen_inference, resolve_target
+from ._model import activate, check_model, frozen_inference
 
 __all__ = [
     "BASELINES",

@@ -10,13 +10,14 @@ from __future__ import annotations
 import torch
 
 from ..engine import METHODS, explain
-from ._checks import check_input, as_maps
+from ._checks import as_maps, check_input
 from ._model import check_model
 
 __all__ = ["occlusion_usage_mask"]
 
 
-def occlusion_usage_mask(model, x: torch.Tensor, target=None, threshold: float = 0.1, **occlusion_options) -> torch.Tensor:
+def occlusion_usage_mask(model, x: torch.Tensor, target=None, threshold: float = 0.1,
+                         **occlusion_options) -> torch.Tensor:
     """Bool (N, *S) mask of the voxels whose occlusion moves the target score.
 
     Uses the engine's ``"occlusion"`` method (its options, such as window
