@@ -119,3 +119,17 @@ def test_predict_volume_shapes(volume):
     windows = xai.predict_volume(seg3, volume, mode="volume", patch_size=6, overlap=0.5)
     assert whole.shape == windows.shape == (2,) + volume.shape
     np.testing.assert_allclose(whole, windows, rtol=1e-5, atol=1e-6)
+
+
+def test_memory_budget_sets_the_batch_and_refuses_an_impossible_budget(volume):
+    model = make(SmallCNN)
+    sizes = []
+    xai.explain_volume(model, volume, "gradcam", memory_budget_mb=0.15,
+                       progress=lambda done, total: sizes.append(done))
+    steps = np.diff([0] + sizes)
+    assert 1 <= steps.max() < 9  # batched, but fewer slices per batch than the whole volume
+    roomy = []
+    xai.explain_volume(model, volume, "gradcam", memory_budget_mb=500, progress=lambda d, t: roomy.append(d))
+    assert roomy == [9]
+    with pytest.raises(ValueError, match=r"memory_budget_mb=0.01 is too small: this volume needs at least"):
+        xai.explain_volume(model, volume, "gradcam", memory_budget_mb=0.01)

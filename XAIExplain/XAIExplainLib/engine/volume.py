@@ -42,6 +42,42 @@ def _as_channels_first(volume) -> torch.Tensor:
     return tensor.float() if not tensor.is_floating_point() else tensor
 
 
+def _activation_bytes(model: nn.Module, sample: torch.Tensor) -> int:
+    """Bytes of every module output for one sample: what a forward + backward may hold at once."""
+    total = [0]
+
+    def count(module, inputs, output):
+        if isinstance(output, torch.Tensor):
+            total[0] += output.numel() * output.element_size()
+    handles = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.inference_mode():
+            model(sample)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total[0]
+
+
+def batch_size_for_budget(model: nn.Module, sample: torch.Tensor, fixed_bytes: int, budget_mb: float,
+                          limit: int) -> int:
+    """Largest batch whose estimated working memory fits ``budget_mb`` next to ``fixed_bytes``.
+
+    Per sample: activations and their gradients (2 x every module output) plus the input
+    and its gradient. An estimate, deliberately on the safe side.
+    """
+    per_sample = 2 * _activation_bytes(model, sample) + 3 * sample.numel() * sample.element_size()
+    budget = budget_mb * 2**20
+    if fixed_bytes + per_sample > budget:
+        need = (fixed_bytes + per_sample) / 2**20
+        raise ValueError(
+            f"memory_budget_mb={budget_mb:g} is too small: this volume needs at least {need:.0f} MB "
+            f"({fixed_bytes / 2**20:.0f} MB for the volume and maps, {per_sample / 2**20:.0f} MB per "
+            f"{'slice' if sample.dim() == 4 else 'window'}); raise the budget or crop the volume"
+        )
+    return int(max(1, min(limit, (budget - fixed_bytes) // per_sample)))
+
+
 def _check_mode(mode: str, axis: int) -> None:
     if mode not in ("slices", "volume"):
         raise ValueError(f"mode must be 'slices' (2D model, per slice) or 'volume' (3D model), got {mode!r}")
@@ -124,7 +160,8 @@ def _finish(maps: dict, methods: list[str], normalize: bool, single: bool):
 
 def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "slices", axis: int = 0,
                    batch_size: int | None = None, patch_size=None, overlap: float = 0.25, target=None,
-                   layer=None, normalize: bool = True, progress: Callable | None = None, device=None, **options):
+                   layer=None, normalize: bool = True, progress: Callable | None = None, device=None,
+                   memory_budget_mb: float | None = None, **options):
     """Attribution maps over a whole volume, already preprocessed for the model.
 
     volume      numpy or tensor (Z, Y, X) or (C, Z, Y, X)
@@ -137,6 +174,8 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
                 or a segmentation target
     batch_size  slices or windows per forward; None chooses, and a CUDA out-of-memory
                 error halves it and retries
+    memory_budget_mb  with batch_size=None, the batch is sized so the estimated working
+                memory (volume, maps, activations and gradients) stays within this budget
     progress    progress(done, total) after each batch; raising from it cancels cleanly
     normalize   min-max over the whole volume; False gives raw maps
     """
@@ -150,6 +189,8 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
     data = _as_channels_first(volume)
     spatial = tuple(data.shape[1:])
     maps = {name: torch.zeros(spatial, device=device) for name in method_list}
+    if memory_budget_mb is not None and batch_size is None:
+        batch_size = _budget_batch(model, data, maps, mode, axis, patch_size, memory_budget_mb, device)
     if mode == "slices":
         def work(start, stop):
             batch = _slices_of(data, axis, start, stop).to(device)
@@ -162,6 +203,18 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
         _explain_windows(model, data, method_list, maps, patch_size, overlap, target, layer, batch_size,
                          device, progress, options)
     return _finish(maps, method_list, normalize, single)
+
+
+def _budget_batch(model, data, maps, mode, axis, patch_size, budget_mb, device) -> int:
+    fixed = data.numel() * 4 + sum(m.numel() * 4 for m in maps.values())
+    if mode == "slices":
+        sample, limit = _slices_of(data, axis, 0, 1), data.shape[axis + 1]
+    else:
+        patch = _patch_shape(patch_size, tuple(data.shape[1:]))
+        sample, limit = data[(slice(None),) + tuple(slice(0, p) for p in patch)][None], 64
+        fixed *= 3  # padded copy, blended sums and weights
+    dtype = model_device_dtype(model, data)[1]
+    return batch_size_for_budget(model, sample.to(device, dtype), fixed, budget_mb, limit)
 
 
 def _patch_shape(patch_size, spatial: tuple[int, ...]) -> tuple[int, ...]:
