@@ -155,22 +155,39 @@ def segment_mask(segmentation_node, segment_id: str, reference_node) -> np.ndarr
     resampled onto the reference grid whatever its own geometry.
     """
     import slicer
-    import vtk
 
     segmentation = segmentation_node.GetSegmentation()
     if segmentation.GetSegment(segment_id) is None:
         names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
         raise ValueError(f"Segmentation '{segmentation_node.GetName()}' has no segment '{segment_id}' "
                          f"(segments: {names})")
-    labelmap = slicer.vtkMRMLLabelMapVolumeNode()
-    ids = vtk.vtkStringArray()
-    ids.InsertNextValue(segment_id)
-    if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-            segmentation_node, ids, labelmap, reference_node):
-        raise RuntimeError(f"Could not export segment '{segment_id}' onto '{reference_node.GetName()}'")
+    node_shape = tuple(reversed(reference_node.GetImageData().GetDimensions()))
+    segmentation_node.CreateBinaryLabelmapRepresentation()
+    segment_image = slicer.vtkOrientedImageData()
+    if not segmentation_node.GetBinaryLabelmapRepresentation(segment_id, segment_image):
+        raise RuntimeError(f"Could not read segment '{segment_id}' of '{segmentation_node.GetName()}'")
+    reference = oriented_image_from_array(np.zeros(node_shape, np.uint8), node_ijk_to_ras(reference_node))
+    resampled = slicer.vtkOrientedImageData()
+    if not slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+            segment_image, reference, resampled, False, True):
+        raise RuntimeError(f"Could not resample segment '{segment_id}' onto '{reference_node.GetName()}'")
+    return _array_in_extent(resampled, node_shape) > 0
+
+
+def _array_in_extent(image, shape) -> np.ndarray:
+    """Voxels of an image placed into a (z, y, x) array of ``shape`` by the image's extent."""
     from vtk.util import numpy_support
 
-    image = labelmap.GetImageData()
-    dims = image.GetDimensions()
-    array = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[2], dims[1], dims[0])
-    return array > 0
+    out = np.zeros(shape, dtype=np.float32)
+    x0, x1, y0, y1, z0, z1 = image.GetExtent()
+    if x1 < x0 or y1 < y0 or z1 < z0 or image.GetPointData().GetScalars() is None:
+        return out
+    values = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+    values = values.reshape(z1 - z0 + 1, y1 - y0 + 1, x1 - x0 + 1)
+    lo = (max(z0, 0), max(y0, 0), max(x0, 0))
+    hi = (min(z1 + 1, shape[0]), min(y1 + 1, shape[1]), min(x1 + 1, shape[2]))
+    if any(h <= l for l, h in zip(lo, hi)):
+        return out
+    out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = values[lo[0] - z0:hi[0] - z0, lo[1] - y0:hi[1] - y0,
+                                                        lo[2] - x0:hi[2] - x0]
+    return out

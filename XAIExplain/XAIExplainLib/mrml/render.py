@@ -23,12 +23,11 @@ def slice_logic(scene, view: str = "Red"):
     return logic
 
 
-def render_slice(scene, view: str = "Red", offset: float | None = None, size=(256, 256),
-                 fit: bool = True) -> np.ndarray:
+def render_slice(scene, view: str = "Red", through=None, size=(256, 256), fit: bool = True) -> np.ndarray:
     """RGBA uint8 image (rows top to bottom) of a slice view as Slicer composes it.
 
-    ``offset`` is the slice position in mm along the view's normal (None
-    keeps the current one); ``fit`` zooms to show all visible volumes.
+    ``through`` is a RAS point the slice plane is moved to contain (None
+    keeps the current slice); ``fit`` zooms to show all visible volumes.
     """
     from vtk.util import numpy_support
 
@@ -40,8 +39,11 @@ def render_slice(scene, view: str = "Red", offset: float | None = None, size=(25
     slice_node.SetDimensions(width, height, 1)
     if fit:
         logic.FitSliceToAll(width, height)
-    if offset is not None:
-        logic.SetSliceOffset(float(offset))
+    if through is not None:
+        point = [float(v) for v in through]
+        if len(point) != 3:
+            raise ValueError(f"'through' must be a RAS point (3 numbers), got {through!r}")
+        slice_node.JumpSliceByOffsetting(*point)
     producer = logic.GetImageDataConnection().GetProducer()
     producer.Update()
     image = producer.GetOutputDataObject(0)
