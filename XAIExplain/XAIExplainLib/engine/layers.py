@@ -50,7 +50,14 @@ def resolve_one(model: nn.Module, layer: Union[str, nn.Module]) -> tuple[str, nn
 
 
 def resolve_layers(model: nn.Module, layer: LayerSpec, x: torch.Tensor) -> list[tuple[str, nn.Module]]:
-    """Resolve a layer spec to a non-empty list of (name, module); None picks the default layer."""
+    """Resolve a layer spec to a non-empty list of (name, module); None picks the default layer.
+
+    ``"decoder"`` means every post-bottleneck convolution of a U-Net-like model (see
+    multilayer.decoder_layers), also when the model has a submodule named "decoder".
+    """
+    if isinstance(layer, str) and layer == "decoder":
+        from .multilayer import decoder_layers
+        return [resolve_one(model, name) for name in decoder_layers(model, x)]
     if layer is None:
         return [resolve_one(model, default_layer(model, x))]
     if isinstance(layer, (str, nn.Module)):

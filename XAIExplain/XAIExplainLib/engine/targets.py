@@ -84,11 +84,13 @@ def check_output(output) -> torch.Tensor:
 
 
 def segmentation_default(target, output: torch.Tensor):
-    """Hook for segmentation outputs given a plain target; replaced when segmentation targets exist."""
-    raise ValueError(
-        f"the model output has spatial dims {tuple(output.shape)} (a segmentation model); "
-        "give a segmentation target, e.g. XAIExplainLib.SegmentationTarget(class_index=1)"
-    )
+    """A plain target (None, a class, N classes) on a segmentation output: Seg-Grad-CAM over the predicted region.
+
+    An int (or N ints) explains that class, None the most-predicted non-background class;
+    in both cases the score is the sum of the class logits over its predicted region.
+    """
+    from .segmentation import SegmentationTarget
+    return SegmentationTarget(class_index=target).bind(output)
 
 
 def resolve_target(target, output: torch.Tensor):
