@@ -1,0 +1,192 @@
+"""Turn the INPUT arguments of the command line into a list of volumes to explain.
+
+An argument is an image file (NRRD, NIfTI, MHA/MHD, a single DICOM file...), a
+folder holding DICOM series (one input per series) or else image files, or a
+text file listing such inputs one per line.  Discovery never opens image data:
+it only decides what each input is and gives it a unique output stem, so a
+cohort of hundreds of files is planned in a moment and every problem (a
+missing file, an empty folder) is attached to the input it concerns instead of
+aborting the whole run.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import SimpleITK as sitk
+
+from .errors import UserError
+
+#: File name endings read as images, longest first so ``.nii.gz`` wins over ``.gz``.
+IMAGE_SUFFIXES = (".nii.gz", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd", ".hdr", ".dcm", ".dicom",
+                  ".ima", ".tif", ".tiff", ".png", ".vtk", ".gipl", ".mnc")
+#: File name endings read as lists of inputs.
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One volume to explain, or the reason it cannot be.
+
+    ``files`` holds the slice files of a DICOM series (empty for a plain file).
+    ``error`` is set when discovery already knows the input is unusable; the
+    run reports it and goes on with the others.
+    """
+
+    source: str
+    path: Path
+    stem: str
+    files: tuple[str, ...] = field(default=(), repr=False)
+    error: UserError | None = None
+
+    @property
+    def is_series(self) -> bool:
+        return bool(self.files)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def image_stem(path: Path) -> str:
+    """File name without its image ending (``ct.nii.gz`` -> ``ct``), safe for output names."""
+    name = path.name
+    lower = name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+            break
+    return safe_name(name)
+
+
+def safe_name(text: str) -> str:
+    """Characters outside ``[A-Za-z0-9._-]`` become ``_`` (portable, shell-friendly names)."""
+    cleaned = _UNSAFE.sub("_", text).strip("._")
+    return cleaned or "input"
+
+
+def is_image_name(path: Path) -> bool:
+    return path.name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def is_list_name(path: Path) -> bool:
+    return path.suffix.lower() in LIST_SUFFIXES
+
+
+@contextlib.contextmanager
+def quiet_itk() -> Iterator[None]:
+    """Silence ITK's warnings (printed straight to stderr) while probing folders."""
+    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
+
+
+def discover(arguments: Sequence[str]) -> list[InputItem]:
+    """Expand INPUT arguments into input items with unique stems, in the order given."""
+    items: list[InputItem] = []
+    for argument in arguments:
+        items.extend(_expand(str(argument), Path(argument), from_list=None))
+    return unique_stems(items)
+
+
+def _expand(source: str, path: Path, from_list: Path | None) -> list[InputItem]:
+    where = f" (listed in {from_list})" if from_list is not None else ""
+    if not path.exists():
+        return [_failed(source, path, f"no such file or folder{where}")]
+    if path.is_dir():
+        return _expand_folder(source, path, where)
+    if is_list_name(path):
+        if from_list is not None:
+            return [_failed(source, path, f"a list file cannot name another list file{where}")]
+        return list(_expand_list(path))
+    return [InputItem(source, path, image_stem(path))]
+
+
+def _expand_list(list_path: Path) -> Iterable[InputItem]:
+    """Inputs named in a text file: one per line, ``#`` comments, paths relative to the file."""
+    try:
+        text = list_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        yield _failed(str(list_path), list_path, "is not a UTF-8 text file; a list file names "
+                                                 "one input path per line")
+        return
+    except OSError as exc:
+        yield _failed(str(list_path), list_path, f"cannot be read ({exc.strerror or exc})")
+        return
+    found = False
+    for number, line in enumerate(text.splitlines(), start=1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        found = True
+        path = Path(entry).expanduser()
+        if not path.is_absolute():
+            path = list_path.parent / path
+        yield from _expand(f"{list_path}:{number}: {entry}", path, from_list=list_path)
+    if not found:
+        yield _failed(str(list_path), list_path, "lists no inputs (one path per line, # starts "
+                                                 "a comment)")
+
+
+def _expand_folder(source: str, folder: Path, where: str) -> list[InputItem]:
+    series = dicom_series(folder)
+    if series:
+        base = safe_name(folder.resolve().name)
+        if len(series) == 1:
+            return [InputItem(source, folder, base, series[0][1])]
+        return [InputItem(f"{source} (series {uid})", folder, f"{base}_{number}", files)
+                for number, (uid, files) in enumerate(series, start=1)]
+    images = sorted(p for p in folder.iterdir() if p.is_file() and is_image_name(p))
+    if images:
+        return [InputItem(str(p), p, image_stem(p)) for p in images]
+    return [_failed(source, folder, f"folder holds no DICOM series and no image files{where}")]
+
+
+def dicom_series(folder: Path) -> list[tuple[str, tuple[str, ...]]]:
+    """``(series UID, slice files)`` for each DICOM series directly in ``folder``."""
+    with quiet_itk():
+        uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+        return [(uid, tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)))
+                for uid in uids]
+
+
+def _failed(source: str, path: Path, problem: str) -> InputItem:
+    return InputItem(source, path, image_stem(path), error=UserError(source, problem))
+
+
+def unique_stems(items: list[InputItem]) -> list[InputItem]:
+    """Make output stems unique across a run.
+
+    Cohorts often hold ``patient01/ct.nrrd``, ``patient02/ct.nrrd``: colliding
+    stems get their parent folder's name in front, and a number after if that
+    is still not enough, so no input's outputs overwrite another's.
+    """
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.stem] = counts.get(item.stem, 0) + 1
+    renamed = []
+    for item in items:
+        stem = item.stem
+        if counts[stem] > 1:
+            # A series is named after its folder, so its distinguishing name is one level up.
+            parent = item.path.resolve().parent
+            stem = safe_name(f"{parent.name}_{stem}")
+        renamed.append(replace(item, stem=stem))
+    used: set[str] = set()
+    result = []
+    for item in renamed:
+        stem, number = item.stem, 1
+        while stem in used:
+            number += 1
+            stem = f"{item.stem}_{number}"
+        used.add(stem)
+        result.append(replace(item, stem=stem))
+    return result

@@ -1,0 +1,72 @@
+"""``xaiexplain models`` and ``xaiexplain methods``: what can be asked for, in a few lines each.
+
+The lists come from the live registries (the model search path, the method
+catalogue, the evaluation metrics), so they never disagree with what
+``explain`` accepts.
+"""
+from __future__ import annotations
+
+import sys
+import textwrap
+from typing import TextIO
+
+from .errors import EXIT_OK
+
+_WIDTH = 100
+
+
+def print_models(stream: TextIO | None = None) -> int:
+    """One paragraph per model found: name, task, dimensions, classes, description."""
+    from ..models import list_models
+
+    stream = stream or sys.stdout
+    found = list_models()
+    if not found:
+        stream.write("No models found. " + _search_hint() + "\n")
+        return EXIT_OK
+    for info in found:
+        head = f"{info.name}  ({info.task}, {info.spatial_dims}D; classes: {', '.join(info.classes)})"
+        stream.write(head + "\n")
+        if info.description:
+            stream.write(textwrap.fill(info.description, _WIDTH, initial_indent="    ",
+                                       subsequent_indent="    ") + "\n")
+    stream.write("\nUse --model NAME, or --model FOLDER / card.json for a model of your own. "
+                 + _search_hint() + "\n")
+    return EXIT_OK
+
+
+def _search_hint() -> str:
+    from ..models.loading import MODEL_PATH_ENV
+
+    return (f"Models are looked up in the bundled models folder and in the folders listed in "
+            f"${MODEL_PATH_ENV}.")
+
+
+def print_methods(task: str | None = None, stream: TextIO | None = None) -> int:
+    """One line per method: name, what it computes, which models, whether it needs a layer."""
+    from ..engine import METHODS
+
+    stream = stream or sys.stdout
+    names = sorted(n for n, m in METHODS.items() if task is None or task in m.tasks)
+    width = max(len(n) for n in names) + 2
+    for name in names:
+        info = METHODS[name]
+        tasks = "any model" if len(info.tasks) > 1 else f"{info.tasks[0]} only"
+        detail = f"{info.description} [{tasks}; {'layer' if info.needs_layer else 'no layer'}]"
+        lines = textwrap.wrap(detail, _WIDTH - width)
+        stream.write(name.ljust(width) + lines[0] + "\n")
+        for line in lines[1:]:
+            stream.write(" " * width + line + "\n")
+    stream.write("\n[layer: the method uses --layer, or the model card's default layer]\n")
+    return EXIT_OK
+
+
+def print_metrics(stream: TextIO | None = None) -> int:
+    """The metrics ``xaiexplain evaluate --metric`` accepts, with what each needs."""
+    from ..evaluation import METRICS
+
+    stream = stream or sys.stdout
+    width = max(len(n) for n in METRICS) + 2
+    for name, needs in METRICS.items():
+        stream.write(name.ljust(width) + (", ".join(needs) if needs else "the heatmap only") + "\n")
+    return EXIT_OK

@@ -1,0 +1,90 @@
+"""A small progress display on stderr: a redrawn bar on a terminal, plain lines otherwise.
+
+Cohort runs take minutes to hours, so the user needs to see which input is
+being worked on and how far it is.  On a terminal one line is redrawn in place
+(the batch position plus a bar for the current input); when stderr is a file or
+a pipe (a job scheduler's log, a test) every event is one plain line and the
+fine-grained per-input updates are dropped, so logs stay short and readable.
+``--quiet`` turns the whole display off.  stdout is left to results.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+_BAR_WIDTH = 24
+
+
+class Progress:
+    """Progress of a batch of ``total`` inputs, and of the input being computed."""
+
+    def __init__(self, total: int, stream: TextIO | None = None, enabled: bool = True,
+                 interactive: bool | None = None):
+        self.total = total
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled
+        if interactive is None:
+            isatty = getattr(self.stream, "isatty", None)
+            interactive = bool(isatty and isatty())
+        self.interactive = interactive
+        self.index = 0
+        self.name = ""
+        self._drawn = False
+        self._last_draw = 0.0
+
+    def start(self, index: int, name: str) -> None:
+        """Input number ``index`` (1-based) named ``name`` begins."""
+        self.index, self.name = index, name
+        if not self.enabled:
+            return
+        if self.interactive:
+            self._draw(0.0, "reading")
+        else:
+            self._line(f"[{index}/{self.total}] {name}")
+
+    def step(self, fraction: float, what: str = "") -> None:
+        """The current input is ``fraction`` (0..1) done; drawn on terminals only, throttled."""
+        if not (self.enabled and self.interactive):
+            return
+        now = time.monotonic()
+        if fraction < 1.0 and now - self._last_draw < 0.1:
+            return
+        self._last_draw = now
+        self._draw(min(max(fraction, 0.0), 1.0), what)
+
+    def finish(self, ok: bool, detail: str) -> None:
+        """The current input ended: ``detail`` is its timing or its error."""
+        if not self.enabled:
+            return
+        status = "ok" if ok else "FAILED"
+        self._clear()
+        self._line(f"[{self.index}/{self.total}] {self.name}: {status} {detail}".rstrip())
+
+    def message(self, text: str) -> None:
+        """A line that must appear even mid-bar (a warning about the current input)."""
+        if not self.enabled:
+            return
+        self._clear()
+        self._line(text)
+
+    def close(self) -> None:
+        self._clear()
+
+    def _draw(self, fraction: float, what: str) -> None:
+        filled = int(round(fraction * _BAR_WIDTH))
+        bar = "#" * filled + "-" * (_BAR_WIDTH - filled)
+        text = f"[{self.index}/{self.total}] {self.name} [{bar}] {fraction * 100:3.0f}% {what}"
+        self.stream.write("\r" + text[:119].ljust(119))
+        self.stream.flush()
+        self._drawn = True
+
+    def _clear(self) -> None:
+        if self._drawn:
+            self.stream.write("\r" + " " * 119 + "\r")
+            self.stream.flush()
+            self._drawn = False
+
+    def _line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()

@@ -1,0 +1,118 @@
+"""Read an input with SimpleITK and refuse what no model should be shown.
+
+A volume that is empty, constant or holds NaN voxels would not crash a model;
+it would quietly produce a meaningless heatmap.  These checks run on every
+input before any computation, and a mask is checked against its image's grid,
+so each problem is reported as one line naming the file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .discovery import InputItem, quiet_itk
+from .errors import UserError, one_line
+
+#: Relative tolerance on spacing, origin and direction when matching a mask to its image.
+GRID_TOLERANCE = 1e-4
+
+
+def read_item(item: InputItem) -> sitk.Image:
+    """The image of ``item`` (a file or a DICOM series), checked by :func:`check_image`."""
+    if item.error is not None:
+        raise item.error
+    image = read_image(item.path, item.source, item.files)
+    check_image(image, item.source)
+    return image
+
+
+def read_image(path: Path, source: str | None = None, files: tuple[str, ...] = ()) -> sitk.Image:
+    """Read a file or the given DICOM slice files; unreadable data becomes a :class:`UserError`."""
+    source = source or str(path)
+    if not files and not path.exists():
+        raise UserError(source, "no such file")
+    if not files and path.is_dir():
+        raise UserError(source, "is a folder; give an image file")
+    try:
+        with quiet_itk():
+            if files:
+                reader = sitk.ImageSeriesReader()
+                reader.SetFileNames(list(files))
+                return reader.Execute()
+            return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        message = one_line(_sitk_reason(exc))
+        if "Unable to determine ImageIO reader" in message:
+            raise UserError(source, "is not an image SimpleITK can read (NRRD, NIfTI, MHA, "
+                                    "DICOM...)") from exc
+        raise UserError(source, f"cannot be read as an image ({message})") from exc
+
+
+def _sitk_reason(error: RuntimeError) -> str:
+    """The ``sitk::ERROR:`` part of a SimpleITK exception, without the C++ source location."""
+    text = str(error)
+    marker = "ERROR:"
+    if marker in text:
+        return text.split(marker, 1)[1].strip()
+    return text
+
+
+def check_image(image: sitk.Image, source: str) -> None:
+    """Raise :class:`UserError` for an image a model cannot meaningfully explain."""
+    dims = image.GetDimension()
+    if dims not in (2, 3):
+        raise UserError(source, f"is a {dims}D image; only 2D images and 3D volumes can be "
+                                "explained (split 4D series into 3D volumes first)")
+    if image.GetNumberOfPixels() == 0 or min(image.GetSize()) == 0:
+        raise UserError(source, f"is empty (size {' x '.join(map(str, image.GetSize()))})")
+    if image.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
+        raise UserError(source, "holds complex values; give a magnitude image")
+    array = sitk.GetArrayViewFromImage(image)
+    if np.issubdtype(array.dtype, np.floating):
+        finite = np.isfinite(array)
+        if not finite.all():
+            bad = int(array.size - np.count_nonzero(finite))
+            raise UserError(source, f"has {bad} NaN or infinite voxel(s); fix or mask them "
+                                    "before explaining")
+    low, high = array.min(), array.max()
+    if low == high:
+        raise UserError(source, f"is constant (every voxel is {low.item():g}); there is nothing "
+                                "to explain")
+
+
+def read_mask(path: Path, image: sitk.Image, input_source: str) -> sitk.Image:
+    """Read a mask and require it to lie on ``image``'s grid exactly.
+
+    Resampling a mask silently would move a region of interest by up to half
+    a voxel; a mask from another series or reconstruction is refused instead.
+    """
+    mask = read_image(Path(path))
+    problem = grid_mismatch(mask, image)
+    if problem:
+        raise UserError(path, f"does not match the grid of {input_source}: {problem}")
+    if mask.GetNumberOfComponentsPerPixel() != 1:
+        raise UserError(path, "a mask must have one value per voxel")
+    if not np.any(sitk.GetArrayViewFromImage(mask)):
+        raise UserError(path, "is empty (no nonzero voxel)")
+    return mask
+
+
+def grid_mismatch(image: sitk.Image, reference: sitk.Image) -> str:
+    """How ``image``'s grid differs from ``reference``'s, or ``""`` when they agree."""
+    if image.GetDimension() != reference.GetDimension():
+        return f"{image.GetDimension()}D vs {reference.GetDimension()}D"
+    if image.GetSize() != reference.GetSize():
+        return f"size {_show(image.GetSize(), 'd')} vs {_show(reference.GetSize(), 'd')}"
+    scale = max(max(reference.GetSpacing()), 1.0)
+    for name, a, b, tol in (("spacing", image.GetSpacing(), reference.GetSpacing(), scale),
+                            ("origin", image.GetOrigin(), reference.GetOrigin(), scale),
+                            ("direction", image.GetDirection(), reference.GetDirection(), 1.0)):
+        if not np.allclose(a, b, rtol=0.0, atol=GRID_TOLERANCE * tol):
+            return f"{name} {_show(a, 'g')} vs {_show(b, 'g')}"
+    return ""
+
+
+def _show(values, fmt: str) -> str:
+    return "(" + ", ".join(format(v, fmt if fmt == "d" else ".6g") for v in values) + ")"

@@ -1,0 +1,126 @@
+"""The run's record: ``summary.json`` for programs and ``summary.csv`` for spreadsheets.
+
+A cohort audit is read back long after the run: which inputs succeeded, what
+the model predicted, how long each method took, on which device, and why an
+input failed.  One row per input, written once at the end of the run (and
+also when the run is interrupted, for what was done), through the same
+atomic writer as the images.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SUMMARY_JSON = "summary.json"
+SUMMARY_CSV = "summary.csv"
+
+
+@dataclass
+class InputRecord:
+    """What happened to one input."""
+
+    input: str
+    stem: str
+    status: str = "pending"  # "ok" or "failed"
+    error: str = ""
+    prediction: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def flat(self) -> dict[str, Any]:
+        """One CSV row: prediction and timings spread over named columns."""
+        row: dict[str, Any] = {"input": self.input, "stem": self.stem, "status": self.status,
+                               "error": self.error}
+        for key, value in self.prediction.items():
+            if isinstance(value, dict):
+                for name, number in value.items():
+                    row[f"{key}_{name}"] = _number(number)
+            elif not isinstance(value, (list, tuple)):
+                row[key] = _number(value)
+        for name, seconds in self.timings.items():
+            row[f"time_{name}_s"] = round(float(seconds), 4)
+        row["seconds"] = round(self.seconds, 3)
+        row["outputs"] = ";".join(self.outputs)
+        return row
+
+
+@dataclass
+class RunSummary:
+    """The whole run: options, device and one :class:`InputRecord` per input."""
+
+    command: str
+    model: str = ""
+    methods: list[str] = field(default_factory=list)
+    device: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    records: list[InputRecord] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[InputRecord]:
+        return [r for r in self.records if r.status != "ok"]
+
+    @property
+    def succeeded(self) -> list[InputRecord]:
+        return [r for r in self.records if r.status == "ok"]
+
+    def to_json(self) -> str:
+        data = {
+            "command": self.command,
+            "model": self.model,
+            "methods": self.methods,
+            "device": self.device,
+            "options": self.options,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
+            "seconds": round(self.seconds, 3),
+            "interrupted": self.interrupted,
+            "host": {"python": platform.python_version(), "platform": platform.platform()},
+            "counts": {"inputs": len(self.records), "ok": len(self.succeeded),
+                       "failed": len(self.failed)},
+            "inputs": [asdict(r) for r in self.records],
+        }
+        return json.dumps(_clean(data), indent=2, allow_nan=False) + "\n"
+
+    def to_csv(self) -> str:
+        rows = [dict(r.flat(), device=self.device) for r in self.records]
+        columns: list[str] = []
+        for row in rows:
+            columns.extend(k for k in row if k not in columns)
+        # Keep the columns a reader looks for first at the front, outputs last.
+        front = [c for c in ("input", "stem", "status", "error") if c in columns]
+        back = [c for c in ("seconds", "device", "outputs") if c in columns]
+        columns = front + [c for c in columns if c not in front and c not in back] + back
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+        return buffer.getvalue()
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 6) if math.isfinite(value) else ""
+    return value
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: numpy scalars become Python numbers, non-finite floats become null."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

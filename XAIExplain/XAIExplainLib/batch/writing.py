@@ -1,0 +1,120 @@
+"""Write outputs so that an interrupted run never leaves a truncated file.
+
+Every file is written under a hidden temporary name in the output folder and
+renamed into place (``os.replace`` is atomic within one file system), so a
+reader sees either the complete file or none.  An existing output is only
+replaced with ``overwrite=True``, and an input is never a destination, even
+with ``overwrite``.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import SimpleITK as sitk
+
+from .discovery import quiet_itk
+from .errors import UserError, one_line
+
+#: ``--format`` values and the file ending each writes.
+FORMATS = {"nrrd": ".nrrd", "nii.gz": ".nii.gz"}
+
+
+class OutputFolder:
+    """A folder the run writes into; refuses to clobber existing files or inputs."""
+
+    def __init__(self, path: str | os.PathLike, overwrite: bool = False,
+                 protected: Iterable[Path] = ()):
+        self.path = Path(path)
+        self.overwrite = overwrite
+        self._protected = {_real(p) for p in protected}
+
+    def prepare(self) -> None:
+        """Create the folder and prove it is writable before any computation starts."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except FileExistsError as exc:
+            raise UserError(self.path, "exists and is not a folder; choose another "
+                                       "--output-dir") from exc
+        except OSError as exc:
+            raise UserError(self.path, f"cannot create the output folder "
+                                       f"({exc.strerror or one_line(exc)})") from exc
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.path, prefix=".xaiexplain-probe-"):
+                pass
+        except OSError as exc:
+            raise UserError(self.path, f"output folder is not writable "
+                                       f"({exc.strerror or one_line(exc)})") from exc
+
+    def destination(self, name: str) -> Path:
+        return self.path / name
+
+    def check_free(self, names: Iterable[str]) -> None:
+        """Raise before computing when an output would replace a file it must not."""
+        for name in names:
+            target = self.destination(name)
+            if _real(target) in self._protected:
+                raise UserError(target, "is one of the inputs; inputs are never overwritten "
+                                        "(choose another --output-dir)")
+            if target.exists() and not self.overwrite:
+                raise UserError(target, "already exists; pass --overwrite to replace it or "
+                                        "choose another --output-dir")
+
+    @contextmanager
+    def staged(self, name: str) -> Iterator[Path]:
+        """A temporary path ending like ``name``; renamed to ``name`` when the block succeeds.
+
+        The temporary keeps the final ending because SimpleITK and matplotlib
+        pick the file format from it.
+        """
+        self.check_free([name])
+        final = self.destination(name)
+        ending = _ending(name)
+        temp = self.path / f".{name[: len(name) - len(ending)]}.{uuid.uuid4().hex[:8]}.partial{ending}"
+        try:
+            yield temp
+            os.replace(temp, final)
+        except OSError as exc:
+            raise UserError(final, f"cannot be written ({exc.strerror or one_line(exc)})") from exc
+        finally:
+            if temp.exists():
+                temp.unlink()
+
+    def write_image(self, image: sitk.Image, name: str, compress: bool = True) -> Path:
+        with self.staged(name) as temp:
+            try:
+                with quiet_itk():
+                    sitk.WriteImage(image, str(temp), useCompression=compress)
+            except RuntimeError as exc:
+                raise UserError(self.destination(name), f"cannot be written ({one_line(exc)})") from exc
+        return self.destination(name)
+
+    def write_text(self, text: str, name: str) -> Path:
+        with self.staged(name) as temp:
+            temp.write_text(text, encoding="utf-8", newline="")
+        return self.destination(name)
+
+    def write_with(self, writer: Callable[[Path], None], name: str) -> Path:
+        """Let ``writer(path)`` produce the file (a PNG from matplotlib, ...), then rename it."""
+        with self.staged(name) as temp:
+            writer(temp)
+        return self.destination(name)
+
+
+def _ending(name: str) -> str:
+    lower = name.lower()
+    for ending in (".nii.gz", ".tar.gz"):
+        if lower.endswith(ending):
+            return name[-len(ending):]
+    return os.path.splitext(name)[1]
+
+
+def _real(path: Path) -> Path:
+    try:
+        return Path(path).resolve()
+    except OSError:
+        return Path(os.path.abspath(path))

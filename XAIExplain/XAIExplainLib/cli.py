@@ -1,0 +1,219 @@
+"""``xaiexplain``: attribution heatmaps for CT/MRI volumes from the command line.
+
+This module only parses arguments and dispatches; the work lives in
+:mod:`XAIExplainLib.batch`.  Every problem a user can fix is printed as one
+line ``xaiexplain: error: <file or option>: <problem>`` with exit status 2 and
+no traceback (``--debug`` shows it); a batch in which some inputs failed exits
+with 1 so that scripts can tell "partly done" from "nothing done".
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from typing import Sequence
+
+from .batch.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_STATUS_HELP, UserError, one_line
+
+PROG = "xaiexplain"
+
+_DESCRIPTION = """\
+See what a medical-imaging model looks at: attribution heatmaps (Grad-CAM, SAM, CRM, ...)
+for CT/MRI volumes, written beside an overlay picture and a run summary."""
+
+_EXPLAIN_EPILOG = """\
+INPUT is an image file (NRRD, NIfTI, MHA, ...), a folder with a DICOM series (one input
+per series) or with image files, or a text file listing inputs, one per line (# starts
+a comment, relative paths are relative to the list file).
+
+Outputs per input, in --output-dir (every image on the input's exact grid):
+  <stem>_<method>[_<class>].<ext>        heatmap in [0, 1]
+  <stem>_<method>[_<class>]_label.<ext>  label map (with --label-threshold)
+  <stem>_<method>[_<class>].png          overlay montage (with --overlay)
+  <stem>_prediction.csv | .<ext>         class scores (classifier) | label map (segmenter)
+and for the run: summary.json, summary.csv.
+Existing files are never replaced without --overwrite, inputs never; each file is
+written under a temporary name and renamed, so an interrupted run leaves no
+truncated file.
+
+example (a cohort listed in a file, 4 reader threads, on the GPU):
+  xaiexplain explain cohort.txt --model ct-phase-2d --method gradcam --method sam \\
+      --overlay --jobs 4 --device cuda --output-dir audit/
+
+""" + EXIT_STATUS_HELP
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; exposed so documentation and tests can inspect it."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error")
+    common.add_argument("--quiet", "-q", action="store_true",
+                        help="no progress and no final report; errors are still printed")
+
+    parser = argparse.ArgumentParser(prog=PROG, description=_DESCRIPTION, epilog=EXIT_STATUS_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    demo = commands.add_parser(
+        "demo", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="explain a generated CT volume with the bundled demo model",
+        description="Generate a sample CT volume, explain it with the bundled demo model "
+                    "and write heatmaps, overlay pictures and a summary.",
+        epilog=EXIT_STATUS_HELP)
+    demo.add_argument("--output-dir", metavar="DIR",
+                      help="where to write (default: a new folder xaiexplain-output/demo[-N])")
+    demo.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                      help="where the model runs (default: auto = CUDA when available)")
+    demo.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    demo.set_defaults(handler=_run_demo)
+
+    explain = commands.add_parser(
+        "explain", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="explain image files, DICOM series or a cohort list",
+        description="Compute attribution heatmaps of a model for one or many volumes.",
+        epilog=_EXPLAIN_EPILOG)
+    explain.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="image file, DICOM series folder or text file listing inputs")
+    _model_options(explain)
+    explain.add_argument("--region", metavar="predicted|MASKFILE",
+                         help="segmentation models: the voxels whose class score is explained: "
+                              "the predicted region of the class (default) or a mask file on the "
+                              "input's grid")
+    explain.add_argument("--mode", choices=("slices", "volume"),
+                         help="per-slice (2D model) or volumetric (3D model); default from the "
+                              "model card")
+    explain.add_argument("--axis", choices=("axial", "coronal", "sagittal"),
+                         help="slice direction for per-slice models (default from the card)")
+    explain.add_argument("--format", default=None, choices=("nrrd", "nii.gz"),
+                         help="image format of the outputs (default: nii.gz for NIfTI inputs, "
+                              "nrrd otherwise)")
+    explain.add_argument("--label-threshold", metavar="T|otsu",
+                         help="also write a label map of heatmap > T (a number in [0, 1)) or > "
+                              "Otsu's threshold")
+    explain.add_argument("--overlay", action="store_true",
+                         help="write a PNG montage: heatmap over the image in three views "
+                              "through its peak")
+    explain.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
+                         help="inputs read ahead by N background threads while the current one "
+                              "computes (0: read in turn; default 1)")
+    _output_options(explain, "xaiexplain-output")
+    explain.set_defaults(handler=_run_explain)
+
+    evaluate = commands.add_parser(
+        "evaluate", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="score heatmaps against a reference mask (Dice, pointing game, ...)",
+        description="Explain INPUT and score each method's heatmap against MASK with the "
+                    "evaluation metrics; writes evaluation.csv and evaluation.json.",
+        epilog=EXIT_STATUS_HELP)
+    evaluate.add_argument("inputs", nargs=1, metavar="INPUT", help="image file or DICOM folder")
+    evaluate.add_argument("--mask", required=True, metavar="MASK",
+                          help="reference mask on the input's grid (nonzero = inside)")
+    _model_options(evaluate)
+    evaluate.add_argument("--metric", action="append", dest="metrics", metavar="NAME",
+                          help="a metric to compute (repeatable; default: all that apply; "
+                               "see 'xaiexplain methods --metrics')")
+    _output_options(evaluate, "xaiexplain-output")
+    evaluate.set_defaults(handler=_run_evaluate)
+
+    models = commands.add_parser("models", parents=[common], help="list the available models")
+    models.set_defaults(handler=_run_models)
+
+    methods = commands.add_parser("methods", parents=[common],
+                                  help="list the attribution methods (and evaluation metrics)")
+    methods.add_argument("--task", choices=("classification", "segmentation"),
+                         help="only methods for this kind of model")
+    methods.add_argument("--metrics", action="store_true",
+                         help="list the evaluation metrics instead")
+    methods.set_defaults(handler=_run_methods)
+    return parser
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="NAME|PATH",
+                        help="a model name (see 'xaiexplain models'), a model folder or a "
+                             "card.json")
+    parser.add_argument("--method", action="append", dest="methods", required=True,
+                        metavar="METHOD", help="attribution method (repeatable; see "
+                                               "'xaiexplain methods')")
+    parser.add_argument("--target", action="append", dest="targets", metavar="predicted|INT|NAME",
+                        help="class to explain: the predicted one (default), a class index or "
+                             "a class name (repeatable)")
+    parser.add_argument("--layer", metavar="NAME",
+                        help="layer for layer-based methods (default from the model card)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="where the model runs (default: auto = CUDA when available)")
+    parser.add_argument("--trust-model", action="store_true",
+                        help="allow a model saved as a pickled module (can run arbitrary code: "
+                             "only for files you trust)")
+
+
+def _output_options(parser: argparse.ArgumentParser, default_dir: str) -> None:
+    parser.add_argument("--output-dir", "-o", default=default_dir, metavar="DIR",
+                        help=f"where to write (default: ./{default_dir})")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing outputs (inputs are never replaced)")
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .batch.demo import run_demo
+
+    return run_demo(args)
+
+
+def _run_explain(args: argparse.Namespace) -> int:
+    from .batch.explain_run import run_explain
+
+    return run_explain(args)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .batch.evaluate_run import run_evaluate
+
+    return run_evaluate(args)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from .batch.listing import print_models
+
+    return print_models()
+
+
+def _run_methods(args: argparse.Namespace) -> int:
+    from .batch.listing import print_methods, print_metrics
+
+    return print_metrics() if args.metrics else print_methods(args.task)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``xaiexplain`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; outputs already written are complete", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except UserError as exc:
+        return _fail(args, exc, str(exc))
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        return _fail(args, exc, f"unexpected {type(exc).__name__}: {one_line(exc)} "
+                                "(run with --debug for the traceback)")
+
+
+def _fail(args: argparse.Namespace, error: BaseException, message: str) -> int:
+    if getattr(args, "debug", False):
+        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
