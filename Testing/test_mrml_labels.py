@@ -45,9 +45,11 @@ def test_bad_thresholds_are_refused(bad, error):
         mrml.threshold_map(two_level_map(), bad)
 
 
-def test_constant_map_has_no_otsu_threshold():
-    with pytest.raises(ValueError, match="more than one value"):
-        mrml.threshold_map(np.zeros((3, 4, 5), np.float32), "otsu")
+def test_constant_map_gives_an_empty_otsu_mask_and_a_non_finite_map_an_error():
+    mask, used = mrml.threshold_map(np.zeros((3, 4, 5), np.float32), "otsu")
+    assert used == 0.0 and not mask.any()
+    with pytest.raises(ValueError, match="finite"):
+        mrml.threshold_map(np.full((3, 4, 5), np.nan, np.float32), "otsu")
 
 
 @pytest.mark.parametrize("grid", GRIDS)

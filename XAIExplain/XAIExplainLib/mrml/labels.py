@@ -18,14 +18,18 @@ from .volumes import node_ijk_to_ras
 def otsu_threshold(values: np.ndarray) -> float:
     """Otsu's threshold of the finite values (SimpleITK, 256 bins).
 
-    A constant map has no meaningful split: a ValueError says so.
+    A constant map (e.g. Grad-CAM of a class the model sees nowhere) has no
+    split: its value is returned, so the mask is empty rather than the run
+    failing. A map without finite values is a ValueError.
     """
     import SimpleITK as sitk
 
     finite = np.asarray(values, dtype=np.float32)
     finite = finite[np.isfinite(finite)]
-    if finite.size == 0 or float(finite.max()) <= float(finite.min()):
-        raise ValueError("Otsu threshold needs a map with more than one value")
+    if finite.size == 0:
+        raise ValueError("Otsu threshold needs a map with finite values")
+    if float(finite.max()) <= float(finite.min()):
+        return float(finite.max())
     image = sitk.GetImageFromArray(finite.reshape(1, 1, -1))
     otsu = sitk.OtsuThresholdImageFilter()
     otsu.SetNumberOfHistogramBins(256)

@@ -1,0 +1,600 @@
+"""XAIExplainLogic: scene in, heatmaps out.
+
+The Slicer module's widget and the Slicer Python console use the same logic
+object; its docstrings are the console user's manual::
+
+    logic = slicer.util.getModuleLogic("XAIExplain")   # in Slicer
+    # or, anywhere:  from XAIExplainLib.logic import XAIExplainLogic; logic = XAIExplainLogic()
+    nodes = logic.explainVolume(volumeNode, "ct-phase-2d", methods=["gradcam", "hirescam"])
+    nodes.heatmaps["gradcam"]          # the Grad-CAM volume node, shown over the input
+    nodes.probabilities                # what the model predicted
+
+A run has two phases. *Compute*: the input is copied out of the scene and the
+model + engine run (``explain_image`` does the model card's preprocessing,
+resampling back and normalisation); nothing in the scene changes. *Publish*:
+output nodes are created or updated inside a scene transaction. A cancel
+(``logic.cancel()`` or an exception from the progress callback) or any error
+in either phase leaves the scene exactly as it was before the run.
+
+Importing this module needs neither torch nor Slicer; they are imported when
+a run needs them, so the Slicer module can offer to install torch first.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import mrml
+from .mrml import geometry, naming, outputs
+
+MODES = ("slices", "volume", "axial", "coronal", "sagittal")
+LABEL_OUTPUTS = ("labelmap", "segmentation")
+
+
+class ExplainCancelled(Exception):
+    """Raised by :meth:`XAIExplainLogic.explainVolume` when the run was cancelled."""
+
+
+class OutputNodes(list):
+    """The nodes a run created or updated (a list), with named access.
+
+    ``heatmaps``      method name -> heatmap volume node
+    ``masks``         method name -> thresholded label map / segmentation node
+    ``prediction``    the model's prediction as a segmentation node (segmenters) or None
+    ``probabilities`` classifier probabilities, (K,) or (n_slices, K), or None
+    ``classNames``    the model's class names
+    ``timings``       seconds per phase
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.heatmaps: dict = {}
+        self.masks: dict = {}
+        self.prediction = None
+        self.probabilities = None
+        self.classNames: list = []
+        self.timings: dict = {}
+
+
+class _RawModel:
+    """A plain ``torch.nn.Module`` given without a model card (console users' own models).
+
+    The module sees the voxels as they are (float32): no resampling or
+    intensity window happens, so normalise inside the module if needed.
+    """
+
+    def __init__(self, module, class_names=None, name=None, engine_options=None):
+        self.module = module
+        self.class_names = [str(c) for c in class_names] if class_names is not None else []
+        self.name = name or type(module).__name__
+        self.engine_options = dict(engine_options or {})
+
+    @property
+    def spatial_dims(self) -> int:
+        import torch
+
+        convs3d = (torch.nn.Conv3d, torch.nn.ConvTranspose3d)
+        return 3 if any(isinstance(m, convs3d) for m in self.module.modules()) else 2
+
+
+def _xai():
+    import XAIExplainLib as xai
+
+    return xai
+
+
+def _is_loaded_model(model) -> bool:
+    return hasattr(model, "module") and hasattr(model, "card")
+
+
+def _is_torch_module(model) -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return isinstance(model, torch.nn.Module)
+
+
+class XAIExplainLogic:
+    """Explain what a model looks at in a volume of the scene; results become scene nodes.
+
+    Main entry: :meth:`explainVolume`. Helpers for choosing its arguments:
+    :meth:`availableModels`, :meth:`loadModel`, :meth:`describeModel`,
+    :meth:`methodsForModel`, :meth:`layersForModel`, :meth:`deviceChoices`.
+    """
+
+    def __init__(self, scene=None):
+        """``scene``: the MRML scene to work on (default: ``slicer.mrmlScene`` at run time)."""
+        self.scene = scene
+        self._cancelRequested = False
+        self._running = False
+        self._models: dict = {}
+
+    # ----------------------------------------------------------------- models
+
+    def availableModels(self) -> list:
+        """Names of the bundled models (pass one as ``model`` to :meth:`explainVolume`)."""
+        return [info.name for info in _xai().list_models()]
+
+    def loadModel(self, model, trust: bool = False):
+        """A loaded model from a bundled name, a model folder or a card.json path (cached).
+
+        ``trust=True`` allows pickled full modules, which can run arbitrary
+        code when loaded: only for files from a source you trust. A loaded
+        model or a torch module is returned unchanged.
+        """
+        if isinstance(model, _RawModel) or _is_loaded_model(model) or _is_torch_module(model):
+            return model
+        if not isinstance(model, (str, os.PathLike)):
+            raise TypeError("model must be a bundled model name, a model folder or card.json path, "
+                            f"a loaded model or a torch.nn.Module; got {type(model).__name__}")
+        key = str(model)
+        if key not in self._models:
+            self._models[key] = _xai().load_model(model, trust=trust)
+        return self._models[key]
+
+    def describeModel(self, model) -> dict:
+        """Task, spatial dimensions, class names, expected input and layers of a model."""
+        model = self._resolveModel(model)
+        if isinstance(model, _RawModel):
+            return {"name": model.name, "task": None, "spatialDims": model.spatial_dims,
+                    "classes": list(model.class_names), "input": "voxels as they are (no model card)",
+                    "defaultLayer": None, "suggestedLayers": []}
+        card = model.card
+        spec = card.input
+        parts = [f"{spec.channels} channel(s)"]
+        if spec.spacing is not None:
+            parts.append("spacing " + " x ".join(f"{s:g}" for s in spec.spacing) + " mm")
+        if spec.size is not None:
+            parts.append("size " + " x ".join(str(s) for s in spec.size))
+        if spec.intensity.window is not None:
+            parts.append("window {:g}..{:g}".format(*spec.intensity.window))
+        return {"name": card.name, "task": card.task, "spatialDims": card.spatial_dims,
+                "classes": list(card.class_names), "input": ", ".join(parts),
+                "defaultLayer": card.target_layers.default,
+                "suggestedLayers": list(card.target_layers.suggested)}
+
+    def methodsForModel(self, model) -> list:
+        """``(name, label, enabled, reason)`` for every engine method, for this model.
+
+        A method is disabled when it does not support the model's task or
+        dimensionality, or needs a layer on a TorchScript model (no hooks).
+        """
+        model = self._resolveModel(model)
+        task = None if isinstance(model, _RawModel) else model.card.task
+        dims = model.spatial_dims if isinstance(model, _RawModel) else model.card.spatial_dims
+        scripted = bool(getattr(model, "scripted", False))
+        rows = []
+        for name, info in _xai().METHODS.items():
+            reason = ""
+            if task is not None and task not in info.tasks:
+                reason = f"not for {task} models"
+            elif dims not in info.spatial_dims:
+                reason = f"not for {dims}D models"
+            elif scripted and info.needs_layer:
+                reason = "needs layer hooks, impossible on a TorchScript model"
+            rows.append((name, naming.method_label(name, info.description), not reason, reason))
+        return rows
+
+    def layersForModel(self, model) -> list:
+        """Names of the model's layers with spatial output, suggested ones first."""
+        model = self._resolveModel(model)
+        module = model.module
+        example = self._exampleInput(model)
+        layers = _xai().list_layers(module, example)
+        suggested = [] if isinstance(model, _RawModel) else [model.card.target_layers.default,
+                                                            *model.card.target_layers.suggested]
+        first = [name for name in dict.fromkeys(suggested) if name and name in layers]
+        return first + [name for name in layers if name not in first]
+
+    def _defaultLayer(self, model):
+        """The card's default layer, else the engine's choice (last layer with spatial output)."""
+        if not isinstance(model, _RawModel) and model.card.target_layers.default:
+            return model.card.target_layers.default
+        if getattr(model, "scripted", False):
+            return None
+        from .engine.layers import default_layer
+
+        return default_layer(model.module, self._exampleInput(model))
+
+    def _exampleInput(self, model):
+        import torch
+
+        dims = model.spatial_dims if isinstance(model, _RawModel) else model.card.spatial_dims
+        channels = 1 if isinstance(model, _RawModel) else model.card.input.channels
+        size = None if isinstance(model, _RawModel) else (model.card.input.size or model.card.input.patch_size)
+        shape = tuple(size) if size else (32,) * dims
+        device = next((p.device for p in model.module.parameters()), torch.device("cpu"))
+        return torch.zeros((1, channels) + shape, device=device)
+
+    def _resolveModel(self, model, classNames=None, engineOptions=None):
+        model = self.loadModel(model)
+        if _is_torch_module(model) and not _is_loaded_model(model):
+            return _RawModel(model, classNames, engine_options=engineOptions)
+        return model
+
+    # ----------------------------------------------------------------- device
+
+    @staticmethod
+    def resolveDevice(device="auto") -> str:
+        """``"auto"`` -> ``"cuda"`` when a GPU is available, else ``"cpu"``.
+
+        ``"cpu"``, ``"cuda"``/``"gpu"`` and ``"cuda:N"`` are accepted; asking
+        for a GPU that is not there is a ValueError, never a silent CPU run.
+        """
+        import torch
+
+        if not isinstance(device, str):
+            raise TypeError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {type(device).__name__}")
+        key = device.strip().lower()
+        if key == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if key == "cpu":
+            return "cpu"
+        if key == "gpu":
+            key = "cuda"
+        if key == "cuda" or (key.startswith("cuda:") and key[5:].isdigit()):
+            if not torch.cuda.is_available():
+                raise ValueError(f"device '{device}' was asked for but no CUDA GPU is available; "
+                                 "use device='cpu' or 'auto'")
+            index = int(key[5:]) if ":" in key else 0
+            if index >= torch.cuda.device_count():
+                raise ValueError(f"device '{device}': only {torch.cuda.device_count()} GPU(s) available")
+            return key
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+    @staticmethod
+    def deviceChoices() -> list:
+        """``(value, text)`` pairs for a device menu; GPU entries name the GPU and its free memory."""
+        import torch
+
+        choices = [("auto", "Auto"), ("cpu", "CPU")]
+        if torch.cuda.is_available():
+            for index in range(torch.cuda.device_count()):
+                free, total = torch.cuda.mem_get_info(index)
+                name = torch.cuda.get_device_name(index)
+                text = f"GPU {index}: {name} ({free / 2 ** 30:.1f} of {total / 2 ** 30:.1f} GiB free)"
+                choices.append(("cuda" if index == 0 else f"cuda:{index}", text))
+            choices[0] = ("auto", f"Auto ({choices[2][1]})")
+        else:
+            choices[0] = ("auto", "Auto (CPU: no CUDA GPU found)")
+        return choices
+
+    # ----------------------------------------------------------------- control
+
+    def cancel(self) -> None:
+        """Ask the running :meth:`explainVolume` to stop; it raises ExplainCancelled and changes nothing."""
+        self._cancelRequested = True
+
+    @property
+    def isRunning(self) -> bool:
+        """True while :meth:`explainVolume` runs."""
+        return self._running
+
+    def setHeatmapOpacity(self, opacity: float) -> None:
+        """Foreground (heatmap) opacity in all slice views, 0..1."""
+        mrml.set_heatmap_opacity(mrml.get_scene(self.scene), opacity)
+
+    # ----------------------------------------------------------------- the run
+
+    def explainVolume(self, inputVolumeNode, model, methods=("gradcam",), target=None, layer=None, mode=None,
+                      axis=None, device="auto", labelThreshold=None, progress=None, *, classNames=None,
+                      labelOutput="labelmap", predictionSegmentation=True, opacity=mrml.DEFAULT_OPACITY,
+                      displayThreshold=mrml.DEFAULT_DISPLAY_THRESHOLD, colorLegend=True, keepExisting=False,
+                      engineOptions=None) -> OutputNodes:
+        """Compute attribution heatmaps of ``model`` on ``inputVolumeNode``; return the output nodes.
+
+        inputVolumeNode  a scalar volume node (any scalar type, spacing, orientation; never modified)
+        model            a bundled model name, a model folder or card.json path, a loaded model
+                         (``xai.load_model``), or a ``torch.nn.Module`` (see ``classNames``)
+        methods          a method name or a list of names (see :meth:`methodsForModel`)
+        target           None (the predicted class), a class index or class name, or for
+                         segmentation models ``(segmentationNode, segmentId)``: that segment is
+                         the region whose class score is explained
+        layer            layer name for layer-based methods (None: the card's default layer)
+        mode             None (the model's own: per slice for 2D, volumetric for 3D models),
+                         "axial" / "coronal" / "sagittal" (per slice along that anatomical
+                         orientation, whatever the volume's voxel order), "slices" with ``axis``
+                         (numpy axis 0, 1, 2 of the (z, y, x) voxels), or "volume"
+        device           "auto" (CUDA when available, else CPU), "cpu", "cuda" / "gpu", "cuda:N"
+        labelThreshold   None (no mask), a number or "otsu": also write each map thresholded
+                         as a label map (``labelOutput="segmentation"``: a segmentation)
+        progress         progress(fraction, message); raising from it cancels the run
+        classNames       class names for a plain torch module (models with a card have theirs)
+        predictionSegmentation  write a segmenter's prediction as a segmentation node
+        opacity          heatmap opacity over the input in the slice views (0..1)
+        displayThreshold heatmap values below this fraction of the window are transparent
+        colorLegend      show a colour legend for the first heatmap
+        keepExisting     True: always add new nodes; False: re-running with the same choices
+                         updates the nodes of the earlier run
+        engineOptions    extra method options passed to the engine (e.g. SmoothGrad's samples)
+
+        Raises ValueError / TypeError (bad input, nothing created), ExplainCancelled (cancel,
+        nothing changed), or the progress callback's own exception (nothing changed).
+        """
+        if self._running:
+            raise RuntimeError("explainVolume is already running; cancel it or wait for it to finish")
+        scene = mrml.get_scene(self.scene)
+        self._cancelRequested = False
+        self._running = True
+        try:
+            request = self._validate(scene, inputVolumeNode, model, methods, target, layer, mode, axis, device,
+                                     labelThreshold, labelOutput, opacity, displayThreshold, classNames,
+                                     engineOptions, progress)
+            report = self._reporter(progress)
+            report(0.0, f"Explaining '{inputVolumeNode.GetName()}' with {request['modelName']}")
+            started = time.perf_counter()
+            result = self._compute(request, report)
+            computed = time.perf_counter()
+            with mrml.SceneTransaction(scene) as transaction:
+                nodes = self._publish(scene, transaction, request, result, report, predictionSegmentation,
+                                      opacity, displayThreshold, colorLegend, keepExisting)
+                report(1.0, f"Done: {len(nodes)} output node(s)")
+            nodes.timings = dict(result.get("timings") or {}, compute=computed - started,
+                                 publish=time.perf_counter() - computed)
+            return nodes
+        finally:
+            self._running = False
+            self._cancelRequested = False
+
+    # --------------------------------------------------------------- internals
+
+    def _reporter(self, progress):
+        if progress is not None and not callable(progress):
+            raise TypeError("progress must be callable as progress(fraction, message)")
+
+        def report(fraction, message):
+            if self._cancelRequested:
+                raise ExplainCancelled("Cancelled: the scene was left unchanged")
+            if progress is not None:
+                progress(float(min(max(fraction, 0.0), 1.0)), message)
+            if self._cancelRequested:
+                raise ExplainCancelled("Cancelled: the scene was left unchanged")
+        return report
+
+    def _validate(self, scene, node, model, methods, target, layer, mode, axis, device, labelThreshold,
+                  labelOutput, opacity, displayThreshold, classNames, engineOptions, progress) -> dict:
+        """Check every argument before anything runs; return the normalised request."""
+        mrml.check_scalar_volume(node)
+        if scene.GetNodeByID(node.GetID()) is not node:
+            raise ValueError(f"Volume '{node.GetName()}' is not in the scene being worked on")
+        if progress is not None and not callable(progress):
+            raise TypeError("progress must be callable as progress(fraction, message)")
+        method_list = [methods] if isinstance(methods, str) else list(methods or [])
+        if not method_list or not all(isinstance(m, str) for m in method_list):
+            raise ValueError("methods must be a method name or a non-empty list of names")
+        if len(set(method_list)) != len(method_list):
+            raise ValueError(f"methods lists a method twice: {method_list}")
+        for value, what in ((opacity, "opacity"), (displayThreshold, "displayThreshold")):
+            if value is not None and not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"{what} must be in [0, 1], got {value}")
+        if labelThreshold is not None:
+            mrml.labels.resolve_threshold(np.array([0.0, 1.0], np.float32), labelThreshold)
+        if labelOutput not in LABEL_OUTPUTS:
+            raise ValueError(f"labelOutput must be one of {LABEL_OUTPUTS}, got {labelOutput!r}")
+        resolved_device = self.resolveDevice(device)
+        resolved = self._resolveModel(model, classNames, engineOptions)
+        raw = isinstance(resolved, _RawModel)
+        class_names = resolved.class_names if raw else list(resolved.card.class_names)
+        task = None if raw else resolved.card.task
+        dims = resolved.spatial_dims if raw else resolved.card.spatial_dims
+        available = {row[0]: row for row in self.methodsForModel(resolved)}
+        for name in method_list:
+            if name not in available:
+                raise ValueError(f"unknown method '{name}'; available: {', '.join(sorted(available))}")
+            if not available[name][2]:
+                raise ValueError(f"method '{name}' cannot explain this model: {available[name][3]}")
+        engine_mode, engine_axis = self._resolveMode(node, mode, axis, dims, raw)
+        target_value, target_label, roi = self._resolveTarget(node, target, class_names, task)
+        if layer is not None and not isinstance(layer, str):
+            raise TypeError(f"layer must be a layer name (str) or None, got {type(layer).__name__}")
+        needs_layer = any(_xai().METHODS[name].needs_layer for name in method_list)
+        if layer is None and needs_layer:
+            layer = self._defaultLayer(resolved)
+        return {
+            "node": node, "model": resolved, "raw": raw, "methods": method_list, "target": target_value,
+            "targetLabel": target_label, "roi": roi, "targetKey": self._targetKey(target),
+            "layer": layer, "layerLabel": layer or "", "mode": engine_mode, "axis": engine_axis,
+            "modeKey": mode if mode is not None else "default", "device": resolved_device,
+            "labelThreshold": labelThreshold, "labelOutput": labelOutput, "classNames": class_names,
+            "task": task, "modelName": resolved.name if raw else resolved.card.name,
+        }
+
+    @staticmethod
+    def _resolveMode(node, mode, axis, dims, raw):
+        if mode is not None and mode not in MODES:
+            raise ValueError(f"mode must be None or one of {MODES}, got {mode!r}")
+        if axis is not None and (isinstance(axis, bool) or axis not in (0, 1, 2)):
+            raise ValueError(f"axis must be 0, 1 or 2 (numpy axis of the (z, y, x) voxels), got {axis!r}")
+        if mode in ("axial", "coronal", "sagittal"):
+            return "slices", geometry.slice_axis_for_orientation(mrml.node_ijk_to_ras(node), mode)
+        if mode == "slices" or (mode is None and axis is not None):
+            if dims == 3:
+                raise ValueError("this is a 3D model: use mode='volume' (or None), not per-slice mode")
+            return "slices", 0 if axis is None else int(axis)
+        if mode == "volume" and dims == 2:
+            raise ValueError("this is a 2D model: use a per-slice mode ('axial', 'coronal', 'sagittal', "
+                             "'slices') or None")
+        if mode is None and raw:
+            # no card to say how: 2D modules run on axial slices, 3D modules on the whole volume
+            if dims == 3:
+                return "volume", None
+            return "slices", geometry.slice_axis_for_orientation(mrml.node_ijk_to_ras(node), "axial")
+        return mode, axis
+
+    @staticmethod
+    def _targetKey(target) -> str:
+        if isinstance(target, tuple) and len(target) == 2 and hasattr(target[0], "GetID"):
+            return f"roi:{target[0].GetID()}:{target[1]}"
+        return "predicted" if target is None else str(target)
+
+    @staticmethod
+    def _resolveTarget(node, target, class_names, task):
+        """``(engine target, label for node names, ROI mask or None)``."""
+        if target is None:
+            return None, "", None
+        if isinstance(target, tuple) and len(target) == 2 and hasattr(target[0], "IsA"):
+            segmentation, segment_id = target
+            if not segmentation.IsA("vtkMRMLSegmentationNode"):
+                raise TypeError(f"an ROI target is (segmentationNode, segmentId); got a {segmentation.GetClassName()}")
+            if task == "classification":
+                raise ValueError("a segment as target (ROI) applies to segmentation models only")
+            mask = mrml.segment_mask(segmentation, segment_id, node)
+            if not mask.any():
+                raise ValueError(f"segment '{segment_id}' does not overlap the input volume")
+            name = segmentation.GetSegmentation().GetSegment(segment_id).GetName()
+            return None, f"ROI {name}", mask
+        if isinstance(target, bool):
+            raise TypeError("target must be None, a class index, a class name or (segmentationNode, segmentId)")
+        if isinstance(target, (int, np.integer)):
+            index = int(target)
+            if class_names and not 0 <= index < len(class_names):
+                raise ValueError(f"target class {index} is out of range: the model has {len(class_names)} classes "
+                                 f"({', '.join(class_names)})")
+            return index, class_names[index] if class_names else f"class {index}", None
+        if isinstance(target, str):
+            if target not in class_names:
+                raise ValueError(f"unknown class '{target}'; the model's classes are: "
+                                 f"{', '.join(class_names) or 'unnamed'}")
+            return class_names.index(target), target, None
+        raise TypeError("target must be None, a class index, a class name or (segmentationNode, segmentId); "
+                        f"got {type(target).__name__}")
+
+    def _compute(self, request, report) -> dict:
+        """Run the model and the engine; returns maps (input grid) and the prediction. No scene changes."""
+        def engine_progress(done, total=None, *_):
+            fraction = float(done) if total in (None, 0) else float(done) / float(total)
+            report(0.05 + 0.85 * fraction, f"Explaining: {int(round(100 * fraction))} %")
+
+        if request["raw"]:
+            return self._computeRaw(request, engine_progress)
+        return self._computeWithCard(request, engine_progress)
+
+    def _computeWithCard(self, request, engine_progress) -> dict:
+        xai = _xai()
+        explain_image = getattr(xai, "explain_image", None)
+        if explain_image is None:
+            raise RuntimeError("this XAIExplainLib has no explain_image (models with a card need it); "
+                               "pass a torch.nn.Module instead")
+        node = request["node"]
+        image = mrml.volume_to_sitk(node)
+        target = request["target"] if request["roi"] is None else self._roiTarget(request, image)
+        result = explain_image(request["model"], image, methods=request["methods"], target=target,
+                               layer=request["layer"], mode=request["mode"], axis=request["axis"],
+                               device=request["device"], progress=engine_progress)
+        maps = {name: mrml.array_on_node_grid(result.maps[name], node, f"map '{name}'")
+                for name in request["methods"]}
+        prediction = getattr(result, "prediction", None)
+        labels, probabilities = None, None
+        if prediction is not None and hasattr(prediction, "GetSize"):
+            labels = mrml.array_on_node_grid(prediction, node, "prediction")
+        elif prediction is not None:
+            probabilities = np.asarray(prediction)
+        return {"maps": maps, "labels": labels, "probabilities": probabilities,
+                "timings": dict(getattr(result, "timings", None) or {})}
+
+    @staticmethod
+    def _roiTarget(request, image):
+        """The ROI mask as the models API's region target (a SimpleITK label image on the input grid)."""
+        import SimpleITK as sitk
+
+        roi = sitk.GetImageFromArray(request["roi"].astype(np.uint8))
+        roi.CopyInformation(image)
+        return roi
+
+    def _computeRaw(self, request, engine_progress) -> dict:
+        import torch
+
+        xai = _xai()
+        raw = request["model"]
+        volume = mrml.volume_array(request["node"]).astype(np.float32, copy=False)
+        device = torch.device(request["device"])
+        module = raw.module
+        previous = next((p.device for p in module.parameters()), device)
+        module.to(device)
+        try:
+            axis = request["axis"] or 0
+            logits = xai.predict_volume(module, volume, mode=request["mode"], axis=axis, device=device)
+            target = request["target"]
+            if logits.ndim == 4 or request["roi"] is not None:
+                # a segmenter: an explicit target lets slices without the class stay dark
+                target = xai.SegmentationTarget(class_index=target,
+                                                region="predicted" if request["roi"] is None else request["roi"])
+            maps = xai.explain_volume(module, volume, request["methods"], mode=request["mode"], axis=axis,
+                                      target=target, layer=request["layer"], progress=engine_progress,
+                                      device=device, **raw.engine_options)
+        finally:
+            module.to(previous)
+        labels, probabilities = None, None
+        if logits.ndim == 4:  # segmenter: (K, z, y, x)
+            labels = (logits[0] > 0).astype(np.uint8) if logits.shape[0] == 1 else logits.argmax(0).astype(np.uint8)
+        else:
+            shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+            probabilities = shifted / shifted.sum(axis=-1, keepdims=True)
+        return {"maps": maps, "labels": labels, "probabilities": probabilities, "timings": {}}
+
+    def _classLabel(self, request, probabilities) -> str:
+        if request["targetLabel"]:
+            return request["targetLabel"]
+        names = request["classNames"]
+        if probabilities is not None and probabilities.ndim == 1 and names:
+            return names[int(np.argmax(probabilities))]
+        return "predicted"
+
+    def _publish(self, scene, transaction, request, result, report, predictionSegmentation, opacity,
+                 displayThreshold, colorLegend, keepExisting) -> OutputNodes:
+        xai = _xai()
+        node = request["node"]
+        nodes = OutputNodes()
+        nodes.classNames = list(request["classNames"])
+        nodes.probabilities = result["probabilities"]
+        class_label = self._classLabel(request, result["probabilities"])
+        choices = {"model": request["modelName"], "target": request["targetKey"], "mode": request["modeKey"],
+                   "axis": request["axis"]}
+        total = len(request["methods"])
+        for index, method in enumerate(request["methods"]):
+            report(0.9 + 0.08 * index / total, f"Writing {method}")
+            info = xai.METHODS[method]
+            label = naming.method_label(method, info.description)
+            layer_label = request["layerLabel"] if info.needs_layer else ""
+            name = naming.output_name(node.GetName(), label, class_label, layer_label)
+            key_choices = dict(choices, method=method, layer=layer_label)
+            attributes = {"Model": request["modelName"], "Method": method, "Target": class_label,
+                          "Layer": layer_label, "Mode": request["mode"], "Axis": request["axis"]}
+            description = (f"{label} of model '{request['modelName']}' for {class_label or 'the prediction'}"
+                           + (f" at layer {layer_label}" if layer_label else "") + f" on '{node.GetName()}'")
+            heatmap = outputs.publish_heatmap(
+                scene, transaction, node, result["maps"][method], name,
+                naming.output_key(node, "heatmap", **key_choices), attributes, description,
+                legend_title=label if (colorLegend and index == 0) else None,
+                display_threshold=displayThreshold, keep_existing=keepExisting)
+            nodes.heatmaps[method] = heatmap
+            nodes.append(heatmap)
+            if request["labelThreshold"] is not None:
+                mask, _ = outputs.publish_mask(
+                    scene, transaction, node, result["maps"][method], request["labelThreshold"], name,
+                    naming.output_key(node, "mask", **key_choices),
+                    as_segmentation=request["labelOutput"] == "segmentation", attributes=attributes,
+                    keep_existing=keepExisting)
+                nodes.masks[method] = mask
+                nodes.append(mask)
+        if predictionSegmentation and result["labels"] is not None:
+            report(0.98, "Writing the prediction")
+            classes = request["model"].card.classes if not request["raw"] else request["classNames"]
+            entries = mrml.class_entries(classes, label_values=np.unique(result["labels"]))
+            nodes.prediction = outputs.publish_prediction(
+                scene, transaction, node, result["labels"], entries,
+                naming.output_name(node.GetName(), request["modelName"], "prediction"),
+                naming.output_key(node, "prediction", **choices), {"Model": request["modelName"]},
+                keep_existing=keepExisting)
+            nodes.append(nodes.prediction)
+        first = nodes.heatmaps[request["methods"][0]]
+        first_mask = nodes.masks.get(request["methods"][0])
+        label_layer = first_mask if first_mask is not None and first_mask.IsA("vtkMRMLLabelMapVolumeNode") else None
+        mrml.show_in_slice_views(scene, background=node, foreground=first, opacity=opacity, label=label_layer)
+        if label_layer is not None:
+            mrml.display.configure_label_display(label_layer, scene=scene, outline=True)
+        return nodes
