@@ -14,8 +14,9 @@ from typing import Iterator
 ELEMENTS_PER_FORWARD = 2 ** 22
 
 
-def copies_per_forward(elements_per_copy: int, total: int, budget: int = ELEMENTS_PER_FORWARD) -> int:
-    """Copies per forward: as many as the budget allows, at least 1, at most ``total``."""
+def copies_per_forward(elements_per_copy: int, total: int, budget: int | None = None) -> int:
+    """Copies per forward: as many as the budget (default ``ELEMENTS_PER_FORWARD``) allows, in [1, total]."""
+    budget = ELEMENTS_PER_FORWARD if budget is None else budget
     return max(1, min(total, budget // max(1, elements_per_copy)))
 
 
