@@ -1,0 +1,327 @@
+"""``xaiexplain explain``: explain every input, keep going past bad ones, record the run.
+
+The model is loaded once; inputs are read ahead by :func:`prefetch` while the
+current one computes.  Each input either produces all its files or fails
+with one line naming it, and the others still complete.  ``summary.json`` and
+``summary.csv`` are written at the end, also after Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from .discovery import InputItem, discover
+from .errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SOME_FAILED, UserError, one_line
+from .montage import peak_index, render_overlay
+from .options import (ClassChoice, check_device, check_jobs, check_methods, check_methods_for,
+                      load_model_or_fail, numpy_axis, output_ending, parse_label_threshold,
+                      resolve_targets)
+from .outputs import (OutputNames, check_region_mask, prediction_record, threshold_label,
+                      write_heatmap, write_prediction)
+from .prefetch import prefetch
+from .progress import Progress
+from .reading import read_image, read_item
+from .summary import SUMMARY_CSV, SUMMARY_JSON, InputRecord, RunSummary
+from .writing import OutputFolder
+
+PROG = "xaiexplain"
+
+
+@dataclass
+class ExplainJob:
+    """Everything fixed for the whole run, checked before the first input is read."""
+
+    model: Any
+    methods: list[str]
+    choices: list[ClassChoice]
+    layer: str | None
+    mode: str | None
+    axis_name: str | None
+    device: str
+    fmt: str | None
+    label_threshold: float | str | None
+    overlay: bool
+    region: sitk.Image | None
+    region_source: str
+    out: OutputFolder
+    debug: bool = False
+
+    @property
+    def card(self):
+        return self.model.card
+
+
+def run_explain(args: argparse.Namespace, stdout=None, stderr=None) -> int:
+    """Run ``explain`` for parsed arguments; returns the exit status."""
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    started = time.monotonic()
+    job, items = plan(args)
+    progress = Progress(len(items), stream=stderr, enabled=not args.quiet)
+    summary = RunSummary(command="explain", model=job.card.name, methods=job.methods,
+                         device=job.device, options=_options(args))
+    try:
+        for index, (item, image, error) in enumerate(prefetch(items, read_item, args.jobs), 1):
+            progress.start(index, item.source)
+            record = InputRecord(item.source, item.stem)
+            summary.records.append(record)
+            began = time.monotonic()
+            try:
+                if error is not None:
+                    raise error
+                explain_input(job, item, image, record, progress)
+                record.status = "ok"
+            except KeyboardInterrupt:
+                record.status, record.error = "failed", "interrupted"
+                raise
+            except Exception as exc:  # noqa: BLE001 - one input fails, the batch goes on
+                record.status, record.error = "failed", input_error(item, exc)
+                progress.close()
+                if job.debug:
+                    traceback.print_exception(type(exc), exc, exc.__traceback__, file=stderr)
+                print(f"{PROG}: error: {record.error}", file=stderr)
+            record.seconds = time.monotonic() - began
+            progress.finish(record.status == "ok", _detail(record))
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        raise
+    finally:
+        progress.close()
+        summary.seconds = time.monotonic() - started
+        _write_summary(job.out, summary, stderr)
+    return finish(summary, job.out, args.quiet, stdout)
+
+
+def plan(args: argparse.Namespace) -> tuple[ExplainJob, list[InputItem]]:
+    """Validate every option and the output folder, load the model, discover the inputs."""
+    methods = check_methods(args.methods)
+    label_threshold = parse_label_threshold(args.label_threshold)
+    check_jobs(args.jobs)
+    device = check_device(args.device)
+    items = discover(args.inputs)
+    region_path = None
+    if args.region is not None and args.region.strip().lower() != "predicted":
+        region_path = Path(args.region)
+    protected = [i.path for i in items] + [Path(f) for i in items for f in i.files]
+    if region_path is not None:
+        protected.append(region_path)
+    out = OutputFolder(args.output_dir, overwrite=args.overwrite, protected=protected)
+    out.prepare()
+    out.check_free([SUMMARY_JSON, SUMMARY_CSV])
+    model = load_model_or_fail(args.model, device, getattr(args, "trust_model", False))
+    card = model.card
+    check_methods_for(methods, card)
+    choices = resolve_targets(args.targets, card)
+    _check_mode(args.mode, card)
+    region = None
+    if region_path is not None:
+        if card.task != "segmentation":
+            raise UserError(f"--region {args.region}", f"applies to segmentation models; "
+                                                       f"'{card.name}' is a {card.task} model")
+        region = read_image(region_path)
+    job = ExplainJob(model=model, methods=methods, choices=choices, layer=args.layer,
+                     mode=args.mode, axis_name=args.axis, device=device, fmt=args.format,
+                     label_threshold=label_threshold, overlay=args.overlay, region=region,
+                     region_source=str(region_path or ""), out=out,
+                     debug=getattr(args, "debug", False))
+    return job, items
+
+
+def _check_mode(mode: str | None, card) -> None:
+    if mode == "volume" and card.spatial_dims == 2:
+        raise UserError("--mode volume", f"model '{card.name}' is a 2D model; it runs slice by "
+                                         "slice (--mode slices)")
+    if mode == "slices" and card.spatial_dims == 3:
+        raise UserError("--mode slices", f"model '{card.name}' is a 3D model; it needs whole "
+                                         "volumes (--mode volume)")
+
+
+def explain_input(job: ExplainJob, item: InputItem, image: sitk.Image, record: InputRecord,
+                  progress: Progress) -> None:
+    """Explain one input for every class choice and write all its files."""
+    import XAIExplainLib as xai
+
+    card = job.card
+    names = OutputNames(item.stem, output_ending(job.fmt, item.path))
+    job.out.check_free(names.planned(job.methods, job.choices, card.task,
+                                     job.label_threshold is not None, job.overlay))
+    _check_dimensions(image, card, item.source)
+    check_region_mask(job.region, image, job.region_source, item.source)
+    axis = numpy_axis(image, job.axis_name)
+    prediction = None
+    for number, choice in enumerate(job.choices):
+        def report(*args, _offset=number):
+            progress.step((_offset + _fraction(*args)) / len(job.choices), "explaining")
+
+        result = xai.explain_image(job.model, image, methods=job.methods,
+                                   target=_target(choice, job, image), layer=job.layer,
+                                   mode=job.mode, axis=axis, device=job.device, progress=report)
+        if prediction is None:
+            prediction = result.prediction
+            write_prediction(job.out, prediction, card, image, names.prediction(card.task))
+            record.outputs.append(names.prediction(card.task))
+            record.prediction = prediction_record(prediction, card, image)
+        for key, seconds in (getattr(result, "timings", None) or {}).items():
+            record.timings[key + (f"_{choice.suffix}" if choice.suffix else "")] = float(seconds)
+        for method in job.methods:
+            _write_method(job, method, choice, result.maps[method], image, prediction, names,
+                          record, axis)
+
+
+def _write_method(job: ExplainJob, method: str, choice: ClassChoice, heat: sitk.Image,
+                  image: sitk.Image, prediction, names: OutputNames, record: InputRecord,
+                  axis: int | None) -> None:
+    heat = write_heatmap(job.out, heat, image, names.heatmap(method, choice))
+    record.outputs.append(names.heatmap(method, choice))
+    if job.label_threshold is not None:
+        label, used = threshold_label(heat, job.label_threshold)
+        job.out.write_image(label, names.label(method, choice))
+        record.outputs.append(names.label(method, choice))
+        record.prediction.setdefault("label_threshold", {})[names.base(method, choice)] = used
+    if job.overlay:
+        title, subtitle = overlay_titles(job, names.stem, method, choice, heat, prediction,
+                                         axis)
+        contour = _contour(job, choice, prediction, image)
+        window = _display_window(job.card)
+        job.out.write_with(lambda path: render_overlay(image, heat, path, title, subtitle, window,
+                                                       contour),
+                           names.overlay(method, choice))
+        record.outputs.append(names.overlay(method, choice))
+
+
+def _target(choice: ClassChoice, job: ExplainJob, image: sitk.Image):
+    """What explain_image explains: a class index (None = predicted) or a region on a segmenter."""
+    if job.card.task == "segmentation" and job.region is not None:
+        import XAIExplainLib as xai
+
+        region = sitk.GetArrayFromImage(job.region) != 0
+        return xai.SegmentationTarget(choice.index, region=region)
+    return choice.index
+
+
+def _check_dimensions(image: sitk.Image, card, source: str) -> None:
+    if image.GetDimension() == 2 and card.spatial_dims == 3:
+        raise UserError(source, f"is a 2D image but '{card.name}' is a 3D model that needs a "
+                                "volume")
+
+
+def _fraction(*args) -> float:
+    """explain_image's progress as a fraction: ``(fraction)``, ``(done, total)`` or with a message."""
+    numbers = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+    if len(numbers) >= 2 and numbers[1]:
+        return float(numbers[0]) / float(numbers[1])
+    return float(numbers[0]) if numbers else 0.0
+
+
+def overlay_titles(job: ExplainJob, stem: str, method: str, choice: ClassChoice,
+                   heat: sitk.Image, prediction, axis: int | None) -> tuple[str, str]:
+    """Title: input, method and class; subtitle: model, layer, device."""
+    from ..engine import METHODS
+
+    method_name = METHODS[method].description.split(":", 1)[0]
+    what = explained_class(job, choice, heat, prediction, axis)
+    layer = job.layer or job.card.target_layers.default
+    parts = [f"model {job.card.name}"]
+    if METHODS[method].needs_layer and layer:
+        parts.append(f"layer {layer}")
+    parts.append(job.device)
+    return f"{stem} · {method_name} · {what}", " · ".join(parts)
+
+
+def explained_class(job: ExplainJob, choice: ClassChoice, heat: sitk.Image, prediction,
+                    axis: int | None) -> str:
+    """The class the picture explains, with its score where the model gives one."""
+    names = list(job.card.class_names)
+    if isinstance(prediction, sitk.Image):
+        if choice.index is not None:
+            return f"class {choice.name}"
+        counts = np.bincount(sitk.GetArrayViewFromImage(prediction).ravel().astype(np.int64))
+        counts[0] = 0
+        if counts.sum() == 0:
+            return "predicted class (none found)"
+        top = int(np.argmax(counts))
+        return f"class {names[top] if top < len(names) else top} (predicted region)"
+    scores = np.asarray(prediction, dtype=np.float64)
+    where = ""
+    if scores.ndim == 2:
+        peak = peak_index(sitk.GetArrayViewFromImage(heat))
+        slice_axis = axis if axis is not None else (job.card.slice_axis or 0)
+        index = peak[slice_axis] if len(peak) == 3 else 0
+        scores = scores[min(index, len(scores) - 1)]
+        where = f" on slice {index}"
+    chosen = int(np.argmax(scores)) if choice.index is None else choice.index
+    label = "predicted " if choice.index is None else ""
+    return f"{label}class {names[chosen]} (p = {scores[chosen]:.2f}{where})"
+
+
+def _contour(job: ExplainJob, choice: ClassChoice, prediction, image: sitk.Image):
+    """Outline drawn on the overlay: the user's region, or the segmenter's predicted class."""
+    if job.region is not None:
+        return job.region
+    if not isinstance(prediction, sitk.Image):
+        return None
+    labels = sitk.GetArrayViewFromImage(prediction)
+    if choice.index is not None:
+        mask = labels == choice.index
+    else:
+        counts = np.bincount(labels.ravel().astype(np.int64))
+        counts[0] = 0
+        mask = labels == int(np.argmax(counts)) if counts.sum() else labels > 0
+    contour = sitk.GetImageFromArray(mask.astype(np.uint8))
+    contour.CopyInformation(image)
+    return contour
+
+
+def _display_window(card) -> tuple[float, float] | None:
+    spec = card.input.intensity
+    return tuple(spec.window) if spec.mode == "window" and spec.window else None
+
+
+def input_error(item: InputItem, error: BaseException) -> str:
+    """One line naming the input and the problem."""
+    if isinstance(error, UserError):
+        return str(error)
+    if isinstance(error, (ValueError, OSError, TypeError)):
+        return f"{item.source}: {one_line(error)}"
+    return f"{item.source}: unexpected {type(error).__name__}: {one_line(error)} (run with --debug " \
+           "for the traceback)"
+
+
+def _detail(record: InputRecord) -> str:
+    if record.status != "ok":
+        return ""
+    return f"({record.seconds:.1f} s, {len(record.outputs)} files)"
+
+
+def _write_summary(out: OutputFolder, summary: RunSummary, stderr) -> None:
+    try:
+        out.write_text(summary.to_json(), SUMMARY_JSON)
+        out.write_text(summary.to_csv(), SUMMARY_CSV)
+    except UserError as exc:
+        print(f"{PROG}: error: {exc}", file=stderr)
+
+
+def finish(summary: RunSummary, out: OutputFolder, quiet: bool, stdout) -> int:
+    """Report where the outputs are; the exit status says whether some inputs failed."""
+    ok, total = len(summary.succeeded), len(summary.records)
+    if not quiet:
+        print(f"Explained {ok} of {total} input(s) in {summary.seconds:.1f} s on "
+              f"{summary.device}; outputs in {out.path}/ (summary.json, summary.csv)", file=stdout)
+    if ok == total:
+        return EXIT_OK
+    return EXIT_SOME_FAILED if ok else EXIT_BAD_INPUT
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    keep = ("model", "methods", "targets", "region", "layer", "mode", "axis", "device", "format",
+            "label_threshold", "overlay", "jobs", "output_dir", "overwrite")
+    return {k: getattr(args, k) for k in keep if hasattr(args, k)}
+

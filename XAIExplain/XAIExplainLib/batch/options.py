@@ -1,0 +1,174 @@
+"""Check the command-line choices once, before any input is read.
+
+Everything that does not depend on an input is validated here: method names
+(with the list of valid ones), classes against the model card, the label
+threshold, the device, ``--jobs``.  A mistake in a cohort command therefore
+fails in a second with one clear line, not after the first hour of work.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from .discovery import safe_name
+from .errors import UserError, one_line
+
+#: ``--axis`` names; the numpy axis they select depends on the image's direction matrix.
+AXIS_NAMES = ("axial", "coronal", "sagittal")
+
+
+@dataclass(frozen=True)
+class ClassChoice:
+    """A ``--target``: ``index`` None means the predicted class; ``suffix`` goes into file names."""
+
+    index: int | None
+    name: str
+    suffix: str
+
+
+def check_methods(methods: Sequence[str]) -> list[str]:
+    """Method names in the order given, duplicates dropped; unknown ones listed with the valid ones."""
+    from ..engine import METHODS
+
+    chosen = list(dict.fromkeys(methods))
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+        raise UserError(f"--method {unknown[0]}", f"unknown method; available methods: "
+                                                 f"{', '.join(sorted(METHODS))}")
+    return chosen
+
+
+def check_methods_for(methods: Sequence[str], card) -> None:
+    """Refuse methods that do not apply to the model's task (CAM on a segmenter, KWC on a classifier)."""
+    from ..engine import METHODS
+
+    for name in methods:
+        if card.task not in METHODS[name].tasks:
+            valid = sorted(n for n, m in METHODS.items() if card.task in m.tasks)
+            raise UserError(f"--method {name}", f"does not apply to {card.task} models such as "
+                                                f"'{card.name}'; methods for {card.task}: "
+                                                f"{', '.join(valid)}")
+
+
+def resolve_targets(values: Sequence[str] | None, card) -> list[ClassChoice]:
+    """``--target`` values -> class choices; names are matched case-insensitively."""
+    names = list(card.class_names)
+    listing = ", ".join(f"{i} {n}" for i, n in enumerate(names))
+    choices: list[ClassChoice] = []
+    for value in values or ["predicted"]:
+        text = str(value).strip()
+        if text.lower() == "predicted":
+            choice = ClassChoice(None, "predicted", "")
+        elif _is_int(text):
+            index = int(text)
+            if not 0 <= index < len(names):
+                raise UserError(f"--target {text}", f"class index out of range; classes of "
+                                                    f"'{card.name}': {listing}")
+            choice = ClassChoice(index, names[index], safe_name(names[index]))
+        else:
+            lowered = [n.lower() for n in names]
+            if text.lower() not in lowered:
+                raise UserError(f"--target {text}", f"unknown class; classes of '{card.name}': "
+                                                    f"{listing} (or 'predicted')")
+            index = lowered.index(text.lower())
+            choice = ClassChoice(index, names[index], safe_name(names[index]))
+        if choice not in choices:
+            choices.append(choice)
+    if len(choices) > 1 and any(c.index is None for c in choices):
+        # Explicit classes get a suffix; give the predicted one a name too so files differ.
+        choices = [c if c.index is not None else ClassChoice(None, "predicted", "predicted")
+                   for c in choices]
+    return choices
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_label_threshold(value: str | None) -> float | str | None:
+    """``--label-threshold``: None, ``"otsu"`` or a number in [0, 1)."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text == "otsu":
+        return "otsu"
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and 0.0 <= number < 1.0):
+        raise UserError(f"--label-threshold {value}", "must be a number in [0, 1) (heatmaps are "
+                                                      "normalised to [0, 1]) or 'otsu'")
+    return number
+
+
+def check_jobs(jobs: int) -> int:
+    if jobs < 0:
+        raise UserError(f"--jobs {jobs}", "must be 0 (read in turn) or a positive number of "
+                                          "reader threads")
+    return jobs
+
+
+def check_device(device: str) -> str:
+    """``auto`` | ``cpu`` | ``cuda``; asking for CUDA on a machine without it is an error."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda", "no CUDA GPU is available here; use --device cpu or "
+                                         "--device auto")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_model_or_fail(source: str, device: str, trust: bool):
+    """The model for ``--model``; a missing model lists the available names."""
+    from ..models import UntrustedModelError, list_models, load_model
+
+    try:
+        return load_model(source, device=device, trust=trust)
+    except UntrustedModelError as exc:
+        raise UserError(f"--model {source}", one_line(exc) + " (pass --trust-model)") from exc
+    except FileNotFoundError as exc:
+        names = ", ".join(m.name for m in list_models()) or "none found"
+        problem = one_line(exc)
+        if "bundled models" not in problem and "available models" not in problem:
+            problem += f"; available models: {names}"
+        raise UserError(f"--model {source}", problem) from exc
+    except (ValueError, OSError, ImportError) as exc:
+        raise UserError(f"--model {source}", one_line(exc)) from exc
+
+
+def numpy_axis(image: sitk.Image, name: str | None) -> int | None:
+    """The numpy axis (of the ``(z, y, x)`` array) closest to the anatomical ``--axis`` name.
+
+    Physical axes are LPS: axial slices are stacked along S (physical z),
+    coronal along P (y), sagittal along L (x).  The image axis whose direction
+    column points most along that physical axis is the one to slice, so a
+    sagittally acquired MRI is cut correctly too.
+    """
+    if name is None:
+        return None
+    if image.GetDimension() != 3:
+        return 0
+    physical = {"sagittal": 0, "coronal": 1, "axial": 2}[name]
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    index_axis = int(np.argmax(np.abs(direction[physical, :])))
+    return 2 - index_axis
+
+
+def output_ending(fmt: str | None, input_path: Path) -> str:
+    """``--format`` or, by default, the input's family: ``.nii.gz`` for NIfTI, else ``.nrrd``."""
+    if fmt is not None:
+        return ".nii.gz" if fmt == "nii.gz" else ".nrrd"
+    name = input_path.name.lower()
+    return ".nii.gz" if name.endswith((".nii", ".nii.gz")) else ".nrrd"
