@@ -25,13 +25,15 @@ from XAIExplainLib.batch.writing import OutputFolder
 
 
 def _volume(shape=(6, 10, 12), spacing=(0.8, 0.9, 2.5), seed=0) -> sitk.Image:
-    image = sitk.GetImageFromArray(np.random.default_rng(seed).normal(0, 100, shape).astype(np.int16))
+    noise = np.random.default_rng(seed).normal(0, 100, shape)
+    image = sitk.GetImageFromArray(noise.astype(np.int16))
     image.SetSpacing(spacing)
     image.SetOrigin((10.0, -20.0, 5.0))
     return image
 
 
-def write_dicom_series(image: sitk.Image, folder: Path, uid: str = "1.2.826.0.1.3680043.2.1125.1") -> None:
+def write_dicom_series(image: sitk.Image, folder: Path,
+                       uid: str = "1.2.826.0.1.3680043.2.1125.1") -> None:
     """One DICOM file per slice with the tags a series reader needs (position, orientation, UID)."""
     folder.mkdir(parents=True, exist_ok=True)
     writer = sitk.ImageFileWriter()
@@ -93,7 +95,8 @@ def test_folder_with_two_dicom_series_gives_two_inputs_with_their_geometry(tmp_p
     depths = sorted(read_item(i).GetDepth() for i in items)
     assert depths == [4, 6]
     one = next(read_item(i) for i in items if read_item(i).GetDepth() == 6)
-    assert np.allclose(one.GetSpacing(), first.GetSpacing()) and np.allclose(one.GetOrigin(), first.GetOrigin())
+    assert np.allclose(one.GetSpacing(), first.GetSpacing())
+    assert np.allclose(one.GetOrigin(), first.GetOrigin())
     assert np.array_equal(sitk.GetArrayFromImage(one), sitk.GetArrayFromImage(first))
 
 

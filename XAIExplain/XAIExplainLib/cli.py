@@ -9,11 +9,13 @@ with 1 so that scripts can tell "partly done" from "nothing done".
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from typing import Sequence
 
-from .batch.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_STATUS_HELP, UserError, one_line
+from .batch.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUS_HELP, UserError,
+                           one_line)
 
 PROG = "xaiexplain"
 
@@ -201,6 +203,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; outputs already written are complete", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of stdout went away (``xaiexplain methods | head``): not an error of ours.
+        # Point stdout at devnull so the interpreter's final flush does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except UserError as exc:
         return _fail(args, exc, str(exc))
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback

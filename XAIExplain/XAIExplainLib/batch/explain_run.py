@@ -214,7 +214,7 @@ def _check_dimensions(image: sitk.Image, card, source: str) -> None:
 
 
 def _fraction(*args) -> float:
-    """explain_image's progress as a fraction: ``(fraction)``, ``(done, total)`` or with a message."""
+    """Progress as a fraction, from ``(fraction)`` or ``(done, total[, message])`` calls."""
     numbers = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
     if len(numbers) >= 2 and numbers[1]:
         return float(numbers[0]) / float(numbers[1])
@@ -291,8 +291,8 @@ def input_error(item: InputItem, error: BaseException) -> str:
         return str(error)
     if isinstance(error, (ValueError, OSError, TypeError)):
         return f"{item.source}: {one_line(error)}"
-    return f"{item.source}: unexpected {type(error).__name__}: {one_line(error)} (run with --debug " \
-           "for the traceback)"
+    return (f"{item.source}: unexpected {type(error).__name__}: {one_line(error)} "
+            "(run with --debug for the traceback)")
 
 
 def _detail(record: InputRecord) -> str:

@@ -25,7 +25,8 @@ def print_models(stream: TextIO | None = None) -> int:
         stream.write("No models found. " + _search_hint() + "\n")
         return EXIT_OK
     for info in found:
-        head = f"{info.name}  ({info.task}, {info.spatial_dims}D; classes: {', '.join(info.classes)})"
+        classes = ", ".join(info.classes)
+        head = f"{info.name}  ({info.task}, {info.spatial_dims}D; classes: {classes})"
         stream.write(head + "\n")
         if info.description:
             stream.write(textwrap.fill(info.description, _WIDTH, initial_indent="    ",

@@ -97,7 +97,8 @@ def views_through_peak(image: sitk.Image, heatmap: sitk.Image,
     coronal = View("coronal", img[:, y, :], heat[:, y, :], cut(mask, (slice(None), y)),
                    (0.0, nx * sx, 0.0, nz * sz), ((x + 0.5) * sx, (z + 0.5) * sz),
                    ("R", "L", "S", "I"))
-    sagittal = View("sagittal", img[:, :, x], heat[:, :, x], cut(mask, (slice(None), slice(None), x)),
+    sagittal = View("sagittal", img[:, :, x], heat[:, :, x],
+                    cut(mask, (slice(None), slice(None), x)),
                     (0.0, ny * sy, 0.0, nz * sz), ((y + 0.5) * sy, (z + 0.5) * sz),
                     ("A", "P", "S", "I"))
     return [axial, coronal, sagittal]

@@ -32,7 +32,7 @@ class ClassChoice:
 
 
 def check_methods(methods: Sequence[str]) -> list[str]:
-    """Method names in the order given, duplicates dropped; unknown ones listed with the valid ones."""
+    """Method names in the given order without duplicates; an unknown one lists the valid ones."""
     from ..engine import METHODS
 
     chosen = list(dict.fromkeys(methods))
@@ -44,7 +44,7 @@ def check_methods(methods: Sequence[str]) -> list[str]:
 
 
 def check_methods_for(methods: Sequence[str], card) -> None:
-    """Refuse methods that do not apply to the model's task (CAM on a segmenter, KWC on a classifier)."""
+    """Refuse methods that do not fit the model's task (CAM on a segmenter, KWC on a classifier)."""
     from ..engine import METHODS
 
     for name in methods:

@@ -51,7 +51,8 @@ def prefetch(items: Sequence[Item], read: Callable[[Item], Loaded],
             for _, future in pending:
                 future.cancel()
 
-def _attempt(read: Callable[[Item], Loaded], item: Item) -> tuple[Loaded | None, BaseException | None]:
+def _attempt(read: Callable[[Item], Loaded],
+             item: Item) -> tuple[Loaded | None, BaseException | None]:
     try:
         return read(item), None
     except Exception as exc:  # noqa: BLE001 - handed to the consumer, which reports it

@@ -74,7 +74,8 @@ class OutputFolder:
         self.check_free([name])
         final = self.destination(name)
         ending = _ending(name)
-        temp = self.path / f".{name[: len(name) - len(ending)]}.{uuid.uuid4().hex[:8]}.partial{ending}"
+        token = uuid.uuid4().hex[:8]
+        temp = self.path / f".{name[: len(name) - len(ending)]}.{token}.partial{ending}"
         try:
             yield temp
             os.replace(temp, final)
@@ -90,7 +91,8 @@ class OutputFolder:
                 with quiet_itk():
                     sitk.WriteImage(image, str(temp), useCompression=compress)
             except RuntimeError as exc:
-                raise UserError(self.destination(name), f"cannot be written ({one_line(exc)})") from exc
+                raise UserError(self.destination(name),
+                                f"cannot be written ({one_line(exc)})") from exc
         return self.destination(name)
 
     def write_text(self, text: str, name: str) -> Path:

@@ -1,0 +1,202 @@
+"""``xaiexplain evaluate``: how well does each method's heatmap find a reference mask?
+
+Metrics that compare a map with a mask (Dice sweep, pointing games, relative
+foreground, specificity and sensitivity) run on the input's own grid, where
+the mask was drawn, with the voxel spacing in millimetres.  Metrics that
+re-run the model on perturbed inputs (prediction preserved, deletion and
+insertion, the sanity check) need the model's input: the image as the card
+preprocesses it and the map resampled onto that grid; a per-slice model gets
+one row per slice and the CSV reports their mean.  Results go to
+``<stem>_evaluation.csv`` (a row per method and class) and ``.json``, and a
+table is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from .discovery import discover
+from .errors import EXIT_OK, UserError, one_line
+from .options import (check_device, check_methods, check_methods_for, load_model_or_fail,
+                      resolve_targets)
+from .outputs import on_input_grid
+from .reading import read_item, read_mask
+from .writing import OutputFolder
+
+#: Metrics computed without the model; the default set when ``--metric`` is not given.
+MAP_METRICS = ("dice_sweep", "pointing_game", "energy_pointing_game", "relative_foreground",
+               "image_preserved", "specificity", "sensitivity")
+
+
+def run_evaluate(args: argparse.Namespace, stdout=None) -> int:
+    """Run ``evaluate`` for parsed arguments; returns the exit status."""
+    import XAIExplainLib as xai
+    from ..evaluation import METRICS
+
+    stdout = stdout or sys.stdout
+    metrics = _check_metrics(args.metrics, METRICS)
+    methods = check_methods(args.methods)
+    device = check_device(args.device)
+    items = discover(args.inputs)
+    if len(items) != 1:
+        raise UserError(args.inputs[0], f"names {len(items)} volumes; evaluate takes one (run it "
+                                        "once per volume)")
+    item = items[0]
+    csv_name, json_name = f"{item.stem}_evaluation.csv", f"{item.stem}_evaluation.json"
+    out = OutputFolder(args.output_dir, overwrite=args.overwrite,
+                       protected=[item.path, args.mask])
+    out.prepare()
+    out.check_free([csv_name, json_name])
+    model = load_model_or_fail(args.model, device, getattr(args, "trust_model", False))
+    check_methods_for(methods, model.card)
+    choices = resolve_targets(args.targets, model.card)
+    image = read_item(item)
+    mask = read_mask(args.mask, image, item.source)
+
+    rows: list[dict[str, Any]] = []
+    started = time.monotonic()
+    for choice in choices:
+        try:
+            result = xai.explain_image(model, image, methods=methods, target=choice.index,
+                                       layer=args.layer, device=device)
+        except (ValueError, TypeError, OSError) as exc:
+            raise UserError(item.source, one_line(exc)) from exc
+        for method in methods:
+            heat = on_input_grid(result.maps[method], image, "heatmap")
+            values = score_on_input_grid(heat, mask, [m for m in metrics if m in MAP_METRICS])
+            model_metrics = [m for m in metrics if m not in MAP_METRICS]
+            if model_metrics:
+                values.update(score_on_model_grid(model, image, heat, choice.index, method,
+                                                  args.layer, model_metrics))
+            rows.append({"input": item.source, "method": method, "target": choice.name,
+                         **values})
+    out.write_text(_csv(rows), csv_name)
+    out.write_text(json.dumps({"input": item.source, "mask": str(args.mask),
+                               "model": model.card.name, "device": device,
+                               "seconds": round(time.monotonic() - started, 3),
+                               "rows": rows}, indent=2, default=_json_default) + "\n", json_name)
+    if not args.quiet:
+        stdout.write(_table(rows))
+        stdout.write(f"Wrote {out.path / csv_name} and {json_name}\n")
+    return EXIT_OK
+
+
+def _check_metrics(requested, known) -> list[str]:
+    if not requested:
+        return list(MAP_METRICS)
+    chosen = list(dict.fromkeys(requested))
+    unknown = [m for m in chosen if m not in known]
+    if unknown:
+        raise UserError(f"--metric {unknown[0]}", f"unknown metric; available metrics: "
+                                                  f"{', '.join(known)}")
+    return chosen
+
+
+def score_on_input_grid(heat: sitk.Image, mask: sitk.Image, metrics: list[str]) -> dict[str, Any]:
+    """Map-versus-mask metrics on the input grid (spacing in mm for the pointing game)."""
+    import torch
+
+    from ..evaluation import evaluate
+
+    if not metrics:
+        return {}
+    maps = torch.from_numpy(sitk.GetArrayFromImage(heat).astype(np.float32))[None]
+    truth = torch.from_numpy(sitk.GetArrayFromImage(mask) != 0)[None]
+    spacing = tuple(reversed(heat.GetSpacing()))
+    try:
+        columns = evaluate(None, None, maps, mask=truth, metrics=metrics, spacing=spacing)
+    except ValueError as exc:
+        raise UserError("--metric", one_line(exc)) from exc
+    return {name: values[0] for name, values in columns.items()}
+
+
+def score_on_model_grid(model, image: sitk.Image, heat: sitk.Image, class_index, method: str,
+                        layer, metrics: list[str]) -> dict[str, Any]:
+    """Metrics that re-run the model: on the card's preprocessed input, map resampled to it.
+
+    A per-slice model scores every slice; the mean over slices is returned
+    (and the per-slice values under ``<metric>_per_slice``).
+    """
+    import torch
+
+    from ..evaluation import evaluate
+
+    prepared = model.preprocess(image)
+    grid = prepared.model_grid
+    # A 2D input was lifted to a one-slice volume by the preprocessing; lift the map alike.
+    volume_heat = heat if heat.GetDimension() == 3 else sitk.JoinSeries([heat])
+    on_model = sitk.Resample(volume_heat, grid.reference(), sitk.Transform(), sitk.sitkLinear, 0.0,
+                             sitk.sitkFloat32)
+    maps = np.clip(sitk.GetArrayFromImage(on_model), 0.0, 1.0)
+    x = prepared.array  # (C, Z, Y, X)
+    card = model.card
+    if card.spatial_dims == 2:
+        axis = card.slice_axis
+        x = np.moveaxis(x, axis + 1, 0)  # (N, C, H, W)
+        maps = np.moveaxis(maps, axis, 0)
+    else:
+        x, maps = x[None], maps[None]
+    device = model.device
+    activation = {"softmax": "softmax", "sigmoid": "sigmoid"}.get(card.output_activation)
+    try:
+        columns = evaluate(model.module, torch.from_numpy(np.ascontiguousarray(x)).to(device),
+                           torch.from_numpy(np.ascontiguousarray(maps)).to(device),
+                           target=class_index, metrics=metrics, activation=activation,
+                           method=method, layer=layer or card.target_layers.default)
+    except ValueError as exc:
+        raise UserError("--metric", one_line(exc)) from exc
+    values: dict[str, Any] = {}
+    for name, column in columns.items():
+        finite = [v for v in column if math.isfinite(v)]
+        values[name] = float(np.mean(finite)) if finite else math.nan
+        if len(column) > 1:
+            values[f"{name}_per_slice"] = column
+    return values
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    import csv
+    import io
+
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k, v in row.items() if k not in columns and not isinstance(v, list))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()
+                         if not isinstance(v, list)})
+    return buffer.getvalue()
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    """A compact text table: one line per method and class, the headline metrics."""
+    if not rows:
+        return ""
+    keys = [k for k in rows[0] if k not in ("input", "method", "target")
+            and not isinstance(rows[0][k], list) and not k.endswith("_threshold")]
+    header = ["method", "target", *keys]
+    lines = [header] + [[r["method"], r["target"], *(_fmt(r.get(k)) for k in keys)] for r in rows]
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    return "".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() + "\n"
+                   for line in lines)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def _json_default(value):
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
