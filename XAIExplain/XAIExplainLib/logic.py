@@ -481,7 +481,9 @@ class XAIExplainLogic:
                                "pass a torch.nn.Module instead")
         node = request["node"]
         image = mrml.volume_to_sitk(node)
-        target = request["target"] if request["roi"] is None else self._roiTarget(request, image)
+        target = request["target"]
+        if request["roi"] is not None:
+            target = xai.SegmentationTarget(target, region=request["roi"])
         result = explain_image(request["model"], image, methods=request["methods"], target=target,
                                layer=request["layer"], mode=request["mode"], axis=request["axis"],
                                device=request["device"], progress=engine_progress)
@@ -495,15 +497,6 @@ class XAIExplainLogic:
             probabilities = np.asarray(prediction)
         return {"maps": maps, "labels": labels, "probabilities": probabilities,
                 "timings": dict(getattr(result, "timings", None) or {})}
-
-    @staticmethod
-    def _roiTarget(request, image):
-        """The ROI mask as the models API's region target (a SimpleITK label image on the input grid)."""
-        import SimpleITK as sitk
-
-        roi = sitk.GetImageFromArray(request["roi"].astype(np.uint8))
-        roi.CopyInformation(image)
-        return roi
 
     def _computeRaw(self, request, engine_progress) -> dict:
         import torch

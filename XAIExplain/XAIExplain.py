@@ -1,0 +1,518 @@
+"""XAI Explain: see what a deep learning model looks at in a CT or MRI volume.
+
+This file is the Slicer-facing shell: module metadata, the Qt panel and the
+in-Slicer self test. Every decision is made by ``XAIExplainLib`` (importable
+without Slicer), and torch is imported only after the user agreed to install
+it, never when Slicer loads the module.
+"""
+import importlib.util
+import logging
+import os
+from typing import Annotated
+
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+LOAD_FOLDER_ITEM = "Load model folder..."
+MODES = [("Model default", ""), ("Per slice: axial", "axial"), ("Per slice: coronal", "coronal"),
+         ("Per slice: sagittal", "sagittal"), ("Volumetric (3D)", "volume")]
+ROI_ITEM = "Segment as region (ROI)"
+
+
+class XAIExplain(ScriptedLoadableModule):
+    """Module metadata shown in Slicer's module list and help panel."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "XAI Explain"
+        self.parent.categories = ["Explainability"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["XAIExplain developers"]
+        self.parent.helpText = (
+            "Attribution heatmaps (Grad-CAM and relatives, saliency, SAM, CRM, Seg-Grad-CAM, KWC, ...) that show "
+            "what a classification or segmentation model looks at in a volume. Heatmaps become colour-mapped "
+            "volumes over the input; a thresholded map and the model's prediction can be added as label map / "
+            "segmentation. The same logic is available in the Python console: "
+            "slicer.util.getModuleLogic('XAIExplain').explainVolume(volumeNode, modelName)."
+        )
+        self.parent.acknowledgementText = (
+            "Methods follow their original publications (see the project README). Real test images come from "
+            "the pyradiomics test data."
+        )
+
+
+@parameterNodeWrapper
+class XAIExplainParameterNode:
+    """Everything the panel sets, saved with the scene."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    model: str = ""
+    methods: str = "gradcam"
+    target: str = ""
+    roiSegmentation: vtkMRMLSegmentationNode
+    roiSegmentId: str = ""
+    layer: str = ""
+    mode: str = ""
+    device: str = "auto"
+    opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
+    labelMapOutput: bool = False
+    labelThreshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    useOtsu: bool = False
+    predictionSegmentation: bool = True
+    keepExisting: bool = False
+
+
+class XAIExplainLogic(ScriptedLoadableModuleLogic):
+    """Slicer's module logic: the parameter node, plus the full XAIExplainLib logic API.
+
+    ``slicer.util.getModuleLogic("XAIExplain").explainVolume(...)`` and the other
+    methods are those of ``XAIExplainLib.logic.XAIExplainLogic`` (see its help);
+    that object is created on first use so that torch is imported only then.
+    """
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._core = None
+
+    def getParameterNode(self):
+        return XAIExplainParameterNode(super().getParameterNode())
+
+    @property
+    def core(self):
+        if self._core is None:
+            from XAIExplainLib.logic import XAIExplainLogic as CoreLogic
+
+            self._core = CoreLogic()
+        return self._core
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.core, name)
+
+
+def missingDependencies():
+    """Python packages the module needs that Slicer's Python lacks."""
+    return [name for name in ("torch",) if importlib.util.find_spec(name) is None]
+
+
+def installDependencies(requirementsPath):
+    """torch through the PyTorch extension when present (right CUDA build), then requirements.txt."""
+    if importlib.util.find_spec("torch") is None:
+        try:
+            import PyTorchUtils
+        except ImportError:
+            slicer.util.pip_install("torch")
+        else:
+            PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
+    slicer.util.pip_install(["-r", requirementsPath])
+
+
+class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel: selectors and options in, Apply / Cancel, progress and status out."""
+
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._updatingGui = False
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/XAIExplain.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = XAIExplainLogic()
+        for text, value in MODES:
+            self.ui.modeSelector.addItem(text, value)
+        self.ui.progressBar.setVisible(False)
+        self.ui.roiSegmentSelector.setVisible(False)
+        self.ui.roiLabel.setVisible(False)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.modelSelector.connect("activated(int)", self.onModelActivated)
+        self.ui.loadModelButton.connect("clicked(bool)", self.onLoadModelFolder)
+        self.ui.methodList.connect("itemChanged(QListWidgetItem*)", self.onMethodsChanged)
+        self.ui.targetSelector.connect("currentIndexChanged(int)", self.onTargetChanged)
+        self.ui.roiSegmentSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onRoiChanged)
+        self.ui.roiSegmentSelector.connect("currentSegmentChanged(QString)", self.onRoiChanged)
+        self.ui.layerSelector.connect("currentTextChanged(QString)", self.onLayerChanged)
+        self.ui.modeSelector.connect("currentIndexChanged(int)", self.onModeChanged)
+        self.ui.deviceSelector.connect("currentIndexChanged(int)", self.onDeviceChanged)
+        self.ui.opacitySlider.connect("valueChanged(double)", self.onOpacityChanged)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+
+        self.initializeParameterNode()
+        self.refreshModelChoices()
+
+    def cleanup(self):
+        self.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateApplyButton)
+
+    def onSceneStartClose(self, caller, event):
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    # --------------------------------------------------------- parameter node
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolume:
+                self._parameterNode.inputVolume = firstVolume
+
+    def setParameterNode(self, parameterNode):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateApplyButton)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateApplyButton)
+            self.restoreChoicesFromParameterNode()
+        self.updateApplyButton()
+
+    def restoreChoicesFromParameterNode(self):
+        """Selections that connectGui cannot bind (lists and combo boxes built at run time)."""
+        p = self._parameterNode
+        self._updatingGui = True
+        try:
+            self.selectModel(p.model)
+            self.selectData(self.ui.modeSelector, p.mode)
+            self.selectData(self.ui.deviceSelector, p.device)
+            self.ui.layerSelector.setCurrentText(p.layer)
+            self.ui.roiSegmentSelector.setCurrentNode(p.roiSegmentation)
+            if p.roiSegmentId:
+                self.ui.roiSegmentSelector.setCurrentSegmentID(p.roiSegmentId)
+        finally:
+            self._updatingGui = False
+
+    @staticmethod
+    def selectData(comboBox, value):
+        index = comboBox.findData(value)
+        if index >= 0:
+            comboBox.setCurrentIndex(index)
+
+    def updateApplyButton(self, caller=None, event=None):
+        if self.logic is not None and self.logic._core is not None and self.logic.core.isRunning:
+            return
+        p = self._parameterNode
+        ready = bool(p and p.inputVolume and p.model and p.methods)
+        self.ui.applyButton.enabled = ready
+        self.ui.applyButton.toolTip = ("Run the explanation; while running, this button cancels it." if ready
+                                       else "Select an input volume, a model and at least one method.")
+
+    # ---------------------------------------------------------------- choices
+
+    def refreshModelChoices(self):
+        """Bundled models (needs torch) plus folders loaded before, and the 'Load' entry."""
+        self.ui.modelSelector.clear()
+        if missingDependencies():
+            self.ui.modelInfoLabel.text = "PyTorch is not installed: it will be offered on Apply."
+        else:
+            for name in self.logic.availableModels():
+                self.ui.modelSelector.addItem(name, name)
+            self.refreshDeviceChoices()
+        if self._parameterNode and os.path.isdir(self._parameterNode.model):
+            self.ui.modelSelector.addItem(os.path.basename(self._parameterNode.model), self._parameterNode.model)
+        self.ui.modelSelector.addItem(LOAD_FOLDER_ITEM, "")
+        if self._parameterNode:
+            self.selectModel(self._parameterNode.model)
+
+    def refreshDeviceChoices(self):
+        self.ui.deviceSelector.clear()
+        for value, text in self.logic.deviceChoices():
+            self.ui.deviceSelector.addItem(text, value)
+
+    def selectModel(self, model):
+        index = self.ui.modelSelector.findData(model) if model else -1
+        if index < 0:
+            return
+        self.ui.modelSelector.setCurrentIndex(index)
+        self.showModel(model)
+
+    def showModel(self, model):
+        """Task, classes, expected input; methods valid for it; targets; layers."""
+        if missingDependencies():
+            return
+        try:
+            info = self.logic.describeModel(model)
+            methods = self.logic.methodsForModel(model)
+            layers = self.logic.layersForModel(model)
+        except Exception as error:
+            self.ui.modelInfoLabel.text = f"Cannot use this model: {error}"
+            return
+        self.ui.modelInfoLabel.text = (f"{info['task'] or 'model'} ({info['spatialDims']}D); classes: "
+                                       f"{', '.join(info['classes']) or '-'}; input: {info['input']}")
+        self.fillMethods(methods)
+        self.fillTargets(info)
+        self.fillLayers(layers, info["defaultLayer"])
+
+    def fillMethods(self, methods):
+        chosen = set(filter(None, self._parameterNode.methods.split(","))) if self._parameterNode else set()
+        self._updatingGui = True
+        try:
+            self.ui.methodList.clear()
+            for name, label, enabled, reason in methods:
+                item = qt.QListWidgetItem(label)
+                item.setData(qt.Qt.UserRole, name)
+                flags = qt.Qt.ItemIsUserCheckable | (qt.Qt.ItemIsEnabled if enabled else qt.Qt.NoItemFlags)
+                item.setFlags(flags)
+                item.setCheckState(qt.Qt.Checked if (enabled and name in chosen) else qt.Qt.Unchecked)
+                item.setToolTip(reason or name)
+                self.ui.methodList.addItem(item)
+        finally:
+            self._updatingGui = False
+        self.onMethodsChanged()
+
+    def fillTargets(self, info):
+        self._updatingGui = True
+        try:
+            self.ui.targetSelector.clear()
+            self.ui.targetSelector.addItem("Predicted class", "")
+            for name in info["classes"]:
+                self.ui.targetSelector.addItem(name, name)
+            if info["task"] == "segmentation":
+                self.ui.targetSelector.addItem(ROI_ITEM, "roi")
+            if self._parameterNode:
+                self.selectData(self.ui.targetSelector, self._parameterNode.target)
+        finally:
+            self._updatingGui = False
+        self.onTargetChanged()
+
+    def fillLayers(self, layers, defaultLayer):
+        current = self._parameterNode.layer if self._parameterNode else ""
+        self._updatingGui = True
+        try:
+            self.ui.layerSelector.clear()
+            self.ui.layerSelector.addItems(layers)
+            self.ui.layerSelector.setCurrentText(current or defaultLayer or "")
+        finally:
+            self._updatingGui = False
+
+    # ------------------------------------------------------------- callbacks
+
+    def onModelActivated(self, index):
+        value = self.ui.modelSelector.itemData(index)
+        if self.ui.modelSelector.itemText(index) == LOAD_FOLDER_ITEM:
+            self.onLoadModelFolder()
+            return
+        self._parameterNode.model = value or ""
+        self.showModel(value)
+
+    def onLoadModelFolder(self, checked=False):
+        folder = qt.QFileDialog.getExistingDirectory(self.parent, "Choose a model folder (with card.json)")
+        if not folder:
+            return
+        if self.ui.modelSelector.findData(folder) < 0:
+            self.ui.modelSelector.insertItem(self.ui.modelSelector.count - 1, os.path.basename(folder), folder)
+        self._parameterNode.model = folder
+        self.selectModel(folder)
+
+    def onMethodsChanged(self, item=None):
+        if self._updatingGui or not self._parameterNode:
+            return
+        checked = []
+        for row in range(self.ui.methodList.count):
+            entry = self.ui.methodList.item(row)
+            if entry.checkState() == qt.Qt.Checked:
+                checked.append(entry.data(qt.Qt.UserRole))
+        self._parameterNode.methods = ",".join(checked)
+
+    def onTargetChanged(self, index=None):
+        isRoi = self.ui.targetSelector.currentData == "roi"
+        self.ui.roiSegmentSelector.setVisible(isRoi)
+        self.ui.roiLabel.setVisible(isRoi)
+        if not self._updatingGui and self._parameterNode:
+            self._parameterNode.target = self.ui.targetSelector.currentData or ""
+
+    def onRoiChanged(self, *args):
+        if not self._updatingGui and self._parameterNode:
+            self._parameterNode.roiSegmentation = self.ui.roiSegmentSelector.currentNode()
+            self._parameterNode.roiSegmentId = self.ui.roiSegmentSelector.currentSegmentID() or ""
+
+    def onLayerChanged(self, text):
+        if not self._updatingGui and self._parameterNode:
+            self._parameterNode.layer = text
+
+    def onModeChanged(self, index):
+        if not self._updatingGui and self._parameterNode:
+            self._parameterNode.mode = self.ui.modeSelector.currentData or ""
+
+    def onDeviceChanged(self, index):
+        if not self._updatingGui and self._parameterNode:
+            self._parameterNode.device = self.ui.deviceSelector.currentData or "auto"
+
+    def onOpacityChanged(self, value):
+        if self.logic is not None and not missingDependencies():
+            self.logic.setHeatmapOpacity(value)
+
+    # ------------------------------------------------------------------ run
+
+    def onApplyButton(self, checked=False):
+        if self.logic._core is not None and self.logic.core.isRunning:
+            self.logic.cancel()
+            self.ui.statusLabel.text = "Cancelling..."
+            return
+        if not self.ensureDependencies():
+            return
+        from XAIExplainLib.logic import ExplainCancelled
+
+        self.setRunning(True)
+        try:
+            nodes = self.logic.explainVolume(**self.runArguments())
+            self.ui.statusLabel.text = "Created or updated: " + ", ".join(node.GetName() for node in nodes)
+        except ExplainCancelled as cancelled:
+            self.ui.statusLabel.text = str(cancelled)
+        except Exception as error:
+            logging.exception("XAIExplain run failed")
+            self.ui.statusLabel.text = f"Failed: {error}"
+            slicer.util.errorDisplay(f"Explanation failed: {error}")
+        finally:
+            self.setRunning(False)
+
+    def runArguments(self):
+        """The parameter node's choices as explainVolume's arguments."""
+        p = self._parameterNode
+        target = p.target or None
+        if target == "roi":
+            target = (p.roiSegmentation, p.roiSegmentId) if p.roiSegmentation and p.roiSegmentId else None
+        labelThreshold = None
+        if p.labelMapOutput:
+            labelThreshold = "otsu" if p.useOtsu else p.labelThreshold
+        return dict(inputVolumeNode=p.inputVolume, model=self.logic.loadModel(p.model),
+                    methods=[m for m in p.methods.split(",") if m], target=target, layer=p.layer or None,
+                    mode=p.mode or None, device=p.device or "auto", labelThreshold=labelThreshold,
+                    progress=self.onProgress, predictionSegmentation=p.predictionSegmentation,
+                    opacity=p.opacity, keepExisting=p.keepExisting)
+
+    def onProgress(self, fraction, message):
+        self.ui.progressBar.value = int(round(100 * fraction))
+        self.ui.statusLabel.text = message
+        slicer.app.processEvents()  # lets the Cancel click through
+
+    def setRunning(self, running):
+        self.ui.applyButton.text = "Cancel" if running else "Apply"
+        self.ui.applyButton.enabled = True
+        self.ui.progressBar.value = 0
+        self.ui.progressBar.setVisible(running)
+        for widget in (self.ui.inputsCollapsibleButton, self.ui.explanationCollapsibleButton):
+            widget.enabled = not running
+        if not running:
+            self.updateApplyButton()
+
+    def ensureDependencies(self):
+        """Offer to install what is missing (first Apply only); True when everything is there."""
+        missing = missingDependencies()
+        if not missing:
+            return True
+        if not slicer.util.confirmOkCancelDisplay(
+                f"XAI Explain needs {', '.join(missing)}, which is not installed in Slicer's Python. Install it now? "
+                "This downloads several hundred MB and may take a few minutes."):
+            return False
+        with slicer.util.tryWithErrorDisplay("Installing the dependencies failed.", waitCursor=True):
+            installDependencies(self.resourcePath("requirements.txt"))
+        if missingDependencies():
+            return False
+        self.refreshModelChoices()
+        return True
+
+
+class XAIExplainTest(ScriptedLoadableModuleTest):
+    """In-Slicer self test: the logic end to end on a generated volume (needs torch)."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_HeatmapLandsOnTheBrightObject()
+        self.setUp()
+        self.test_CancelLeavesTheSceneUnchanged()
+
+    @staticmethod
+    def brightObjectVolume():
+        import numpy as np
+
+        voxels = np.full((12, 24, 28), -1000, dtype=np.int16)
+        voxels[4:8, 8:14, 16:22] = 300
+        ijkToRas = np.array([[0.0, -0.9, 0.0, 10.0], [0.8, 0.0, 0.0, -5.0], [0.0, 0.0, 2.5, 3.0], [0, 0, 0, 1]])
+        return voxels, slicer.util.addVolumeFromArray(voxels, ijkToRas, name="XAIExplainTest CT")
+
+    @staticmethod
+    def brightObjectModel():
+        """Class 1 score = mean of ReLU(x): its Grad-CAM is exactly the bright object."""
+        import torch
+
+        model = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                    torch.nn.Flatten(), torch.nn.Linear(1, 2))
+        with torch.no_grad():
+            model[0].weight.fill_(1.0)
+            model[0].bias.zero_()
+            model[4].weight.copy_(torch.tensor([[-1.0], [1.0]]))
+            model[4].bias.zero_()
+        return model.eval()
+
+    def test_HeatmapLandsOnTheBrightObject(self):
+        import numpy as np
+
+        if missingDependencies():
+            self.skipTest("PyTorch is not installed")
+        voxels, volume = self.brightObjectVolume()
+        logic = XAIExplainLogic()
+        nodes = logic.explainVolume(volume, self.brightObjectModel(), methods=["gradcam"], layer="1",
+                                    target="bright", classNames=["dark", "bright"], mode="axial")
+        heatmap = nodes.heatmaps["gradcam"]
+        matrixIn, matrixOut = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+        volume.GetIJKToRASMatrix(matrixIn)
+        heatmap.GetIJKToRASMatrix(matrixOut)
+        self.assertEqual(slicer.util.arrayFromVTKMatrix(matrixIn).tolist(),
+                         slicer.util.arrayFromVTKMatrix(matrixOut).tolist())
+        values = slicer.util.arrayFromVolume(heatmap)
+        self.assertTrue(voxels[np.unravel_index(np.argmax(values), values.shape)] == 300)
+        self.assertLess(float(values[voxels < 0].max()), 0.05)
+        self.assertEqual(volume.GetName(), "XAIExplainTest CT")
+        self.delayDisplay("Heatmap lies on the bright object")
+
+    def test_CancelLeavesTheSceneUnchanged(self):
+        if missingDependencies():
+            self.skipTest("PyTorch is not installed")
+        voxels, volume = self.brightObjectVolume()
+        logic = XAIExplainLogic()
+        countBefore = slicer.mrmlScene.GetNumberOfNodes()
+
+        def progress(fraction, message):
+            if fraction > 0.5:
+                logic.cancel()
+
+        from XAIExplainLib.logic import ExplainCancelled
+
+        with self.assertRaises(ExplainCancelled):
+            logic.explainVolume(volume, self.brightObjectModel(), methods=["gradcam"], layer="1",
+                                classNames=["dark", "bright"], progress=progress)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), countBefore)
+        self.delayDisplay("Cancel left the scene unchanged")
