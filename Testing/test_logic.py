@@ -259,3 +259,14 @@ def test_rendered_views_show_the_heatmap_over_the_object(scene, grid):
         far_row, far_column = mrml.ras_to_pixel(scene, view, far)
         if view == "Red" and 0 <= far_row < 160 and 0 <= far_column < 160:
             assert not rgba_is_heat(rgba[far_row, far_column])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32])
+def test_single_slice_volumes_of_any_scalar_type_are_explained(scene, dtype):
+    voxels = np.zeros((1, 20, 24), dtype)
+    voxels[0, 6:12, 14:20] = 200
+    node = add_volume(voxels, GRIDS["oblique"])
+    nodes = run(node, methods=["gradcam"], target="bright")
+    values = slicer.util.arrayFromVolume(nodes.heatmaps["gradcam"])
+    assert values.shape == (1, 20, 24)
+    np.testing.assert_array_equal(values > 0.5, voxels > 0)
