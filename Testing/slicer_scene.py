@@ -146,3 +146,92 @@ def rgba_is_grey(rgba: np.ndarray) -> np.ndarray:
     """Pixels with no colour cast (plain CT background layer)."""
     rgb = rgba[..., :3].astype(int)
     return (np.ptp(rgb, axis=-1) <= 3)
+
+
+def _make_architectures():
+    """Model-card architectures with known attribution (``slicer_scene:BrightSpotClassifier`` ...).
+
+    Classifier: class-1 logit = mean of ReLU(x - threshold) at layer ``features``.
+    Segmenter: logits (background, object) = (threshold - x, x - threshold) * gain.
+    Built lazily so that importing this module does not import torch.
+    """
+    import torch
+    from torch import nn
+
+    class BrightSpotClassifier(nn.Module):
+        def __init__(self, dims: int = 2, threshold: float = 0.5):
+            super().__init__()
+            conv = nn.Conv2d if dims == 2 else nn.Conv3d
+            pool = nn.AdaptiveAvgPool2d if dims == 2 else nn.AdaptiveAvgPool3d
+            self.features = nn.Sequential(conv(1, 1, 1), nn.ReLU())
+            self.pool = pool(1)
+            self.fc = nn.Linear(1, 2)
+            with torch.no_grad():
+                self.features[0].weight.fill_(1.0)
+                self.features[0].bias.fill_(-threshold)
+                self.fc.weight.copy_(torch.tensor([[-1.0], [1.0]]))
+                self.fc.bias.zero_()
+
+        def forward(self, x):
+            return self.fc(self.pool(self.features(x)).flatten(1))
+
+    class BrightSpotSegmenter(nn.Module):
+        def __init__(self, dims: int = 2, threshold: float = 0.5, gain: float = 10.0):
+            super().__init__()
+            conv = nn.Conv2d if dims == 2 else nn.Conv3d
+            self.features = nn.Sequential(conv(1, 4, 1), nn.ReLU())
+            self.head = conv(4, 2, 1)
+            with torch.no_grad():
+                self.features[0].weight.copy_(torch.tensor([1.0, -1.0, 1.0, -1.0]).view(4, 1, *([1] * dims)))
+                self.features[0].bias.copy_(torch.tensor([-threshold, threshold, -threshold, threshold]))
+                weight = torch.tensor([[-1.0, 1.0, 0.0, 0.0], [1.0, -1.0, 0.0, 0.0]]) * gain
+                self.head.weight.copy_(weight.view(2, 4, *([1] * dims)))
+                self.head.bias.zero_()
+
+        def forward(self, x):
+            return self.head(self.features(x))
+
+    return BrightSpotClassifier, BrightSpotSegmenter
+
+
+_ARCHITECTURES: dict = {}
+
+
+def __getattr__(name):
+    """Lazy module attributes: the architecture classes need torch, imported on first use."""
+    if name in ("BrightSpotClassifier", "BrightSpotSegmenter"):
+        if not _ARCHITECTURES:
+            _ARCHITECTURES.update(zip(("BrightSpotClassifier", "BrightSpotSegmenter"), _make_architectures()))
+        return _ARCHITECTURES[name]
+    raise AttributeError(name)
+
+
+def write_card(folder: Path, task: str = "classification", dims: int = 2, spacing=None, window=(-1000.0, 400.0),
+               classes=None, layer: str = "features") -> Path:
+    """A model folder (card.json + state_dict) for a bright-spot architecture; returns the card path."""
+    import json
+
+    import torch
+
+    architecture = __getattr__("BrightSpotClassifier" if task == "classification" else "BrightSpotSegmenter")
+    module = architecture(dims=dims)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(module.state_dict(), folder / "weights.pt")
+    if classes is None:
+        classes = (["dark", "bright"] if task == "classification"
+                   else [{"name": "background"}, {"name": "object", "color": [255, 64, 0]}])
+    card = {
+        "name": f"bright-spot-{task}-{dims}d",
+        "task": task,
+        "spatial_dims": dims,
+        "input": {"channels": 1, "spacing": spacing,
+                  "intensity": {"mode": "window", "window": list(window)}},
+        "classes": classes,
+        "architecture": {"class": f"slicer_scene:BrightSpot{'Classifier' if task == 'classification' else 'Segmenter'}",
+                         "kwargs": {"dims": dims}},
+        "weights": {"file": "weights.pt", "format": "state_dict"},
+        "target_layers": {"default": layer, "suggested": [layer]},
+    }
+    path = folder / "card.json"
+    path.write_text(json.dumps(card, indent=2))
+    return path

@@ -86,6 +86,19 @@ def _xai():
     return xai
 
 
+def _models_api(name: str):
+    """A models-API function (load_model, list_models, explain_image): top level, else XAIExplainLib.models."""
+    xai = _xai()
+    found = getattr(xai, name, None)
+    if found is None:
+        from . import models
+
+        found = getattr(models, name, None)
+    if found is None:
+        raise RuntimeError(f"XAIExplainLib has no {name}(); models with a card need the models API")
+    return found
+
+
 def _is_loaded_model(model) -> bool:
     return hasattr(model, "module") and hasattr(model, "card")
 
@@ -117,7 +130,7 @@ class XAIExplainLogic:
 
     def availableModels(self) -> list:
         """Names of the bundled models (pass one as ``model`` to :meth:`explainVolume`)."""
-        return [info.name for info in _xai().list_models()]
+        return [info.name for info in _models_api("list_models")()]
 
     def loadModel(self, model, trust: bool = False):
         """A loaded model from a bundled name, a model folder or a card.json path (cached).
@@ -133,7 +146,7 @@ class XAIExplainLogic:
                             f"a loaded model or a torch.nn.Module; got {type(model).__name__}")
         key = str(model)
         if key not in self._models:
-            self._models[key] = _xai().load_model(model, trust=trust)
+            self._models[key] = _models_api("load_model")(model, trust=trust)
         return self._models[key]
 
     def describeModel(self, model) -> dict:
@@ -475,10 +488,7 @@ class XAIExplainLogic:
 
     def _computeWithCard(self, request, engine_progress) -> dict:
         xai = _xai()
-        explain_image = getattr(xai, "explain_image", None)
-        if explain_image is None:
-            raise RuntimeError("this XAIExplainLib has no explain_image (models with a card need it); "
-                               "pass a torch.nn.Module instead")
+        explain_image = _models_api("explain_image")
         node = request["node"]
         image = mrml.volume_to_sitk(node)
         target = request["target"]
