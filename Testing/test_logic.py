@@ -270,3 +270,16 @@ def test_single_slice_volumes_of_any_scalar_type_are_explained(scene, dtype):
     values = slicer.util.arrayFromVolume(nodes.heatmaps["gradcam"])
     assert values.shape == (1, 20, 24)
     np.testing.assert_array_equal(values > 0.5, voxels > 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_run_matches_cpu_and_leaves_the_model_on_its_device(scene):
+    node = add_volume(box_volume(), GRIDS["oblique"])
+    model = bright_spot_model(2)
+    on_gpu = run(node, model, methods=["gradcam"], target="bright", device="cuda", keepExisting=True)
+    on_cpu = run(node, model, methods=["gradcam"], target="bright", device="cpu", keepExisting=True)
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(on_gpu.heatmaps["gradcam"]),
+                               slicer.util.arrayFromVolume(on_cpu.heatmaps["gradcam"]), atol=1e-5)
+    assert next(model.parameters()).device.type == "cpu"
+    assert XAIExplainLogic.resolveDevice("auto") == "cuda"
+    assert torch.cuda.get_device_name(0) in XAIExplainLogic.deviceChoices()[2][1]
