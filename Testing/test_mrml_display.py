@@ -136,3 +136,17 @@ def test_rendered_view_shows_heat_over_the_object_and_plain_ct_elsewhere(scene, 
         assert not changed[far_row, far_column]
     assert changed.sum() < 0.5 * changed.size  # only the hot region is tinted
     mrml.save_png(shown, ARTIFACTS / f"display_{grid}_{view}.png")
+
+
+def test_montage_shows_three_views_and_the_heatmaps_colour_bar(scene):
+    node = add_volume(box_volume(), GRIDS["oblique"])
+    show(scene, node, blob())
+    montage = mrml.render_montage(scene, through=voxel_ras(node, CENTRE), size=(120, 100))
+    assert montage.shape == (100, 3 * 120 + 3 * 4 + 14, 3) and montage.dtype == np.uint8
+    bar = montage[:, -14:]
+    top, bottom = bar[12, 7].astype(int), bar[-13, 7].astype(int)
+    assert top.sum() > 500 and bottom.sum() < 30  # Inferno: light yellow at 1, black at 0
+    for index in range(3):
+        panel = montage[:, index * 124:index * 124 + 120]
+        assert rgba_is_heat(panel).any()
+    mrml.save_png(montage, ARTIFACTS / "display_montage_oblique.png")

@@ -13,7 +13,7 @@ from .display import (DEFAULT_DISPLAY_THRESHOLD, DEFAULT_OPACITY, add_color_lege
 from .geometry import GridGeometry, geometry_from_ijk_to_ras, ijk_to_ras_from_geometry, ijk_to_ras_from_sitk
 from .labels import class_entries, segment_mask, threshold_map, write_labelmap, write_segmentation
 from .naming import find_output, output_key, output_name, outputs_of
-from .render import ras_to_pixel, render_slice, save_png
+from .render import color_bar, ras_to_pixel, render_montage, render_slice, save_png
 from .transaction import SceneTransaction
 from .volumes import (array_on_node_grid, check_scalar_volume, node_ijk_to_ras, sitk_to_volume, volume_array,
                       volume_to_sitk, write_volume)
@@ -24,7 +24,7 @@ __all__ = [
     "configure_heatmap_display", "create_headless_scene", "ensure_color_table", "find_output",
     "geometry_from_ijk_to_ras", "get_scene", "heat_color_node", "ijk_to_ras_from_geometry",
     "ijk_to_ras_from_sitk", "node_ijk_to_ras", "output_key", "output_name", "outputs_of", "parse_color",
-    "ras_to_pixel", "release_headless_scene", "render_slice", "save_png", "segment_mask",
+    "color_bar", "ras_to_pixel", "release_headless_scene", "render_montage", "render_slice", "save_png", "segment_mask",
     "set_heatmap_opacity", "show_in_slice_views", "sitk_to_volume", "threshold_map", "volume_array", "volume_to_sitk",
     "write_labelmap", "write_segmentation", "write_volume",
 ]

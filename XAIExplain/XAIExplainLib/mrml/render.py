@@ -86,3 +86,47 @@ def save_png(rgba: np.ndarray, path) -> Path:
     writer.SetInputData(image)
     writer.Write()
     return path
+
+
+def color_bar(color_node, height: int, width: int = 14) -> np.ndarray:
+    """(height, width, 3) uint8 strip of a colour table, high values at the top."""
+    count = color_node.GetNumberOfColors()
+    if count < 1:
+        raise ValueError(f"colour node '{color_node.GetName()}' has no colours")
+    rgba = [0.0] * 4
+    rows = []
+    for row in range(height):
+        index = int(round((height - 1 - row) / max(height - 1, 1) * (count - 1)))
+        color_node.GetColor(index, rgba)
+        rows.append([int(round(255 * c)) for c in rgba[:3]])
+    return np.repeat(np.asarray(rows, dtype=np.uint8)[:, np.newaxis, :], width, axis=1)
+
+
+def render_montage(scene, views=("Red", "Green", "Yellow"), through=None, size=(256, 256),
+                   gap: int = 4, legend: bool = True) -> np.ndarray:
+    """The slice views side by side (over black), plus the heatmap's colour bar: an RGB uint8 image.
+
+    What a Slicer user sees in the conventional layout, for documentation
+    and test artefacts. The colour bar is that of the foreground volume of
+    the first view, when it has one.
+    """
+    panels = []
+    for view in views:
+        rgba = render_slice(scene, view, through=through, size=size).astype(np.float32)
+        alpha = rgba[..., 3:4] / 255.0 if rgba.shape[2] == 4 else 1.0
+        panels.append(np.round(rgba[..., :3] * alpha).astype(np.uint8))
+    height = panels[0].shape[0]
+    spacer = np.zeros((height, gap, 3), np.uint8)
+    parts = []
+    for panel in panels:
+        parts += [panel, spacer]
+    if legend:
+        composite = slice_logic(scene, views[0]).GetSliceCompositeNode()
+        foreground = scene.GetNodeByID(composite.GetForegroundVolumeID() or "")
+        display = foreground.GetDisplayNode() if foreground is not None else None
+        if display is not None and display.GetColorNode() is not None:
+            margin = max(height // 10, 1)
+            bar = np.zeros((height, 14, 3), np.uint8)
+            bar[margin:height - margin] = color_bar(display.GetColorNode(), height - 2 * margin)
+            parts += [bar, spacer]
+    return np.concatenate(parts[:-1], axis=1)
