@@ -92,8 +92,15 @@ def quiet_itk() -> Iterator[None]:
 def discover(arguments: Sequence[str]) -> list[InputItem]:
     """Expand INPUT arguments into input items with unique stems, in the order given."""
     items: list[InputItem] = []
+    seen: set[tuple] = set()
     for argument in arguments:
-        items.extend(_expand(str(argument), Path(argument), from_list=None))
+        for item in _expand(str(argument), Path(argument), from_list=None):
+            # The same volume named twice (in a list and on the command line) is explained once.
+            key = (item.path.resolve(), item.files, item.error is None)
+            if item.error is None and key in seen:
+                continue
+            seen.add(key)
+            items.append(item)
     return unique_stems(items)
 
 

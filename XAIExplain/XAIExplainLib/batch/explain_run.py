@@ -66,6 +66,8 @@ def run_explain(args: argparse.Namespace, stdout=None, stderr=None) -> int:
     started = time.monotonic()
     job, items = plan(args)
     progress = Progress(len(items), stream=stderr, enabled=not args.quiet)
+    if len(items) == 1 and not progress.interactive:
+        progress.enabled = False  # "[1/1] x: ok" lines add nothing; errors still print
     summary = RunSummary(command="explain", model=job.card.name, methods=job.methods,
                          device=job.device, options=_options(args))
     try:
@@ -96,7 +98,8 @@ def run_explain(args: argparse.Namespace, stdout=None, stderr=None) -> int:
     finally:
         progress.close()
         summary.seconds = time.monotonic() - started
-        _write_summary(job.out, summary, stderr)
+        if summary.succeeded:  # a run that produced nothing leaves nothing behind (exit 2)
+            _write_summary(job.out, summary, stderr)
     return finish(summary, job.out, args.quiet, stdout)
 
 
@@ -110,12 +113,6 @@ def plan(args: argparse.Namespace) -> tuple[ExplainJob, list[InputItem]]:
     region_path = None
     if args.region is not None and args.region.strip().lower() != "predicted":
         region_path = Path(args.region)
-    protected = [i.path for i in items] + [Path(f) for i in items for f in i.files]
-    if region_path is not None:
-        protected.append(region_path)
-    out = OutputFolder(args.output_dir, overwrite=args.overwrite, protected=protected)
-    out.prepare()
-    out.check_free([SUMMARY_JSON, SUMMARY_CSV])
     model = load_model_or_fail(args.model, device, getattr(args, "trust_model", False))
     card = model.card
     check_methods_for(methods, card)
@@ -127,6 +124,12 @@ def plan(args: argparse.Namespace) -> tuple[ExplainJob, list[InputItem]]:
             raise UserError(f"--region {args.region}", f"applies to segmentation models; "
                                                        f"'{card.name}' is a {card.task} model")
         region = read_image(region_path)
+    protected = [i.path for i in items] + [Path(f) for i in items for f in i.files]
+    if region_path is not None:
+        protected.append(region_path)
+    out = OutputFolder(args.output_dir, overwrite=args.overwrite, protected=protected)
+    out.prepare()
+    out.check_free([SUMMARY_JSON, SUMMARY_CSV])
     job = ExplainJob(model=model, methods=methods, choices=choices, layer=args.layer,
                      mode=args.mode, axis_name=args.axis, device=device, fmt=args.format,
                      label_threshold=label_threshold, overlay=args.overlay, region=region,
@@ -312,7 +315,7 @@ def _write_summary(out: OutputFolder, summary: RunSummary, stderr) -> None:
 def finish(summary: RunSummary, out: OutputFolder, quiet: bool, stdout) -> int:
     """Report where the outputs are; the exit status says whether some inputs failed."""
     ok, total = len(summary.succeeded), len(summary.records)
-    if not quiet:
+    if not quiet and ok:
         print(f"Explained {ok} of {total} input(s) in {summary.seconds:.1f} s on "
               f"{summary.device}; outputs in {out.path}/ (summary.json, summary.csv)", file=stdout)
     if ok == total:
