@@ -283,3 +283,11 @@ def test_gpu_run_matches_cpu_and_leaves_the_model_on_its_device(scene):
     assert next(model.parameters()).device.type == "cpu"
     assert XAIExplainLogic.resolveDevice("auto") == "cuda"
     assert torch.cuda.get_device_name(0) in XAIExplainLogic.deviceChoices()[2][1]
+
+
+def test_unknown_layer_is_refused_with_suggestions(scene):
+    node = add_volume(box_volume())
+    before = scene_state(scene)
+    with pytest.raises(ValueError, match="no layer 'feature'; e.g. features"):
+        run(node, layer="feature")
+    assert scene_state(scene) == before

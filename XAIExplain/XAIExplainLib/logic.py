@@ -203,6 +203,13 @@ class XAIExplainLogic:
         first = [name for name in dict.fromkeys(suggested) if name and name in layers]
         return first + [name for name in layers if name not in first]
 
+    @staticmethod
+    def _checkLayer(model, layer: str) -> None:
+        names = [name for name, _ in model.module.named_modules() if name]
+        if layer not in names:
+            close = [name for name in names if layer.lower() in name.lower()][:8] or names[-8:]
+            raise ValueError(f"the model has no layer '{layer}'; e.g. {', '.join(close)}")
+
     def _defaultLayer(self, model):
         """The card's default layer, else the engine's choice (last layer with spatial output)."""
         if not isinstance(model, _RawModel) and model.card.target_layers.default:
@@ -404,6 +411,8 @@ class XAIExplainLogic:
         target_value, target_label, roi = self._resolveTarget(node, target, class_names, task)
         if layer is not None and not isinstance(layer, str):
             raise TypeError(f"layer must be a layer name (str) or None, got {type(layer).__name__}")
+        if layer is not None:
+            self._checkLayer(resolved, layer)
         needs_layer = any(_xai().METHODS[name].needs_layer for name in method_list)
         if layer is None and needs_layer:
             layer = self._defaultLayer(resolved)
@@ -478,8 +487,14 @@ class XAIExplainLogic:
 
     def _compute(self, request, report) -> dict:
         """Run the model and the engine; returns maps (input grid) and the prediction. No scene changes."""
-        def engine_progress(done, total=None, *_):
-            fraction = float(done) if total in (None, 0) else float(done) / float(total)
+        def engine_progress(*args):
+            # the engine reports (done, total); other callers (fraction) or (fraction, message)
+            numbers = [float(a) for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+            if len(numbers) >= 2 and numbers[1] > 0:
+                fraction = numbers[0] / numbers[1]
+            else:
+                fraction = numbers[0] if numbers else 0.0
+            fraction = min(max(fraction, 0.0), 1.0)
             report(0.05 + 0.85 * fraction, f"Explaining: {int(round(100 * fraction))} %")
 
         if request["raw"]:
