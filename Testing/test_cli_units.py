@@ -75,12 +75,14 @@ def test_list_file_resolves_relative_paths_comments_and_reports_missing(tmp_path
     assert "cohort.txt:5" in str(items[2].error) and "no such file" in str(items[2].error)
 
 
-def test_colliding_stems_get_the_parent_folder_name(tmp_path):
-    for patient in ("p01", "p02"):
-        (tmp_path / patient).mkdir()
-        sitk.WriteImage(_volume(), str(tmp_path / patient / "ct.nrrd"))
-    items = discover([str(tmp_path / "p01" / "ct.nrrd"), str(tmp_path / "p02" / "ct.nrrd"),
-                      str(tmp_path / "p02" / "ct.nrrd")])
+def test_colliding_stems_get_the_parent_folder_name_and_duplicates_run_once(tmp_path):
+    for site, patient in (("a", "p01"), ("a", "p02"), ("b", "p02")):
+        (tmp_path / site / patient).mkdir(parents=True)
+        sitk.WriteImage(_volume(), str(tmp_path / site / patient / "ct.nrrd"))
+    paths = [tmp_path / "a" / "p01" / "ct.nrrd", tmp_path / "a" / "p02" / "ct.nrrd",
+             tmp_path / "b" / "p02" / "ct.nrrd"]
+    same_again = tmp_path / "a" / "p01" / ".." / "p01" / "ct.nrrd"
+    items = discover([str(p) for p in paths] + [str(same_again)])
     assert [i.stem for i in items] == ["p01_ct", "p02_ct", "p02_ct_2"]
 
 
