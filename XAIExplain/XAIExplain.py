@@ -84,6 +84,11 @@ class XAIExplainLogic(ScriptedLoadableModuleLogic):
         return XAIExplainParameterNode(super().getParameterNode())
 
     @property
+    def isRunning(self):
+        """True while a run started from this logic is in progress (False before torch is loaded)."""
+        return self._core is not None and self._core.isRunning
+
+    @property
     def core(self):
         if self._core is None:
             from XAIExplainLib.logic import XAIExplainLogic as CoreLogic
@@ -218,7 +223,7 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             comboBox.setCurrentIndex(index)
 
     def updateApplyButton(self, caller=None, event=None):
-        if self.logic is not None and self.logic._core is not None and self.logic.core.isRunning:
+        if self.logic is not None and self.logic.isRunning:
             return
         p = self._parameterNode
         ready = bool(p and p.inputVolume and p.model and p.methods)
@@ -374,7 +379,7 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------------ run
 
     def onApplyButton(self, checked=False):
-        if self.logic._core is not None and self.logic.core.isRunning:
+        if self.logic.isRunning:
             self.logic.cancel()
             self.ui.statusLabel.text = "Cancelling..."
             return
