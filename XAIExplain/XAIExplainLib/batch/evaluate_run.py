@@ -37,8 +37,8 @@ MAP_METRICS = ("dice_sweep", "pointing_game", "energy_pointing_game", "relative_
 
 def run_evaluate(args: argparse.Namespace, stdout=None) -> int:
     """Run ``evaluate`` for parsed arguments; returns the exit status."""
-    import XAIExplainLib as xai
     from ..evaluation import METRICS
+    from ..models import explain_image
 
     stdout = stdout or sys.stdout
     metrics = _check_metrics(args.metrics, METRICS)
@@ -64,7 +64,7 @@ def run_evaluate(args: argparse.Namespace, stdout=None) -> int:
     started = time.monotonic()
     for choice in choices:
         try:
-            result = xai.explain_image(model, image, methods=methods, target=choice.index,
+            result = explain_image(model, image, methods=methods, target=choice.index,
                                        layer=args.layer, device=device)
         except (ValueError, TypeError, OSError) as exc:
             raise UserError(item.source, one_line(exc)) from exc
@@ -73,8 +73,8 @@ def run_evaluate(args: argparse.Namespace, stdout=None) -> int:
             values = score_on_input_grid(heat, mask, [m for m in metrics if m in MAP_METRICS])
             model_metrics = [m for m in metrics if m not in MAP_METRICS]
             if model_metrics:
-                values.update(score_on_model_grid(model, image, heat, choice.index, method,
-                                                  args.layer, model_metrics))
+                values.update(score_on_model_grid(model, result.prepared, heat, choice.index,
+                                                  method, args.layer, model_metrics))
             rows.append({"input": item.source, "method": method, "target": choice.name,
                          **values})
     out.write_text(_csv(rows), csv_name)
@@ -117,9 +117,9 @@ def score_on_input_grid(heat: sitk.Image, mask: sitk.Image, metrics: list[str]) 
     return {name: values[0] for name, values in columns.items()}
 
 
-def score_on_model_grid(model, image: sitk.Image, heat: sitk.Image, class_index, method: str,
-                        layer, metrics: list[str]) -> dict[str, Any]:
-    """Metrics that re-run the model: on the card's preprocessed input, map resampled to it.
+def score_on_model_grid(model, prepared, heat: sitk.Image, class_index, method: str, layer,
+                        metrics: list[str]) -> dict[str, Any]:
+    """Metrics that re-run the model on its own input (``prepared``), the map resampled to it.
 
     A per-slice model scores every slice; the mean over slices is returned
     (and the per-slice values under ``<metric>_per_slice``).
@@ -128,7 +128,6 @@ def score_on_model_grid(model, image: sitk.Image, heat: sitk.Image, class_index,
 
     from ..evaluation import evaluate
 
-    prepared = model.preprocess(image)
     grid = prepared.model_grid
     # A 2D input was lifted to a one-slice volume by the preprocessing; lift the map alike.
     volume_heat = heat if heat.GetDimension() == 3 else sitk.JoinSeries([heat])

@@ -8,6 +8,7 @@ with one line naming it, and the others still complete.  ``summary.json`` and
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 import traceback
@@ -149,8 +150,13 @@ def _check_mode(mode: str | None, card) -> None:
 
 def explain_input(job: ExplainJob, item: InputItem, image: sitk.Image, record: InputRecord,
                   progress: Progress) -> None:
-    """Explain one input for every class choice and write all its files."""
-    import XAIExplainLib as xai
+    """Explain one input for every class choice and method group, and write all its files.
+
+    Methods run in groups that share their passes (the CAM family: one
+    forward and one backward for all of them), every other method alone, so
+    the summary can say what each method cost without giving up the sharing.
+    """
+    from ..models import explain_image
 
     card = job.card
     names = OutputNames(item.stem, output_ending(job.fmt, item.path))
@@ -159,24 +165,38 @@ def explain_input(job: ExplainJob, item: InputItem, image: sitk.Image, record: I
     _check_dimensions(image, card, item.source)
     check_region_mask(job.region, image, job.region_source, item.source)
     axis = numpy_axis(image, job.axis_name)
+    groups = method_groups(job.methods)
+    steps = [(choice, group) for choice in job.choices for group in groups]
     prediction = None
-    for number, choice in enumerate(job.choices):
+    for number, (choice, group) in enumerate(steps):
         def report(*args, _offset=number):
-            progress.step((_offset + _fraction(*args)) / len(job.choices), "explaining")
+            progress.step((_offset + _fraction(*args)) / len(steps), "+".join(group))
 
-        result = xai.explain_image(job.model, image, methods=job.methods,
-                                   target=_target(choice, job, image), layer=job.layer,
-                                   mode=job.mode, axis=axis, device=job.device, progress=report)
+        result = explain_image(job.model, image, methods=list(group),
+                               target=_target(choice, job, image), layer=job.layer,
+                               mode=job.mode, axis=axis, device=job.device, progress=report)
         if prediction is None:
             prediction = result.prediction
             write_prediction(job.out, prediction, card, image, names.prediction(card.task))
             record.outputs.append(names.prediction(card.task))
             record.prediction = prediction_record(prediction, card, image)
-        for key, seconds in (getattr(result, "timings", None) or {}).items():
-            record.timings[key + (f"_{choice.suffix}" if choice.suffix else "")] = float(seconds)
-        for method in job.methods:
+            for stage in ("preprocess", "predict"):
+                if stage in result.timings:
+                    record.timings[stage] = float(result.timings[stage])
+        suffix = f"_{choice.suffix}" if choice.suffix else ""
+        record.timings["+".join(group) + suffix] = float(result.timings.get("explain", math.nan))
+        for method in group:
             _write_method(job, method, choice, result.maps[method], image, prediction, names,
                           record, axis)
+
+
+def method_groups(methods: list[str]) -> list[tuple[str, ...]]:
+    """CAM-family methods together (they share one pass), every other method on its own."""
+    from ..engine import METHODS
+
+    shared = tuple(m for m in methods if METHODS[m].family == "cam")
+    alone = [(m,) for m in methods if METHODS[m].family != "cam"]
+    return ([shared] if shared else []) + alone
 
 
 def _write_method(job: ExplainJob, method: str, choice: ClassChoice, heat: sitk.Image,
@@ -203,10 +223,11 @@ def _write_method(job: ExplainJob, method: str, choice: ClassChoice, heat: sitk.
 def _target(choice: ClassChoice, job: ExplainJob, image: sitk.Image):
     """What explain_image explains: a class index (None = predicted) or a region on a segmenter."""
     if job.card.task == "segmentation" and job.region is not None:
-        import XAIExplainLib as xai
+        from ..engine import SegmentationTarget
 
+        # Given on the input grid; explain_image moves it onto the model's grid.
         region = sitk.GetArrayFromImage(job.region) != 0
-        return xai.SegmentationTarget(choice.index, region=region)
+        return SegmentationTarget(choice.index, region=region)
     return choice.index
 
 
