@@ -3,13 +3,16 @@
     from XAIExplainLib.models import load_model, list_models
     m = load_model("ct-phase-2d")     # bundled name, model folder or card.json path
     m.module, m.card
+    res = explain_image(m, image, methods=["gradcam"])   # maps on the image's own grid
 """
 from .card import ModelCard, load_card, save_card
 from .errors import ModelCardError, UntrustedModelError, WeightsError
 from .loaded import LoadedModel
 from .loading import bundled_models_dir, list_models, load_model
+from .pipeline import ExplainResult, explain_image, predict_image
 
 __all__ = [
-    "LoadedModel", "ModelCard", "ModelCardError", "UntrustedModelError", "WeightsError",
-    "bundled_models_dir", "list_models", "load_card", "load_model", "save_card",
+    "ExplainResult", "LoadedModel", "ModelCard", "ModelCardError", "UntrustedModelError",
+    "WeightsError", "bundled_models_dir", "explain_image", "list_models", "load_card",
+    "load_model", "predict_image", "save_card",
 ]

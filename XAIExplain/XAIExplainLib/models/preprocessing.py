@@ -38,11 +38,16 @@ class PreparedInput:
     def spatial_shape(self) -> tuple[int, int, int]:
         return self.model_grid.shape
 
-    def restore_map(self, array: np.ndarray):
-        """A map on the model grid -> float32 in [0, 1] on the input grid."""
+    def restore_map(self, array: np.ndarray, clamp: bool = True):
+        """A map on the model grid -> float32 on the input grid, clamped to [0, 1] by default.
+
+        Linear interpolation cannot overshoot, but clamping also removes any
+        rounding below 0; pass ``clamp=False`` for raw (unnormalised) maps.
+        """
         image = self.model_grid.image_from_array(np.asarray(array, dtype=np.float32))
         out = resample(image, self.input_grid, "linear", 0.0)
-        out = sitk.Clamp(out, sitk.sitkFloat32, 0.0, 1.0)
+        if clamp:
+            out = sitk.Clamp(out, sitk.sitkFloat32, 0.0, 1.0)
         return self._finish(out)
 
     def restore_probabilities(self, probabilities: np.ndarray) -> np.ndarray:
@@ -99,14 +104,18 @@ def decide_labels(probabilities: np.ndarray, activation: str, threshold: float =
     return np.argmax(probabilities, axis=0).astype(np.uint8)
 
 
-def model_grid_for(card: ModelCard, grid: Grid) -> Grid:
-    """The grid the model sees for an input on ``grid`` (see the module docstring)."""
+def model_grid_for(card: ModelCard, grid: Grid, slice_axis: int | None = None) -> Grid:
+    """The grid the model sees for an input on ``grid`` (see the module docstring).
+
+    ``slice_axis`` overrides the card's slice axis of a 2D model.
+    """
     spacing = card.input.spacing
     if card.spatial_dims == 2:
-        axes = [a for a in range(3) if a != card.slice_axis]
+        slice_axis = card.slice_axis if slice_axis is None else slice_axis
+        axes = [a for a in range(3) if a != slice_axis]
         new_spacing: list[float | None] = [None] * 3
         new_shape: list[int | None] = [None] * 3
-        new_shape[card.slice_axis] = grid.shape[card.slice_axis]
+        new_shape[slice_axis] = grid.shape[slice_axis]
         for i, axis in enumerate(axes):
             if spacing is not None:
                 new_spacing[axis] = spacing[i]
@@ -126,13 +135,15 @@ def model_grid_for(card: ModelCard, grid: Grid) -> Grid:
     return model
 
 
-def prepare(card: ModelCard, image, spacing: Sequence[float] | None = None) -> PreparedInput:
+def prepare(card: ModelCard, image, spacing: Sequence[float] | None = None,
+            slice_axis: int | None = None) -> PreparedInput:
     """Resample and normalise ``image`` as ``card`` prescribes.
 
     ``image`` is a ``SimpleITK.Image`` (2D or 3D, scalar or with one component
     per channel) or a numpy array ``(Z, Y, X)`` / ``(Y, X)``, or
     ``(C, Z, Y, X)`` for multi-channel models, with ``spacing`` in the same
-    numpy axis order (defaults to 1 mm).
+    numpy axis order (defaults to 1 mm).  ``slice_axis`` overrides the card's
+    slice axis of a 2D model (numpy axis of the volume).
     """
     from_numpy = not isinstance(image, sitk.Image)
     channels = _split_channels(card, image, spacing) if from_numpy else _sitk_channels(card, image)
@@ -142,11 +153,14 @@ def prepare(card: ModelCard, image, spacing: Sequence[float] | None = None) -> P
         volumes.append(volume)
     if was_2d and card.spatial_dims == 3:
         raise ValueError(f"model '{card.name}' is a 3D model and needs a volume; got a 2D image")
-    if was_2d and card.slice_axis != 0:
-        raise ValueError(f"model '{card.name}' runs along slice_axis {card.slice_axis}; a 2D image "
-                         "only has axial (axis 0) slices")
+    axis = card.slice_axis if slice_axis is None else slice_axis
+    if card.spatial_dims == 2 and axis not in (0, 1, 2):
+        raise ValueError(f"slice_axis must be 0, 1 or 2 (numpy order z, y, x), got {axis!r}")
+    if was_2d and axis != 0:
+        raise ValueError(f"model '{card.name}' would run along slice axis {axis}; a 2D image only "
+                         "has one slice (axis 0)")
     input_grid = Grid.from_image(volumes[0])
-    model_grid = model_grid_for(card, input_grid)
+    model_grid = model_grid_for(card, input_grid, axis if card.spatial_dims == 2 else None)
     arrays = []
     for volume in volumes:
         volume = sitk.Cast(volume, sitk.sitkFloat32)

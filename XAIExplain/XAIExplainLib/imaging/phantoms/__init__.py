@@ -23,12 +23,14 @@ import numpy as np
 from ._canvas import Canvas
 from ._result import Phantom, check_grid, supersampling
 from .abdomen import PHASE_STRUCTURES, PHASES, AbdomenAnatomy
+from .abdomen import STRUCTURES as ABDOMEN_STRUCTURES
 from .abdomen import Z_RANGE as ABDOMEN_Z_RANGE
 from .chest import Z_RANGE as CHEST_Z_RANGE
+from .chest import STRUCTURES as CHEST_STRUCTURES
 from .chest import ChestAnatomy, render_chest
 from .nodules import MARGINS, NODULE_KINDS, Nodule
 
-__all__ = ["ABDOMEN_Z_RANGE", "CHEST_Z_RANGE", "MARGINS", "NODULE_KINDS", "PHASES",
+__all__ = ["ABDOMEN_STRUCTURES", "ABDOMEN_Z_RANGE", "CHEST_STRUCTURES", "CHEST_Z_RANGE", "MARGINS", "NODULE_KINDS", "PHASES",
            "PHASE_STRUCTURES", "ChestAnatomy", "Nodule", "Phantom", "abdominal_phantom",
            "chest_phantom"]
 
@@ -54,7 +56,7 @@ def abdominal_phantom(seed: int = 0, phase: str = "portal_venous",
     anatomy.paint(canvas, phase)
     hu, masks = canvas.render(_noise(noise), np.random.default_rng(_seed(seed, "noise")))
     info = {"seed": seed, "phase": phase, "phase_index": PHASES.index(phase),
-            "all_structures": sorted(masks), "kind": "abdomen"}
+            "structures": ABDOMEN_STRUCTURES, "kind": "abdomen"}
     return Phantom(hu, spacing, canvas.origin_xyz, masks, info)
 
 
@@ -90,8 +92,7 @@ def chest_phantom(seed: int = 0, nodules: int | Sequence[Nodule] = 1,
     hu, masks, origin = render_chest(anatomy, shape, spacing, _center(center), _noise(noise),
                                      _seed(seed, "noise"), supersampling(spacing, supersample))
     info = {"seed": seed, "kind": "chest", "contrast": bool(contrast),
-            "nodules": [n.to_dict() for n in anatomy.nodules], "all_structures": sorted(masks)}
-    info["all_structures"] = sorted(set(info["all_structures"]) | {"nodule"})
+            "nodules": [n.to_dict() for n in anatomy.nodules], "structures": CHEST_STRUCTURES}
     return Phantom(hu, spacing, origin, masks, info)
 
 

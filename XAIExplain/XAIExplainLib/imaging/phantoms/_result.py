@@ -32,10 +32,11 @@ class Phantom:
 
     def mask(self, *names: str) -> np.ndarray:
         """Union of the named structures' masks (absent structures contribute nothing)."""
-        unknown = [n for n in names if n not in self.masks and n not in self.info.get("all_structures", ())]
+        vocabulary = set(self.info.get("structures", ())) | set(self.masks)
+        unknown = [n for n in names if n not in vocabulary]
         if unknown:
-            raise KeyError(f"unknown structure(s) {unknown}; this phantom has "
-                           f"{sorted(self.info.get('all_structures', self.masks))}")
+            raise KeyError(f"unknown structure(s) {unknown}; known structures: "
+                           f"{', '.join(sorted(vocabulary))}")
         out = np.zeros(self.array.shape, dtype=bool)
         for name in names:
             if name in self.masks:

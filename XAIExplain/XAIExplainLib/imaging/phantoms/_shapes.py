@@ -74,19 +74,32 @@ class Segment:
         return dist, self.ra + t * (self.rb - self.ra)
 
 
+def segment_bounds(segments: Sequence[Segment], margin: float = 0.0) -> np.ndarray:
+    """``(N, 3, 2)`` array of the capsules' (x, y, z) ranges, for fast culling."""
+    if not segments:
+        return np.zeros((0, 3, 2))
+    a = np.array([s.a for s in segments])
+    b = np.array([s.b for s in segments])
+    r = np.array([max(s.ra, s.rb) for s in segments])[:, None] + margin
+    return np.stack([np.minimum(a, b) - r, np.maximum(a, b) + r], axis=2)
+
+
 def paint_segments(canvas: Canvas, name: str, segments: Sequence[Segment], value,
-                   within=None, wall: tuple[str, float, float] | None = None) -> None:
+                   within=None, wall: tuple[str, float, float] | None = None,
+                   bounds: np.ndarray | None = None) -> None:
     """Paint capsules; with ``wall=(name, thickness, hu)`` a wall is painted first.
 
     The wall makes airways: a soft-tissue tube whose lumen is then painted with
-    ``value`` (air).  Capsules outside the canvas cost nothing.
+    ``value`` (air).  Capsules outside the canvas are culled in one vectorised
+    test (pass ``bounds`` from :func:`segment_bounds` to reuse it).
     """
-    (x0, x1), (y0, y1), (z0, z1) = canvas.bounds()
-    for seg in segments:
-        margin = wall[1] if wall else 0.0
-        (bx0, bx1), (by0, by1), (bz0, bz1) = seg.bounds(margin)
-        if bx1 < x0 or bx0 > x1 or by1 < y0 or by0 > y1 or bz1 < z0 or bz0 > z1:
-            continue
+    margin = wall[1] if wall else 0.0
+    if bounds is None:
+        bounds = segment_bounds(segments, margin)
+    box = np.asarray(canvas.bounds())
+    visible = np.all((bounds[:, :, 1] >= box[:, 0]) & (bounds[:, :, 0] <= box[:, 1]), axis=1)
+    for index in np.flatnonzero(visible):
+        seg = segments[index]
         if wall is not None:
             thickness = wall[1]
             canvas.paint(wall[0], seg.bounds(thickness),
@@ -135,15 +148,19 @@ def grow_tree(rng: np.random.Generator, start, direction, radius: float, length:
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
-    n = float(np.linalg.norm(v))
+    n = math.sqrt(float(v[0]) ** 2 + float(v[1]) ** 2 + float(v[2]) ** 2)
     return v / n if n > 0 else np.array([1.0, 0.0, 0.0])
+
+
+def _cross(a, b) -> np.ndarray:
+    return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
 
 
 def _deviate(rng: np.random.Generator, d: np.ndarray, angle_deg: float) -> np.ndarray:
     """Rotate ``d`` by ``angle_deg`` about a random axis perpendicular to it."""
-    helper = np.array([0.0, 0.0, 1.0]) if abs(d[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
-    u = _unit(np.cross(d, helper))
-    w = np.cross(d, u)
+    helper = (0.0, 0.0, 1.0) if abs(d[2]) < 0.9 else (1.0, 0.0, 0.0)
+    u = _unit(_cross(d, helper))
+    w = _cross(d, u)
     phi = rng.uniform(0, 2 * math.pi)
     axis = math.cos(phi) * u + math.sin(phi) * w
     a = math.radians(angle_deg)

@@ -49,6 +49,14 @@ PHASE_HU: dict[str, tuple[float, float, float, float]] = {
 #: Structures whose attenuation depends on the phase: the voxels that carry the signal.
 PHASE_STRUCTURES = tuple(PHASE_HU)
 
+#: Every structure an abdominal phantom can contain (``Phantom.masks`` holds those present).
+STRUCTURES = ("skin", "subcutaneous_fat", "muscle", "visceral_fat", "bowel_wall", "bowel_content",
+              "bowel_gas", "stomach_wall", "stomach_content", "liver", "gallbladder", "spleen",
+              "pancreas", "perirenal_fat", "kidney", "kidney_cortex", "kidney_medulla",
+              "renal_sinus_fat", "renal_pelvis", "portal_vein", "hepatic_veins", "renal_veins",
+              "arteries", "aorta", "ivc", "psoas", "lung", "paraspinal_muscle", "vertebra",
+              "spinal_canal", "rib")
+
 #: Default z range (mm) of the anatomy: below the kidneys to the liver dome.
 Z_RANGE = (-60.0, 150.0)
 
@@ -308,6 +316,9 @@ class AbdomenAnatomy:
         labels[values < -20] = canvas.label_id("renal_sinus_fat")
         labels[np.abs(values - hu["renal_pelvis"]) < 12] = canvas.label_id("renal_pelvis")
         canvas.label[kid] = labels
+        for name in ("kidney_cortex", "kidney_medulla", "renal_sinus_fat", "renal_pelvis"):
+            if name in canvas.names and "kidney" in canvas.extent:
+                canvas.extent[name] = [list(v) for v in canvas.extent["kidney"]]
 
     def _paint_psoas(self, canvas: Canvas) -> None:
         t = self.trunk

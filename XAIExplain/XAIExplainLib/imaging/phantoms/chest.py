@@ -16,13 +16,18 @@ from typing import Sequence
 import numpy as np
 
 from ._canvas import Canvas, Region, smooth_noise
-from ._shapes import Segment, ellipsoid, grow_tree, paint_segments, superellipse
+from ._shapes import Segment, ellipsoid, grow_tree, paint_segments, segment_bounds, superellipse
 from ._trunk import CORTICAL_HU, Trunk
 from .nodules import Nodule, paint_nodule, random_nodule
 
 #: z range (mm) in which the lungs lie.
 Z_RANGE = (-170.0, 115.0)
 LUNG_HU = -860.0
+#: Every structure a chest phantom can contain (``Phantom.masks`` holds those present).
+STRUCTURES = ("skin", "subcutaneous_fat", "muscle", "scapula", "sternum", "mediastinal_fat",
+              "upper_abdomen", "lung", "airway", "airway_wall", "pulmonary_vessels",
+              "pericardial_fat", "heart", "aorta", "svc", "pulmonary_artery", "esophagus",
+              "nodule", "nodule_spicules", "paraspinal_muscle", "vertebra", "spinal_canal", "rib")
 
 
 class ChestAnatomy:
@@ -50,6 +55,8 @@ class ChestAnatomy:
         self.contrast = contrast
         self.lung_gradient = rng.uniform(0.15, 0.45)  # HU per mm towards the back
         self.vessels, self.airways = self._trees()
+        self.vessel_bounds = segment_bounds(self.vessels)
+        self.airway_bounds = segment_bounds(self.airways, 1.3)
         self.noise_seed = int(rng.integers(2**31))
         self.nodules: list[Nodule] = []
 
@@ -91,8 +98,39 @@ class ChestAnatomy:
         return self.trunk.inside(x, y, self.cavity) & (z <= self._dome(x, y))
 
     def point_in_lung(self, p) -> bool:
-        x, y, z = (np.asarray(v, float) for v in p)
-        return bool(self.lung_inside(x, y, z))
+        """Scalar version of :meth:`lung_inside` (tree growth calls it thousands of times)."""
+        x, y, z = (float(v) for v in p)
+        t = self.trunk
+        rx, ry = t.vertebra_radius
+
+        def outline(shrink):
+            a = t.half_width - shrink
+            b, power = (t.half_front - shrink, 2.1) if y < 0 else (t.half_back - shrink, 3.2)
+            return abs(x / a) ** power + abs(y / b) ** power
+
+        if outline(self.cavity) > 1.0:
+            return False
+        if abs(x) < rx + 10 and y > t.spine_y - ry - 12:
+            return False
+        lateral = abs(x) - 0.45 * t.half_width
+        if z >= self.apex - 0.012 * (lateral ** 2 + (y - 0.1 * t.half_front) ** 2):
+            return False
+        apex_z = self.domes[-1] if x < 0 else self.domes[1]
+        bump = min(max(1 - (lateral / (0.6 * t.half_width)) ** 2
+                       - ((y + 10) / (0.95 * t.half_front)) ** 2, 0.0), 1.0)
+        if z <= apex_z - 55 * (1 - bump):
+            return False
+        front = -t.half_front + t.cavity_shrink
+        cy, h = (front + t.spine_y) / 2, (t.spine_y - front) / 2 + 12
+        w = float(self.mediastinum_half_width(z))
+        if abs((x - 4.0) / w) ** 2.6 + abs((y - cy) / h) ** 2.6 <= 1.0:
+            return False
+        hx, hy, hz = self.heart
+        a = math.radians(self.heart_angle)
+        dx, dy = x - hx, y - hy
+        u, v = dx * math.cos(a) + dy * math.sin(a), -dx * math.sin(a) + dy * math.cos(a)
+        rx_h, ry_h, rz_h = (r + 6 for r in self.heart_radii)
+        return (u / rx_h) ** 2 + (v / ry_h) ** 2 + ((z - hz) / rz_h) ** 2 > 1.0
 
     # ---- trees ----------------------------------------------------------------------------
 
@@ -185,9 +223,9 @@ class ChestAnatomy:
                              + 14 * coarse[r.slices] + 8 * texture[r.slices])
         canvas.paint("lung", t.bounds(zr), lambda r: self.lung_inside(r.x, r.y, r.z), lung_hu)
         paint_segments(canvas, "airway", self.airways, -990.0, within=("lung", "mediastinal_fat"),
-                       wall=("airway_wall", 1.3, 20.0))
+                       wall=("airway_wall", 1.3, 20.0), bounds=self.airway_bounds)
         paint_segments(canvas, "pulmonary_vessels", self.vessels, self.blood_hu,
-                       within=("lung", "mediastinal_fat", "airway_wall"))
+                       within=("lung", "mediastinal_fat", "airway_wall"), bounds=self.vessel_bounds)
         self._paint_mediastinum(canvas, zr)
         for nodule in self.nodules:
             paint_nodule(canvas, nodule, texture)

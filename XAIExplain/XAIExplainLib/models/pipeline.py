@@ -1,0 +1,327 @@
+"""``explain_image``: image in, heatmaps and prediction out, on the image's own grid.
+
+The one call the Slicer logic and the command line build on:
+
+1. load the model (a name, folder or card path) unless a loaded model is given;
+2. resample the image onto the model's grid and apply its intensity window
+   (:mod:`models.preprocessing`);
+3. predict and explain with the engine, per slice for 2D models and on the
+   whole volume or sliding windows for 3D models;
+4. map everything back: heatmaps as float32 images in [0, 1] and a
+   segmenter's labels exactly on the input's size, origin, spacing and
+   direction.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from .card import ModelCard
+from .loaded import LoadedModel
+from .loading import load_model, resolve_device
+from .preprocessing import PreparedInput, prepare
+
+
+@dataclass
+class ExplainResult:
+    """What :func:`explain_image` returns.
+
+    maps        method name -> ``SimpleITK.Image`` float32 on the input grid
+                (in [0, 1] unless ``normalize=False``)
+    prediction  classifier: numpy probabilities, ``(n_slices, n_classes)`` for a
+                2D model run per slice, ``(n_classes,)`` for a 3D model;
+                segmenter: ``SimpleITK.Image`` label map (uint8) on the input grid
+    card        the model card
+    timings     seconds per stage (load, preprocess, predict, explain, postprocess, total)
+    layer       the layer the layer-based methods used (None if none did)
+    target      the target the engine explained (after class names were resolved)
+    prepared    the model-grid input, for metrics on the model's own grid
+    """
+
+    maps: dict[str, sitk.Image]
+    prediction: Any
+    card: ModelCard
+    timings: dict[str, float] = field(default_factory=dict)
+    layer: str | None = None
+    target: Any = None
+    prepared: PreparedInput | None = None
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.card.class_names
+
+
+def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), target=None,
+                  layer: str | None = None, mode: str | None = None, axis: int | None = None,
+                  device: str | torch.device | None = "auto", progress: Callable | None = None,
+                  batch_size: int | None = None, overlap: float = 0.25, normalize: bool = True,
+                  trust: bool = False, **options) -> ExplainResult:
+    """Explain ``model`` on ``image`` with the card's preprocessing applied and undone.
+
+    Parameters
+    ----------
+    model:
+        A :class:`LoadedModel`, or a bundled model name, model folder or
+        card.json path (loaded with ``trust``).
+    image:
+        A ``SimpleITK.Image`` (2D or 3D) or a path SimpleITK can read.
+    methods:
+        A method name or a list of names from ``XAIExplainLib.METHODS``.
+    target:
+        None (the predicted class of each slice / window), a class index, a
+        class name from the card, one index per slice, or for a segmenter a
+        ``SegmentationTarget`` (a region mask given on the input grid is
+        resampled to the model grid).
+    layer:
+        The layer for layer-based methods; None uses the card's default.
+    mode, axis:
+        ``"slices"`` (2D models) or ``"volume"`` (3D models) and the slice
+        axis (numpy order of the image array); None follows the card.
+    device:
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
+    progress:
+        ``progress(done, total)`` from the engine; raising from it cancels.
+    """
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    clock = [started]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        timings[name] = now - clock[0]
+        clock[0] = now
+
+    loaded = _as_loaded(model, trust)
+    lap("load")
+    card = loaded.card
+    image = _as_image(image)
+    method_list = _check_methods(loaded, methods)
+    mode, axis = _check_mode(card, mode, axis)
+    layer = _layer_for(loaded, method_list, layer)
+    run_device = resolve_device(device)
+
+    prepared = prepare(card, image, slice_axis=axis)
+    target = _model_grid_target(card, target, prepared)
+    lap("preprocess")
+
+    import XAIExplainLib as xai  # the engine's public API (imported lazily: models must not
+    # require the engine at import time, so cards and loading work on their own)
+
+    patch = list(card.input.patch_size) if card.input.patch_size is not None else None
+    previous = loaded.device
+    module = loaded.module
+    try:
+        if previous != run_device:
+            module.to(run_device)
+        logits = xai.predict_volume(module, prepared.array, mode=mode, axis=axis or 0,
+                                    batch_size=batch_size, patch_size=patch, overlap=overlap,
+                                    device=run_device)
+        lap("predict")
+        engine_target = _engine_target(card, target)
+        maps = xai.explain_volume(module, prepared.array, method_list, mode=mode, axis=axis or 0,
+                                  batch_size=batch_size, patch_size=patch, overlap=overlap,
+                                  target=engine_target, layer=layer, normalize=normalize,
+                                  progress=progress, device=run_device, **options)
+        lap("explain")
+    finally:
+        if previous != run_device:
+            module.to(previous)
+    out_maps = {name: prepared.restore_map(maps[name], clamp=normalize) for name in method_list}
+    prediction = _prediction(loaded, logits, prepared)
+    lap("postprocess")
+    timings["total"] = time.perf_counter() - started
+    return ExplainResult(out_maps, prediction, card, timings, layer, engine_target, prepared)
+
+
+def predict_image(model, image, mode: str | None = None, axis: int | None = None,
+                  device: str | torch.device | None = "auto", batch_size: int | None = None,
+                  overlap: float = 0.25, trust: bool = False):
+    """The prediction part of :func:`explain_image` alone (no attribution)."""
+    loaded = _as_loaded(model, trust)
+    card = loaded.card
+    mode, axis = _check_mode(card, mode, axis)
+    prepared = prepare(card, _as_image(image), slice_axis=axis)
+    import XAIExplainLib as xai
+
+    run_device = resolve_device(device)
+    previous = loaded.device
+    try:
+        if previous != run_device:
+            loaded.module.to(run_device)
+        logits = xai.predict_volume(loaded.module, prepared.array, mode=mode, axis=axis or 0,
+                                    batch_size=batch_size, overlap=overlap, device=run_device,
+                                    patch_size=None if card.input.patch_size is None
+                                    else list(card.input.patch_size))
+    finally:
+        if previous != run_device:
+            loaded.module.to(previous)
+    return _prediction(loaded, logits, prepared)
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+def _as_loaded(model, trust: bool) -> LoadedModel:
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, (str, os.PathLike, ModelCard)):
+        return load_model(model, trust=trust)
+    if isinstance(model, torch.nn.Module):
+        raise TypeError("explain_image needs a model with a card (it says how to preprocess the "
+                        "image); got a bare torch.nn.Module. Use xai.explain_volume for a module "
+                        "and an already preprocessed array, or write a card.json and load_model it")
+    raise TypeError(f"model must be a LoadedModel, a model name, a folder or a card.json path, got "
+                    f"{type(model).__name__}")
+
+
+def _as_image(image) -> sitk.Image:
+    if isinstance(image, sitk.Image):
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        if not os.path.exists(image):
+            raise FileNotFoundError(f"image not found: {image}")
+        try:
+            return sitk.ReadImage(str(image))
+        except RuntimeError as exc:
+            raise ValueError(f"{image}: SimpleITK cannot read this image ({str(exc).strip().splitlines()[-1]})") from exc
+    raise TypeError(f"image must be a SimpleITK.Image or a path SimpleITK can read, got "
+                    f"{type(image).__name__}")
+
+
+def _check_methods(loaded: LoadedModel, methods) -> list[str]:
+    from ..engine import METHODS
+
+    method_list = [methods] if isinstance(methods, str) else list(methods)
+    if not method_list:
+        raise ValueError("no method given; pick one or more from XAIExplainLib.METHODS")
+    card = loaded.card
+    for name in method_list:
+        if not isinstance(name, str) or name not in METHODS:
+            raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
+        info = METHODS[name]
+        if card.task not in info.tasks:
+            raise ValueError(f"method '{name}' supports {' and '.join(info.tasks)} models; "
+                             f"'{card.name}' is a {card.task} model")
+        if card.spatial_dims not in info.spatial_dims:
+            raise ValueError(f"method '{name}' does not support {card.spatial_dims}D models")
+        if loaded.scripted and (info.needs_layer or name.startswith("guided")):
+            raise ValueError(
+                f"method '{name}' needs forward hooks or module swaps on the network's layers, "
+                f"which TorchScript modules do not allow ('{card.name}' was loaded from a "
+                "TorchScript file). Use an input-gradient method (saliency, smoothgrad, "
+                "integrated_gradients, occlusion), or load the model from a state_dict with its "
+                "architecture named in the card")
+    return list(dict.fromkeys(method_list))
+
+
+def _check_mode(card: ModelCard, mode, axis) -> tuple[str, int | None]:
+    expected = "slices" if card.spatial_dims == 2 else "volume"
+    if mode is None:
+        mode = expected
+    if mode not in ("slices", "volume"):
+        raise ValueError(f"mode must be 'slices' or 'volume', got {mode!r}")
+    if mode != expected:
+        raise ValueError(f"'{card.name}' is a {card.spatial_dims}D model, so it runs in mode "
+                         f"'{expected}', not '{mode}'")
+    if mode == "volume":
+        return mode, None
+    if axis is None:
+        axis = card.slice_axis
+    if isinstance(axis, bool) or axis not in (0, 1, 2):
+        raise ValueError(f"axis must be 0, 1 or 2 (numpy order z, y, x of the image), got {axis!r}")
+    return mode, int(axis)
+
+
+def _layer_for(loaded: LoadedModel, methods: list[str], layer):
+    from ..engine import METHODS
+
+    if not any(METHODS[m].needs_layer for m in methods):
+        return layer
+    return layer if layer is not None else loaded.card.target_layers.default
+
+
+def _class_index(card: ModelCard, value):
+    if isinstance(value, str):
+        if value not in card.class_names:
+            raise ValueError(f"unknown class {value!r} for '{card.name}'; classes: "
+                             f"{', '.join(card.class_names)}")
+        return card.class_names.index(value)
+    return value
+
+
+def _model_grid_target(card: ModelCard, target, prepared: PreparedInput):
+    """Class names -> indices; a segmentation ROI on the input grid -> the model grid."""
+    from ..engine import SegmentationTarget
+
+    if isinstance(target, SegmentationTarget):
+        index = _class_index(card, target.class_index)
+        mask = getattr(target, "_mask", None)
+        voxels = getattr(target, "_voxels", None)
+        region = target.region
+        if mask is not None:
+            region = _mask_to_model_grid(np.asarray(mask.cpu() if torch.is_tensor(mask) else mask),
+                                         prepared)
+        elif voxels is not None:
+            region = _voxel_to_model_grid(voxels, prepared)
+        return SegmentationTarget(index, region=region, activation=target.activation,
+                                  threshold=target.threshold, prediction=target.prediction)
+    if isinstance(target, (list, tuple)):
+        return [_class_index(card, t) for t in target]
+    return _class_index(card, target)
+
+
+def _mask_to_model_grid(mask: np.ndarray, prepared: PreparedInput) -> np.ndarray:
+    shape = prepared.input_grid.shape
+    mask = mask.astype(bool)
+    if prepared.was_2d and mask.ndim == 2:
+        mask = mask[None]
+    if mask.shape != shape:
+        raise ValueError(f"the target region mask has shape {mask.shape} but the image is "
+                         f"{shape} (z, y, x); give the mask on the image's own grid")
+    image = prepared.input_grid.image_from_array(mask.astype(np.uint8))
+    from ..imaging.resample import resample
+
+    on_model = resample(image, prepared.model_grid, "nearest", 0)
+    out = sitk.GetArrayFromImage(on_model).astype(bool)
+    if not out.any():
+        # A region thinner than a model voxel: keep the model voxel nearest to its centre.
+        centre = np.argwhere(mask).mean(axis=0)
+        out[_voxel_to_model_grid(tuple(int(round(c)) for c in centre), prepared)] = True
+    return out
+
+
+def _voxel_to_model_grid(voxel, prepared: PreparedInput) -> tuple[int, ...]:
+    voxel = tuple(int(v) for v in voxel)
+    if prepared.was_2d and len(voxel) == 2:
+        voxel = (0,) + voxel
+    ref = prepared.input_grid.reference()
+    point = ref.TransformContinuousIndexToPhysicalPoint([float(v) for v in reversed(voxel)])
+    model_index = prepared.model_grid.reference().TransformPhysicalPointToIndex(point)
+    shape = prepared.model_grid.shape
+    zyx = tuple(int(i) for i in reversed(model_index))
+    return tuple(min(max(i, 0), n - 1) for i, n in zip(zyx, shape))
+
+
+def _engine_target(card: ModelCard, target):
+    """Segmenters explain the predicted region of a class (Seg-Grad-CAM) unless told otherwise."""
+    from ..engine import SegmentationTarget
+
+    if card.task == "segmentation" and not isinstance(target, SegmentationTarget):
+        if isinstance(target, (list, tuple)):
+            raise ValueError("a segmentation model takes one class (index or name) or a "
+                             "SegmentationTarget, not a list")
+        return SegmentationTarget(target, region="predicted")
+    return target
+
+
+def _prediction(loaded: LoadedModel, logits: np.ndarray, prepared: PreparedInput):
+    card = loaded.card
+    if card.task == "classification":
+        return loaded.activate(logits, axis=-1).astype(np.float32)
+    probabilities = loaded.activate(logits[None], axis=1)[0]
+    return prepared.restore_labels(probabilities, card.output_activation)
