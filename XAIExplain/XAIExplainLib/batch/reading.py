@@ -35,6 +35,8 @@ def read_image(path: Path, source: str | None = None, files: tuple[str, ...] = (
         raise UserError(source, "no such file")
     if not files and path.is_dir():
         raise UserError(source, "is a folder; give an image file")
+    if not files and path.stat().st_size == 0:
+        raise UserError(source, "is an empty file (0 bytes)")
     try:
         with quiet_itk():
             if files:
