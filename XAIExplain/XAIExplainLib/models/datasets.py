@@ -65,7 +65,7 @@ def phase_sample(seed: int, index: int):
 
 # ---- lung-nodule-2d ----------------------------------------------------------------------
 
-def nodule_patient(seed: int, index: int, slices: int = 12):
+def nodule_patient(seed: int, index: int, slices: int = 14):
     """Several axial chest slices of one random patient: half through nodules, half without.
 
     Returns (x (n, 1, H, W), labels (n,), nodule masks (n, H, W)).
@@ -73,7 +73,7 @@ def nodule_patient(seed: int, index: int, slices: int = 12):
     rng = _rng(seed, index, 2)
     anatomy = ChestAnatomy(np.random.default_rng(int(rng.integers(2**31))),
                            contrast=bool(rng.uniform() < 0.3))
-    for _ in range(int(rng.integers(2, 5))):
+    for _ in range(int(rng.integers(3, 6))):
         anatomy.add_random_nodule(rng)
     size, spacing = NODULE_GRID["size"], NODULE_GRID["spacing"]
     lo, hi = anatomy.domes[1] - 20, anatomy.apex - 10
@@ -116,7 +116,7 @@ def nodule_slices(count_patients: int, seed: int, workers: int = 1):
     return (x.reshape(-1, *x.shape[2:])[keep], y.reshape(-1)[keep], m.reshape(-1, *m.shape[2:])[keep])
 
 
-def _nodule_patient_padded(seed: int, index: int, slices: int = 12):
+def _nodule_patient_padded(seed: int, index: int, slices: int = 14):
     """:func:`nodule_patient` padded to ``slices`` (label -1 marks padding) so results stack."""
     out = nodule_patient(seed, index, slices)
     size = NODULE_GRID["size"]
@@ -153,7 +153,7 @@ def thick_slices(volume: np.ndarray, thickness_vox: float, rng: np.random.Genera
     return (sampled[low] * (1 - w) + sampled[high] * w).astype(volume.dtype)
 
 
-def seg_patient(seed: int, index: int, patches: int = 8):
+def seg_patient(seed: int, index: int, patches: int = 16):
     """Patches of one patient: 5/8 around nodules, the rest anywhere in or near the lungs.
 
     Returns (x (n, 1, P, P, P), masks (n, P, P, P)).
@@ -161,7 +161,7 @@ def seg_patient(seed: int, index: int, patches: int = 8):
     rng = _rng(seed, index, 3)
     anatomy = ChestAnatomy(np.random.default_rng(int(rng.integers(2**31))),
                            contrast=bool(rng.uniform() < 0.3))
-    for _ in range(int(rng.integers(2, 5))):
+    for _ in range(int(rng.integers(3, 6))):
         anatomy.add_random_nodule(rng, SEG_DIAMETER)
     p, spacing = SEG_GRID["patch"], SEG_GRID["spacing"]
     half = p * spacing / 2

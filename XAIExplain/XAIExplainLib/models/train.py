@@ -54,8 +54,8 @@ class Budget:
 
 BUDGETS = {
     "ct-phase-2d": Budget(train=1200, validation=200, epochs=10, batch=32, lr=2e-3),
-    "lung-nodule-2d": Budget(train=140, validation=20, epochs=10, batch=32, lr=2e-3),  # patients
-    "lung-nodule-seg-3d": Budget(train=100, validation=12, epochs=5, batch=8, lr=3e-3),  # patients
+    "lung-nodule-2d": Budget(train=86, validation=12, epochs=8, batch=32, lr=2e-3),  # patients
+    "lung-nodule-seg-3d": Budget(train=50, validation=6, epochs=5, batch=8, lr=3e-3),  # patients
 }
 
 

@@ -80,6 +80,15 @@ class Canvas:
         x = self.axes[2][slices[2]][None, None, :]
         return Region(tuple(slices), x, y, z)
 
+    def _lookup(self, names) -> np.ndarray:
+        """A 256-entry table: True for the label ids of ``names`` (faster than np.isin)."""
+        names = (names,) if isinstance(names, str) else tuple(names)
+        table = np.zeros(256, dtype=bool)
+        for name in names:
+            if name in self.names:
+                table[self.names[name]] = True
+        return table
+
     def label_id(self, name: str) -> int:
         if name not in self.names:
             if len(self.names) >= 254:
@@ -99,9 +108,7 @@ class Canvas:
             return None
         mask = np.broadcast_to(shape(region), region.shape)
         if within is not None:
-            names = (within,) if isinstance(within, str) else within
-            ids = [self.names[n] for n in names if n in self.names]
-            mask = mask & np.isin(self.label[region.slices], ids)
+            mask = mask & self._lookup(within)[self.label[region.slices]]
         if not mask.any():
             return None
         hu = self.hu[region.slices]
@@ -126,10 +133,9 @@ class Canvas:
         region = self.region(bounds)
         if region is None:
             return
-        ids = [self.names[n] for n in names if n in self.names]
-        if not ids:
+        if not any(n in self.names for n in names):
             return
-        mask = np.isin(self.label[region.slices], ids)
+        mask = self._lookup(names)[self.label[region.slices]]
         if mask.any():
             self.hu[region.slices][mask] += np.broadcast_to(delta(region), region.shape)[mask]
 

@@ -149,13 +149,14 @@ class ChestAnatomy:
             vessels.append(Segment((side * 12, -0.2 * self.trunk.half_front, 12), hilum_a, 9, 8))
             vessels.append(Segment((self.heart[0] - 10, self.heart[1] + 30, -30), hilum_v, 7, 6.5))
             airways.append(Segment(carina, bronchus, 6.5, 5.5))
-            for start, radius, count in ((hilum_a, 6.0, 5), (hilum_v, 5.5, 4)):
+            for start, radius, count in ((hilum_a, 6.0, 7), (hilum_v, 5.5, 6)):
                 for k in range(count):
-                    direction = np.array([side * rng.uniform(0.3, 1.0), rng.uniform(-0.8, 0.8),
-                                          [1.0, 0.3, -0.4, -1.0, 0.0][k % 5] + rng.uniform(-0.3, 0.3)])
-                    vessels += grow_tree(rng, start, direction, radius * rng.uniform(0.8, 1.0),
-                                         rng.uniform(22, 32), self.point_in_lung, min_radius=0.55,
-                                         ratio=0.74, max_segments=450, spread=30)
+                    direction = np.array([side * rng.uniform(0.3, 1.0), rng.uniform(-0.9, 0.9),
+                                          [1.0, 0.3, -0.4, -1.0, 0.0, 0.6, -0.7][k % 7]
+                                          + rng.uniform(-0.3, 0.3)])
+                    vessels += grow_tree(rng, start, direction, radius * rng.uniform(0.75, 1.0),
+                                         rng.uniform(20, 30), self.point_in_lung, min_radius=0.55,
+                                         ratio=0.75, max_segments=500, spread=32)
             for k in range(3):
                 direction = np.array([side * rng.uniform(0.3, 1.0), rng.uniform(-0.5, 0.8),
                                       [0.9, -0.2, -1.0][k] + rng.uniform(-0.2, 0.2)])
@@ -278,9 +279,9 @@ class ChestAnatomy:
                                                                        s * 25) <= 1.0) & (r.z > -40),
                          t.muscle_hu, within=("subcutaneous_fat", "skin"))
             canvas.paint("scapula", ((sx - 60, sx + 60), (sy - 35, sy + 25), (max(zr[0], -40), zr[1])),
-                         lambda r, sx=sx, sy=sy, s=side: (superellipse(r.x, r.y, sx, sy, 42, 3.0, 2.0,
-                                                                       s * 25) <= 1.0) & (r.z > -35),
-                         CORTICAL_HU * 0.7)
+                         lambda r, sx=sx, sy=sy, s=side: (superellipse(r.x, r.y, sx, sy, 34, 2.6, 2.0,
+                                                                       s * 22) <= 1.0) & (r.z > -35),
+                         CORTICAL_HU * 0.55)
         inner_front = -b + t.fat + 6
         canvas.paint("sternum", ((-16, 16), (inner_front - 8, inner_front + 8), zr),
                      lambda r: (superellipse(r.x, r.y, 0, inner_front, 14, 6) <= 1.0) & (r.z < 80),
