@@ -108,6 +108,49 @@ def test_kwc_default_layer_is_the_last_convolution_before_the_head():
     assert torch.allclose(maps, xai.explain(model, x, "kwc", target=target, layer="dec1.0"))
 
 
+class StandardisedConv(nn.Conv2d):
+    """A convolution whose weight is standardised in forward (a tensor computed from parameters alone)."""
+
+    def forward(self, x):
+        w = self.weight - self.weight.mean(dim=(1, 2, 3), keepdim=True)
+        return F.conv2d(x, w, self.bias)
+
+
+class InPlaceResidual(nn.Module):
+    """Writes into a module's output in place after the call, keeps it as a skip, and ends in a 2-channel
+    standardised convolution (a computed weight of batch-like shape (2, ...) for a batch of 2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.relu, self.head = nn.ReLU(), StandardisedConv(4, 2, 1)
+
+    def forward(self, x):
+        s = self.conv1(x)
+        s += 0.5  # the recorded output of conv1 must not see this
+        h = self.conv2(self.relu(s))
+        return self.head(self.relu(h + s))
+
+
+class WritesIntoPrefix(InPlaceResidual):
+    def forward(self, x):
+        s = self.conv1(x)
+        h = self.conv2(self.relu(s))
+        s[:, :2] = h[:, :2]  # perturbed values written into a tensor from before the layer
+        return self.head(s)
+
+
+def test_kwc_replay_survives_in_place_writes_and_computed_weights():
+    torch.manual_seed(0)
+    model = InPlaceResidual().eval()
+    x = inputs(2, n=2, size=8, seed=3)
+    target = xai.SegmentationTarget(1, region="all", activation="sigmoid")
+    reference = reference_kwc(model, x, "conv2", lambda out: torch.sigmoid(out[:, 1]))
+    _close(xai.explain(model, x, "kwc", target=target, layer="conv2", normalize=False), reference)
+    with pytest.raises(ValueError, match="cannot be replayed"):
+        xai.explain(WritesIntoPrefix().eval(), x, "kwc", target=target, layer="conv2")
+
+
 def test_kwc_refuses_classifiers_and_layers_without_kernels():
     with pytest.raises(ValueError, match="segmentation models"):
         xai.explain(classifier(2), inputs(2), "kwc", layer="features.2")

@@ -74,15 +74,15 @@ def kernel_weights(replay: LayerReplay, x: torch.Tensor, bound, base: torch.Tens
     independence = torch.empty_like(dependence)
     per_copy = n * max(x[0].numel(), o[0].numel(), output_elements)
     kernels_per_forward = max(1, copies_per_forward(per_copy, 2 * k) // 2)
-    channel_shape = (1, k) + (1,) * (o.dim() - 2)
     for start, stop in chunks(k, kernels_per_forward):
         count = stop - start
-        select = torch.zeros((count,) + channel_shape, dtype=torch.bool, device=o.device)
-        select[torch.arange(count), 0, torch.arange(start, stop)] = True
-        dependent = torch.where(select, empty[None], o[None])  # kernel k emptied
-        independent = torch.where(select, o[None], empty[None])  # all kernels but k emptied
-        activations = torch.cat([dependent, independent]).flatten(0, 1)  # copy-major (2 count * N, K, *s)
-        out = replay.run_suffix(x, activations)
+        activations = torch.empty((2 * count,) + tuple(o.shape), dtype=o.dtype, device=o.device)
+        activations[:count] = o  # copies 0..count-1: kernel start + copy emptied
+        activations[count:] = empty  # copies count..2 count-1: all kernels but start + copy emptied
+        for copy, kernel in enumerate(range(start, stop)):
+            activations[copy, :, kernel] = empty[:, kernel]
+            activations[count + copy, :, kernel] = o[:, kernel]
+        out = replay.run_suffix(x, activations.flatten(0, 1))  # copy-major (2 count * N, K, *s)
         rows = torch.arange(n, device=out.device).repeat(2 * count)
         perturbed = bound.probabilities(out, rows).flatten(1).reshape(2 * count, n, -1)
         dependence[:, start:stop] = torch.relu(probability[None] - perturbed[:count]).sum(dim=2).T

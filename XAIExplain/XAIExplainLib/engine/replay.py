@@ -8,19 +8,30 @@ simply be cut in two. Instead:
 1. ``record(x)`` runs the model once with a pre- and a post-hook on every module,
    building the tree of module *calls*. A call that ends before l starts is a prefix
    call; the outermost prefix calls (those whose caller is not itself a prefix call)
-   keep their outputs. l's own input and output are kept too.
-2. ``run_suffix(x, activations)`` runs the model again on x repeated B times, with the
-   ``forward`` of some modules temporarily replaced (an instance attribute, removed in
-   ``finally``): an outermost prefix call returns its recorded output repeated B times
-   without computing anything (its submodules never run), l's call returns the B
-   replacement activations, and every other call runs as usual. Skip tensors taken from
-   prefix modules therefore arrive repeated to the batch, and only the modules after l
-   (plus any tensor arithmetic written directly in a ``forward``) compute.
+   keep a copy of their outputs (a copy: a later in-place op such as ``out += identity``
+   must not alter it). l's own input and output are kept too.
+2. ``run_suffix(x, activations)`` runs the model again with the ``forward`` of some
+   modules temporarily replaced (an instance attribute, removed in ``finally``): an
+   outermost prefix call returns its recorded output without computing anything (its
+   submodules never run), l's call returns the replacement activations (copies x N
+   rows, copy-major), and every other call runs as usual. The first replay hands out
+   copies of the recorded outputs and watches their version counters; if the model
+   modified none of them in place, later replays hand out the recorded tensors
+   themselves.
+3. During the replay everything from before l stays at the recorded batch size N, so
+   the tensor arithmetic a ``forward`` does on prefix tensors (a ``torch.cat`` feeding a
+   replaced module, say) costs what it costs at batch N. Tensors that depend on the
+   replacement activations are tagged (a ``TorchFunctionMode``); where an operation
+   meets a tagged tensor and an untagged batch-N tensor of the same rank (a skip
+   connection, the input of a global residual), the latter is repeated to the
+   perturbed batch, once per replay. Parameters, buffers and tensors computed from
+   them alone (a weight standardised in ``forward``) are never repeated.
 
 Calls are matched by order per module, so a module used several times (one ReLU shared
 across a network) is replaced only at its prefix calls. The replay checks that the
 model made the same calls as in the recording and raises otherwise (a forward whose
-control flow depends on the batch size cannot be replayed).
+control flow depends on the batch size cannot be replayed), and refuses an in-place
+operation that would write perturbed values into a prefix tensor.
 """
 from __future__ import annotations
 
@@ -28,8 +39,13 @@ from collections import defaultdict
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 CACHED, LAYER, RUN = "cached", "layer", "run"
+_TAG = "_xaiexplain_replay"
+_INPLACE_DUNDERS = {"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__",
+                    "__ipow__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__", "__imatmul__"}
 
 
 class _Call:
@@ -40,18 +56,73 @@ class _Call:
         self.output, self.prefix, self.hidden = None, False, False
 
 
-def _repeat(value, copies: int, n: int):
-    """Tensors with the batch leading (N, ...) repeated copy-major to (copies * N, ...); structure kept."""
-    if isinstance(value, torch.Tensor):
-        if value.dim() >= 1 and value.shape[0] == n:
-            return value.repeat((copies,) + (1,) * (value.dim() - 1))
-        return value
-    if isinstance(value, (tuple, list)):
-        repeated = [_repeat(v, copies, n) for v in value]
-        return type(value)(repeated) if not hasattr(value, "_fields") else type(value)(*repeated)
-    if isinstance(value, dict):
-        return type(value)((k, _repeat(v, copies, n)) for k, v in value.items())
-    return value
+def _copy(value):
+    """Detached copies of the tensors in a (nested) module output."""
+    return tree_map(lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v, value)
+
+
+def _is_inplace(func, kwargs: dict) -> bool:
+    name = getattr(func, "__name__", "")
+    dunder = name.startswith("__") and name.endswith("__")
+    return (name in _INPLACE_DUNDERS or (name.endswith("_") and not dunder) or kwargs.get("inplace") is True
+            or kwargs.get("out") is not None)
+
+
+class _PerturbedBatch(TorchFunctionMode):
+    """Tags tensors that depend on the replacement activations; repeats batch-N tensors where they meet them."""
+
+    def __init__(self, n: int, copies: int, constants: set):
+        super().__init__()
+        self.n, self.copies, self.constants = n, copies, constants
+        self.token, self.constant_token = object(), object()
+        self._repeated: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def tag(self, tensor: torch.Tensor, token=None) -> torch.Tensor:
+        setattr(tensor, _TAG, token or self.token)
+        return tensor
+
+    def tagged(self, value) -> bool:
+        return isinstance(value, torch.Tensor) and getattr(value, _TAG, None) is self.token
+
+    def constant(self, value) -> bool:
+        """A parameter, a buffer, or computed from them alone."""
+        return id(value) in self.constants or getattr(value, _TAG, None) is self.constant_token
+
+    def repeat(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` (N, ...) repeated copy-major to (copies * N, ...), once per tensor and replay."""
+        key = id(tensor)
+        if key not in self._repeated:
+            self._repeated[key] = (tensor, self.tag(tensor.repeat((self.copies,) + (1,) * (tensor.dim() - 1))))
+        return self._repeated[key][1]
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        flat, spec = tree_flatten((args, kwargs))
+        tensors = [value for value in flat if isinstance(value, torch.Tensor)]
+        ranks = {value.dim() for value in tensors if self.tagged(value)}
+        if not ranks:
+            result = func(*args, **kwargs)
+            if tensors and all(self.constant(value) for value in tensors):
+                for value in tree_flatten(result)[0]:
+                    if isinstance(value, torch.Tensor) and id(value) not in self.constants:
+                        self.tag(value, self.constant_token)
+            return result
+        changed = False
+        for i, value in enumerate(flat):
+            if (isinstance(value, torch.Tensor) and not self.tagged(value) and value.dim() in ranks
+                    and value.shape[0] == self.n and not self.constant(value) and self.copies > 1):
+                if i == 0 and args and _is_inplace(func, kwargs):
+                    raise ValueError("the model writes values that depend on the explained layer into a tensor "
+                                     "computed before it (an in-place operation); it cannot be replayed from the "
+                                     "layer")
+                flat[i], changed = self.repeat(value), True
+        if changed:
+            args, kwargs = tree_unflatten(flat, spec)
+        result = func(*args, **kwargs)
+        for value in tree_flatten(result)[0]:
+            if isinstance(value, torch.Tensor) and id(value) not in self.constants:
+                self.tag(value)
+        return result
 
 
 class LayerReplay:
@@ -63,6 +134,7 @@ class LayerReplay:
         self.layer_output: torch.Tensor | None = None
         self._actions: dict[nn.Module, list] = {}
         self._n = 0
+        self._copy_cached = True  # until a replay shows that the model never writes into them
 
     def record(self, x: torch.Tensor):
         """Run the model on x once, recording what the replay needs; returns the model's output."""
@@ -88,9 +160,9 @@ class LayerReplay:
         def post_hook(module, args, kwargs, output):
             call = stack.pop()
             if module is self.layer:
-                self.layer_output = output
+                self.layer_output = _copy(output)
             if state["layer"] is None:  # ended before the layer started: a prefix call
-                call.prefix, call.output = True, output
+                call.prefix, call.output = True, _copy(output)
                 for child in call.children:
                     child.output = None  # only the outermost prefix calls are replayed
             return None
@@ -132,18 +204,20 @@ class LayerReplay:
         return actions
 
     def run_suffix(self, x: torch.Tensor, activations: torch.Tensor):
-        """The model's output when the layer outputs ``activations`` (copies * N, ...), copy-major.
+        """The model's output (copies * N, ...) when the layer outputs ``activations`` (copies * N, ...), copy-major.
 
-        ``x`` is the recorded input (N, ...); it is repeated to the batch for any tensor
-        arithmetic the model's forward does on it directly.
+        ``x`` is the recorded input (N, ...).
         """
         n = self._n
         if activations.shape[0] % n or activations.shape[1:] != self.layer_output.shape[1:]:
             raise ValueError(f"replacement activations {tuple(activations.shape)} do not match the layer's output "
                              f"{tuple(self.layer_output.shape)} repeated copy-major")
         copies = activations.shape[0] // n
+        constants = {id(t) for t in self.model.parameters()} | {id(t) for t in self.model.buffers()}
+        mode = _PerturbedBatch(n, copies, constants)
         counters = {module: 0 for module in self._actions}
         saved = {}
+        handed_out: list[torch.Tensor] = []
 
         def replacement(module, original):
             plan = self._actions[module]
@@ -153,9 +227,13 @@ class LayerReplay:
                 counters[module] += 1
                 kind, value = plan[index] if index < len(plan) else (RUN, None)
                 if kind == CACHED:
-                    return _repeat(value, copies, n)
+                    if not self._copy_cached:
+                        return value
+                    value = _copy(value)
+                    handed_out.extend(v for v in tree_flatten(value)[0] if isinstance(v, torch.Tensor))
+                    return value
                 if kind == LAYER:
-                    return activations
+                    return mode.tag(activations)
                 return original(*args, **kwargs)
             return forward
 
@@ -163,14 +241,18 @@ class LayerReplay:
             for module in self._actions:
                 saved[module] = module.__dict__.get("forward")
                 module.forward = replacement(module, module.forward)
-            output = self.model(x.repeat((copies,) + (1,) * (x.dim() - 1)))
+            with mode:
+                output = self.model(x.detach().clone())
         finally:
             for module, previous in saved.items():
                 module.__dict__.pop("forward", None)
                 if previous is not None:
                     module.__dict__["forward"] = previous
+        if self._copy_cached and all(tensor._version == 0 for tensor in handed_out):
+            self._copy_cached = False
         if any(counters[module] != len(plan) for module, plan in self._actions.items()):
             raise ValueError("the model did not make the same module calls when replayed from the layer (its "
                              "forward depends on the batch size or on data); it cannot be explained this way")
+        if not mode.tagged(output) and copies > 1:  # the output does not depend on the layer
+            output = output.repeat((copies,) + (1,) * (output.dim() - 1))
         return output
-
