@@ -291,3 +291,12 @@ def test_unknown_layer_is_refused_with_suggestions(scene):
     with pytest.raises(ValueError, match="no layer 'feature'; e.g. features"):
         run(node, layer="feature")
     assert scene_state(scene) == before
+
+
+def test_name_says_the_predicted_class_when_every_slice_agrees(scene):
+    mixed = run(add_volume(box_volume(), name="mixed"), methods=["gradcam"])
+    assert mixed.heatmaps["gradcam"].GetName() == "mixed Grad-CAM predicted features"
+    everywhere = box_volume(box=((0, 12), (6, 12), (14, 20)))
+    agreed = run(add_volume(everywhere, name="agreed"), methods=["gradcam"])
+    assert agreed.heatmaps["gradcam"].GetName() == "agreed Grad-CAM bright features"
+    assert agreed.heatmaps["gradcam"].GetAttribute("XAIExplain.Target") == "bright"

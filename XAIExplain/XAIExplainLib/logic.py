@@ -558,9 +558,11 @@ class XAIExplainLogic:
         if request["targetLabel"]:
             return request["targetLabel"]
         names = request["classNames"]
-        if probabilities is not None and probabilities.ndim == 1 and names:
-            return names[int(np.argmax(probabilities))]
-        return "predicted"
+        if probabilities is None or not names:
+            return "predicted"
+        winners = np.unique(np.argmax(np.atleast_2d(probabilities), axis=-1))
+        # one class predicted everywhere (the volume, or every slice): name it; else each slice its own
+        return names[int(winners[0])] if len(winners) == 1 else "predicted"
 
     def _publish(self, scene, transaction, request, result, report, predictionSegmentation, opacity,
                  displayThreshold, colorLegend, keepExisting) -> OutputNodes:
