@@ -8,6 +8,8 @@ spot must still be on the object in RAS, on every grid.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -117,3 +119,26 @@ def test_model_helpers_describe_a_card_model(tmp_path):
     assert logic.layersForModel(str(card))[0] == "features"
     enabled = {name for name, _, ok, _ in logic.methodsForModel(str(card)) if ok}
     assert "gradcam" in enabled and "cam" not in enabled
+
+
+BRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "brain1_image.nrrd"
+
+
+@needs_explain_image
+@pytest.mark.skipif(not BRAIN.is_file(), reason=f"real data folder absent ({BRAIN.name} not in ../shared/data)")
+def test_real_flipped_mri_loaded_by_slicer_gets_a_heatmap_on_its_bright_voxels(scene, tmp_path):
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "brain1")
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(BRAIN))
+    assert storage.ReadData(node)
+    node.CreateDefaultDisplayNodes()
+    # card model: window 0..2000 then ReLU(x - 0.5): attribution exactly where the MRI is above 1000
+    card = write_card(tmp_path / "mri", spacing=[1.2, 1.2], window=(0.0, 2000.0))
+    nodes = XAIExplainLogic().explainVolume(node, str(card), methods=["gradcam"], target="bright")
+    heatmap = nodes.heatmaps["gradcam"]
+    np.testing.assert_array_equal(mrml.node_ijk_to_ras(heatmap), mrml.node_ijk_to_ras(node))
+    heat = slicer.util.arrayFromVolume(heatmap)
+    voxels = slicer.util.arrayFromVolume(node)
+    hot = heat > 0.5 * heat.max()
+    assert hot.sum() > 1000
+    assert (voxels[hot] > 900).mean() > 0.8
