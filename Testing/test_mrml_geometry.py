@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slicer_scene import GRIDS, SHARED_DATA, add_volume, box_volume, ijk_to_ras, rotation, scene, voxel_ras  # noqa: F401
+from slicer_scene import (GRIDS, SHARED_DATA, add_volume, box_volume, ijk_to_ras, rotation, scene,  # noqa: F401
+                          voxel_ras)
 
 import SimpleITK as sitk  # noqa: E402
 import slicer  # noqa: E402

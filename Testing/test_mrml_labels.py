@@ -9,7 +9,7 @@ from slicer_scene import GRIDS, add_volume, box_volume, scene  # noqa: F401
 import slicer.util  # noqa: E402
 
 from XAIExplainLib import mrml  # noqa: E402
-from XAIExplainLib.mrml import labels, outputs  # noqa: E402
+from XAIExplainLib.mrml import outputs  # noqa: E402
 
 
 def two_level_map(shape=(12, 20, 24)) -> np.ndarray:

@@ -102,7 +102,8 @@ def test_cmake_lists_every_python_and_resource_file_of_the_module():
     files = module_files()
     python = {f for f in files if f.endswith(".py")}
     others = files - python
-    assert not python - set(scripts), f"Python files missing from MODULE_PYTHON_SCRIPTS: {sorted(python - set(scripts))}"
+    missing = sorted(python - set(scripts))
+    assert not missing, f"Python files missing from MODULE_PYTHON_SCRIPTS: {missing}"
     assert not others - set(resources), f"files missing from MODULE_PYTHON_RESOURCES: {sorted(others - set(resources))}"
     listed_but_absent = [f for f in scripts + resources if not (MODULE / f).is_file()]
     assert not listed_but_absent, f"listed in CMake but not on disk: {listed_but_absent}"
