@@ -322,6 +322,8 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------- callbacks
 
     def onModelActivated(self, index):
+        if not self._parameterNode:
+            return
         value = self.ui.modelSelector.itemData(index)
         if self.ui.modelSelector.itemText(index) == LOAD_FOLDER_ITEM:
             self.onLoadModelFolder()
@@ -330,6 +332,8 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.showModel(value)
 
     def onLoadModelFolder(self, checked=False):
+        if not self._parameterNode:
+            return
         folder = qt.QFileDialog.getExistingDirectory(self.parent, "Choose a model folder (with card.json)")
         if not folder:
             return
