@@ -1,7 +1,7 @@
 """Where the bridge finds its MRML scene and the Slicer module logics it needs.
 
 Inside Slicer the scene is ``slicer.mrmlScene`` and the logics belong to the
-loaded modules (``slicer.modules.volumes.logic()`` ...). In plain Python with
+loaded modules (``slicer.modules.colors.logic()`` ...). In plain Python with
 the ``slicer-core`` wheel there is no application: :func:`create_headless_scene`
 builds the same pieces (scene, application logic, default colours, volumes and
 segmentations logic) so that the bridge, the logic and the tests run unchanged
@@ -156,15 +156,3 @@ def color_logic(scene):
     """Slicer's colour logic (loads colour files, adds colour legends)."""
     logic = _module_logic("colors")
     return logic if logic is not None else _headless(scene).colors
-
-
-def volumes_logic(scene):
-    """Slicer's volumes logic (creates label maps on a volume's grid)."""
-    logic = _module_logic("volumes")
-    return logic if logic is not None else _headless(scene).volumes
-
-
-def segmentations_logic(scene):
-    """Slicer's segmentations logic (label map <-> segmentation conversion)."""
-    logic = _module_logic("segmentations")
-    return logic if logic is not None else _headless(scene).segmentations
