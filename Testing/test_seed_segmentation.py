@@ -118,7 +118,8 @@ def test_plain_targets_on_a_segmenter_use_the_predicted_region():
 def test_empty_region_is_a_clear_error():
     logits = torch.zeros(1, 3, 4, 4)
     logits[0, 1] = 1.0  # class 1 everywhere
-    with pytest.raises(ValueError, match="class 2 is predicted nowhere in this input; pick another class or give a region"):
+    message = "class 2 is predicted nowhere in this input; pick another class or give a region"
+    with pytest.raises(ValueError, match=message):
         _bind(logits, class_index=2)
     with pytest.raises(ValueError, match="probability > 0.9"):
         _bind(logits, class_index=1, region="threshold", threshold=0.9)
@@ -203,8 +204,8 @@ def test_per_slice_volume_with_a_mask_region_matches_slice_by_slice():
                               layer="dec2.0", normalize=False)
     assert maps.shape == (5, 16, 16)
     assert np.all(maps[[0, 3, 4]] == 0)
-    direct = xai.explain(model, volume[1:3, None], "gradcam", target=xai.SegmentationTarget(1, region=torch.from_numpy(mask[1:3])),
-                         layer="dec2.0", normalize=False)
+    roi = xai.SegmentationTarget(1, region=torch.from_numpy(mask[1:3]))
+    direct = xai.explain(model, volume[1:3, None], "gradcam", target=roi, layer="dec2.0", normalize=False)
     assert np.allclose(maps[1:3], direct.numpy(), rtol=1e-5, atol=1e-7)
     # along another axis the mask is sliced the same way as the volume
     sideways = xai.explain_volume(model, volume.permute(1, 0, 2)[:, :5].contiguous(), "gradcam", mode="slices", axis=1,

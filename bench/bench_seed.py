@@ -8,10 +8,11 @@
 - Score-CAM and occlusion: throughput in model evaluations (images) per second, with
   captum's Occlusion (same windows, same images per forward) for reference.
 
-Each row runs in a fresh subprocess so that its peak memory (peak RSS growth) is its
-own. Times are the best of the repeats (rows with several repeats get a warm-up run
-first): on a CPU shared with other work the minimum is the least disturbed measurement.
-Prints a table and writes JSON (default bench/results/seed.json).
+Each section runs in a fresh subprocess; its rows are interleaved round by round and
+each row keeps its best round (rows with three or more rounds get a warm-up run first): on a
+CPU shared with other work that compares rows under the same load. Peak memory is the
+peak RSS growth during a row's run (sampled), or the CUDA peak allocation. Prints a
+table and writes JSON (default bench/results/seed.json).
 
     python bench/bench_seed.py              # CPU, one thread, about 2 minutes
     python bench/bench_seed.py --device cuda
@@ -22,10 +23,8 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,9 +38,9 @@ ROWS = [
     ("crm", "crm forward mode", 5),
     ("kwc", "plain inference", 5),
     ("kwc", "kwc batched dec1.3", 3),
-    ("kwc", "kwc per-kernel loop dec1.3", 1),
+    ("kwc", "kwc per-kernel loop dec1.3", 2),
     ("kwc", "kwc batched dec2.3", 3),
-    ("kwc", "kwc per-kernel loop dec2.3", 1),
+    ("kwc", "kwc per-kernel loop dec2.3", 2),
     ("perturbation", "plain inference", 5),
     ("perturbation", "scorecam", 1),
     ("perturbation", "occlusion", 1),
@@ -54,10 +53,6 @@ SAME_MAP = {"crm forward mode": "crm closed form", "kwc per-kernel loop dec1.3":
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bench_unet(width: int = 16, classes: int = 2):
@@ -190,67 +185,97 @@ def _row_callable(section: str, row: str, model, x, args):
     raise ValueError(row)
 
 
+class _PeakRss:
+    """Peak resident memory above the level at entry, sampled every millisecond by a thread.
+
+    Large tensors are mmap-allocated and returned to the system when freed, so rows
+    measured one after another in the same process each see their own peak.
+    """
+
+    def __enter__(self):
+        import threading
+        self.start = self.peak = _rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, _rss_mb())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mb())
+
+    @property
+    def growth_mb(self) -> float:
+        return self.peak - self.start
+
+
 def child(args) -> None:
-    """Measure one row (in a subprocess) and print its JSON; save its map for the same-map checks."""
+    """Measure every row of one section in this process, interleaved round by round; print JSON.
+
+    On a CPU shared with other work the load drifts over minutes; interleaving the rows
+    and keeping each row's best round compares them under the same conditions.
+    """
     import torch
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model, x = _setup(args.section, args)
-    try:
-        run, evaluations = _row_callable(args.section, args.row, model, x, args)
-    except ImportError as error:
-        print(json.dumps({"row": args.row, "skipped": f"not installed ({error.name})"}))
-        return
-    if args.repeats > 1:
-        result = run()  # warm-up: lazy imports, layer probes, allocator
+    rows = [(row, repeats) for section, row, repeats in ROWS if section == args.section]
+    runs, results, maps = {}, {}, {}
+    for row, repeats in rows:
+        try:
+            runs[row] = _row_callable(args.section, row, model, x, args)
+        except ImportError as error:
+            results[row] = {"row": row, "skipped": f"not installed ({error.name})"}
+            continue
+        results[row] = {"row": row, "all_seconds": [], "peak_mb": 0.0, "images": int(x.shape[0])}
+        if repeats > 2:
+            runs[row][0]()  # warm-up: lazy imports, layer probes, allocator
     cuda = args.device == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    baseline = _rss_mb()
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        result = run()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_rss_mb() - baseline
-    if args.save:
-        torch.save(result.detach().float().cpu(), args.save)
-    row = {"row": args.row, "seconds": min(times), "all_seconds": times, "peak_mb": round(peak, 1),
-           "images": int(x.shape[0])}
-    if evaluations:
-        row["evaluations_per_image"] = evaluations
-        row["images_per_second"] = round(evaluations * x.shape[0] / row["seconds"], 1)
-    print(json.dumps(row))
+    for round_index in range(max(repeats for _, repeats in rows)):
+        for row, repeats in rows:
+            if row not in runs or round_index >= repeats:
+                continue
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            with _PeakRss() as memory:
+                start = time.perf_counter()
+                maps[row] = runs[row][0]()
+                if cuda:
+                    torch.cuda.synchronize()
+                seconds = time.perf_counter() - start
+            peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else memory.growth_mb
+            results[row]["all_seconds"].append(round(seconds, 4))
+            results[row]["peak_mb"] = round(max(results[row]["peak_mb"], peak), 1)
+    for row, evaluations in ((row, runs[row][1]) for row, _ in rows if row in runs):
+        result = results[row]
+        result["seconds"] = min(result["all_seconds"])
+        if evaluations:
+            result["evaluations_per_image"] = evaluations
+            result["images_per_second"] = round(evaluations * x.shape[0] / result["seconds"], 1)
+    for row, reference in SAME_MAP.items():
+        if row in maps and reference in maps:
+            a, b = maps[row].detach().float().cpu(), maps[reference].detach().float().cpu()
+            results[row]["max_relative_difference"] = float((a - b).abs().max() / b.abs().max())
+    print(json.dumps([results[row] for row, _ in rows]))
 
 
-def measure(section: str, row: str, repeats: int, args, workdir: Path) -> dict:
-    save = workdir / f"{section}-{row.replace(' ', '_')}.pt"
-    cmd = [sys.executable, __file__, "--child", "--section", section, "--row", row, "--repeats", str(repeats),
-           "--save", str(save)]
-    for key in ("device", "threads", "width", "slices", "size", "unet_width", "kwc_slices", "kwc_size", "perturbation_width",
-                "perturbation_slices", "window", "stride", "per_eval"):
+def measure(section: str, args) -> list[dict]:
+    cmd = [sys.executable, __file__, "--child", "--section", section]
+    for key in ("device", "threads", "width", "slices", "size", "unet_width", "kwc_slices", "kwc_size",
+                "perturbation_width", "perturbation_slices", "window", "stride", "per_eval"):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        return {"row": row, "skipped": "failed: " + (done.stderr.strip().splitlines() or ["?"])[-1][:200]}
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    result["map_file"] = str(save)
-    return result
-
-
-def _same_map(rows: list[dict]) -> None:
-    """Max relative difference between each mode and the map it must equal."""
-    import torch
-    by_name = {r["row"]: r for r in rows if "seconds" in r}
-    for row, reference in SAME_MAP.items():
-        if row in by_name and reference in by_name:
-            a = torch.load(by_name[row]["map_file"])
-            b = torch.load(by_name[reference]["map_file"])
-            by_name[row]["max_relative_difference"] = float((a - b).abs().max() / b.abs().max())
+        reason = "failed: " + (done.stderr.strip().splitlines() or ["?"])[-1][:200]
+        return [{"row": row, "skipped": reason} for s, row, _ in ROWS if s == section]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def table(title: str, rows: list[dict]) -> str:
@@ -298,16 +323,15 @@ def main(argv=None) -> int:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--section", help=argparse.SUPPRESS)
     parser.add_argument("--row", help=argparse.SUPPRESS)
-    parser.add_argument("--repeats", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--save", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(args)
         return 0
     import torch
-    result = {"device": args.device, "torch": torch.__version__, "machine": platform.machine(),
-              "threads": args.threads if args.threads > 0 else torch.get_num_threads(), "gpu": torch.cuda.get_device_name(0) if args.device == "cuda"
-              else None, "settings": vars(args).copy()}
+    threads = args.threads if args.threads > 0 else torch.get_num_threads()
+    gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else None
+    result = {"device": args.device, "torch": torch.__version__, "machine": platform.machine(), "threads": threads,
+              "gpu": gpu, "settings": vars(args).copy()}
     titles = {
         "crm": f"CRM: ResNet-like 2D (width {args.width}), {args.slices} x {args.size}^2, layer4, {args.device}",
         "kwc": f"KWC: U-Net 2D (width {args.unet_width}), {args.kwc_slices} x {args.kwc_size}^2, target = sum of "
@@ -315,15 +339,11 @@ def main(argv=None) -> int:
         "perturbation": f"Score-CAM (layer4) / occlusion (window {args.window}, stride {args.stride}): ResNet-like 2D "
                         f"(width {args.perturbation_width}), {args.perturbation_slices} x {args.size}^2, {args.device}",
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        for section in args.sections:
-            rows = [measure(section, row, repeats, args, Path(tmp)) for s, row, repeats in ROWS if s == section]
-            _same_map(rows)
-            for r in rows:
-                r.pop("map_file", None)
-            print(table(titles[section], rows))
-            print()
-            result[section] = rows
+    for section in args.sections:
+        rows = measure(section, args)
+        print(table(titles[section], rows))
+        print()
+        result[section] = rows
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

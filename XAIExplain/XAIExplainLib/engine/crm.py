@@ -83,7 +83,10 @@ def compute(request) -> torch.Tensor:
 
     def layer_map(name, _):
         activation = result.activations[name].detach()
-        cams.check_gap_head(name, activation, head_name, head, result.output)
+        try:
+            cams.check_gap_head(name, activation, head_name, head, result.output)
+        except ValueError as error:  # the check is CAM's; CRM has the same requirement
+            raise ValueError(str(error).replace("CAM needs", "CRM (like CAM) needs", 1)) from None
         if mode == "closed":
             return crm_closed(activation, head.weight.detach(), classes)
         return crm_forward(activation, head, classes, softmax=mode == "forward_softmax")

@@ -178,7 +178,8 @@ class LayerReplay:
                 handle.remove()
         layer_call = state["layer"]
         if layer_call is None:
-            raise ValueError(f"layer '{self.layer_name}' did not run in the forward pass; choose a layer the model uses")
+            raise ValueError(f"layer '{self.layer_name}' did not run in the forward pass; "
+                             "choose a layer the model uses")
         if not isinstance(self.layer_output, torch.Tensor):
             raise ValueError(f"layer '{self.layer_name}' returns {type(self.layer_output).__name__}, not a tensor")
         self._n = x.shape[0]
