@@ -50,13 +50,15 @@ def test_an_existing_inferno_node_is_reused(scene):
     assert mrml.ensure_color_table(scene, "Inferno") is existing
 
 
-def test_diverging_table_is_transparent_at_zero_and_opaque_at_the_ends(scene):
+def test_diverging_table_is_black_at_zero_blue_below_and_warm_above(scene):
     node = mrml.heat_color_node(scene, signed=True)
-    centre, end = [0.0] * 4, [0.0] * 4
+    low, centre, high = [0.0] * 4, [0.0] * 4, [0.0] * 4
+    node.GetColor(0, low)
     node.GetColor(128, centre)
-    node.GetColor(0, end)
-    assert centre[3] < 0.05 and end[3] == 1.0
-    assert end[2] > end[0]  # negative end is blue
+    node.GetColor(255, high)
+    assert max(centre[:3]) < 0.02
+    assert low[2] == 1.0 and low[0] == 0.0  # negative end: blue/cyan
+    assert high[0] == 1.0 and high[2] == 0.0  # positive end: red/yellow
 
 
 def test_malformed_colour_file_is_refused_with_its_line(tmp_path):
@@ -114,6 +116,12 @@ def test_signed_map_gets_the_diverging_table_and_a_symmetric_window(scene):
     assert display.GetWindowLevelMin() == pytest.approx(-1.0)
     assert display.GetWindowLevelMax() == pytest.approx(1.0)
     assert not display.GetApplyThreshold()
+    # rendered: positive warm, negative cool, zero leaves the CT grey (only dimmed)
+    rgba = mrml.render_slice(scene, "Red", through=voxel_ras(node, CENTRE), size=(200, 200)).astype(int)
+    for zyx, check in (((6, 9, 17), lambda p: p[0] > p[2] + 25), ((6, 9, 8), lambda p: p[2] > p[0] + 25),
+                       ((6, 18, 2), lambda p: np.ptp(p[:3]) <= 3)):
+        row, column = mrml.ras_to_pixel(scene, "Red", voxel_ras(node, zyx))
+        assert check(rgba[row, column]), (zyx, rgba[row, column])
 
 
 @pytest.mark.parametrize("grid", GRIDS)

@@ -1,8 +1,11 @@
 """Colour tables for heatmaps and colours for segments.
 
 Heatmaps use Inferno (sequential, perceptually uniform, readable over a grey
-CT) and signed maps a diverging blue-red table that is transparent around
-zero. Slicer ships Inferno as a colour file; the ``slicer-core`` wheel and
+CT) and signed maps a diverging cold-black-hot table. Slicer's foreground
+layer ignores a colour table's alpha (only the threshold and the layer
+opacity make voxels see-through), so the signed table is black at zero:
+blended over the CT, near-zero attribution dims the anatomy instead of
+washing it out. Slicer ships Inferno as a colour file; the ``slicer-core`` wheel and
 older Slicer versions do not, so both tables are shipped in
 ``XAIExplain/Resources/ColorTables`` and added to the scene only when the scene
 lacks a colour node of that name.

@@ -26,7 +26,8 @@ def configure_heatmap_display(node, color_node, window=(0.0, 1.0),
 
     ``threshold`` is a fraction of the window: voxels below
     ``low + threshold * (high - low)`` are transparent. None shows every
-    voxel (signed maps rely on their colour table's transparent centre).
+    voxel: signed maps need it, because a lower threshold would hide their
+    negative half (their colour table is black at zero instead).
     """
     low, high = (float(v) for v in window)
     if not high > low:
