@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from XAIExplainLib.batch.demo import fresh_folder
 from XAIExplainLib.batch.discovery import discover, image_stem
 from XAIExplainLib.batch.errors import UserError
 from XAIExplainLib.batch.montage import heat_rgba, peak_index, render_overlay, views_through_peak
@@ -177,6 +178,15 @@ def test_writer_refuses_existing_files_and_inputs_and_leaves_no_partial_file(tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nrrd", "result.csv"]
     OutputFolder(tmp_path, overwrite=True).write_text("c\n", "result.csv")
     assert (tmp_path / "result.csv").read_text() == "c\n"
+
+
+def test_demo_gets_a_fresh_folder_when_the_default_one_is_used(tmp_path):
+    base = tmp_path / "demo"
+    assert fresh_folder(base) == base
+    base.mkdir()
+    assert fresh_folder(base) == base  # empty: reused
+    (base / "summary.json").write_text("{}")
+    assert fresh_folder(base) == tmp_path / "demo-2"
 
 
 def test_output_folder_that_is_a_file_is_refused(tmp_path):

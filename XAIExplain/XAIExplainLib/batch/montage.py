@@ -24,9 +24,9 @@ import SimpleITK as sitk
 from .errors import UserError
 
 #: Heatmap values below this are fully transparent; opacity reaches its maximum at ``_OPAQUE``.
-_CLEAR = 0.15
-_OPAQUE = 0.7
-_MAX_ALPHA = 0.75
+_CLEAR = 0.2
+_OPAQUE = 0.75
+_MAX_ALPHA = 0.65
 _COLORMAP = "inferno"
 
 
