@@ -83,7 +83,7 @@ def _assert_as_found(model, before):
         assert not module._forward_hooks and not module._forward_pre_hooks and not module._backward_hooks
 
 
-@pytest.mark.parametrize("method", ALL)
+@pytest.mark.parametrize("method", CLASSIFIER_METHODS)
 def test_model_left_exactly_as_found(method):
     model = make(SmallCNN, inplace=True)
     model.train()

@@ -133,3 +133,20 @@ def test_memory_budget_sets_the_batch_and_refuses_an_impossible_budget(volume):
     assert roomy == [9]
     with pytest.raises(ValueError, match=r"memory_budget_mb=0.01 is too small: this volume needs at least"):
         xai.explain_volume(model, volume, "gradcam", memory_budget_mb=0.01)
+
+
+@pytest.mark.parametrize("target", [None, 1])
+def test_segmenter_over_slices_with_a_plain_target_keeps_empty_slices_dark(target):
+    """A class absent from some slices gives those slices a zero map, not an error."""
+    torch.manual_seed(0)
+    segmenter = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                                    torch.nn.Conv2d(4, 2, 1)).eval()
+    with torch.no_grad():  # class 1 wherever the input is bright
+        segmenter[0].weight.zero_(); segmenter[0].bias.zero_(); segmenter[0].weight[:, 0, 1, 1] = 1
+        segmenter[2].weight.zero_(); segmenter[2].bias.copy_(torch.tensor([0.5, 0.0]))
+        segmenter[2].weight[1] = 1
+    volume = np.zeros((6, 10, 10), np.float32)
+    volume[2:4, 3:6, 3:6] = 2.0
+    maps = xai.explain_volume(segmenter, volume, "gradcam", target=target, layer="1", batch_size=6)
+    assert maps[2:4].max() > 0.5
+    assert np.count_nonzero(maps[[0, 1, 4, 5]]) == 0

@@ -16,6 +16,7 @@ from torch import nn
 from .api import explain_many, model_device_dtype
 from .normalize import display_values, minmax
 from .registry import get_method
+from .targets import resolve_target
 from .validation import check_model
 from .windows import gaussian_weights, window_grid
 
@@ -125,10 +126,28 @@ class _Batches:
                 self.progress(start, self.total)
 
 
+class _PerPartTarget:
+    """None or one class index used across a volume's slices or windows.
+
+    A classifier gets that class (or its prediction) as usual; a segmenter gets the
+    predicted region of the class in each slice or window, and a part where the class
+    is predicted nowhere gives a dark map instead of stopping the whole volume.
+    """
+
+    def __init__(self, spec):
+        self.spec = spec
+
+    def bind(self, output: torch.Tensor):
+        if output.dim() > 2:
+            from .segmentation import SegmentationTarget
+            return SegmentationTarget(self.spec)._replace(allow_empty=True).bind(output)
+        return resolve_target(self.spec, output)
+
+
 def _slice_target(target, start: int, stop: int, axis: int):
     """The part of a per-slice target for slices [start, stop)."""
     if target is None or isinstance(target, (int, np.integer)):
-        return target
+        return _PerPartTarget(target)
     if hasattr(target, "for_slices"):
         return target.for_slices(axis, start, stop)
     if isinstance(target, (Sequence, np.ndarray, torch.Tensor)) and not isinstance(target, str):
@@ -138,6 +157,8 @@ def _slice_target(target, start: int, stop: int, axis: int):
 
 def _window_target(target, windows: list[tuple[slice, ...]]):
     """The target for a batch of windows: targets tied to voxels (a mask region) crop themselves."""
+    if target is None or isinstance(target, (int, np.integer)):
+        return _PerPartTarget(target)
     if hasattr(target, "for_windows"):
         return target.for_windows(windows)
     return target
