@@ -16,7 +16,8 @@ import SimpleITK as sitk
 from XAIExplainLib.batch.demo import fresh_folder
 from XAIExplainLib.batch.discovery import discover, image_stem
 from XAIExplainLib.batch.errors import UserError
-from XAIExplainLib.batch.montage import heat_rgba, peak_index, render_overlay, views_through_peak
+from XAIExplainLib.batch.montage import (display_top, heat_rgba, peak_index, render_overlay,
+                                         views_through_peak)
 from XAIExplainLib.batch.options import numpy_axis, parse_label_threshold
 from XAIExplainLib.batch.prefetch import prefetch
 from XAIExplainLib.batch.progress import Progress
@@ -283,6 +284,21 @@ def test_heat_colours_are_transparent_for_faint_values():
 
     rgba = heat_rgba(np.array([0.0, 0.1, 0.5, 1.0]), matplotlib.colormaps["inferno"])
     assert rgba[0, 3] == 0 and rgba[1, 3] == 0 and 0 < rgba[2, 3] < rgba[3, 3]
+
+
+def test_spiky_maps_get_a_capped_colour_scale_smooth_maps_keep_0_to_1():
+    rng = np.random.default_rng(0)
+    smooth = np.clip(rng.normal(0.5, 0.2, 10_000), 0, 1)
+    smooth[0] = 1.0
+    assert display_top(smooth) == 1.0
+    spiky = rng.exponential(0.04, 10_000)
+    spiky[:3] = 1.0
+    top = display_top(spiky)
+    assert top == pytest.approx(np.percentile(spiky, 99.5)) and 0.1 < top < 0.5
+    needle = np.zeros(10_000)
+    needle[:3] = 1.0
+    assert display_top(needle) == pytest.approx(0.1)  # never amplify more than 10 x
+    assert display_top(np.zeros(5)) == 1.0
 
 
 def test_overlay_png_is_written_with_three_views(tmp_path):

@@ -32,6 +32,7 @@ def run_demo(args: argparse.Namespace, stdout=None, stderr=None) -> int:
 
     stdout = stdout or sys.stdout
     started = time.monotonic()
+    _check_bundled_model()
     folder = Path(args.output_dir) if args.output_dir else fresh_folder(DEFAULT_PARENT / "demo")
     out = OutputFolder(folder, overwrite=args.overwrite)
     out.prepare()
@@ -40,16 +41,22 @@ def run_demo(args: argparse.Namespace, stdout=None, stderr=None) -> int:
         print(f"Generating a sample abdominal CT ({DEMO_PHASE} phase) ...", file=stdout,
               flush=True)
     sample = out.write_image(sample_volume(), DEMO_SAMPLE)
+    overlay = _can_draw()
+    if not overlay and not args.quiet:
+        print("matplotlib is not installed: no overlay pictures (pip install matplotlib)",
+              file=stdout)
     explain = argparse.Namespace(
         inputs=[str(sample)], model=DEMO_MODEL, methods=list(DEMO_METHODS), targets=None,
         region=None, layer=None, mode=None, axis=None, device=args.device,
-        output_dir=str(folder), format="nrrd", label_threshold=None, overlay=True, jobs=0,
+        output_dir=str(folder), format="nrrd", label_threshold=None, overlay=overlay, jobs=0,
         quiet=args.quiet, overwrite=args.overwrite, debug=args.debug, trust_model=False)
     status = run_explain(explain, stdout=stdout, stderr=stderr)
     if not args.quiet:
         pictures = sorted(p.name for p in folder.glob("*.png"))
-        print(f"Demo finished in {time.monotonic() - started:.1f} s. Open the overlay "
-              f"pictures: {', '.join(str(folder / p) for p in pictures)}", file=stdout)
+        print(f"Demo finished in {time.monotonic() - started:.1f} s.", file=stdout)
+        if pictures:
+            print(f"Open the overlay pictures: {', '.join(str(folder / p) for p in pictures)}",
+                  file=stdout)
         print(f"Heatmaps (.nrrd) load into 3D Slicer over {sample}. Next: xaiexplain explain "
               f"YOUR_CT.nrrd --model {DEMO_MODEL} --method gradcam --overlay", file=stdout)
     return status
@@ -62,6 +69,23 @@ def sample_volume():
     except ImportError as exc:  # scipy is what a minimal install may lack
         raise UserError("demo", f"cannot generate the sample volume ({exc})") from exc
     return abdominal_phantom(seed=DEMO_SEED, phase=DEMO_PHASE).image()
+
+
+def _check_bundled_model() -> None:
+    """Fail before writing anything when the installation lacks the demo model."""
+    from ..models import list_models
+
+    if DEMO_MODEL not in {m.name for m in list_models()}:
+        raise UserError("demo", f"the bundled model '{DEMO_MODEL}' is missing from this "
+                                "installation (XAIExplain/Resources/Models); reinstall the "
+                                "package")
+
+
+def _can_draw() -> bool:
+    """Whether matplotlib (for the overlay pictures) is importable."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def fresh_folder(base: Path) -> Path:

@@ -6,8 +6,13 @@ nearest LPS axes, views are drawn in millimetres (a 5 mm CT is not squashed),
 the patient's right is on the left of axial and coronal views, superior is up,
 and the edges carry R/L, A/P, S/I letters.  The heatmap is drawn with a
 perceptually uniform colour map whose opacity grows with the value, so faint
-attribution does not hide the anatomy; a colour bar gives the scale.  Views
-cross at the peak, marked by thin lines.
+attribution does not hide the anatomy; a colour bar gives the scale.  Input
+gradient maps (saliency and relatives) are spiky: a handful of voxels reach 1
+and everything else is faint.  When the map's 99.5th percentile is below half
+its range, the colours span 0 to that percentile (never less than
+``_MIN_TOP``) and the colour bar says so; smooth maps (the CAM family) keep
+the full 0..1 scale.  The files keep the values untouched.  Views cross at the peak, marked by thin
+lines.
 
 matplotlib is used through its object interface (no pyplot), so figures carry
 no global state and drawing is safe beside the reader threads.
@@ -27,6 +32,9 @@ from .errors import UserError
 _CLEAR = 0.2
 _OPAQUE = 0.75
 _MAX_ALPHA = 0.65
+#: Colours span 0 .. the 99.5th percentile of the map, but at least this much of its range.
+_TOP_PERCENTILE = 99.5
+_MIN_TOP = 0.1
 _COLORMAP = "inferno"
 
 
@@ -55,6 +63,7 @@ def render_overlay(image: sitk.Image, heatmap: sitk.Image, path: str | Path, tit
     figure_class, canvas_class, colormaps, colors = _matplotlib()
     views = views_through_peak(image, heatmap, contour)
     low, high = _window(image, window)
+    top = display_top(sitk.GetArrayViewFromImage(heatmap))
     cmap = colormaps[_COLORMAP]
     n = len(views)
     figure = figure_class(figsize=(4.0 * n + 1.0, 4.9), dpi=100, facecolor="black")
@@ -63,10 +72,14 @@ def render_overlay(image: sitk.Image, heatmap: sitk.Image, path: str | Path, tit
                                top=0.8, bottom=0.04, wspace=0.12)
     for column, view in enumerate(views):
         axes = figure.add_subplot(grid[0, column])
-        _draw_view(axes, view, low, high, cmap)
+        _draw_view(axes, view, low, high, cmap, top)
     bar_axes = figure.add_subplot(grid[0, n])
-    bar = figure.colorbar(_mappable(colors, cmap), cax=bar_axes)
-    bar.set_label("attribution (normalised)", color="white")
+    bar = figure.colorbar(_mappable(colors, cmap, top), cax=bar_axes,
+                          extend="max" if top < 1.0 else "neither")
+    label = "attribution (normalised)"
+    if top < 1.0:
+        label = f"attribution (colours capped at p{_TOP_PERCENTILE:g})"
+    bar.set_label(label, color="white", fontsize=9)
     bar.ax.tick_params(colors="white", labelsize=8)
     bar.outline.set_edgecolor("white")
     figure.suptitle(title, color="white", fontsize=13, y=0.975)
@@ -145,21 +158,33 @@ def _window(image: sitk.Image, window: Sequence[float] | None) -> tuple[float, f
     return low, high if high > low else low + 1.0
 
 
-def heat_rgba(heat: np.ndarray, cmap) -> np.ndarray:
-    """Colour-mapped heatmap whose opacity rises from 0 at ``_CLEAR`` to max at ``_OPAQUE``."""
-    heat = np.clip(heat, 0.0, 1.0)
+def display_top(heat: np.ndarray) -> float:
+    """The map value shown with the brightest colour (see the module docstring)."""
+    heat = np.nan_to_num(np.asarray(heat, dtype=np.float32))
+    if not np.any(heat > 0):
+        return 1.0
+    top = float(np.percentile(heat, _TOP_PERCENTILE))
+    if top >= 0.5 * float(heat.max()):
+        return 1.0
+    return float(max(top, _MIN_TOP * float(heat.max())))
+
+
+def heat_rgba(heat: np.ndarray, cmap, top: float = 1.0) -> np.ndarray:
+    """Colour-mapped heatmap (``top`` gets the brightest colour) whose opacity rises from
+    0 at ``_CLEAR`` to its maximum at ``_OPAQUE`` of that scale."""
+    heat = np.clip(heat / top, 0.0, 1.0)
     rgba = cmap(heat)
     ramp = np.clip((heat - _CLEAR) / (_OPAQUE - _CLEAR), 0.0, 1.0)
     rgba[..., 3] = _MAX_ALPHA * ramp * ramp * (3.0 - 2.0 * ramp)  # smoothstep: no hard edge
     return rgba
 
 
-def _draw_view(axes, view: View, low: float, high: float, cmap) -> None:
+def _draw_view(axes, view: View, low: float, high: float, cmap, top: float) -> None:
     axes.set_facecolor("black")
     axes.imshow(view.image, cmap="gray", vmin=low, vmax=high, extent=view.extent,
                 origin="upper" if view.extent[2] > view.extent[3] else "lower",
                 interpolation="bilinear")
-    axes.imshow(heat_rgba(view.heat, cmap), extent=view.extent,
+    axes.imshow(heat_rgba(view.heat, cmap, top), extent=view.extent,
                 origin="upper" if view.extent[2] > view.extent[3] else "lower",
                 interpolation="bilinear")
     if view.contour is not None and np.any(view.contour):
@@ -198,10 +223,10 @@ def _centres(extent, count: int, axis: int) -> np.ndarray:
     return start + step * (np.arange(count) + 0.5)
 
 
-def _mappable(colors, cmap):
+def _mappable(colors, cmap, top: float):
     from matplotlib.cm import ScalarMappable
 
-    return ScalarMappable(norm=colors.Normalize(0.0, 1.0), cmap=cmap)
+    return ScalarMappable(norm=colors.Normalize(0.0, top), cmap=cmap)
 
 
 def _matplotlib():
