@@ -1,5 +1,6 @@
 """The README's test command is what CI runs, and it pins the CPU build of torch."""
 import re
+import sys
 import subprocess
 from pathlib import Path
 
@@ -23,3 +24,17 @@ def test_layout_of_design_section_1():
                  "XAIExplain/XAIExplainLib/engine", "XAIExplain/XAIExplainLib/evaluation",
                  "XAIExplain/XAIExplainLib/models", "XAIExplain/XAIExplainLib/imaging", "bench/run.py", ".ci/run"]:
         assert (ROOT / path).exists(), path
+
+
+def test_slicer_facing_modules_import_without_torch():
+    """The Slicer panel imports the logic before PyTorch may be installed (it is installed on first Apply)."""
+    code = ("import sys; import XAIExplainLib.logic, XAIExplainLib.mrml; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_public_api_at_the_top_level():
+    import XAIExplainLib as xai
+    for name in ["explain", "explain_many", "explain_volume", "METHODS", "SegmentationTarget", "evaluate",
+                 "load_model", "list_models", "explain_image"]:
+        assert name in xai.__all__ and callable(getattr(xai, name)) or isinstance(getattr(xai, name), dict)
