@@ -9,6 +9,7 @@ fine-grained per-input updates are dropped, so logs stay short and readable.
 """
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import TextIO
@@ -32,6 +33,8 @@ class Progress:
         self.name = ""
         self._drawn = False
         self._last_draw = 0.0
+        # Never wider than the terminal: a wrapped line cannot be redrawn in place.
+        self._width = max(20, min(shutil.get_terminal_size((120, 24)).columns - 1, 119))
 
     def start(self, index: int, name: str) -> None:
         """Input number ``index`` (1-based) named ``name`` begins."""
@@ -39,7 +42,7 @@ class Progress:
         if not self.enabled:
             return
         if self.interactive:
-            self._draw(0.0, "reading")
+            self._draw(0.0, "starting")
         else:
             self._line(f"[{index}/{self.total}] {name}")
 
@@ -75,13 +78,13 @@ class Progress:
         filled = int(round(fraction * _BAR_WIDTH))
         bar = "#" * filled + "-" * (_BAR_WIDTH - filled)
         text = f"[{self.index}/{self.total}] {self.name} [{bar}] {fraction * 100:3.0f}% {what}"
-        self.stream.write("\r" + text[:119].ljust(119))
+        self.stream.write("\r" + text[: self._width].ljust(self._width))
         self.stream.flush()
         self._drawn = True
 
     def _clear(self) -> None:
         if self._drawn:
-            self.stream.write("\r" + " " * 119 + "\r")
+            self.stream.write("\r" + " " * self._width + "\r")
             self.stream.flush()
             self._drawn = False
 
