@@ -12,7 +12,9 @@ fine grid.
 """
 from __future__ import annotations
 
+import hashlib
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -28,23 +30,53 @@ SEG_GRID = {"patch": 32, "spacing": 1.25, "window": (-1000.0, 400.0)}
 #: Nodule size range for the segmentation model: a 32-voxel patch (40 mm) must
 #: show a nodule with some lung around it.
 SEG_DIAMETER = (6.0, 24.0)
-#: A slice is a positive "nodule" example if it cuts at least this much nodule.
-MIN_NODULE_AREA_MM2 = 15.0
+#: A slice is a positive "nodule" example if it cuts at least this much nodule
+#: (a 7 mm disc): smaller cuts are not told apart from vessel cross-sections on one
+#: slice, even by radiologists, so they are left out of training rather than
+#: given a label the image cannot support.
+MIN_NODULE_AREA_MM2 = 40.0
+#: Positive slices are aimed at nodules at least this large (smaller ones rarely
+#: reach the area above).
+MIN_TARGET_DIAMETER = 9.0
 
 
 def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(index), int(stream)])
 
 
-def build(fn: Callable[[int, int], tuple], count: int, seed: int, workers: int = 1) -> tuple:
-    """Run ``fn(seed, index)`` for ``index < count`` and stack the results field by field."""
+def build(fn: Callable[[int, int], tuple], count: int, seed: int, workers: int = 1,
+          cache: Path | None = None) -> tuple:
+    """Run ``fn(seed, index)`` for ``index < count`` and stack the results field by field.
+
+    With ``cache`` (a folder) the stacked arrays are stored there and reused by
+    a later call with the same function, seed, count and generator source code.
+    """
+    path = None
+    if cache is not None:
+        path = Path(cache) / f"{fn.__name__}-{seed}-{count}-{_source_fingerprint()}.npz"
+        if path.is_file():
+            with np.load(path) as data:
+                return tuple(data[f"f{i}"] for i in range(len(data.files)))
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            items = list(pool.map(fn, [seed] * count, range(count), chunksize=8))
+            items = list(pool.map(fn, [seed] * count, range(count), chunksize=4))
     else:
         items = [fn(seed, i) for i in range(count)]
     items = [item for item in items if item is not None]
-    return tuple(np.stack(field) for field in zip(*items))
+    out = tuple(np.stack(field) for field in zip(*items))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **{f"f{i}": a for i, a in enumerate(out)})
+    return out
+
+
+def _source_fingerprint() -> str:
+    """Hash of the phantom and dataset code: a cache entry is stale when they change."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for file in sorted((root / "imaging" / "phantoms").glob("*.py")) + [Path(__file__)]:
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 # ---- ct-phase-2d -------------------------------------------------------------------------
@@ -75,6 +107,9 @@ def nodule_patient(seed: int, index: int, slices: int = 14):
                            contrast=bool(rng.uniform() < 0.3))
     for _ in range(int(rng.integers(3, 6))):
         anatomy.add_random_nodule(rng)
+    visible = [n for n in anatomy.nodules if n.diameter >= MIN_TARGET_DIAMETER]
+    if not visible:
+        visible = [anatomy.add_random_nodule(rng, (MIN_TARGET_DIAMETER, 30.0))]
     size, spacing = NODULE_GRID["size"], NODULE_GRID["spacing"]
     lo, hi = anatomy.domes[1] - 20, anatomy.apex - 10
     xs, ys, ms = [], [], []
@@ -84,8 +119,8 @@ def nodule_patient(seed: int, index: int, slices: int = 14):
         want_positive = len(xs) % 2 == 0
         thickness = rng.uniform(1.5, 5.0)
         if want_positive:
-            nodule = anatomy.nodules[int(rng.integers(len(anatomy.nodules)))]
-            z = nodule.center[2] + rng.uniform(-0.3, 0.3) * nodule.diameter
+            nodule = visible[int(rng.integers(len(visible)))]
+            z = nodule.center[2] + rng.uniform(-0.25, 0.25) * nodule.diameter
         else:
             z = rng.uniform(lo, hi)
         center = (rng.uniform(-12, 12), rng.uniform(-12, 12) + 5, z)
@@ -109,9 +144,9 @@ def nodule_patient(seed: int, index: int, slices: int = 14):
     return (np.stack(xs).astype(np.float32), np.asarray(ys, np.int64), np.stack(ms))
 
 
-def nodule_slices(count_patients: int, seed: int, workers: int = 1):
+def nodule_slices(count_patients: int, seed: int, workers: int = 1, cache: Path | None = None):
     """Concatenated :func:`nodule_patient` samples of ``count_patients`` patients."""
-    x, y, m = build(_nodule_patient_padded, count_patients, seed, workers)
+    x, y, m = build(_nodule_patient_padded, count_patients, seed, workers, cache)
     keep = y.reshape(-1) >= 0
     return (x.reshape(-1, *x.shape[2:])[keep], y.reshape(-1)[keep], m.reshape(-1, *m.shape[2:])[keep])
 
@@ -183,8 +218,8 @@ def seg_patient(seed: int, index: int, patches: int = 16):
     return np.stack(xs).astype(np.float32), np.stack(ms)
 
 
-def seg_patches(count_patients: int, seed: int, workers: int = 1):
-    x, m = build(seg_patient, count_patients, seed, workers)
+def seg_patches(count_patients: int, seed: int, workers: int = 1, cache: Path | None = None):
+    x, m = build(seg_patient, count_patients, seed, workers, cache)
     return x.reshape(-1, *x.shape[2:]), m.reshape(-1, *m.shape[2:])
 
 

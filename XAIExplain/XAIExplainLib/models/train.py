@@ -54,7 +54,7 @@ class Budget:
 
 BUDGETS = {
     "ct-phase-2d": Budget(train=1200, validation=200, epochs=10, batch=32, lr=2e-3),
-    "lung-nodule-2d": Budget(train=86, validation=12, epochs=8, batch=32, lr=2e-3),  # patients
+    "lung-nodule-2d": Budget(train=80, validation=10, epochs=12, batch=16, lr=1e-3),  # patients
     "lung-nodule-seg-3d": Budget(train=50, validation=6, epochs=5, batch=8, lr=3e-3),  # patients
 }
 
@@ -180,7 +180,7 @@ def _nodule_card(name: str) -> dict:
         "output": {"activation": "softmax"},
         "classes": [{"name": "no_nodule"}, {"name": "nodule", "color": [230, 80, 60]}],
         "architecture": {"class": "XAIExplainLib.models.architectures:SliceClassifier",
-                         "kwargs": {"in_channels": 1, "num_classes": 2, "widths": [12, 24, 32, 48],
+                         "kwargs": {"in_channels": 1, "num_classes": 2, "widths": [16, 32, 48, 64],
                                     "pools": [False, True, True, False]}},
         "target_layers": {"default": "features.block4",
                           "suggested": ["features.block4", "features.block3", "features.block2"]},
@@ -208,11 +208,12 @@ def _seg_card(name: str) -> dict:
     }
 
 
-def train_ct_phase(budget: Budget, workers: int, log) -> tuple[nn.Module, dict]:
+def train_ct_phase(budget: Budget, workers: int, log, cache=None) -> tuple[nn.Module, dict]:
     seed = TRAIN_SEEDS["ct-phase-2d"]
     log(f"generating {budget.train} training slices ...")
-    x, y = ds.build(ds.phase_sample, budget.train, seed, workers)
-    xv, yv = ds.build(ds.phase_sample, budget.validation, VALIDATION_SEEDS["ct-phase-2d"], workers)
+    x, y = ds.build(ds.phase_sample, budget.train, seed, workers, cache)
+    xv, yv = ds.build(ds.phase_sample, budget.validation, VALIDATION_SEEDS["ct-phase-2d"], workers,
+                      cache)
     card = _phase_card("ct-phase-2d")
     torch.manual_seed(seed)
     model = SliceClassifier(**card["architecture"]["kwargs"])
@@ -223,11 +224,12 @@ def train_ct_phase(budget: Budget, workers: int, log) -> tuple[nn.Module, dict]:
     return model, {"card": card, "metrics": metrics, "samples": int(len(y))}
 
 
-def train_lung_nodule_2d(budget: Budget, workers: int, log) -> tuple[nn.Module, dict]:
+def train_lung_nodule_2d(budget: Budget, workers: int, log, cache=None) -> tuple[nn.Module, dict]:
     seed = TRAIN_SEEDS["lung-nodule-2d"]
     log(f"generating slices of {budget.train} patients ...")
-    x, y, _ = ds.nodule_slices(budget.train, seed, workers)
-    xv, yv, _ = ds.nodule_slices(budget.validation, VALIDATION_SEEDS["lung-nodule-2d"], workers)
+    x, y, _ = ds.nodule_slices(budget.train, seed, workers, cache)
+    xv, yv, _ = ds.nodule_slices(budget.validation, VALIDATION_SEEDS["lung-nodule-2d"], workers,
+                                 cache)
     card = _nodule_card("lung-nodule-2d")
     torch.manual_seed(seed)
     model = SliceClassifier(**card["architecture"]["kwargs"])
@@ -239,11 +241,12 @@ def train_lung_nodule_2d(budget: Budget, workers: int, log) -> tuple[nn.Module, 
     return model, {"card": card, "metrics": metrics, "samples": int(len(y))}
 
 
-def train_lung_nodule_seg_3d(budget: Budget, workers: int, log) -> tuple[nn.Module, dict]:
+def train_lung_nodule_seg_3d(budget: Budget, workers: int, log, cache=None) -> tuple[nn.Module, dict]:
     seed = TRAIN_SEEDS["lung-nodule-seg-3d"]
     log(f"generating patches of {budget.train} patients ...")
-    x, m = ds.seg_patches(budget.train, seed, workers)
-    xv, mv = ds.seg_patches(budget.validation, VALIDATION_SEEDS["lung-nodule-seg-3d"], workers)
+    x, m = ds.seg_patches(budget.train, seed, workers, cache)
+    xv, mv = ds.seg_patches(budget.validation, VALIDATION_SEEDS["lung-nodule-seg-3d"], workers,
+                            cache)
     card = _seg_card("lung-nodule-seg-3d")
     torch.manual_seed(seed)
     model = UNet(**card["architecture"]["kwargs"])
@@ -279,8 +282,12 @@ def write_model(folder: Path, module: nn.Module, card: dict) -> Path:
 
 
 def train(name: str, out: Path, scale: float = 1.0, workers: int = 2, threads: int = 2,
-          log: Callable[[str], None] = print) -> dict:
-    """Train one model and write it to ``out/<name>``; returns the training record."""
+          log: Callable[[str], None] = print, cache: Path | None = None) -> dict:
+    """Train one model and write it to ``out/<name>``; returns the training record.
+
+    ``cache`` keeps the generated phantom data (keyed by seed, count and the
+    generator's source code) so that a rerun skips the generation.
+    """
     if name not in RECIPES:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(RECIPES)}")
     if scale <= 0:
@@ -291,7 +298,7 @@ def train(name: str, out: Path, scale: float = 1.0, workers: int = 2, threads: i
                     base.epochs if scale >= 0.5 else 1, base.batch, base.lr)
     start = time.perf_counter()
     log(f"[{name}] training on phantoms (seed {TRAIN_SEEDS[name]}, {threads} threads)")
-    model, record = RECIPES[name](budget, workers, log)
+    model, record = RECIPES[name](budget, workers, log, cache)
     elapsed = time.perf_counter() - start
     card = record["card"]
     card["training"] = {
@@ -318,11 +325,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="multiply the number of training samples (e.g. 0.05 for a smoke run)")
     parser.add_argument("--workers", type=int, default=2, help="processes generating phantoms")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="folder to keep generated phantom data between runs (never committed)")
     args = parser.parse_args(argv)
     out = args.out or bundled_models_dir()
     names = sorted(RECIPES) if args.name == "all" else [args.name]
     for name in names:
-        train(name, out, args.scale, args.workers, args.threads)
+        train(name, out, args.scale, args.workers, args.threads, cache=args.cache)
     return 0
 
 
