@@ -86,16 +86,8 @@ def _xai():
 
 
 def _models_api(name: str):
-    """A models-API function (load_model, list_models, explain_image): top level, else XAIExplainLib.models."""
-    xai = _xai()
-    found = getattr(xai, name, None)
-    if found is None:
-        from . import models
-
-        found = getattr(models, name, None)
-    if found is None:
-        raise RuntimeError(f"XAIExplainLib has no {name}(); models with a card need the models API")
-    return found
+    """A models-API function (load_model, list_models, explain_image) from the top-level package."""
+    return getattr(_xai(), name)
 
 
 def _is_loaded_model(model) -> bool:
@@ -244,43 +236,16 @@ class XAIExplainLogic:
         ``"cpu"``, ``"cuda"``/``"gpu"`` and ``"cuda:N"`` are accepted; asking
         for a GPU that is not there is a ValueError, never a silent CPU run.
         """
-        import torch
+        from .engine.devices import resolve_device
 
-        if not isinstance(device, str):
-            raise TypeError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {type(device).__name__}")
-        key = device.strip().lower()
-        if key == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if key == "cpu":
-            return "cpu"
-        if key == "gpu":
-            key = "cuda"
-        if key == "cuda" or (key.startswith("cuda:") and key[5:].isdigit()):
-            if not torch.cuda.is_available():
-                raise ValueError(f"device '{device}' was asked for but no CUDA GPU is available; "
-                                 "use device='cpu' or 'auto'")
-            index = int(key[5:]) if ":" in key else 0
-            if index >= torch.cuda.device_count():
-                raise ValueError(f"device '{device}': only {torch.cuda.device_count()} GPU(s) available")
-            return key
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        return str(resolve_device(device))
 
     @staticmethod
     def deviceChoices() -> list:
         """``(value, text)`` pairs for a device menu; GPU entries name the GPU and its free memory."""
-        import torch
+        from .engine.devices import device_choices
 
-        choices = [("auto", "Auto"), ("cpu", "CPU")]
-        if torch.cuda.is_available():
-            for index in range(torch.cuda.device_count()):
-                free, total = torch.cuda.mem_get_info(index)
-                name = torch.cuda.get_device_name(index)
-                text = f"GPU {index}: {name} ({free / 2 ** 30:.1f} of {total / 2 ** 30:.1f} GiB free)"
-                choices.append(("cuda" if index == 0 else f"cuda:{index}", text))
-            choices[0] = ("auto", f"Auto ({choices[2][1]})")
-        else:
-            choices[0] = ("auto", "Auto (CPU: no CUDA GPU found)")
-        return choices
+        return device_choices()
 
     # ----------------------------------------------------------------- control
 
@@ -298,6 +263,24 @@ class XAIExplainLogic:
         mrml.set_heatmap_opacity(mrml.get_scene(self.scene), opacity)
 
     # ----------------------------------------------------------------- the run
+
+    def evaluateHeatmap(self, heatmapNode, maskNode, segmentId=None, labelValue=None, metrics=None,
+                        toleranceMm: float = 0.0, tableNode=None):
+        """Metrics of a heatmap against a label map or one segment, shown in a table node.
+
+        ``maskNode`` is a label map volume on the heatmap's grid (any non-zero voxel, or
+        ``labelValue``) or a segmentation (``segmentId``; may be omitted when it has one
+        segment). ``metrics`` defaults to the map-only metrics: best-threshold and Otsu
+        Dice, pointing game (``toleranceMm``), energy pointing game, relative foreground
+        attribution and image preserved. Returns the table node; the values are also in
+        ``self.lastMetrics``.
+        """
+        from .heatmap_metrics import MAP_METRICS, evaluate_heatmap_node
+
+        table, self.lastMetrics = evaluate_heatmap_node(
+            mrml.get_scene(self.scene), heatmapNode, maskNode, segment_id=segmentId, label_value=labelValue,
+            metrics=metrics or MAP_METRICS, tolerance_mm=toleranceMm, table_node=tableNode)
+        return table
 
     def explainVolume(self, inputVolumeNode, model, methods=("gradcam",), target=None, layer=None, mode=None,
                       axis=None, device="auto", labelThreshold=None, progress=None, *, classNames=None,

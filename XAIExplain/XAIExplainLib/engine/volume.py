@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .api import explain_many, model_device_dtype
+from .devices import resolve_device
 from .normalize import display_values, minmax
 from .registry import get_method
 from .targets import resolve_target
@@ -87,12 +88,8 @@ def _check_mode(mode: str, axis: int) -> None:
 
 
 def _resolve_device(model: nn.Module, device) -> torch.device:
-    if device is None:
-        return model_device_dtype(model, torch.empty(0))[0]
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use device='cpu'")
-    return device
+    """The model's own device when none is given, else the checked requested one."""
+    return model_device_dtype(model, torch.empty(0))[0] if device is None else resolve_device(device)
 
 
 def _is_out_of_memory(error: Exception) -> bool:
