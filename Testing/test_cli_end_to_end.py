@@ -203,13 +203,19 @@ def test_explain_real_lung_ct_and_evaluate_against_its_nodule_mask(tmp_path, cap
     status, stdout, _ = run_main(capsys, "evaluate", image_path, "--mask", mask_path, "--model",
                                  NODULE_CLASSIFIER, "--method", "gradcam", "--target", "nodule",
                                  "--metric", "pointing_game", "--metric", "energy_pointing_game",
-                                 "--output-dir", out, "--quiet")
+                                 "--metric", "prediction_preserved", "--output-dir", out, "--quiet")
     assert status == 0
     rows = (out / "lung1_image_evaluation.csv").read_text().splitlines()
     header, values = rows[0].split(","), rows[1].split(",")
-    assert header == ["input", "method", "target", "pointing_game", "energy_pointing_game"]
+    assert header == ["input", "method", "target", "pointing_game", "energy_pointing_game",
+                      "prediction_preserved"]
     energy = float(values[header.index("energy_pointing_game")])
     assert 0.0 <= energy <= 1.0
+    # A per-slice model is scored slice by slice on its own grid; the CSV holds the mean.
+    row = json.loads((out / "lung1_image_evaluation.json").read_text())["rows"][0]
+    assert len(row["prediction_preserved_per_slice"]) == reference.GetDepth()
+    assert row["prediction_preserved"] == pytest.approx(
+        np.mean(row["prediction_preserved_per_slice"]))
 
 
 # ---- bad input and safety ------------------------------------------------------------------

@@ -23,7 +23,8 @@ exit status:
   {EXIT_SOME_FAILED}    a batch finished but some inputs failed (each one is reported on stderr,
        the others are complete; summary.json lists which)
   {EXIT_BAD_INPUT}    bad usage or input, nothing produced (a missing or unreadable file, an
-       unknown model or method, a mask off the input grid, an unwritable output folder...)
+       unknown model or method, a mask off the input grid, an unwritable output folder,
+       or every input of a batch failed)
   {EXIT_INTERRUPTED}  interrupted; outputs already written are complete, none is truncated"""
 
 
