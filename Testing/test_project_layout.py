@@ -38,3 +38,28 @@ def test_public_api_at_the_top_level():
     for name in ["explain", "explain_many", "explain_volume", "METHODS", "SegmentationTarget", "evaluate",
                  "load_model", "list_models", "explain_image"]:
         assert name in xai.__all__ and callable(getattr(xai, name)) or isinstance(getattr(xai, name), dict)
+
+
+def test_pyproject_lists_every_package_on_disk():
+    import tomllib
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(ROOT / "XAIExplain").parts)
+               for p in (ROOT / "XAIExplain" / "XAIExplainLib").rglob("__init__.py")}
+    assert listed == on_disk | {"XAIExplainLib.Resources"}
+
+
+def test_a_wheel_install_carries_the_resources(tmp_path):
+    """A non-editable install finds the bundled models and colour tables inside the package."""
+    import pytest
+    pytest.importorskip("setuptools")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path / "wheel"), str(ROOT)], check=True, capture_output=True)
+    wheel = next((tmp_path / "wheel").glob("*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp_path / "site"),
+                    str(wheel)], check=True, capture_output=True)
+    code = ("from XAIExplainLib.resources import resources_dir; d = resources_dir(); "
+            "print(d); assert (d / 'ColorTables' / 'Inferno.txt').is_file(); "
+            "assert any((d / 'Models').glob('*/card.json'))")
+    done = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(tmp_path / "site")},
+                          cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert str(tmp_path / "site") in done.stdout

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..resources import resources_dir
+
 HEAT_TABLE = "Inferno"
 SIGNED_TABLE = "XAIExplainDiverging"
 
 #: Folder of the colour files shipped with the module (XAIExplain/Resources/ColorTables).
-COLOR_TABLE_DIR = Path(__file__).resolve().parents[2] / "Resources" / "ColorTables"
+COLOR_TABLE_DIR = resources_dir() / "ColorTables"
 
 # Distinct colours for segments whose model card gives none (Slicer-like hues).
 _FALLBACK_PALETTE = (
