@@ -253,7 +253,7 @@ def test_each_bad_input_is_one_line_with_exit_status_2(case, model, message, vol
     assert len(lines) == 1 and lines[0].startswith(
         f"xaiexplain: error: {files[case].parent}{os.sep}{message}")
     assert "Traceback" not in stderr and stdout == ""
-    assert not (tmp_path / "out" / "summary.json").exists()
+    assert not (tmp_path / "out").exists()  # nothing produced, nothing left behind
 
 
 @pytest.mark.parametrize("args, message", [

@@ -99,8 +99,10 @@ def run_explain(args: argparse.Namespace, stdout=None, stderr=None) -> int:
     finally:
         progress.close()
         summary.seconds = time.monotonic() - started
-        if summary.succeeded:  # a run that produced nothing leaves nothing behind (exit 2)
+        if summary.succeeded:
             _write_summary(job.out, summary, stderr)
+        else:  # a run that produced nothing leaves nothing behind (exit 2)
+            job.out.discard_if_unused()
     return finish(summary, job.out, args.quiet, stdout)
 
 

@@ -32,10 +32,12 @@ class OutputFolder:
         self.path = Path(path)
         self.overwrite = overwrite
         self._protected = {_real(p) for p in protected}
+        self._created = False
 
     def prepare(self) -> None:
         """Create the folder and prove it is writable before any computation starts."""
         try:
+            self._created = not self.path.exists()
             self.path.mkdir(parents=True, exist_ok=True)
         except FileExistsError as exc:
             raise UserError(self.path, "exists and is not a folder; choose another "
@@ -49,6 +51,11 @@ class OutputFolder:
         except OSError as exc:
             raise UserError(self.path, f"output folder is not writable "
                                        f"({exc.strerror or one_line(exc)})") from exc
+
+    def discard_if_unused(self) -> None:
+        """Remove the folder again if this run created it and wrote nothing into it."""
+        if self._created and self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
 
     def destination(self, name: str) -> Path:
         return self.path / name
