@@ -189,7 +189,7 @@ def explain_input(job: ExplainJob, item: InputItem, image: sitk.Image, record: I
         record.timings["+".join(group) + suffix] = float(result.timings.get("explain", math.nan))
         for method in group:
             _write_method(job, method, choice, result.maps[method], image, prediction, names,
-                          record, axis)
+                          record, axis, result.layer)
 
 
 def method_groups(methods: list[str]) -> list[tuple[str, ...]]:
@@ -203,7 +203,7 @@ def method_groups(methods: list[str]) -> list[tuple[str, ...]]:
 
 def _write_method(job: ExplainJob, method: str, choice: ClassChoice, heat: sitk.Image,
                   image: sitk.Image, prediction, names: OutputNames, record: InputRecord,
-                  axis: int | None) -> None:
+                  axis: int | None, layer: str | None) -> None:
     heat = write_heatmap(job.out, heat, image, names.heatmap(method, choice))
     record.outputs.append(names.heatmap(method, choice))
     if job.label_threshold is not None:
@@ -213,7 +213,7 @@ def _write_method(job: ExplainJob, method: str, choice: ClassChoice, heat: sitk.
         record.prediction.setdefault("label_threshold", {})[names.base(method, choice)] = used
     if job.overlay:
         title, subtitle = overlay_titles(job, names.stem, method, choice, heat, prediction,
-                                         axis)
+                                         axis, layer)
         contour = _contour(job, choice, prediction, image)
         window = _display_window(job.card)
         job.out.write_with(lambda path: render_overlay(image, heat, path, title, subtitle, window,
@@ -248,13 +248,13 @@ def _fraction(*args) -> float:
 
 
 def overlay_titles(job: ExplainJob, stem: str, method: str, choice: ClassChoice,
-                   heat: sitk.Image, prediction, axis: int | None) -> tuple[str, str]:
-    """Title: input, method and class; subtitle: model, layer, device."""
+                   heat: sitk.Image, prediction, axis: int | None,
+                   layer: str | None) -> tuple[str, str]:
+    """Title: input, method and class; subtitle: model, the layer used, device."""
     from ..engine import METHODS
 
     method_name = METHODS[method].description.split(":", 1)[0]
     what = explained_class(job, choice, heat, prediction, axis)
-    layer = job.layer or job.card.target_layers.default
     parts = [f"model {job.card.name}"]
     if METHODS[method].needs_layer and layer:
         parts.append(f"layer {layer}")
