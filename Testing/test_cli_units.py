@@ -128,6 +128,11 @@ def test_non_image_file_and_mismatched_mask_are_user_errors(tmp_path):
     (item,) = discover([str(text)])
     with pytest.raises(UserError, match="notes.nrrd: "):
         read_item(item)
+    hollow = tmp_path / "hollow.nrrd"  # a header announcing zero voxels along x
+    hollow.write_text("NRRD0004\ntype: short\ndimension: 3\nsizes: 0 10 10\nencoding: raw\n\n")
+    (item,) = discover([str(hollow)])
+    with pytest.raises(UserError, match=r"hollow.nrrd: cannot be read as an image \((?!.*0x)"):
+        read_item(item)
     image = _volume()
     mask = sitk.Image(image.GetSize(), sitk.sitkUInt8)
     mask.CopyInformation(image)

@@ -7,6 +7,7 @@ so each problem is reported as one line naming the file.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,9 @@ import SimpleITK as sitk
 
 from .discovery import InputItem, quiet_itk
 from .errors import UserError, one_line
+
+#: ITK prefixes messages with the object's class and address: ``NrrdImageIO(0x55d0...): ``.
+_ITK_OBJECT = re.compile(r"\b\w+\(0x[0-9a-fA-F]+\):\s*")
 
 #: Relative tolerance on spacing, origin and direction when matching a mask to its image.
 GRID_TOLERANCE = 1e-4
@@ -45,7 +49,7 @@ def read_image(path: Path, source: str | None = None, files: tuple[str, ...] = (
                 return reader.Execute()
             return sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        message = one_line(_sitk_reason(exc))
+        message = one_line(_sitk_reason(exc)).rstrip(":")
         if "Unable to determine ImageIO reader" in message:
             raise UserError(source, "is not an image SimpleITK can read (NRRD, NIfTI, MHA, "
                                     "DICOM...)") from exc
@@ -57,8 +61,8 @@ def _sitk_reason(error: RuntimeError) -> str:
     text = str(error)
     marker = "ERROR:"
     if marker in text:
-        return text.split(marker, 1)[1].strip()
-    return text
+        text = text.split(marker, 1)[1].strip()
+    return _ITK_OBJECT.sub("", text).strip().rstrip(":")
 
 
 def check_image(image: sitk.Image, source: str) -> None:
