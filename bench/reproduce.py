@@ -52,7 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help="base seed of the evaluation phantoms (sections add small offsets); "
                              "seeds used to train or validate the models are refused")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: 1 with --quick, else 2)")
     parser.add_argument("--data", type=Path, default=DATA_DIR, help="folder with the real images (lung1_*.nrrd)")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
@@ -89,14 +90,19 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
+    if args.threads is None:
+        args.threads = 1 if args.quick else 2
     torch.set_num_threads(args.threads)
+    if args.quick:
+        import reproduce_figures
+        reproduce_figures.DPI = 60
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     data_dir = args.data if (args.data / "lung1_image.nrrd").exists() else None
     ctx = Context(quick=args.quick, out=args.out, seed=args.seed, data_dir=data_dir,
                   log=lambda line: print(line, flush=True))
     sections = [run_section(name, ctx) for name in args.sections]
-    from reproduce_report import write_json, write_markdown
+    from reproduce_report import summary_table, write_json, write_markdown
 
     meta = {"quick": args.quick, "seed": args.seed, "sections": args.sections, "threads": args.threads,
             "torch": torch.__version__, "python": platform.python_version(),
@@ -104,6 +110,7 @@ def main(argv=None) -> int:
             "seconds": time.perf_counter() - started}
     report = write_markdown(args.out / "report.md", sections, meta)
     write_json(args.out / "results.json", sections, meta)
+    (args.out / "summary.md").write_text(summary_table(sections) + "\n")
     print(f"report: {report} ({meta['seconds']:.0f} s)")
     return 1 if any(s.error for s in sections) else 0
 

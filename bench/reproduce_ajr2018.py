@@ -173,7 +173,8 @@ def run(ctx: Context) -> Section:
                         [data["classes"][y[i]] for i in examples],
                         "ct-phase-2d: maps of the predicted phase (cyan: phase-informative voxels)")
     section.figures.append(Figure(path.name, "One slice per phase: the voxels that carry the phase (cyan "
-                                             "contour) and the maps of each method."))
+                                             "contour) and the maps of each method (each map scaled to its "
+                                             "99.5th percentile for display)."))
     labels = list(results)
     path = bar_chart(ctx.figure_path("ajr2018_specificity.png"), [l.replace("features.", "") for l in labels],
                      {"specificity (top 10 %)": ([mean(results[l]["spec_top10"]) for l in labels],
@@ -184,6 +185,14 @@ def run(ctx: Context) -> Section:
                      reference_label="random 10 % (specificity)", ylim=(0, 1.05))
     section.figures.append(Figure(path.name, "Specificity and sensitivity at the fixed 10 % budget per method "
                                              "and layer (mean ± SD over slices)."))
+    shallow_layer = layers[-1]
+    section.measured = (
+        f"specificity of the top 10 % at {DEEP.split('.')[-1]}: SAM {mean(results[f'SAM layer-mode @ {DEEP}']['spec_top10']):.3f} "
+        f"(class mode {mean(results[f'SAM class-mode @ {DEEP}']['spec_top10']):.3f}), guided backprop "
+        f"{mean(results['Guided backprop']['spec_top10']):.3f}, CAM {mean(results[f'CAM @ {DEEP}']['spec_top10']):.3f}, "
+        f"Grad-CAM {mean(results[f'Grad-CAM @ {DEEP}']['spec_top10']):.3f}; at {shallow_layer.split('.')[-1]}: SAM "
+        f"{mean(results[f'SAM layer-mode @ {shallow_layer}']['spec_top10']):.3f} vs Grad-CAM "
+        f"{mean(results[f'Grad-CAM @ {shallow_layer}']['spec_top10']):.3f} (random: 0.900; {count} slices)")
     section.data = {
         "slices": count, "seed": ctx.seed_for(0), "model_accuracy": accuracy,
         "used_fraction": float(used.mean()),

@@ -61,6 +61,7 @@ class Section:
     verdicts: list[Verdict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     data: dict = field(default_factory=dict)
+    measured: str = ""  # one line of key numbers for the summary table
     skipped: str | None = None
     error: str | None = None
     seconds: float = 0.0
@@ -152,14 +153,24 @@ def paired_test(a, b) -> dict:
     return out
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing their average rank (numpy only: scipy.stats is slow to import)."""
+    values = np.asarray(values, float).ravel()
+    order = np.argsort(values, kind="mergesort")
+    _, inverse, counts = np.unique(values[order], return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = np.empty(len(values), float)
+    ranks[order] = (ends - (counts - 1) / 2.0)[inverse]
+    return ranks
+
+
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve of ``scores`` as a detector of ``labels`` (ties averaged)."""
-    from scipy.stats import rankdata
     scores, labels = np.asarray(scores, float).ravel(), np.asarray(labels, bool).ravel()
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    ranks = rankdata(scores)
+    ranks = average_ranks(scores)
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 

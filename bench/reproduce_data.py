@@ -43,10 +43,11 @@ def phase_slices(count: int, seed: int) -> dict:
             "classes": list(PHASES), "structures": list(PHASE_STRUCTURES), "spacing_mm": spacing}
 
 
-def nodule_slices(ctx: Context, patients: int) -> dict:
+def nodule_slices(ctx: Context, patients: int, slices: int = 14) -> dict:
     """Chest slices on the lung-nodule-2d grid (half with a nodule) and the nodule masks.
 
     Shared by the CRM and arXiv 2201.02771 sections (generated once per run).
+    ``slices`` per patient as in training (14); the quick run asks for fewer.
     ``patient`` says which simulated patient each slice comes from.
     """
     def build():
@@ -54,7 +55,7 @@ def nodule_slices(ctx: Context, patients: int) -> dict:
         seed = ctx.seed_for(1)
         x, y, m, p = [], [], [], []
         for index in range(patients):
-            out = ds.nodule_patient(seed, index)
+            out = ds.nodule_patient(seed, index, slices)
             if out is None:
                 continue
             x.append(out[0])
@@ -63,7 +64,7 @@ def nodule_slices(ctx: Context, patients: int) -> dict:
             p.append(np.full(len(out[1]), index))
         return {"x": np.concatenate(x), "y": np.concatenate(y), "mask": np.concatenate(m),
                 "patient": np.concatenate(p), "spacing_mm": ds.NODULE_GRID["spacing"], "seed": seed}
-    return ctx.memo(("nodule_slices", patients), build)
+    return ctx.memo(("nodule_slices", patients, slices), build)
 
 
 def seg_patches(ctx: Context, patients: int) -> dict:
@@ -107,8 +108,8 @@ def lung1_on_model_grid(ctx: Context, loaded) -> dict:
         from XAIExplainLib.imaging.resample import resample
         case = lung1(ctx)
         prepared = loaded.preprocess(case["image"])
-        label = resample(sitk.Cast(case["label_image"], sitk.sitkUInt8), prepared.model_grid, "nearest", 0)
-        mask = sitk.GetArrayFromImage(label) > 0
+        label = resample(sitk.Cast(case["label_image"], sitk.sitkFloat32), prepared.model_grid, "linear", 0.0)
+        mask = sitk.GetArrayFromImage(label) >= 0.5  # the label's area, not a nearest-neighbour pick
         x = np.ascontiguousarray(prepared.array.transpose(1, 0, 2, 3))  # (Z, C, H, W)
         slices = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
         return {"x": x.astype(np.float32), "mask": mask, "slices": slices,

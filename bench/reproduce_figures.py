@@ -6,6 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
+#: Resolution of every figure; the quick run lowers it (saving PNGs is a large share of its time).
+DPI = 110
 
 def _plt():
     import matplotlib
@@ -14,11 +16,21 @@ def _plt():
     return plt
 
 
+def for_display(heat, percentile: float = 99.5) -> np.ndarray:
+    """A [0, 1] map rescaled so its ``percentile``-th value is full scale (sparse gradient maps stay visible)."""
+    heat = np.clip(np.asarray(heat, float), 0, None)
+    positive = heat[heat > 0]
+    top = float(np.percentile(positive, percentile)) if positive.size else 0.0
+    return np.clip(heat / top, 0, 1) if top > 0 else heat
+
+
 def overlay_grid(path: Path, cells: Sequence[Sequence[dict]], col_titles: Sequence[str],
-                 row_titles: Sequence[str], title: str, alpha: float = 0.55, size: float = 1.9) -> Path:
+                 row_titles: Sequence[str], title: str, alpha: float = 0.55, size: float = 1.9,
+                 stretch: bool = True) -> Path:
     """A grid of images; each cell is {"image": 2D, "map": 2D or None, "contour": 2D bool or None}.
 
-    The map is shown in [0, 1] (inferno) over the grey image; the contour (ground
+    The map is shown (inferno) over the grey image, scaled to its 99.5th
+    percentile when ``stretch`` (see ``for_display``); the contour (ground
     truth) is drawn in cyan.
     """
     plt = _plt()
@@ -37,7 +49,7 @@ def overlay_grid(path: Path, cells: Sequence[Sequence[dict]], col_titles: Sequen
             cell = row[c]
             ax.imshow(cell["image"], cmap="gray", interpolation="nearest")
             if cell.get("map") is not None:
-                heat = np.clip(np.asarray(cell["map"], float), 0, 1)
+                heat = for_display(cell["map"]) if stretch else np.clip(np.asarray(cell["map"], float), 0, 1)
                 ax.imshow(heat, cmap="inferno", vmin=0, vmax=1, alpha=alpha, interpolation="bilinear")
             if cell.get("contour") is not None and np.any(cell["contour"]):
                 ax.contour(np.asarray(cell["contour"], float), levels=[0.5], colors="cyan", linewidths=0.7)
@@ -47,7 +59,7 @@ def overlay_grid(path: Path, cells: Sequence[Sequence[dict]], col_titles: Sequen
                 ax.set_ylabel(row_titles[r], fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -73,7 +85,7 @@ def bar_chart(path: Path, labels: Sequence[str], series: dict, ylabel: str, titl
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -104,7 +116,7 @@ def curves(path: Path, x: Sequence[float], series: dict, xlabel: str, ylabel: st
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -124,6 +136,23 @@ def map_panels(path: Path, panels: Sequence[dict], title: str, size: float = 2.6
     if image is not None:
         fig.colorbar(image, ax=list(axes[0]), fraction=0.02)
     fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def scatter(path: Path, points: dict, xlabel: str, ylabel: str, title: str) -> Path:
+    """Labelled points: name -> (x, y)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for name, (px, py) in points.items():
+        ax.plot([px], [py], marker="o", linestyle="none", label=name)
+        ax.annotate(name, (px, py), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path

@@ -39,11 +39,22 @@ def overall(section: Section) -> str:
 
 
 def summary_rows(sections: Sequence[Section]) -> list[list[str]]:
+    """Paper | claims with their verdicts | key numbers | overall verdict."""
     rows = []
     for s in sections:
-        measured = (f"error: {s.error}" if s.error else s.skipped) or "; ".join(f"{verdict_word(v.holds)}: {v.claim}" for v in s.verdicts)
-        rows.append([s.paper.split(",")[0] + f" ({s.key})", measured, overall(s)])
+        if s.error or s.skipped:
+            claims, measured = "-", (f"error: {s.error}" if s.error else f"skipped: {s.skipped}")
+        else:
+            claims = "<br>".join(f"{'✔' if v.holds else ('✘' if v.holds is False else '–')} {v.claim}"
+                                 for v in s.verdicts)
+            measured = s.measured
+        rows.append([s.title.split(" - ")[0], claims, measured, overall(s)])
     return rows
+
+
+def summary_table(sections: Sequence[Section]) -> str:
+    return markdown_table(["paper", "claims (✔ holds, ✘ does not hold)", "measured on our models", "overall"],
+                          summary_rows(sections))
 
 
 def write_markdown(path: Path, sections: Sequence[Section], meta: dict) -> Path:
@@ -55,8 +66,7 @@ def write_markdown(path: Path, sections: Sequence[Section], meta: dict) -> Path:
     if meta["quick"]:
         out += ["", "> Quick mode runs every section on a handful of samples to check the pipeline; its numbers "
                 "are too few to support or refute a claim. Read the full report's numbers."]
-    out += ["", "## Summary", "", markdown_table(["paper", "claims (verdict: claim)", "overall"],
-                                                 summary_rows(sections)), ""]
+    out += ["", "## Summary", "", summary_table(sections), ""]
     for s in sections:
         out += [f"## {s.title}", "", f"*Paper:* {s.paper}", "", f"*Claim:* {s.claim}", ""]
         if s.error:
@@ -101,7 +111,7 @@ def write_json(path: Path, sections: Sequence[Section], meta: dict) -> Path:
     for s in sections:
         payload["sections"][s.key] = {
             "title": s.title, "paper": s.paper, "claim": s.claim, "status": s.status, "skipped": s.skipped, "error": s.error,
-            "overall": overall(s), "seconds": s.seconds, "protocol": s.protocol,
+            "overall": overall(s), "seconds": s.seconds, "protocol": s.protocol, "measured": s.measured,
             "verdicts": [{"claim": v.claim, "holds": v.holds, "evidence": v.evidence} for v in s.verdicts],
             "tables": [{"caption": t.caption, "columns": t.columns, "rows": t.rows} for t in s.tables],
             "figures": [f.file for f in s.figures], "notes": s.notes, "results": s.data,

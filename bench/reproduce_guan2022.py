@@ -1,0 +1,169 @@
+"""arXiv 2201.02771 (Guan & Loew): classifier heatmaps as segmentations, and retraining on filtered images."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import XAIExplainLib as xai
+import reproduce_roar as roar
+from reproduce_common import Context, Figure, Section, Skip, Table, Verdict, compute_maps, fmt, mean, mean_sd, std
+from reproduce_data import lung1_on_model_grid, nodule_slices
+from reproduce_figures import bar_chart, curves, overlay_grid
+
+KEY = "guan2022"
+TITLE = "arXiv 2201.02771 - Grad-CAM heatmaps of the nodule classifier as segmentations; retraining on filtered images"
+PAPER = ("Guan S, Loew M. A sneak attack on segmentation of medical images using deep neural network "
+         "classifiers. arXiv 2201.02771 (IEEE AIPR 2021)")
+MODEL = "lung-nodule-2d"
+LAYER = "features.block4"
+NODULE = 1
+TOLERANCE_MM = 5.0
+LOCATE_RATE = 0.5  # "locates": the map's peak within TOLERANCE_MM of the nodule in most slices
+POOR_DICE = 0.5  # "not an optimal segmentation": mean Dice at the best common threshold below this
+
+
+def sweep_stats(maps: np.ndarray, masks: np.ndarray, spacing) -> dict:
+    t_maps, t_masks = torch.from_numpy(maps), torch.from_numpy(masks)
+    sweep = xai.dice_sweep(t_maps, t_masks)
+    curve = sweep.dice.double().numpy()  # (N, T)
+    best_index = int(np.argmax(curve.mean(0)))
+    return {"thresholds": sweep.thresholds.double().numpy(), "curve_mean": curve.mean(0),
+            "curve_sd": curve.std(0), "best_common_t": float(sweep.thresholds[best_index]),
+            "dice_best_common_t": curve[:, best_index], "dice_oracle_t": sweep.best_dice.double().numpy(),
+            "dice_otsu": sweep.otsu_dice.double().numpy(), "otsu_t": sweep.otsu_threshold.double().numpy(),
+            "pointing_tol": xai.pointing_game(t_maps, t_masks, spacing=spacing,
+                                              tolerance_mm=TOLERANCE_MM).double().numpy(),
+            "energy": xai.energy_pointing_game(t_maps, t_masks).double().numpy(),
+            "chance_dice": 2 * masks.reshape(len(masks), -1).mean(1) / (1 + masks.reshape(len(masks), -1).mean(1))}
+
+
+def run(ctx: Context) -> Section:
+    section = Section(
+        KEY, TITLE, PAPER,
+        claim="Grad-CAM heatmaps of a CNN classifier can locate and segment partial tumour areas, but heatmaps "
+              "alone may not be an optimal segmentation (mean Dice); retraining the classifier on images "
+              "filtered by the heatmaps shows that its predictions mainly depend on the tumour areas, and that "
+              "the dark regions of the heatmaps also contribute to classification.")
+    loaded = ctx.model(MODEL)
+    module = loaded.module
+    data = nodule_slices(ctx, ctx.size(1, 24), ctx.size(6, 14))
+    x, y, masks, spacing = data["x"], data["y"], data["mask"], data["spacing_mm"]
+    positives = np.flatnonzero((y == NODULE) & (masks.reshape(len(masks), -1).sum(1) > 0))
+    maps = compute_maps(module, x[positives], "gradcam", layer=LAYER, target=NODULE)
+    phantom = sweep_stats(maps, masks[positives], (spacing, spacing))
+    stats = {"phantoms": phantom}
+    real = None
+    try:
+        real = lung1_on_model_grid(ctx, loaded)
+        real_maps = compute_maps(module, real["x"][real["slices"]], "gradcam", layer=LAYER, target=NODULE)
+        stats["real lung1"] = sweep_stats(real_maps, real["mask"][real["slices"]], tuple(real["spacing_mm"]))
+    except Skip as reason:
+        section.notes.append(f"Real CT (lung1) part skipped: {reason}")
+
+    epochs, seeds = ctx.size(1, 12), [ctx.seed_for(5) + k for k in range(ctx.size(1, 3))]
+    section.protocol = [
+        f"Grad-CAM of the 'nodule' class at `{LAYER}` on the {len(positives)} nodule slices of {len(y)} fresh "
+        f"phantom slices (seed {data['seed']}) and on the real lung1 nodule slices (resampled to the model grid, "
+        "the expert mask resampled alongside); map normalised to [0, 1], mask = map > t for t = 0.05..0.95 "
+        "(the paper's mean-Dice evaluation), plus Otsu's t per map. 'Best common t' maximises the mean Dice "
+        "over slices; 'oracle t' is the best t of each slice (an upper bound).",
+        f"Locating: the map's maximum within {TOLERANCE_MM:g} mm of the nodule (pointing game); energy share "
+        "inside the nodule. Chance Dice = Dice of a map selecting the whole slice.",
+        f"Retraining (reduced, CPU): slices of the same simulated patients, split by patient (last quarter for "
+        f"testing), downsampled to {160 // roar.DOWNSAMPLE} x {160 // roar.DOWNSAMPLE}; Grad-CAM of the bundled "
+        f"model's predicted class; a small SliceClassifier (widths 8-32) trained from scratch for {epochs} "
+        f"epochs per variant ({', '.join(roar.VARIANTS)}; t = {roar.THRESHOLD}) with {len(seeds)} training "
+        "seed(s); test accuracy and AUC on the filtered test slices.",
+    ]
+    rows = []
+    for name, s in stats.items():
+        rows.append([name, len(s["dice_oracle_t"]), fmt(mean(s["pointing_tol"])), mean_sd(s["energy"]),
+                     fmt(s["best_common_t"], 2), mean_sd(s["dice_best_common_t"]), mean_sd(s["dice_otsu"]),
+                     mean_sd(s["dice_oracle_t"]), fmt(mean(s["chance_dice"]), 4)])
+    section.tables.append(Table("Grad-CAM heatmaps as nodule segmentations (mean ± SD over nodule slices)",
+                                ["data", "slices", f"pointing game ±{TOLERANCE_MM:g} mm", "energy in nodule",
+                                 "best common t", "Dice @ best common t", "Dice @ Otsu", "Dice @ oracle t",
+                                 "chance Dice"], rows))
+    series = {f"{name} (mean ± SD)": (s["curve_mean"], s["curve_sd"]) for name, s in stats.items()}
+    markers = {f"{name}: Otsu (mean t, mean Dice)": (mean(s["otsu_t"]), mean(s["dice_otsu"]))
+               for name, s in stats.items()}
+    path = curves(ctx.figure_path("guan2022_threshold_dice.png"), phantom["thresholds"], series,
+                  "threshold t on the normalised Grad-CAM map", "Dice with the nodule mask",
+                  "lung-nodule-2d: Dice of Grad-CAM > t against the nodule", markers=markers, ylim=(0, 1))
+    section.figures.append(Figure(path.name, "Threshold-Dice curves of Grad-CAM heatmaps (phantoms and real "
+                                             "lung1), with Otsu's threshold marked."))
+
+    locate = mean(phantom["pointing_tol"]) > LOCATE_RATE
+    poor = mean(phantom["dice_best_common_t"]) < POOR_DICE
+    partial = mean(phantom["dice_best_common_t"]) > 2 * mean(phantom["chance_dice"])
+    real_text = ""
+    if "real lung1" in stats:
+        r = stats["real lung1"]
+        real_text = (f"; lung1: pointing {mean(r['pointing_tol']):.2f}, Dice {mean(r['dice_best_common_t']):.3f} "
+                     f"at t = {r['best_common_t']:.2f}")
+    section.verdicts.append(Verdict(
+        f"Heatmaps locate the nodule (pointing game within {TOLERANCE_MM:g} mm above {LOCATE_RATE})", locate,
+        f"phantoms: {mean(phantom['pointing_tol']):.2f}{real_text}"))
+    section.verdicts.append(Verdict(
+        f"Heatmaps segment part of the nodule but are not an optimal segmentation (mean Dice at the best "
+        f"common t above twice chance and below {POOR_DICE})", bool(partial and poor),
+        f"phantoms: Dice {mean(phantom['dice_best_common_t']):.3f} at t = {phantom['best_common_t']:.2f} "
+        f"(chance {mean(phantom['chance_dice']):.4f}, oracle per-slice t {mean(phantom['dice_oracle_t']):.3f})"))
+
+    # ---- retraining ----------------------------------------------------------------------
+    retrain = roar.run(module, LAYER, x, y, data["patient"], epochs, seeds, ctx.seed_for(6))
+    res = retrain["results"]
+    section.tables.append(Table(
+        f"Retraining on filtered images: test accuracy / AUC ({retrain['train_slices']} training and "
+        f"{retrain['test_slices']} test slices, {100 * retrain['test_positive_share']:.0f} % positive; mean ± SD "
+        f"over {len(seeds)} training seed(s))",
+        ["training and test images", "test accuracy", "test AUC"],
+        [[name, mean_sd(r["accuracy"]), mean_sd(r["auc"])] for name, r in res.items()]))
+    acc = {name: mean(r["accuracy"]) for name, r in res.items()}
+    section.notes.append(
+        f"Retraining caveat: the filter itself can carry the label (ROAR's known leak): the binary mask keeps "
+        f"{100 * retrain['kept_share_binary']:.1f} % of the pixels on average and is empty for "
+        f"{100 * retrain['blank_binary_masks']:.1f} % of slices; the permuted-map control shows how much "
+        "accuracy a map of the wrong place still allows.")
+    depends = acc["x * M"] >= acc["x * (1 - M)"] and acc["x * 1[M > t]"] >= acc["x * M_perm (control)"]
+    section.verdicts.append(Verdict(
+        "Predictions mainly depend on the highlighted (nodule) areas: keeping them (x * M, x * 1[M > t]) "
+        "retrains at least as well as removing them (x * (1 - M)) or keeping misplaced maps (control)", depends,
+        ", ".join(f"{name} {value:.3f}" for name, value in acc.items())))
+    chance = max(retrain["test_positive_share"], 1 - retrain["test_positive_share"])
+    dark = acc["x * (1 - M)"] > chance + 0.05
+    section.verdicts.append(Verdict(
+        "Dark regions also contribute: x * (1 - M) still trains well above chance", dark,
+        f"x * (1 - M) accuracy {acc['x * (1 - M)']:.3f} vs majority-class rate {chance:.3f}"))
+    labels = list(res)
+    path = bar_chart(ctx.figure_path("guan2022_retraining.png"), labels,
+                     {"test accuracy": ([mean(res[n]["accuracy"]) for n in labels],
+                                        [std(res[n]["accuracy"]) for n in labels]),
+                      "test AUC": ([mean(res[n]["auc"]) for n in labels], [std(res[n]["auc"]) for n in labels])},
+                     "score", "Retraining a small classifier on Grad-CAM-filtered slices", reference=chance,
+                     reference_label="majority-class rate", ylim=(0, 1.05))
+    section.figures.append(Figure(path.name, "Test accuracy and AUC of a classifier retrained on each filtered "
+                                             "variant."))
+    cells = [[{"image": retrain["examples"][name]} for name in roar.VARIANTS] +
+             [{"image": retrain["examples"]["original"], "map": retrain["example_map"]}]]
+    path = overlay_grid(ctx.figure_path("guan2022_filtered.png"), cells, list(roar.VARIANTS) + ["Grad-CAM"],
+                        ["nodule slice"], "Images seen by the retrained classifiers", stretch=False, size=2.2)
+    section.figures.append(Figure(path.name, "One nodule slice under each filter and its Grad-CAM map."))
+    section.measured = (
+        f"phantoms: pointing ±{TOLERANCE_MM:g} mm {mean(phantom['pointing_tol']):.2f}, Dice "
+        f"{mean(phantom['dice_best_common_t']):.3f} at t = {phantom['best_common_t']:.2f} (oracle t "
+        f"{mean(phantom['dice_oracle_t']):.3f}){real_text}; retrained test accuracy: "
+        + ", ".join(f"{name} {value:.2f}" for name, value in acc.items()))
+    section.data = {
+        "seed": data["seed"], "positive_slices": int(len(positives)),
+        "heatmap_segmentation": {name: {"pointing_tol": mean(s["pointing_tol"]), "energy": mean(s["energy"]),
+                                        "best_common_t": s["best_common_t"],
+                                        "dice_best_common_t": mean(s["dice_best_common_t"]),
+                                        "dice_otsu": mean(s["dice_otsu"]), "dice_oracle_t": mean(s["dice_oracle_t"]),
+                                        "chance_dice": mean(s["chance_dice"]),
+                                        "curve": {f"{t:.2f}": float(d) for t, d in zip(s["thresholds"],
+                                                                                      s["curve_mean"])}}
+                                 for name, s in stats.items()},
+        "retraining": {k: v for k, v in retrain.items() if k not in ("examples", "example_map")},
+    }
+    return section
