@@ -115,3 +115,15 @@ def lung1_on_model_grid(ctx: Context, loaded) -> dict:
         return {"x": x.astype(np.float32), "mask": mask, "slices": slices,
                 "spacing_mm": prepared.model_grid.spacing_zyx[1:]}
     return ctx.memo(("lung1_grid", loaded.name), build)
+
+
+def crop_around(x: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cubes of ``size`` voxels from (N, C, D, H, W) patches, centred on each mask's centroid (clipped)."""
+    xs, ms = [], []
+    for xi, mi in zip(x, mask):
+        centre = np.argwhere(mi).mean(0) if mi.any() else np.asarray(mi.shape) / 2
+        start = [int(np.clip(round(c - size / 2), 0, n - size)) for c, n in zip(centre, mi.shape)]
+        window = tuple(slice(s, s + size) for s in start)
+        xs.append(xi[(slice(None),) + window])
+        ms.append(mi[window])
+    return np.stack(xs), np.stack(ms)

@@ -47,7 +47,7 @@ def overlay_grid(path: Path, cells: Sequence[Sequence[dict]], col_titles: Sequen
                 ax.axis("off")
                 continue
             cell = row[c]
-            ax.imshow(cell["image"], cmap="gray", interpolation="nearest")
+            ax.imshow(cell["image"], cmap="gray", vmin=0, vmax=1, interpolation="nearest")  # windowed inputs
             if cell.get("map") is not None:
                 heat = for_display(cell["map"]) if stretch else np.clip(np.asarray(cell["map"], float), 0, 1)
                 ax.imshow(heat, cmap="inferno", vmin=0, vmax=1, alpha=alpha, interpolation="bilinear")

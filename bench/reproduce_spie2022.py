@@ -12,7 +12,7 @@ import torch
 
 import XAIExplainLib as xai
 from reproduce_common import Context, Figure, Section, Table, Verdict, compute_maps, fmt, median
-from reproduce_data import seg_patches
+from reproduce_data import crop_around, seg_patches
 from reproduce_figures import overlay_grid, scatter
 
 KEY = "spie2022"
@@ -57,10 +57,12 @@ def run(ctx: Context) -> Section:
     module = loaded.module
     data = seg_patches(ctx, ctx.size(1, 2))
     volumes = data["mask"].reshape(len(data["mask"]), -1).sum(1)
-    chosen = np.flatnonzero(volumes >= 30)[:ctx.size(2, 16)]
+    chosen = np.flatnonzero(volumes >= 30)[:ctx.size(1, 12)]
     x, mask = data["x"][chosen], data["mask"][chosen]
+    if ctx.quick:  # Score-CAM and KWC run the U-Net hundreds of times: a 16^3 crop keeps the check fast
+        x, mask = crop_around(x, mask, 16)
     section.protocol = [
-        f"{len(chosen)} fresh 32^3 patches (1.25 mm) around phantom nodules (seed {data['seed']}; nodules of "
+        f"{len(chosen)} fresh {x.shape[-1]}^3 patches (1.25 mm) around phantom nodules (seed {data['seed']}; nodules of "
         f"{int(volumes[chosen].min())}-{int(volumes[chosen].max())} voxels).",
         "Target (the paper's): T = sum over all voxels of the nodule-class softmax probability, no threshold.",
         f"Layers: bottleneck = `{LAYERS['bottleneck']}`, last conv = `{LAYERS['last conv']}` (the last "
