@@ -73,34 +73,39 @@ def resolve_layers(model: nn.Module, layer: LayerSpec, x: torch.Tensor) -> list[
     )
 
 
-def spatial_layers(model: nn.Module, x: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
-    """Layers whose output keeps spatial dims (more than one voxel), in execution order, with output shapes.
-
-    Runs one forward on the first sample under inference mode. The model's own output
-    tensor is left out (explaining the logits layer of a segmenter says little).
-    """
+def probe_outputs(model: nn.Module, x: torch.Tensor, include=lambda name, module: True):
+    """Run the first sample once (inference mode) and record the tensor outputs of the modules
+    ``include`` selects, in execution order: [(name, shape, tensor id)], and the model output."""
     order: list[tuple[str, tuple[int, ...], int]] = []
-    hooks = []
 
     def recorder(name):
         def hook(module, inputs, output):
-            if isinstance(output, torch.Tensor) and output.dim() == x.dim() and output.shape[2:].numel() > 1:
+            if isinstance(output, torch.Tensor):
                 order.append((name, tuple(output.shape), id(output)))
         return hook
 
-    for name, module in model.named_modules():
-        if name:
-            hooks.append(module.register_forward_hook(recorder(name)))
+    hooks = [module.register_forward_hook(recorder(name))
+             for name, module in model.named_modules() if name and include(name, module)]
     try:
         with torch.inference_mode():
             out = model(x[:1])
     finally:
         for handle in hooks:
             handle.remove()
+    return order, out
+
+
+def spatial_layers(model: nn.Module, x: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """Layers whose output keeps spatial dims (more than one voxel), in execution order, with shapes.
+
+    The model's own output tensor is left out (explaining the logits layer of a
+    segmenter says little); a module that runs several times is listed once.
+    """
+    order, out = probe_outputs(model, x)
     final_id = id(out) if isinstance(out, torch.Tensor) else None
     seen, result = set(), []
     for name, shape, tensor_id in order:
-        if tensor_id == final_id or name in seen:
+        if len(shape) != x.dim() or torch.Size(shape[2:]).numel() <= 1 or tensor_id == final_id or name in seen:
             continue
         seen.add(name)
         result.append((name, shape))

@@ -14,6 +14,8 @@ import weakref
 import torch
 from torch import nn
 
+from .layers import probe_outputs
+
 DECODER = "decoder"
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -27,27 +29,10 @@ def conv_layers(model: nn.Module, x: torch.Tensor) -> tuple[list[tuple[str, tupl
     One forward of the first sample under inference mode; a convolution that runs
     several times is listed at its first call.
     """
-    order: list[tuple[str, tuple[int, ...]]] = []
-    handles = []
-
-    def recorder(name):
-        def hook(module, inputs, output):
-            if isinstance(output, torch.Tensor) and output.dim() == x.dim():
-                order.append((name, tuple(output.shape)))
-        return hook
-
-    for name, module in model.named_modules():
-        if isinstance(module, CONV_TYPES):
-            handles.append(module.register_forward_hook(recorder(name)))
-    try:
-        with torch.inference_mode():
-            output = model(x[:1])
-    finally:
-        for handle in handles:
-            handle.remove()
+    order, output = probe_outputs(model, x, include=lambda name, module: isinstance(module, CONV_TYPES))
     seen, convs = set(), []
-    for name, shape in order:
-        if name not in seen:
+    for name, shape, _ in order:
+        if len(shape) == x.dim() and name not in seen:
             seen.add(name)
             convs.append((name, shape))
     return convs, tuple(output.shape) if isinstance(output, torch.Tensor) else ()
