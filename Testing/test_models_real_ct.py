@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 
 from XAIExplainLib.models import validate

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 
-import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch

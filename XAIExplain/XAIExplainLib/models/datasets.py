@@ -70,11 +70,15 @@ def build(fn: Callable[[int, int], tuple], count: int, seed: int, workers: int =
     return out
 
 
+#: Bump when a sample function below changes what it generates (invalidates caches).
+SAMPLES_VERSION = 1
+
+
 def _source_fingerprint() -> str:
-    """Hash of the phantom and dataset code: a cache entry is stale when they change."""
+    """Hash of the phantom code and :data:`SAMPLES_VERSION`: a cache entry is stale when they change."""
     root = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for file in sorted((root / "imaging" / "phantoms").glob("*.py")) + [Path(__file__)]:
+    digest = hashlib.sha256(str(SAMPLES_VERSION).encode())
+    for file in sorted((root / "imaging" / "phantoms").glob("*.py")):
         digest.update(file.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -149,6 +153,44 @@ def nodule_slices(count_patients: int, seed: int, workers: int = 1, cache: Path 
     x, y, m = build(_nodule_patient_padded, count_patients, seed, workers, cache)
     keep = y.reshape(-1) >= 0
     return (x.reshape(-1, *x.shape[2:])[keep], y.reshape(-1)[keep], m.reshape(-1, *m.shape[2:])[keep])
+
+
+def nodule_crops(x: np.ndarray, y: np.ndarray, masks: np.ndarray, count: int, size: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Square crops of nodule slices for the first stage of training.
+
+    A nodule fills a larger share of a crop than of a slice, so the
+    convolutions learn what a nodule looks like quickly; the same weights
+    then run on whole slices (the network is fully convolutional with global
+    average pooling).  Crops of positive slices are centred near the nodule;
+    crops of negative slices near random lung pixels.  A crop is positive when
+    it holds at least :data:`MIN_NODULE_AREA_MM2` / 3 of nodule.
+    """
+    half = size // 2
+    height, width = x.shape[-2:]
+    min_pixels = MIN_NODULE_AREA_MM2 / 3 / NODULE_GRID["spacing"] ** 2
+    low, high = ds_window_fraction(-960.0), ds_window_fraction(-600.0)
+    xs = np.zeros((count, 1, size, size), np.float32)
+    ys = np.zeros(count, np.int64)
+    for j in range(count):
+        i = int(rng.integers(len(x)))
+        if y[i] == 1:
+            rows, cols = np.nonzero(masks[i])
+            centre = np.array([rows.mean(), cols.mean()]) + rng.integers(-half // 2, half // 2 + 1, 2)
+        else:
+            lung = np.argwhere((x[i, 0] > low) & (x[i, 0] < high))
+            centre = lung[int(rng.integers(len(lung)))] if len(lung) else np.array([height, width]) // 2
+        r = int(np.clip(centre[0], half, height - half))
+        c = int(np.clip(centre[1], half, width - half))
+        xs[j] = x[i, :, r - half:r + half, c - half:c + half]
+        ys[j] = int(masks[i, r - half:r + half, c - half:c + half].sum() >= min_pixels)
+    return xs, ys
+
+
+def ds_window_fraction(hu: float) -> float:
+    """Where ``hu`` falls in the nodule model's window (0..1)."""
+    low, high = NODULE_GRID["window"]
+    return float(np.clip((hu - low) / (high - low), 0.0, 1.0))
 
 
 def _nodule_patient_padded(seed: int, index: int, slices: int = 14):

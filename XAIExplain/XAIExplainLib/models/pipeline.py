@@ -188,7 +188,8 @@ def _as_image(image) -> sitk.Image:
         try:
             return sitk.ReadImage(str(image))
         except RuntimeError as exc:
-            raise ValueError(f"{image}: SimpleITK cannot read this image ({str(exc).strip().splitlines()[-1]})") from exc
+            reason = str(exc).strip().splitlines()[-1]
+            raise ValueError(f"{image}: SimpleITK cannot read this image ({reason})") from exc
     raise TypeError(f"image must be a SimpleITK.Image or a path SimpleITK can read, got "
                     f"{type(image).__name__}")
 

@@ -57,8 +57,9 @@ class PreparedInput:
         """
         probabilities = np.asarray(probabilities, dtype=np.float32)
         if probabilities.ndim != 4 or probabilities.shape[1:] != self.model_grid.shape:
-            raise ValueError(f"expected probabilities of shape (K, {', '.join(map(str, self.model_grid.shape))}),"
-                             f" got {probabilities.shape}")
+            shape = ", ".join(map(str, self.model_grid.shape))
+            raise ValueError(f"expected probabilities of shape (K, {shape}), got "
+                             f"{probabilities.shape}")
         out = []
         for k, channel in enumerate(probabilities):
             image = self.model_grid.image_from_array(channel)

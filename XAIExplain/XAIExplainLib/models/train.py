@@ -54,7 +54,7 @@ class Budget:
 
 BUDGETS = {
     "ct-phase-2d": Budget(train=1200, validation=200, epochs=10, batch=32, lr=2e-3),
-    "lung-nodule-2d": Budget(train=80, validation=10, epochs=12, batch=16, lr=1e-3),  # patients
+    "lung-nodule-2d": Budget(train=80, validation=10, epochs=10, batch=16, lr=1e-3),  # patients
     "lung-nodule-seg-3d": Budget(train=50, validation=6, epochs=5, batch=8, lr=3e-3),  # patients
 }
 
@@ -227,13 +227,22 @@ def train_ct_phase(budget: Budget, workers: int, log, cache=None) -> tuple[nn.Mo
 def train_lung_nodule_2d(budget: Budget, workers: int, log, cache=None) -> tuple[nn.Module, dict]:
     seed = TRAIN_SEEDS["lung-nodule-2d"]
     log(f"generating slices of {budget.train} patients ...")
-    x, y, _ = ds.nodule_slices(budget.train, seed, workers, cache)
+    x, y, m = ds.nodule_slices(budget.train, seed, workers, cache)
     xv, yv, _ = ds.nodule_slices(budget.validation, VALIDATION_SEEDS["lung-nodule-2d"], workers,
                                  cache)
     card = _nodule_card("lung-nodule-2d")
     torch.manual_seed(seed)
     model = SliceClassifier(**card["architecture"]["kwargs"])
-    fit(model, x, y, F.cross_entropy, budget, seed, _augment_nodule, log)
+    # Stage 1: crops, where a nodule is a large part of the image (fast feature learning).
+    # Stage 2: whole slices, where global average pooling must find a small object.
+    xc, yc = ds.nodule_crops(x, y, m, count=max(64, 3 * len(x)), size=64,
+                             rng=np.random.default_rng(seed))
+    log(f"stage 1: {len(xc)} crops of 64 x 64 ({int(yc.sum())} with a nodule)")
+    crop_budget = Budget(len(xc), 0, max(1, budget.epochs // 3), 32, 2 * budget.lr)
+    fit(model, xc, yc, F.cross_entropy, crop_budget, seed + 1, _augment_nodule, log)
+    log(f"stage 2: {len(x)} whole slices")
+    slice_budget = Budget(len(x), 0, budget.epochs - crop_budget.epochs, budget.batch, budget.lr)
+    fit(model, x, y, F.cross_entropy, slice_budget, seed + 2, _augment_nodule, log)
     scores = torch.softmax(torch.from_numpy(predict(model, xv)), 1)[:, 1].numpy()
     metrics = {"validation_auc": ds.roc_auc(yv, scores),
                "validation_accuracy": float(np.mean((scores > 0.5) == yv)),

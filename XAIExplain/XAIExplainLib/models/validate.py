@@ -84,7 +84,6 @@ def segmentation_dice(model: LoadedModel, crops: int = 6, seed: int = FRESH_SEED
     """
     from ..imaging.phantoms import chest_phantom
     from ..imaging.phantoms.chest import ChestAnatomy
-    from ..imaging.phantoms.nodules import random_nodule
 
     dices, volumes = [], []
     pooled_inter, pooled_total = 0, 0
