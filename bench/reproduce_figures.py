@@ -95,14 +95,18 @@ def curves(path: Path, x: Sequence[float], series: dict, xlabel: str, ylabel: st
            xticklabels: Sequence[str] | None = None) -> Path:
     """Lines: series name -> y values (or (mean, sd) for a shaded band); markers name -> (x, y)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    for name, values in series.items():
+    many = len(series) > 6
+    fig, ax = plt.subplots(figsize=(8.4 if many else 6.4, 3.8))
+    colours = plt.get_cmap("tab20").colors
+    styles = ["-", "--", ":", "-."]
+    for i, (name, values) in enumerate(series.items()):
+        style = {"color": colours[i % len(colours)], "linestyle": styles[(i // len(colours)) % len(styles)]}
         if isinstance(values, tuple):
             m, s = (np.asarray(v, float) for v in values)
-            line, = ax.plot(x, m, label=name)
-            ax.fill_between(x, m - s, m + s, color=line.get_color(), alpha=0.15)
+            ax.plot(x, m, label=name, **style)
+            ax.fill_between(x, m - s, m + s, color=style["color"], alpha=0.15)
         else:
-            ax.plot(x, values, label=name)
+            ax.plot(x, values, label=name, marker="." if many else None, **style)
     for name, (mx, my) in (markers or {}).items():
         ax.plot([mx], [my], marker="o", linestyle="none", label=name)
     if xticklabels is not None:
@@ -113,7 +117,10 @@ def curves(path: Path, x: Sequence[float], series: dict, xlabel: str, ylabel: st
     if ylim is not None:
         ax.set_ylim(*ylim)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    if many:
+        ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)

@@ -46,7 +46,7 @@ def run(ctx: Context) -> Section:
               "the dark regions of the heatmaps also contribute to classification.")
     loaded = ctx.model(MODEL)
     module = loaded.module
-    data = nodule_slices(ctx, ctx.size(1, 24), ctx.size(6, 14))
+    data = nodule_slices(ctx, ctx.size(1, 16), ctx.size(6, 14))
     x, y, masks, spacing = data["x"], data["y"], data["mask"], data["spacing_mm"]
     positives = np.flatnonzero((y == NODULE) & (masks.reshape(len(masks), -1).sum(1) > 0))
     maps = compute_maps(module, x[positives], "gradcam", layer=LAYER, target=NODULE)
@@ -60,7 +60,7 @@ def run(ctx: Context) -> Section:
     except Skip as reason:
         section.notes.append(f"Real CT (lung1) part skipped: {reason}")
 
-    epochs, seeds = ctx.size(1, 12), [ctx.seed_for(5) + k for k in range(ctx.size(1, 3))]
+    epochs, seeds = ctx.size(1, 3), [ctx.seed_for(5) + k for k in range(ctx.size(1, 2))]
     section.protocol = [
         f"Grad-CAM of the 'nodule' class at `{LAYER}` on the {len(positives)} nodule slices of {len(y)} fresh "
         f"phantom slices (seed {data['seed']}) and on the real lung1 nodule slices (resampled to the model grid, "
@@ -69,11 +69,13 @@ def run(ctx: Context) -> Section:
         "over slices; 'oracle t' is the best t of each slice (an upper bound).",
         f"Locating: the map's maximum within {TOLERANCE_MM:g} mm of the nodule (pointing game); energy share "
         "inside the nodule. Chance Dice = Dice of a map selecting the whole slice.",
-        f"Retraining (reduced, CPU): slices of the same simulated patients, split by patient (last quarter for "
-        f"testing), downsampled to {160 // roar.DOWNSAMPLE} x {160 // roar.DOWNSAMPLE}; Grad-CAM of the bundled "
-        f"model's predicted class; a small SliceClassifier (widths 8-32) trained from scratch for {epochs} "
-        f"epochs per variant ({', '.join(roar.VARIANTS)}; t = {roar.THRESHOLD}) with {len(seeds)} training "
-        "seed(s); test accuracy and AUC on the filtered test slices.",
+        f"Retraining (reduced, CPU): the same slices split by patient (last quarter of the patients for "
+        f"testing); Grad-CAM of the bundled model's predicted class at `{LAYER}`; for each variant "
+        f"({', '.join(roar.VARIANTS)}; t = {roar.THRESHOLD}) a copy of the bundled model is fine-tuned on the "
+        f"filtered training slices for {epochs} epoch(s) (AdamW, lr {roar.LEARNING_RATE:g}, {len(seeds)} "
+        "training seed(s)) and tested on the filtered test slices; the bundled model's score on the filtered "
+        "test slices without retraining is shown too. Retraining from scratch, as the paper does, does not "
+        "fit the CPU budget" + (" (see the from-scratch baseline below)." if not ctx.quick else "."),
     ]
     rows = []
     for name, s in stats.items():
@@ -111,14 +113,27 @@ def run(ctx: Context) -> Section:
         f"(chance {mean(phantom['chance_dice']):.4f}, oracle per-slice t {mean(phantom['dice_oracle_t']):.3f})"))
 
     # ---- retraining ----------------------------------------------------------------------
-    retrain = roar.run(module, LAYER, x, y, data["patient"], epochs, seeds, ctx.seed_for(6))
+    retrain = roar.run(module, LAYER, x, y, data["patient"], epochs, seeds, ctx.seed_for(6),
+                       scratch_epochs=0 if ctx.quick else 12)
     res = retrain["results"]
     section.tables.append(Table(
         f"Retraining on filtered images: test accuracy / AUC ({retrain['train_slices']} training and "
         f"{retrain['test_slices']} test slices, {100 * retrain['test_positive_share']:.0f} % positive; mean ± SD "
         f"over {len(seeds)} training seed(s))",
-        ["training and test images", "test accuracy", "test AUC"],
-        [[name, mean_sd(r["accuracy"]), mean_sd(r["auc"])] for name, r in res.items()]))
+        ["training and test images", "test accuracy (fine-tuned)", "test AUC (fine-tuned)",
+         "accuracy without retraining", "AUC without retraining"],
+        [[name, mean_sd(r["accuracy"]), mean_sd(r["auc"]), fmt(r["accuracy_without_retraining"]),
+          fmt(r["auc_without_retraining"])] for name, r in res.items()]))
+    if "from_scratch_original" in retrain:
+        scratch = retrain["from_scratch_original"]
+        section.notes.append(
+            f"From-scratch baseline on the unfiltered slices: a SliceClassifier (widths {scratch['widths']}) on "
+            f"{scratch['input']} inputs trained for {scratch['epochs']} epochs reaches test accuracy "
+            f"{scratch['accuracy']:.3f} (AUC {scratch['auc']:.3f})"
+            + ("; it does not learn the task within this budget, which is why the reduced experiment fine-tunes "
+               "the bundled model instead." if scratch["auc"] < 0.75 else
+               "; from-scratch retraining would have been feasible here, the fine-tuned numbers are still the "
+               "ones reported."))
     acc = {name: mean(r["accuracy"]) for name, r in res.items()}
     section.notes.append(
         f"Retraining caveat: the filter itself can carry the label (ROAR's known leak): the binary mask keeps "

@@ -48,7 +48,7 @@ def run(ctx: Context) -> Section:
     results, cascades = {}, {}
     try:
         loaded = ctx.model("ct-phase-2d")
-        data = phase_slices(ctx.size(1, 4), ctx.seed_for(3))
+        data = phase_slices(ctx.size(1, 2), ctx.seed_for(3))
         x = torch.from_numpy(data["x"])
         cascade = _cascade(loaded.module, x, ctx.quick)
         cascades["ct-phase-2d"] = cascade
@@ -78,7 +78,7 @@ def run(ctx: Context) -> Section:
     segmentation_only = sorted(m for m, info in xai.METHODS.items() if CLASSIFICATION not in info.tasks
                                and SEGMENTATION in info.tasks)
     section.protocol = [
-        "ct-phase-2d: fresh abdominal slices (one per phase in the full run); every classification method with "
+        "ct-phase-2d: fresh abdominal slices (non-contrast and arterial in the full run, one in the quick run); every classification method with "
         "its default layer and the predicted class of the trained model (frozen for the randomised ones); "
         f"cheaper settings for the expensive methods: {OPTIONS}.",
         f"lung-nodule-seg-3d: one fresh 32^3 nodule patch, target = sum of the nodule probabilities; "
@@ -115,7 +115,7 @@ def run(ctx: Context) -> Section:
             continue
         path = curves(ctx.figure_path(f"sanity_{model}.png"), list(range(len(cascade))), series,
                       "randomised down to (cascade from the output)", "Spearman with the trained map",
-                      f"{model}: cascading randomisation", ylim=(-0.3, 1.05),
+                      f"{model}: cascading randomisation", ylim=(-1.05, 1.05),
                       xticklabels=[name.replace("features.", "") for name in cascade])
         section.figures.append(Figure(path.name, f"{model}: rank correlation with the trained model's map as the "
                                                  "layers are randomised from the output down."))
