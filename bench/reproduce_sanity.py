@@ -102,6 +102,11 @@ def run(ctx: Context) -> Section:
     section.verdicts.append(Verdict(
         "Every method's map changes when the weights are randomised", not failures,
         "fail: " + ", ".join(failures) if failures else f"all {len(results)} methods below {PASS_BELOW}"))
+    section.notes.append(
+        "At ct-phase-2d's default layer (the last block, feeding global average pooling and a linear head) the "
+        "class-score gradient is constant over space, so Grad-CAM, HiResCAM and XGrad-CAM give the same map, "
+        "and Grad-CAM++ is close to LayerCAM (its weights tend to ReLU(g)/2 when sum_s(A) g is small); equal "
+        "rows in the table are expected.")
     gbp = results.get(("ct-phase-2d", "guided_backprop", "default"))
     if gbp is not None:
         section.verdicts.append(Verdict(

@@ -127,13 +127,13 @@ def run(ctx: Context) -> Section:
     section.verdicts.append(Verdict("KWC has higher median PP than every adapted multi-layer method",
                                     all(v > 0 for v in pp_rel.values()), f"KWC PP higher by: {pp_text}"))
     section.verdicts.append(Verdict(
-        f"... by the paper's margin (+{PAPER_KWC_PP[0]:g} to +{PAPER_KWC_PP[1]:g} %)",
-        all(PAPER_KWC_PP[0] <= v <= PAPER_KWC_PP[1] for v in pp_rel.values()), pp_text))
+        f"... by at least the paper's margin (paper: +{PAPER_KWC_PP[0]:g} to +{PAPER_KWC_PP[1]:g} %)",
+        all(v >= PAPER_KWC_PP[0] for v in pp_rel.values()), pp_text))
     section.verdicts.append(Verdict("KWC has lower median IP than every adapted multi-layer method",
                                     all(v > 0 for v in ip_rel.values()), f"KWC IP lower by: {ip_text}"))
     section.verdicts.append(Verdict(
-        f"... by the paper's margin ({PAPER_KWC_IP[0]:g} to {PAPER_KWC_IP[1]:g} % lower)",
-        all(PAPER_KWC_IP[0] <= v <= PAPER_KWC_IP[1] for v in ip_rel.values()), ip_text))
+        f"... by at least the paper's margin (paper: {PAPER_KWC_IP[0]:g} to {PAPER_KWC_IP[1]:g} % lower)",
+        all(v >= PAPER_KWC_IP[0] for v in ip_rel.values()), ip_text))
 
     # ---- figures ---------------------------------------------------------------------------
     path = scatter(ctx.figure_path("spie2022_pp_ip.png"),
