@@ -16,7 +16,7 @@ import XAIExplainLib as xai
 from reproduce_common import (Context, Figure, Section, Table, Verdict, compute_maps, fmt, mean, mean_sd,
                               p_text, paired_test, auroc)
 from reproduce_data import phase_slices
-from reproduce_figures import bar_chart, overlay_grid
+from reproduce_figures import overlay_grid, panel_bars
 
 KEY = "ajr2018"
 TITLE = "AJR 2018 - SAM specificity on the contrast-phase classifier"
@@ -183,15 +183,17 @@ def run(ctx: Context) -> Section:
                                              "contour) and the maps of each method (each map scaled to its "
                                              "99.5th percentile for display)."))
     labels = list(results)
-    path = bar_chart(ctx.figure_path("ajr2018_specificity.png"), [l.replace("features.", "") for l in labels],
-                     {"specificity (top 10 %)": ([mean(results[l]["spec_top10"]) for l in labels],
-                                                 [float(np.std(results[l]["spec_top10"])) for l in labels]),
-                      "sensitivity (top 10 %)": ([mean(results[l]["sens_top10"]) for l in labels],
-                                                 [float(np.std(results[l]["sens_top10"])) for l in labels])},
-                     "score", "Specificity / sensitivity of the top 10 % of each map", reference=0.9,
-                     reference_label="random 10 % (specificity)", ylim=(0, 1.05))
-    section.figures.append(Figure(path.name, "Specificity and sensitivity at the fixed 10 % budget per method "
-                                             "and layer (mean ± SD over slices)."))
+    path = panel_bars(ctx.figure_path("ajr2018_specificity.png"), [l.replace("features.", "") for l in labels], [
+        {"name": "specificity, top 10 % (dashed: random)", "means": [mean(results[l]["spec_top10"]) for l in labels],
+         "sds": [float(np.std(results[l]["spec_top10"])) for l in labels], "xlim": (0.85, 1.0), "reference": 0.9},
+        {"name": "sensitivity, top 10 %", "means": [mean(results[l]["sens_top10"]) for l in labels],
+         "sds": [float(np.std(results[l]["sens_top10"])) for l in labels], "xlim": (0, 1), "color": "tab:orange"},
+        {"name": "ROC AUC (threshold-free)", "means": [mean(results[l]["auroc"]) for l in labels],
+         "sds": [float(np.std(results[l]["auroc"])) for l in labels], "xlim": (0.4, 1.0), "reference": 0.5,
+         "color": "tab:green"}],
+        "ct-phase-2d: maps against the phase-informative voxels (mean ± SD over slices)")
+    section.figures.append(Figure(path.name, "Specificity and sensitivity at the fixed 10 % budget and ROC AUC "
+                                             "per method and layer (mean ± SD over slices)."))
     shallow_layer = layers[-1]
     section.measured = (
         f"specificity of the top 10 % at {DEEP.split('.')[-1]}: SAM {mean(results[f'SAM layer-mode @ {DEEP}']['spec_top10']):.3f} "

@@ -163,3 +163,26 @@ def scatter(path: Path, points: dict, xlabel: str, ylabel: str, title: str) -> P
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
+
+
+def panel_bars(path: Path, labels: Sequence[str], panels: Sequence[dict], title: str) -> Path:
+    """Horizontal bars, one panel per metric: {"name", "means", "sds", "xlim", "reference"?}."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 2.2, 0.28 * len(labels) + 1.2),
+                             sharey=True, squeeze=False)
+    positions = np.arange(len(labels))[::-1]
+    for ax, panel in zip(axes[0], panels):
+        ax.barh(positions, panel["means"], xerr=panel["sds"], capsize=2, color=panel.get("color", "tab:blue"))
+        if panel.get("reference") is not None:
+            ax.axvline(panel["reference"], color="grey", linestyle="--", linewidth=0.8)
+        ax.set_xlim(*panel["xlim"])
+        ax.set_title(panel["name"], fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=7)
+    axes[0][0].set_yticks(positions)
+    axes[0][0].set_yticklabels(labels, fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
