@@ -214,10 +214,13 @@ def _write_method(job: ExplainJob, method: str, choice: ClassChoice, heat: sitk.
     if job.overlay:
         title, subtitle = overlay_titles(job, names.stem, method, choice, heat, prediction,
                                          axis, layer)
+        from ..engine import METHODS
+
         contour = _contour(job, choice, prediction, image)
         window = _display_window(job.card)
+        spiky = METHODS[method].family == "gradient"  # voxel-level input gradients
         job.out.write_with(lambda path: render_overlay(image, heat, path, title, subtitle, window,
-                                                       contour),
+                                                       contour, spiky),
                            names.overlay(method, choice))
         record.outputs.append(names.overlay(method, choice))
 

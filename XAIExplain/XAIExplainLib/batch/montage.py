@@ -8,10 +8,12 @@ and the edges carry R/L, A/P, S/I letters.  The heatmap is drawn with a
 perceptually uniform colour map whose opacity grows with the value, so faint
 attribution does not hide the anatomy; a colour bar gives the scale.  Input
 gradient maps (saliency and relatives) are spiky: a handful of voxels reach 1
-and everything else is faint.  When the map's 99.5th percentile is below half
-its range, the colours span 0 to that percentile (never less than
-``_MIN_TOP``) and the colour bar says so; smooth maps (the CAM family) keep
-the full 0..1 scale.  The files keep the values untouched.  Views cross at the peak, marked by thin
+and everything else is faint.  For them (``spiky=True``), when the map's
+99.5th percentile is below half its range, the colours span 0 to that
+percentile (never less than ``_MIN_TOP``) and the colour bar says so.  Maps
+made from a layer's activations (the CAM family, CRM, KWC) are smooth; a
+focal one (a nodule) may cover less than 0.5 % of the volume, so they always
+keep the full 0..1 scale.  The files keep the values untouched.  Views cross at the peak, marked by thin
 lines.
 
 matplotlib is used through its object interface (no pyplot), so figures carry
@@ -53,17 +55,18 @@ class View:
 
 def render_overlay(image: sitk.Image, heatmap: sitk.Image, path: str | Path, title: str,
                    subtitle: str = "", window: Sequence[float] | None = None,
-                   contour: sitk.Image | None = None) -> None:
+                   contour: sitk.Image | None = None, spiky: bool = False) -> None:
     """Draw ``heatmap`` (values in [0, 1]) over ``image`` and save a PNG at ``path``.
 
     ``window`` is the (low, high) display range of the image (default: its
     0.5 and 99.5 percentiles); ``contour`` an optional mask on the same grid
-    drawn as an outline (a predicted or reference region).
+    drawn as an outline (a predicted or reference region); ``spiky`` allows
+    the capped colour scale of input-gradient maps (module docstring).
     """
     figure_class, canvas_class, colormaps, colors = _matplotlib()
     views = views_through_peak(image, heatmap, contour)
     low, high = _window(image, window)
-    top = display_top(sitk.GetArrayViewFromImage(heatmap))
+    top = display_top(sitk.GetArrayViewFromImage(heatmap)) if spiky else 1.0
     cmap = colormaps[_COLORMAP]
     n = len(views)
     figure = figure_class(figsize=(4.0 * n + 1.0, 4.9), dpi=100, facecolor="black")
