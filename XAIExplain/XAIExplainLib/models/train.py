@@ -55,7 +55,7 @@ class Budget:
 BUDGETS = {
     "ct-phase-2d": Budget(train=1200, validation=200, epochs=10, batch=32, lr=2e-3),
     "lung-nodule-2d": Budget(train=80, validation=10, epochs=10, batch=16, lr=1e-3),  # patients
-    "lung-nodule-seg-3d": Budget(train=50, validation=6, epochs=5, batch=8, lr=3e-3),  # patients
+    "lung-nodule-seg-3d": Budget(train=50, validation=6, epochs=8, batch=8, lr=3e-3),  # patients
 }
 
 
@@ -135,12 +135,20 @@ def _augment_seg(xb, yb, generator):
 
 
 def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy plus soft Dice on the foreground (class 1), batch-pooled."""
+    """Cross-entropy plus soft Dice on the foreground (class 1), per patch.
+
+    The Dice term is averaged over the patches that contain nodule, so a 7 mm
+    nodule weighs as much as a 20 mm one (a batch-pooled Dice lets the large
+    ones dominate and small nodules go unsegmented).
+    """
     ce = F.cross_entropy(logits, target)
-    prob = torch.softmax(logits, dim=1)[:, 1]
-    fg = (target == 1).float()
-    dice = (2 * (prob * fg).sum() + 1.0) / (prob.sum() + fg.sum() + 1.0)
-    return ce + (1 - dice)
+    prob = torch.softmax(logits, dim=1)[:, 1].flatten(1)
+    fg = (target == 1).float().flatten(1)
+    has = fg.sum(1) > 0
+    if not bool(has.any()):
+        return ce
+    dice = (2 * (prob * fg).sum(1) + 1.0) / (prob.sum(1) + fg.sum(1) + 1.0)
+    return ce + (1 - dice[has]).mean()
 
 
 # ---- per-model recipes ---------------------------------------------------------------------

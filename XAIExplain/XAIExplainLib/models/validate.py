@@ -82,14 +82,13 @@ def segmentation_dice(model: LoadedModel, crops: int = 6, seed: int = FRESH_SEED
     centred near one nodule; the pipeline resamples it to the model's 1.25 mm
     grid, runs sliding windows and maps the labels back.
     """
-    from ..imaging.phantoms import chest_phantom
-    from ..imaging.phantoms.chest import ChestAnatomy
+    from ..imaging.phantoms import chest_anatomy, chest_phantom
 
     dices, volumes = [], []
     pooled_inter, pooled_total = 0, 0
     for i in range(crops):
         rng = np.random.default_rng([seed, i, 7])
-        anatomy = ChestAnatomy(np.random.default_rng([seed, i]))
+        anatomy = chest_anatomy(seed + i)
         nodule = anatomy.add_random_nodule(rng, ds.SEG_DIAMETER)
         center = np.asarray(nodule.center) + rng.uniform(-6, 6, 3)
         ph = chest_phantom(seed=seed + i, nodules=[nodule], shape=(24, 64, 64),
@@ -101,6 +100,7 @@ def segmentation_dice(model: LoadedModel, crops: int = 6, seed: int = FRESH_SEED
         pooled_total += int(labels.sum() + truth.sum())
         volumes.append(nodule.diameter)
     return {"dice_mean": float(np.mean(dices)), "dice_pooled": 2 * pooled_inter / max(pooled_total, 1),
+            "detected": int(sum(d > 0.1 for d in dices)), "crops": crops,
             "dice_per_crop": [round(d, 3) for d in dices],
             "nodule_diameters_mm": [round(v, 1) for v in volumes]}
 

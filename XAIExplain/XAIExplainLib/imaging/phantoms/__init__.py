@@ -32,7 +32,7 @@ from .nodules import MARGINS, NODULE_KINDS, Nodule
 
 __all__ = ["ABDOMEN_STRUCTURES", "ABDOMEN_Z_RANGE", "CHEST_STRUCTURES", "CHEST_Z_RANGE", "MARGINS", "NODULE_KINDS", "PHASES",
            "PHASE_STRUCTURES", "ChestAnatomy", "Nodule", "Phantom", "abdominal_phantom",
-           "chest_phantom"]
+           "chest_anatomy", "chest_phantom"]
 
 
 def abdominal_phantom(seed: int = 0, phase: str = "portal_venous",
@@ -73,8 +73,7 @@ def chest_phantom(seed: int = 0, nodules: int | Sequence[Nodule] = 1,
     mm, diameter, kind, margin, HU); ``masks["nodule"]`` is their union.
     """
     shape, spacing = check_grid(shape, spacing)
-    rng = np.random.default_rng(_seed(seed, "chest"))
-    anatomy = ChestAnatomy(rng, contrast=bool(contrast))
+    anatomy = chest_anatomy(seed, contrast)
     if isinstance(nodules, (int, np.integer)) and not isinstance(nodules, bool):
         if nodules < 0:
             raise ValueError(f"nodules must be >= 0, got {nodules}")
@@ -94,6 +93,15 @@ def chest_phantom(seed: int = 0, nodules: int | Sequence[Nodule] = 1,
     info = {"seed": seed, "kind": "chest", "contrast": bool(contrast),
             "nodules": [n.to_dict() for n in anatomy.nodules], "structures": CHEST_STRUCTURES}
     return Phantom(hu, spacing, origin, masks, info)
+
+
+def chest_anatomy(seed: int = 0, contrast: bool = False) -> ChestAnatomy:
+    """The random chest :func:`chest_phantom` draws for ``seed`` (without nodules).
+
+    Use it to place nodules of your own (``anatomy.add_random_nodule(rng)``)
+    and pass them to ``chest_phantom(seed, nodules=anatomy.nodules)``.
+    """
+    return ChestAnatomy(np.random.default_rng(_seed(seed, "chest")), contrast=bool(contrast))
 
 
 def _center(center) -> tuple[float, float, float]:
