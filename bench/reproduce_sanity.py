@@ -24,6 +24,8 @@ PASS_BELOW = 0.5  # |Spearman| after full randomisation
 #: Cheaper settings for the methods that run the model many times (the defaults are for quality).
 OPTIONS = {"occlusion": {"window": 16, "stride": 16}, "smoothgrad": {"samples": 8},
            "integrated_gradients": {"steps": 8}}
+#: ... and they explain only the first image (each cascade stage is one full explanation).
+ONE_IMAGE = {"occlusion", "smoothgrad", "integrated_gradients", "scorecam"}
 SEG_ROWS = [("kwc", "decoder.up1.conv2.conv"), ("gradcam", "decoder.up1.conv2.conv")]
 
 
@@ -54,8 +56,9 @@ def run(ctx: Context) -> Section:
         cascades["ct-phase-2d"] = cascade
         methods = [m for m, info in sorted(xai.METHODS.items()) if CLASSIFICATION in info.tasks]
         for method in methods:
+            images = x[:1] if method in ONE_IMAGE else x
             results[("ct-phase-2d", method, "default")] = _run_method(
-                loaded.module, x, method, None, None, cascade, OPTIONS.get(method, {}))
+                loaded.module, images, method, None, None, cascade, OPTIONS.get(method, {}))
             ctx.log(f"    ct-phase-2d {method}: rho after full cascade "
                     f"{mean(results[('ct-phase-2d', method, 'default')]['full']):.3f}")
     except Skip as reason:
@@ -80,7 +83,7 @@ def run(ctx: Context) -> Section:
     section.protocol = [
         "ct-phase-2d: fresh abdominal slices (non-contrast and arterial in the full run, one in the quick run); every classification method with "
         "its default layer and the predicted class of the trained model (frozen for the randomised ones); "
-        f"cheaper settings for the expensive methods: {OPTIONS}.",
+        f"cheaper settings for the expensive methods: {OPTIONS}, which also explain only the first image.",
         f"lung-nodule-seg-3d: one fresh 32^3 nodule patch, target = sum of the nodule probabilities; "
         f"segmentation-only methods ({', '.join(segmentation_only)}) and Grad-CAM at the last decoder conv.",
         "Cascade: the modules that own parameters are re-initialised one after another from the output side "

@@ -7,6 +7,8 @@ Prediction Preserved (PP) and Image Preserved (IP) per method.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -57,7 +59,7 @@ def run(ctx: Context) -> Section:
     module = loaded.module
     data = seg_patches(ctx, ctx.size(1, 2))
     volumes = data["mask"].reshape(len(data["mask"]), -1).sum(1)
-    chosen = np.flatnonzero(volumes >= 30)[:ctx.size(1, 8)]
+    chosen = np.flatnonzero(volumes >= 30)[:ctx.size(1, 6)]
     x, mask = data["x"][chosen], data["mask"][chosen]
     if ctx.quick:  # Score-CAM and KWC run the U-Net hundreds of times: a 16^3 crop keeps the check fast
         x, mask = crop_around(x, mask, 16)
@@ -77,10 +79,12 @@ def run(ctx: Context) -> Section:
     ]
     results, all_maps = {}, {}
     for label, method, layer in rows():
+        started = time.perf_counter()
         maps = compute_maps(module, x, method, layer=layer, target=target(), batch=4)
         all_maps[label] = maps
         results[label] = faithfulness(module, x, maps, mask)
-        ctx.log(f"    {label}: median PP {median(results[label]['pp']):.3f}, IP {median(results[label]['ip']):.3f}")
+        ctx.log(f"    {label}: median PP {median(results[label]['pp']):.3f}, IP {median(results[label]['ip']):.3f} "
+                f"({time.perf_counter() - started:.1f} s)")
     section.tables.append(Table(
         f"Median over {len(chosen)} patches", ["method @ layer(s)", "PP (higher better)", "IP (lower better)",
                                                "EP", "RFA"],
