@@ -149,16 +149,23 @@ def map_panels(path: Path, panels: Sequence[dict], title: str, size: float = 2.6
 
 
 def scatter(path: Path, points: dict, xlabel: str, ylabel: str, title: str) -> Path:
-    """Labelled points: name -> (x, y)."""
+    """Points with a legend: name -> (x, y); names sharing a prefix before " @ " share a marker."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = plt.subplots(figsize=(7.6, 4.2))
+    colours = plt.get_cmap("tab10").colors
+    families = list(dict.fromkeys(name.split(" @ ")[0] for name in points))
+    places = list(dict.fromkeys(name.split(" @ ")[-1] for name in points))
+    markers = "osD^v*Px"
     for name, (px, py) in points.items():
-        ax.plot([px], [py], marker="o", linestyle="none", label=name)
-        ax.annotate(name, (px, py), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        family, place = name.split(" @ ")[0], name.split(" @ ")[-1]
+        ax.plot([px], [py], linestyle="none", label=name, markersize=8,
+                marker=markers[families.index(family) % len(markers)],
+                color=colours[places.index(place) % len(colours)])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
