@@ -13,8 +13,8 @@ and everything else is faint.  For them (``spiky=True``), when the map's
 percentile (never less than ``_MIN_TOP``) and the colour bar says so.  Maps
 made from a layer's activations (the CAM family, CRM, KWC) are smooth; a
 focal one (a nodule) may cover less than 0.5 % of the volume, so they always
-keep the full 0..1 scale.  The files keep the values untouched.  Views cross at the peak, marked by thin
-lines.
+keep the full 0..1 scale.  The files keep the values untouched.  Views cross
+at the peak, marked by thin lines.
 
 matplotlib is used through its object interface (no pyplot), so figures carry
 no global state and drawing is safe beside the reader threads.
