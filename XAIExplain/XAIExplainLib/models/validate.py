@@ -75,6 +75,33 @@ def nodule_auc(model: LoadedModel, patients: int = 4, seed: int = FRESH_SEED) ->
             "slices": int(len(y)), "positives": int(y.sum())}
 
 
+def nodule_pointing_game(model: LoadedModel, patients: int = 4, seed: int = FRESH_SEED,
+                         layers: tuple[str, ...] | None = None, tolerance_mm: float = 0.0) -> dict:
+    """Share of nodule slices whose Grad-CAM peak (class "nodule") lies on the nodule.
+
+    ``layers`` defaults to the card's default layer and the last conv block;
+    ``tolerance_mm`` accepts peaks that close to the nodule mask.
+    """
+    import torch
+    from scipy import ndimage
+
+    import XAIExplainLib as xai
+
+    layers = layers or tuple(dict.fromkeys([model.card.target_layers.default, "features.block4"]))
+    x, y, masks = ds.nodule_slices(patients, seed)
+    positive = np.flatnonzero(y == 1)
+    grow = int(round(tolerance_mm / ds.NODULE_GRID["spacing"]))
+    targets = [ndimage.binary_dilation(masks[i], iterations=grow) if grow else masks[i]
+               for i in positive]
+    out = {"slices": int(len(positive))}
+    for layer in layers:
+        maps = xai.explain(model.module, torch.from_numpy(x[positive]), "gradcam", target=1,
+                           layer=layer).numpy()
+        hits = [bool(t[np.unravel_index(np.argmax(m), m.shape)]) for m, t in zip(maps, targets)]
+        out[layer] = float(np.mean(hits))
+    return out
+
+
 def segmentation_dice(model: LoadedModel, crops: int = 6, seed: int = FRESH_SEED) -> dict:
     """Dice of the predicted label map against the phantom nodule mask, per crop.
 
@@ -113,19 +140,29 @@ def real_ct_report(data_dir: Path, full_volume_3d: bool = False) -> dict:
     out: dict = {"nodule_slices": nodule_slices.tolist()}
 
     model = load_model("lung-nodule-2d")
-    res = explain_image(model, image, methods=["gradcam"], target="nodule")
-    scores = res.prediction[:, 1]
     has = label.any(axis=(1, 2))
-    heat = sitk.GetArrayFromImage(res.maps["gradcam"])
-    hits = []
-    for z in nodule_slices:
-        peak = np.unravel_index(np.argmax(heat[z]), heat[z].shape)
-        hits.append(bool(label[z][peak]))
-    top = np.unravel_index(np.argmax(np.where(has[:, None, None], heat, -1)), heat.shape)
     spacing = np.asarray(image.GetSpacing())[::-1]
     nodule_voxels = np.argwhere(label)
-    distance = float(np.min(np.linalg.norm((nodule_voxels - np.asarray(top)) * spacing, axis=1)))
-    out["lung-nodule-2d"] = {
+    report: dict = {}
+    layers = dict.fromkeys([model.card.target_layers.default, "features.block4"])
+    for layer in layers:
+        res = explain_image(model, image, methods=["gradcam"], target="nodule", layer=layer)
+        scores = res.prediction[:, 1]
+        heat = sitk.GetArrayFromImage(res.maps["gradcam"])
+        hits, distances = [], []
+        for z in nodule_slices:
+            peak = np.unravel_index(np.argmax(heat[z]), heat[z].shape)
+            hits.append(bool(label[z][peak]))
+            distances.append(_distance_mm((z,) + tuple(peak), nodule_voxels, spacing))
+        top = np.unravel_index(np.argmax(np.where(has[:, None, None], heat, -1)), heat.shape)
+        report[f"gradcam_{layer}"] = {
+            "pointing_game_per_slice": hits,
+            "peak_distance_to_nodule_mm_per_slice": [round(d, 1) for d in distances],
+            "peak_over_nodule_slices_distance_mm": round(_distance_mm(top, nodule_voxels, spacing), 1),
+            "energy_share_in_nodule": float(heat[label].sum() / max(heat[has].sum(), 1e-9)),
+            "nodule_share_of_slice_area": float(label.sum() / has.sum() / label[0].size),
+        }
+    report.update({
         "score_nodule_slices": {int(z): round(float(scores[z]), 4) for z in nodule_slices},
         "score_other_slices_mean": float(scores[~has].mean()),
         "score_other_slices_max": float(scores[~has].max()),
@@ -134,10 +171,9 @@ def real_ct_report(data_dir: Path, full_volume_3d: bool = False) -> dict:
         "other_slices": int((~has).sum()),
         "auc_slices": ds.roc_auc(has, scores),
         "rank_of_best_nodule_slice": int(1 + np.sum(scores > scores[nodule_slices].max())),
-        "gradcam_pointing_game_per_slice": hits,
-        "gradcam_peak_over_nodule_slices_distance_mm": round(distance, 1),
-        "gradcam_energy_in_nodule_slices": float(heat[label].sum() / max(heat[has].sum(), 1e-9)),
-    }
+        "top_scored_slices": [int(z) for z in np.argsort(-scores)[:6]],
+    })
+    out["lung-nodule-2d"] = report
 
     seg = load_model("lung-nodule-seg-3d")
     z0, z1 = max(int(nodule_slices.min()) - 4, 0), min(int(nodule_slices.max()) + 5, label.shape[0])
@@ -168,6 +204,10 @@ def real_ct_report(data_dir: Path, full_volume_3d: bool = False) -> dict:
             "seconds_full_volume": round(time.perf_counter() - started, 1),
         })
     return out
+
+
+def _distance_mm(point, voxels: np.ndarray, spacing: np.ndarray) -> float:
+    return float(np.min(np.linalg.norm((voxels - np.asarray(point)) * spacing, axis=1)))
 
 
 def _dilate(mask: np.ndarray) -> np.ndarray:
@@ -204,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "ct-phase-2d": {"model_grid": phase_accuracy(load_model("ct-phase-2d"), int(96 * n)),
                         "pipeline": phase_accuracy_pipeline(load_model("ct-phase-2d"), int(12 * n))},
-        "lung-nodule-2d": nodule_auc(load_model("lung-nodule-2d"), max(2, int(8 * n))),
+        "lung-nodule-2d": {"auc": nodule_auc(load_model("lung-nodule-2d"), max(2, int(8 * n))),
+                           "pointing_game": nodule_pointing_game(load_model("lung-nodule-2d"),
+                                                                 max(2, int(4 * n)))},
         "lung-nodule-seg-3d": segmentation_dice(load_model("lung-nodule-seg-3d"), max(2, int(12 * n))),
     }
     if args.data is not None:
