@@ -27,6 +27,10 @@ ROWS = [("CRM (all classes)", "crm", {"crm_classes": "all"}),
         ("CAM", "cam", {}),
         ("Grad-CAM", "gradcam", {})]
 REFERENCE = "CRM (all classes)"
+OCCLUSION = "Occlusion (reference)"
+#: Occlusion (the drop of P(nodule) when a window is hidden) shows what the model really uses; it runs
+#: the model once per window, so it is computed on one nodule slice per patient only.
+OCCLUSION_OPTIONS = {"window": 16, "stride": 8, "baseline": 0.0}
 
 
 def localisation(maps: np.ndarray, masks: np.ndarray, spacing) -> dict:
@@ -83,6 +87,9 @@ def run(ctx: Context) -> Section:
         "thresholded map: best over t = 0.05..0.95, at t = 0.2 (the paper shows CRM values >= 20 % of the "
         "maximum) and at Otsu's t.",
         "Class-specific ROI maps: mean of max-normalised CRM over all slices of each class (crm_roi_map).",
+        "Reference for what the model really uses: occlusion (ReLU of the drop of the nodule logit when a "
+        f"{OCCLUSION_OPTIONS['window']} x {OCCLUSION_OPTIONS['window']} window, stride "
+        f"{OCCLUSION_OPTIONS['stride']}, is set to 0 = air) on one nodule slice per patient.",
     ]
     maps_for_figure = {label: compute_maps(module, xp, method, layer=LAYER, target=NODULE, **options)
                        for label, method, options in ROWS}
@@ -90,6 +97,14 @@ def run(ctx: Context) -> Section:
     columns = ["data", "method", "pointing game", f"pointing game ±{TOLERANCE_MM:g} mm", "energy in nodule",
                "Dice best t", "Dice t = 0.2", "Dice Otsu"]
     rows = _table_rows(results, f"phantoms ({len(positives)} slices)")
+    # one nodule slice per patient: the occlusion reference and the figure's examples
+    first = np.asarray([np.flatnonzero(data["patient"][positives] == p)[0]
+                        for p in np.unique(data["patient"][positives])])[:ctx.size(1, 12)]
+    occlusion = _occlusion(module, xp[first], ctx.quick)
+    subset = {label: localisation(maps_for_figure[label][first], mp[first], (spacing, spacing))
+              for label, _, _ in ROWS}
+    subset[OCCLUSION] = localisation(occlusion, mp[first], (spacing, spacing))
+    rows += _table_rows(subset, f"phantoms, one slice per patient ({len(first)} slices)")
 
     real = None
     try:
@@ -165,22 +180,32 @@ def run(ctx: Context) -> Section:
                                              "the nodule frequency and the mean image."))
 
     cells, row_titles = [], []
-    for i in range(min(4, len(xp))):
+    for j, i in enumerate(first[:4]):
         row = [{"image": xp[i, 0], "contour": mp[i]}]
         row += [{"image": xp[i, 0], "map": maps_for_figure[label][i]} for label, _, _ in ROWS]
+        row.append({"image": xp[i, 0], "map": occlusion[j]})
         cells.append(row)
-        row_titles.append(f"phantom {i + 1}")
+        row_titles.append(f"phantom patient {j + 1}")
     if real is not None:
         xr, mr = real["x"][real["slices"]], real["mask"][real["slices"]]
         middle = int(np.argmax(mr.reshape(len(mr), -1).sum(1)))
         cells.append([{"image": xr[middle, 0], "contour": mr[middle]}] +
-                     [{"image": xr[middle, 0], "map": real_maps[label][middle]} for label, _, _ in ROWS])
+                     [{"image": xr[middle, 0], "map": real_maps[label][middle]} for label, _, _ in ROWS]
+                     + [{"image": xr[middle, 0], "map": _occlusion(module, xr[middle:middle + 1], ctx.quick)[0]}])
         row_titles.append("lung1 (real)")
     path = overlay_grid(ctx.figure_path("crm2019_overlays.png"), cells,
-                        ["image + nodule"] + [label for label, _, _ in ROWS], row_titles,
+                        ["image + nodule"] + [label for label, _, _ in ROWS] + [OCCLUSION], row_titles,
                         "lung-nodule-2d: maps of the 'nodule' class (cyan: nodule mask)")
-    section.figures.append(Figure(path.name, "Nodule slices (cyan: ground truth) with CRM, CAM and Grad-CAM "
-                                             "(each map scaled to its 99.5th percentile for display)."))
+    section.figures.append(Figure(path.name, "Nodule slices (cyan: ground truth) with CRM, CAM, Grad-CAM and the "
+                                             "occlusion reference (each map scaled to its 99.5th percentile for "
+                                             "display)."))
+    section.notes.append(
+        f"What the model uses, by occlusion (one slice per patient): pointing game "
+        f"{mean(subset[OCCLUSION]['pointing']):.2f}, energy in nodule {mean(subset[OCCLUSION]['energy']):.3f}, "
+        f"against CRM {mean(subset[REFERENCE]['pointing']):.2f} / {mean(subset[REFERENCE]['energy']):.3f}, "
+        f"CAM {mean(subset['CAM']['pointing']):.2f} / {mean(subset['CAM']['energy']):.3f} and Grad-CAM "
+        f"{mean(subset['Grad-CAM']['pointing']):.2f} / {mean(subset['Grad-CAM']['energy']):.3f} on the same "
+        "slices: the maps computed from the last conv block differ from what occluding the image shows.")
     section.measured = "; ".join(
         f"{title}: CRM {mean(results[REFERENCE][key]):.3f} / CAM {mean(results['CAM'][key]):.3f} / Grad-CAM "
         f"{mean(results['Grad-CAM'][key]):.3f}" for title, key in claims.items()) + f" ({len(positives)} phantom nodule slices)"
@@ -191,9 +216,21 @@ def run(ctx: Context) -> Section:
                      for label, r in results.items()},
         "lung1": {label: {k: float(mean(v)) for k, v in r.items() if k not in ("sweep_mean", "thresholds")}
                   for label, r in real_results.items()},
+        "one_slice_per_patient_with_occlusion": {
+            label: {k: float(mean(v)) for k, v in r.items() if k not in ("sweep_mean", "thresholds")}
+            for label, r in subset.items()},
         "roi_maps": roi_stats, "verdicts": wins,
     }
     return section
+
+
+def _occlusion(module, x: np.ndarray, quick: bool) -> np.ndarray:
+    """Positive part of the occlusion map (the nodule evidence a window removes), max-normalised."""
+    options = dict(OCCLUSION_OPTIONS, window=32, stride=16) if quick else OCCLUSION_OPTIONS
+    raw = xai.explain(module, torch.from_numpy(x), "occlusion", target=NODULE, normalize=False, **options)
+    positive = torch.relu(raw).reshape(len(x), -1)
+    peak = positive.max(1, keepdim=True).values.clamp_min(1e-12)
+    return (positive / peak).reshape(raw.shape).numpy().astype(np.float32)
 
 
 def _auc(labels, scores) -> float:
