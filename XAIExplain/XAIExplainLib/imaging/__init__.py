@@ -1,1 +1,8 @@
-"""XAIExplainLib.imaging"""
+"""XAIExplainLib.imaging: SimpleITK grids and resampling, intensity windows, CT phantoms.
+
+- :mod:`.resample`  grids (size, spacing, origin, direction) and resampling onto them
+- :mod:`.intensity` Hounsfield windows and z-scores that turn scanner values into inputs
+- :mod:`.phantoms`  procedural abdominal and chest CT volumes with ground-truth masks
+
+A leaf of the package: the engine never imports it.
+"""

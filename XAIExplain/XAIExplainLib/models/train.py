@@ -319,6 +319,7 @@ def train(name: str, out: Path, scale: float = 1.0, workers: int = 2, threads: i
     budget = Budget(max(2, round(base.train * scale)), max(2, round(base.validation * scale)),
                     base.epochs if scale >= 0.5 else 1, base.batch, base.lr)
     start = time.perf_counter()
+    cpu_start = _cpu_seconds()
     cached_before = set(Path(cache).glob("*.npz")) if cache is not None and Path(cache).is_dir() else set()
     log(f"[{name}] training on phantoms (seed {TRAIN_SEEDS[name]}, {threads} threads)")
     model, record = RECIPES[name](budget, workers, log, cache)
@@ -331,6 +332,9 @@ def train(name: str, out: Path, scale: float = 1.0, workers: int = 2, threads: i
         "samples": record["samples"], "epochs": budget.epochs, "batch_size": budget.batch,
         "learning_rate": budget.lr, "scale": scale, "threads": threads,
         "wall_time_s": round(elapsed, 1), "torch": torch.__version__,
+        # CPU seconds of this process and its data workers: on a machine shared with other
+        # jobs wall time overstates the cost; cpu_time_s / threads is the idle-machine time.
+        "cpu_time_s": round(_cpu_seconds() - cpu_start, 1),
     }
     if cache is not None:
         reused = {f for f in cached_before if f"-{TRAIN_SEEDS[name]}-" in f.name}
@@ -341,6 +345,14 @@ def train(name: str, out: Path, scale: float = 1.0, workers: int = 2, threads: i
     path = write_model(out / name, model, card)
     log(f"[{name}] done in {elapsed:.0f} s: {json.dumps(record['metrics'])} -> {path}")
     return card
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
