@@ -33,7 +33,7 @@ def xaiexplain(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
     """Run the installed console script (or the module when the script is not on PATH)."""
     exe = shutil.which("xaiexplain")
     command = [exe] if exe else [sys.executable, "-m", "XAIExplainLib.cli"]
-    return subprocess.run(command + [str(a) for a in args], capture_output=True, text=True,
+    return subprocess.run(command + [str(a) for a in args], capture_output=True, text=True, encoding="utf-8",
                           cwd=cwd, timeout=timeout)
 
 
@@ -127,7 +127,7 @@ def test_demo_runs_out_of_the_box_and_says_where_the_outputs_are(tmp_path):
     assert [p.name for p in pictures] == ["sample_abdomen_ct_gradcam.png",
                                           "sample_abdomen_ct_saliency.png"]
     assert str(Path("xaiexplain-output") / "demo" / pictures[0].name) in done.stdout
-    summary = json.loads((folder / "summary.json").read_text())
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     assert summary["counts"] == {"inputs": 1, "ok": 1, "failed": 0}
     assert summary["inputs"][0]["prediction"]["predicted_class"] == "arterial"
 
@@ -154,11 +154,11 @@ def test_explain_keeps_oblique_geometry_of_nrrd_and_nifti_exactly(volumes, tmp_p
             same_geometry(label, reference)
             assert set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(label))))) == {0, 1}
             assert (out / f"{stem}_{method}.png").stat().st_size > 10_000
-        scores = (out / f"{stem}_prediction.csv").read_text().splitlines()
+        scores = (out / f"{stem}_prediction.csv").read_text(encoding="utf-8").splitlines()
         assert scores[0].startswith("slice,") and len(scores) == 1 + reference.GetDepth()
     assert {k: digest(p) for k, p in volumes.items()} == before  # inputs never modified
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["device"] == "cpu" and summary["methods"] == ["gradcam", "saliency"]
     first = summary["inputs"][0]
     assert set(first["timings"]) >= {"gradcam", "saliency"}
@@ -182,7 +182,7 @@ def test_explain_a_dicom_series_folder(volumes, tmp_path):
     same_geometry(out / "series_hirescam.nii.gz", reference)
     heat = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "series_hirescam.nii.gz")))
     assert heat.shape == sitk.GetArrayFromImage(reference).shape and 0.5 < heat.max() <= 1
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["inputs"][0]["input"] == str(tmp_path / "series")
     assert sum(summary["inputs"][0]["prediction"]["slices"].values()) == volume.GetDepth()
 
@@ -205,14 +205,14 @@ def test_explain_real_lung_ct_and_evaluate_against_its_nodule_mask(tmp_path, cap
                                  "--metric", "pointing_game", "--metric", "energy_pointing_game",
                                  "--metric", "prediction_preserved", "--output-dir", out, "--quiet")
     assert status == 0
-    rows = (out / "lung1_image_evaluation.csv").read_text().splitlines()
+    rows = (out / "lung1_image_evaluation.csv").read_text(encoding="utf-8").splitlines()
     header, values = rows[0].split(","), rows[1].split(",")
     assert header == ["input", "method", "target", "pointing_game", "energy_pointing_game",
                       "prediction_preserved"]
     energy = float(values[header.index("energy_pointing_game")])
     assert 0.0 <= energy <= 1.0
     # A per-slice model is scored slice by slice on its own grid; the CSV holds the mean.
-    row = json.loads((out / "lung1_image_evaluation.json").read_text())["rows"][0]
+    row = json.loads((out / "lung1_image_evaluation.json").read_text(encoding="utf-8"))["rows"][0]
     assert len(row["prediction_preserved_per_slice"]) == reference.GetDepth()
     assert row["prediction_preserved"] == pytest.approx(
         np.mean(row["prediction_preserved_per_slice"]))
@@ -351,7 +351,7 @@ def test_batch_with_bad_inputs_completes_the_others_and_exits_1(volumes, tmp_pat
         f"{listing})"]
     assert "[4/4] " in done.stderr and "Explained 2 of 4 input(s)" in done.stdout
     assert (out / "plain_ct_gradcam.nrrd").is_file() and (out / "oblique_ct_gradcam.nrrd").is_file()
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert [r["status"] for r in summary["inputs"]] == ["ok", "failed", "failed", "ok"]
     assert summary["counts"] == {"inputs": 4, "ok": 2, "failed": 2}
     single = xaiexplain("explain", files["nan"], "--model", CLASSIFIER, "--method", "gradcam",
@@ -375,7 +375,7 @@ def test_segmenter_with_a_region_mask_overlay_and_evaluate(volumes, tmp_path, ca
                  "nodule_ct_prediction.nrrd"):
         same_geometry(tmp_path / name, reference)
     assert (tmp_path / "nodule_ct_gradcam_nodule.png").is_file()
-    record = json.loads((tmp_path / "summary.json").read_text())["inputs"][0]
+    record = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))["inputs"][0]
     assert record["prediction"]["task"] == "segmentation"
     assert record["prediction"]["label_threshold"] == {"nodule_ct_gradcam_nodule": 0.5}
     status, stdout, stderr = run_main(capsys, "evaluate", volumes["nodule"], "--mask",
@@ -386,7 +386,7 @@ def test_segmenter_with_a_region_mask_overlay_and_evaluate(volumes, tmp_path, ca
     assert status == 0, stderr
     assert stdout.splitlines()[0].split() == ["method", "target", "pointing_game",
                                               "prediction_preserved"]
-    result = json.loads((tmp_path / "nodule_ct_evaluation.json").read_text())
+    result = json.loads((tmp_path / "nodule_ct_evaluation.json").read_text(encoding="utf-8"))
     assert result["rows"][0]["pointing_game"] in (0.0, 1.0)
     assert 0.0 <= result["rows"][0]["prediction_preserved"] <= 1.0
 

@@ -173,7 +173,7 @@ def test_writer_refuses_existing_files_and_inputs_and_leaves_no_partial_file(tmp
     out.write_text("a\n", "result.csv")
     with pytest.raises(UserError, match="already exists; pass --overwrite"):
         out.write_text("b\n", "result.csv")
-    assert (tmp_path / "result.csv").read_text() == "a\n"
+    assert (tmp_path / "result.csv").read_text(encoding="utf-8") == "a\n"
 
     def broken(path):
         path.write_bytes(b"half a file")
@@ -183,7 +183,7 @@ def test_writer_refuses_existing_files_and_inputs_and_leaves_no_partial_file(tmp
         out.write_with(broken, "picture.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nrrd", "result.csv"]
     OutputFolder(tmp_path, overwrite=True).write_text("c\n", "result.csv")
-    assert (tmp_path / "result.csv").read_text() == "c\n"
+    assert (tmp_path / "result.csv").read_text(encoding="utf-8") == "c\n"
 
 
 def test_demo_gets_a_fresh_folder_when_the_default_one_is_used(tmp_path):

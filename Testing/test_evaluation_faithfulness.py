@@ -382,9 +382,12 @@ def test_occlusion_estimate_of_used_voxels():
         with pytest.raises(ValueError, match="'occlusion' method"):
             ev.evaluate(model, x, maps, metrics=["specificity"], used_mask="occlusion")
         return
-    used = ev.occlusion_usage_mask(model, x)
+    small = {"window": 2, "stride": 1}  # windows small next to the 4 x 4 region the model reads
+    used = ev.occlusion_usage_mask(model, x, **small)
     assert used.shape == (1, 16, 16) and used.dtype == torch.bool
     assert bool(used[0, 7:9, 7:9].all())  # occluding the region's centre always moves the score
-    results = ev.evaluate(model, x, maps, metrics=["sensitivity", "specificity"], used_mask="occlusion")
+    assert not used[0, :4].any() and not used[0, :, 13:].any()  # far from the region nothing moves it
+    results = ev.evaluate(model, x, maps, metrics=["sensitivity", "specificity"], used_mask="occlusion",
+                          occlusion_options=small)
     assert 0.0 <= results["specificity"][0] <= 1.0 and 0.0 <= results["sensitivity"][0] <= 1.0
     assert not math.isnan(results["specificity"][0])

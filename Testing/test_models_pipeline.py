@@ -138,7 +138,7 @@ def test_torchscript_model_allows_input_gradients_only(classifier_dir, tmp_path)
     folder.mkdir()
     loaded = load_model(classifier_dir)
     torch.jit.script(loaded.module).save(str(folder / "model.ts"))
-    card = json.loads((classifier_dir / "card.json").read_text())
+    card = json.loads((classifier_dir / "card.json").read_text(encoding="utf-8"))
     del card["architecture"]
     card["weights"] = "model.ts"
     (folder / "card.json").write_text(json.dumps(card))

@@ -32,7 +32,7 @@ def report():
     finally:
         torch.set_num_threads(previous)
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "real_ct_report.json").write_text(json.dumps(result, indent=2))
+    (ARTIFACTS / "real_ct_report.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     return result
 
 

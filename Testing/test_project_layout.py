@@ -8,15 +8,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_ci_runs_the_readme_test_command():
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     after_marker = readme.split("<!-- test-command -->", 1)[1]
     command = re.search(r"```bash\n(.+?)\n```", after_marker).group(1)
     extracted = subprocess.run(
         ["awk", r'/<!-- test-command -->/{getline; while ($0 ~ /^```/ || $0 == "") getline; print; exit}',
-         str(ROOT / "README.md")], capture_output=True, text=True, check=True).stdout.strip()
+         str(ROOT / "README.md")], capture_output=True, text=True, encoding="utf-8", check=True).stdout.strip()
     assert extracted == command
     assert "-c Testing/constraints-cpu.txt" in command
-    assert "torch==2.13.0" in (ROOT / "Testing" / "constraints-cpu.txt").read_text()
+    assert "torch==2.13.0" in (ROOT / "Testing" / "constraints-cpu.txt").read_text(encoding="utf-8")
 
 
 def test_layout_of_design_section_1():
@@ -42,7 +42,7 @@ def test_public_api_at_the_top_level():
 
 def test_pyproject_lists_every_package_on_disk():
     import tomllib
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
     on_disk = {".".join(p.parent.relative_to(ROOT / "XAIExplain").parts)
                for p in (ROOT / "XAIExplain" / "XAIExplainLib").rglob("__init__.py")}
     assert listed == on_disk | {"XAIExplainLib.Resources"}
@@ -61,5 +61,5 @@ def test_a_wheel_install_carries_the_resources(tmp_path):
             "print(d); assert (d / 'ColorTables' / 'Inferno.txt').is_file(); "
             "assert any((d / 'Models').glob('*/card.json'))")
     done = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(tmp_path / "site")},
-                          cwd=tmp_path, capture_output=True, text=True, check=True)
+                          cwd=tmp_path, capture_output=True, text=True, encoding="utf-8", check=True)
     assert str(tmp_path / "site") in done.stdout

@@ -39,7 +39,7 @@ def _numbers(value):
 def quick_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduce")
     run = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)], capture_output=True,
-                         text=True, timeout=600, cwd=ROOT)
+                         text=True, encoding="utf-8", timeout=600, cwd=ROOT)
     assert run.returncode == 0, f"reproduce.py --quick failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
     return out
 
@@ -48,9 +48,9 @@ def test_quick_report_has_every_section_with_numbers(quick_report):
     from XAIExplainLib.models import list_models
 
     bundled = {m.name for m in list_models()}
-    report = (quick_report / "report.md").read_text()
-    results = json.loads((quick_report / "results.json").read_text())
-    assert "NaN" not in (quick_report / "results.json").read_text()
+    report = (quick_report / "report.md").read_text(encoding="utf-8")
+    results = json.loads((quick_report / "results.json").read_text(encoding="utf-8"))
+    assert "NaN" not in (quick_report / "results.json").read_text(encoding="utf-8")
     assert set(results["sections"]) == set(SECTIONS)
     assert "## Summary" in report
     figures = sorted(p.name for p in quick_report.glob("*.png"))

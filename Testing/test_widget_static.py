@@ -57,7 +57,7 @@ def module_files() -> set:
     """Files of the module folder as the repository sees them (ignored build output excluded)."""
     if shutil.which("git") and (ROOT / ".git").exists():
         listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "XAIExplain"],
-                                cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+                                cwd=ROOT, capture_output=True, text=True, encoding="utf-8", check=True).stdout.split()
         files = {p[len("XAIExplain/"):] for p in listed if (ROOT / p).is_file()}
     else:
         files = {p.relative_to(MODULE).as_posix() for p in MODULE.rglob("*")
@@ -151,7 +151,7 @@ def test_module_has_metadata_widget_logic_and_self_test(tree):
 
 
 def test_requirements_name_torch():
-    lines = [line.strip() for line in (MODULE / "Resources" / "requirements.txt").read_text().splitlines()]
+    lines = [line.strip() for line in (MODULE / "Resources" / "requirements.txt").read_text(encoding="utf-8").splitlines()]
     assert any(line.startswith("torch") for line in lines if not line.startswith("#"))
 
 

@@ -271,7 +271,7 @@ def measure(section: str, args) -> list[dict]:
     for key in ("device", "threads", "width", "slices", "size", "unet_width", "kwc_slices", "kwc_size",
                 "perturbation_width", "perturbation_slices", "window", "stride", "per_eval"):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8")
     if done.returncode != 0:
         reason = "failed: " + (done.stderr.strip().splitlines() or ["?"])[-1][:200]
         return [{"row": row, "skipped": reason} for s, row, _ in ROWS if s == section]
@@ -346,7 +346,7 @@ def main(argv=None) -> int:
         result[section] = rows
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out.write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(f"wrote {out}")
     return 0
 

@@ -109,7 +109,7 @@ def main(argv=None) -> int:
             "seconds": time.perf_counter() - started}
     report = write_markdown(args.out / "report.md", sections, meta)
     write_json(args.out / "results.json", sections, meta)
-    (args.out / "summary.md").write_text(summary_table(sections) + "\n")
+    (args.out / "summary.md").write_text(summary_table(sections) + "\n", encoding="utf-8")
     print(f"report: {report} ({meta['seconds']:.0f} s)")
     return 1 if any(s.error for s in sections) else 0
 

@@ -91,7 +91,7 @@ def write_markdown(path: Path, sections: Sequence[Section], meta: dict) -> Path:
         out += [f"- **{verdict_word(v.holds)}** - {v.claim}. {v.evidence}" for v in s.verdicts]
         out += [""] + [f"> {note}" for note in s.notes] + ([""] if s.notes else [])
         out += [f"<sub>section time {s.seconds:.1f} s</sub>", ""]
-    path.write_text("\n".join(out))
+    path.write_text("\n".join(out), encoding="utf-8")
     return path
 
 
@@ -122,5 +122,5 @@ def write_json(path: Path, sections: Sequence[Section], meta: dict) -> Path:
             "tables": [{"caption": t.caption, "columns": t.columns, "rows": t.rows} for t in s.tables],
             "figures": [f.file for f in s.figures], "notes": s.notes, "results": s.data,
         }
-    path.write_text(json.dumps(_clean(payload), indent=1, allow_nan=False))
+    path.write_text(json.dumps(_clean(payload), indent=1, allow_nan=False), encoding="utf-8")
     return path

@@ -136,7 +136,7 @@ def measure(row: str, args, dims: int) -> dict:
     cmd = [sys.executable, __file__, "--child", "--row", row, "--dims", str(dims)]
     for key in ("device", "slices", "size", "depth", "size3d", "batch", "repeats", "width"):
         cmd += [f"--{key}", str(getattr(args, key))]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8")
     if done.returncode != 0:
         return {"row": row, "skipped": "failed: " + done.stderr.strip().splitlines()[-1][:200]}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -202,7 +202,7 @@ def main(argv=None) -> int:
         result["3d"] = rows3d
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out.write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(f"\nwrote {out}")
     return 0
 

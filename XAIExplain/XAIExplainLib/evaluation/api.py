@@ -89,6 +89,7 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
              activation: Optional[str] = "softmax", region=None, baseline=0.0,
              steps: int = 20, batch_size: int = 32, seed: int = 0,
              method: Optional[str] = None, layer=None, explain_options: Optional[dict] = None,
+             occlusion_options: Optional[dict] = None,
              ) -> Dict[str, List[float]]:
     """Compute the requested metrics of ``maps`` (N, *S) and return per-sample columns.
 
@@ -109,6 +110,8 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
     steps, batch_size, seed  deletion / insertion resolution, batching, order of ties;
                     seed also seeds the sanity check's randomisation
     method, layer, explain_options  how the maps were made, for the sanity check
+    occlusion_options  window / stride / baseline of the occlusion estimate (used_mask="occlusion");
+                    the window should be small next to the structures the model uses
 
     Returns ``{key: [float] * N}``; the module docstring lists the keys per metric.
     """
@@ -141,7 +144,7 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
         if isinstance(used_mask, str) and used_mask == "occlusion":
             if "model" not in available:
                 raise ValueError("used_mask='occlusion' runs the model: pass the model and x")
-            used = occlusion_usage_mask(model, x, target)
+            used = occlusion_usage_mask(model, x, target, **(occlusion_options or {}))
         else:
             used = mask if used_mask is None else used_mask
         confusion = specificity_sensitivity(maps, used, specificity_threshold)
