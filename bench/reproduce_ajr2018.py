@@ -80,7 +80,7 @@ def run(ctx: Context) -> Section:
               "available to us; SAM is implemented as our reading of the abstract, see DESIGN.md section 3.)")
     loaded = ctx.model(MODEL)
     module = loaded.module
-    count = ctx.size(4, 48)
+    count = ctx.size(4, 64)
     data = phase_slices(count, ctx.seed_for(0))
     x, y, used = data["x"], data["y"], data["used"]
     logits = torch.from_numpy(np.concatenate([module(torch.from_numpy(x[i:i + 32])).detach().numpy()

@@ -67,7 +67,7 @@ def run(ctx: Context) -> Section:
               "evidence usually lies.")
     loaded = ctx.model(MODEL)
     module = loaded.module
-    data = nodule_slices(ctx, ctx.size(1, 16), ctx.size(6, 14))
+    data = nodule_slices(ctx, ctx.size(1, 20), ctx.size(6, 14))
     x, y, masks, spacing = data["x"], data["y"], data["mask"], data["spacing_mm"]
     scores = torch.softmax(torch.from_numpy(predict(module, x)), 1)[:, NODULE].numpy()
     positives = np.flatnonzero((y == NODULE) & (masks.reshape(len(masks), -1).sum(1) > 0))

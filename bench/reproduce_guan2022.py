@@ -46,7 +46,7 @@ def run(ctx: Context) -> Section:
               "the dark regions of the heatmaps also contribute to classification.")
     loaded = ctx.model(MODEL)
     module = loaded.module
-    data = nodule_slices(ctx, ctx.size(1, 16), ctx.size(6, 14))
+    data = nodule_slices(ctx, ctx.size(1, 20), ctx.size(6, 14))
     x, y, masks, spacing = data["x"], data["y"], data["mask"], data["spacing_mm"]
     positives = np.flatnonzero((y == NODULE) & (masks.reshape(len(masks), -1).sum(1) > 0))
     maps = compute_maps(module, x[positives], "gradcam", layer=LAYER, target=NODULE)
@@ -60,7 +60,7 @@ def run(ctx: Context) -> Section:
     except Skip as reason:
         section.notes.append(f"Real CT (lung1) part skipped: {reason}")
 
-    epochs, seeds = ctx.size(1, 2), [ctx.seed_for(5) + k for k in range(ctx.size(1, 2))]
+    epochs, seeds = ctx.size(1, 2), [ctx.seed_for(5) + k for k in range(ctx.size(1, 3))]
     section.protocol = [
         f"Grad-CAM of the 'nodule' class at `{LAYER}` on the {len(positives)} nodule slices of {len(y)} fresh "
         f"phantom slices (seed {data['seed']}) and on the real lung1 nodule slices (resampled to the model grid, "

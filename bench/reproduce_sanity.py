@@ -50,7 +50,7 @@ def run(ctx: Context) -> Section:
     results, cascades = {}, {}
     try:
         loaded = ctx.model("ct-phase-2d")
-        data = phase_slices(ctx.size(1, 2), ctx.seed_for(3))
+        data = phase_slices(ctx.size(1, 4), ctx.seed_for(3))
         x = torch.from_numpy(data["x"])
         cascade = _cascade(loaded.module, x, ctx.quick)
         cascades["ct-phase-2d"] = cascade
@@ -81,7 +81,7 @@ def run(ctx: Context) -> Section:
     segmentation_only = sorted(m for m, info in xai.METHODS.items() if CLASSIFICATION not in info.tasks
                                and SEGMENTATION in info.tasks)
     section.protocol = [
-        "ct-phase-2d: fresh abdominal slices (non-contrast and arterial in the full run, one in the quick run); every classification method with "
+        "ct-phase-2d: fresh abdominal slices (one per phase in the full run, one in the quick run); every classification method with "
         "its default layer and the predicted class of the trained model (frozen for the randomised ones); "
         f"cheaper settings for the expensive methods: {OPTIONS}, which also explain only the first image.",
         f"lung-nodule-seg-3d: one fresh 32^3 nodule patch, target = sum of the nodule probabilities; "

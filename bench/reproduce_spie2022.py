@@ -59,7 +59,7 @@ def run(ctx: Context) -> Section:
     module = loaded.module
     data = seg_patches(ctx, ctx.size(1, 2))
     volumes = data["mask"].reshape(len(data["mask"]), -1).sum(1)
-    chosen = np.flatnonzero(volumes >= 30)[:ctx.size(1, 6)]
+    chosen = np.flatnonzero(volumes >= 30)[:ctx.size(1, 8)]
     x, mask = data["x"][chosen], data["mask"][chosen]
     if ctx.quick:  # Score-CAM and KWC run the U-Net hundreds of times: a 16^3 crop keeps the check fast
         x, mask = crop_around(x, mask, 16)
