@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     meta = {"quick": args.quick, "seed": args.seed, "sections": args.sections, "threads": args.threads,
             "torch": torch.__version__, "python": platform.python_version(),
             "real_data": "lung1 (pyradiomics test data)" if data_dir else "not available (real-CT parts skipped)",
-            "seconds": time.perf_counter() - started}
+            "models": dict(ctx.models_used), "seconds": time.perf_counter() - started}
     report = write_markdown(args.out / "report.md", sections, meta)
     write_json(args.out / "results.json", sections, meta)
     (args.out / "summary.md").write_text(summary_table(sections) + "\n", encoding="utf-8")

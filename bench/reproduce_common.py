@@ -84,6 +84,7 @@ class Context:
     seed: int
     data_dir: Path | None
     log: Callable[[str], None] = print
+    models_used: dict = field(default_factory=dict)  # name -> start of the weights' SHA-256
     _memo: dict = field(default_factory=dict)
 
     def size(self, quick: int, full: int) -> int:
@@ -108,7 +109,9 @@ class Context:
             if name not in available:
                 return Skip(f"model '{name}' is not bundled in this checkout (bundled: "
                             f"{', '.join(available) or 'none'})")
-            return load_model(name)
+            model = load_model(name)
+            self.models_used[name] = (model.card.weights.sha256 or "no checksum in card")[:16]
+            return model
         loaded = self.memo(("model", name), load)
         if isinstance(loaded, Skip):
             raise loaded
