@@ -45,29 +45,41 @@ def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
 
 
 def build(fn: Callable[[int, int], tuple], count: int, seed: int, workers: int = 1,
-          cache: Path | None = None) -> tuple:
+          cache: Path | None = None, block: int = 20) -> tuple:
     """Run ``fn(seed, index)`` for ``index < count`` and stack the results field by field.
 
-    With ``cache`` (a folder) the stacked arrays are stored there and reused by
-    a later call with the same function, seed, count and generator source code.
+    With ``cache`` (a folder) results are stored there in blocks of ``block``
+    indices and reused by later calls with the same function, seed and
+    generator source code, so growing ``count`` only generates the new blocks.
     """
-    path = None
-    if cache is not None:
-        path = Path(cache) / f"{fn.__name__}-{seed}-{count}-{_source_fingerprint()}.npz"
+    if cache is None:
+        return _stack(_run(fn, seed, range(count), workers))
+    parts = []
+    for start in range(0, count, block):
+        stop = min(start + block, count)
+        path = Path(cache) / f"{fn.__name__}-{seed}-{start}-{stop}-{_source_fingerprint()}.npz"
         if path.is_file():
             with np.load(path) as data:
-                return tuple(data[f"f{i}"] for i in range(len(data.files)))
+                parts.append(tuple(data[f"f{i}"] for i in range(len(data.files))))
+            continue
+        part = _stack(_run(fn, seed, range(start, stop), workers))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **{f"f{i}": a for i, a in enumerate(part)})
+        parts.append(part)
+    return tuple(np.concatenate(field) for field in zip(*parts))
+
+
+def _run(fn, seed: int, indices: range, workers: int) -> list:
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            items = list(pool.map(fn, [seed] * count, range(count), chunksize=4))
+            items = list(pool.map(fn, [seed] * len(indices), indices, chunksize=2))
     else:
-        items = [fn(seed, i) for i in range(count)]
-    items = [item for item in items if item is not None]
-    out = tuple(np.stack(field) for field in zip(*items))
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, **{f"f{i}": a for i, a in enumerate(out)})
-    return out
+        items = [fn(seed, i) for i in indices]
+    return [item for item in items if item is not None]
+
+
+def _stack(items: list) -> tuple:
+    return tuple(np.stack(field) for field in zip(*items))
 
 
 #: Bump when a sample function below changes what it generates (invalidates caches).
