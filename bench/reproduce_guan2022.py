@@ -127,6 +127,23 @@ def run(ctx: Context) -> Section:
         f"phantoms: Dice {mean(phantom['dice_best_common_t']):.3f} at t = {phantom['best_common_t']:.2f} "
         f"(chance {mean(phantom['chance_dice']):.4f}, oracle per-slice t {mean(phantom['dice_oracle_t']):.3f})"))
 
+    for name, r in stats.items():
+        if not (name.startswith("phantoms") and "card default" in name):
+            continue
+        layer = name.split("card default layer ")[-1]
+        lung = stats.get(name.replace("phantoms", "real lung1", 1))
+        lung_text = (f"; lung1: pointing {mean(lung['pointing_tol']):.2f}, Dice {mean(lung['dice_best_common_t']):.3f}"
+                     if lung else "")
+        section.verdicts.append(Verdict(
+            f"... at the card's default layer {layer}: heatmaps locate the nodule (pointing game within "
+            f"{TOLERANCE_MM:g} mm above {LOCATE_RATE})", mean(r["pointing_tol"]) > LOCATE_RATE,
+            f"phantoms: {mean(r['pointing_tol']):.2f}{lung_text}"))
+        section.verdicts.append(Verdict(
+            f"... at {layer}: they segment part of the nodule but are not an optimal segmentation",
+            bool(2 * mean(r["chance_dice"]) < mean(r["dice_best_common_t"]) < POOR_DICE),
+            f"phantoms: Dice {mean(r['dice_best_common_t']):.3f} at t = {r['best_common_t']:.2f} (oracle per-slice "
+            f"t {mean(r['dice_oracle_t']):.3f})"))
+
     # ---- retraining ----------------------------------------------------------------------
     retrain = roar.run(module, LAYER, x, y, data["patient"], epochs, seeds, ctx.seed_for(6),
                        scratch_epochs=0 if ctx.quick else 6)
