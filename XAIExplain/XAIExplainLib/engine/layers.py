@@ -75,13 +75,18 @@ def resolve_layers(model: nn.Module, layer: LayerSpec, x: torch.Tensor) -> list[
 
 def probe_outputs(model: nn.Module, x: torch.Tensor, include=lambda name, module: True):
     """Run the first sample once (inference mode) and record the tensor outputs of the modules
-    ``include`` selects, in execution order: [(name, shape, tensor id)], and the model output."""
-    order: list[tuple[str, tuple[int, ...], int]] = []
+    ``include`` selects, in execution order: [(name, shape, is_model_output)], and the model output.
+
+    Outputs are tracked through weak references, not ``id()``: an intermediate tensor freed
+    during the forward pass can leave its id to the model's output, which made a layer look
+    like the output on some machines.
+    """
+    seen: list[tuple[str, tuple[int, ...], "weakref.ref[torch.Tensor]"]] = []
 
     def recorder(name):
         def hook(module, inputs, output):
             if isinstance(output, torch.Tensor):
-                order.append((name, tuple(output.shape), id(output)))
+                seen.append((name, tuple(output.shape), weakref.ref(output)))
         return hook
 
     hooks = [module.register_forward_hook(recorder(name))
@@ -92,6 +97,7 @@ def probe_outputs(model: nn.Module, x: torch.Tensor, include=lambda name, module
     finally:
         for handle in hooks:
             handle.remove()
+    order = [(name, shape, isinstance(out, torch.Tensor) and ref() is out) for name, shape, ref in seen]
     return order, out
 
 
@@ -101,11 +107,10 @@ def spatial_layers(model: nn.Module, x: torch.Tensor) -> list[tuple[str, tuple[i
     The model's own output tensor is left out (explaining the logits layer of a
     segmenter says little); a module that runs several times is listed once.
     """
-    order, out = probe_outputs(model, x)
-    final_id = id(out) if isinstance(out, torch.Tensor) else None
+    order, _ = probe_outputs(model, x)
     seen, result = set(), []
-    for name, shape, tensor_id in order:
-        if len(shape) != x.dim() or torch.Size(shape[2:]).numel() <= 1 or tensor_id == final_id or name in seen:
+    for name, shape, is_model_output in order:
+        if len(shape) != x.dim() or torch.Size(shape[2:]).numel() <= 1 or is_model_output or name in seen:
             continue
         seen.add(name)
         result.append((name, shape))
