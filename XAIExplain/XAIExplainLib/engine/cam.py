@@ -15,9 +15,17 @@ def _spatial(t: torch.Tensor) -> tuple[int, ...]:
 
 
 def _weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
-    """sum_k w_k A_k for weights (N, K)."""
-    shape = weights.shape + (1,) * (activations.dim() - 2)
-    return (weights.reshape(shape) * activations).sum(dim=1)
+    """sum_k w_k A_k for weights (N, K), as one batched matrix product (no (N, K, *s) temporary)."""
+    flat = activations.reshape(activations.shape[0], activations.shape[1], -1)
+    return torch.bmm(weights.unsqueeze(1).to(flat.dtype), flat).reshape(
+        (activations.shape[0],) + tuple(activations.shape[2:]))
+
+
+def _safe_divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """numerator / denominator where the denominator is not zero, else 0."""
+    nonzero = denominator != 0
+    return torch.where(nonzero, numerator / torch.where(nonzero, denominator, torch.ones_like(denominator)),
+                       torch.zeros_like(numerator))
 
 
 def gradcam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -28,13 +36,13 @@ def gradcampp(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Chattopadhay et al. eq. 19 with the exponential score.
 
     With Y = exp(S) the exponentials cancel in alpha, leaving g^2 / (2 g^2 + sum_s(A) g^3);
-    the weights use ReLU(g) (the common exp(S) factor only rescales the raw map).
+    the weights use ReLU(g) (the common exp(S) factor only rescales the raw map). Where
+    g > 0 that alpha is 1 / (2 + sum_s(A) g), and ReLU(g) zeroes the rest, so the weights
+    are sum_s ReLU(g) / (2 + sum_s(A) g): the same numbers in a third of the passes over g.
     """
-    g2, g3 = g.pow(2), g.pow(3)
-    denominator = 2 * g2 + a.sum(dim=_spatial(a), keepdim=True) * g3
-    alpha = torch.where(denominator != 0, g2 / torch.where(denominator != 0, denominator, torch.ones_like(denominator)),
-                        torch.zeros_like(denominator))
-    weights = (alpha * torch.relu(g)).sum(dim=_spatial(g))
+    positive = torch.relu(g)
+    denominator = 2 + a.sum(dim=_spatial(a), keepdim=True) * positive
+    weights = _safe_divide(positive, denominator).sum(dim=_spatial(g))
     return torch.relu(_weighted_sum(weights, a))
 
 
@@ -43,9 +51,10 @@ def hirescam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 def xgradcam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    total = a.sum(dim=_spatial(a), keepdim=True)
-    share = torch.where(total != 0, a / torch.where(total != 0, total, torch.ones_like(total)), torch.zeros_like(a))
-    return torch.relu(_weighted_sum((share * g).sum(dim=_spatial(g)), a))
+    """Weights sum_s(A g) / sum_s(A) per channel (0 for an all-zero channel)."""
+    dims = _spatial(a)
+    weights = _safe_divide((a * g).sum(dim=dims), a.sum(dim=dims))
+    return torch.relu(_weighted_sum(weights, a))
 
 
 def layercam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

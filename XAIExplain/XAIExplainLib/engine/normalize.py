@@ -7,13 +7,18 @@ from __future__ import annotations
 import torch
 
 
-def minmax(maps: torch.Tensor, per_sample: bool = True) -> torch.Tensor:
-    """Scale maps to [0, 1]; per sample over its spatial dims, or jointly over everything."""
+def minmax(maps: torch.Tensor, per_sample: bool = True, in_place: bool = False) -> torch.Tensor:
+    """Scale maps to [0, 1]; per sample over its spatial dims, or jointly over everything.
+
+    A constant map has x - min = 0 everywhere, so dividing by a span clamped away from
+    zero keeps it at 0 without a full-size ``where``. ``in_place=True`` overwrites
+    ``maps`` (for buffers the caller owns, such as a whole volume's maps).
+    """
     flat = maps.reshape(maps.shape[0], -1) if per_sample else maps.reshape(1, -1)
-    low = flat.min(dim=1, keepdim=True).values
-    span = flat.max(dim=1, keepdim=True).values - low
-    scaled = torch.where(span > 0, (flat - low) / span.clamp_min(torch.finfo(flat.dtype).tiny), torch.zeros_like(flat))
-    return scaled.reshape(maps.shape)
+    low, high = torch.aminmax(flat, dim=1, keepdim=True)
+    span = (high - low).clamp_min(torch.finfo(flat.dtype).tiny)
+    shifted = flat.sub_(low) if in_place else flat - low
+    return shifted.div_(span).reshape(maps.shape)
 
 
 def display_values(maps: torch.Tensor, signed: bool) -> torch.Tensor:

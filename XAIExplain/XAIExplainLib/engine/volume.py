@@ -170,8 +170,9 @@ def _slices_of(volume: torch.Tensor, axis: int, start: int, stop: int) -> torch.
 def _finish(maps: dict, methods: list[str], normalize: bool, single: bool):
     out = {}
     for name, value in maps.items():
-        if normalize:
-            value = minmax(display_values(value, get_method(name).signed)[None], per_sample=False)[0]
+        if normalize:  # the maps are this call's own buffers: normalise them in place
+            value = minmax(display_values(value, get_method(name).signed)[None], per_sample=False,
+                           in_place=True)[0]
         out[name] = value.float().cpu().numpy()
     return out[methods[0]] if single else out
 
@@ -206,7 +207,8 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
     device = _resolve_device(model, device)
     data = _as_channels_first(volume)
     spatial = tuple(data.shape[1:])
-    maps = {name: torch.zeros(spatial, device=device) for name in method_list}
+    # Every voxel is written below (each slice, or the blended windows), so no zero fill.
+    maps = {name: torch.empty(spatial, device=device) for name in method_list}
     if memory_budget_mb is not None and batch_size is None:
         batch_size = _budget_batch(model, data, maps, mode, axis, patch_size, memory_budget_mb, device)
     if mode == "slices":
