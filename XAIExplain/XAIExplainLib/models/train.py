@@ -54,7 +54,7 @@ class Budget:
 
 BUDGETS = {
     "ct-phase-2d": Budget(train=1200, validation=200, epochs=10, batch=32, lr=2e-3),
-    "lung-nodule-2d": Budget(train=160, validation=10, epochs=14, batch=16, lr=1e-3),  # patients
+    "lung-nodule-2d": Budget(train=80, validation=10, epochs=16, batch=16, lr=1e-3),  # patients
     "lung-nodule-seg-3d": Budget(train=50, validation=6, epochs=8, batch=8, lr=3e-3),  # patients
 }
 

@@ -67,9 +67,10 @@ def phase_accuracy_pipeline(model: LoadedModel, patients: int = 8, seed: int = F
     return {"accuracy": correct / total, "slices": total}
 
 
-def nodule_auc(model: LoadedModel, patients: int = 4, seed: int = FRESH_SEED) -> dict:
-    """AUC of P(nodule) on slices of ``patients`` fresh patients (half with a nodule)."""
-    x, y, _ = ds.nodule_slices(patients, seed)
+def nodule_auc(model: LoadedModel, patients: int = 4, seed: int = FRESH_SEED, workers: int = 1) -> dict:
+    """AUC of P(nodule) on slices of ``patients`` fresh patients (half with a nodule);
+    ``workers`` processes generate the phantoms."""
+    x, y, _ = ds.nodule_slices(patients, seed, workers)
     scores = _predict_batch(model, x)[:, 1]
     return {"auc": ds.roc_auc(y, scores), "accuracy": float(np.mean((scores > 0.5) == y)),
             "slices": int(len(y)), "positives": int(y.sum())}
