@@ -105,35 +105,14 @@ def scene_state(scene) -> tuple:
 
 
 def bright_spot_model(dims: int = 2, threshold: float = 0.0):
-    """A classifier whose class-1 score is the mean of ReLU(x - threshold).
+    """A classifier whose class-1 score is the mean of ReLU(x - threshold), in eval mode.
 
     Layer ``features`` outputs ReLU(x - threshold) with one channel, so
     Grad-CAM for class 1 equals that activation (normalised): hot exactly
     where the input is brighter than ``threshold``. Saliency is also
-    non-zero only there.
+    non-zero only there. (The card architecture ``BrightSpotClassifier``.)
     """
-    import torch
-    from torch import nn
-
-    conv = nn.Conv2d if dims == 2 else nn.Conv3d
-    pool = nn.AdaptiveAvgPool2d if dims == 2 else nn.AdaptiveAvgPool3d
-
-    class BrightSpot(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.features = nn.Sequential(conv(1, 1, 1), nn.ReLU())
-            self.pool = pool(1)
-            self.fc = nn.Linear(1, 2)
-            with torch.no_grad():
-                self.features[0].weight.fill_(1.0)
-                self.features[0].bias.fill_(-threshold)
-                self.fc.weight.copy_(torch.tensor([[-1.0], [1.0]]))
-                self.fc.bias.zero_()
-
-        def forward(self, x):
-            return self.fc(self.pool(self.features(x)).flatten(1))
-
-    return BrightSpot().eval()
+    return __getattr__("BrightSpotClassifier")(dims=dims, threshold=threshold).eval()
 
 
 def rgba_is_heat(rgba: np.ndarray) -> np.ndarray:

@@ -10,7 +10,6 @@ import hashlib
 
 import pytest
 import SimpleITK as sitk
-import torch
 
 from XAIExplainLib.imaging.phantoms import abdominal_phantom
 from XAIExplainLib.models import explain_image, list_models, load_model
@@ -20,12 +19,7 @@ BUNDLED = ("ct-phase-2d", "lung-nodule-2d", "lung-nodule-seg-3d")
 TEST_SEED = 424242  # training uses 1000-1200 and 2000-2200
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 def test_bundled_models_are_listed_small_and_intact():

@@ -9,7 +9,6 @@ silently degrade.  ``python -m XAIExplainLib.models.validate`` runs more samples
 from __future__ import annotations
 
 import pytest
-import torch
 
 from XAIExplainLib.models import load_model
 from XAIExplainLib.models import validate
@@ -17,12 +16,7 @@ from XAIExplainLib.models import validate
 TEST_SEED = 424242  # training uses 1000-1200 and 2000-2200
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 def test_lung_nodule_auc_on_fresh_phantoms():
