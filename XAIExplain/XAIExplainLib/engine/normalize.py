@@ -15,7 +15,8 @@ def minmax(maps: torch.Tensor, per_sample: bool = True, in_place: bool = False) 
     ``maps`` (for buffers the caller owns, such as a whole volume's maps).
     """
     flat = maps.reshape(maps.shape[0], -1) if per_sample else maps.reshape(1, -1)
-    low, high = torch.aminmax(flat, dim=1, keepdim=True)
+    low = flat.amin(dim=1, keepdim=True)  # (amin + amax measured faster than aminmax on CPU)
+    high = flat.amax(dim=1, keepdim=True)
     span = (high - low).clamp_min(torch.finfo(flat.dtype).tiny)
     shifted = flat.sub_(low) if in_place else flat - low
     return shifted.div_(span).reshape(maps.shape)
