@@ -14,13 +14,25 @@ def volume():
     return rng.normal(size=(9, 12, 14)).astype(np.float32)
 
 
+# One-layer CAM maps are resized once per volume, the others per batch; a layer list
+# (multi-layer average) is resized per batch too. All must equal per-slice explain.
+METHOD_SETS = {
+    "gradcam+saliency": (["gradcam", "saliency"], None),
+    "every one-layer CAM with full-size methods": (
+        ["cam", "gradcam", "gradcampp", "hirescam", "xgradcam", "layercam", "guided_gradcam", "saliency"], None),
+    "layer list": (["gradcam", "layercam"], ["features.2", "features.6"]),
+}
+
+
+@pytest.mark.parametrize("methods", METHOD_SETS)
 @pytest.mark.parametrize("axis", [0, 1, 2])
-def test_slices_mode_equals_stacked_per_slice_explain(volume, axis):
+def test_slices_mode_equals_stacked_per_slice_explain(volume, axis, methods):
+    methods, layer = METHOD_SETS[methods]
     model = make(SmallCNN)
-    got = xai.explain_volume(model, volume, ["gradcam", "saliency"], axis=axis, batch_size=4, normalize=False)
+    got = xai.explain_volume(model, volume, methods, axis=axis, batch_size=4, normalize=False, layer=layer)
     slices = torch.from_numpy(np.moveaxis(volume, axis, 0)).unsqueeze(1)
-    for method in ("gradcam", "saliency"):
-        expected = torch.cat([xai.explain(model, slices[i:i + 1], method, normalize=False)
+    for method in methods:
+        expected = torch.cat([xai.explain(model, slices[i:i + 1], method, normalize=False, layer=layer)
                               for i in range(slices.shape[0])])
         expected = np.moveaxis(expected.numpy(), 0, axis)
         assert got[method].shape == volume.shape

@@ -31,13 +31,20 @@ def _check_options(methods: Sequence[str], options: dict) -> None:
 
 
 def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], target=None, layer=None,
-                 normalize: bool = True, return_info: bool = False, **options):
+                 normalize: bool = True, return_info: bool = False, layer_resolution: bool = False,
+                 **options):
     """Several maps for the same input, sharing passes: all CAM-family maps cost one forward + one backward.
 
     Returns a dict method name -> float32 tensor (N, *x.shape[2:]) on x's device; with
     ``return_info=True`` a pair (maps, info) where info holds per-method extras (e.g. the
     completeness error of Integrated Gradients) and the layers used.
+
+    ``layer_resolution=True`` (with ``normalize=False``) leaves the maps of one-layer CAM
+    methods (CAM, Grad-CAM, Grad-CAM++, HiResCAM, XGrad-CAM, LayerCAM) at the layer's
+    resolution, for a caller that resizes a whole volume of them at once.
     """
+    if layer_resolution and normalize:
+        raise ValueError("layer_resolution=True returns raw layer maps; pass normalize=False with it")
     check_model(model)
     if isinstance(methods, str):
         methods = [methods]
@@ -54,8 +61,11 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
     from .capture import explaining
     maps = {}
     with explaining(model):
+        low_resolution = request.at_layer_resolution() if layer_resolution and any(
+            info.layer_map_only for info in infos) else None
         for info in infos:
-            raw = info.compute(request).detach().float()
+            raw = info.compute(low_resolution if low_resolution is not None and info.layer_map_only else request)
+            raw = raw.detach().float()
             maps[info.name] = minmax(display_values(raw, info.signed)) if normalize else raw
     maps = {name: value.to(x.device) for name, value in maps.items()}
     if return_info:

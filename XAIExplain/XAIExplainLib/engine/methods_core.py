@@ -49,11 +49,12 @@ _DESCRIPTIONS = {
 }
 
 for _name, _formula in cams.GRADIENT_CAMS.items():
-    register(MethodInfo(_name, _DESCRIPTIONS[_name], compute=_gradient_cam(_formula)))
+    register(MethodInfo(_name, _DESCRIPTIONS[_name], compute=_gradient_cam(_formula), layer_map_only=True))
 
 register(MethodInfo(
     "cam", "CAM: class weights of a global-average-pool + Linear head times the layer's activations",
     compute=_class_activation_map, tasks=(CLASSIFICATION,), signed=True, cost="1 forward",
+    layer_map_only=True,
 ))
 register(MethodInfo(
     "saliency", "Saliency: |d score / d input|, max over channels",

@@ -20,6 +20,9 @@ class MethodInfo:
     signed: bool = False
     cost: str = "1 forward + 1 backward"
     options: tuple = ()
+    #: The map is one layer's map resized to the input and nothing more, so a caller that
+    #: explains a volume batch by batch may keep it at layer resolution and resize once.
+    layer_map_only: bool = False
 
     def summary(self) -> str:
         layer = "layer" if self.needs_layer else "no layer"

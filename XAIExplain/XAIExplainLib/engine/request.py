@@ -9,7 +9,7 @@ backward.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -38,12 +38,19 @@ class Request:
     options: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     full_cam_pass: bool = False  # set when some method of the request needs layer gradients
+    upsample_single_layer: bool = True  # False: a one-layer map stays at the layer's resolution
     _passes: dict = field(default_factory=dict)
     _layers: list | None = None
 
     @property
     def spatial_size(self) -> tuple[int, ...]:
         return tuple(self.x.shape[2:])
+
+    def at_layer_resolution(self) -> "Request":
+        """A view of this request, sharing its passes and info, whose one-layer maps are not
+        resized to the input."""
+        self.layers()
+        return replace(self, upsample_single_layer=False)
 
     def layers(self) -> list[tuple[str, nn.Module]]:
         """The resolved target layer(s): the user's choice or the default layer."""
@@ -88,10 +95,14 @@ class Request:
     def per_layer(self, layer_map) -> torch.Tensor:
         """Apply ``layer_map(name, module) -> (N, *s)`` to each target layer, upsample, combine.
 
-        One layer: its upsampled map. Several layers (multi-layer attribution, seed 002):
-        each map is resized to the input, min-max scaled to [0, 1], then averaged.
+        One layer: its upsampled map (its raw map when ``upsample_single_layer`` is False).
+        Several layers (multi-layer attribution, seed 002): each map is resized to the
+        input, min-max scaled to [0, 1], then averaged.
         """
-        maps = [upsample(layer_map(name, module), self.spatial_size) for name, module in self.layers()]
+        layers = self.layers()
+        if len(layers) == 1 and not self.upsample_single_layer:
+            return layer_map(*layers[0])
+        maps = [upsample(layer_map(name, module), self.spatial_size) for name, module in layers]
         if len(maps) == 1:
             return maps[0]
         return torch.stack([minmax(m) for m in maps]).mean(dim=0)

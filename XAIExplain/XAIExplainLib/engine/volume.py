@@ -16,6 +16,7 @@ from torch import nn
 from .api import explain_many, model_device_dtype
 from .devices import resolve_device
 from .normalize import display_values, minmax
+from .request import upsample
 from .registry import get_method
 from .targets import resolve_target
 from .validation import check_model
@@ -207,26 +208,51 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
     device = _resolve_device(model, device)
     data = _as_channels_first(volume)
     spatial = tuple(data.shape[1:])
-    # Every voxel is written below (each slice, or the blended windows), so no zero fill.
-    maps = {name: torch.empty(spatial, device=device) for name in method_list}
     if memory_budget_mb is not None and batch_size is None:
-        batch_size = _budget_batch(model, data, maps, mode, axis, patch_size, memory_budget_mb, device)
+        batch_size = _budget_batch(model, data, len(method_list), mode, axis, patch_size, memory_budget_mb,
+                                   device)
     if mode == "slices":
-        def work(start, stop):
-            batch = _slices_of(data, axis, start, stop).to(device)
-            result = explain_many(model, batch, method_list, target=_slice_target(target, start, stop, axis),
-                                  layer=layer, normalize=False, **options)
-            for name, value in result.items():
-                maps[name].movedim(axis, 0)[start:stop] = value
-        _Batches(spatial[axis], batch_size, device, progress).run(work)
+        maps = _explain_slices(model, data, method_list, axis, target, layer, batch_size, device, progress,
+                               options)
     else:
+        # Every voxel is written (the blended windows), so no zero fill.
+        maps = {name: torch.empty(spatial, device=device) for name in method_list}
         _explain_windows(model, data, method_list, maps, patch_size, overlap, target, layer, batch_size,
                          device, progress, options)
     return _finish(maps, method_list, normalize, single)
 
 
-def _budget_batch(model, data, maps, mode, axis, patch_size, budget_mb, device) -> int:
-    fixed = data.numel() * 4 + sum(m.numel() * 4 for m in maps.values())
+def _explain_slices(model, data, methods, axis, target, layer, batch_size, device, progress, options) -> dict:
+    """Maps of a 2D model over the slices along ``axis``, as views of (Z, Y, X) tensors.
+
+    One-layer CAM maps stay at the layer's resolution batch by batch and are resized
+    once per volume at the end: no full-size temporary per batch and no copy (on CPU,
+    fresh full-size buffers every batch cost more in page faults than the maps' maths).
+    """
+    spatial = tuple(data.shape[1:])
+    slice_shape = spatial[:axis] + spatial[axis + 1:]
+    full, low = {}, {}
+
+    def work(start, stop):
+        batch = _slices_of(data, axis, start, stop).to(device)
+        result = explain_many(model, batch, methods, target=_slice_target(target, start, stop, axis),
+                              layer=layer, normalize=False, layer_resolution=True, **options)
+        for name, value in result.items():
+            if tuple(value.shape[1:]) == slice_shape:
+                if name not in full:  # every slice is written, so no zero fill
+                    full[name] = torch.empty((spatial[axis],) + slice_shape, device=device)
+                full[name][start:stop] = value
+            else:
+                low.setdefault(name, []).append(value)
+
+    _Batches(spatial[axis], batch_size, device, progress).run(work)
+    for name, parts in low.items():
+        full[name] = upsample(torch.cat(parts), slice_shape)
+    return {name: full[name].movedim(0, axis) for name in methods}
+
+
+def _budget_batch(model, data, n_maps, mode, axis, patch_size, budget_mb, device) -> int:
+    fixed = (data.numel() + n_maps * data[0].numel()) * 4
     if mode == "slices":
         sample, limit = _slices_of(data, axis, 0, 1), data.shape[axis + 1]
     else:
