@@ -142,6 +142,25 @@ def measure(row: str, args, dims: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def measure_rows(args, dims: int) -> list[dict]:
+    """Every row ``args.rounds`` times, the rows interleaved round by round, so that a slow
+    spell of a shared machine hits all rows alike; seconds are the median over the rounds."""
+    runs = {row: [] for row in ROWS_2D}
+    for _ in range(args.rounds):
+        for row in ROWS_2D:
+            runs[row].append(measure(row, args, dims))
+    rows = []
+    for row, results in runs.items():
+        done = [r for r in results if "seconds" in r]
+        if not done:
+            rows.append(results[0])
+            continue
+        rows.append({"row": row, "seconds": statistics.median(r["seconds"] for r in done),
+                     "round_seconds": [r["seconds"] for r in done],
+                     "peak_mb": max(r["peak_mb"] for r in done)})
+    return rows
+
+
 def table(title: str, rows: list[dict]) -> str:
     base = next((r["seconds"] for r in rows if r["row"] == "plain inference" and "seconds" in r), None)
     peers = [r["seconds"] for r in rows if "seconds" in r and not r["row"].startswith(("plain", "xaiexplain"))]
@@ -170,7 +189,9 @@ def main(argv=None) -> int:
     parser.add_argument("--size3d", type=int, default=None, help="3D: in-plane size (default 96 CPU, 192 CUDA)")
     parser.add_argument("--batch", type=int, default=16, help="slices per batch (2D)")
     parser.add_argument("--width", type=int, default=32, help="ResNet base width")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per row and round (median)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds over all rows, interleaved (median over rounds)")
     parser.add_argument("--skip-3d", action="store_true")
     parser.add_argument("--out", default=str(HERE / "results" / "engine.json"))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -189,13 +210,13 @@ def main(argv=None) -> int:
     result = {"device": args.device, "torch": torch.__version__, "machine": platform.machine(),
               "threads": torch.get_num_threads(),
               "gpu": torch.cuda.get_device_name(0) if gpu else None, "settings": vars(args).copy()}
-    rows2d = [measure(row, args, 2) for row in ROWS_2D]
+    rows2d = measure_rows(args, 2)
     print(table(f"2D ResNet-like (width {args.width}), slices mode: {args.slices} x {args.size} x {args.size}, "
                 f"batch {args.batch}, layer4, {args.device}", rows2d))
     result["2d"] = rows2d
     if not args.skip_3d:
         args.batch_3d = 1
-        rows3d = [measure(row, args, 3) for row in ROWS_2D]
+        rows3d = measure_rows(args, 3)
         print()
         print(table(f"3D ResNet-like (width {args.width}), volume mode: {args.depth} x {args.size3d} x "
                     f"{args.size3d}, layer4, {args.device}", rows3d))
