@@ -48,7 +48,8 @@ def nodule_slices(ctx: Context, patients: int, slices: int = 14) -> dict:
 
     Shared by the CRM and arXiv 2201.02771 sections (generated once per run).
     ``slices`` per patient as in training (14); the quick run asks for fewer.
-    ``patient`` says which simulated patient each slice comes from.
+    ``patient`` says which simulated patient each slice comes from; ``positive`` indexes
+    the slices labelled "nodule" whose mask shows it.
     """
     def build():
         from XAIExplainLib.models import datasets as ds
@@ -62,7 +63,9 @@ def nodule_slices(ctx: Context, patients: int, slices: int = 14) -> dict:
             y.append(out[1])
             m.append(out[2])
             p.append(np.full(len(out[1]), index))
-        return {"x": np.concatenate(x), "y": np.concatenate(y), "mask": np.concatenate(m),
+        labels, masks = np.concatenate(y), np.concatenate(m)
+        positive = np.flatnonzero((labels == 1) & (masks.reshape(len(masks), -1).sum(1) > 0))
+        return {"x": np.concatenate(x), "y": labels, "mask": masks, "positive": positive,
                 "patient": np.concatenate(p), "spacing_mm": ds.NODULE_GRID["spacing"], "seed": seed}
     return ctx.memo(("nodule_slices", patients, slices), build)
 

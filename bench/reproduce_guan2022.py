@@ -48,7 +48,7 @@ def run(ctx: Context) -> Section:
     module = loaded.module
     data = nodule_slices(ctx, ctx.size(1, 20), ctx.size(6, 14))
     x, y, masks, spacing = data["x"], data["y"], data["mask"], data["spacing_mm"]
-    positives = np.flatnonzero((y == NODULE) & (masks.reshape(len(masks), -1).sum(1) > 0))
+    positives = data["positive"]
     maps = compute_maps(module, x[positives], "gradcam", layer=LAYER, target=NODULE)
     phantom = sweep_stats(maps, masks[positives], (spacing, spacing))
     stats = {"phantoms": phantom}
