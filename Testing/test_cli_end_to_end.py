@@ -258,7 +258,7 @@ def test_each_bad_input_is_one_line_with_exit_status_2(case, model, message, vol
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "no-such-model", "--method", "gradcam"],
-     f"--model no-such-model: no model named 'no-such-model'"),
+     "--model no-such-model: no model named 'no-such-model'"),
     (["--model", CLASSIFIER, "--method", "gradcan"],
      "--method gradcan: unknown method; available methods: cam, crm, gradcam"),
     (["--model", CLASSIFIER, "--method", "kwc"],

@@ -3,7 +3,6 @@ import copy
 
 import pytest
 import torch
-from torch import nn
 
 import XAIExplainLib as xai
 from engine_models import FunctionalReluCNN, SmallCNN, inputs, make

@@ -6,7 +6,6 @@ import torch
 from slicer_scene import add_volume, ijk_to_ras, rotation, scene  # noqa: F401  (fixture)
 
 import XAIExplainLib as xai
-from XAIExplainLib import mrml
 from XAIExplainLib.logic import XAIExplainLogic
 from XAIExplainLib.mrml import labels, tables
 

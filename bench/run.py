@@ -44,7 +44,6 @@ def _batches(volume, batch):
 def _row_callable(row: str, model, volume, layer_name: str, batch: int, device, dims: int):
     """A function computing the row's full-volume result once."""
     import torch
-    import torch.nn.functional as F
 
     import XAIExplainLib as xai
     layer = dict(model.named_modules())[layer_name]

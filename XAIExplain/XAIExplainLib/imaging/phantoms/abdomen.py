@@ -18,7 +18,6 @@ renal pelvis, liver and spleen.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 

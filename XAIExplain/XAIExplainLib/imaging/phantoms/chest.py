@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._canvas import Canvas, Region, smooth_noise
+from ._canvas import Canvas, smooth_noise
 from ._shapes import Segment, ellipsoid, grow_tree, paint_segments, segment_bounds, superellipse
 from ._trunk import CORTICAL_HU, Trunk
 from .nodules import Nodule, paint_nodule, random_nodule
@@ -36,7 +36,7 @@ class ChestAnatomy:
     def __init__(self, rng: np.random.Generator, contrast: bool = False):
         self.rng = rng
         t = self.trunk = Trunk.sample(rng, "chest")
-        a, b = t.half_width, t.half_front
+        b = t.half_front
         j = lambda s: rng.uniform(-s, s)  # noqa: E731
         rx, ry = t.vertebra_radius
         self.cavity = t.cavity_shrink
@@ -267,7 +267,7 @@ class ChestAnatomy:
     def _paint_chest_wall_extras(self, canvas: Canvas, zr) -> None:
         """Pectoral muscles, sternum and scapulae."""
         t = self.trunk
-        a, b = t.half_width, t.half_front
+        b = t.half_front
         for side in (-1, 1):
             canvas.paint("muscle", t.bounds((max(zr[0], -60), zr[1])),
                          lambda r, s=side: (superellipse(r.x, r.y, s * 0.42 * a, -b + t.fat + 2,
