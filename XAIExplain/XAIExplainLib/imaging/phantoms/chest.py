@@ -267,7 +267,7 @@ class ChestAnatomy:
     def _paint_chest_wall_extras(self, canvas: Canvas, zr) -> None:
         """Pectoral muscles, sternum and scapulae."""
         t = self.trunk
-        b = t.half_front
+        a, b = t.half_width, t.half_front
         for side in (-1, 1):
             canvas.paint("muscle", t.bounds((max(zr[0], -60), zr[1])),
                          lambda r, s=side: (superellipse(r.x, r.y, s * 0.42 * a, -b + t.fat + 2,
