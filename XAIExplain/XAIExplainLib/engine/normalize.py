@@ -11,8 +11,9 @@ def minmax(maps: torch.Tensor, per_sample: bool = True, in_place: bool = False) 
     """Scale maps to [0, 1]; per sample over its spatial dims, or jointly over everything.
 
     A constant map has x - min = 0 everywhere, so dividing by a span clamped away from
-    zero keeps it at 0 without a full-size ``where``. ``in_place=True`` overwrites
-    ``maps`` (for buffers the caller owns, such as a whole volume's maps).
+    zero keeps it at 0 without a full-size ``where``. ``in_place=True`` may overwrite
+    ``maps`` (it does when they are contiguous): only for buffers the caller owns, such
+    as a whole volume's maps. Use the returned tensor either way.
     """
     flat = maps.reshape(maps.shape[0], -1) if per_sample else maps.reshape(1, -1)
     low = flat.amin(dim=1, keepdim=True)  # (amin + amax measured faster than aminmax on CPU)
