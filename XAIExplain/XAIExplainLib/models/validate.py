@@ -78,28 +78,24 @@ def nodule_auc(model: LoadedModel, patients: int = 4, seed: int = FRESH_SEED, wo
 
 def nodule_pointing_game(model: LoadedModel, patients: int = 4, seed: int = FRESH_SEED,
                          layers: tuple[str, ...] | None = None, tolerance_mm: float = 0.0) -> dict:
-    """Share of nodule slices whose Grad-CAM peak (class "nodule") lies on the nodule.
+    """Share of nodule slices whose Grad-CAM peak (class "nodule") lies on the nodule
+    (the evaluation module's pointing game, within ``tolerance_mm``).
 
-    ``layers`` defaults to the card's default layer and the last conv block;
-    ``tolerance_mm`` accepts peaks that close to the nodule mask.
+    ``layers`` defaults to the card's default layer and the last conv block.
     """
     import torch
-    from scipy import ndimage
 
     import XAIExplainLib as xai
 
     layers = layers or tuple(dict.fromkeys([model.card.target_layers.default, "features.block4"]))
     x, y, masks = ds.nodule_slices(patients, seed)
     positive = np.flatnonzero(y == 1)
-    grow = int(round(tolerance_mm / ds.NODULE_GRID["spacing"]))
-    targets = [ndimage.binary_dilation(masks[i], iterations=grow) if grow else masks[i]
-               for i in positive]
     out = {"slices": int(len(positive))}
     for layer in layers:
-        maps = xai.explain(model.module, torch.from_numpy(x[positive]), "gradcam", target=1,
-                           layer=layer).numpy()
-        hits = [bool(t[np.unravel_index(np.argmax(m), m.shape)]) for m, t in zip(maps, targets)]
-        out[layer] = float(np.mean(hits))
+        maps = xai.explain(model.module, torch.from_numpy(x[positive]), "gradcam", target=1, layer=layer)
+        hits = xai.pointing_game(maps, torch.from_numpy(masks[positive]),
+                                 spacing=[ds.NODULE_GRID["spacing"]] * 2, tolerance_mm=tolerance_mm)
+        out[layer] = hits.double().mean().item()
     return out
 
 
