@@ -181,7 +181,7 @@ def nodule_crops(x: np.ndarray, y: np.ndarray, masks: np.ndarray, count: int, si
     half = size // 2
     height, width = x.shape[-2:]
     min_pixels = MIN_NODULE_AREA_MM2 / 3 / NODULE_GRID["spacing"] ** 2
-    low, high = ds_window_fraction(-960.0), ds_window_fraction(-600.0)
+    low, high = intensity.window(np.array([-960.0, -600.0]), *NODULE_GRID["window"])  # lung HU range
     xs = np.zeros((count, 1, size, size), np.float32)
     ys = np.zeros(count, np.int64)
     for j in range(count):
@@ -197,12 +197,6 @@ def nodule_crops(x: np.ndarray, y: np.ndarray, masks: np.ndarray, count: int, si
         xs[j] = x[i, :, r - half:r + half, c - half:c + half]
         ys[j] = int(masks[i, r - half:r + half, c - half:c + half].sum() >= min_pixels)
     return xs, ys
-
-
-def ds_window_fraction(hu: float) -> float:
-    """Where ``hu`` falls in the nodule model's window (0..1)."""
-    low, high = NODULE_GRID["window"]
-    return float(np.clip((hu - low) / (high - low), 0.0, 1.0))
 
 
 def _nodule_patient_padded(seed: int, index: int, slices: int = 14):
