@@ -8,7 +8,7 @@ from torch import nn
 
 import XAIExplainLib as xai
 from XAIExplainLib.engine import batching
-from XAIExplainLib.engine.kwc import glorot_kernels
+from XAIExplainLib.engine.methods.kwc import glorot_kernels
 from XAIExplainLib.engine.normalize import minmax
 from test_seed_models import classifier, inputs, unet
 

@@ -5,7 +5,7 @@ from torch import nn
 
 import XAIExplainLib as xai
 from XAIExplainLib.engine import batching
-from XAIExplainLib.engine.paths import smoothgrad_noise
+from XAIExplainLib.engine.methods.smoothgrad import smoothgrad_noise
 from test_seed_models import classifier, inputs, pearson, unet
 
 captum_attr = pytest.importorskip("captum.attr")

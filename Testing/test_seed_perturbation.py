@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 import XAIExplainLib as xai
 from XAIExplainLib.engine import batching
-from XAIExplainLib.engine.perturbation import occlusion_windows
+from XAIExplainLib.engine.methods.occlusion import occlusion_windows
 from test_seed_models import classifier, inputs, pearson, unet
 
 captum_attr = pytest.importorskip("captum.attr")

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import XAIExplainLib as xai
-from XAIExplainLib.engine.regions import largest_component
+from XAIExplainLib.engine.targets.regions import largest_component
 from test_seed_models import inputs, unet
 
 

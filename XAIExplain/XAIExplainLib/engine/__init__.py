@@ -1,11 +1,10 @@
 """The attribution engine: torch only (no Slicer, VTK or SimpleITK here)."""
 from .api import explain, explain_many
 from .layers import list_layers
-from .multilayer import decoder_layers
+from .decoder_layers import decoder_layers
 from .registry import METHODS, MethodInfo, register
-from .roi import crm_roi_map
-from .segmentation import SegmentationTarget
-from .targets import resolve_target
+from .methods.crm_class_maps import crm_roi_map
+from .targets import SegmentationTarget, resolve_target
 from .volume import explain_volume, predict_volume
 
 __all__ = [

@@ -6,8 +6,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from . import methods_core  # noqa: F401  (registers the core methods)
-from . import methods_seed  # noqa: F401  (registers the seed-paper, perturbation and path methods)
+from . import methods  # noqa: F401  (registers every method)
 from .normalize import display_values, minmax
 from .registry import get_method
 from .request import Request

@@ -11,6 +11,9 @@ from typing import Iterable, Sequence, Union
 import torch
 from torch import nn
 
+from .decoder_layers import decoder_layers
+from .probe import probe_outputs
+
 LayerSpec = Union[None, str, nn.Module, Sequence[Union[str, nn.Module]]]
 
 _DEFAULT_LAYER_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
@@ -53,10 +56,9 @@ def resolve_layers(model: nn.Module, layer: LayerSpec, x: torch.Tensor) -> list[
     """Resolve a layer spec to a non-empty list of (name, module); None picks the default layer.
 
     ``"decoder"`` means every post-bottleneck convolution of a U-Net-like model (see
-    multilayer.decoder_layers), also when the model has a submodule named "decoder".
+    decoder_layers.decoder_layers), also when the model has a submodule named "decoder".
     """
     if isinstance(layer, str) and layer == "decoder":
-        from .multilayer import decoder_layers
         return [resolve_one(model, name) for name in decoder_layers(model, x)]
     if layer is None:
         return [resolve_one(model, default_layer(model, x))]
@@ -71,34 +73,6 @@ def resolve_layers(model: nn.Module, layer: LayerSpec, x: torch.Tensor) -> list[
     raise TypeError(
         f"layer must be a dotted module name, a submodule, a non-empty list of them, or None; got {layer!r}"
     )
-
-
-def probe_outputs(model: nn.Module, x: torch.Tensor, include=lambda name, module: True):
-    """Run the first sample once (inference mode) and record the tensor outputs of the modules
-    ``include`` selects, in execution order: [(name, shape, is_model_output)], and the model output.
-
-    Outputs are tracked through weak references, not ``id()``: an intermediate tensor freed
-    during the forward pass can leave its id to the model's output, which made a layer look
-    like the output on some machines.
-    """
-    seen: list[tuple[str, tuple[int, ...], "weakref.ref[torch.Tensor]"]] = []
-
-    def recorder(name):
-        def hook(module, inputs, output):
-            if isinstance(output, torch.Tensor):
-                seen.append((name, tuple(output.shape), weakref.ref(output)))
-        return hook
-
-    hooks = [module.register_forward_hook(recorder(name))
-             for name, module in model.named_modules() if name and include(name, module)]
-    try:
-        with torch.inference_mode():
-            out = model(x[:1])
-    finally:
-        for handle in hooks:
-            handle.remove()
-    order = [(name, shape, isinstance(out, torch.Tensor) and ref() is out) for name, shape, ref in seen]
-    return order, out
 
 
 def spatial_layers(model: nn.Module, x: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:

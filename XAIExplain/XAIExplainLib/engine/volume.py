@@ -137,7 +137,7 @@ class _PerPartTarget:
 
     def bind(self, output: torch.Tensor):
         if output.dim() > 2:
-            from .segmentation import SegmentationTarget
+            from .targets import SegmentationTarget
             return SegmentationTarget(self.spec)._replace(allow_empty=True).bind(output)
         return resolve_target(self.spec, output)
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import torch
 
-from .capture import LayerCapture
-from .options import choice
-from .targets import resolve_target
+from ..capture import LayerCapture
+from ..options import choice
+from ..registry import MethodInfo, register
+from ..targets import resolve_target
 
 MODES = ("layer", "class")
 
@@ -77,3 +78,10 @@ def compute(request) -> torch.Tensor:
     mode = choice(request.options, "sam_mode", "layer", MODES)
     maps = sam_maps(request.model, request.x, request.layers(), request.target, mode)
     return request.per_layer(lambda name, _: maps[name])
+
+
+register(MethodInfo(
+    "sam", "SAM (our reading of Philbrick et al. 2018): input saliency of a layer's response (or its Grad-CAM)",
+    compute=compute, family="gradient", cost="1 forward to the layer + 1 backward to the input",
+    options=("sam_mode",),
+))

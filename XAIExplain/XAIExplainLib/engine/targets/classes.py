@@ -1,16 +1,7 @@
-"""What to explain: one target per sample, frozen from the unperturbed output.
+"""Class targets of classifiers: one class per sample, checked, frozen from the unperturbed output.
 
-A target spec is resolved once against the model's unperturbed output into a *bound*
-target. Its ``score(output, rows)`` turns any later output (the same batch, or perturbed
-copies of it) into one scalar per row, so gradient and perturbation methods share the
-exact same definition of "the score".
-
-Target specs accepted by ``resolve_target``:
-- ``None``: the predicted class of each sample (argmax of the output);
-- an int: that class for every sample;
-- a sequence / 1-D tensor / numpy array of N ints: one class per sample (any other length
-  is an error, never silently truncated);
-- any object with a ``bind(output) -> BoundTarget`` method (segmentation targets).
+The bound class target scores pre-softmax logits; ``resolve_target`` (package level) picks it
+for (N, K) outputs.
 """
 from __future__ import annotations
 
@@ -38,7 +29,7 @@ class BoundClassTarget:
         return f"class {int(self.classes[sample])}"
 
 
-def _class_indices(target, n: int, n_classes: int, device) -> torch.Tensor:
+def class_indices(target, n: int, n_classes: int, device) -> torch.Tensor:
     if isinstance(target, bool):
         raise TypeError("target must be None, a class index, or a sequence of N class indices; got a bool")
     if isinstance(target, Integral):
@@ -46,7 +37,7 @@ def _class_indices(target, n: int, n_classes: int, device) -> torch.Tensor:
     elif isinstance(target, (torch.Tensor, np.ndarray, list, tuple)):
         values = torch.as_tensor(np.asarray(target) if isinstance(target, (list, tuple)) else target)
         if values.dim() == 0:
-            return _class_indices(int(values), n, n_classes, device)
+            return class_indices(int(values), n, n_classes, device)
         if values.dim() != 1 or values.is_floating_point() or values.dtype == torch.bool:
             raise TypeError(
                 f"a target sequence must be 1-D integer class indices, got dtype {values.dtype} "
@@ -81,26 +72,3 @@ def check_output(output) -> torch.Tensor:
     if output.dim() < 2:
         raise ValueError(f"the model output has shape {tuple(output.shape)}; expected (N, K) or (N, K, *spatial)")
     return output
-
-
-def segmentation_default(target, output: torch.Tensor):
-    """A plain target (None, a class, N classes) on a segmentation output: Seg-Grad-CAM over the predicted region.
-
-    An int (or N ints) explains that class, None the most-predicted non-background class;
-    in both cases the score is the sum of the class logits over its predicted region.
-    """
-    from .segmentation import SegmentationTarget
-    return SegmentationTarget(class_index=target).bind(output)
-
-
-def resolve_target(target, output: torch.Tensor):
-    """Bind a target spec to the unperturbed ``output``; see the module docstring."""
-    output = check_output(output)
-    if hasattr(target, "bind"):
-        return target.bind(output.detach())
-    if output.dim() > 2:
-        return segmentation_default(target, output.detach())
-    n, n_classes = output.shape
-    if target is None:
-        return BoundClassTarget(output.detach().argmax(dim=1))
-    return BoundClassTarget(_class_indices(target, n, n_classes, output.device))

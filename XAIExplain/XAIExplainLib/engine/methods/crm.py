@@ -25,10 +25,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import cam as cams
-from .batching import chunks, copies_per_forward
-from .options import choice
-from .targets import BoundClassTarget
+from ..batching import chunks, copies_per_forward
+from ..options import choice
+from ..registry import CLASSIFICATION, MethodInfo, register
+from ..targets import BoundClassTarget
+from .class_activation_map import check_gap_head, find_linear_head
 
 MODES = ("closed", "forward", "forward_softmax")
 CLASS_CHOICES = ("all", "target")
@@ -74,7 +75,7 @@ def crm_forward(activation: torch.Tensor, head: torch.nn.Linear, classes: torch.
 def compute(request) -> torch.Tensor:
     mode = choice(request.options, "crm_mode", "closed", MODES)
     which = choice(request.options, "crm_classes", "all", CLASS_CHOICES)
-    head_name, head = cams.find_linear_head(request.model)
+    head_name, head = find_linear_head(request.model)
     result = request.cam_pass(backward=False)
     if not isinstance(result.target, BoundClassTarget):
         raise ValueError("CRM explains classification models with a global-average-pool + Linear head, not "
@@ -84,10 +85,17 @@ def compute(request) -> torch.Tensor:
     def layer_map(name, _):
         activation = result.activations[name].detach()
         try:
-            cams.check_gap_head(name, activation, head_name, head, result.output)
+            check_gap_head(name, activation, head_name, head, result.output)
         except ValueError as error:  # the check is CAM's; CRM has the same requirement
             raise ValueError(str(error).replace("CAM needs", "CRM (like CAM) needs", 1)) from None
         if mode == "closed":
             return crm_closed(activation, head.weight.detach(), classes)
         return crm_forward(activation, head, classes, softmax=mode == "forward_softmax")
     return request.per_layer(layer_map)
+
+
+register(MethodInfo(
+    "crm", "CRM: squared change of every class score when one location of the last conv map is removed",
+    compute=compute, family="relevance", tasks=(CLASSIFICATION,), cost="1 forward (head re-run in forward mode)",
+    options=("crm_mode", "crm_classes"),
+))

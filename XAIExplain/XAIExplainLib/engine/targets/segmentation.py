@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .regions import largest_component
-from .targets import _class_indices
+from .classes import class_indices
 
 REGIONS = ("predicted", "all", "largest_component", "threshold")
 ACTIVATIONS = ("logits", "sigmoid", "softmax")
@@ -184,7 +184,7 @@ class SegmentationTarget:
     def _classes(self, output: torch.Tensor, prediction: str) -> torch.Tensor:
         n, k = output.shape[:2]
         if self.class_index is not None:
-            return _class_indices(self.class_index, n, k, output.device)
+            return class_indices(self.class_index, n, k, output.device)
         if prediction == "argmax":
             counts = torch.zeros(n, k, dtype=torch.long, device=output.device)
             labels = output.argmax(dim=1).reshape(n, -1)

@@ -31,13 +31,14 @@ import math
 import torch
 from torch import nn
 
-from .batching import chunks, copies_per_forward
-from .multilayer import CONV_TYPES, conv_layers
-from .normalize import minmax
-from .options import choice, integer
-from .replay import LayerReplay
-from .request import upsample
-from .targets import resolve_target
+from ..batching import chunks, copies_per_forward
+from ..decoder_layers import CONV_TYPES, conv_layers
+from ..normalize import minmax
+from ..options import choice, integer
+from ..registry import SEGMENTATION, MethodInfo, register
+from ..replay import LayerReplay
+from ..request import upsample
+from ..targets import resolve_target
 
 EMPTY_KERNELS = ("zeros", "glorot")
 
@@ -139,3 +140,10 @@ def compute(request) -> torch.Tensor:
         details["layers"] = [name]
         return upsample(layer_map(name, dict(request.model.named_modules())[name]), request.spatial_size)
     return request.per_layer(layer_map)
+
+
+register(MethodInfo(
+    "kwc", "KWC: kernels weighted by the prediction they carry alone and lose when removed (Mullan & Sonka)",
+    compute=compute, family="relevance", tasks=(SEGMENTATION,),
+    cost="2K suffix forwards per layer (batched, prefix reused)", options=("kwc_empty", "seed"),
+))

@@ -14,7 +14,7 @@ import weakref
 import torch
 from torch import nn
 
-from .layers import probe_outputs
+from .probe import probe_outputs
 
 DECODER = "decoder"
 

@@ -7,14 +7,16 @@ them read the same A and g, asking for several costs one forward and one backwar
 from __future__ import annotations
 
 import torch
-from torch import nn
+
+from ..registry import MethodInfo, register
+from ..request import Request
 
 
-def _spatial(t: torch.Tensor) -> tuple[int, ...]:
+def spatial_dims(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(range(2, t.dim()))
 
 
-def _weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+def weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
     """sum_k w_k A_k for weights (N, K), as one batched matrix product (no (N, K, *s) temporary)."""
     flat = activations.reshape(activations.shape[0], activations.shape[1], -1)
     return torch.bmm(weights.unsqueeze(1).to(flat.dtype), flat).reshape(
@@ -29,7 +31,7 @@ def _safe_divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Te
 
 
 def gradcam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    return torch.relu(_weighted_sum(g.mean(dim=_spatial(g)), a))
+    return torch.relu(weighted_sum(g.mean(dim=spatial_dims(g)), a))
 
 
 def gradcampp(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -41,9 +43,9 @@ def gradcampp(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     are sum_s ReLU(g) / (2 + sum_s(A) g): the same numbers in a third of the passes over g.
     """
     positive = torch.relu(g)
-    denominator = 2 + a.sum(dim=_spatial(a), keepdim=True) * positive
-    weights = _safe_divide(positive, denominator).sum(dim=_spatial(g))
-    return torch.relu(_weighted_sum(weights, a))
+    denominator = 2 + a.sum(dim=spatial_dims(a), keepdim=True) * positive
+    weights = _safe_divide(positive, denominator).sum(dim=spatial_dims(g))
+    return torch.relu(weighted_sum(weights, a))
 
 
 def hirescam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -52,9 +54,9 @@ def hirescam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 def xgradcam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Weights sum_s(A g) / sum_s(A) per channel (0 for an all-zero channel)."""
-    dims = _spatial(a)
+    dims = spatial_dims(a)
     weights = _safe_divide((a * g).sum(dim=dims), a.sum(dim=dims))
-    return torch.relu(_weighted_sum(weights, a))
+    return torch.relu(weighted_sum(weights, a))
 
 
 def layercam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -70,36 +72,21 @@ GRADIENT_CAMS = {
 }
 
 
-def find_linear_head(model: nn.Module) -> tuple[str, nn.Linear]:
-    """The last nn.Linear of the model: the head CAM and CRM read their class weights from."""
-    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError(
-            "CAM needs a global-average-pool + Linear classification head, but the model has no nn.Linear; "
-            "use 'gradcam' (same idea, weights from gradients) instead"
-        )
-    return linears[-1]
+def gradient_cam(formula):
+    """The compute function of a gradient CAM: ``formula(A, g)`` on every requested layer."""
+    def compute(request: Request):
+        result = request.cam_pass()
+        return request.per_layer(lambda name, _: formula(result.activations[name], result.gradients[name]))
+    return compute
 
 
-def check_gap_head(layer_name: str, activation: torch.Tensor, head_name: str, head: nn.Linear,
-                   output: torch.Tensor) -> None:
-    """Verify numerically that the model's output is the Linear head applied to the layer's spatial mean."""
-    pooled = activation.detach().mean(dim=_spatial(activation))
-    if pooled.shape[1] != head.in_features:
-        expected = None
-    else:
-        expected = head(pooled.to(head.weight.dtype))
-    if expected is None or expected.shape != output.shape or not torch.allclose(
-        expected, output, rtol=1e-4, atol=1e-5 * (1 + output.abs().max().item())
-    ):
-        raise ValueError(
-            f"CAM needs layer '{layer_name}' to feed a global average pool and then the Linear head "
-            f"'{head_name}' that gives the output; that is not the case for this model and layer. "
-            "Pick the last convolutional block before the pooling, or use 'gradcam'"
-        )
+_DESCRIPTIONS = {
+    "gradcam": "Grad-CAM: channel weights = spatial mean of gradients",
+    "gradcampp": "Grad-CAM++: second/third-order gradient weights (Chattopadhay et al. eq. 19)",
+    "hirescam": "HiResCAM: element-wise gradient x activation, summed over channels",
+    "xgradcam": "XGrad-CAM: activation-normalised gradient weights",
+    "layercam": "LayerCAM: positive gradients x activation, element-wise",
+}
 
-
-def cam(activation: torch.Tensor, head: nn.Linear, classes: torch.Tensor) -> torch.Tensor:
-    """L^c = sum_k w_k^c A_k (signed; the bias is a constant that min-max removes)."""
-    weights = head.weight.detach()[classes.to(head.weight.device)].to(activation.dtype)
-    return _weighted_sum(weights, activation.detach())
+for _name, _formula in GRADIENT_CAMS.items():
+    register(MethodInfo(_name, _DESCRIPTIONS[_name], compute=gradient_cam(_formula), layer_map_only=True))

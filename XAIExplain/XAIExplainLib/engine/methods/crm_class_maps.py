@@ -37,7 +37,7 @@ def crm_roi_map(model: nn.Module, images: Images, class_index: int | None = None
                  image's predicted class
     layer        the last convolutional layer before global average pooling (None: default)
     """
-    from .api import explain  # the api registers the methods, which import this package's modules
+    from ..api import explain  # the api imports the methods package, so import it when called
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")

@@ -1,0 +1,15 @@
+"""The attribution methods: one module per method or family, each registering its MethodInfo.
+
+Importing this package registers every method in ``registry.METHODS``; the order here is
+the order ``xaiexplain methods`` and the Slicer panel list them in.
+"""
+from . import gradient_cams  # noqa: F401  (Grad-CAM, Grad-CAM++, HiResCAM, XGrad-CAM, LayerCAM)
+from . import class_activation_map  # noqa: F401  (CAM)
+from . import input_gradients  # noqa: F401  (saliency, guided backprop, guided Grad-CAM)
+from . import scorecam  # noqa: F401
+from . import occlusion  # noqa: F401
+from . import smoothgrad  # noqa: F401
+from . import integrated_gradients  # noqa: F401
+from . import sam  # noqa: F401
+from . import crm  # noqa: F401
+from . import kwc  # noqa: F401
