@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from XAIExplainLib.batch.demo import fresh_folder
-from XAIExplainLib.batch.discovery import discover, image_stem
-from XAIExplainLib.batch.errors import UserError
-from XAIExplainLib.batch.montage import (display_top, heat_rgba, peak_index, render_overlay,
+from XAIExplainLib.cli.demo import fresh_folder
+from XAIExplainLib.cli.discovery import discover, image_stem
+from XAIExplainLib.cli.errors import UserError
+from XAIExplainLib.cli.montage import (display_top, heat_rgba, peak_index, render_overlay,
                                          views_through_peak)
-from XAIExplainLib.batch.options import numpy_axis, parse_label_threshold
-from XAIExplainLib.batch.prefetch import prefetch
-from XAIExplainLib.batch.progress import Progress
-from XAIExplainLib.batch.reading import check_image, grid_mismatch, read_item, read_mask
-from XAIExplainLib.batch.summary import InputRecord, RunSummary
-from XAIExplainLib.batch.writing import OutputFolder
+from XAIExplainLib.cli.options import numpy_axis, parse_label_threshold
+from XAIExplainLib.cli.prefetch import prefetch
+from XAIExplainLib.cli.progress import Progress
+from XAIExplainLib.cli.reading import check_image, grid_mismatch, read_item, read_mask
+from XAIExplainLib.cli.summary import InputRecord, RunSummary
+from XAIExplainLib.cli.writing import OutputFolder
 
 
 def _volume(shape=(6, 10, 12), spacing=(0.8, 0.9, 2.5), seed=0) -> sitk.Image:

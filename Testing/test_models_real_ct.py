@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from XAIExplainLib.models import validate
+from XAIExplainLib.models.training import validate
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"

@@ -2,7 +2,7 @@
 
 Threshold of issue 5 for ct-phase-2d: accuracy >= 0.95 (the nodule models are checked
 in test_models_validation_nodules.py).  Sample counts are small to keep the file fast;
-``python -m XAIExplainLib.models.validate`` runs the same checks on more samples.
+``python -m XAIExplainLib.models.training.validate`` runs the same checks on more samples.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from XAIExplainLib.imaging.phantoms import abdominal_phantom
 from XAIExplainLib.models import explain_image, list_models, load_model
-from XAIExplainLib.models import validate
+from XAIExplainLib.models.training import validate
 
 BUNDLED = ("ct-phase-2d", "lung-nodule-2d", "lung-nodule-seg-3d")
 TEST_SEED = 424242  # training uses 1000-1200 and 2000-2200

@@ -4,14 +4,14 @@ Thresholds of issue 5: lung-nodule-2d AUC >= 0.95 and lung-nodule-seg-3d Dice >=
 Dice is the global (pooled) Dice over the test nodules, the usual summary for a
 set of lesions; the mean per-nodule Dice and the detection count are asserted
 with the margins they actually reach, so that small-nodule performance cannot
-silently degrade.  ``python -m XAIExplainLib.models.validate`` runs more samples.
+silently degrade.  ``python -m XAIExplainLib.models.training.validate`` runs more samples.
 """
 from __future__ import annotations
 
 import pytest
 
 from XAIExplainLib.models import load_model
-from XAIExplainLib.models import validate
+from XAIExplainLib.models.training import validate
 
 TEST_SEED = 424242  # training uses 1000-1200 and 2000-2200
 

@@ -80,7 +80,7 @@ def test_phase_slices_match_the_training_generator():
         from reproduce_data import phase_slices
     finally:
         sys.path.remove(str(ROOT / "bench"))
-    from XAIExplainLib.models import datasets as ds
+    from XAIExplainLib.models.training import datasets as ds
 
     data = phase_slices(2, 4242)
     for i in range(2):

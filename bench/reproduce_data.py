@@ -1,7 +1,7 @@
 """Evaluation data of the reproduction report: fresh phantoms with ground truth, and the real CT.
 
 Phantoms come from the same generators the bundled models were trained on
-(``XAIExplainLib.models.datasets``), drawn with seeds never used in training or
+(``XAIExplainLib.models.training.datasets``), drawn with seeds never used in training or
 validation, so they are unseen samples of the training distribution.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ def phase_slices(count: int, seed: int) -> dict:
     """
     from XAIExplainLib.imaging import intensity
     from XAIExplainLib.imaging.phantoms import PHASE_STRUCTURES, PHASES, abdominal_phantom
-    from XAIExplainLib.models.datasets import PHASE_GRID
+    from XAIExplainLib.models.training.datasets import PHASE_GRID
 
     size, spacing = PHASE_GRID["size"], PHASE_GRID["spacing"]
     xs, ys, used, masks = [], [], [], []
@@ -52,7 +52,7 @@ def nodule_slices(ctx: Context, patients: int, slices: int = 14) -> dict:
     the slices labelled "nodule" whose mask shows it.
     """
     def build():
-        from XAIExplainLib.models import datasets as ds
+        from XAIExplainLib.models.training import datasets as ds
         seed = ctx.seed_for(1)
         x, y, m, p = [], [], [], []
         for index in range(patients):
@@ -73,7 +73,7 @@ def nodule_slices(ctx: Context, patients: int, slices: int = 14) -> dict:
 def seg_patches(ctx: Context, patients: int) -> dict:
     """32^3 patches on the lung-nodule-seg-3d grid with nodule masks (5/8 of them around nodules)."""
     def build():
-        from XAIExplainLib.models import datasets as ds
+        from XAIExplainLib.models.training import datasets as ds
         seed = ctx.seed_for(2)
         x, m = ds.seg_patches(patients, seed)
         return {"x": x, "mask": m, "spacing_mm": ds.SEG_GRID["spacing"], "seed": seed}

@@ -68,7 +68,7 @@ def _scores(model, x: np.ndarray, y: np.ndarray) -> dict:
 
 def fine_tune(module, x_train, y_train, epochs: int, seed: int):
     """A copy of ``module`` trained on (x_train, y_train) with the training recipe of the bundled models."""
-    from XAIExplainLib.models.train import Budget, fit
+    from XAIExplainLib.models.training.train import Budget, fit
 
     model = copy.deepcopy(module)
     for name, parameter in model.named_parameters():
@@ -82,7 +82,7 @@ def fine_tune(module, x_train, y_train, epochs: int, seed: int):
 def from_scratch(x_train, y_train, x_test, y_test, epochs: int, seed: int) -> dict:
     """Why the reduced form fine-tunes: a small network trained from scratch on the unfiltered slices."""
     from XAIExplainLib.models.architectures import SliceClassifier
-    from XAIExplainLib.models.train import Budget, fit
+    from XAIExplainLib.models.training.train import Budget, fit
 
     pool = lambda a: F.avg_pool2d(torch.from_numpy(a.astype(np.float32)), 2).numpy()  # noqa: E731
     torch.manual_seed(seed)

@@ -1,9 +1,9 @@
 """Train the bundled demo models on CPU from procedural phantoms.
 
-    python -m XAIExplainLib.models.train ct-phase-2d
-    python -m XAIExplainLib.models.train lung-nodule-2d
-    python -m XAIExplainLib.models.train lung-nodule-seg-3d
-    python -m XAIExplainLib.models.train all --out some/folder
+    python -m XAIExplainLib.models.training.train ct-phase-2d
+    python -m XAIExplainLib.models.training.train lung-nodule-2d
+    python -m XAIExplainLib.models.training.train lung-nodule-seg-3d
+    python -m XAIExplainLib.models.training.train all --out some/folder
 
 Each run is seeded (data, initialisation, shuffling) and writes
 ``<out>/<name>/weights.safetensors`` plus ``card.json`` (with the weights'
@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..imaging.phantoms import PHASES
+from ...imaging.phantoms import PHASES
 from . import datasets as ds
-from .architectures import SliceClassifier, UNet
-from .card import ModelCard, save_card
-from .loading import bundled_models_dir
+from ..architectures import SliceClassifier, UNet
+from ..card import ModelCard, save_card
+from ..loading import bundled_models_dir
 
 TRAIN_SEEDS = {"ct-phase-2d": 1000, "lung-nodule-2d": 1100, "lung-nodule-seg-3d": 1200}
 VALIDATION_SEEDS = {"ct-phase-2d": 2000, "lung-nodule-2d": 2100, "lung-nodule-seg-3d": 2200}
@@ -326,7 +326,7 @@ def train(name: str, out: Path, scale: float = 1.0, workers: int = 2, threads: i
     elapsed = time.perf_counter() - start
     card = record["card"]
     card["training"] = {
-        "command": f"python -m XAIExplainLib.models.train {name}",
+        "command": f"python -m XAIExplainLib.models.training.train {name}",
         "data": "procedural phantoms generated at training time (XAIExplainLib.imaging.phantoms)",
         "seed": TRAIN_SEEDS[name], "validation_seed": VALIDATION_SEEDS[name],
         "samples": record["samples"], "epochs": budget.epochs, "batch_size": budget.batch,
@@ -357,7 +357,7 @@ def _cpu_seconds() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m XAIExplainLib.models.train",
+    parser = argparse.ArgumentParser(prog="python -m XAIExplainLib.models.training.train",
                                      description="Train the bundled demo models on phantoms.")
     parser.add_argument("name", choices=sorted(RECIPES) + ["all"])
     parser.add_argument("--out", type=Path, default=None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .mrml import geometry, labels, tables, volumes
+from ..mrml import geometry, labels, tables, volumes
 
 #: Metrics that need only the map and the mask (model-based ones run from the engine API).
 MAP_METRICS = ("dice_sweep", "pointing_game", "energy_pointing_game", "relative_foreground", "image_preserved")

@@ -20,9 +20,9 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
-from ..imaging import intensity
-from ..imaging.phantoms import PHASES, abdominal_phantom
-from ..imaging.phantoms.chest import ChestAnatomy, render_chest
+from ...imaging import intensity
+from ...imaging.phantoms import PHASES, abdominal_phantom
+from ...imaging.phantoms.chest import ChestAnatomy, render_chest
 
 PHASE_GRID = {"size": 128, "spacing": 3.0, "window": (-200.0, 500.0)}
 NODULE_GRID = {"size": 160, "spacing": 1.8, "window": (-1000.0, 400.0)}

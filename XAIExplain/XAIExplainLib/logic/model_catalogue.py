@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from .mrml import naming
+from ..mrml import naming
 
 
 class RawModel:
@@ -147,7 +147,7 @@ class ModelQueries:
             return model.card.target_layers.default
         if getattr(model, "scripted", False):
             return None
-        from .engine.layers import default_layer
+        from ..engine.layers import default_layer
 
         return default_layer(model.module, self._exampleInput(model))
 

@@ -25,9 +25,9 @@ import time
 
 import numpy as np
 
-from . import mrml
-from .logic_models import ModelQueries, RawModel, models_api, xai_package
-from .mrml import geometry, naming, outputs
+from .. import mrml
+from .model_catalogue import ModelQueries, RawModel, models_api, xai_package
+from ..mrml import geometry, naming, outputs
 
 MODES = ("slices", "volume", "axial", "coronal", "sagittal")
 LABEL_OUTPUTS = ("labelmap", "segmentation")
@@ -82,14 +82,14 @@ class XAIExplainLogic(ModelQueries):
         ``"cpu"``, ``"cuda"``/``"gpu"`` and ``"cuda:N"`` are accepted; asking
         for a GPU that is not there is a ValueError, never a silent CPU run.
         """
-        from .engine.devices import resolve_device
+        from ..engine.devices import resolve_device
 
         return str(resolve_device(device))
 
     @staticmethod
     def deviceChoices() -> list:
         """``(value, text)`` pairs for a device menu; GPU entries name the GPU and its free memory."""
-        from .engine.devices import device_choices
+        from ..engine.devices import device_choices
 
         return device_choices()
 

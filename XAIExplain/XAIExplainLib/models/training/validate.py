@@ -1,7 +1,7 @@
 """Validate the bundled models on fresh phantoms and, when available, on real CT.
 
-    python -m XAIExplainLib.models.validate                 # phantoms only
-    python -m XAIExplainLib.models.validate --data DIR      # + lung1 real-CT checks
+    python -m XAIExplainLib.models.training.validate                 # phantoms only
+    python -m XAIExplainLib.models.training.validate --data DIR      # + lung1 real-CT checks
 
 Phantom seeds here are never used in training (training uses 1000-1200,
 validation during training 2000-2200).  Classification checks run on
@@ -27,9 +27,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import datasets as ds
-from .loaded import LoadedModel
-from .loading import load_model
-from .pipeline import explain_image, predict_image
+from ..loaded import LoadedModel
+from ..loading import load_model
+from ..pipeline import explain_image, predict_image
 
 FRESH_SEED = 31337
 
@@ -52,7 +52,7 @@ def phase_accuracy(model: LoadedModel, count: int = 48, seed: int = FRESH_SEED) 
 
 def phase_accuracy_pipeline(model: LoadedModel, patients: int = 8, seed: int = FRESH_SEED) -> dict:
     """Accuracy per slice through :func:`explain_image` preprocessing on 2 mm, 3-slice phantoms."""
-    from ..imaging.phantoms import PHASES, abdominal_phantom
+    from ...imaging.phantoms import PHASES, abdominal_phantom
 
     correct, total = 0, 0
     for i in range(patients):
@@ -106,7 +106,7 @@ def segmentation_dice(model: LoadedModel, crops: int = 6, seed: int = FRESH_SEED
     centred near one nodule; the pipeline resamples it to the model's 1.25 mm
     grid, runs sliding windows and maps the labels back.
     """
-    from ..imaging.phantoms import chest_anatomy, chest_phantom
+    from ...imaging.phantoms import chest_anatomy, chest_phantom
 
     dices, volumes = [], []
     pooled_inter, pooled_total = 0, 0
@@ -226,7 +226,7 @@ def _confusion(y: np.ndarray, pred: np.ndarray, k: int) -> list[list[int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m XAIExplainLib.models.validate",
+    parser = argparse.ArgumentParser(prog="python -m XAIExplainLib.models.training.validate",
                                      description="Validate the bundled models.")
     parser.add_argument("--data", type=Path, default=None,
                         help="folder with lung1_image.nrrd and lung1_label.nrrd (real-CT checks)")

@@ -1,7 +1,7 @@
 """``xaiexplain``: attribution heatmaps for CT/MRI volumes from the command line.
 
 This module only parses arguments and dispatches; the work lives in
-:mod:`XAIExplainLib.batch`.  Every problem a user can fix is printed as one
+the modules of this package.  Every problem a user can fix is printed as one
 line ``xaiexplain: error: <file or option>: <problem>`` with exit status 2 and
 no traceback (``--debug`` shows it); a batch in which some inputs failed exits
 with 1 so that scripts can tell "partly done" from "nothing done".
@@ -14,7 +14,7 @@ import sys
 import traceback
 from typing import Sequence
 
-from .batch.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUS_HELP, UserError,
+from .errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUS_HELP, UserError,
                            one_line)
 
 PROG = "xaiexplain"
@@ -160,37 +160,37 @@ def _output_options(parser: argparse.ArgumentParser, default_dir: str) -> None:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from .batch.demo import run_demo
+    from .demo import run_demo
 
     return run_demo(args)
 
 
 def _run_explain(args: argparse.Namespace) -> int:
-    from .batch.explain_run import run_explain
+    from .explain_run import run_explain
 
     return run_explain(args)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from .batch.evaluate_run import run_evaluate
+    from .evaluate_run import run_evaluate
 
     return run_evaluate(args)
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from .batch.listing import print_models
+    from .listing import print_models
 
     return print_models()
 
 
 def _run_methods(args: argparse.Namespace) -> int:
-    from .batch.listing import print_methods, print_metrics
+    from .listing import print_methods, print_metrics
 
     return print_metrics() if args.metrics else print_methods(args.task)
 

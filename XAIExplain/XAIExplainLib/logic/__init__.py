@@ -1,0 +1,9 @@
+"""The Slicer module's logic: runs (validate, compute, publish), the model catalogue, heatmap metrics.
+
+Imports neither torch nor Slicer at import time, so the panel can list models and offer to
+install PyTorch first.
+"""
+from .explain_logic import ExplainCancelled, OutputNodes, XAIExplainLogic
+from .model_catalogue import RawModel
+
+__all__ = ["ExplainCancelled", "OutputNodes", "RawModel", "XAIExplainLogic"]
