@@ -1,0 +1,144 @@
+"""XAIExplainLogic with models described by a card: preprocessing (resampling, window) and back.
+
+The architectures have known attribution (slicer_scene.BrightSpot*): after the
+card's intensity window the bright object is above 0.5 and only it drives
+the score. The card asks for another spacing than the volume's, so the maps
+go through explain_image's resampling to the model grid and back; the hot
+spot must still be on the object in RAS, on every grid.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from Testing.support.slicer_scene import GRIDS, add_volume, box_volume, scene, scene_state, write_card  # noqa: F401
+
+torch = pytest.importorskip("torch")
+import slicer.util  # noqa: E402
+
+import XAIExplainLib as xai  # noqa: E402
+from XAIExplainLib import models, mrml  # noqa: E402
+from XAIExplainLib.logic import XAIExplainLogic  # noqa: E402
+
+needs_explain_image = pytest.mark.skipif(
+    getattr(xai, "explain_image", None) is None and getattr(models, "explain_image", None) is None,
+    reason="the models API's explain_image is not available yet")
+
+BOX = ((4, 8), (6, 12), (14, 20))
+
+
+def box_mask(shape=(12, 20, 24)) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    (z0, z1), (y0, y1), (x0, x1) = BOX
+    mask[z0:z1, y0:y1, x0:x1] = True
+    return mask
+
+
+def ras_centroid(node, mask) -> np.ndarray:
+    zyx = np.argwhere(mask).astype(float)
+    weights = np.ones(len(zyx))
+    return mrml.geometry.voxel_to_ras(mrml.node_ijk_to_ras(node), zyx[:, ::-1]).T @ weights / weights.sum()
+
+
+@needs_explain_image
+@pytest.mark.parametrize("grid", GRIDS)
+@pytest.mark.parametrize("dims, spacing", [(2, [1.3, 1.3]), (3, [2.0, 1.3, 1.3])])
+def test_card_model_heatmap_is_on_the_object_after_resampling(scene, tmp_path, grid, dims, spacing):
+    card = write_card(tmp_path / "model", dims=dims, spacing=spacing)
+    node = add_volume(box_volume(), GRIDS[grid])
+    nodes = XAIExplainLogic().explainVolume(node, str(card), methods=["gradcam"], target="bright")
+    heatmap = nodes.heatmaps["gradcam"]
+    np.testing.assert_array_equal(mrml.node_ijk_to_ras(heatmap), mrml.node_ijk_to_ras(node))
+    assert heatmap.GetImageData().GetDimensions() == node.GetImageData().GetDimensions()
+    values = slicer.util.arrayFromVolume(heatmap)
+    assert 0.0 <= values.min() and values.max() <= 1.0
+    assert box_mask()[np.unravel_index(np.argmax(values), values.shape)]
+    hot = values > 0.5 * values.max()
+    distance = np.linalg.norm(ras_centroid(heatmap, hot) - ras_centroid(node, box_mask()))
+    assert distance < max(spacing) + max(node.GetSpacing())
+    assert heatmap.GetName() == "CT Grad-CAM bright features"
+
+
+@needs_explain_image
+def test_card_segmenter_prediction_has_the_cards_names_and_colours(scene, tmp_path):
+    card = write_card(tmp_path / "seg", task="segmentation", dims=2, spacing=None)
+    node = add_volume(box_volume(), GRIDS["flipped"])
+    nodes = XAIExplainLogic().explainVolume(node, str(card), methods=["gradcam"])
+    seg = nodes.prediction
+    assert seg is not None and seg.GetName() == "CT bright-spot-segmentation-2d prediction"
+    segment = seg.GetSegmentation().GetNthSegment(0)
+    assert segment.GetName() == "object"
+    np.testing.assert_allclose(segment.GetColor(), (1.0, 64 / 255, 0.0), atol=1e-6)
+    segment_id = seg.GetSegmentation().GetNthSegmentID(0)
+    np.testing.assert_array_equal(mrml.segment_mask(seg, segment_id, node), box_mask())
+    values = slicer.util.arrayFromVolume(nodes.heatmaps["gradcam"])
+    assert box_mask()[np.unravel_index(np.argmax(values), values.shape)]
+
+
+@needs_explain_image
+def test_card_segmenter_explains_a_segment_roi(scene, tmp_path):
+    card = write_card(tmp_path / "seg", task="segmentation", dims=2)
+    node = add_volume(box_volume())
+    logic = XAIExplainLogic()
+    first = logic.explainVolume(node, str(card), methods=["saliency"])
+    seg = first.prediction
+    segment_id = seg.GetSegmentation().GetNthSegmentID(0)
+    roi = logic.explainVolume(node, str(card), methods=["saliency"], target=(seg, segment_id),
+                              predictionSegmentation=False)
+    assert roi.heatmaps["saliency"].GetName() == "CT Saliency ROI object"
+    values = slicer.util.arrayFromVolume(roi.heatmaps["saliency"])
+    assert box_mask()[np.unravel_index(np.argmax(values), values.shape)]
+
+
+@needs_explain_image
+def test_card_model_cancel_leaves_the_scene_unchanged(scene, tmp_path):
+    card = write_card(tmp_path / "model", spacing=[1.3, 1.3])
+    node = add_volume(box_volume())
+    before = scene_state(scene)
+
+    class Stop(Exception):
+        pass
+
+    def progress(fraction, message):
+        if fraction > 0.05:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        XAIExplainLogic().explainVolume(node, str(card), methods=["gradcam", "hirescam"], progress=progress)
+    assert scene_state(scene) == before
+
+
+def test_model_helpers_describe_a_card_model(tmp_path):
+    card = write_card(tmp_path / "seg", task="segmentation", dims=2, spacing=[1.3, 1.3])
+    logic = XAIExplainLogic()
+    info = logic.describeModel(str(card))
+    assert info["task"] == "segmentation" and info["classes"] == ["background", "object"]
+    assert "spacing 1.3 x 1.3 mm" in info["input"] and "window -1000..400" in info["input"]
+    assert logic.layersForModel(str(card))[0] == "features"
+    enabled = {name for name, _, ok, _ in logic.methodsForModel(str(card)) if ok}
+    assert "gradcam" in enabled and "cam" not in enabled
+
+
+BRAIN = Path(__file__).resolve().parents[3] / "shared" / "data" / "brain1_image.nrrd"
+
+
+@needs_explain_image
+@pytest.mark.skipif(not BRAIN.is_file(), reason=f"real data folder absent ({BRAIN.name} not in ../shared/data)")
+def test_real_flipped_mri_loaded_by_slicer_gets_a_heatmap_on_its_bright_voxels(scene, tmp_path):
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "brain1")
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(BRAIN))
+    assert storage.ReadData(node)
+    node.CreateDefaultDisplayNodes()
+    # card model: window 0..2000 then ReLU(x - 0.5): attribution exactly where the MRI is above 1000
+    card = write_card(tmp_path / "mri", spacing=[1.2, 1.2], window=(0.0, 2000.0))
+    nodes = XAIExplainLogic().explainVolume(node, str(card), methods=["gradcam"], target="bright")
+    heatmap = nodes.heatmaps["gradcam"]
+    np.testing.assert_array_equal(mrml.node_ijk_to_ras(heatmap), mrml.node_ijk_to_ras(node))
+    heat = slicer.util.arrayFromVolume(heatmap)
+    voxels = slicer.util.arrayFromVolume(node)
+    hot = heat > 0.5 * heat.max()
+    assert hot.sum() > 1000
+    assert (voxels[hot] > 900).mean() > 0.8

@@ -1,0 +1,1 @@
+"""The seed papers' findings on the bundled models: ``python -m bench.reproduce [--quick] [--data DIR]``."""
