@@ -162,3 +162,45 @@ def test_segmenter_over_slices_with_a_plain_target_keeps_empty_slices_dark(targe
     maps = xai.explain_volume(segmenter, volume, "gradcam", target=target, layer="1", batch_size=6)
     assert maps[2:4].max() > 0.5
     assert np.count_nonzero(maps[[0, 1, 4, 5]]) == 0
+
+
+def _small_unet3d():
+    torch.manual_seed(3)
+    return torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv3d(4, 4, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv3d(4, 2, 1)).eval()
+
+
+@pytest.mark.parametrize("case", ["2d classifier", "2d segmenter", "3d windows", "3d classifier"])
+def test_outputs_from_the_explaining_pass_equal_predict_volume(volume, case):
+    """One pass gives prediction and maps: the outputs equal a separate predict_volume."""
+    if case == "2d classifier":
+        model, kwargs, layer = make(SmallCNN), {"axis": 1}, None
+    elif case == "2d segmenter":
+        torch.manual_seed(1)
+        model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                                    torch.nn.Conv2d(4, 3, 1)).eval()
+        kwargs, layer = {"axis": 2, "batch_size": 4}, "1"
+    elif case == "3d windows":
+        model, kwargs, layer = _small_unet3d(), {"mode": "volume", "patch_size": 8, "overlap": 0.5}, "3"
+    else:
+        model, kwargs, layer = make(SmallCNN, dims=3), {"mode": "volume"}, None
+    maps, outputs = xai.explain_volume(model, volume, ["gradcam", "saliency"], layer=layer, return_outputs=True,
+                                       **kwargs)
+    expected = xai.predict_volume(model, volume, **kwargs)
+    assert outputs.shape == expected.shape
+    np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-5)
+    alone = xai.explain_volume(model, volume, ["gradcam", "saliency"], layer=layer, **kwargs)
+    for name in alone:
+        np.testing.assert_array_equal(maps[name], alone[name])
+
+
+def test_predict_volume_leaves_every_submodule_training_flag_as_found(volume):
+    """A user model with frozen batch norm (BN in eval inside a training model) comes back unchanged."""
+    model = make(SmallCNN).train()
+    model.features[1].eval()  # frozen BN statistics
+    dropout_like = [m.training for m in model.modules()]
+    xai.predict_volume(model, volume, axis=0)
+    assert [m.training for m in model.modules()] == dropout_like
+    xai.explain_volume(model, volume, "gradcam", axis=0)
+    assert [m.training for m in model.modules()] == dropout_like

@@ -21,19 +21,31 @@ from .targets import resolve_target
 
 
 @contextlib.contextmanager
-def explaining(model: nn.Module):
-    """Eval mode and frozen parameters for the duration; both restored exactly afterwards."""
+def eval_mode(model: nn.Module):
+    """Eval mode for the duration; every submodule's own training flag restored afterwards.
+
+    ``model.train(was_training)`` would reset every submodule to the top module's flag,
+    which changes a user model with frozen batch norm or Monte-Carlo dropout.
+    """
     modes = [(module, module.training) for module in model.modules()]
-    flags = [(param, param.requires_grad) for param in model.parameters()]
     try:
         model.eval()
-        for param, _ in flags:
-            param.requires_grad_(False)
-        with torch.inference_mode(False), torch.enable_grad():
-            yield
+        yield
     finally:
         for module, training in modes:
             module.training = training
+
+
+@contextlib.contextmanager
+def explaining(model: nn.Module):
+    """Eval mode and frozen parameters for the duration; both restored exactly afterwards."""
+    flags = [(param, param.requires_grad) for param in model.parameters()]
+    try:
+        for param, _ in flags:
+            param.requires_grad_(False)
+        with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+            yield
+    finally:
         for param, requires_grad in flags:
             param.requires_grad_(requires_grad)
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .api import explain_many, model_device_dtype
+from .capture import eval_mode
 from .devices import resolve_device
 from .normalize import display_values, minmax
 from .request import upsample
@@ -181,7 +182,7 @@ def _finish(maps: dict, methods: list[str], normalize: bool, single: bool):
 def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "slices", axis: int = 0,
                    batch_size: int | None = None, patch_size=None, overlap: float = 0.25, target=None,
                    layer=None, normalize: bool = True, progress: Callable | None = None, device=None,
-                   memory_budget_mb: float | None = None, **options):
+                   memory_budget_mb: float | None = None, return_outputs: bool = False, **options):
     """Attribution maps over a whole volume, already preprocessed for the model.
 
     volume      numpy or tensor (Z, Y, X) or (C, Z, Y, X)
@@ -198,6 +199,9 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
                 memory (volume, maps, activations and gradients) stays within this budget
     progress    progress(done, total) after each batch; raising from it cancels cleanly
     normalize   min-max over the whole volume; False gives raw maps
+    return_outputs  also return the model's outputs (logits, laid out as ``predict_volume``
+                returns them) from the same forward passes as the maps: ``(maps, outputs)``.
+                One pass gives the prediction and the explanation.
     """
     check_model(model)
     single = isinstance(methods, str)
@@ -211,32 +215,41 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
     if memory_budget_mb is not None and batch_size is None:
         batch_size = _budget_batch(model, data, len(method_list), mode, axis, patch_size, memory_budget_mb,
                                    device)
+    outputs = [] if return_outputs else None
     if mode == "slices":
         maps = _explain_slices(model, data, method_list, axis, target, layer, batch_size, device, progress,
-                               options)
+                               options, outputs)
     else:
         # Every voxel is written (the blended windows), so no zero fill.
         maps = {name: torch.empty(spatial, device=device) for name in method_list}
         _explain_windows(model, data, method_list, maps, patch_size, overlap, target, layer, batch_size,
-                         device, progress, options)
-    return _finish(maps, method_list, normalize, single)
+                         device, progress, options, outputs)
+    result = _finish(maps, method_list, normalize, single)
+    if return_outputs:
+        return result, outputs[0].float().cpu().numpy()
+    return result
 
 
-def _explain_slices(model, data, methods, axis, target, layer, batch_size, device, progress, options) -> dict:
+def _explain_slices(model, data, methods, axis, target, layer, batch_size, device, progress, options,
+                    outputs: list | None = None) -> dict:
     """Maps of a 2D model over the slices along ``axis``, as views of (Z, Y, X) tensors.
 
     One-layer CAM maps stay at the layer's resolution batch by batch and are resized
     once per volume at the end: no full-size temporary per batch and no copy (on CPU,
     fresh full-size buffers every batch cost more in page faults than the maps' maths).
+    ``outputs`` (a list) receives the model's outputs over the volume, as ``predict_volume``.
     """
     spatial = tuple(data.shape[1:])
     slice_shape = spatial[:axis] + spatial[axis + 1:]
-    full, low = {}, {}
+    full, low, batch_outputs = {}, {}, []
 
     def work(start, stop):
         batch = _slices_of(data, axis, start, stop).to(device)
-        result = explain_many(model, batch, methods, target=_slice_target(target, start, stop, axis),
-                              layer=layer, normalize=False, layer_resolution=True, **options)
+        result, info = explain_many(model, batch, methods, target=_slice_target(target, start, stop, axis),
+                                    layer=layer, normalize=False, layer_resolution=True, return_info=True,
+                                    **options)
+        if outputs is not None:
+            batch_outputs.append(info["output"])
         for name, value in result.items():
             if tuple(value.shape[1:]) == slice_shape:
                 if name not in full:  # every slice is written, so no zero fill
@@ -248,7 +261,17 @@ def _explain_slices(model, data, methods, axis, target, layer, batch_size, devic
     _Batches(spatial[axis], batch_size, device, progress).run(work)
     for name, parts in low.items():
         full[name] = upsample(torch.cat(parts), slice_shape)
+    if outputs is not None:
+        outputs.append(_slice_outputs(batch_outputs, axis))
     return {name: full[name].movedim(0, axis) for name in methods}
+
+
+def _slice_outputs(parts: list[torch.Tensor], axis: int) -> torch.Tensor:
+    """Per-slice outputs -> (n_slices, K) for a classifier, (K, *volume spatial) for a segmenter."""
+    out = torch.cat(parts)
+    if out.dim() > 2:  # segmenter: (n, K, H, W) -> (K, *spatial)
+        out = out.transpose(0, 1).movedim(1, axis + 1)
+    return out
 
 
 def _budget_batch(model, data, n_maps, mode, axis, patch_size, budget_mb, device) -> int:
@@ -283,7 +306,7 @@ def _padded(data: torch.Tensor, patch: tuple[int, ...]) -> torch.Tensor:
 
 
 def _explain_windows(model, data, methods, maps, patch_size, overlap, target, layer, batch_size, device,
-                     progress, options):
+                     progress, options, outputs: list | None = None):
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
     spatial = tuple(data.shape[1:])
@@ -294,10 +317,14 @@ def _explain_windows(model, data, methods, maps, patch_size, overlap, target, la
     sums = {name: torch.zeros(padded.shape[1:], device=device) for name in methods}
     total_weight = torch.zeros(padded.shape[1:], device=device)
 
+    blended = _OutputBlend(padded.shape[1:], spatial, weights, len(windows)) if outputs is not None else None
+
     def work(start, stop):
         batch = torch.stack([padded[(slice(None),) + w] for w in windows[start:stop]]).to(device)
-        result = explain_many(model, batch, methods, target=_window_target(target, windows[start:stop]),
-                              layer=layer, normalize=False, **options)
+        result, info = explain_many(model, batch, methods, target=_window_target(target, windows[start:stop]),
+                                    layer=layer, normalize=False, return_info=True, **options)
+        if blended is not None:
+            blended.add(info["output"], windows[start:stop])
         for i, w in enumerate(windows[start:stop]):
             total_weight[w] += weights
             for name in methods:
@@ -307,6 +334,40 @@ def _explain_windows(model, data, methods, maps, patch_size, overlap, target, la
     crop = tuple(slice(0, n) for n in spatial)
     for name in methods:
         maps[name].copy_((sums[name] / total_weight)[crop])
+    if blended is not None:
+        outputs.append(blended.result())
+
+
+class _OutputBlend:
+    """Window outputs blended into the volume's outputs with the maps' Gaussian weights.
+
+    A classifier's output can only stand for the volume when one window covers it all,
+    as in ``predict_volume``.
+    """
+
+    def __init__(self, padded_shape, spatial, weights: torch.Tensor, n_windows: int):
+        self.padded_shape, self.spatial, self.weights, self.n_windows = tuple(padded_shape), spatial, weights, n_windows
+        self.sum = self.weight = self.whole = None
+
+    def add(self, output: torch.Tensor, windows) -> None:
+        if output.dim() == 2:
+            if self.n_windows > 1:
+                raise ValueError("sliding windows need a segmentation model (spatial output); this model is a "
+                                 "classifier: give patch_size=None to run it on the whole volume")
+            self.whole = output[0]
+            return
+        if self.sum is None:
+            self.sum = torch.zeros((output.shape[1],) + self.padded_shape, device=output.device)
+            self.weight = torch.zeros(self.padded_shape, device=output.device)
+        for i, w in enumerate(windows):
+            self.sum[(slice(None),) + w] += output[i].float() * self.weights
+            self.weight[w] += self.weights
+
+    def result(self) -> torch.Tensor:
+        if self.whole is not None:
+            return self.whole
+        crop = (slice(None),) + tuple(slice(0, n) for n in self.spatial)
+        return (self.sum / self.weight)[crop]
 
 
 def predict_volume(model: nn.Module, volume, mode: str = "slices", axis: int = 0, batch_size: int | None = None,
@@ -323,21 +384,14 @@ def predict_volume(model: nn.Module, volume, mode: str = "slices", axis: int = 0
     data = _as_channels_first(volume)
     spatial = tuple(data.shape[1:])
     dtype = model_device_dtype(model, data)[1]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            if mode == "slices":
-                outputs = []
-                _Batches(spatial[axis], batch_size, device, progress).run(
-                    lambda start, stop: outputs.append(model(_slices_of(data, axis, start, stop).to(device, dtype))))
-                out = torch.cat(outputs)
-                if out.dim() > 2:  # segmenter: (n, K, H, W) -> (K, *spatial)
-                    out = out.transpose(0, 1).movedim(1, axis + 1)
-            else:
-                out = _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype, progress)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        if mode == "slices":
+            outputs = []
+            _Batches(spatial[axis], batch_size, device, progress).run(
+                lambda start, stop: outputs.append(model(_slices_of(data, axis, start, stop).to(device, dtype))))
+            out = _slice_outputs(outputs, axis)
+        else:
+            out = _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype, progress)
     return out.float().cpu().numpy()
 
 
