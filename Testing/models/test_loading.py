@@ -145,7 +145,8 @@ def test_missing_files_are_named(model_dir, tmp_path):
         load_model(tmp_path / "missing" / "card.json")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(FileNotFoundError, match="has no card.json"):
+    with pytest.raises(ModelCardError, match=r"empty: this folder is not a model XAIExplain can load; "
+                                                    r"looked for card: a folder with card.json"):
         load_model(empty)
     (model_dir / "weights.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match=r"weights file .*weights\.safetensors does not exist"):

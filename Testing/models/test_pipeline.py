@@ -86,7 +86,7 @@ def test_classifier_maps_on_input_grid_and_probabilities_per_slice(classifier_di
     assert res.prediction.shape == (5, 3)
     np.testing.assert_allclose(res.prediction.sum(1), 1.0, atol=1e-5)
     assert res.layer == "features.block4" and res.card.name == "tiny-2d"
-    assert {"preprocess", "predict", "explain", "postprocess", "total"} <= set(res.timings)
+    assert {"preprocess", "explain", "postprocess", "total"} <= set(res.timings)
 
 
 def test_class_name_target_and_image_path(classifier_dir, tmp_path):
@@ -167,3 +167,64 @@ def test_errors_name_the_problem(classifier_dir, segmenter_dir):
 def test_models_package_exports_the_pipeline():
     for name in ("explain_image", "predict_image", "load_model", "list_models", "ExplainResult"):
         assert hasattr(models, name)
+
+
+def _counting_forwards(module):
+    calls = []
+    handle = module.register_forward_hook(lambda *args: calls.append(1))
+    return calls, handle
+
+
+@pytest.mark.parametrize("which", ["classifier", "segmenter"])
+def test_explain_image_predicts_and_explains_in_one_pass(which, classifier_dir, segmenter_dir):
+    """The prediction comes from the explaining forward: no second pass over the volume for it."""
+    loaded = load_model(classifier_dir if which == "classifier" else segmenter_dir)
+    image = _image(shape=(5, 30, 34)) if which == "classifier" else _image(shape=(20, 30, 34))
+    calls, handle = _counting_forwards(loaded.module)
+    try:
+        result = explain_image(loaded, image, methods=["gradcam"], device="cpu")
+        explaining = len(calls)
+        calls.clear()
+        alone = predict_image(loaded, image, device="cpu")
+        predicting = len(calls)
+    finally:
+        handle.remove()
+    assert explaining == predicting  # one forward per batch / window, as a plain prediction
+    if which == "classifier":
+        np.testing.assert_allclose(result.prediction, alone, rtol=1e-5, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(result.prediction), sitk.GetArrayFromImage(alone))
+
+
+def test_an_ensemble_averages_the_networks_outputs_and_maps(segmenter_dir):
+    """Fold ensembles (nnU-Net): the prediction from the mean logits, each map the mean of the per-network maps."""
+    import dataclasses
+
+    first = load_model(segmenter_dir)
+    second = load_model(segmenter_dir)
+    torch.manual_seed(4)
+    with torch.no_grad():  # two different "folds", both with a live head
+        for network, scale in ((first.module, 0.05), (second.module, 0.1)):
+            for parameter in network.parameters():
+                parameter.add_(scale * torch.randn_like(parameter))
+    both = dataclasses.replace(first, ensemble=(second.module,))
+    image = _image(shape=(20, 30, 34))
+    methods = ["gradcam", "saliency"]
+    target = SegmentationTarget(1, region="all")
+    singles = [explain_image(m, image, methods=methods, target=target, normalize=False, device="cpu")
+               for m in (first, second)]
+    ensemble = explain_image(both, image, methods=methods, target=target, normalize=False, device="cpu")
+    for name in methods:
+        per_network = [sitk.GetArrayFromImage(r.maps[name]) for r in singles]
+        assert all(m.max() > 0 for m in per_network) and not np.allclose(per_network[0], per_network[1])
+        expected = np.mean(per_network, axis=0)
+        np.testing.assert_allclose(sitk.GetArrayFromImage(ensemble.maps[name]), expected, rtol=1e-4, atol=1e-6)
+    prepared = first.preprocess(image)
+    logits = np.mean([models.pipeline.run_networks(m, prepared.array, "volume", None, torch.device("cpu"), None,
+                                                   None)[1] for m in (first, second)], axis=0)
+    expected_labels = prepared.restore_labels(first.activate(logits[None], axis=1)[0], "softmax")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(ensemble.prediction), sitk.GetArrayFromImage(expected_labels))
+    normalised = explain_image(both, image, methods=methods, target=target, device="cpu")
+    for name in methods:
+        values = sitk.GetArrayFromImage(normalised.maps[name])
+        assert values.min() >= 0 and values.max() <= 1 and values.max() > 0.5

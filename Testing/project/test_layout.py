@@ -63,3 +63,9 @@ def test_a_wheel_install_carries_the_resources(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(tmp_path / "site")},
                           cwd=tmp_path, capture_output=True, text=True, encoding="utf-8", check=True)
     assert str(tmp_path / "site") in done.stdout
+    # the installed package lists and loads its bundled models (it looked beside the package before)
+    listed = subprocess.run([sys.executable, "-m", "XAIExplainLib.cli", "models"], env={"PYTHONPATH": str(tmp_path / "site")},
+                            cwd=tmp_path, capture_output=True, text=True, encoding="utf-8")
+    assert listed.returncode == 0, listed.stderr
+    for name in ("ct-phase-2d", "lung-nodule-2d", "lung-nodule-seg-3d"):
+        assert name in listed.stdout

@@ -182,7 +182,7 @@ def explain_input(job: ExplainJob, item: InputItem, image: sitk.Image, record: I
             write_prediction(job.out, prediction, card, image, names.prediction(card.task))
             record.outputs.append(names.prediction(card.task))
             record.prediction = prediction_record(prediction, card, image)
-            for stage in ("preprocess", "predict"):
+            for stage in ("preprocess",):
                 if stage in result.timings:
                     record.timings[stage] = float(result.timings[stage])
         suffix = f"_{choice.suffix}" if choice.suffix else ""

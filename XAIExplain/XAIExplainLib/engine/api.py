@@ -31,14 +31,15 @@ def _check_options(methods: Sequence[str], options: dict) -> None:
 
 def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], target=None, layer=None,
                  normalize: bool = True, return_info: bool = False, layer_resolution: bool = False,
-                 **options):
+                 with_output: bool = False, **options):
     """Several maps for the same input, sharing passes: all CAM-family maps cost one forward + one backward.
 
     Returns a dict method name -> float32 tensor (N, *x.shape[2:]) on x's device; with
     ``return_info=True`` a pair (maps, info) where info holds per-method extras (e.g. the
-    completeness error of Integrated Gradients), the layers used and ``info["output"]``:
-    the model's output on the unperturbed input, from a pass the methods ran anyway (so a
-    caller gets the prediction and the maps from the same forward).
+    completeness error of Integrated Gradients) and the layers used. ``with_output=True``
+    adds ``info["output"]``: the model's output on the unperturbed input, from a pass the
+    methods ran anyway where there is one (so a caller gets the prediction and the maps
+    from the same forward; methods with passes of their own, KWC and SAM, add a forward).
 
     ``layer_resolution=True`` (with ``normalize=False``) leaves the maps of one-layer CAM
     methods (CAM, Grad-CAM, Grad-CAM++, HiResCAM, XGrad-CAM, LayerCAM) at the layer's
@@ -68,7 +69,7 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
             raw = info.compute(low_resolution if low_resolution is not None and info.layer_map_only else request)
             raw = raw.detach().float()
             maps[info.name] = minmax(display_values(raw, info.signed)) if normalize else raw
-        if return_info:
+        if with_output:
             request.info["output"] = request.reference()[0].detach()
     maps = {name: value.to(x.device) for name, value in maps.items()}
     if return_info:

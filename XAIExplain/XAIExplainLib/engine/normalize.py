@@ -4,6 +4,7 @@ An all-zero (or constant) map stays zero rather than turning into NaN.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -26,3 +27,16 @@ def minmax(maps: torch.Tensor, per_sample: bool = True, in_place: bool = False) 
 def display_values(maps: torch.Tensor, signed: bool) -> torch.Tensor:
     """What gets normalised for display: the magnitude of signed maps, the map itself otherwise."""
     return maps.abs() if signed else maps
+
+
+def volume_minmax(volume: torch.Tensor, signed: bool) -> torch.Tensor:
+    """A whole volume's raw map -> [0, 1] over the whole volume (the magnitude of signed maps).
+
+    May overwrite ``volume`` (pass a buffer the caller owns); use the returned tensor.
+    """
+    return minmax(display_values(volume, signed)[None], per_sample=False, in_place=True)[0]
+
+
+def normalize_volume(volume, signed: bool) -> np.ndarray:
+    """``volume_minmax`` of a numpy map (left unchanged) as float32 numpy."""
+    return volume_minmax(torch.tensor(np.asarray(volume, dtype=np.float32)), signed).numpy()

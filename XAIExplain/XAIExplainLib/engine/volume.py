@@ -16,7 +16,7 @@ from torch import nn
 from .api import explain_many, model_device_dtype
 from .capture import eval_mode
 from .devices import resolve_device
-from .normalize import display_values, minmax
+from .normalize import volume_minmax
 from .request import upsample
 from .registry import get_method
 from .targets import resolve_target
@@ -173,8 +173,7 @@ def _finish(maps: dict, methods: list[str], normalize: bool, single: bool):
     out = {}
     for name, value in maps.items():
         if normalize:  # the maps are this call's own buffers: normalise them in place
-            value = minmax(display_values(value, get_method(name).signed)[None], per_sample=False,
-                           in_place=True)[0]
+            value = volume_minmax(value, get_method(name).signed)
         out[name] = value.float().cpu().numpy()
     return out[methods[0]] if single else out
 
@@ -247,7 +246,7 @@ def _explain_slices(model, data, methods, axis, target, layer, batch_size, devic
         batch = _slices_of(data, axis, start, stop).to(device)
         result, info = explain_many(model, batch, methods, target=_slice_target(target, start, stop, axis),
                                     layer=layer, normalize=False, layer_resolution=True, return_info=True,
-                                    **options)
+                                    with_output=outputs is not None, **options)
         if outputs is not None:
             batch_outputs.append(info["output"])
         for name, value in result.items():
@@ -322,7 +321,8 @@ def _explain_windows(model, data, methods, maps, patch_size, overlap, target, la
     def work(start, stop):
         batch = torch.stack([padded[(slice(None),) + w] for w in windows[start:stop]]).to(device)
         result, info = explain_many(model, batch, methods, target=_window_target(target, windows[start:stop]),
-                                    layer=layer, normalize=False, return_info=True, **options)
+                                    layer=layer, normalize=False, return_info=True,
+                                    with_output=blended is not None, **options)
         if blended is not None:
             blended.add(info["output"], windows[start:stop])
         for i, w in enumerate(windows[start:stop]):

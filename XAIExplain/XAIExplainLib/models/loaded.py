@@ -1,15 +1,21 @@
-"""A loaded model: the eval-mode module, its card, and the card's pre/postprocessing."""
+"""A loaded model: the eval-mode module(s), the card that describes them, and their image pipeline.
+
+Every model form (a card folder, an nnU-Net folder, a MONAI bundle, a TorchScript or
+state-dict file) becomes this one object, so the pipeline, the command line and the
+Slicer logic serve all of them the same way.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from .card import ModelCard
-from .preprocessing import PreparedInput, prepare
+from .preprocessing import CardPipeline, PreparedInput
 
 
 @dataclass
@@ -19,12 +25,36 @@ class LoadedModel:
     ``module`` is in eval mode on ``device``; ``scripted`` is True for
     TorchScript modules, which take no hooks, so layer-based explanations
     (Grad-CAM and relatives) are unavailable for them.
+
+    ``kind`` names the form it came from ("card", "nnunet", "monai-bundle",
+    "torchscript", "module"); ``source`` the file or folder and ``weights_sha256``
+    the hash of its weights (recorded in run summaries). ``ensemble`` holds further
+    networks (e.g. nnU-Net folds) that :func:`explain_image` runs like ``module``:
+    the prediction averages their outputs and each map is the mean of their maps.
+    ``pipeline`` prepares an image for the network and maps results back
+    (``prepare(image, slice_axis)`` and ``volume_options()``); by default the
+    card's resampling and intensity transform.
     """
 
     module: nn.Module
     card: ModelCard
     scripted: bool = False
     device: torch.device = torch.device("cpu")
+    kind: str = "card"
+    source: Path | None = None
+    weights_sha256: str | None = None
+    ensemble: tuple = ()
+    pipeline: Any = None
+
+    def __post_init__(self):
+        if self.pipeline is None:
+            self.pipeline = CardPipeline(self.card)
+        self.ensemble = tuple(self.ensemble)
+
+    @property
+    def modules(self) -> tuple[nn.Module, ...]:
+        """Every network the model runs: ``module`` and the ``ensemble``."""
+        return (self.module,) + self.ensemble
 
     @property
     def name(self) -> str:
@@ -36,7 +66,8 @@ class LoadedModel:
 
     def to(self, device: str | torch.device) -> "LoadedModel":
         self.device = torch.device(device)
-        self.module.to(self.device)
+        for module in self.modules:
+            module.to(self.device)
         return self
 
     def preprocess(self, image, spacing: Sequence[float] | None = None) -> PreparedInput:
@@ -45,7 +76,7 @@ class LoadedModel:
         ``image`` is a ``SimpleITK.Image`` or a numpy ``(Z, Y, X)`` array with
         ``spacing`` in numpy axis order (mm).
         """
-        return prepare(self.card, image, spacing)
+        return self.pipeline.prepare(image, spacing=spacing)
 
     def postprocess(self, array: np.ndarray, prepared: PreparedInput, kind: str = "map"):
         """Map model-grid results back to the input grid.
@@ -76,5 +107,6 @@ class LoadedModel:
         return self.module(x)
 
     def __repr__(self) -> str:
-        kind = "TorchScript" if self.scripted else type(self.module).__name__
-        return f"LoadedModel({self.card.summary()}; {kind} on {self.device})"
+        network = "TorchScript" if self.scripted else type(self.module).__name__
+        folds = f" x {len(self.modules)}" if self.ensemble else ""
+        return f"LoadedModel({self.kind}: {self.card.summary()}; {network}{folds} on {self.device})"

@@ -27,6 +27,9 @@ from torch import nn
 
 from .card import CARD_FILENAME, ModelCard, load_card
 from .errors import ModelCardError, UntrustedModelError, WeightsError
+from ..engine.devices import resolve_device
+from ..resources import resources_dir
+from .forms import find_form
 from .loaded import LoadedModel
 
 #: Extra folders searched for model names, separated like PATH.
@@ -34,10 +37,8 @@ MODEL_PATH_ENV = "XAIEXPLAIN_MODEL_PATH"
 
 
 def bundled_models_dir() -> Path:
-    """``XAIExplain/Resources/Models`` beside the package."""
-    import XAIExplainLib
-
-    return Path(XAIExplainLib.__file__).resolve().parents[1] / "Resources" / "Models"
+    """The bundled models: ``Resources/Models`` wherever the install put the resources."""
+    return resources_dir() / "Models"
 
 
 def model_search_dirs() -> list[Path]:
@@ -110,40 +111,53 @@ def resolve_card_path(source: str | os.PathLike) -> Path:
 
 
 def load_model(source: str | os.PathLike | ModelCard, *, trust: bool = False,
-               device: str | torch.device = "cpu", check: bool = True) -> LoadedModel:
-    """Load a model described by a card.
+               device: str | torch.device = "cpu", check: bool = True, **options) -> LoadedModel:
+    """Load a model in any form XAIExplain knows (see :mod:`models.forms`).
 
     Parameters
     ----------
     source:
-        A bundled model name (see :func:`list_models`), a model folder, a
-        card.json path, or an already parsed :class:`ModelCard`.
+        A bundled model name (see :func:`list_models`), a path of any model form (a card
+        folder or card.json, ...), or an already parsed :class:`ModelCard`.
     trust:
-        Allow unpickling a full module (``weights.format == "pickle"``). Only
-        for files from a source you trust: unpickling can run arbitrary code.
+        Allow what can run code while loading (e.g. unpickling a full module). Only for
+        files from a source you trust.
     device:
         ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when available) or a torch device.
     check:
         Run one tiny forward pass to verify that the card's channel and class
         counts agree with the network.
+    options:
+        Form-specific options (e.g. an nnU-Net folder's ``folds``); each form refuses
+        options it does not know.
     """
+    if isinstance(source, ModelCard):
+        loaded = load_card_model(source, trust=trust, check=check, **options)
+    else:
+        path = resolve_card_path(source) if _is_bare_name(source) else Path(source)
+        loaded = find_form(path).load(path, trust=trust, check=check, **options)
+    return loaded.to(resolve_device(device))
+
+
+def _is_bare_name(source) -> bool:
+    return isinstance(source, str) and os.sep not in source and "/" not in source and not Path(source).exists()
+
+
+def load_card_model(source: Path | ModelCard, *, trust: bool = False, check: bool = True,
+                    **options) -> LoadedModel:
+    """The card form: a card folder, a card .json file, or a parsed card."""
+    if options:
+        raise TypeError(f"unknown option(s) {sorted(options)} for a model card; cards take none (the card "
+                        "itself says how to build and feed the model)")
     card = source if isinstance(source, ModelCard) else load_card(resolve_card_path(source))
     module, scripted = load_module(card, trust=trust)
     module.eval()
     if check:
         check_module(card, module, scripted)
-    return LoadedModel(module=module, card=card, scripted=scripted).to(resolve_device(device))
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/``None`` -> CUDA when available, else CPU."""
-    if device is None or (isinstance(device, str) and device == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device, "
-                         f"got {device!r}") from exc
+    weights = card.weights.file
+    return LoadedModel(module=module, card=card, scripted=scripted, kind="card",
+                       source=card.path.parent if card.path else None,
+                       weights_sha256=file_sha256(weights) if weights.is_file() else None)
 
 
 def load_module(card: ModelCard, trust: bool = False) -> tuple[nn.Module, bool]:
@@ -287,12 +301,17 @@ def _load_pickled_module(path: Path, trust: bool) -> nn.Module:
     return obj
 
 
-def _verify_checksum(path: Path, expected: str) -> None:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-    actual = digest.hexdigest()
+    return digest.hexdigest()
+
+
+def _verify_checksum(path: Path, expected: str) -> None:
+    actual = file_sha256(path)
     if actual != expected:
         raise WeightsError(f"{path}: SHA-256 is {actual} but the card expects {expected}; the "
                            "file is corrupt, truncated or not the one the card was written for")

@@ -24,8 +24,9 @@ import torch
 
 from .card import ModelCard
 from .loaded import LoadedModel
-from .loading import load_model, resolve_device
-from .preprocessing import PreparedInput, prepare
+from ..engine.devices import resolve_device
+from .loading import load_model
+from .preprocessing import PreparedInput
 
 
 @dataclass
@@ -60,15 +61,19 @@ class ExplainResult:
 def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), target=None,
                   layer: str | None = None, mode: str | None = None, axis: int | None = None,
                   device: str | torch.device | None = "auto", progress: Callable | None = None,
-                  batch_size: int | None = None, overlap: float = 0.25, normalize: bool = True,
+                  batch_size: int | None = None, overlap: float | None = None, normalize: bool = True,
                   trust: bool = False, **options) -> ExplainResult:
-    """Explain ``model`` on ``image`` with the card's preprocessing applied and undone.
+    """Explain ``model`` on ``image`` with the model's preprocessing applied and undone.
+
+    One pass per network gives the prediction and the maps (the outputs of the explaining
+    forward are the prediction). A model with an ``ensemble`` (nnU-Net folds) runs each
+    network the same way: the prediction averages their outputs, and each map is the mean
+    of the per-network raw maps, normalised over the volume afterwards.
 
     Parameters
     ----------
     model:
-        A :class:`LoadedModel`, or a bundled model name, model folder or
-        card.json path (loaded with ``trust``).
+        A :class:`LoadedModel`, or anything :func:`load_model` accepts (loaded with ``trust``).
     image:
         A ``SimpleITK.Image`` (2D or 3D) or a path SimpleITK can read.
     methods:
@@ -87,6 +92,8 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
     progress:
         ``progress(done, total)`` from the engine; raising from it cancels.
+    overlap:
+        Sliding-window overlap in volume mode; None uses the model's own (its pipeline's).
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -106,32 +113,13 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
     layer = _layer_for(loaded, method_list, layer)
     run_device = resolve_device(device)
 
-    prepared = prepare(card, image, slice_axis=axis)
-    target = _model_grid_target(card, target, prepared)
+    prepared = loaded.pipeline.prepare(image, slice_axis=axis)
+    engine_target = _engine_target(card, _model_grid_target(card, target, prepared))
     lap("preprocess")
-
-    import XAIExplainLib as xai  # the engine's public API (imported lazily: models must not
-    # require the engine at import time, so cards and loading work on their own)
-
-    patch = list(card.input.patch_size) if card.input.patch_size is not None else None
-    previous = loaded.device
-    module = loaded.module
-    try:
-        if previous != run_device:
-            module.to(run_device)
-        logits = xai.predict_volume(module, prepared.array, mode=mode, axis=axis or 0,
-                                    batch_size=batch_size, patch_size=patch, overlap=overlap,
-                                    device=run_device)
-        lap("predict")
-        engine_target = _engine_target(card, target)
-        maps = xai.explain_volume(module, prepared.array, method_list, mode=mode, axis=axis or 0,
-                                  batch_size=batch_size, patch_size=patch, overlap=overlap,
-                                  target=engine_target, layer=layer, normalize=normalize,
-                                  progress=progress, device=run_device, **options)
-        lap("explain")
-    finally:
-        if previous != run_device:
-            module.to(previous)
+    maps, logits = run_networks(loaded, prepared.array, mode, axis, run_device, batch_size, overlap, progress,
+                                methods=method_list, target=engine_target, layer=layer, normalize=normalize,
+                                **options)
+    lap("explain")
     out_maps = {name: prepared.restore_map(maps[name], clamp=normalize) for name in method_list}
     prediction = _prediction(loaded, logits, prepared)
     lap("postprocess")
@@ -141,27 +129,66 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
 
 def predict_image(model, image, mode: str | None = None, axis: int | None = None,
                   device: str | torch.device | None = "auto", batch_size: int | None = None,
-                  overlap: float = 0.25, trust: bool = False):
+                  overlap: float | None = None, trust: bool = False):
     """The prediction part of :func:`explain_image` alone (no attribution)."""
     loaded = _as_loaded(model, trust)
-    card = loaded.card
-    mode, axis = _check_mode(card, mode, axis)
-    prepared = prepare(card, _as_image(image), slice_axis=axis)
-    import XAIExplainLib as xai
-
-    run_device = resolve_device(device)
-    previous = loaded.device
-    try:
-        if previous != run_device:
-            loaded.module.to(run_device)
-        logits = xai.predict_volume(loaded.module, prepared.array, mode=mode, axis=axis or 0,
-                                    batch_size=batch_size, overlap=overlap, device=run_device,
-                                    patch_size=None if card.input.patch_size is None
-                                    else list(card.input.patch_size))
-    finally:
-        if previous != run_device:
-            loaded.module.to(previous)
+    mode, axis = _check_mode(loaded.card, mode, axis)
+    prepared = loaded.pipeline.prepare(_as_image(image), slice_axis=axis)
+    _, logits = run_networks(loaded, prepared.array, mode, axis, resolve_device(device), batch_size, overlap)
     return _prediction(loaded, logits, prepared)
+
+
+def run_networks(loaded: LoadedModel, array: np.ndarray, mode: str, axis: int | None, device: torch.device,
+                 batch_size: int | None, overlap: float | None, progress: Callable | None = None,
+                 methods: list[str] | None = None, normalize: bool = True, **engine):
+    """``(maps or None, outputs)`` of every network of ``loaded`` on a model-grid array, one pass each.
+
+    Outputs (logits) are averaged over the networks, as nnU-Net ensembles its folds; maps
+    are the mean of the per-network raw maps, then normalised over the volume. Each
+    network runs on ``device`` and goes back to where it was.
+    """
+    from ..engine import explain_volume, normalize_volume, predict_volume
+
+    kwargs = {"mode": mode, "axis": axis or 0, "batch_size": batch_size, "device": device}
+    if mode == "volume":
+        kwargs.update(loaded.pipeline.volume_options())
+        if overlap is not None:
+            kwargs["overlap"] = overlap
+    networks = loaded.modules
+    single = len(networks) == 1
+    map_sums: dict[str, np.ndarray] | None = None
+    output_sum = None
+    for index, network in enumerate(networks):
+        part = _part_progress(progress, index, len(networks))
+        previous = next((t.device for t in network.parameters()), device)
+        try:
+            network.to(device)
+            if methods is None:
+                outputs, maps = predict_volume(network, array, progress=part, **kwargs), None
+            else:
+                maps, outputs = explain_volume(network, array, methods, progress=part, return_outputs=True,
+                                               normalize=normalize and single, **kwargs, **engine)
+        finally:
+            network.to(previous)
+        output_sum = outputs if output_sum is None else output_sum + outputs
+        if maps is not None:
+            map_sums = maps if map_sums is None else {name: map_sums[name] + maps[name] for name in methods}
+    outputs = output_sum / len(networks)
+    if map_sums is None or single:
+        return map_sums, outputs
+    maps = {name: value / len(networks) for name, value in map_sums.items()}
+    if normalize:
+        from ..engine import METHODS
+
+        maps = {name: normalize_volume(value, METHODS[name].signed) for name, value in maps.items()}
+    return maps, outputs
+
+
+def _part_progress(progress: Callable | None, index: int, parts: int):
+    """``progress(done, total)`` of one network, reported as a share of all networks' work."""
+    if progress is None or parts == 1:
+        return progress
+    return lambda done, total: progress(index * total + done, parts * total)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -255,57 +282,16 @@ def _class_index(card: ModelCard, value):
     return value
 
 
-def _model_grid_target(card: ModelCard, target, prepared: PreparedInput):
+def _model_grid_target(card: ModelCard, target, prepared):
     """Class names -> indices; a segmentation ROI on the input grid -> the model grid."""
     from ..engine import SegmentationTarget
 
     if isinstance(target, SegmentationTarget):
-        index = _class_index(card, target.class_index)
-        mask = getattr(target, "_mask", None)
-        voxels = getattr(target, "_voxels", None)
-        region = target.region
-        if mask is not None:
-            region = _mask_to_model_grid(np.asarray(mask.cpu() if torch.is_tensor(mask) else mask),
-                                         prepared)
-        elif voxels is not None:
-            region = _voxel_to_model_grid(voxels, prepared)
-        return SegmentationTarget(index, region=region, activation=target.activation,
-                                  threshold=target.threshold, prediction=target.prediction)
+        return target.on_grid(prepared.region_to_model_grid, prepared.voxel_to_model_grid,
+                              class_index=_class_index(card, target.class_index))
     if isinstance(target, (list, tuple)):
         return [_class_index(card, t) for t in target]
     return _class_index(card, target)
-
-
-def _mask_to_model_grid(mask: np.ndarray, prepared: PreparedInput) -> np.ndarray:
-    shape = prepared.input_grid.shape
-    mask = mask.astype(bool)
-    if prepared.was_2d and mask.ndim == 2:
-        mask = mask[None]
-    if mask.shape != shape:
-        raise ValueError(f"the target region mask has shape {mask.shape} but the image is "
-                         f"{shape} (z, y, x); give the mask on the image's own grid")
-    image = prepared.input_grid.image_from_array(mask.astype(np.uint8))
-    from ..imaging.resample import resample
-
-    on_model = resample(image, prepared.model_grid, "nearest", 0)
-    out = sitk.GetArrayFromImage(on_model).astype(bool)
-    if not out.any():
-        # A region thinner than a model voxel: keep the model voxel nearest to its centre.
-        centre = np.argwhere(mask).mean(axis=0)
-        out[_voxel_to_model_grid(tuple(int(round(c)) for c in centre), prepared)] = True
-    return out
-
-
-def _voxel_to_model_grid(voxel, prepared: PreparedInput) -> tuple[int, ...]:
-    voxel = tuple(int(v) for v in voxel)
-    if prepared.was_2d and len(voxel) == 2:
-        voxel = (0,) + voxel
-    ref = prepared.input_grid.reference()
-    point = ref.TransformContinuousIndexToPhysicalPoint([float(v) for v in reversed(voxel)])
-    model_index = prepared.model_grid.reference().TransformPhysicalPointToIndex(point)
-    shape = prepared.model_grid.shape
-    zyx = tuple(int(i) for i in reversed(model_index))
-    return tuple(min(max(i, 0), n - 1) for i, n in zip(zyx, shape))
 
 
 def _engine_target(card: ModelCard, target):

@@ -82,6 +82,37 @@ class PreparedInput:
         self.input_grid.apply(image)
         return self._finish(image)
 
+    def region_to_model_grid(self, mask: np.ndarray) -> np.ndarray:
+        """A boolean region on the input grid (z, y, x) -> the same region on the model grid.
+
+        Nearest-neighbour resampling; a region thinner than a model voxel keeps the model
+        voxel nearest to its centre, so a small ROI never vanishes.
+        """
+        shape = self.input_grid.shape
+        mask = np.asarray(mask).astype(bool)
+        if self.was_2d and mask.ndim == 2:
+            mask = mask[None]
+        if mask.shape != shape:
+            raise ValueError(f"the target region mask has shape {mask.shape} but the image is "
+                             f"{shape} (z, y, x); give the mask on the image's own grid")
+        image = self.input_grid.image_from_array(mask.astype(np.uint8))
+        out = sitk.GetArrayFromImage(resample(image, self.model_grid, "nearest", 0)).astype(bool)
+        if not out.any():
+            centre = np.argwhere(mask).mean(axis=0)
+            out[self.voxel_to_model_grid(tuple(int(round(c)) for c in centre))] = True
+        return out
+
+    def voxel_to_model_grid(self, voxel) -> tuple[int, ...]:
+        """A voxel index (z, y, x) of the input grid -> the nearest voxel of the model grid."""
+        voxel = tuple(int(v) for v in voxel)
+        if self.was_2d and len(voxel) == 2:
+            voxel = (0,) + voxel
+        ref = self.input_grid.reference()
+        point = ref.TransformContinuousIndexToPhysicalPoint([float(v) for v in reversed(voxel)])
+        model_index = self.model_grid.reference().TransformPhysicalPointToIndex(point)
+        zyx = tuple(int(i) for i in reversed(model_index))
+        return tuple(min(max(i, 0), n - 1) for i, n in zip(zyx, self.model_grid.shape))
+
     def _finish(self, image: sitk.Image):
         if self.was_2d:
             image = image[:, :, 0]
@@ -134,6 +165,23 @@ def model_grid_for(card: ModelCard, grid: Grid, slice_axis: int | None = None) -
         shape = [max(n, p) for n, p in zip(model.shape, patch)]
         model = centered_grid(grid, list(model.spacing_zyx), shape)
     return model
+
+
+class CardPipeline:
+    """How a card model sees an image: the card's resampling and intensity transform, undone by
+    :class:`PreparedInput`. Other model forms (nnU-Net, MONAI bundles) bring their own pipeline
+    with the same two methods."""
+
+    def __init__(self, card: ModelCard):
+        self.card = card
+
+    def prepare(self, image, slice_axis: int | None = None, spacing: Sequence[float] | None = None) -> PreparedInput:
+        return prepare(self.card, image, spacing, slice_axis)
+
+    def volume_options(self) -> dict:
+        """Keyword arguments of ``explain_volume`` / ``predict_volume`` in volume mode."""
+        patch = self.card.input.patch_size
+        return {"patch_size": list(patch), "overlap": 0.25} if patch is not None else {"overlap": 0.25}
 
 
 def prepare(card: ModelCard, image, spacing: Sequence[float] | None = None,

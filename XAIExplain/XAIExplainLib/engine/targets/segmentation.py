@@ -148,6 +148,22 @@ class SegmentationTarget:
         return (f"SegmentationTarget(class_index={self.class_index!r}, region={region!r}, "
                 f"activation={self.activation!r}, threshold={self.threshold})")
 
+    def on_grid(self, mask_to_grid, voxel_to_grid, class_index=None) -> "SegmentationTarget":
+        """The same target with its user region (a mask or a voxel) moved onto another grid.
+
+        ``mask_to_grid(mask: numpy bool array) -> numpy bool array`` and
+        ``voxel_to_grid(voxel: tuple) -> tuple`` map from the grid the region was given on
+        (e.g. the input image's) to the grid the model sees; ``class_index`` replaces the
+        class when given (e.g. a class name resolved to its index). Named regions
+        ("predicted", "all", ...) need no mapping.
+        """
+        changes = {} if class_index is None else {"class_index": _check_class_index(class_index)}
+        if self._mask is not None:
+            changes["_mask"] = torch.as_tensor(np.asarray(mask_to_grid(self._mask.cpu().numpy())), dtype=torch.bool)
+        if self._voxels is not None:
+            changes["_voxels"] = tuple(int(v) for v in voxel_to_grid(self._voxels))
+        return self._replace(**changes)
+
     def _replace(self, **changes) -> "SegmentationTarget":
         clone = copy.copy(self)
         for name, value in changes.items():

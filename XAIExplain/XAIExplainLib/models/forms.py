@@ -1,0 +1,55 @@
+"""Which form a model source is, and the loader of each form.
+
+``load_model`` asks every form in :data:`FORMS`, in order, whether a path is one of
+its own (``detect``) and hands the path to the first that says yes (``load``). A form
+is a small module of its own (the card loader, nnU-Net folders, MONAI bundles,
+TorchScript and state-dict files); adding one means adding its entry here. A path that
+no form recognises gets an error that lists what each form looks for.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .card import CARD_FILENAME
+from .errors import ModelCardError
+
+
+@dataclass(frozen=True)
+class ModelForm:
+    """One way a model can be given: ``kind`` (``LoadedModel.kind``), what it looks for, how to load it."""
+
+    kind: str
+    looks_for: str
+    detect: Callable[[Path], bool]
+    load: Callable[..., object]  # load(path, *, trust, check, **options) -> LoadedModel
+
+
+def _is_card(path: Path) -> bool:
+    if path.is_dir():
+        return (path / CARD_FILENAME).is_file()
+    return path.is_file() and path.suffix.lower() == ".json"
+
+
+def _load_card(path: Path, *, trust: bool = False, check: bool = True, **options):
+    from .loading import load_card_model
+
+    return load_card_model(path, trust=trust, check=check, **options)
+
+
+FORMS: list[ModelForm] = [
+    ModelForm("card", f"a folder with {CARD_FILENAME}, or a model card .json file", _is_card, _load_card),
+]
+
+
+def find_form(path: Path) -> ModelForm:
+    """The form of ``path``, or a ModelCardError naming what was looked for."""
+    if not path.exists():
+        raise FileNotFoundError(f"model not found: {path} is neither a file nor a folder")
+    for form in FORMS:
+        if form.detect(path):
+            return form
+    looked = "; ".join(f"{form.kind}: {form.looks_for}" for form in FORMS)
+    what = "folder" if path.is_dir() else "file"
+    raise ModelCardError(f"{path}: this {what} is not a model XAIExplain can load; looked for {looked}")
