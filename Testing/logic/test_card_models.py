@@ -142,3 +142,26 @@ def test_real_flipped_mri_loaded_by_slicer_gets_a_heatmap_on_its_bright_voxels(s
     hot = heat > 0.5 * heat.max()
     assert hot.sum() > 1000
     assert (voxels[hot] > 900).mean() > 0.8
+
+
+def test_a_torchscript_model_offers_only_the_methods_that_work_on_it(tmp_path):
+    """The panel offered guided methods on TorchScript (it tested needs_layer), the pipeline refused them."""
+    import json
+
+    import torch
+
+    from XAIExplainLib.models import load_model
+
+    card_path = write_card(tmp_path / "model", task="classification", dims=2)
+    scripted = torch.jit.script(load_model(card_path).module)
+    scripted.save(str(tmp_path / "model" / "model.ts"))
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card.pop("architecture")
+    card["weights"] = {"file": "model.ts", "format": "torchscript"}
+    card_path.write_text(json.dumps(card), encoding="utf-8")
+    logic = XAIExplainLogic()
+    rows = {name: (enabled, reason) for name, _, enabled, reason in logic.methodsForModel(str(card_path))}
+    assert {name for name, (enabled, _) in rows.items() if enabled} == {
+        "saliency", "occlusion", "smoothgrad", "integrated_gradients"}
+    assert "TorchScript module does not allow" in rows["guided_backprop"][1]
+    assert "TorchScript module does not allow" in rows["guided_gradcam"][1]

@@ -55,7 +55,7 @@ def run_evaluate(args: argparse.Namespace, stdout=None) -> int:
     out.prepare()
     out.check_free([csv_name, json_name])
     model = load_model_or_fail(args.model, device, getattr(args, "trust_model", False))
-    check_methods_for(methods, model.card)
+    check_methods_for(methods, model)
     choices = resolve_targets(args.targets, model.card)
     image = read_item(item)
     mask = read_mask(args.mask, image, item.source)
@@ -143,7 +143,7 @@ def score_on_model_grid(model, prepared, heat: sitk.Image, class_index, method: 
     else:
         x, maps = x[None], maps[None]
     device = model.device
-    activation = {"softmax": "softmax", "sigmoid": "sigmoid"}.get(card.output_activation)
+    activation = card.output_activation
     try:
         columns = evaluate(model.module, torch.from_numpy(np.ascontiguousarray(x)).to(device),
                            torch.from_numpy(np.ascontiguousarray(maps)).to(device),

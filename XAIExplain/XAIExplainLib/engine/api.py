@@ -8,7 +8,7 @@ from torch import nn
 
 from . import methods  # noqa: F401  (registers every method)
 from .normalize import display_values, minmax
-from .registry import get_method
+from .registry import check_applicable, get_method
 from .request import Request
 from .validation import check_input, check_model
 
@@ -54,12 +54,14 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
     if not methods:
         raise ValueError("no method given; pick from XAIExplainLib.METHODS")
     infos = [get_method(name) for name in methods]
+    if isinstance(model, torch.jit.ScriptModule):
+        check_applicable(methods, scripted=True, model_name="a TorchScript module")
     _check_options(methods, options)
     check_input(model, x)
     device, dtype = model_device_dtype(model, x)
     inputs = x.detach().to(device=device, dtype=dtype)
     request = Request(model, inputs, target=target, layer=layer, options=options,
-                      full_cam_pass=any(info.family == "cam" and info.name != "cam" for info in infos))
+                      full_cam_pass=any(info.family == "cam" and info.needs_gradients for info in infos))
     from .capture import explaining
     maps = {}
     with explaining(model):

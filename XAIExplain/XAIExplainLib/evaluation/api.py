@@ -86,7 +86,7 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
              spacing: Optional[Sequence[float]] = None, tolerance_mm: float = 0.0,
              thresholds: Optional[Sequence[float]] = None,
              used_mask=None, specificity_threshold: Union[float, str] = 0.5,
-             activation: Optional[str] = "softmax", region=None, baseline=0.0,
+             activation: Optional[str] = "auto", region=None, baseline=0.0,
              steps: int = 20, batch_size: int = 32, seed: int = 0,
              method: Optional[str] = None, layer=None, explain_options: Optional[dict] = None,
              occlusion_options: Optional[dict] = None,
@@ -104,7 +104,9 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
     used_mask       voxels the model uses (specificity / sensitivity): a mask, "occlusion"
                     to estimate them, or None to use ``mask``
     specificity_threshold  map threshold for specificity / sensitivity (a number or "otsu")
-    activation      "softmax", "sigmoid" or None: how outputs become probabilities
+    activation      how outputs become probabilities: "auto" (the target's activation, else
+                    sigmoid for one output channel, softmax for several), "softmax", "sigmoid"
+                    or None (the model returns probabilities); never a softmax over one channel
     region          segmentation only: None (all voxels), "predicted" or a mask (PP / EP)
     baseline        value of removed voxels: a number, "mean", "min" or a tensor
     steps, batch_size, seed  deletion / insertion resolution, batching, order of ties;

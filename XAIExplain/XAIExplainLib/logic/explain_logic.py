@@ -406,7 +406,7 @@ class XAIExplainLogic(ModelQueries):
         for index, method in enumerate(request["methods"]):
             report(0.9 + 0.08 * index / total, f"Writing {method}")
             info = xai.METHODS[method]
-            label = naming.method_label(method, info.description)
+            label = info.label
             layer_label = request["layerLabel"] if info.needs_layer else ""
             name = naming.output_name(node.GetName(), label, class_label, layer_label)
             key_choices = dict(choices, method=method, layer=layer_label)

@@ -113,14 +113,8 @@ class ModelQueries:
         scripted = bool(getattr(model, "scripted", False))
         rows = []
         for name, info in xai_package().METHODS.items():
-            reason = ""
-            if task is not None and task not in info.tasks:
-                reason = f"not for {task} models"
-            elif dims not in info.spatial_dims:
-                reason = f"not for {dims}D models"
-            elif scripted and info.needs_layer:
-                reason = "needs layer hooks, impossible on a TorchScript model"
-            rows.append((name, naming.method_label(name, info.description), not reason, reason))
+            reason = info.applicable(task, dims, scripted) or ""
+            rows.append((name, info.label, not reason, reason))
         return rows
 
     def layersForModel(self, model) -> list:

@@ -223,6 +223,7 @@ def _as_image(image) -> sitk.Image:
 
 def _check_methods(loaded: LoadedModel, methods) -> list[str]:
     from ..engine import METHODS
+    from ..engine.registry import check_applicable
 
     method_list = [methods] if isinstance(methods, str) else list(methods)
     if not method_list:
@@ -231,19 +232,7 @@ def _check_methods(loaded: LoadedModel, methods) -> list[str]:
     for name in method_list:
         if not isinstance(name, str) or name not in METHODS:
             raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
-        info = METHODS[name]
-        if card.task not in info.tasks:
-            raise ValueError(f"method '{name}' supports {' and '.join(info.tasks)} models; "
-                             f"'{card.name}' is a {card.task} model")
-        if card.spatial_dims not in info.spatial_dims:
-            raise ValueError(f"method '{name}' does not support {card.spatial_dims}D models")
-        if loaded.scripted and (info.needs_layer or name.startswith("guided")):
-            raise ValueError(
-                f"method '{name}' needs forward hooks or module swaps on the network's layers, "
-                f"which TorchScript modules do not allow ('{card.name}' was loaded from a "
-                "TorchScript file). Use an input-gradient method (saliency, smoothgrad, "
-                "integrated_gradients, occlusion), or load the model from a state_dict with its "
-                "architecture named in the card")
+    check_applicable(method_list, card.task, card.spatial_dims, loaded.scripted, f"model '{card.name}'")
     return list(dict.fromkeys(method_list))
 
 

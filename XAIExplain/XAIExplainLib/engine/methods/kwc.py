@@ -145,5 +145,5 @@ def compute(request) -> torch.Tensor:
 register(MethodInfo(
     "kwc", "KWC: kernels weighted by the prediction they carry alone and lose when removed (Mullan & Sonka)",
     compute=compute, family="relevance", tasks=(SEGMENTATION,),
-    cost="2K suffix forwards per layer (batched, prefix reused)", options=("kwc_empty", "seed"),
+    cost="2K suffix forwards per layer (batched, prefix reused)", options=("kwc_empty", "seed"), needs_gradients=False,
 ))

@@ -83,5 +83,5 @@ def compute(request) -> torch.Tensor:
 register(MethodInfo(
     "sam", "SAM (our reading of Philbrick et al. 2018): input saliency of a layer's response (or its Grad-CAM)",
     compute=compute, family="gradient", cost="1 forward to the layer + 1 backward to the input",
-    options=("sam_mode",),
+    options=("sam_mode",), label="SAM",
 ))
