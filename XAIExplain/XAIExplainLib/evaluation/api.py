@@ -21,9 +21,25 @@ deletion_auc            model           deletion_auc
 insertion_auc           model           insertion_auc
 sanity_randomization    model, method   sanity_spearman_top (top layer randomised),
                                         sanity_spearman_full (every layer randomised)
+parameter_randomization model, method   parameter_randomization (Spearman, mean over layers
+                                        randomised one at a time)
+random_logit            model, method   random_logit (Spearman with a random other class's map)
+road_morf               model           road_morf (mean target probability, most relevant
+                                        imputed first), road_morf_accuracy (classifiers)
+road_lerf               model           road_lerf, road_lerf_accuracy (least relevant first)
+average_drop            model           average_drop (ReLU(Y - O) / Y)
+increase_in_confidence  model           increase_in_confidence (1.0 where O > Y)
+faithfulness_correlation model          faithfulness_correlation (Pearson over random subsets)
+max_sensitivity         model, method   max_sensitivity
+infidelity              model           infidelity
+relevance_mass          mask            relevance_mass (positive relevance inside / total)
+relevance_rank          mask            relevance_rank (share of the mask-sized top inside)
 
 "used voxels" is ``used_mask`` when given, ``"occlusion"`` to estimate them
-with the engine's occlusion method, and otherwise ``mask``.
+with the engine's occlusion method, and otherwise ``mask``.  Options of a
+single metric beyond the shared ones below (ROAD's percentiles, the number of
+perturbations, a noise level) go in ``metric_options={name: {option: value}}``
+and reach that metric's function unchanged.
 """
 from __future__ import annotations
 
@@ -32,13 +48,18 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 import torch
 
 from ._checks import as_maps, as_masks
+from .confidence import confidence_change
 from .faithfulness import image_preserved, preservation, relative_foreground
+from .faithfulness_correlation import faithfulness_correlation
 from .localisation import dice_sweep, energy_pointing_game, pointing_game, specificity_sensitivity
 from .perturbation import perturbation_curve
-from .sanity import sanity_randomization
+from .relevance import relevance_mass_accuracy, relevance_rank_accuracy
+from .road import road_curve
+from .robustness import infidelity, max_sensitivity
+from .sanity import parameter_randomization, random_logit, sanity_randomization
 from .usage import occlusion_usage_mask
 
-__all__ = ["METRICS", "evaluate"]
+__all__ = ["METRICS", "MAP_ONLY_METRICS", "evaluate"]
 
 #: Every metric name ``evaluate`` accepts, with what it needs besides the maps.
 METRICS: Dict[str, tuple] = {
@@ -54,7 +75,21 @@ METRICS: Dict[str, tuple] = {
     "deletion_auc": ("model",),
     "insertion_auc": ("model",),
     "sanity_randomization": ("model", "method"),
+    "parameter_randomization": ("model", "method"),
+    "random_logit": ("model", "method"),
+    "road_morf": ("model",),
+    "road_lerf": ("model",),
+    "average_drop": ("model",),
+    "increase_in_confidence": ("model",),
+    "faithfulness_correlation": ("model",),
+    "max_sensitivity": ("model", "method"),
+    "infidelity": ("model",),
+    "relevance_mass": ("mask",),
+    "relevance_rank": ("mask",),
 }
+
+#: Metrics that need nothing but the map and a mask (what a heatmap table can show without the model).
+MAP_ONLY_METRICS = tuple(name for name, needs in METRICS.items() if set(needs) <= {"mask", "used"} or not needs)
 
 
 def _metric_list(metrics: Union[None, str, Iterable[str]], available: set) -> List[str]:
@@ -89,7 +124,7 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
              activation: Optional[str] = "softmax", region=None, baseline=0.0,
              steps: int = 20, batch_size: int = 32, seed: int = 0,
              method: Optional[str] = None, layer=None, explain_options: Optional[dict] = None,
-             occlusion_options: Optional[dict] = None,
+             occlusion_options: Optional[dict] = None, metric_options: Optional[Dict[str, dict]] = None,
              ) -> Dict[str, List[float]]:
     """Compute the requested metrics of ``maps`` (N, *S) and return per-sample columns.
 
@@ -112,6 +147,8 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
     method, layer, explain_options  how the maps were made, for the sanity check
     occlusion_options  window / stride / baseline of the occlusion estimate (used_mask="occlusion");
                     the window should be small next to the structures the model uses
+    metric_options  {metric name: {option: value}} for one metric's own options, e.g.
+                    {"road_morf": {"percentiles": (10, 50, 90), "noise": 0.0}}
 
     Returns ``{key: [float] * N}``; the module docstring lists the keys per metric.
     """
@@ -128,6 +165,7 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
         available.add("method")
     requested = _metric_list(metrics, available)
     explain_options = dict(explain_options or {})
+    own = _metric_options(metric_options)
 
     results: Dict[str, List[float]] = {}
     if "dice_sweep" in requested:
@@ -170,4 +208,59 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
                                       **explain_options)
         results["sanity_spearman_top"] = _column(sanity.correlation[0])
         results["sanity_spearman_full"] = _column(sanity.correlation[-1])
+    shared = {"target": target, "seed": seed}
+    model_shared = {**shared, "activation": activation, "batch_size": batch_size}
+
+    def options_for(name: str, base: dict) -> dict:
+        return {**base, **own.get(name, {})}
+
+    explained = {**shared, "layer": layer, "maps": maps, **explain_options}
+    if "parameter_randomization" in requested:
+        independent = parameter_randomization(model, x, method, **options_for("parameter_randomization", explained))
+        results["parameter_randomization"] = _column(independent.correlation.mean(dim=0))
+    if "random_logit" in requested:
+        other = random_logit(model, x, method, **options_for("random_logit", explained))
+        results["random_logit"] = _column(other.correlation)
+    for order in ("morf", "lerf"):
+        name = f"road_{order}"
+        if name in requested:
+            road = road_curve(model, x, maps, order=order, **options_for(name, model_shared))
+            results[name] = _column(road.mean_score)
+            if road.accuracy is not None:
+                results[f"{name}_accuracy"] = _column(road.accuracy)
+    if "average_drop" in requested or "increase_in_confidence" in requested:
+        change = confidence_change(model, x, maps, target, activation, region, baseline)
+        for name, values in (("average_drop", change.drop), ("increase_in_confidence", change.increase)):
+            if name in requested:
+                results[name] = _column(values)
+    if "faithfulness_correlation" in requested:
+        options = options_for("faithfulness_correlation", {**model_shared, "baseline": baseline})
+        results["faithfulness_correlation"] = _column(faithfulness_correlation(model, x, maps, **options).correlation)
+    if "max_sensitivity" in requested:
+        options = options_for("max_sensitivity", {**shared, "layer": layer, "batch_size": batch_size,
+                                                  **explain_options})
+        results["max_sensitivity"] = _column(max_sensitivity(model, x, method, **options).max_sensitivity)
+    if "infidelity" in requested:
+        results["infidelity"] = _column(infidelity(model, x, maps, **options_for("infidelity", model_shared)).infidelity)
+    if "relevance_mass" in requested:
+        results["relevance_mass"] = _column(relevance_mass_accuracy(maps, mask))
+    if "relevance_rank" in requested:
+        results["relevance_rank"] = _column(relevance_rank_accuracy(maps, mask, seed=seed))
     return results
+
+
+def _metric_options(metric_options: Optional[Dict[str, dict]]) -> Dict[str, dict]:
+    """Check ``metric_options``: known metric names mapping to keyword dicts."""
+    if metric_options is None:
+        return {}
+    if not isinstance(metric_options, dict):
+        raise TypeError(f"metric_options must be a dict {{metric name: {{option: value}}}}, got "
+                        f"{type(metric_options).__name__}")
+    unknown = [name for name in metric_options if name not in METRICS]
+    if unknown:
+        raise ValueError(f"metric_options names unknown metric(s) {unknown}; valid metrics: {', '.join(METRICS)}")
+    for name, options in metric_options.items():
+        if not isinstance(options, dict):
+            raise TypeError(f"metric_options[{name!r}] must be a dict of keyword arguments, got "
+                            f"{type(options).__name__}")
+    return dict(metric_options)
