@@ -5,7 +5,7 @@ on the maps' device.  ``evaluate`` runs several at once and returns plain
 per-sample columns; the individual functions return tensors and, where a
 metric has more to say (a sweep, a curve), a small result object.
 """
-from .api import MAP_ONLY_METRICS, METRICS, evaluate
+from .api import MAP_ONLY_METRICS, METRICS, ON_REQUEST, evaluate
 from .confidence import ConfidenceChange, average_drop, confidence_change, increase_in_confidence
 from .faithfulness import (
     Preservation,
@@ -45,7 +45,7 @@ from .sanity import (
 from .usage import occlusion_usage_mask
 
 __all__ = [
-    "METRICS", "MAP_ONLY_METRICS", "evaluate",
+    "METRICS", "MAP_ONLY_METRICS", "ON_REQUEST", "evaluate",
     "DEFAULT_THRESHOLDS", "DiceSweep", "dice_sweep", "otsu_threshold",
     "SpecificityResult", "specificity_sensitivity", "specificity", "sensitivity", "occlusion_usage_mask",
     "pointing_game", "energy_pointing_game",

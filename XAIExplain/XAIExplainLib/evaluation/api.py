@@ -59,7 +59,7 @@ from .robustness import infidelity, max_sensitivity
 from .sanity import parameter_randomization, random_logit, sanity_randomization
 from .usage import occlusion_usage_mask
 
-__all__ = ["METRICS", "MAP_ONLY_METRICS", "evaluate"]
+__all__ = ["METRICS", "MAP_ONLY_METRICS", "ON_REQUEST", "evaluate"]
 
 #: Every metric name ``evaluate`` accepts, with what it needs besides the maps.
 METRICS: Dict[str, tuple] = {
@@ -88,13 +88,21 @@ METRICS: Dict[str, tuple] = {
     "relevance_rank": ("mask",),
 }
 
+#: Computed only when named in ``metrics`` (not by ``metrics=None``): they run the model or the
+#: explanation many times over (ROAD, faithfulness correlation, the robustness and randomisation
+#: tests), or give a default metric's number under its other name (relevance mass = energy pointing game).
+ON_REQUEST = frozenset({
+    "parameter_randomization", "random_logit", "road_morf", "road_lerf", "average_drop", "increase_in_confidence",
+    "faithfulness_correlation", "max_sensitivity", "infidelity", "relevance_mass", "relevance_rank",
+})
+
 #: Metrics that need nothing but the map and a mask (what a heatmap table can show without the model).
 MAP_ONLY_METRICS = tuple(name for name, needs in METRICS.items() if set(needs) <= {"mask", "used"} or not needs)
 
 
 def _metric_list(metrics: Union[None, str, Iterable[str]], available: set) -> List[str]:
     if metrics is None:
-        return [name for name, needs in METRICS.items() if set(needs) <= available]
+        return [name for name, needs in METRICS.items() if set(needs) <= available and name not in ON_REQUEST]
     if isinstance(metrics, str):
         metrics = [metrics]
     metrics = list(dict.fromkeys(metrics))
@@ -132,7 +140,8 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
     maps            attribution maps on the input grid, one per sample
     target          what the maps explain (None: predicted class); frozen on the unperturbed output
     mask            ground-truth mask (N, *S) or (*S), nonzero = inside
-    metrics         names from ``METRICS``; None = every metric whose inputs are given
+    metrics         names from ``METRICS``; None = every metric whose inputs are given, except
+                    those in ``ON_REQUEST``
     spacing         voxel size in mm along the tensor's spatial axes (pointing game)
     tolerance_mm    how far outside the mask the map's maximum may fall (pointing game)
     thresholds      dice sweep thresholds on the normalised map (default 0.05 .. 0.95)
