@@ -54,7 +54,8 @@ def test_relevance_known_answers(dims):
     flat = torch.ones((1,) + mask.shape)
     shares = [ev.relevance_rank_accuracy(flat, mask, seed=s).item() for s in range(40)]
     assert np.mean(shares) == pytest.approx(k / mask.numel(), abs=0.05)
-    assert ev.relevance_rank_accuracy(flat, mask, seed=3).item() == ev.relevance_rank_accuracy(flat, mask, seed=3).item()
+    assert ev.relevance_rank_accuracy(flat, mask, seed=3).item() == ev.relevance_rank_accuracy(flat, mask,
+                                                                                              seed=3).item()
     with pytest.raises(ValueError, match=r"mask is empty for sample\(s\) \[0\]"):
         ev.relevance_rank_accuracy(perfect, torch.zeros_like(mask))
 

@@ -7,7 +7,8 @@ from XAIExplainLib import evaluation as ev
 from XAIExplainLib.engine import SegmentationTarget
 from XAIExplainLib.evaluation.imputation import neighbour_kernel, noisy_linear_imputation
 
-from .metric_models import RegionLogit, WeightMapClassifier, WeightMapSegmenter, assert_state, model_state, quantus, region_mask, small_cnn
+from .metric_models import (RegionLogit, WeightMapClassifier, WeightMapSegmenter, assert_state, model_state, quantus,
+                            region_mask, small_cnn)
 
 
 def _removed(shape, fraction, seed):
@@ -212,3 +213,9 @@ def test_road_errors_and_evaluate_columns():
     assert columns["road_morf_accuracy"] == pytest.approx(direct.accuracy.tolist())
     with pytest.raises(ValueError, match=r"metric_options names unknown metric\(s\) \['road'\]"):
         ev.evaluate(model, x, maps, metrics=["road_morf"], metric_options={"road": {}})
+    with pytest.raises(ValueError, match=r"options for \['road_lerf'\], which are not requested"):
+        ev.evaluate(model, x, maps, metrics=["road_morf"], metric_options={"road_lerf": {}})
+    with pytest.raises(ValueError, match=r"\['deletion_auc'\] take theirs from evaluate's arguments"):
+        ev.evaluate(model, x, maps, metrics=["deletion_auc"], metric_options={"deletion_auc": {"steps": 3}})
+    with pytest.raises(TypeError, match="unexpected keyword argument 'percentile'"):
+        ev.evaluate(model, x, maps, metrics=["road_morf"], metric_options={"road_morf": {"percentile": 3}})

@@ -174,7 +174,7 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
         available.add("method")
     requested = _metric_list(metrics, available)
     explain_options = dict(explain_options or {})
-    own = _metric_options(metric_options)
+    own = _metric_options(metric_options, requested)
 
     results: Dict[str, List[float]] = {}
     if "dice_sweep" in requested:
@@ -238,7 +238,9 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
             if road.accuracy is not None:
                 results[f"{name}_accuracy"] = _column(road.accuracy)
     if "average_drop" in requested or "increase_in_confidence" in requested:
-        change = confidence_change(model, x, maps, target, activation, region, baseline)
+        options = {"target": target, "activation": activation, "region": region, "baseline": baseline,
+                   **own.get("average_drop", {}), **own.get("increase_in_confidence", {})}
+        change = confidence_change(model, x, maps, **options)
         for name, values in (("average_drop", change.drop), ("increase_in_confidence", change.increase)):
             if name in requested:
                 results[name] = _column(values)
@@ -250,7 +252,8 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
                                                   **explain_options})
         results["max_sensitivity"] = _column(max_sensitivity(model, x, method, **options).max_sensitivity)
     if "infidelity" in requested:
-        results["infidelity"] = _column(infidelity(model, x, maps, **options_for("infidelity", model_shared)).infidelity)
+        options = options_for("infidelity", model_shared)
+        results["infidelity"] = _column(infidelity(model, x, maps, **options).infidelity)
     if "relevance_mass" in requested:
         results["relevance_mass"] = _column(relevance_mass_accuracy(maps, mask))
     if "relevance_rank" in requested:
@@ -258,8 +261,8 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
     return results
 
 
-def _metric_options(metric_options: Optional[Dict[str, dict]]) -> Dict[str, dict]:
-    """Check ``metric_options``: known metric names mapping to keyword dicts."""
+def _metric_options(metric_options: Optional[Dict[str, dict]], requested: List[str]) -> Dict[str, dict]:
+    """Check ``metric_options``: requested metrics that take options of their own, mapping to keyword dicts."""
     if metric_options is None:
         return {}
     if not isinstance(metric_options, dict):
@@ -268,6 +271,13 @@ def _metric_options(metric_options: Optional[Dict[str, dict]]) -> Dict[str, dict
     unknown = [name for name in metric_options if name not in METRICS]
     if unknown:
         raise ValueError(f"metric_options names unknown metric(s) {unknown}; valid metrics: {', '.join(METRICS)}")
+    shared = [name for name in metric_options if name not in ON_REQUEST]
+    if shared:
+        raise ValueError(f"metric_options is for the metrics with options of their own "
+                         f"({', '.join(sorted(ON_REQUEST))}); {shared} take theirs from evaluate's arguments")
+    idle = [name for name in metric_options if name not in requested]
+    if idle:
+        raise ValueError(f"metric_options gives options for {idle}, which are not requested; add them to metrics=")
     for name, options in metric_options.items():
         if not isinstance(options, dict):
             raise TypeError(f"metric_options[{name!r}] must be a dict of keyword arguments, got "

@@ -20,8 +20,9 @@ The system is symmetric positive definite whenever at least one voxel is
 kept, so it is solved matrix-free by conjugate gradients with the stencil as
 a convolution (Jacobi preconditioned), all images of a batch at once, in
 float64 for float64 input and float32 otherwise (a 27-point stencil costs a
-quarter as much in float32, to a relative residual of 1e-6); the ROAD reference implementation factorises a scipy sparse matrix per
-image, which is the same solution but does not scale to volumes.
+quarter as much in float32; it is solved to a relative residual of 1e-6).
+Quantus factorises a scipy sparse matrix per image instead: the same
+solution, which does not scale to volumes.
 """
 from __future__ import annotations
 
