@@ -147,8 +147,10 @@ def test_road_known_answer_for_a_region_reading_classifier(dims):
     maps = region.float().expand(2, *region.shape) + 0.01 * torch.rand((2,) + region.shape)
     morf_p = [p for p in (40, 60, 80, 95) if int(voxels * p / 100) >= inside]
     lerf_p = [p for p in (10, 30, 50, 70) if int(voxels * p / 100) <= voxels - inside]
+    x_before, maps_before = x.clone(), maps.clone()
     morf = ev.road_curve(model, x, maps, target=0, order="morf", percentiles=morf_p, noise=0.0)
     lerf = ev.road_curve(model, x, maps, target=0, order="lerf", percentiles=lerf_p, noise=0.0)
+    assert torch.equal(x, x_before) and torch.equal(maps, maps_before)
     removed_p = torch.softmax(torch.tensor([c, 0.5]), 0)[0].item()
     kept_p = torch.softmax(torch.stack([x[:, 0][:, region].mean(1), torch.full((2,), 0.5)], 1), 1)[:, 0]
     assert torch.allclose(morf.scores, torch.full_like(morf.scores, removed_p), atol=1e-5)
