@@ -74,7 +74,9 @@ def road_curve(model, x: torch.Tensor, maps, target=None, order: str = "morf",
     ``noise`` is the standard deviation of the imputation noise (the paper's
     0.01 for inputs of unit scale; 0 for the plain linear imputation).
     ``seed`` seeds the tie order and the noise: the same call gives the same
-    curve, whatever ``batch_size``.
+    curve, whatever ``batch_size``.  ``batch_size`` copies are imputed and run
+    at once (the imputation holds about eight float buffers per copy); lower
+    it for large volumes.
     """
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
