@@ -119,3 +119,19 @@ def test_max_sensitivity_through_evaluate():
     assert columns["max_sensitivity"] == pytest.approx(direct.max_sensitivity.tolist(), abs=1e-6)
     with pytest.raises(ValueError, match=r"metric 'max_sensitivity' needs method"):
         ev.evaluate(model, x, maps, metrics=["max_sensitivity"])
+
+
+def test_max_sensitivity_keeps_the_segmentation_region_frozen_3d():
+    """Class-1 logit = x per voxel; the predicted region (x > 0) would move under noise, the frozen one does not.
+
+    The saliency of the class-1 logits summed over a fixed region R is 1 on R and 0 elsewhere whatever x is,
+    so with the region frozen on the unperturbed prediction the sensitivity is exactly 0.
+    """
+    weights = torch.stack([torch.zeros(6, 6, 6), torch.ones(6, 6, 6)])
+    model = WeightMapSegmenter(weights)
+    x = 0.2 * torch.randn(2, 1, 6, 6, 6, generator=torch.Generator().manual_seed(13))
+    result = ev.max_sensitivity(model, x, "saliency", target=SegmentationTarget(1), samples=5, radius=0.5)
+    assert torch.equal(result.max_sensitivity, torch.zeros(2))
+    # The noise does move the predicted region: re-binding on a perturbed copy would change the map.
+    moved = explain(model, x + 0.5, "saliency", target=SegmentationTarget(1))
+    assert not torch.equal(moved, explain(model, x, "saliency", target=SegmentationTarget(1)))
