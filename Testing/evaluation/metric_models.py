@@ -15,6 +15,9 @@ import pytest
 import torch
 from torch import nn
 
+# The region-reading classifier of the faithfulness tests, shared rather than copied.
+from Testing.evaluation.test_faithfulness import RegionLogit, region_mask  # noqa: F401
+
 _HIDDEN = ("zennit", "torchvision")
 
 
@@ -36,28 +39,6 @@ def quantus():
 
 def captum_metrics():
     return pytest.importorskip("captum.metrics")
-
-
-def region_mask(dims, size=8, low=2, high=6):
-    mask = torch.zeros((size,) * dims, dtype=torch.bool)
-    mask[(slice(low, high),) * dims] = True
-    return mask
-
-
-class RegionLogit(nn.Module):
-    """logits = [scale * sum_in(x) - outside * sum_out(x), offset]: class 0 reads only the region."""
-
-    def __init__(self, region, scale=1.0, outside=0.0, offset=0.0):
-        super().__init__()
-        self.register_buffer("region", region.float())
-        self.scale, self.outside, self.offset = scale, outside, offset
-
-    def forward(self, x):
-        signal = x.sum(dim=1)
-        inside = (signal * self.region).flatten(1).sum(1)
-        outside = (signal * (1 - self.region)).flatten(1).sum(1)
-        first = self.scale * inside - self.outside * outside
-        return torch.stack([first, torch.full_like(first, self.offset)], dim=1)
 
 
 class WeightMapClassifier(nn.Module):
@@ -90,18 +71,3 @@ def small_cnn(dims: int, classes: int = 3, seed: int = 0) -> nn.Module:
     pool = nn.AdaptiveAvgPool2d(1) if dims == 2 else nn.AdaptiveAvgPool3d(1)
     return nn.Sequential(conv(1, 4, 3, padding=1), nn.ReLU(), conv(4, 6, 3, padding=1), nn.ReLU(), pool,
                          nn.Flatten(), nn.Linear(6, classes))
-
-
-def model_state(model: nn.Module):
-    """Everything a metric must leave as found: parameters, buffers, training flags, requires_grad."""
-    return ({k: v.clone() for k, v in model.state_dict().items()},
-            [m.training for m in model.modules()],
-            [p.requires_grad for p in model.parameters()])
-
-
-def assert_state(model: nn.Module, state) -> None:
-    tensors, training, grads = state
-    assert [m.training for m in model.modules()] == training
-    assert [p.requires_grad for p in model.parameters()] == grads
-    for key, value in model.state_dict().items():
-        assert torch.equal(value, tensors[key]), key

@@ -5,7 +5,8 @@ import torch
 from XAIExplainLib import evaluation as ev
 from XAIExplainLib.engine import SegmentationTarget
 
-from .metric_models import RegionLogit, WeightMapSegmenter, assert_state, model_state, region_mask, small_cnn
+from Testing.evaluation.metric_models import RegionLogit, WeightMapSegmenter, region_mask, small_cnn
+from Testing.support.models import assert_as_found, snapshot
 
 
 def _naive(model, x, maps, classes):
@@ -25,14 +26,14 @@ def test_confidence_change_equals_the_paper_formula_on_a_cnn(dims):
     generator = torch.Generator().manual_seed(3)
     x = torch.randn((5, 1) + (8,) * dims, generator=generator)
     maps = torch.rand((5,) + (8,) * dims, generator=generator)
-    state = model_state(model)
+    state = snapshot(model)
     classes = torch.tensor([0, 1, 2, 0, 1])
     drop, increase = _naive(model.eval(), x, maps, classes)
     model.train()
     change = ev.confidence_change(model, x, maps, target=classes)
     assert torch.allclose(change.drop.double(), drop, atol=1e-6)
     assert torch.equal(change.increase.double(), increase)
-    assert_state(model, state)
+    assert_as_found(model, state)
     columns = ev.evaluate(model, x, maps, target=classes, metrics=["average_drop", "increase_in_confidence"])
     assert columns["average_drop"] == pytest.approx(drop.tolist(), abs=1e-6)
     assert columns["increase_in_confidence"] == increase.tolist()

@@ -6,7 +6,8 @@ import torch
 from XAIExplainLib import evaluation as ev
 from XAIExplainLib.engine import SegmentationTarget
 
-from .metric_models import WeightMapClassifier, WeightMapSegmenter, assert_state, model_state, quantus
+from Testing.evaluation.metric_models import WeightMapClassifier, WeightMapSegmenter, quantus
+from Testing.support.models import assert_as_found, snapshot
 
 
 def _recording_choice(monkeypatch):
@@ -49,7 +50,7 @@ def test_faithfulness_correlation_of_linear_models_is_exact_3d():
     generator = torch.Generator().manual_seed(1)
     weights = torch.randn(2, 6, 6, 6, generator=generator)
     model = WeightMapClassifier(weights)
-    state = model_state(model)
+    state = snapshot(model)
     x = torch.rand(3, 1, 6, 6, 6, generator=generator) + 0.5
     exact = weights[0] * x[:, 0]
     good = ev.faithfulness_correlation(model, x, exact, target=0, activation=None, runs=40, subset_size=0.1)
@@ -62,7 +63,7 @@ def test_faithfulness_correlation_of_linear_models_is_exact_3d():
     assert torch.allclose(worst.correlation, -torch.ones(3), atol=1e-5)
     constant = ev.faithfulness_correlation(model, x, torch.ones(3, 6, 6, 6), target=0, runs=10, subset_size=5)
     assert constant.correlation.tolist() == [0.0, 0.0, 0.0]
-    assert_state(model, state)
+    assert_as_found(model, state)
 
 
 def test_faithfulness_correlation_segmentation_target_3d():

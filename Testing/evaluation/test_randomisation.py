@@ -8,8 +8,8 @@ from torch import nn
 from XAIExplainLib import evaluation as ev
 from XAIExplainLib.engine import SegmentationTarget, explain
 
-from .metric_models import (WeightMapClassifier, WeightMapSegmenter, assert_state, model_state, quantus,
-                            small_cnn)
+from Testing.evaluation.metric_models import WeightMapClassifier, WeightMapSegmenter, quantus, small_cnn
+from Testing.support.models import assert_as_found, snapshot
 
 
 class _FixedReset:
@@ -55,9 +55,9 @@ def test_parameter_randomization_equals_quantus_independent_mprt():
     x = torch.randn(3, 1, 10, 10, generator=torch.Generator().manual_seed(1))
     y = torch.tensor([0, 1, 2])
     maps = explain(model, x, "gradcam", target=y, layer="2")
-    state = model_state(model)
+    state = snapshot(model)
     ours = ev.parameter_randomization(model, x, "gradcam", target=y, layer="2", maps=maps)
-    assert_state(model, state)
+    assert_as_found(model, state)
     assert ours.layers == ["6", "2", "0"]
     metric = q.MPRT(layer_order="independent", similarity_func=q.similarity_func.correlation_spearman, abs=False,
                     normalise=False, return_average_correlation=False, return_last_correlation=False,
@@ -122,9 +122,9 @@ def test_random_logit_known_answers_3d():
     weights = torch.randn(4, 5, 5, 5, generator=generator)
     model = WeightMapClassifier(weights)
     x = torch.randn(3, 1, 5, 5, 5, generator=generator)
-    state = model_state(model)
+    state = snapshot(model)
     result = ev.random_logit(model, x, "saliency", target=[0, 1, 2], seed=7, normalize=False)
-    assert_state(model, state)
+    assert_as_found(model, state)
     assert bool((result.other_classes != result.classes).all())
     for n in range(3):
         c, o = int(result.classes[n]), int(result.other_classes[n])

@@ -5,7 +5,7 @@ import torch
 
 from XAIExplainLib import evaluation as ev
 
-from .metric_models import quantus
+from Testing.evaluation.metric_models import quantus
 
 
 def _maps_and_masks(dims, n=4, size=10, seed=0):

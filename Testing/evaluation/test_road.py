@@ -7,8 +7,9 @@ from XAIExplainLib import evaluation as ev
 from XAIExplainLib.engine import SegmentationTarget
 from XAIExplainLib.evaluation.imputation import neighbour_kernel, noisy_linear_imputation
 
-from .metric_models import (RegionLogit, WeightMapClassifier, WeightMapSegmenter, assert_state, model_state, quantus,
-                            region_mask, small_cnn)
+from Testing.evaluation.metric_models import (RegionLogit, WeightMapClassifier, WeightMapSegmenter, quantus,
+                                              region_mask, small_cnn)
+from Testing.support.models import assert_as_found, snapshot
 
 
 def _removed(shape, fraction, seed):
@@ -143,7 +144,7 @@ def test_road_known_answer_for_a_region_reading_classifier(dims):
     x = torch.full((2, 1) + region.shape, c)
     x[0, 0][region] += 1.0
     x[1, 0][region] += 2.0
-    state = model_state(model)
+    state = snapshot(model)
     maps = region.float().expand(2, *region.shape) + 0.01 * torch.rand((2,) + region.shape)
     morf_p = [p for p in (40, 60, 80, 95) if int(voxels * p / 100) >= inside]
     lerf_p = [p for p in (10, 30, 50, 70) if int(voxels * p / 100) <= voxels - inside]
@@ -158,7 +159,7 @@ def test_road_known_answer_for_a_region_reading_classifier(dims):
     assert torch.equal(morf.kept, torch.zeros_like(morf.kept))  # class 1 (logit 0.5) wins without the bump
     assert torch.equal(lerf.kept, torch.ones_like(lerf.kept))
     assert torch.allclose(morf.mean_score, torch.full((2,), removed_p), atol=1e-5)
-    assert_state(model, state)
+    assert_as_found(model, state)
 
 
 def test_road_segmentation_target_uses_the_frozen_region_3d():

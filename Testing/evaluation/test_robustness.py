@@ -5,8 +5,8 @@ import torch
 from XAIExplainLib import evaluation as ev
 from XAIExplainLib.engine import SegmentationTarget, explain
 
-from .metric_models import (WeightMapClassifier, WeightMapSegmenter, assert_state, captum_metrics, model_state,
-                            small_cnn)
+from Testing.evaluation.metric_models import WeightMapClassifier, WeightMapSegmenter, captum_metrics, small_cnn
+from Testing.support.models import assert_as_found, snapshot
 
 
 def _uniform(shape, radius, seed):
@@ -20,9 +20,9 @@ def test_max_sensitivity_equals_captum_sensitivity_max(dims, method):
     x = torch.randn((3, 1) + (8,) * dims, generator=torch.Generator().manual_seed(5))
     classes = torch.tensor([0, 2, 1])
     delta = _uniform((3, 4, 1) + (8,) * dims, 0.05, seed=6)
-    state = model_state(model)
+    state = snapshot(model)
     ours = ev.max_sensitivity(model, x, method, target=classes, perturbations=delta, batch_size=5)
-    assert_state(model, state)
+    assert_as_found(model, state)
 
     def explanation(inputs, target):
         if isinstance(inputs, tuple):  # captum passes x itself as a 1-tuple and expects one back
@@ -65,9 +65,9 @@ def test_infidelity_equals_captum_infidelity(normalize):
     maps = torch.rand(3, 8, 8, generator=generator)
     noise = 0.3 * torch.randn(3, 5, 1, 8, 8, generator=generator)
     classes = torch.tensor([1, 0, 2])
-    state = model_state(model)
+    state = snapshot(model)
     ours = ev.infidelity(model, x, maps, target=classes, perturbations=noise, normalize=normalize, batch_size=4)
-    assert_state(model, state)
+    assert_as_found(model, state)
     model.eval()
 
     def forward(inputs):

@@ -10,8 +10,8 @@
 Each row keeps its best of ``--repeats`` runs (the machine is shared; the best run is the one
 least disturbed). Prints a table and writes JSON (default bench/results/metrics.json).
 
-    python bench/bench_metrics.py              # CPU, one thread, about a minute
-    python bench/bench_metrics.py --device cuda
+    python -m bench.peers.metrics              # CPU, one thread, about half a minute
+    python -m bench.peers.metrics --device cuda
 """
 from __future__ import annotations
 
@@ -28,12 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "XAIExplain"))
+from XAIExplainLib import evaluation as ev
+from XAIExplainLib.engine import explain
+from XAIExplainLib.evaluation.imputation import noisy_linear_imputation
 
-from XAIExplainLib import evaluation as ev  # noqa: E402
-from XAIExplainLib.engine import explain  # noqa: E402
-from XAIExplainLib.evaluation.imputation import noisy_linear_imputation  # noqa: E402
+HERE = Path(__file__).resolve().parents[1]  # bench/
 
 
 def _quantus_imputation():

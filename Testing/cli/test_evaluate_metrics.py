@@ -1,4 +1,4 @@
-"""The new metric names through their callers: ``xaiexplain evaluate --metric`` and the Slicer metrics table."""
+"""``xaiexplain evaluate --metric`` with the peer libraries' metrics: map-only ones on the input grid, model ones per slice."""
 from __future__ import annotations
 
 import json
@@ -54,7 +54,7 @@ def test_cli_evaluate_accepts_the_new_map_and_model_metrics(tmp_path, capsys):
 
 
 def test_cli_lists_every_metric_and_the_map_only_split():
-    from XAIExplainLib.batch.evaluate_run import MAP_METRICS
+    from XAIExplainLib.cli.evaluate_run import MAP_METRICS
 
     assert set(MAP_METRICS) <= set(MAP_ONLY_METRICS)
     for name in ("road_morf", "road_lerf", "average_drop", "increase_in_confidence", "faithfulness_correlation",
@@ -63,30 +63,3 @@ def test_cli_lists_every_metric_and_the_map_only_split():
         assert name in METRICS
     for name in ("road_morf", "max_sensitivity", "random_logit", "parameter_randomization"):
         assert name not in MAP_ONLY_METRICS
-
-
-def test_evaluate_runs_the_costly_and_duplicate_metrics_only_when_named():
-    import torch
-
-    from XAIExplainLib.evaluation import ON_REQUEST, evaluate
-
-    from .metric_models import WeightMapClassifier, region_mask
-
-    region = region_mask(2)
-    model = WeightMapClassifier(region.float().expand(2, 8, 8) * torch.tensor([1.0, -1.0]).view(2, 1, 1))
-    x = torch.rand(1, 1, 8, 8)
-    columns = evaluate(model, x, region.float()[None], mask=region, method="saliency")
-    assert "sanity_spearman_top" in columns and "deletion_auc" in columns
-    assert not set(columns) & {"road_morf", "road_morf_accuracy", "faithfulness_correlation", "max_sensitivity",
-                               "infidelity", "relevance_mass", "relevance_rank", "random_logit",
-                               "parameter_randomization", "average_drop", "increase_in_confidence"}
-    assert ON_REQUEST <= set(METRICS)
-    named = evaluate(model, x, region.float()[None], mask=region, metrics=["relevance_mass"])
-    assert named == {"relevance_mass": [1.0]}
-
-
-def test_heatmap_table_metrics_are_map_only_and_include_relevance():
-    from XAIExplainLib.heatmap_metrics import MAP_METRICS
-
-    assert set(MAP_METRICS) <= set(MAP_ONLY_METRICS)
-    assert {"relevance_mass", "relevance_rank"} <= set(MAP_METRICS)
