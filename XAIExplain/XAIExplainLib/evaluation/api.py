@@ -39,7 +39,9 @@ relevance_rank          mask            relevance_rank (share of the mask-sized 
 with the engine's occlusion method, and otherwise ``mask``.  Options of a
 single metric beyond the shared ones below (ROAD's percentiles, the number of
 perturbations, a noise level) go in ``metric_options={name: {option: value}}``
-and reach that metric's function unchanged.
+and reach that metric's function unchanged.  The metrics from
+parameter_randomization down run only when named (``ON_REQUEST``): each
+costs many model passes or explanations, or repeats a default metric.
 """
 from __future__ import annotations
 
