@@ -9,7 +9,7 @@ from XAIExplainLib import evaluation as ev
 from XAIExplainLib.engine import SegmentationTarget, explain
 
 from Testing.evaluation.metric_models import WeightMapClassifier, WeightMapSegmenter, quantus, small_cnn
-from Testing.support.models import assert_as_found, snapshot
+from Testing.support.models import assert_as_found, small_inputs, snapshot, unet
 
 
 class _FixedReset:
@@ -158,3 +158,19 @@ def test_random_logit_errors():
         ev.random_logit(WeightMapClassifier(torch.randn(1, 4, 4)), x, "saliency")
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         ev.random_logit(model, x.numpy(), "saliency")
+
+
+def test_parameter_randomization_of_a_segmenter_restores_every_layer_3d():
+    """Each independent stage equals a one-layer cascade: nothing of the previous layers' draws is left over."""
+    model = unet(3, seed=2).train()  # batch norm in training mode: its statistics and flag must survive
+    x = small_inputs(3, n=2, seed=3)
+    target = SegmentationTarget(1, region="all")
+    before = snapshot(model)
+    result = ev.parameter_randomization(model, x, "gradcam", target=target, layer="dec1.0")
+    assert_as_found(model, before)
+    assert result.layers[0] == "head" and "dec2.1" in result.layers and result.layers[-1] == "enc1.conv"
+    for name in ("dec2.1", "enc2", "enc1.conv"):
+        alone = ev.sanity_randomization(model, x, "gradcam", target=target, layer="dec1.0", layers=[name])
+        i = result.layers.index(name)
+        assert torch.allclose(result.correlation[i], alone.correlation[0], atol=1e-6), name
+    assert bool((result.correlation.abs() <= 1).all()) and bool((result.correlation < 0.999).any())
