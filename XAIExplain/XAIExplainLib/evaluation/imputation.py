@@ -112,11 +112,14 @@ def noisy_linear_imputation(x: torch.Tensor, removed: torch.Tensor, noise: float
     target = (_RELATIVE_TOLERANCE[work] * dot(rhs, rhs).sqrt()).flatten()
     limit = max_iterations if max_iterations is not None else 20 * max(spatial) + 200
     for _ in range(limit):
-        if bool((dot(residual, residual).sqrt().flatten() <= target).all()):
+        # A converged system stops moving, so its result does not depend on which others share its batch.
+        active = (dot(residual, residual).sqrt().flatten() > target).view_as(rz)
+        if not bool(active.any()):
             break
         applied = operator(direction)
         curvature = dot(direction, applied)
-        step = torch.where(curvature > 0, rz / curvature.clamp_min(torch.finfo(work).tiny), torch.zeros_like(rz))
+        step = torch.where(active & (curvature > 0), rz / curvature.clamp_min(torch.finfo(work).tiny),
+                           torch.zeros_like(rz))
         solution = solution + step * direction
         residual = residual - step * applied
         preconditioned = residual / diagonal
