@@ -12,7 +12,8 @@ import numpy as np
 from ..mrml import geometry, labels, tables, volumes
 
 #: Metrics that need only the map and the mask (model-based ones run from the engine API).
-MAP_METRICS = ("dice_sweep", "pointing_game", "energy_pointing_game", "relative_foreground", "image_preserved")
+MAP_METRICS = ("dice_sweep", "pointing_game", "energy_pointing_game", "relative_foreground", "image_preserved",
+               "relevance_mass", "relevance_rank")
 
 
 def ground_truth_mask(mask_node, reference_node, segment_id=None, label_value=None) -> np.ndarray:
