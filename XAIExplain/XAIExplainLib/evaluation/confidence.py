@@ -34,7 +34,7 @@ class ConfidenceChange:
     increase: torch.Tensor  # (N,) 1.0 where O > Y
 
 
-def confidence_change(model, x: torch.Tensor, maps, target=None, activation: Optional[str] = "softmax",
+def confidence_change(model, x: torch.Tensor, maps, target=None, activation: Optional[str] = "auto",
                       region: RegionSpec = None, baseline=0.0) -> ConfidenceChange:
     """Y and O per sample and the drop / increase scores; arguments as for ``preservation``."""
     kept = preservation(model, x, maps, target, activation, region, baseline)
@@ -50,13 +50,13 @@ def confidence_change(model, x: torch.Tensor, maps, target=None, activation: Opt
     )
 
 
-def average_drop(model, x, maps, target=None, activation: Optional[str] = "softmax", region: RegionSpec = None,
+def average_drop(model, x, maps, target=None, activation: Optional[str] = "auto", region: RegionSpec = None,
                  baseline=0.0) -> torch.Tensor:
     """ReLU(Y - O) / Y per sample (lower = the map keeps what the model needs); see ``confidence_change``."""
     return confidence_change(model, x, maps, target, activation, region, baseline).drop
 
 
-def increase_in_confidence(model, x, maps, target=None, activation: Optional[str] = "softmax",
+def increase_in_confidence(model, x, maps, target=None, activation: Optional[str] = "auto",
                            region: RegionSpec = None, baseline=0.0) -> torch.Tensor:
     """1.0 where the explanation map raises the target confidence, else 0.0; see ``confidence_change``."""
     return confidence_change(model, x, maps, target, activation, region, baseline).increase

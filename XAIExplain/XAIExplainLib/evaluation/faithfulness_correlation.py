@@ -23,7 +23,7 @@ import torch
 
 from ..engine import resolve_target
 from ._checks import as_maps, check_input
-from ._model import activate, check_model, frozen_inference
+from ._model import activate, check_model, frozen_inference, resolve_activation
 from ._scoring import positive_int, score_copies
 from .perturbation import BaselineSpec, baseline_like
 
@@ -73,7 +73,7 @@ def random_subsets(n: int, runs: int, size: int, voxels: int, seed: int = 0) -> 
 
 def faithfulness_correlation(model, x: torch.Tensor, maps, target=None, runs: int = 100,
                              subset_size: Union[int, float] = 0.05, baseline: BaselineSpec = 0.0,
-                             activation: Optional[str] = "softmax", batch_size: int = 32, seed: int = 0,
+                             activation: Optional[str] = "auto", batch_size: int = 32, seed: int = 0,
                              subsets: Optional[torch.Tensor] = None) -> FaithfulnessCorrelation:
     """Faithfulness correlation of each sample over ``runs`` random subsets.
 
@@ -115,6 +115,7 @@ def faithfulness_correlation(model, x: torch.Tensor, maps, target=None, runs: in
     with frozen_inference(model, maps) as forward:
         output = forward(x)
         bound = resolve_target(target, output)
+        activation = resolve_activation(activation, output, target)
         original = bound.score(activate(output.double(), activation)).double()
         perturbed = score_copies(forward, bound, rows, build, activation, batch_size)
     drops = (original[rows] - perturbed).view(n, runs)

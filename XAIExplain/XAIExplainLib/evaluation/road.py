@@ -23,7 +23,7 @@ import torch
 
 from ..engine import resolve_target
 from ._checks import as_maps, check_input
-from ._model import check_model, frozen_inference
+from ._model import check_model, frozen_inference, resolve_activation
 from ._scoring import positive_int, score_copies, target_classes
 from .imputation import noisy_linear_imputation
 from .perturbation import _ranks
@@ -68,7 +68,7 @@ def _percentiles(percentiles: Sequence[float], voxels: int) -> tuple[torch.Tenso
 
 def road_curve(model, x: torch.Tensor, maps, target=None, order: str = "morf",
                percentiles: Sequence[float] = DEFAULT_PERCENTILES, noise: float = 0.01,
-               activation: Optional[str] = "softmax", batch_size: int = 32, seed: int = 0) -> RoadCurve:
+               activation: Optional[str] = "auto", batch_size: int = 32, seed: int = 0) -> RoadCurve:
     """The ROAD curve of each sample: remove ``percentiles`` % of voxels in ``order``, impute, score.
 
     ``noise`` is the standard deviation of the imputation noise (the paper's
@@ -103,6 +103,7 @@ def road_curve(model, x: torch.Tensor, maps, target=None, order: str = "morf",
     with frozen_inference(model, maps) as forward:
         output = forward(x)
         bound = resolve_target(target, output)
+        activation = resolve_activation(activation, output, target)
         classifier = output.dim() == 2
         if classifier:
             classes = target_classes(bound, "ROAD's accuracy").to(maps.device)
@@ -126,7 +127,7 @@ def road_curve(model, x: torch.Tensor, maps, target=None, order: str = "morf",
 
 
 def road(model, x, maps, target=None, order: str = "morf", percentiles: Sequence[float] = DEFAULT_PERCENTILES,
-         noise: float = 0.01, activation: Optional[str] = "softmax", batch_size: int = 32,
+         noise: float = 0.01, activation: Optional[str] = "auto", batch_size: int = 32,
          seed: int = 0) -> torch.Tensor:
     """Mean activated target score over the ROAD percentiles, per sample; see ``road_curve``."""
     return road_curve(model, x, maps, target, order, percentiles, noise, activation, batch_size, seed).mean_score

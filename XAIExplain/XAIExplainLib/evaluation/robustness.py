@@ -35,7 +35,7 @@ import torch
 
 from ..engine import explain, resolve_target
 from ._checks import as_maps, check_input
-from ._model import activate, check_model, frozen_inference
+from ._model import activate, check_model, frozen_inference, resolve_activation
 from ._scoring import FrozenTarget, check_batch, positive_int, score_copies
 
 __all__ = ["MaxSensitivity", "max_sensitivity", "Infidelity", "infidelity"]
@@ -132,7 +132,7 @@ def max_sensitivity(model, x: torch.Tensor, method: str = "gradcam", target=None
 
 
 def infidelity(model, x: torch.Tensor, maps, target=None, samples: int = 10, noise_std: float = 0.1,
-               normalize: bool = True, activation: Optional[str] = "softmax", perturbations=None,
+               normalize: bool = True, activation: Optional[str] = "auto", perturbations=None,
                batch_size: int = 32, seed: int = 0) -> Infidelity:
     """Infidelity of ``maps`` (N, *S) per sample, with the perturbed input x - I.
 
@@ -164,6 +164,7 @@ def infidelity(model, x: torch.Tensor, maps, target=None, samples: int = 10, noi
     with frozen_inference(model, maps) as forward:
         output = forward(x)
         bound = resolve_target(target, output)
+        activation = resolve_activation(activation, output, target)
         original = bound.score(activate(output.double(), activation)).double()
         perturbed = score_copies(forward, bound, rows, build, activation, batch_size)
     dots = dots.view(n, samples)
