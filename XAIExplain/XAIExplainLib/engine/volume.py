@@ -18,6 +18,7 @@ from .capture import eval_mode
 from .devices import resolve_device
 from .normalize import volume_minmax
 from .request import upsample
+from .reading import reading_output
 from .registry import get_method
 from .targets import resolve_target
 from .validation import check_model
@@ -371,8 +372,12 @@ class _OutputBlend:
 
 
 def predict_volume(model: nn.Module, volume, mode: str = "slices", axis: int = 0, batch_size: int | None = None,
-                   patch_size=None, overlap: float = 0.25, device=None, progress: Callable | None = None):
+                   patch_size=None, overlap: float = 0.25, device=None, progress: Callable | None = None,
+                   output_key=None):
     """Raw model outputs (logits) over a volume, under ``torch.inference_mode``.
+
+    ``output_key`` picks the logits of a model that returns a tuple, list or dict
+    (default: a tuple's first element; see :mod:`.reading`).
 
     slices mode: (n_slices, K) for a classifier, (K, *volume spatial shape) for a segmenter;
     volume mode: (K,) for a 3D classifier (whole volume), (K, *spatial) for a segmenter
@@ -384,7 +389,7 @@ def predict_volume(model: nn.Module, volume, mode: str = "slices", axis: int = 0
     data = _as_channels_first(volume)
     spatial = tuple(data.shape[1:])
     dtype = model_device_dtype(model, data)[1]
-    with eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode(), reading_output(model, output_key):
         if mode == "slices":
             outputs = []
             _Batches(spatial[axis], batch_size, device, progress).run(
