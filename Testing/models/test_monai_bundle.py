@@ -167,3 +167,20 @@ def test_bundle_without_weights_says_where_they_go(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"models: the bundle has neither model\.pt \(state dict\) nor "
                                                 r"model\.ts \(TorchScript\)"):
         load_bundle(bundle, trust=True)
+
+
+def test_torchscript_bundle_without_network_def_loads_the_export(tmp_path):
+    config = {k: v for k, v in CONFIG.items() if k not in ("network_def", "network")}
+    bundle = _write_bundle(tmp_path / "bundle", config=config)
+    from monai.networks.nets import UNet
+    torch.manual_seed(0)
+    network = UNet(**{k: v for k, v in NETWORK.items() if k != "_target_"}).eval()
+    (bundle / "models" / "model.pt").unlink()
+    torch.jit.script(network).save(str(bundle / "models" / "model.ts"))
+    with pytest.raises(UntrustedModelError, match="runs code on this machine"):
+        load_bundle(bundle)
+    loaded = load_bundle(bundle, trust=True)
+    assert loaded.scripted and loaded.card.weights.format == "torchscript"
+    x = torch.randn(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.module(x), network(x))
