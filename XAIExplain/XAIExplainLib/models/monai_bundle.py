@@ -84,7 +84,10 @@ def load_bundle(path, trust: bool = False, device="cpu", **options):
 
     Checked before anything runs: the files exist, the config has ``network_def``
     (unless a TorchScript ``models/model.ts`` replaces it), and ``trust=True``.
+    ``device`` is the only option ("cpu", "cuda", "auto", a torch device).
     """
+    if options:
+        raise TypeError(f"unknown option(s) {sorted(options)} for a MONAI bundle; accepted: device, trust")
     from .loaded import LoadedModel
     from .loading import apply_state_dict, read_state_dict, resolve_device
 
