@@ -291,3 +291,29 @@ def test_models_left_as_found_after_token_explanations_and_errors():
     assert flags == {name: p.requires_grad for name, p in vit.named_parameters()}
     assert all(not m._forward_hooks for m in vit.modules())
     assert all(p.grad is None for p in vit.parameters())
+
+
+def test_layout_rules_keep_channels_first_maps_and_read_channels_last_grids():
+    from XAIExplainLib.engine.tokens import ChannelsLastLayout, TokenLayout, layout_for
+    # (N, 16, 16, 16) of a 32 x 32 input is a channels-first map at stride 2, even though
+    # (16, 16) would also be a grid: channels-first wins
+    assert layout_for((1, 16, 16, 16), (32, 32), 1, None) is None
+    assert isinstance(layout_for((1, 8, 8, 8, 48), (32, 32, 32), 1, (2, 2, 2)), ChannelsLastLayout)
+    tokens = layout_for((1, 17, 48), (32, 32), 1, (8, 8))
+    assert isinstance(tokens, TokenLayout) and tokens.grid == (4, 4) and tokens.prefix == 1
+    anisotropic = layout_for((1, 64, 48), (16, 32, 32), 1, (4, 8, 8))  # 4 x 4 x 4 patches of 4 x 8 x 8
+    assert anisotropic.grid == (4, 4, 4) and anisotropic.prefix == 0
+    assert layout_for((3, 1, 4, 17, 12), (16, 16, 16), 1, None) is None  # not per sample (qkv split)
+
+
+def test_window_weights_option_blends_with_the_given_importance_map():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(1, 4, 1), nn.ReLU(), nn.Conv3d(4, 2, 1)).eval()
+    volume = _input((20, 12, 12)).numpy()
+    flat = predict_volume(model, volume, mode="volume", patch_size=8, overlap=0.5,
+                          window_weights=torch.ones(8, 8, 8))
+    with torch.no_grad():  # a pointwise network: uniform blending of windows equals the whole-volume output
+        whole = model(torch.from_numpy(volume)[None, None])[0]
+    torch.testing.assert_close(torch.from_numpy(flat), whole, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match=r"window_weights must be a tensor of the window's shape \(8, 8, 8\)"):
+        predict_volume(model, volume, mode="volume", patch_size=8, window_weights=torch.ones(4, 4, 4))
