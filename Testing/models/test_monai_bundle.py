@@ -111,6 +111,7 @@ def test_bundle_prediction_and_maps_follow_the_bundles_own_pipeline(tmp_path):
     assert loaded.card.class_names == ["background", "spleen"]
     assert loaded.card.task == "segmentation" and loaded.card.output_activation == "softmax"
     assert loaded.card.input.patch_size == (16, 16, 16)
+    assert loaded.card.target_layers.default in dict(loaded.module.named_modules())
     pipeline = loaded.pipeline
     prepared = pipeline.prepare(image)
     options = pipeline.volume_options()
@@ -184,3 +185,13 @@ def test_torchscript_bundle_without_network_def_loads_the_export(tmp_path):
     x = torch.randn(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(loaded.module(x), network(x))
+
+
+def test_bundle_whose_class_names_do_not_fit_the_network_is_refused(tmp_path):
+    bundle = _write_bundle(tmp_path / "bundle")
+    metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
+    metadata["network_data_format"]["outputs"]["pred"]["channel_def"]["2"] = "liver"
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(ModelCardError, match=r"metadata\.json: network_data_format\.outputs\.pred\.channel_def "
+                                             r"names 3 classes but the network outputs 2 channel\(s\)"):
+        load_bundle(bundle, trust=True)

@@ -27,6 +27,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from ..engine.layers import default_layer
+from ..engine.reading import select_output
 from .card import ClassSpec, InputSpec, IntensitySpec, ModelCard, TargetLayers, WeightsSpec
 from .errors import ModelCardError, UntrustedModelError, WeightsError
 
@@ -209,29 +211,49 @@ class BundlePipeline:
         return PreparedBundleInput(self, data, image)
 
     def card(self, folder: Path, weights: Path, module, scripted: bool) -> ModelCard:
-        """A card synthesised from metadata.json and the parsed config."""
-        meta = self.metadata
-        fmt = meta.get("network_data_format", {})
+        """A card synthesised from metadata.json, the parsed config and one probe forward.
+
+        The probe (zeros of the inferer's window, or of the metadata's spatial shape) tells the
+        task (spatial output: segmentation), checks the class names against the network's
+        output channels, and gives the engine's default layer.
+        """
+        meta_path = folder / "configs" / "metadata.json"
+        fmt = self.metadata.get("network_data_format", {})
         inputs = fmt.get("inputs", {}).get(self.image_key, {})
         outputs = fmt.get("outputs", {}).get(self.pred_key, {})
-        channel_def = outputs.get("channel_def") or {}
-        names = [str(channel_def[k]) for k in sorted(channel_def, key=lambda k: int(k))] if channel_def else []
-        task = "segmentation" if outputs.get("type", "image") == "image" else "classification"
-        if not names:
-            count = int(outputs.get("num_channels", 2))
-            names = [f"class {i}" for i in range(count)]
         roi = getattr(self.inferer, "roi_size", None)
         roi = tuple(int(r) for r in roi) if roi is not None else None
-        spatial_dims = len(roi) if roi else len(inputs.get("spatial_shape", [0, 0, 0]))
+        shape = roi or tuple(int(s) for s in inputs.get("spatial_shape", ()))
+        if len(shape) not in (2, 3):
+            raise ModelCardError(f"{meta_path}: network_data_format.inputs.{self.image_key}.spatial_shape must give "
+                                 "2 or 3 sizes when the config's inferer has no roi_size, got "
+                                 f"{inputs.get('spatial_shape')!r}")
+        channels = int(inputs.get("num_channels", 1))
+        probe = torch.zeros((1, channels) + shape)
+        try:
+            with torch.inference_mode():
+                output = select_output(module(probe))
+        except Exception as exc:  # noqa: BLE001 - report any failure of the dry run
+            raise ModelCardError(f"{self.config}: the network does not run on a {tuple(probe.shape)} input (from "
+                                 f"the inferer's roi_size and {meta_path.name}'s num_channels): {exc}") from exc
+        n_out = int(output.shape[1]) if output.dim() >= 2 else 1
+        channel_def = outputs.get("channel_def") or {}
+        names = [str(channel_def[k]) for k in sorted(channel_def, key=int)] if channel_def else \
+            [f"class {i}" for i in range(n_out)]
+        if len(names) != n_out and not (self.activation == "sigmoid" and n_out == len(names) - 1):
+            raise ModelCardError(f"{meta_path}: network_data_format.outputs.{self.pred_key}.channel_def names "
+                                 f"{len(names)} classes but the network outputs {n_out} channel(s)")
+        default = None if scripted else default_layer(module, probe)
         return ModelCard(
-            name=str(meta.get("name", folder.name)), task=task, spatial_dims=spatial_dims,
-            input=InputSpec(channels=int(inputs.get("num_channels", 1)), spacing=None, size=None,
-                            patch_size=roi, intensity=IntensitySpec("none"), pad_value=None),
+            name=str(self.metadata.get("name", folder.name)),
+            task="segmentation" if output.dim() > 2 else "classification", spatial_dims=len(shape),
+            input=InputSpec(channels=channels, spacing=None, size=None, patch_size=roi,
+                            intensity=IntensitySpec("none"), pad_value=None),
             classes=tuple(ClassSpec(n) for n in names),
             weights=WeightsSpec(file=weights, format="torchscript" if scripted else "state_dict"),
-            target_layers=TargetLayers(),  # the engine's default layer for the network
-            output_activation=self.activation, description=str(meta.get("description", "")),
-            version=str(meta.get("version", "")), folder=folder,
+            target_layers=TargetLayers(default=default, suggested=(default,) if default else ()),
+            output_activation=self.activation, description=str(self.metadata.get("description", "")),
+            version=str(self.metadata.get("version", "")), folder=folder,
             extra={"kind": KIND, "config": str(self.config)},
         )
 
