@@ -116,7 +116,10 @@ def test_bundle_prediction_and_maps_follow_the_bundles_own_pipeline(tmp_path):
     prepared = pipeline.prepare(image)
     options = pipeline.volume_options()
     assert options["patch_size"] == (16, 16, 16) and options["overlap"] == 0.5
-    logits = predict_volume(loaded.module, prepared.array, mode="volume", **options)
+    maps, logits = explain_volume(loaded.module, prepared.array, ["gradcam", "saliency"], mode="volume",
+                                  target=1, return_outputs=True, **options)  # maps and prediction: one pass
+    np.testing.assert_allclose(logits, predict_volume(loaded.module, prepared.array, mode="volume", **options),
+                               atol=1e-5)
     probabilities = torch.softmax(torch.from_numpy(logits), 0).numpy()
     labels = prepared.restore_labels(probabilities, "softmax")
 
@@ -130,8 +133,6 @@ def test_bundle_prediction_and_maps_follow_the_bundles_own_pipeline(tmp_path):
     # a map goes back with the prediction's spatial inverse: the foreground probability as a "map"
     foreground = sitk.GetArrayFromImage(prepared.restore_map(probabilities[1]))
     np.testing.assert_allclose(foreground, reference_foreground, atol=1e-5)
-    maps = explain_volume(loaded.module, prepared.array, ["gradcam", "saliency"], mode="volume", target=1,
-                          **options)
     restored = prepared.restore_map(maps["gradcam"])
     assert restored.GetSize() == image.GetSize() and restored.GetDirection() == image.GetDirection()
     values = sitk.GetArrayFromImage(restored)
