@@ -255,6 +255,12 @@ def test_output_errors_name_the_choices():
         explain(_TwoHeads("tuple"), x, "gradcam", layer="features.2", output_key=2)
     with pytest.raises(ValueError, match=r"output_key=0 was given but the model returns a single tensor"):
         explain(_Plain(_TwoHeads("tuple")), x, "gradcam", output_key=0)
+    with pytest.raises(TypeError, match=r"option reshape must be a callable"):
+        explain(_TwoHeads("tuple"), x, "gradcam", layer="features.2", reshape="tokens")
+    with pytest.raises(ValueError, match=r"option token_patch_size must be a positive int"):
+        explain(_TwoHeads("tuple"), x, "gradcam", layer="features.2", token_patch_size=0)
+    with pytest.raises(TypeError, match=r"for every method: output_key, reshape, token_patch_size"):
+        explain(_TwoHeads("tuple"), x, "gradcam", layer="features.2", patch=8)
 
 
 class _OddTokens(nn.Module):
