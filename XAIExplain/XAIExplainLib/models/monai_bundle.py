@@ -110,6 +110,9 @@ def load_bundle(path, trust: bool = False, device="cpu", **options):
         raise ModelCardError(f"{config}: has no 'network_def' (the network's _target_ and its arguments), so "
                              f"the network for {weights.name} cannot be built; add network_def to the config, "
                              "or export the network as models/model.ts (TorchScript)")
+    if "preprocessing" not in keys:
+        raise ModelCardError(f"{config}: has no 'preprocessing'; a bundle's inference config must say how an "
+                             "image is loaded and prepared (LoadImaged, Orientationd, Spacingd, ...)")
     if not trust:
         raise UntrustedModelError(
             f"{config}: a MONAI bundle config instantiates arbitrary Python objects (_target_) and evaluates "
@@ -123,7 +126,7 @@ def load_bundle(path, trust: bool = False, device="cpu", **options):
             raise WeightsError(f"{scripted}: cannot load the TorchScript archive ({exc})") from exc
         source_weights = scripted
     else:
-        module = parser.get_parsed_content("network_def", instantiate=True)
+        module = _instantiate(parser, "network_def", config)
         if not isinstance(module, torch.nn.Module):
             raise ModelCardError(f"{config}: network_def builds a {type(module).__name__}, not a torch.nn.Module")
         apply_state_dict(module, read_state_dict(weights), weights)
@@ -148,8 +151,16 @@ def _parser(folder: Path, config: Path):
     return parser
 
 
-def _optional(parser, key: str):
-    return parser.get_parsed_content(key, instantiate=True) if key in parser else None
+def _instantiate(parser, key: str, config: Path):
+    """One config item built by MONAI; a failure names the file and the item."""
+    try:
+        return parser.get_parsed_content(key, instantiate=True)
+    except Exception as exc:  # noqa: BLE001 - MONAI re-raises whatever the target raised
+        raise ModelCardError(f"{config}: MONAI cannot build '{key}' ({exc})") from exc
+
+
+def _optional(parser, key: str, config: Path):
+    return _instantiate(parser, key, config) if key in parser else None
 
 
 def _transforms(compose) -> list:
@@ -161,12 +172,9 @@ class BundlePipeline:
 
     def __init__(self, parser, config: Path, metadata: dict):
         self.config, self.metadata = config, metadata
-        self.preprocessing = _optional(parser, "preprocessing")
-        if self.preprocessing is None:
-            raise ModelCardError(f"{config}: has no 'preprocessing'; a bundle's inference config must say how "
-                                 "an image is loaded and prepared (LoadImaged, ...)")
-        self.inferer = _optional(parser, "inferer")
-        self.postprocessing = _optional(parser, "postprocessing")
+        self.preprocessing = _instantiate(parser, "preprocessing", config)
+        self.inferer = _optional(parser, "inferer", config)
+        self.postprocessing = _optional(parser, "postprocessing", config)
         inputs = metadata.get("network_data_format", {}).get("inputs", {})
         self.image_key = next(iter(inputs), "image")
         outputs = metadata.get("network_data_format", {}).get("outputs", {})
