@@ -196,3 +196,45 @@ def test_bundle_whose_class_names_do_not_fit_the_network_is_refused(tmp_path):
     with pytest.raises(ModelCardError, match=r"metadata\.json: network_data_format\.outputs\.pred\.channel_def "
                                              r"names 3 classes but the network outputs 2 channel\(s\)"):
         load_bundle(bundle, trust=True)
+
+
+def test_load_model_and_explain_image_run_a_bundle_like_the_bundle(tmp_path):
+    from XAIExplainLib.models.loading import load_model
+    from XAIExplainLib.models.pipeline import explain_image
+    bundle = _write_bundle(tmp_path / "bundle")
+    image = _image()
+    loaded = load_model(bundle, trust=True)
+    assert loaded.kind == "monai-bundle" and loaded.source == bundle and len(loaded.weights_sha256) == 64
+    result = explain_image(loaded, image, ["gradcam", "hirescam"], target="spleen", device="cpu")
+    reference_labels, _ = _bundle_reference(bundle, image, tmp_path)
+    assert (sitk.GetArrayFromImage(result.prediction) == reference_labels).mean() >= 0.99
+    for name, heatmap in result.maps.items():
+        for get in ("GetSize", "GetOrigin", "GetSpacing", "GetDirection"):
+            assert getattr(heatmap, get)() == getattr(image, get)(), name
+        values = sitk.GetArrayFromImage(heatmap)
+        assert values.min() >= 0 and values.max() <= 1 and values.std() > 0.01, name
+    with pytest.raises(UntrustedModelError, match="runs code on this machine"):
+        load_model(bundle)
+
+
+def test_target_region_goes_to_the_model_grid_as_the_bundles_own_transforms_move_it(tmp_path):
+    """The ROI mapping (geometry of the preprocessed tensor) against MONAI moving the mask itself."""
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
+    bundle = _write_bundle(tmp_path / "bundle")
+    image = _image()
+    prepared = load_bundle(bundle, trust=True).pipeline.prepare(image)
+    z, y, x = np.mgrid[:20, :28, :24]
+    mask = ((x - 10) ** 2 / 36 + (y - 15) ** 2 / 49 + (z - 8) ** 2 / 9) <= 1
+    mask_image = sitk.GetImageFromArray(mask.astype(np.float32))
+    mask_image.CopyInformation(image)
+    path = tmp_path / "mask.nii.gz"
+    sitk.WriteImage(mask_image, str(path))
+    moved = Compose([LoadImaged("mask"), EnsureChannelFirstd("mask"), Orientationd("mask", axcodes="RAS"),
+                     Spacingd("mask", pixdim=[1.5, 1.5, 2.0], mode="nearest")])({"mask": str(path)})["mask"]
+    expected = np.asarray(moved[0]) > 0.5
+    ours = prepared.region_to_model_grid(mask)
+    assert ours.shape == expected.shape == prepared.spatial_shape
+    assert expected.sum() > 20
+    assert (ours == expected).mean() >= 0.995
+    centre = tuple(int(v) for v in np.argwhere(expected).mean(axis=0).round())
+    assert ours[prepared.voxel_to_model_grid((8, 15, 10))] and expected[centre]

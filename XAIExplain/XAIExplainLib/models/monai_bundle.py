@@ -81,17 +81,19 @@ def _read_config_keys(path: Path) -> set:
     return set(data)
 
 
-def load_bundle(path, trust: bool = False, device="cpu", **options):
-    """A :class:`LoadedModel` from a bundle folder; see the module docstring.
+def load_bundle(path, *, trust: bool = False, check: bool = True, **options):
+    """A :class:`LoadedModel` (kind "monai-bundle", on the CPU) from a bundle folder; see the module docstring.
 
     Checked before anything runs: the files exist, the config has ``network_def``
-    (unless a TorchScript ``models/model.ts`` replaces it), and ``trust=True``.
-    ``device`` is the only option ("cpu", "cuda", "auto", a torch device).
+    (unless a TorchScript ``models/model.ts`` replaces it) and ``preprocessing``, and
+    ``trust=True``. ``check`` verifies metadata.json's class names against the network's
+    output channels. Bundles take no other options (``load_model`` moves the model to its device).
     """
     if options:
-        raise TypeError(f"unknown option(s) {sorted(options)} for a MONAI bundle; accepted: device, trust")
+        raise TypeError(f"unknown option(s) {sorted(options)} for a MONAI bundle; it takes none (its config says "
+                        "how to build and feed the network)")
     from .loaded import LoadedModel
-    from .loading import apply_state_dict, read_state_dict, resolve_device
+    from .loading import apply_state_dict, file_sha256, read_state_dict
 
     folder = Path(path)
     config = _config_path(folder)
@@ -133,10 +135,9 @@ def load_bundle(path, trust: bool = False, device="cpu", **options):
         source_weights = weights
     module.eval()
     pipeline = BundlePipeline(parser, config, metadata)
-    card = pipeline.card(folder, source_weights, module, use_script)
-    loaded = LoadedModel(module=module, card=card, scripted=use_script)
-    loaded.pipeline = pipeline
-    return loaded.to(resolve_device(device))
+    card = pipeline.card(folder, source_weights, module, use_script, check)
+    return LoadedModel(module=module, card=card, scripted=use_script, kind=KIND, source=folder,
+                       weights_sha256=file_sha256(source_weights), pipeline=pipeline)
 
 
 def _parser(folder: Path, config: Path):
@@ -204,8 +205,9 @@ class BundlePipeline:
         return {"patch_size": patch, "overlap": float(getattr(self.inferer, "overlap", 0.25)),
                 "window_weights": weights.float()}
 
-    def prepare(self, image, slice_axis=None) -> "PreparedBundleInput":
-        """Run the bundle's preprocessing on ``image`` (a ``SimpleITK.Image``)."""
+    def prepare(self, image, slice_axis=None, spacing=None) -> "PreparedBundleInput":
+        """Run the bundle's preprocessing on ``image`` (a ``SimpleITK.Image``; a bundle's network is volumetric,
+        so there is no slice axis, and the image's own spacing is the one its Spacingd reads)."""
         if not isinstance(image, sitk.Image):
             raise TypeError(f"a MONAI bundle reads its input with its own LoadImaged, which needs the image's "
                             f"geometry: pass a SimpleITK.Image, got {type(image).__name__}")
@@ -218,7 +220,7 @@ class BundlePipeline:
         data[self.image_key] = tensor
         return PreparedBundleInput(self, data, image)
 
-    def card(self, folder: Path, weights: Path, module, scripted: bool) -> ModelCard:
+    def card(self, folder: Path, weights: Path, module, scripted: bool, check: bool = True) -> ModelCard:
         """A card synthesised from metadata.json, the parsed config and one probe forward.
 
         The probe (zeros of the inferer's window, or of the metadata's spatial shape) tells the
@@ -248,7 +250,7 @@ class BundlePipeline:
         channel_def = outputs.get("channel_def") or {}
         names = [str(channel_def[k]) for k in sorted(channel_def, key=int)] if channel_def else \
             [f"class {i}" for i in range(n_out)]
-        if len(names) != n_out and not (self.activation == "sigmoid" and n_out == len(names) - 1):
+        if check and len(names) != n_out and not (self.activation == "sigmoid" and n_out == len(names) - 1):
             raise ModelCardError(f"{meta_path}: network_data_format.outputs.{self.pred_key}.channel_def names "
                                  f"{len(names)} classes but the network outputs {n_out} channel(s)")
         default = None if scripted else default_layer(module, probe)
@@ -310,6 +312,43 @@ class PreparedBundleInput:
             raise ValueError(f"the bundle's inverse gave shape {out.shape[1:]}, not the input's {expected}; its "
                              "preprocessing has a transform Invertd cannot undo (e.g. a crop without inverse)")
         return out
+
+    def _model_reference(self) -> sitk.Image:
+        """An empty image on the model grid, from the preprocessed tensor's (RAS) affine.
+
+        SimpleITK index (x, y, z) is the tensor's spatial index (axis 1, 2, 3), so
+        ``GetArrayFromImage`` of an image on this grid is the tensor's layout reversed.
+        """
+        affine = np.asarray(self.data[self.pipeline.image_key].affine, dtype=np.float64)
+        lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+        spacing = np.linalg.norm(lps[:3, :3], axis=0)
+        reference = sitk.Image([int(n) for n in self.spatial_shape], sitk.sitkUInt8)
+        reference.SetSpacing(spacing.tolist())
+        reference.SetDirection((lps[:3, :3] / spacing).flatten().tolist())
+        reference.SetOrigin(lps[:3, 3].tolist())
+        return reference
+
+    def region_to_model_grid(self, mask: np.ndarray) -> np.ndarray:
+        """A boolean region (z, y, x) on the input image -> the same region on the model grid (nearest voxel;
+        a region thinner than a model voxel keeps the model voxel nearest to its centre)."""
+        mask = np.asarray(mask).astype(bool)
+        expected = tuple(reversed(self.image.GetSize()))
+        if mask.shape != expected:
+            raise ValueError(f"the target region mask has shape {mask.shape} but the image is {expected} "
+                             "(z, y, x); give the mask on the image's own grid")
+        image = sitk.GetImageFromArray(mask.astype(np.uint8))
+        image.CopyInformation(self.image)
+        moved = sitk.Resample(image, self._model_reference(), sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        out = np.ascontiguousarray(np.transpose(sitk.GetArrayFromImage(moved), (2, 1, 0))).astype(bool)
+        if not out.any() and mask.any():
+            out[self.voxel_to_model_grid(tuple(int(round(c)) for c in np.argwhere(mask).mean(axis=0)))] = True
+        return out
+
+    def voxel_to_model_grid(self, voxel) -> tuple[int, ...]:
+        """A voxel (z, y, x) of the input image -> the nearest voxel (tensor axis order) of the model grid."""
+        point = self.image.TransformContinuousIndexToPhysicalPoint([float(v) for v in reversed(tuple(voxel))])
+        index = self._model_reference().TransformPhysicalPointToIndex(point)
+        return tuple(min(max(int(i), 0), n - 1) for i, n in zip(index, self.spatial_shape))
 
     def _image(self, array: np.ndarray, pixel) -> sitk.Image:
         image = sitk.GetImageFromArray(array.astype(pixel))
