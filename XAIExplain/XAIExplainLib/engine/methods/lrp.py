@@ -1,7 +1,7 @@
 """Layer-wise relevance propagation through zennit (Anders et al.), with the batch-norm canonizer.
 
 ``composite`` picks one of zennit's composites: ``epsilon_plus_flat`` (default),
-``epsilon_gamma_box`` (the first layer's ZBox bounds are the input's minimum and
+``epsilon_gamma_box`` (the first layer's ZBox bounds are each sample's minimum and
 maximum) or ``epsilon_alpha2_beta1``. The batch-norm canonizer merges every batch norm
 into the linear layer before it in a Sequential (restored afterwards). The relevance
 that enters the output is the gradient of the target's score with respect to the
@@ -58,8 +58,9 @@ def make_composite(name: str, x: torch.Tensor):
     composites, canonizers, _ = _zennit()
     cls = getattr(composites, COMPOSITES[name])
     canonizer = [canonizers.SequentialMergeBatchNorm()]
-    if name == "epsilon_gamma_box":
-        return cls(low=float(x.min()), high=float(x.max()), canonizers=canonizer)
+    if name == "epsilon_gamma_box":  # each sample's own bounds, so its map does not depend on its batch
+        dims = tuple(range(1, x.dim()))
+        return cls(low=x.amin(dim=dims, keepdim=True), high=x.amax(dim=dims, keepdim=True), canonizers=canonizer)
     return cls(canonizers=canonizer)
 
 
