@@ -262,7 +262,7 @@ def test_each_bad_input_is_one_line_with_exit_status_2(case, model, message, vol
     (["--model", CLASSIFIER, "--method", "gradcan"],
      "--method gradcan: unknown method; available methods: ablationcam, cam, crm, deeplift"),
     (["--model", CLASSIFIER, "--method", "kwc"],
-     f"--method kwc: does not apply to '{CLASSIFIER}': 'kwc' explains segmentation models, not classification models; methods for this model: cam, crm, gradcam"),
+     f"--method kwc: does not apply to '{CLASSIFIER}': 'kwc' explains segmentation models, not classification models; methods for this model: ablationcam, cam, crm"),
     (["--model", CLASSIFIER, "--method", "gradcam", "--target", "liver"],
      f"--target liver: unknown class; classes of '{CLASSIFIER}': 0 non_contrast"),
     (["--model", CLASSIFIER, "--method", "gradcam", "--mode", "volume"],
