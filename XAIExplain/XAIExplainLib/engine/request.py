@@ -30,6 +30,9 @@ def upsample(maps: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     return F.interpolate(maps.unsqueeze(1), size=size, mode=mode, align_corners=False).squeeze(1)
 
 
+_REFERENCE_PASSES = ("cam", "cam-forward", "input", "guided")  # passes whose output is the unperturbed one
+
+
 @dataclass
 class Request:
     model: nn.Module
@@ -82,9 +85,13 @@ class Request:
                 return run_pass(self.model, self.x, self.target, input_gradient=True)
         return self._cached("guided", compute)
 
+    def has_reference(self) -> bool:
+        """Whether a pass of the unperturbed input has run (so ``reference`` costs no forward)."""
+        return any(key in self._passes for key in _REFERENCE_PASSES + ("reference",))
+
     def reference(self):
         """(output, bound target) of the unperturbed input, reusing any pass already run."""
-        for key in ("cam", "cam-forward", "input", "guided"):
+        for key in _REFERENCE_PASSES:
             if key in self._passes:
                 result = self._passes[key]
                 return result.output, result.target
