@@ -132,6 +132,6 @@ def test_layer_methods_on_a_script_module_name_the_methods_that_work():
     for method in ("gradcam", "guided_backprop", "scorecam"):
         with pytest.raises(ValueError, match=rf"method '{method}' needs hooks on the network's layers, which a "
                                              r"TorchScript module does not allow; methods that work on TorchScript: "
-                                             r"saliency, occlusion, smoothgrad, integrated_gradients"):
+                                             r"saliency, input_x_gradient, gradient_shap, occlusion, rise, smoothgrad, integrated_gradients"):
             xai.explain(model, x, method)
     assert xai.explain(model, x, "saliency").shape == (4, 16, 16)

@@ -162,6 +162,7 @@ def test_a_torchscript_model_offers_only_the_methods_that_work_on_it(tmp_path):
     logic = XAIExplainLogic()
     rows = {name: (enabled, reason) for name, _, enabled, reason in logic.methodsForModel(str(card_path))}
     assert {name for name, (enabled, _) in rows.items() if enabled} == {
-        "saliency", "occlusion", "smoothgrad", "integrated_gradients"}
+        "saliency", "input_x_gradient", "gradient_shap", "occlusion", "rise", "smoothgrad",
+        "integrated_gradients"}
     assert "TorchScript module does not allow" in rows["guided_backprop"][1]
     assert "TorchScript module does not allow" in rows["guided_gradcam"][1]

@@ -148,7 +148,7 @@ def test_torchscript_model_allows_input_gradients_only(classifier_dir, tmp_path)
     for method in ("gradcam", "guided_backprop"):
         with pytest.raises(ValueError, match=rf"method '{method}' needs hooks on the network's layers, which a "
                                              r"TorchScript module does not allow; methods that work on TorchScript: "
-                                             r"saliency, occlusion, smoothgrad, integrated_gradients \(model 'tiny-2d'\)"):
+                                             r"saliency, input_x_gradient, gradient_shap, occlusion, rise, smoothgrad, integrated_gradients \(model 'tiny-2d'\)"):
             explain_image(scripted, _image(), methods=method)
 
 

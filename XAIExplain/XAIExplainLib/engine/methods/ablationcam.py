@@ -71,5 +71,5 @@ def _ablationcam(request):
 register(MethodInfo(
     "ablationcam", "Ablation-CAM: channel weights = relative drop of the target score when the channel is zeroed",
     compute=_ablationcam, family="perturbation", cost="1 forward + K suffix forwards (batched, prefix reused)",
-    layer_map_only=True,
+    layer_map_only=True, needs_gradients=False,
 ))

@@ -130,4 +130,5 @@ register(MethodInfo(
     "deeplift", "DeepLIFT (Rescale rule): (x - baseline) x multipliers (f(t) - f(t')) / (t - t') at nonlinearities",
     compute=_deeplift, family="gradient", needs_layer=False, signed=True,
     cost="1 forward + full backward at batch 2N", options=("baseline",),
+    needs_hooks=True,  # the Rescale rule replaces the nonlinearities' gradients
 ))

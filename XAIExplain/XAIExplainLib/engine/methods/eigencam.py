@@ -59,7 +59,7 @@ def _eigengradcam(request):
 
 register(MethodInfo(
     "eigencam", "Eigen-CAM: first principal component of the layer's activations (class-agnostic)",
-    compute=_eigencam, family="activation", cost="1 forward", layer_map_only=True,
+    compute=_eigencam, family="activation", cost="1 forward", layer_map_only=True, needs_gradients=False,
 ))
 register(MethodInfo(
     "eigengradcam", "Eigen-Grad-CAM: first principal component of activations x gradients",

@@ -73,4 +73,5 @@ def _fullgrad(request):
 register(MethodInfo(
     "fullgrad", "FullGrad: |input x gradient| plus |bias x gradient| of every convolution and batch norm",
     compute=_fullgrad, family="gradient", needs_layer=False, cost="1 forward + full backward",
+    needs_hooks=True,  # the bias gradients of every convolution and batch norm are captured by hooks
 ))

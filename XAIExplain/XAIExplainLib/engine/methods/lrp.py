@@ -82,5 +82,5 @@ def _lrp(request):
 register(MethodInfo(
     "lrp", "LRP (zennit): layer-wise relevance propagation with a composite of rules and the batch-norm canonizer",
     compute=_lrp, family="gradient", needs_layer=False, signed=True, cost="1 forward + full backward",
-    options=("composite",),
+    options=("composite",), needs_hooks=True,  # zennit's rules are module hooks
 ))

@@ -78,5 +78,5 @@ def _rise(request):
 register(MethodInfo(
     "rise", "RISE: mean of random smooth masks weighted by the target score of the masked input",
     compute=_rise, family="perturbation", needs_layer=False, cost="masks forwards (batched)",
-    options=("masks", "cells", "keep_probability", "seed"),
+    options=("masks", "cells", "keep_probability", "seed"), needs_gradients=False,
 ))
