@@ -266,7 +266,7 @@ def test_each_bad_input_is_one_line_with_exit_status_2(case, model, message, vol
     (["--model", CLASSIFIER, "--method", "gradcam", "--target", "liver"],
      f"--target liver: unknown class; classes of '{CLASSIFIER}': 0 non_contrast"),
     (["--model", CLASSIFIER, "--method", "gradcam", "--mode", "volume"],
-     f"--mode volume: model '{CLASSIFIER}' is a 2D model"),
+     f"--mode volume: model '{CLASSIFIER}' is a 2D model, so it runs in mode 'slices', not 'volume'"),
 ])
 def test_unknown_model_method_or_class_lists_the_valid_ones(args, message, volumes, tmp_path,
                                                             capsys):

@@ -142,12 +142,12 @@ def plan(args: argparse.Namespace) -> tuple[ExplainJob, list[InputItem]]:
 
 
 def _check_mode(mode: str | None, card) -> None:
-    if mode == "volume" and card.spatial_dims == 2:
-        raise UserError("--mode volume", f"model '{card.name}' is a 2D model; it runs slice by "
-                                         "slice (--mode slices)")
-    if mode == "slices" and card.spatial_dims == 3:
-        raise UserError("--mode slices", f"model '{card.name}' is a 3D model; it needs whole "
-                                         "volumes (--mode volume)")
+    from ..engine.modes import resolve_mode
+
+    try:
+        resolve_mode(mode, None, card.spatial_dims, model_name=f"model '{card.name}'")
+    except ValueError as error:
+        raise UserError(f"--mode {mode}", str(error)) from None
 
 
 def explain_input(job: ExplainJob, item: InputItem, image: sitk.Image, record: InputRecord,

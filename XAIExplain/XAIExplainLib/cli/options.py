@@ -162,10 +162,9 @@ def numpy_axis(image: sitk.Image, name: str | None) -> int | None:
         return None
     if image.GetDimension() != 3:
         return 0
-    physical = {"sagittal": 0, "coronal": 1, "axial": 2}[name]
-    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
-    index_axis = int(np.argmax(np.abs(direction[physical, :])))
-    return 2 - index_axis
+    from ..imaging.orientation import slice_axis_for_orientation
+
+    return slice_axis_for_orientation(np.asarray(image.GetDirection(), dtype=float).reshape(3, 3), name)
 
 
 def output_ending(fmt: str | None, input_path: Path) -> str:

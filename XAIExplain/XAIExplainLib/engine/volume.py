@@ -16,6 +16,7 @@ from torch import nn
 from .api import explain_many, model_device_dtype
 from .capture import eval_mode
 from .devices import resolve_device
+from .modes import resolve_mode
 from .normalize import volume_minmax
 from .request import upsample
 from .reading import reading_output
@@ -81,13 +82,6 @@ def batch_size_for_budget(model: nn.Module, sample: torch.Tensor, fixed_bytes: i
             f"{'slice' if sample.dim() == 4 else 'window'}); raise the budget or crop the volume"
         )
     return int(max(1, min(limit, (budget - fixed_bytes) // per_sample)))
-
-
-def _check_mode(mode: str, axis: int) -> None:
-    if mode not in ("slices", "volume"):
-        raise ValueError(f"mode must be 'slices' (2D model, per slice) or 'volume' (3D model), got {mode!r}")
-    if mode == "slices" and axis not in (0, 1, 2):
-        raise ValueError(f"axis must be 0, 1 or 2 (numpy axis of the (Z, Y, X) volume), got {axis!r}")
 
 
 def _resolve_device(model: nn.Module, device) -> torch.device:
@@ -211,7 +205,7 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
     method_list = [methods] if single else list(methods)
     for name in method_list:
         get_method(name)
-    _check_mode(mode, axis)
+    mode, axis = resolve_mode(mode, axis)
     device = _resolve_device(model, device)
     data = _as_channels_first(volume)
     spatial = tuple(data.shape[1:])
@@ -398,7 +392,7 @@ def predict_volume(model: nn.Module, volume, mode: str = "slices", axis: int = 0
     (sliding windows blended with Gaussian weights).
     """
     check_model(model)
-    _check_mode(mode, axis)
+    mode, axis = resolve_mode(mode, axis)
     device = _resolve_device(model, device)
     data = _as_channels_first(volume)
     spatial = tuple(data.shape[1:])

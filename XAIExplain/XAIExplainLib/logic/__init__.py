@@ -4,6 +4,6 @@ Imports neither torch nor Slicer at import time, so the panel can list models an
 install PyTorch first.
 """
 from .explain_logic import ExplainCancelled, OutputNodes, XAIExplainLogic
-from .model_catalogue import RawModel
+from .model_catalogue import ModelCatalogue
 
-__all__ = ["ExplainCancelled", "OutputNodes", "RawModel", "XAIExplainLogic"]
+__all__ = ["ExplainCancelled", "ModelCatalogue", "OutputNodes", "XAIExplainLogic"]

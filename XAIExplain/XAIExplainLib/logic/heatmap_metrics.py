@@ -43,7 +43,7 @@ def evaluate_heatmap_node(scene, heatmap_node, mask_node, segment_id=None, label
     """Compute ``metrics`` of the heatmap against the mask; return (table node, {metric: value})."""
     import torch
 
-    import XAIExplainLib as xai
+    from ..evaluation import evaluate
 
     volumes.check_scalar_volume(heatmap_node)
     heatmap = volumes.volume_array(heatmap_node).astype(np.float32)
@@ -52,7 +52,7 @@ def evaluate_heatmap_node(scene, heatmap_node, mask_node, segment_id=None, label
         raise ValueError(f"the ground truth '{mask_node.GetName()}' is empty on the heatmap's grid; "
                          "pick a non-empty segment or label")
     spacing = tuple(reversed(heatmap_node.GetSpacing()))  # (z, y, x) like the array
-    columns = xai.evaluate(None, None, torch.from_numpy(heatmap)[None], mask=torch.from_numpy(mask)[None],
+    columns = evaluate(None, None, torch.from_numpy(heatmap)[None], mask=torch.from_numpy(mask)[None],
                            metrics=list(metrics), spacing=spacing, tolerance_mm=tolerance_mm)
     rows = {key: values[0] for key, values in columns.items()}
     name = f"{heatmap_node.GetName()} metrics vs {mask_node.GetName()}"
