@@ -120,7 +120,7 @@ def _expand(source: str, path: Path, from_list: Path | None) -> list[InputItem]:
 def _expand_list(list_path: Path) -> Iterable[InputItem]:
     """Inputs named in a text file: one per line, ``#`` comments, paths relative to the file."""
     try:
-        text = list_path.read_text(encoding="utf-8")
+        text = list_path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not a path
     except UnicodeDecodeError:
         yield _failed(str(list_path), list_path, "is not a UTF-8 text file; a list file names "
                                                  "one input path per line")

@@ -10,7 +10,7 @@ from . import methods  # noqa: F401  (registers every method)
 from .normalize import display_values, minmax
 from .registry import get_method
 from .request import Request
-from .validation import check_input, check_model
+from .validation import check_finite, check_input, check_model
 
 
 def model_device_dtype(model: nn.Module, fallback: torch.Tensor) -> tuple[torch.device, torch.dtype]:
@@ -68,9 +68,11 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
         for info in infos:
             raw = info.compute(low_resolution if low_resolution is not None and info.layer_map_only else request)
             raw = raw.detach().float()
+            check_finite(model, raw, f"{info.name} map")
             maps[info.name] = minmax(display_values(raw, info.signed)) if normalize else raw
         if with_output:
             request.info["output"] = request.reference()[0].detach()
+            check_finite(model, request.info["output"], "output")
     maps = {name: value.to(x.device) for name, value in maps.items()}
     if return_info:
         if request._layers is not None:

@@ -64,3 +64,20 @@ def check_input(model: nn.Module, x) -> None:
             f"the model expects {expected_channels} input channel(s) (first convolution '{name}'), "
             f"got {x.shape[1]} in x of shape {tuple(x.shape)}"
         )
+
+
+def check_finite(model: nn.Module, tensor: torch.Tensor, what: str) -> None:
+    """Refuse a model output or map holding NaN or Inf, naming the model.
+
+    A non-finite value would otherwise become a NaN heatmap or a meaningless
+    prediction reported as a success; the cause is the model (its weights or an
+    overflow in its layers), so the error names it.
+    """
+    if tensor.is_floating_point() or tensor.is_complex():
+        bad = int((~torch.isfinite(tensor.detach())).sum().item())
+        if bad:
+            raise ValueError(
+                f"model {type(model).__name__} produced {bad} NaN or infinite value(s) in its {what} "
+                f"(of {tensor.numel()}); check its weights (NaN/Inf parameters, a layer that overflows "
+                "in this precision) and the input's intensity range"
+            )

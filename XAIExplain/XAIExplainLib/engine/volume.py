@@ -20,7 +20,7 @@ from .normalize import volume_minmax
 from .request import upsample
 from .registry import get_method
 from .targets import resolve_target
-from .validation import check_model
+from .validation import check_finite, check_model
 from .windows import gaussian_weights, window_grid
 
 _DEFAULT_CPU_BATCH = 16
@@ -30,6 +30,9 @@ _DEFAULT_CUDA_BATCH = 64
 def _as_channels_first(volume) -> torch.Tensor:
     """(Z, Y, X) or (C, Z, Y, X) numpy/tensor -> float tensor (C, Z, Y, X)."""
     if isinstance(volume, np.ndarray):
+        if volume.dtype.kind in "ui" and volume.dtype.itemsize >= 2 and volume.dtype not in (np.int16, np.int32,
+                                                                                           np.int64):
+            volume = volume.astype(np.float32)  # uint16/32/64: torch has few kernels for them
         tensor = torch.from_numpy(np.ascontiguousarray(volume))
     elif isinstance(volume, torch.Tensor):
         tensor = volume.detach()
@@ -41,7 +44,8 @@ def _as_channels_first(volume) -> torch.Tensor:
     if tensor.dim() != 4:
         raise ValueError(f"volume must have shape (Z, Y, X) or (C, Z, Y, X), got {tuple(tensor.shape)}")
     if tensor.dtype == torch.bool or not (tensor.is_floating_point() or tensor.dtype in
-                                          (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)):
+                                          (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+                                           torch.uint16, torch.uint32, torch.uint64)):
         raise TypeError(f"volume must be numeric, got dtype {tensor.dtype}")
     return tensor.float() if not tensor.is_floating_point() else tensor
 
@@ -82,10 +86,24 @@ def batch_size_for_budget(model: nn.Module, sample: torch.Tensor, fixed_bytes: i
     return int(max(1, min(limit, (budget - fixed_bytes) // per_sample)))
 
 
+def check_memory_budget(memory_budget_mb) -> None:
+    """A budget is a positive number of megabytes (not a string, not a bool)."""
+    if isinstance(memory_budget_mb, bool) or not isinstance(memory_budget_mb, (int, float)) \
+            or not memory_budget_mb > 0:
+        raise TypeError(f"memory_budget_mb must be a positive number of megabytes (e.g. 2000), got "
+                        f"{memory_budget_mb!r}")
+
+
+def _check_progress(progress) -> None:
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be None or a function progress(done, total), got {progress!r}")
+
+
 def _check_mode(mode: str, axis: int) -> None:
     if mode not in ("slices", "volume"):
         raise ValueError(f"mode must be 'slices' (2D model, per slice) or 'volume' (3D model), got {mode!r}")
-    if mode == "slices" and axis not in (0, 1, 2):
+    if mode == "slices" and (isinstance(axis, bool) or not isinstance(axis, (int, np.integer))
+                             or axis not in (0, 1, 2)):
         raise ValueError(f"axis must be 0, 1 or 2 (numpy axis of the (Z, Y, X) volume), got {axis!r}")
 
 
@@ -208,6 +226,9 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
     for name in method_list:
         get_method(name)
     _check_mode(mode, axis)
+    _check_progress(progress)
+    if memory_budget_mb is not None:
+        check_memory_budget(memory_budget_mb)
     device = _resolve_device(model, device)
     data = _as_channels_first(volume)
     spatial = tuple(data.shape[1:])
@@ -380,6 +401,7 @@ def predict_volume(model: nn.Module, volume, mode: str = "slices", axis: int = 0
     """
     check_model(model)
     _check_mode(mode, axis)
+    _check_progress(progress)
     device = _resolve_device(model, device)
     data = _as_channels_first(volume)
     spatial = tuple(data.shape[1:])
@@ -392,6 +414,7 @@ def predict_volume(model: nn.Module, volume, mode: str = "slices", axis: int = 0
             out = _slice_outputs(outputs, axis)
         else:
             out = _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype, progress)
+    check_finite(model, out, "output")
     return out.float().cpu().numpy()
 
 
