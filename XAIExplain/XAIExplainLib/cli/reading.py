@@ -74,6 +74,11 @@ def read_mask(path: Path, image: sitk.Image, input_source: str) -> sitk.Image:
         raise UserError(path, f"does not match the grid of {input_source}: {problem}")
     if mask.GetNumberOfComponentsPerPixel() != 1:
         raise UserError(path, "a mask must have one value per voxel")
+    values = sitk.GetArrayViewFromImage(mask)
+    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        raise UserError(path, f"has {bad} NaN or infinite voxel(s); a mask holds 0 outside the region "
+                              "and nonzero inside")
     if not np.any(sitk.GetArrayViewFromImage(mask)):
         raise UserError(path, "is empty (no nonzero voxel)")
     return mask

@@ -410,7 +410,8 @@ def predict_volume(model: nn.Module, volume, mode: str = "slices", axis: int = 0
         if mode == "slices":
             outputs = []
             _Batches(spatial[axis], batch_size, device, progress).run(
-                lambda start, stop: outputs.append(model(_slices_of(data, axis, start, stop).to(device, dtype))))
+                lambda start, stop: outputs.append(model(_slices_of(data, axis, start, stop).to(device, dtype,
+                                                                                               copy=True))))
             out = _slice_outputs(outputs, axis)
         else:
             out = _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype, progress)
@@ -424,7 +425,7 @@ def _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype
     padded = _padded(data, patch)
     windows = window_grid(tuple(padded.shape[1:]), patch, overlap)
     if len(windows) == 1 and patch == spatial:
-        out = model(padded[None].to(device, dtype))[0]
+        out = model(padded[None].to(device, dtype, copy=True))[0]  # a model may write into its input
         return out
     weights = gaussian_weights(patch, device)
     state = {}
