@@ -118,3 +118,38 @@ def test_evaluate_refuses_a_nan_mask_and_leaves_no_output_folder(tmp_path, capsy
     assert status == 2, err
     assert "mask.nrrd: has 1 NaN or infinite voxel(s)" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("failure", [
+    MemoryError(),
+    RuntimeError("Exception thrown in SimpleITK ImageFileReader_Execute: /build/ITK/Modules/IO/ImageBase/include/"
+                 "itkImageFileReader.hxx:431:\nITK ERROR: ImageFileReader(0x55d0c0ffee00): std::bad_alloc"),
+])
+def test_an_allocation_failure_while_reading_says_the_image_does_not_fit(failure, tmp_path, monkeypatch):
+    from XAIExplainLib.imaging.reading import ImageReadError, read_image
+
+    sitk.WriteImage(volume(), str(tmp_path / "v.nrrd"))
+
+    def fail(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(sitk, "ReadImage", fail)
+    with pytest.raises(ImageReadError) as caught:
+        read_image(tmp_path / "v.nrrd")
+    assert str(caught.value) == f"{tmp_path / 'v.nrrd'}: does not fit in memory; crop or downsample it first"
+
+
+def test_other_itk_errors_lose_their_source_location(tmp_path, monkeypatch):
+    from XAIExplainLib.imaging.reading import ImageReadError, read_image
+
+    sitk.WriteImage(volume(), str(tmp_path / "v.nrrd"))
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("Exception thrown in SimpleITK ImageFileReader_Execute: /build/ITK/Modules/IO/NRRD/src/"
+                           "itkNrrdImageIO.cxx:935:\nITK ERROR: NrrdImageIO(0x555925193ec0): Read: Error reading "
+                           "v.nrrd:\n[nrrd] nrrdLoad: trouble")
+
+    monkeypatch.setattr(sitk, "ReadImage", fail)
+    with pytest.raises(ImageReadError) as caught:
+        read_image(tmp_path / "v.nrrd")
+    assert caught.value.problem == "cannot be read as an image (Read: Error reading v.nrrd)"

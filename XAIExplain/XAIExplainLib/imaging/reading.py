@@ -135,8 +135,7 @@ def check_declared_size(path: Path) -> None:
         return
     _check_memory(path, declared)
     if payload is not None:
-        data_file, offset, compression = payload
-        _check_length(path, data_file, offset, declared, compression)
+        _check_length(path, declared, *payload)
 
 
 def _check_memory(path: Path, declared: int) -> None:
@@ -147,7 +146,10 @@ def _check_memory(path: Path, declared: int) -> None:
                                    "downsample it first, or check that the header is not corrupt")
 
 
-def _check_length(path: Path, data_file: Path, offset: int, declared: int, compression: str | None) -> None:
+def _check_length(path: Path, declared: int, data_file: Path, offset: int, compression: str | None,
+                  stream_offset: int = 0) -> None:
+    """The voxel data of ``path`` is ``declared`` bytes from ``offset`` of ``data_file`` (after
+    ``stream_offset`` bytes of the decompressed stream, for a gzip file holding its header too)."""
     if data_file != path and not data_file.is_file():
         raise ImageReadError(path, f"its detached data file {data_file.name} is missing (looked for "
                                    f"{data_file}); keep the header and its data file together")
@@ -156,7 +158,7 @@ def _check_length(path: Path, data_file: Path, offset: int, declared: int, compr
     if compression is None:
         have = data_file.stat().st_size - offset
     else:
-        have = _decompressed_length(data_file, offset, compression, declared)
+        have = _decompressed_length(data_file, offset, compression, stream_offset + declared) - stream_offset
     if have < declared:
         what = "decompressed data" if compression else "file"
         raise ImageReadError(path, f"is truncated: the header declares {declared} bytes of voxel data but "
@@ -213,21 +215,9 @@ def _nifti_payload(path: Path):
     if not 1 <= rank <= 7 or any(d < 1 for d in dims[1:rank + 1]) or bitpix < 1:
         raise ImageReadError(path, f"has a corrupt NIfTI header (dim {list(dims[:rank + 1])}, bitpix {bitpix})")
     declared = int(np.prod([int(d) for d in dims[1:rank + 1]], dtype=object)) * bitpix // 8
-    if path.name.lower().endswith(".gz"):
-        # The voxels follow the header inside the gzip stream.
-        return declared, _gz_payload(path, offset, declared)
+    if path.name.lower().endswith(".gz"):  # the voxels follow the header inside the gzip stream
+        return declared, (path, 0, "gzip", offset)
     return declared, (path, offset, None)
-
-
-def _gz_payload(path: Path, offset: int, declared: int):
-    """Check a .nii.gz here (the offset is inside the decompressed stream); nothing left for the caller."""
-    _check_memory(path, declared)
-    have = _decompressed_length(path, 0, "gzip", offset + declared) - offset
-    if have < declared:
-        raise ImageReadError(path, f"is truncated: the header declares {declared} bytes of voxel data but "
-                                   f"the decompressed data holds {max(have, 0)}; the file was cut short (an "
-                                   "interrupted copy or download?), get a complete copy")
-    return None
 
 
 #: Bytes per value of NRRD ``type`` names and MetaImage ``ElementType`` names.
