@@ -10,14 +10,14 @@ aborting the whole run.
 """
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import SimpleITK as sitk
 
+from ..imaging.reading import quiet_itk
 from .errors import UserError
 
 #: File name endings read as images, longest first so ``.nii.gz`` wins over ``.gz``.
@@ -76,17 +76,6 @@ def is_image_name(path: Path) -> bool:
 
 def is_list_name(path: Path) -> bool:
     return path.suffix.lower() in LIST_SUFFIXES
-
-
-@contextlib.contextmanager
-def quiet_itk() -> Iterator[None]:
-    """Silence ITK's warnings (printed straight to stderr) while probing folders."""
-    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
-        yield
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
 
 
 def discover(arguments: Sequence[str]) -> list[InputItem]:
