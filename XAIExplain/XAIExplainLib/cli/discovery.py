@@ -10,14 +10,14 @@ aborting the whole run.
 """
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import SimpleITK as sitk
 
+from ..imaging.reading import quiet_itk
 from .errors import UserError
 
 #: File name endings read as images, longest first so ``.nii.gz`` wins over ``.gz``.
@@ -78,17 +78,6 @@ def is_list_name(path: Path) -> bool:
     return path.suffix.lower() in LIST_SUFFIXES
 
 
-@contextlib.contextmanager
-def quiet_itk() -> Iterator[None]:
-    """Silence ITK's warnings (printed straight to stderr) while probing folders."""
-    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
-        yield
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
-
-
 def discover(arguments: Sequence[str]) -> list[InputItem]:
     """Expand INPUT arguments into input items with unique stems, in the order given."""
     items: list[InputItem] = []
@@ -120,7 +109,7 @@ def _expand(source: str, path: Path, from_list: Path | None) -> list[InputItem]:
 def _expand_list(list_path: Path) -> Iterable[InputItem]:
     """Inputs named in a text file: one per line, ``#`` comments, paths relative to the file."""
     try:
-        text = list_path.read_text(encoding="utf-8")
+        text = list_path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not a path
     except UnicodeDecodeError:
         yield _failed(str(list_path), list_path, "is not a UTF-8 text file; a list file names "
                                                  "one input path per line")

@@ -37,8 +37,7 @@ MAP_METRICS = ("dice_sweep", "pointing_game", "energy_pointing_game", "relative_
 
 def run_evaluate(args: argparse.Namespace, stdout=None) -> int:
     """Run ``evaluate`` for parsed arguments; returns the exit status."""
-    from ..evaluation import MAP_ONLY_METRICS, METRICS
-    from ..models import explain_image
+    from ..evaluation import METRICS
 
     stdout = stdout or sys.stdout
     metrics = _check_metrics(args.metrics, METRICS)
@@ -53,6 +52,19 @@ def run_evaluate(args: argparse.Namespace, stdout=None) -> int:
     out = OutputFolder(args.output_dir, overwrite=args.overwrite,
                        protected=[item.path, args.mask])
     out.prepare()
+    try:
+        return _evaluate(args, out, item, csv_name, json_name, metrics, methods, device, stdout)
+    except BaseException:
+        out.discard_if_unused()  # an error leaves no empty output folder behind
+        raise
+
+
+def _evaluate(args, out: OutputFolder, item, csv_name: str, json_name: str, metrics, methods, device,
+              stdout) -> int:
+    """The evaluation proper, once the output folder is known to be writable."""
+    from ..evaluation import MAP_ONLY_METRICS
+    from ..models import explain_image
+
     out.check_free([csv_name, json_name])
     model = load_model_or_fail(args.model, device, getattr(args, "trust_model", False))
     check_methods_for(methods, model)
@@ -65,7 +77,7 @@ def run_evaluate(args: argparse.Namespace, stdout=None) -> int:
     for choice in choices:
         try:
             result = explain_image(model, image, methods=methods, target=choice.index,
-                                       layer=args.layer, device=device)
+                                   layer=args.layer, device=device)
         except (ValueError, TypeError, OSError) as exc:
             raise UserError(item.source, one_line(exc)) from exc
         for method in methods:

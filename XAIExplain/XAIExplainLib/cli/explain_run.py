@@ -54,6 +54,7 @@ class ExplainJob:
     region_source: str
     out: OutputFolder
     debug: bool = False
+    memory_budget_mb: float | None = None
 
     @property
     def card(self):
@@ -111,6 +112,9 @@ def plan(args: argparse.Namespace) -> tuple[ExplainJob, list[InputItem]]:
     methods = check_methods(args.methods)
     label_threshold = parse_label_threshold(args.label_threshold)
     check_jobs(args.jobs)
+    budget = getattr(args, "memory_budget", None)
+    if budget is not None and not budget > 0:
+        raise UserError(f"--memory-budget {budget:g}", "must be a positive number of megabytes")
     device = check_device(args.device)
     items = discover(args.inputs)
     region_path = None
@@ -137,7 +141,7 @@ def plan(args: argparse.Namespace) -> tuple[ExplainJob, list[InputItem]]:
                      mode=args.mode, axis_name=args.axis, device=device, fmt=args.format,
                      label_threshold=label_threshold, overlay=args.overlay, region=region,
                      region_source=str(region_path or ""), out=out,
-                     debug=getattr(args, "debug", False))
+                     debug=getattr(args, "debug", False), memory_budget_mb=budget)
     return job, items
 
 
@@ -176,7 +180,8 @@ def explain_input(job: ExplainJob, item: InputItem, image: sitk.Image, record: I
 
         result = explain_image(job.model, image, methods=list(group),
                                target=_target(choice, job, image), layer=job.layer,
-                               mode=job.mode, axis=axis, device=job.device, progress=report)
+                               mode=job.mode, axis=axis, device=job.device, progress=report,
+                               **({"memory_budget_mb": job.memory_budget_mb} if job.memory_budget_mb else {}))
         if prediction is None:
             prediction = result.prediction
             write_prediction(job.out, prediction, card, image, names.prediction(card.task))
@@ -351,6 +356,6 @@ def finish(summary: RunSummary, out: OutputFolder, quiet: bool, stdout) -> int:
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     keep = ("model", "methods", "targets", "region", "layer", "mode", "axis", "device", "format",
-            "label_threshold", "overlay", "jobs", "output_dir", "overwrite")
+            "label_threshold", "overlay", "jobs", "memory_budget", "output_dir", "overwrite")
     return {k: getattr(args, k) for k in keep if hasattr(args, k)}
 

@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
                          help="inputs read ahead by N background threads while the current one "
                               "computes (0: read in turn; default 1)")
+    explain.add_argument("--memory-budget", type=float, default=None, metavar="MB",
+                         help="memory the whole run of one input may use, in megabytes (reading, "
+                              "resampling, the model's batches and the restored maps); an input "
+                              "that cannot fit is refused up front with the numbers")
     _output_options(explain, "xaiexplain-output")
     explain.set_defaults(handler=_run_explain)
 

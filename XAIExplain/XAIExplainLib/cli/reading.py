@@ -7,17 +7,14 @@ so each problem is reported as one line naming the file.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from .discovery import InputItem, quiet_itk
-from .errors import UserError, one_line
-
-#: ITK prefixes messages with the object's class and address: ``NrrdImageIO(0x55d0...): ``.
-_ITK_OBJECT = re.compile(r"\b\w+\(0x[0-9a-fA-F]+\):\s*")
+from ..imaging import reading
+from .discovery import InputItem
+from .errors import UserError
 
 #: Relative tolerance on spacing, origin and direction when matching a mask to its image.
 GRID_TOLERANCE = 1e-4
@@ -33,36 +30,13 @@ def read_item(item: InputItem) -> sitk.Image:
 
 
 def read_image(path: Path, source: str | None = None, files: tuple[str, ...] = ()) -> sitk.Image:
-    """Read a file or the given DICOM slice files; unreadable data becomes a :class:`UserError`."""
-    source = source or str(path)
-    if not files and not path.exists():
-        raise UserError(source, "no such file")
-    if not files and path.is_dir():
-        raise UserError(source, "is a folder; give an image file")
-    if not files and path.stat().st_size == 0:
-        raise UserError(source, "is an empty file (0 bytes)")
+    """Read a file or the given DICOM slice files with :func:`imaging.reading.read_image`'s integrity
+    checks; every refusal becomes a :class:`UserError` naming ``source``."""
     try:
-        with quiet_itk():
-            if files:
-                reader = sitk.ImageSeriesReader()
-                reader.SetFileNames(list(files))
-                return reader.Execute()
-            return sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        message = one_line(_sitk_reason(exc)).rstrip(":")
-        if "Unable to determine ImageIO reader" in message:
-            raise UserError(source, "is not an image SimpleITK can read (NRRD, NIfTI, MHA, "
-                                    "DICOM...)") from exc
-        raise UserError(source, f"cannot be read as an image ({message})") from exc
-
-
-def _sitk_reason(error: RuntimeError) -> str:
-    """The ``sitk::ERROR:`` part of a SimpleITK exception, without the C++ source location."""
-    text = str(error)
-    marker = "ERROR:"
-    if marker in text:
-        text = text.split(marker, 1)[1].strip()
-    return _ITK_OBJECT.sub("", text).strip().rstrip(":")
+        return reading.read_image(path, files)
+    except reading.ImageReadError as exc:
+        subject = source or exc.subject
+        raise UserError(subject, exc.problem) from exc
 
 
 def check_image(image: sitk.Image, source: str) -> None:
@@ -100,6 +74,11 @@ def read_mask(path: Path, image: sitk.Image, input_source: str) -> sitk.Image:
         raise UserError(path, f"does not match the grid of {input_source}: {problem}")
     if mask.GetNumberOfComponentsPerPixel() != 1:
         raise UserError(path, "a mask must have one value per voxel")
+    values = sitk.GetArrayViewFromImage(mask)
+    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        raise UserError(path, f"has {bad} NaN or infinite voxel(s); a mask holds 0 outside the region "
+                              "and nonzero inside")
     if not np.any(sitk.GetArrayViewFromImage(mask)):
         raise UserError(path, "is empty (no nonzero voxel)")
     return mask

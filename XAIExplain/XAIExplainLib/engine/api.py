@@ -11,7 +11,7 @@ from .normalize import display_values, minmax
 from .reading import READING_OPTIONS, split_options
 from .registry import check_applicable, get_method
 from .request import Request
-from .validation import check_input, check_model
+from .validation import check_finite, check_input, check_model, is_in_place_input_error, writes_into_input
 
 
 def model_device_dtype(model: nn.Module, fallback: torch.Tensor) -> tuple[torch.device, torch.dtype]:
@@ -63,19 +63,31 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
     check_input(model, x)
     device, dtype = model_device_dtype(model, x)
     inputs = x.detach().to(device=device, dtype=dtype)
+    if inputs.data_ptr() == x.data_ptr():
+        inputs = inputs.clone()  # the caller's tensor is never handed to the model
+    version = None if inputs.is_inference() else inputs._version  # inference tensors keep no counter
     request = Request(model, inputs, target=target, layer=layer, options=options, reading=reading,
                       full_cam_pass=any(info.family == "cam" and info.needs_gradients for info in infos))
     from .capture import explaining
     maps = {}
-    with explaining(model, reading.output_key):
-        low_resolution = request.at_layer_resolution() if layer_resolution and any(
-            info.layer_map_only for info in infos) else None
-        for info in infos:
-            raw = info.compute(low_resolution if low_resolution is not None and info.layer_map_only else request)
-            raw = raw.detach().float()
-            maps[info.name] = minmax(display_values(raw, info.signed)) if normalize else raw
-        if with_output:
-            request.info["output"] = request.reference()[0].detach()
+    try:
+        with explaining(model, reading.output_key):
+            low_resolution = request.at_layer_resolution() if layer_resolution and any(
+                info.layer_map_only for info in infos) else None
+            for info in infos:
+                raw = info.compute(low_resolution if low_resolution is not None and info.layer_map_only else request)
+                raw = raw.detach().float()
+                check_finite(model, raw, f"{info.name} map")
+                maps[info.name] = minmax(display_values(raw, info.signed)) if normalize else raw
+            if with_output:
+                request.info["output"] = request.reference()[0].detach()
+                check_finite(model, request.info["output"], "output")
+    except RuntimeError as error:
+        if not is_in_place_input_error(error):
+            raise
+        raise writes_into_input(model) from error
+    if version is not None and inputs._version != version:  # every pass would have seen a different input
+        raise writes_into_input(model)
     maps = {name: value.to(x.device) for name, value in maps.items()}
     if return_info:
         if request._layers is not None:

@@ -17,6 +17,29 @@ def check_model(model) -> None:
             f"model must be a torch.nn.Module, got {type(model).__name__}; "
             "load one with XAIExplainLib.load_model(...) or pass your own nn.Module"
         )
+    meta = next((name for name, tensor in list(model.named_parameters()) + list(model.named_buffers())
+                 if tensor.is_meta), None)
+    if meta is not None:
+        raise ValueError(
+            f"model {type(model).__name__} has tensors on the meta device (e.g. '{meta}'): it was built "
+            "without weights (torch.device('meta') or an empty-weights initialiser); load its weights "
+            "(load_state_dict(..., assign=True)) or move it to a real device first"
+        )
+
+
+def writes_into_input(model: nn.Module) -> ValueError:
+    """The error for a model that writes into its input tensor (x.mul_(), an inplace activation)."""
+    return ValueError(
+        f"model {type(model).__name__} writes into its input in place (an operation like x.mul_() or "
+        "an inplace activation on the input tensor), so gradients through the input and repeated passes "
+        "over it are wrong; make the model's first operation out of place (x = x * 2, inplace=False)"
+    )
+
+
+def is_in_place_input_error(error: RuntimeError) -> bool:
+    """Whether autograd refused an in-place write into the input (a leaf that requires grad)."""
+    text = str(error)
+    return "in-place operation" in text and ("leaf Variable" in text or "modified by an inplace" in text)
 
 
 def first_conv(model: nn.Module):
@@ -64,3 +87,20 @@ def check_input(model: nn.Module, x) -> None:
             f"the model expects {expected_channels} input channel(s) (first convolution '{name}'), "
             f"got {x.shape[1]} in x of shape {tuple(x.shape)}"
         )
+
+
+def check_finite(model: nn.Module, tensor: torch.Tensor, what: str) -> None:
+    """Refuse a model output or map holding NaN or Inf, naming the model.
+
+    A non-finite value would otherwise become a NaN heatmap or a meaningless
+    prediction reported as a success; the cause is the model (its weights or an
+    overflow in its layers), so the error names it.
+    """
+    if tensor.is_floating_point() or tensor.is_complex():
+        bad = int((~torch.isfinite(tensor.detach())).sum().item())
+        if bad:
+            raise ValueError(
+                f"model {type(model).__name__} produced {bad} NaN or infinite value(s) in its {what} "
+                f"(of {tensor.numel()}); check its weights (NaN/Inf parameters, a layer that overflows "
+                "in this precision) and the input's intensity range"
+            )

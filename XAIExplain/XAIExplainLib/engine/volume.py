@@ -22,7 +22,7 @@ from .request import upsample
 from .reading import reading_output
 from .registry import get_method
 from .targets import resolve_target
-from .validation import check_model
+from .validation import check_finite, check_model
 from .windows import gaussian_weights, window_grid
 
 _DEFAULT_CPU_BATCH = 16
@@ -32,6 +32,9 @@ _DEFAULT_CUDA_BATCH = 64
 def _as_channels_first(volume) -> torch.Tensor:
     """(Z, Y, X) or (C, Z, Y, X) numpy/tensor -> float tensor (C, Z, Y, X)."""
     if isinstance(volume, np.ndarray):
+        if volume.dtype.kind in "ui" and volume.dtype.itemsize >= 2 and volume.dtype not in (np.int16, np.int32,
+                                                                                           np.int64):
+            volume = volume.astype(np.float32)  # uint16/32/64: torch has few kernels for them
         tensor = torch.from_numpy(np.ascontiguousarray(volume))
     elif isinstance(volume, torch.Tensor):
         tensor = volume.detach()
@@ -43,7 +46,8 @@ def _as_channels_first(volume) -> torch.Tensor:
     if tensor.dim() != 4:
         raise ValueError(f"volume must have shape (Z, Y, X) or (C, Z, Y, X), got {tuple(tensor.shape)}")
     if tensor.dtype == torch.bool or not (tensor.is_floating_point() or tensor.dtype in
-                                          (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)):
+                                          (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+                                           torch.uint16, torch.uint32, torch.uint64)):
         raise TypeError(f"volume must be numeric, got dtype {tensor.dtype}")
     return tensor.float() if not tensor.is_floating_point() else tensor
 
@@ -82,6 +86,19 @@ def batch_size_for_budget(model: nn.Module, sample: torch.Tensor, fixed_bytes: i
             f"{'slice' if sample.dim() == 4 else 'window'}); raise the budget or crop the volume"
         )
     return int(max(1, min(limit, (budget - fixed_bytes) // per_sample)))
+
+
+def check_memory_budget(memory_budget_mb) -> None:
+    """A budget is a positive number of megabytes (not a string, not a bool)."""
+    if isinstance(memory_budget_mb, bool) or not isinstance(memory_budget_mb, (int, float)) \
+            or not memory_budget_mb > 0:
+        raise TypeError(f"memory_budget_mb must be a positive number of megabytes (e.g. 2000), got "
+                        f"{memory_budget_mb!r}")
+
+
+def _check_progress(progress) -> None:
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be None or a function progress(done, total), got {progress!r}")
 
 
 def _resolve_device(model: nn.Module, device) -> torch.device:
@@ -206,6 +223,9 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
     for name in method_list:
         get_method(name)
     mode, axis = resolve_mode(mode, axis)
+    _check_progress(progress)
+    if memory_budget_mb is not None:
+        check_memory_budget(memory_budget_mb)
     device = _resolve_device(model, device)
     data = _as_channels_first(volume)
     spatial = tuple(data.shape[1:])
@@ -393,6 +413,7 @@ def predict_volume(model: nn.Module, volume, mode: str = "slices", axis: int = 0
     """
     check_model(model)
     mode, axis = resolve_mode(mode, axis)
+    _check_progress(progress)
     device = _resolve_device(model, device)
     data = _as_channels_first(volume)
     spatial = tuple(data.shape[1:])
@@ -401,11 +422,13 @@ def predict_volume(model: nn.Module, volume, mode: str = "slices", axis: int = 0
         if mode == "slices":
             outputs = []
             _Batches(spatial[axis], batch_size, device, progress).run(
-                lambda start, stop: outputs.append(model(_slices_of(data, axis, start, stop).to(device, dtype))))
+                lambda start, stop: outputs.append(model(_slices_of(data, axis, start, stop).to(device, dtype,
+                                                                                               copy=True))))
             out = _slice_outputs(outputs, axis)
         else:
             out = _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype, progress,
                                    window_weights)
+    check_finite(model, out, "output")
     return out.float().cpu().numpy()
 
 
@@ -415,7 +438,7 @@ def _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype
     padded = _padded(data, patch)
     windows = window_grid(tuple(padded.shape[1:]), patch, overlap)
     if len(windows) == 1 and patch == spatial:
-        out = model(padded[None].to(device, dtype))[0]
+        out = model(padded[None].to(device, dtype, copy=True))[0]  # a model may write into its input
         return out
     weights = _window_weights(window_weights, patch, device, 2)
     state = {}

@@ -3,7 +3,7 @@
 Imports neither torch nor Slicer at import time, so the panel can list models and offer to
 install PyTorch first.
 """
-from .explain_logic import ExplainCancelled, OutputNodes, XAIExplainLogic
+from .explain_logic import ExplainCancelled, InputRemovedError, OutputNodes, XAIExplainLogic
 from .model_catalogue import ModelCatalogue
 
-__all__ = ["ExplainCancelled", "ModelCatalogue", "OutputNodes", "XAIExplainLogic"]
+__all__ = ["ExplainCancelled", "InputRemovedError", "ModelCatalogue", "OutputNodes", "XAIExplainLogic"]

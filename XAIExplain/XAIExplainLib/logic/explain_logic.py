@@ -38,6 +38,11 @@ class ExplainCancelled(Exception):
     """Raised by :meth:`XAIExplainLogic.explainVolume` when the run was cancelled."""
 
 
+class InputRemovedError(RuntimeError):
+    """Raised by :meth:`XAIExplainLogic.explainVolume` when the input volume left the scene during
+    the run: heatmaps tagged with a removed node would point at nothing, so none is published."""
+
+
 class OutputNodes(list):
     """The nodes a run created or updated (a list), with named access.
 
@@ -189,7 +194,8 @@ class XAIExplainLogic:
                          updates the nodes of the earlier run
         engineOptions    extra method options passed to the engine (e.g. SmoothGrad's samples)
 
-        Raises ValueError / TypeError (bad input, nothing created), ExplainCancelled (cancel,
+        Raises ValueError / TypeError (bad input, nothing created), InputRemovedError (the input left
+        the scene during the run, nothing published), ExplainCancelled (cancel,
         nothing changed), or the progress callback's own exception (nothing changed).
         """
         if self._running:
@@ -201,11 +207,12 @@ class XAIExplainLogic:
             request = self._validate(scene, inputVolumeNode, model, methods, target, layer, mode, axis, device,
                                      labelThreshold, labelOutput, opacity, displayThreshold, classNames,
                                      engineOptions, progress)
-            report = self._reporter(progress)
+            report = self._reporter(progress, scene, inputVolumeNode)
             report(0.0, f"Explaining '{inputVolumeNode.GetName()}' with {request['modelName']}")
             started = time.perf_counter()
             result = self._compute(request, report)
             computed = time.perf_counter()
+            self._checkInputPresent(scene, inputVolumeNode)
             with mrml.SceneTransaction(scene) as transaction:
                 nodes = self._publish(scene, transaction, request, result, report, predictionSegmentation,
                                       opacity, displayThreshold, colorLegend, keepExisting)
@@ -219,7 +226,7 @@ class XAIExplainLogic:
 
     # --------------------------------------------------------------- internals
 
-    def _reporter(self, progress):
+    def _reporter(self, progress, scene=None, node=None):
         if progress is not None and not callable(progress):
             raise TypeError("progress must be callable as progress(fraction, message)")
 
@@ -230,7 +237,17 @@ class XAIExplainLogic:
                 progress(float(min(max(fraction, 0.0), 1.0)), message)
             if self._cancelRequested:
                 raise ExplainCancelled("Cancelled: the scene was left unchanged")
+            if node is not None:  # the progress callback runs the event loop: the user may delete the input
+                self._checkInputPresent(scene, node)
         return report
+
+    @staticmethod
+    def _checkInputPresent(scene, node) -> None:
+        """The input must still be in the scene when results are published (and at every step before)."""
+        node_id = node.GetID()
+        if node_id is None or scene.GetNodeByID(node_id) is not node:
+            raise InputRemovedError(f"The input volume '{node.GetName()}' was removed from the scene during "
+                                    "the run; nothing was published. Load it again and re-run")
 
     def _validate(self, scene, node, model, methods, target, layer, mode, axis, device, labelThreshold,
                   labelOutput, opacity, displayThreshold, classNames, engineOptions, progress) -> dict:

@@ -32,6 +32,7 @@ from ..engine.devices import resolve_device
 from ..resources import resources_dir
 from .forms import find_form
 from .loaded import LoadedModel
+from .weight_integrity import check_archive_sizes, check_finite_weights
 
 #: Extra folders searched for model names, separated like PATH.
 MODEL_PATH_ENV = "XAIEXPLAIN_MODEL_PATH"
@@ -164,6 +165,10 @@ def load_card_model(source: Path | ModelCard, *, trust: bool = False, check: boo
 def load_module(card: ModelCard, trust: bool = False) -> tuple[nn.Module, bool]:
     """Build the network and load its weights; returns ``(module, is_torchscript)``."""
     path = card.weights.file
+    if path.exists() and not path.is_file():
+        where = f"{card.path}: " if card.path else ""
+        raise WeightsError(f"{where}weights file {path} is not a regular file (a folder, device or pipe); "
+                           "card field 'weights.file' must name the weights file")
     if not path.is_file():
         where = f"{card.path}: " if card.path else ""
         raise FileNotFoundError(f"{where}weights file {path} does not exist (card field "
@@ -176,6 +181,7 @@ def load_module(card: ModelCard, trust: bool = False) -> tuple[nn.Module, bool]:
     if fmt == "pickle":
         return _load_pickled_module(path, trust), False
     module = build_architecture(card)
+    check_archive_sizes(path, module)
     state = read_state_dict(path)
     apply_state_dict(module, state, path)
     return module, False
@@ -275,6 +281,7 @@ def apply_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], path:
             parts.append(f"{len(unexpected)} unexpected tensor(s): " + ", ".join(unexpected[:5]))
         raise WeightsError(f"{path}: weights do not fit the architecture {type(module).__name__} "
                            f"(check the card's architecture.kwargs): " + " | ".join(parts))
+    check_finite_weights(state, path)
     module.load_state_dict(state, strict=True)
 
 

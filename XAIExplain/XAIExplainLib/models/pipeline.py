@@ -113,7 +113,15 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
     layer = _layer_for(loaded, method_list, layer)
     run_device = resolve_device(device)
 
-    prepared = loaded.pipeline.prepare(image, slice_axis=axis)
+    budget = options.pop("memory_budget_mb", None)
+    if budget is not None:
+        from ..engine.volume import check_memory_budget
+
+        check_memory_budget(budget)
+        options["memory_budget_mb"] = _engine_budget(budget, image, card.input.channels, len(method_list))
+        prepared = loaded.pipeline.prepare(image, slice_axis=axis, memory_budget_mb=budget)
+    else:
+        prepared = loaded.pipeline.prepare(image, slice_axis=axis)
     engine_target = _engine_target(card, _model_grid_target(card, target, prepared))
     lap("preprocess")
     maps, logits = run_networks(loaded, prepared.array, mode, axis, run_device, batch_size, overlap, progress,
@@ -184,6 +192,22 @@ def run_networks(loaded: LoadedModel, array: np.ndarray, mode: str, axis: int | 
     return maps, outputs
 
 
+def _engine_budget(budget_mb: float, image: sitk.Image, channels: int, n_methods: int) -> float:
+    """What is left of a whole-run budget for the engine once the input-grid arrays are counted.
+
+    ``explain_image`` holds the input as float32 per channel and every map restored to the
+    input grid next to the engine's own arrays, so a budget covers them too.
+    """
+    voxels = image.GetNumberOfPixels()
+    held = voxels * 4 * (channels + 2 * n_methods)
+    left = budget_mb - held / 2**20
+    if left <= 0:
+        raise ValueError(f"memory_budget_mb={budget_mb:g} is too small: the image's own grid alone needs "
+                         f"{held / 2**20:.0f} MB ({voxels} voxels as float32 input and {n_methods} map(s) "
+                         "restored to it, each with a resampling copy); raise the budget or crop the image")
+    return left
+
+
 def _part_progress(progress: Callable | None, index: int, parts: int):
     """``progress(done, total)`` of one network, reported as a share of all networks' work."""
     if progress is None or parts == 1:
@@ -210,13 +234,11 @@ def _as_image(image) -> sitk.Image:
     if isinstance(image, sitk.Image):
         return image
     if isinstance(image, (str, os.PathLike)):
+        from ..imaging.reading import read_image
+
         if not os.path.exists(image):
             raise FileNotFoundError(f"image not found: {image}")
-        try:
-            return sitk.ReadImage(str(image))
-        except RuntimeError as exc:
-            reason = str(exc).strip().splitlines()[-1]
-            raise ValueError(f"{image}: SimpleITK cannot read this image ({reason})") from exc
+        return read_image(image)
     raise TypeError(f"image must be a SimpleITK.Image or a path SimpleITK can read, got "
                     f"{type(image).__name__}")
 

@@ -182,8 +182,9 @@ class CardPipeline:
     def __init__(self, card: ModelCard):
         self.card = card
 
-    def prepare(self, image, slice_axis: int | None = None, spacing: Sequence[float] | None = None) -> PreparedInput:
-        return prepare(self.card, image, spacing, slice_axis)
+    def prepare(self, image, slice_axis: int | None = None, spacing: Sequence[float] | None = None,
+                memory_budget_mb: float | None = None) -> PreparedInput:
+        return prepare(self.card, image, spacing, slice_axis, memory_budget_mb)
 
     def volume_options(self) -> dict:
         """Keyword arguments of ``explain_volume`` / ``predict_volume`` in volume mode."""
@@ -191,8 +192,43 @@ class CardPipeline:
         return {"patch_size": list(patch), "overlap": 0.25} if patch is not None else {"overlap": 0.25}
 
 
+#: Float32 copies of the model grid a run holds at least: the resampled input, its intensity-
+#: transformed array and the resampler's working copy, per channel, plus one map.
+GRID_COPIES = 3
+
+
+def check_grid_memory(card: ModelCard, input_grid: Grid, model_grid: Grid,
+                      memory_budget_mb: float | None = None) -> None:
+    """Refuse, before resampling, a model grid larger than the budget (or the free memory) allows.
+
+    A tiny file with a large spacing resampled to a fine model spacing can ask for
+    hundreds of millions of voxels; the numbers say why and what to change.
+    """
+    from ..imaging.reading import available_memory_bytes, format_bytes
+
+    voxels = int(np.prod(model_grid.shape, dtype=np.int64))
+    need = voxels * 4 * (GRID_COPIES * card.input.channels + 1)
+    if memory_budget_mb is not None:
+        limit, what = memory_budget_mb * 2**20, f"the memory budget of {memory_budget_mb:g} MB"
+    else:
+        limit, what = available_memory_bytes(), "the memory available"
+        if limit is None:
+            return
+        what = f"{what} ({format_bytes(limit)})"
+    if need > limit:
+        shape = " x ".join(map(str, reversed(model_grid.shape)))
+        source = " x ".join(map(str, reversed(input_grid.shape)))
+        spacing = " x ".join(f"{v:g}" for v in model_grid.spacing)
+        in_spacing = " x ".join(f"{v:g}" for v in input_grid.spacing)
+        raise ValueError(
+            f"model '{card.name}' would resample this {source} image (spacing {in_spacing} mm) to a "
+            f"{shape} grid at {spacing} mm: {voxels} voxels, at least {format_bytes(need)} for the "
+            f"run, more than {what}. Crop the image to the region of interest, check its spacing "
+            "(a wrong header?), or raise the budget")
+
+
 def prepare(card: ModelCard, image, spacing: Sequence[float] | None = None,
-            slice_axis: int | None = None) -> PreparedInput:
+            slice_axis: int | None = None, memory_budget_mb: float | None = None) -> PreparedInput:
     """Resample and normalise ``image`` as ``card`` prescribes.
 
     ``image`` is a ``SimpleITK.Image`` (2D or 3D, scalar or with one component
@@ -217,6 +253,7 @@ def prepare(card: ModelCard, image, spacing: Sequence[float] | None = None,
                          "has one slice (axis 0)")
     input_grid = Grid.from_image(volumes[0])
     model_grid = model_grid_for(card, input_grid, axis if card.spatial_dims == 2 else None)
+    check_grid_memory(card, input_grid, model_grid, memory_budget_mb)
     arrays = []
     for volume in volumes:
         volume = sitk.Cast(volume, sitk.sitkFloat32)
