@@ -31,7 +31,7 @@ def test_a_uint16_volume_is_explained_like_its_float32_copy():
 
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"progress": 5}, TypeError, r"progress must be None or a function progress\(done, total\), got 5"),
-    ({"axis": 1.0}, ValueError, r"axis must be 0, 1 or 2 \(numpy axis of the \(Z, Y, X\) volume\), got 1\.0"),
+    ({"axis": 1.0}, ValueError, r"axis must be 0, 1 or 2 \(numpy axis of the \(z, y, x\) volume\), got 1\.0"),
     ({"memory_budget_mb": "100"}, TypeError, r"memory_budget_mb must be a positive number of megabytes "
                                              r"\(e\.g\. 2000\), got '100'"),
     ({"memory_budget_mb": -1}, TypeError, r"memory_budget_mb must be a positive number of megabytes"),
