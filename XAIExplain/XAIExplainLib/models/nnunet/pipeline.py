@@ -133,6 +133,31 @@ class NnUNetPrepared:
             np.clip(full, 0.0, 1.0, out=full)
         return self._on_input_grid(full)
 
+    def mask_to_model_grid(self, mask: np.ndarray) -> np.ndarray:
+        """A boolean region on the input image's array grid -> nnU-Net's grid, the way nnU-Net's
+        preprocessor treats a segmentation (transpose, the image's crop, the segmentation resampling).
+
+        A region thinner than a model voxel keeps the model voxel nearest to its centre.
+        """
+        mask = np.asarray(mask).astype(bool)
+        p, props = self._pipeline, self.properties
+        expected = tuple(np.asarray(props["shape_before_cropping"])[p.plans_manager.transpose_backward])
+        if mask.shape != expected:
+            raise ValueError(f"the target region mask has shape {mask.shape} but the image is {expected} "
+                             "(z, y, x); give the mask on the image's own grid")
+        transposed = mask.transpose(p.plans_manager.transpose_forward)
+        box = tuple(slice(lo, hi) for lo, hi in props["bbox_used_for_cropping"])
+        cropped = transposed[box][None].astype(np.int16)
+        spacing = [props["spacing"][i] for i in p.plans_manager.transpose_forward]
+        out = np.asarray(p.configuration_manager.resampling_fn_seg(
+            cropped, self.spatial_shape, spacing, p.configuration_manager.spacing))[0] > 0
+        if not out.any() and transposed[box].any():
+            centre = np.argwhere(transposed[box]).mean(axis=0)
+            scale = np.asarray(self.spatial_shape) / np.asarray(cropped.shape[1:])
+            index = np.minimum((centre + 0.5) * scale, np.asarray(self.spatial_shape) - 1).astype(int)
+            out[tuple(index)] = True
+        return out
+
     def _on_input_grid(self, array: np.ndarray) -> sitk.Image:
         if array.dtype.kind in "iub":
             array = array.astype(np.uint8 if array.max(initial=0) < 255 else np.uint16)
