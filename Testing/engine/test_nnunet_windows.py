@@ -89,3 +89,13 @@ def test_bad_window_options_are_refused():
         xai.predict_volume(model, volume[0], mode="slices", mirror_axes=(0,))
     with pytest.raises(ValueError, match="Tiling.steps must be one of"):
         Tiling(steps="nnunet")
+
+
+def test_outputs_of_mirrored_nnunet_windows_equal_predict_volume():
+    model = _Conv().eval()
+    volume = np.random.default_rng(4).normal(size=(13, 20, 7)).astype(np.float32)
+    options = dict(mode="volume", patch_size=(8, 12, 10), overlap=0.5, tiling=NNUNET, mirror_axes=(0, 2))
+    _, outputs = xai.explain_volume(model, volume, "gradcam", layer="body.1", return_outputs=True, **options)
+    expected = xai.predict_volume(model, volume, **options)
+    assert outputs.shape == (3,) + volume.shape
+    np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-5)
