@@ -279,7 +279,8 @@ def _engine_target(card: ModelCard, target):
         if isinstance(target, (list, tuple)):
             raise ValueError("a segmentation model takes one class (index or name) or a "
                              "SegmentationTarget, not a list")
-        return SegmentationTarget(target, region="predicted")
+        prediction = "sigmoid" if card.output_activation == "sigmoid" else None
+        return SegmentationTarget(target, region="predicted", prediction=prediction)
     return target
 
 

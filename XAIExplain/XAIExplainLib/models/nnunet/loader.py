@@ -7,10 +7,9 @@ same windows as its own prediction.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Sequence
-
-import torch
 
 from ..errors import ModelCardError
 from ..loaded import LoadedModel
@@ -24,8 +23,7 @@ from .pipeline import NnUNetPipeline
 
 
 def load_nnunet(source, trust: bool = False, folds: Sequence | int | str | None = None,
-                checkpoint: str = "checkpoint_final.pth", mirroring: bool = False,
-                device: str | torch.device = "cpu") -> LoadedModel:
+                checkpoint: str = "checkpoint_final.pth", mirroring: bool = False, **unknown) -> LoadedModel:
     """Load an nnU-Net v2 trained-model folder.
 
     folds       fold numbers (or "all"); None: every fold that has ``checkpoint``
@@ -35,7 +33,14 @@ def load_nnunet(source, trust: bool = False, folds: Sequence | int | str | None 
                 maps mirrored back and averaged. Off by default (2 to 8 times the cost).
     trust       allow checkpoints that need full unpickling and plans whose architecture
                 lies outside dynamic_network_architectures / torch.nn
+
+    The networks are on the CPU (``load_model(..., device=)`` moves them).
     """
+    if unknown:
+        raise TypeError(f"unknown option(s) {sorted(unknown)} for an nnU-Net folder; it takes folds=, "
+                        "checkpoint= and mirroring=")
+    if not isinstance(mirroring, bool):
+        raise TypeError(f"mirroring must be True or False, got {mirroring!r}")
     folder = read_folder(source, folds, checkpoint)
     plans_handler = nnunetv2("utilities.plans_handling.plans_handler")
     label_handling = nnunetv2("utilities.label_handling.label_handling")
@@ -69,15 +74,17 @@ def load_nnunet(source, trust: bool = False, folds: Sequence | int | str | None 
                        labels, networks[0], folder.checkpoints[first_fold], folder.folds, trainer_name)
     axes = mirroring_axes(first) if mirroring else ()
     pipeline = NnUNetPipeline(plans_manager, configuration_manager, folder.dataset_json, label_manager, axes)
-    loaded = LoadedModel(module=networks[0], card=card, kind="nnunet", source=Path(folder.path),
-                         ensemble=tuple(networks[1:]), pipeline=pipeline)
-    return loaded.to(_device(device))
+    return LoadedModel(module=networks[0], card=card, kind="nnunet", source=Path(folder.path),
+                       weights_sha256=_sha256(folder.checkpoints[first_fold]), ensemble=tuple(networks[1:]),
+                       pipeline=pipeline)
 
 
-def _device(device):
-    from ..loading import resolve_device
-
-    return resolve_device(device)
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _check_supported(folder, configuration: str, configuration_manager) -> None:

@@ -44,7 +44,11 @@ class NnUNetPipeline:
         return {"patch_size": [int(p) for p in self.configuration_manager.patch_size],
                 "overlap": 1.0 - NNUNET_TILE_STEP, "tiling": NNUNET_TILING, "mirror_axes": self.mirror_axes}
 
-    def prepare(self, image: sitk.Image, slice_axis=None) -> "NnUNetPrepared":
+    def prepare(self, image: sitk.Image, slice_axis=None, spacing=None) -> "NnUNetPrepared":
+        """nnU-Net's preprocessing of ``image`` (``slice_axis`` does not apply: 3D models only)."""
+        if spacing is not None:
+            raise TypeError("an nnU-Net model takes a SimpleITK.Image, whose spacing it reads; spacing= does "
+                            "not apply")
         if not isinstance(image, sitk.Image):
             raise TypeError(f"an nnU-Net model takes a SimpleITK.Image, got {type(image).__name__}")
         if image.GetDimension() != 3:
@@ -133,7 +137,7 @@ class NnUNetPrepared:
             np.clip(full, 0.0, 1.0, out=full)
         return self._on_input_grid(full)
 
-    def mask_to_model_grid(self, mask: np.ndarray) -> np.ndarray:
+    def region_to_model_grid(self, mask: np.ndarray) -> np.ndarray:
         """A boolean region on the input image's array grid -> nnU-Net's grid, the way nnU-Net's
         preprocessor treats a segmentation (transpose, the image's crop, the segmentation resampling).
 
@@ -151,12 +155,19 @@ class NnUNetPrepared:
         spacing = [props["spacing"][i] for i in p.plans_manager.transpose_forward]
         out = np.asarray(p.configuration_manager.resampling_fn_seg(
             cropped, self.spatial_shape, spacing, p.configuration_manager.spacing))[0] > 0
-        if not out.any() and transposed[box].any():
-            centre = np.argwhere(transposed[box]).mean(axis=0)
-            scale = np.asarray(self.spatial_shape) / np.asarray(cropped.shape[1:])
-            index = np.minimum((centre + 0.5) * scale, np.asarray(self.spatial_shape) - 1).astype(int)
-            out[tuple(index)] = True
+        if not out.any() and mask.any():
+            out[self.voxel_to_model_grid(np.argwhere(mask).mean(axis=0))] = True
         return out
+
+    def voxel_to_model_grid(self, voxel) -> tuple[int, ...]:
+        """A voxel (z, y, x) of the input image's array -> the nearest voxel of nnU-Net's grid
+        (transposed, shifted by the crop, scaled by the resampling), clamped to the grid."""
+        p, props = self._pipeline, self.properties
+        transposed = np.asarray([float(voxel[i]) for i in p.plans_manager.transpose_forward])
+        start = np.asarray([lo for lo, _ in props["bbox_used_for_cropping"]], dtype=float)
+        cropped = np.asarray(props["shape_after_cropping_and_before_resampling"], dtype=float)
+        scaled = (transposed - start + 0.5) * np.asarray(self.spatial_shape) / cropped - 0.5
+        return tuple(int(min(max(round(v), 0), n - 1)) for v, n in zip(scaled, self.spatial_shape))
 
     def _on_input_grid(self, array: np.ndarray) -> sitk.Image:
         if array.dtype.kind in "iub":
