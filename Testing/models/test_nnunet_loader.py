@@ -56,6 +56,8 @@ def test_folds_and_checkpoint_options(two_folds, tmp_path):
         load_nnunet(two_folds, folds=(0, 3))
     with pytest.raises(ValueError, match="folds must be fold numbers"):
         load_nnunet(two_folds, folds=(-1,))
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['fold'\] for an nnU-Net folder; it takes folds="):
+        load_model(two_folds, fold=0)
 
 
 def test_region_based_labels_are_sigmoid_channels(tmp_path):
