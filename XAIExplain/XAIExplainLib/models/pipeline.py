@@ -152,6 +152,8 @@ def run_networks(loaded: LoadedModel, array: np.ndarray, mode: str, axis: int | 
     kwargs = {"mode": mode, "axis": axis or 0, "batch_size": batch_size, "device": device}
     if mode == "volume":
         kwargs.update(loaded.pipeline.volume_options())
+        if batch_size is not None:  # the caller's batch size wins over the pipeline's suggestion
+            kwargs["batch_size"] = batch_size
         if overlap is not None:
             kwargs["overlap"] = overlap
     networks = loaded.modules

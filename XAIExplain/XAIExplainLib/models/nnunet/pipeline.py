@@ -40,8 +40,10 @@ class NnUNetPipeline:
         """explain_volume / predict_volume keyword arguments that reproduce nnU-Net's windows.
 
         ``mirror_axes`` is non-empty only when the model was loaded with ``mirroring=True``.
+        One window per forward, as nnU-Net runs them: its patches are large, and a batch of
+        them multiplies the activation memory for no gain on a CPU (a caller's batch_size wins).
         """
-        return {"patch_size": [int(p) for p in self.configuration_manager.patch_size],
+        return {"patch_size": [int(p) for p in self.configuration_manager.patch_size], "batch_size": 1,
                 "overlap": 1.0 - NNUNET_TILE_STEP, "tiling": NNUNET_TILING, "mirror_axes": self.mirror_axes}
 
     def prepare(self, image: sitk.Image, slice_axis=None, spacing=None) -> "NnUNetPrepared":
