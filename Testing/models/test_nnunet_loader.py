@@ -1,16 +1,14 @@
 """Loading nnU-Net v2 folders: detection, folds and checkpoints, untrusted files, and clear errors on bad folders."""
 import json
-import os
 import shutil
 import sys
 
-import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("nnunetv2")
 
-from Testing.support.nnunet_folders import PLAIN, RESIDUAL, build_network, checkpoint_dict, write_nnunet_folder  # noqa: E402
+from Testing.support.nnunet_folders import RESIDUAL, write_nnunet_folder  # noqa: E402
 from XAIExplainLib.models import load_model  # noqa: E402
 from XAIExplainLib.models.errors import ModelCardError, UntrustedModelError, WeightsError  # noqa: E402
 from XAIExplainLib.models.nnunet import is_nnunet_folder, load_nnunet  # noqa: E402
