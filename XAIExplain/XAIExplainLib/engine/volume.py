@@ -1,12 +1,14 @@
 """Explaining and predicting whole volumes: per slice (2D models) or volumetric (3D models).
 
 Per-slice mode batches slices along numpy axis 0, 1 or 2. Volumetric mode runs the whole
-volume, or sliding windows with overlap blended by Gaussian weights. Maps stay on the
+volume, or sliding windows with overlap blended by Gaussian weights (placed as a
+``windows.Tiling`` says), optionally with mirrored copies of every window averaged in. Maps stay on the
 model's device until the end and are normalised over the whole volume (an empty slice
 stays dark), never slice by slice.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Callable, Sequence
 
 import numpy as np
@@ -23,7 +25,7 @@ from .reading import reading_output
 from .registry import get_method
 from .targets import resolve_target
 from .validation import check_finite, check_model
-from .windows import gaussian_weights, window_grid
+from .windows import Tiling, gaussian_weights, window_grid
 
 _DEFAULT_CPU_BATCH = 16
 _DEFAULT_CUDA_BATCH = 64
@@ -194,7 +196,8 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
                    batch_size: int | None = None, patch_size=None, overlap: float = 0.25, window_weights=None,
                    target=None,
                    layer=None, normalize: bool = True, progress: Callable | None = None, device=None,
-                   memory_budget_mb: float | None = None, return_outputs: bool = False, **options):
+                   memory_budget_mb: float | None = None, return_outputs: bool = False,
+                   tiling: Tiling | None = None, mirror_axes: Sequence[int] = (), **options):
     """Attribution maps over a whole volume, already preprocessed for the model.
 
     volume      numpy or tensor (Z, Y, X) or (C, Z, Y, X)
@@ -216,6 +219,11 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
     return_outputs  also return the model's outputs (logits, laid out as ``predict_volume``
                 returns them) from the same forward passes as the maps: ``(maps, outputs)``.
                 One pass gives the prediction and the explanation.
+    tiling      volume mode: window placement, Gaussian and padding (``windows.Tiling``;
+                None: the default tiling)
+    mirror_axes volume mode: spatial axes (0 = first spatial axis) to mirror each window
+                along; every combination of them is explained too, its maps (and outputs)
+                mirrored back and averaged with the plain window's (test-time augmentation)
     """
     check_model(model)
     single = isinstance(methods, str)
@@ -223,6 +231,7 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
     for name in method_list:
         get_method(name)
     mode, axis = resolve_mode(mode, axis)
+    tiling, flips = _check_windows(mode, tiling, mirror_axes)
     _check_progress(progress)
     if memory_budget_mb is not None:
         check_memory_budget(memory_budget_mb)
@@ -240,7 +249,7 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
         # Every voxel is written (the blended windows), so no zero fill.
         maps = {name: torch.empty(spatial, device=device) for name in method_list}
         _explain_windows(model, data, method_list, maps, patch_size, overlap, target, layer, batch_size,
-                         device, progress, options, outputs, window_weights)
+                         device, progress, options, outputs, tiling, flips, window_weights)
     result = _finish(maps, method_list, normalize, single)
     if return_outputs:
         return result, outputs[0].float().cpu().numpy()
@@ -312,20 +321,65 @@ def _patch_shape(patch_size, spatial: tuple[int, ...]) -> tuple[int, ...]:
     return patch
 
 
-def _padded(data: torch.Tensor, patch: tuple[int, ...]) -> torch.Tensor:
-    """Pad (with the volume's minimum) axes shorter than the patch, so every window is full size."""
-    pad = []
-    for size, p in reversed(list(zip(data.shape[1:], patch))):
-        pad += [0, max(0, p - size)]
-    if not any(pad):
-        return data
-    return torch.nn.functional.pad(data, pad, value=float(data.min()))
+def _check_windows(mode: str, tiling, mirror_axes) -> tuple[Tiling, list[tuple[int, ...]]]:
+    """The tiling (default when None) and every combination of the mirror axes (none: [])."""
+    if tiling is None:
+        tiling = Tiling()
+    if not isinstance(tiling, Tiling):
+        raise TypeError(f"tiling must be a windows.Tiling or None, got {type(tiling).__name__}")
+    axes = tuple(mirror_axes or ())
+    if axes and mode != "volume":
+        raise ValueError("mirror_axes applies to volume mode (3D models on windows); per-slice mode does not "
+                         "mirror")
+    if any(isinstance(a, bool) or a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
+        raise ValueError(f"mirror_axes must be distinct spatial axes out of 0, 1, 2, got {mirror_axes!r}")
+    return tiling, [c for n in range(1, len(axes) + 1) for c in itertools.combinations(axes, n)]
 
 
-def _window_weights(given, patch: tuple[int, ...], device, n_windows: int) -> torch.Tensor:
+def _padded(data: torch.Tensor, patch: tuple[int, ...], tiling: Tiling) -> tuple[torch.Tensor, tuple]:
+    """Pad axes shorter than the patch so every window is full size; returns (padded, crop back)."""
+    padding = tiling.padding(tuple(data.shape[1:]), patch)
+    crop = tuple(slice(before, before + n) for (before, _), n in zip(padding, data.shape[1:]))
+    if not any(before or after for before, after in padding):
+        return data, crop
+    value = float(data.min()) if tiling.pad_value is None else float(tiling.pad_value)
+    flat = [amount for pair in reversed(padding) for amount in pair]
+    return torch.nn.functional.pad(data, flat, value=value), crop
+
+
+def _flip_target(target, axes: tuple[int, ...], patch: tuple[int, ...]):
+    """A window batch's target seen in windows mirrored along ``axes`` (masks and voxels move along)."""
+    mask, voxels = getattr(target, "_mask", None), getattr(target, "_voxels", None)
+    if mask is None and voxels is None:
+        return target
+    changes = {}
+    if mask is not None:
+        changes["_mask"] = torch.flip(mask, [a + mask.dim() - len(patch) for a in axes])
+    if voxels is not None:
+        changes["_voxels"] = [None if v is None else tuple(patch[i] - 1 - c if i in axes else c
+                                                           for i, c in enumerate(v)) for v in voxels]
+    return target._replace(**changes)
+
+
+def _padded_target(target, crop: tuple[slice, ...], shape: tuple[int, ...]):
+    """A target tied to voxels (mask, voxel index) moved onto the padded volume ``shape``."""
+    mask, voxel = getattr(target, "_mask", None), getattr(target, "_voxels", None)
+    if not any(c.start for c in crop) or (mask is None and voxel is None):
+        return target
+    changes = {}
+    if mask is not None and mask.dim() == len(shape):
+        changes["_mask"] = torch.zeros(shape, dtype=torch.bool, device=mask.device)
+        changes["_mask"][crop] = mask
+    if isinstance(voxel, tuple):
+        changes["_voxels"] = tuple(v + c.start for v, c in zip(voxel, crop))
+    return target._replace(**changes)
+
+
+def _window_weights(given, patch: tuple[int, ...], device, n_windows: int, tiling: Tiling) -> torch.Tensor:
     """One window's blending weights: the given patch-shaped positive weights, else Gaussian (ones alone)."""
     if given is None:
-        return gaussian_weights(patch, device) if n_windows > 1 else torch.ones(patch, device=device)
+        return (gaussian_weights(patch, device, tiling.sigma_scale, tiling.gaussian_centre) if n_windows > 1
+                else torch.ones(patch, device=device))
     weights = torch.as_tensor(given).to(device=device, dtype=torch.float32)
     if tuple(weights.shape) != tuple(patch) or not bool((weights > 0).all()):
         raise ValueError(f"window_weights must be a tensor of the window's shape {tuple(patch)} with positive "
@@ -333,34 +387,52 @@ def _window_weights(given, patch: tuple[int, ...], device, n_windows: int) -> to
     return weights
 
 
-def _explain_windows(model, data, methods, maps, patch_size, overlap, target, layer, batch_size, device,
-                     progress, options, outputs: list | None = None, window_weights=None):
+def _window_layout(data, patch_size, overlap, tiling: Tiling, device, window_weights=None):
+    """(padded volume, windows, patch, blending weights, crop back to the volume)."""
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
-    spatial = tuple(data.shape[1:])
-    patch = _patch_shape(patch_size, spatial)
-    padded = _padded(data, patch)
-    windows = window_grid(tuple(padded.shape[1:]), patch, overlap)
-    weights = _window_weights(window_weights, patch, device, len(windows))
+    patch = _patch_shape(patch_size, tuple(data.shape[1:]))
+    padded, crop = _padded(data, patch, tiling)
+    windows = window_grid(tuple(padded.shape[1:]), patch, overlap, tiling.steps)
+    weights = _window_weights(window_weights, patch, device, len(windows), tiling)
+    return padded, windows, patch, weights, crop
+
+
+def _explain_windows(model, data, methods, maps, patch_size, overlap, target, layer, batch_size, device,
+                     progress, options, outputs: list | None = None, tiling: Tiling | None = None,
+                     flips: list[tuple[int, ...]] = (), window_weights=None):
+    padded, windows, patch, weights, crop = _window_layout(data, patch_size, overlap, tiling or Tiling(), device,
+                                                           window_weights)
     sums = {name: torch.zeros(padded.shape[1:], device=device) for name in methods}
     total_weight = torch.zeros(padded.shape[1:], device=device)
+    target = _padded_target(target, crop, tuple(padded.shape[1:]))
 
-    blended = _OutputBlend(padded.shape[1:], spatial, weights, len(windows)) if outputs is not None else None
+    blended = _OutputBlend(padded.shape[1:], crop, weights, len(windows)) if outputs is not None else None
 
     def work(start, stop):
         batch = torch.stack([padded[(slice(None),) + w] for w in windows[start:stop]]).to(device)
-        result, info = explain_many(model, batch, methods, target=_window_target(target, windows[start:stop]),
-                                    layer=layer, normalize=False, return_info=True,
-                                    with_output=blended is not None, **options)
+        batch_target = _window_target(target, windows[start:stop])
+        result, info = explain_many(model, batch, methods, target=batch_target, layer=layer, normalize=False,
+                                    return_info=True, with_output=blended is not None, **options)
+        output = info.get("output")
+        for axes in flips:  # mirrored windows: explained in their own frame, mirrored back, averaged in
+            dims = [a + 2 for a in axes]
+            flipped, flipped_info = explain_many(model, torch.flip(batch, dims), methods,
+                                                 target=_flip_target(batch_target, axes, patch), layer=layer,
+                                                 normalize=False, return_info=True,
+                                                 with_output=blended is not None, **options)
+            if blended is not None:
+                output = output.float() + torch.flip(flipped_info["output"].float(), dims)
+            for name in methods:
+                result[name] = result[name] + torch.flip(flipped[name], [a + 1 for a in axes])
         if blended is not None:
-            blended.add(info["output"], windows[start:stop])
+            blended.add(output / (len(flips) + 1) if flips else output, windows[start:stop])
         for i, w in enumerate(windows[start:stop]):
             total_weight[w] += weights
             for name in methods:
-                sums[name][w] += result[name][i] * weights
+                sums[name][w] += result[name][i] * (weights / (len(flips) + 1))
 
     _Batches(len(windows), batch_size, device, progress).run(work)
-    crop = tuple(slice(0, n) for n in spatial)
     for name in methods:
         maps[name].copy_((sums[name] / total_weight)[crop])
     if blended is not None:
@@ -374,8 +446,8 @@ class _OutputBlend:
     as in ``predict_volume``.
     """
 
-    def __init__(self, padded_shape, spatial, weights: torch.Tensor, n_windows: int):
-        self.padded_shape, self.spatial, self.weights, self.n_windows = tuple(padded_shape), spatial, weights, n_windows
+    def __init__(self, padded_shape, crop: tuple[slice, ...], weights: torch.Tensor, n_windows: int):
+        self.padded_shape, self.crop, self.weights, self.n_windows = tuple(padded_shape), crop, weights, n_windows
         self.sum = self.weight = self.whole = None
 
     def add(self, output: torch.Tensor, windows) -> None:
@@ -395,13 +467,13 @@ class _OutputBlend:
     def result(self) -> torch.Tensor:
         if self.whole is not None:
             return self.whole
-        crop = (slice(None),) + tuple(slice(0, n) for n in self.spatial)
-        return (self.sum / self.weight)[crop]
+        return (self.sum / self.weight)[(slice(None),) + self.crop]
 
 
 def predict_volume(model: nn.Module, volume, mode: str = "slices", axis: int = 0, batch_size: int | None = None,
                    patch_size=None, overlap: float = 0.25, device=None, progress: Callable | None = None,
-                   output_key=None, window_weights=None):
+                   output_key=None, window_weights=None, tiling: Tiling | None = None,
+                   mirror_axes: Sequence[int] = ()):
     """Raw model outputs (logits) over a volume, under ``torch.inference_mode``.
 
     ``output_key`` picks the logits of a model that returns a tuple, list or dict
@@ -409,10 +481,13 @@ def predict_volume(model: nn.Module, volume, mode: str = "slices", axis: int = 0
 
     slices mode: (n_slices, K) for a classifier, (K, *volume spatial shape) for a segmenter;
     volume mode: (K,) for a 3D classifier (whole volume), (K, *spatial) for a segmenter
-    (sliding windows blended with Gaussian weights).
+    (sliding windows blended with Gaussian weights, placed as ``tiling`` says; with
+    ``mirror_axes`` each window's logits are the mean over its mirrored copies, as in
+    nnU-Net's test-time mirroring).
     """
     check_model(model)
     mode, axis = resolve_mode(mode, axis)
+    tiling, flips = _check_windows(mode, tiling, mirror_axes)
     _check_progress(progress)
     device = _resolve_device(model, device)
     data = _as_channels_first(volume)
@@ -427,25 +502,35 @@ def predict_volume(model: nn.Module, volume, mode: str = "slices", axis: int = 0
             out = _slice_outputs(outputs, axis)
         else:
             out = _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype, progress,
-                                   window_weights)
+                                   tiling, flips, window_weights)
     check_finite(model, out, "output")
     return out.float().cpu().numpy()
 
 
-def _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype, progress, window_weights=None):
-    spatial = tuple(data.shape[1:])
-    patch = _patch_shape(patch_size, spatial)
-    padded = _padded(data, patch)
-    windows = window_grid(tuple(padded.shape[1:]), patch, overlap)
-    if len(windows) == 1 and patch == spatial:
-        out = model(padded[None].to(device, dtype, copy=True))[0]  # a model may write into its input
+def _mirrored_forward(model, batch: torch.Tensor, flips: list[tuple[int, ...]]) -> torch.Tensor:
+    """The model's output averaged over the batch and its copies mirrored along each axes combination."""
+    out = model(batch)
+    if not flips:
         return out
-    weights = _window_weights(window_weights, patch, device, 2)
+    out = out.float()
+    for axes in flips:
+        dims = [a + 2 for a in axes]
+        out = out + torch.flip(model(torch.flip(batch, dims)).float(), dims)
+    return out / (len(flips) + 1)
+
+
+def _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype, progress, tiling, flips,
+                     window_weights=None):
+    spatial = tuple(data.shape[1:])
+    padded, windows, patch, weights, crop = _window_layout(data, patch_size, overlap, tiling, device,
+                                                           window_weights)
+    if len(windows) == 1 and patch == spatial:
+        return _mirrored_forward(model, padded[None].to(device, dtype, copy=True), flips)[0]  # a model may write into its input
     state = {}
 
     def work(start, stop):
         batch = torch.stack([padded[(slice(None),) + w] for w in windows[start:stop]]).to(device, dtype)
-        out = model(batch)
+        out = _mirrored_forward(model, batch, flips)
         if out.dim() == 2:
             raise ValueError("sliding windows need a segmentation model (spatial output); this model is a "
                              "classifier: give patch_size=None to run it on the whole volume")
@@ -457,5 +542,4 @@ def _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype
             state["weight"][w] += weights
 
     _Batches(len(windows), batch_size, device, progress).run(work)
-    crop = (slice(None),) + tuple(slice(0, n) for n in spatial)
-    return (state["sum"] / state["weight"])[crop]
+    return (state["sum"] / state["weight"])[(slice(None),) + crop]

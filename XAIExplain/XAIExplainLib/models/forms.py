@@ -50,10 +50,24 @@ def _load_bundle(path: Path, *, trust: bool = False, check: bool = True, **optio
     return load_bundle(path, trust=trust, check=check, **options)
 
 
+def _is_nnunet(path: Path) -> bool:
+    from .nnunet.folder import is_nnunet_folder
+
+    return is_nnunet_folder(path)
+
+
+def _load_nnunet(path: Path, *, trust: bool = False, check: bool = True, **options):
+    from .nnunet import load_nnunet
+
+    return load_nnunet(path, trust=trust, **options)
+
+
 FORMS: list[ModelForm] = [
     ModelForm("card", f"a folder with {CARD_FILENAME}, or a model card .json file", _is_card, _load_card),
     ModelForm("monai-bundle", "a MONAI bundle folder with configs/metadata.json and configs/inference.json "
               "(or .yaml)", _is_bundle, _load_bundle),
+    ModelForm("nnunet", "an nnU-Net v2 trained-model folder (plans.json, dataset.json, fold_N/checkpoint_*.pth)",
+              _is_nnunet, _load_nnunet),
 ]
 
 

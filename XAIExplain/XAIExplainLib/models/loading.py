@@ -264,8 +264,9 @@ def _unwrap_state_dict(data: Any, path: Path) -> dict[str, torch.Tensor]:
                        f"possibly under 'state_dict' or 'model'), got {type(data).__name__}")
 
 
-def apply_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
-    """Strict load with a readable account of missing, unexpected and mis-shaped tensors."""
+def apply_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path,
+                     hint: str = "check the card's architecture.kwargs") -> None:
+    """Strict load with a readable account of missing, unexpected and mis-shaped tensors; ``hint`` says what to check."""
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -280,7 +281,7 @@ def apply_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], path:
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected tensor(s): " + ", ".join(unexpected[:5]))
         raise WeightsError(f"{path}: weights do not fit the architecture {type(module).__name__} "
-                           f"(check the card's architecture.kwargs): " + " | ".join(parts))
+                           f"({hint}): " + " | ".join(parts))
     check_finite_weights(state, path)
     module.load_state_dict(state, strict=True)
 

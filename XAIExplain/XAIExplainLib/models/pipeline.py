@@ -160,6 +160,8 @@ def run_networks(loaded: LoadedModel, array: np.ndarray, mode: str, axis: int | 
     kwargs = {"mode": mode, "axis": axis or 0, "batch_size": batch_size, "device": device}
     if mode == "volume":
         kwargs.update(loaded.pipeline.volume_options())
+        if batch_size is not None:  # the caller's batch size wins over the pipeline's suggestion
+            kwargs["batch_size"] = batch_size
         if overlap is not None:
             kwargs["overlap"] = overlap
     networks = loaded.modules
@@ -301,7 +303,8 @@ def _engine_target(card: ModelCard, target):
         if isinstance(target, (list, tuple)):
             raise ValueError("a segmentation model takes one class (index or name) or a "
                              "SegmentationTarget, not a list")
-        return SegmentationTarget(target, region="predicted")
+        prediction = "sigmoid" if card.output_activation == "sigmoid" else None
+        return SegmentationTarget(target, region="predicted", prediction=prediction)
     return target
 
 

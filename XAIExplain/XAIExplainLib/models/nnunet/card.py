@@ -1,0 +1,56 @@
+"""The ModelCard of an nnU-Net model, synthesised from its plans, dataset.json and network.
+
+nnU-Net folders carry no card.json; the card says what the rest of XAIExplain needs (task,
+dimensions, channels, class names, patch size, layers) and records where it came from.
+The default layer is the decoder stage one step below full resolution: close enough to
+the output to be specific to the class, coarse enough to show regions rather than edges;
+the panel also lists every decoder stage and the bottleneck.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from ..card import ClassSpec, InputSpec, IntensitySpec, ModelCard, TargetLayers, WeightsSpec
+from .labels import ChannelLabels
+
+
+def stage_layers(network: nn.Module) -> tuple[list[str], list[str]]:
+    """Names of ``encoder.stages.N`` and ``decoder.stages.N`` that the network has."""
+    names = dict(network.named_modules())
+    encoder = [n for n in names if n.startswith("encoder.stages.") and n.count(".") == 2]
+    decoder = [n for n in names if n.startswith("decoder.stages.") and n.count(".") == 2]
+    return encoder, decoder
+
+
+def default_layers(network: nn.Module) -> TargetLayers:
+    encoder, decoder = stage_layers(network)
+    if not decoder:
+        return TargetLayers()
+    default = decoder[-2] if len(decoder) > 1 else decoder[-1]
+    suggested = list(decoder) + encoder[-1:]
+    return TargetLayers(default=default, suggested=tuple(dict.fromkeys([default] + suggested)))
+
+
+def nnunet_card(folder_path: Path, dataset_name: str, configuration: str, configuration_manager,
+                channels: int, labels: ChannelLabels, network: nn.Module, checkpoint: Path,
+                folds: tuple, trainer: str) -> ModelCard:
+    patch = tuple(int(p) for p in configuration_manager.patch_size)
+    spacing = tuple(float(s) for s in configuration_manager.spacing)
+    return ModelCard(
+        name=f"{dataset_name} {configuration}",
+        task="segmentation",
+        spatial_dims=len(patch),
+        input=InputSpec(channels=channels, spacing=spacing, size=None, patch_size=patch,
+                        intensity=IntensitySpec(mode="none"), pad_value=0.0),
+        classes=tuple(ClassSpec(name) for name in labels.names),
+        weights=WeightsSpec(file=checkpoint, format="state_dict"),
+        target_layers=default_layers(network),
+        output_activation=labels.activation,
+        description=(f"nnU-Net v2 {trainer}, configuration {configuration}, fold(s) "
+                     f"{', '.join(map(str, folds))}; preprocessing, windows and export are nnU-Net's"),
+        folder=folder_path,
+        extra={"nnunet": {"configuration": configuration, "trainer": trainer, "folds": list(folds),
+                          "normalization": list(configuration_manager.normalization_schemes)}},
+    )

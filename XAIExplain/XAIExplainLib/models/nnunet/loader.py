@@ -1,0 +1,97 @@
+"""``load_nnunet``: an nnU-Net v2 trained-model folder as a LoadedModel (kind "nnunet").
+
+Several folds: each fold's network is a module of the LoadedModel (``module`` the first,
+``ensemble`` the others). The prediction is nnU-Net's fold ensemble (the mean of the
+folds' logits) and a map is the mean of the per-fold maps, each fold explained on the
+same windows as its own prediction.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import ModelCardError
+from ..loaded import LoadedModel
+from .card import nnunet_card
+from .checkpoint import mirroring_axes, read_checkpoint
+from .folder import plans_configuration, read_folder
+from .labels import channel_labels
+from .library import nnunetv2
+from .network import build_network, check_architecture_trusted, load_weights, trainer_class
+from .pipeline import NnUNetPipeline
+
+
+def load_nnunet(source, trust: bool = False, folds: Sequence | int | str | None = None,
+                checkpoint: str = "checkpoint_final.pth", mirroring: bool = False, **unknown) -> LoadedModel:
+    """Load an nnU-Net v2 trained-model folder.
+
+    folds       fold numbers (or "all"); None: every fold that has ``checkpoint``
+    checkpoint  "checkpoint_final.pth" (default) or "checkpoint_best.pth"
+    mirroring   include nnU-Net's test-time mirroring (along the axes the checkpoint allows)
+                in predictions and maps: each window is also run mirrored, the outputs and
+                maps mirrored back and averaged. Off by default (2 to 8 times the cost).
+    trust       allow checkpoints that need full unpickling and plans whose architecture
+                lies outside dynamic_network_architectures / torch.nn
+
+    The networks are on the CPU (``load_model(..., device=)`` moves them).
+    """
+    if unknown:
+        raise TypeError(f"unknown option(s) {sorted(unknown)} for an nnU-Net folder; it takes folds=, "
+                        "checkpoint= and mirroring=")
+    if not isinstance(mirroring, bool):
+        raise TypeError(f"mirroring must be True or False, got {mirroring!r}")
+    folder = read_folder(source, folds, checkpoint)
+    plans_handler = nnunetv2("utilities.plans_handling.plans_handler")
+    label_handling = nnunetv2("utilities.label_handling.label_handling")
+    plans_manager = plans_handler.PlansManager(folder.plans)
+    checkpoints = {fold: read_checkpoint(path, trust) for fold, path in folder.checkpoints.items()}
+    first_fold, first = next(iter(checkpoints.items()))
+    configuration, trainer_name = first["init_args"]["configuration"], first["trainer_name"]
+    for fold, data in checkpoints.items():
+        if (data["init_args"]["configuration"], data["trainer_name"]) != (configuration, trainer_name):
+            raise ModelCardError(
+                f"{folder.checkpoints[fold]}: trained as {data['trainer_name']} / "
+                f"{data['init_args']['configuration']}, but fold {first_fold} as {trainer_name} / {configuration}; "
+                "folds of one model must share trainer and configuration: pass folds= of one model")
+    plans_configuration(folder, configuration)
+    configuration_manager = plans_manager.get_configuration(configuration)
+    _check_supported(folder, configuration, configuration_manager)
+    check_architecture_trusted(configuration_manager, folder.path / "plans.json", trust)
+    try:
+        label_manager = plans_manager.get_label_manager(folder.dataset_json)
+    except (AssertionError, RuntimeError, KeyError) as exc:
+        raise ModelCardError(f"{folder.path / 'dataset.json'}: nnU-Net cannot read its labels ({exc})") from exc
+    trainer = trainer_class(trainer_name)
+    networks = []
+    for fold, data in checkpoints.items():
+        network = build_network(trainer, plans_manager, configuration_manager, folder.dataset_json)
+        load_weights(network, data["network_weights"], folder.checkpoints[fold], configuration)
+        networks.append(network.eval())
+    labels = channel_labels(folder.dataset_json, label_manager)
+    channels = label_handling.determine_num_input_channels(plans_manager, configuration_manager, folder.dataset_json)
+    card = nnunet_card(folder.path, plans_manager.dataset_name, configuration, configuration_manager, channels,
+                       labels, networks[0], folder.checkpoints[first_fold], folder.folds, trainer_name)
+    axes = mirroring_axes(first) if mirroring else ()
+    pipeline = NnUNetPipeline(plans_manager, configuration_manager, folder.dataset_json, label_manager, axes)
+    return LoadedModel(module=networks[0], card=card, kind="nnunet", source=Path(folder.path),
+                       weights_sha256=_sha256(folder.checkpoints[first_fold]), ensemble=tuple(networks[1:]),
+                       pipeline=pipeline)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_supported(folder, configuration: str, configuration_manager) -> None:
+    if len(configuration_manager.patch_size) != 3:
+        raise ModelCardError(f"{folder.path}: configuration '{configuration}' is a 2D nnU-Net model; XAIExplain "
+                             "explains nnU-Net's 3D configurations (3d_fullres, 3d_lowres); use one of those")
+    if configuration_manager.previous_stage_name is not None:
+        raise ModelCardError(f"{folder.path}: configuration '{configuration}' is a cascade stage that needs the "
+                             f"segmentation of '{configuration_manager.previous_stage_name}' as input; explain "
+                             "that first stage or a 3d_fullres model instead")

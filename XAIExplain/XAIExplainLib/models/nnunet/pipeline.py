@@ -1,0 +1,181 @@
+"""nnU-Net's preprocessing and export around the engine, so geometry and intensities are nnU-Net's own.
+
+``prepare`` hands the image array (numpy order, spacing reversed, as nnU-Net's
+SimpleITK reader does) to the configuration's preprocessor (``DefaultPreprocessor``:
+transpose, crop to the non-zero region, the plans' normalisation, e.g. CTNormalization
+with the foreground intensity properties, resampling to the configuration's spacing).
+The prepared input maps results back with nnU-Net's export: logits resampled with the
+configuration's probability resampling, the crop re-inserted, the transpose undone, and
+the result placed on the input image's exact grid (origin, spacing, direction).
+"""
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ...engine.windows import Tiling
+from .library import nnunetv2
+
+#: nnU-Net's sliding windows: tile step 0.5 of the patch, evenly spread starts, the Gaussian
+#: (sigma 1/8 of the patch) centred on voxel patch // 2, zero padding split around the volume.
+NNUNET_TILE_STEP = 0.5
+NNUNET_TILING = Tiling(steps="even", sigma_scale=1.0 / 8, gaussian_centre="floor", pad="centred", pad_value=0.0)
+_EPS = 1e-7
+
+
+class NnUNetPipeline:
+    """``prepare(image) -> NnUNetPrepared`` and the engine options of nnU-Net's sliding windows."""
+
+    def __init__(self, plans_manager, configuration_manager, dataset_json: dict, label_manager,
+                 mirror_axes: tuple[int, ...] = ()):
+        self.plans_manager = plans_manager
+        self.configuration_manager = configuration_manager
+        self.dataset_json = dataset_json
+        self.label_manager = label_manager
+        self.mirror_axes = tuple(mirror_axes)
+        self.channels = len(dataset_json["channel_names"])
+
+    def volume_options(self) -> dict:
+        """explain_volume / predict_volume keyword arguments that reproduce nnU-Net's windows.
+
+        ``mirror_axes`` is non-empty only when the model was loaded with ``mirroring=True``.
+        One window per forward, as nnU-Net runs them: its patches are large, and a batch of
+        them multiplies the activation memory for no gain on a CPU (a caller's batch_size wins).
+        """
+        return {"patch_size": [int(p) for p in self.configuration_manager.patch_size], "batch_size": 1,
+                "overlap": 1.0 - NNUNET_TILE_STEP, "tiling": NNUNET_TILING, "mirror_axes": self.mirror_axes}
+
+    def prepare(self, image: sitk.Image, slice_axis=None, spacing=None) -> "NnUNetPrepared":
+        """nnU-Net's preprocessing of ``image`` (``slice_axis`` does not apply: 3D models only)."""
+        if spacing is not None:
+            raise TypeError("an nnU-Net model takes a SimpleITK.Image, whose spacing it reads; spacing= does "
+                            "not apply")
+        if not isinstance(image, sitk.Image):
+            raise TypeError(f"an nnU-Net model takes a SimpleITK.Image, got {type(image).__name__}")
+        if image.GetDimension() != 3:
+            raise ValueError(f"this nnU-Net model needs a 3D image; got a {image.GetDimension()}D image")
+        components = image.GetNumberOfComponentsPerPixel()
+        if components != self.channels:
+            names = ", ".join(self.dataset_json["channel_names"].values())
+            raise ValueError(f"the model takes {self.channels} channel(s) ({names}, dataset.json channel_names) "
+                             f"but the image has {components} component(s) per voxel")
+        array = sitk.GetArrayFromImage(image)
+        array = array[None] if components == 1 else np.moveaxis(array, -1, 0)
+        properties = {"spacing": list(image.GetSpacing())[::-1]}
+        preprocessor = self.configuration_manager.preprocessor_class(verbose=False)
+        data, _, properties = preprocessor.run_case_npy(array, None, properties, self.plans_manager,
+                                                        self.configuration_manager, self.dataset_json)
+        return NnUNetPrepared(np.ascontiguousarray(data, dtype=np.float32), properties, image, self)
+
+
+class NnUNetPrepared:
+    """An image preprocessed by nnU-Net, and the way back to the input's grid.
+
+    ``array`` is float32 ``(C, Z, Y, X)`` on nnU-Net's grid (transposed, cropped, resampled).
+    """
+
+    def __init__(self, array: np.ndarray, properties: dict, image: sitk.Image, pipeline: NnUNetPipeline):
+        self.array = array
+        self.properties = properties
+        self._reference = image
+        self._pipeline = pipeline
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape[1:])
+
+    def _check(self, values: np.ndarray, what: str, channels: bool) -> np.ndarray:
+        values = np.asarray(values, dtype=np.float32)
+        shape = values.shape[1:] if channels else values.shape
+        if shape != self.spatial_shape or values.ndim != 3 + channels:
+            expected = ("(K, " if channels else "(") + ", ".join(map(str, self.spatial_shape)) + ")"
+            raise ValueError(f"expected {what} of shape {expected} on nnU-Net's grid, got {values.shape}")
+        return values
+
+    def _logits(self, probabilities: np.ndarray) -> torch.Tensor:
+        """Logits up to a per-voxel constant: nnU-Net resamples logits, and softmax ignores the constant."""
+        p = torch.from_numpy(self._check(probabilities, "probabilities", True))
+        if self._pipeline.label_manager.has_regions:
+            p = p.clamp(_EPS, 1 - _EPS)
+            return torch.log(p) - torch.log1p(-p)
+        return torch.log(p.clamp_min(1e-30))
+
+    def _export(self, probabilities: np.ndarray, return_probabilities: bool):
+        export = nnunetv2("inference.export_prediction")
+        p = self._pipeline
+        return export.convert_predicted_logits_to_segmentation_with_correct_shape(
+            self._logits(probabilities), p.plans_manager, p.configuration_manager, p.label_manager,
+            self.properties, return_probabilities=return_probabilities, num_threads_torch=torch.get_num_threads())
+
+    def restore_probabilities(self, probabilities: np.ndarray) -> np.ndarray:
+        """``(K, Z, Y, X)`` probabilities on nnU-Net's grid -> ``(K, *input array shape)`` (nnU-Net's export)."""
+        return np.asarray(self._export(probabilities, True)[1], dtype=np.float32)
+
+    def restore_labels(self, probabilities: np.ndarray, activation: str | None = None) -> sitk.Image:
+        """The label map nnU-Net writes for these probabilities, on the input's grid (uint8, or uint16 for
+        more than 254 labels). Label values are dataset.json's (regions: ``regions_class_order``).
+
+        ``activation`` is accepted for the common interface; the label manager decides.
+        """
+        labels = np.asarray(self._export(probabilities, False))
+        return self._on_input_grid(labels)
+
+    def restore_map(self, array: np.ndarray, clamp: bool = True) -> sitk.Image:
+        """A map on nnU-Net's grid -> float32 on the input's grid, resampled like nnU-Net's probabilities;
+        zero outside the cropped region; clamped to [0, 1] unless ``clamp=False``."""
+        values = torch.from_numpy(self._check(array, "a map", False))[None]
+        p, props = self._pipeline, self.properties
+        spacing = [props["spacing"][i] for i in p.plans_manager.transpose_forward]
+        resampled = p.configuration_manager.resampling_fn_probabilities(
+            values, props["shape_after_cropping_and_before_resampling"], p.configuration_manager.spacing, spacing)
+        resampled = np.asarray(resampled, dtype=np.float32)[0]
+        from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
+
+        full = insert_crop_into_image(np.zeros(props["shape_before_cropping"], dtype=np.float32), resampled,
+                                      props["bbox_used_for_cropping"])
+        full = np.ascontiguousarray(full.transpose(p.plans_manager.transpose_backward))
+        if clamp:
+            np.clip(full, 0.0, 1.0, out=full)
+        return self._on_input_grid(full)
+
+    def region_to_model_grid(self, mask: np.ndarray) -> np.ndarray:
+        """A boolean region on the input image's array grid -> nnU-Net's grid, the way nnU-Net's
+        preprocessor treats a segmentation (transpose, the image's crop, the segmentation resampling).
+
+        A region thinner than a model voxel keeps the model voxel nearest to its centre.
+        """
+        mask = np.asarray(mask).astype(bool)
+        p, props = self._pipeline, self.properties
+        expected = tuple(np.asarray(props["shape_before_cropping"])[p.plans_manager.transpose_backward])
+        if mask.shape != expected:
+            raise ValueError(f"the target region mask has shape {mask.shape} but the image is {expected} "
+                             "(z, y, x); give the mask on the image's own grid")
+        transposed = mask.transpose(p.plans_manager.transpose_forward)
+        box = tuple(slice(lo, hi) for lo, hi in props["bbox_used_for_cropping"])
+        cropped = transposed[box][None].astype(np.int16)
+        spacing = [props["spacing"][i] for i in p.plans_manager.transpose_forward]
+        out = np.asarray(p.configuration_manager.resampling_fn_seg(
+            cropped, self.spatial_shape, spacing, p.configuration_manager.spacing))[0] > 0
+        if not out.any() and mask.any():
+            out[self.voxel_to_model_grid(np.argwhere(mask).mean(axis=0))] = True
+        return out
+
+    def voxel_to_model_grid(self, voxel) -> tuple[int, ...]:
+        """A voxel (z, y, x) of the input image's array -> the nearest voxel of nnU-Net's grid
+        (transposed, shifted by the crop, scaled by the resampling), clamped to the grid."""
+        p, props = self._pipeline, self.properties
+        transposed = np.asarray([float(voxel[i]) for i in p.plans_manager.transpose_forward])
+        start = np.asarray([lo for lo, _ in props["bbox_used_for_cropping"]], dtype=float)
+        cropped = np.asarray(props["shape_after_cropping_and_before_resampling"], dtype=float)
+        scaled = (transposed - start + 0.5) * np.asarray(self.spatial_shape) / cropped - 0.5
+        return tuple(int(min(max(round(v), 0), n - 1)) for v, n in zip(scaled, self.spatial_shape))
+
+    def _on_input_grid(self, array: np.ndarray) -> sitk.Image:
+        if array.dtype.kind in "iub":
+            array = array.astype(np.uint8 if array.max(initial=0) < 255 else np.uint16)
+        image = sitk.GetImageFromArray(array)
+        image.SetOrigin(self._reference.GetOrigin())
+        image.SetSpacing(self._reference.GetSpacing())
+        image.SetDirection(self._reference.GetDirection())
+        return image

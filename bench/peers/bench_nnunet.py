@@ -1,0 +1,142 @@
+"""nnU-Net benchmark: XAIExplain's Grad-CAM over a whole CT against nnU-Net's own prediction, side by side.
+
+Writes an nnU-Net v2 trained-model folder with a 3d_fullres plan shaped like nnU-Net's default
+for a CT dataset (6 stages, 3x3x3 kernels, 128^3 patch, 32..320 features) or, by default on
+CPU, a reduced one (5 stages, 64 x 96 x 96 patch, 8..80 features), and a synthetic CT on the
+plan's spacing. Rows, each in a fresh subprocess so its peak memory is its own:
+
+- nnU-Net predictor: ``nnUNetPredictor.predict_single_npy_array`` (tile step 0.5, Gaussian,
+  no mirroring), preprocessing and export included;
+- XAIExplain prediction: ``predict_image`` (the same preprocessing, windows and export);
+- XAIExplain Grad-CAM: ``explain_image`` at the card's default decoder layer (prediction and map).
+
+    python -m bench.peers.bench_nnunet                  # reduced plan, CPU
+    python -m bench.peers.bench_nnunet --full --device cuda
+Prints a table and writes bench/results/nnunet.json. Target: Grad-CAM <= 2 x nnU-Net's time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+
+ROWS = ["nnU-Net predictor", "XAIExplain prediction", "XAIExplain Grad-CAM"]
+PLANS = {
+    "full": dict(patch=(128, 128, 128), features=(32, 64, 128, 256, 320, 320),
+                 strides=((1, 1, 1),) + ((2, 2, 2),) * 5, kernels=((3, 3, 3),) * 6, ct_shape=(256, 320, 320)),
+    "reduced": dict(patch=(64, 96, 96), features=(8, 16, 32, 64, 80), strides=((1, 1, 1),) + ((2, 2, 2),) * 4,
+                    kernels=((3, 3, 3),) * 5, ct_shape=(96, 192, 192)),
+}
+
+
+def _write(folder: Path, plan: dict) -> None:
+    from Testing.support.nnunet_folders import write_nnunet_folder
+
+    write_nnunet_folder(folder, folds=(0,), patch=plan["patch"], spacing=(1.0, 0.8, 0.8),
+                        features=plan["features"], strides=plan["strides"], kernels=plan["kernels"])
+
+
+def _image(plan: dict):
+    from Testing.support.nnunet_folders import ct_image
+
+    return ct_image(shape=plan["ct_shape"], spacing=(0.8, 0.8, 1.0))
+
+
+def _row(name: str, folder: Path, plan: dict, device: str, threads: int) -> dict:
+    import numpy as np
+    import SimpleITK as sitk
+    import torch
+
+    torch.set_num_threads(threads)
+    image = _image(plan)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if name == "nnU-Net predictor":
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+        predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                    perform_everything_on_device=cuda, device=torch.device(device), verbose=False,
+                                    allow_tqdm=False)
+        predictor.initialize_from_trained_model_folder(str(folder), use_folds=(0,))
+        array = sitk.GetArrayFromImage(image)[None].astype(np.float32)
+
+        def run():
+            return predictor.predict_single_npy_array(array, {"spacing": list(image.GetSpacing())[::-1]})
+    else:
+        from XAIExplainLib.models import explain_image, load_model, predict_image
+
+        model = load_model(folder, device=device)
+        if name == "XAIExplain prediction":
+            def run():
+                return predict_image(model, image, device=device)
+        else:
+            def run():
+                return explain_image(model, image, "gradcam", device=device).prediction
+    started = time.perf_counter()
+    run()
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before)
+    return {"row": name, "seconds": seconds, "peak_mb": peak, "memory": "CUDA allocated" if cuda else "RSS growth"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="nnU-Net's default CT plan (GPU sized)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the median is reported")
+    parser.add_argument("--row", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    plan = PLANS["full" if args.full else "reduced"]
+    if args.row:
+        print(json.dumps(_row(args.row, Path(args.folder), plan, args.device, args.threads)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+        _write(folder, plan)
+        runs = {row: [] for row in ROWS}
+        for _ in range(args.rounds):
+            for row in ROWS:
+                command = [sys.executable, "-m", "bench.peers.bench_nnunet", "--row", row, "--folder", str(folder), "--device", args.device,
+                           "--threads", str(args.threads)] + (["--full"] if args.full else [])
+                env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+                out = subprocess.run(command, capture_output=True, text=True, env=env, check=True, cwd=ROOT)
+                runs[row].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    base = statistics.median(r["seconds"] for r in runs["nnU-Net predictor"])
+    table = []
+    for row in ROWS:
+        seconds = statistics.median(r["seconds"] for r in runs[row])
+        table.append({"row": row, "seconds": seconds, "x_nnunet": seconds / base,
+                      "peak_mb": max(r["peak_mb"] for r in runs[row]), "memory": runs[row][0]["memory"]})
+    print(f"plan {'full' if args.full else 'reduced'} 3d_fullres, patch {plan['patch']}, CT {plan['ct_shape']}, "
+          f"{args.device}, {args.threads} thread(s), median of {args.rounds}")
+    print(f"{'row':<24}{'seconds':>10}{'x nnU-Net':>11}{'peak MB':>10}")
+    for r in table:
+        print(f"{r['row']:<24}{r['seconds']:>10.2f}{r['x_nnunet']:>11.2f}{r['peak_mb']:>10.0f}")
+    results = ROOT / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    (results / "nnunet.json").write_text(json.dumps({
+        "plan": "full" if args.full else "reduced", "patch": plan["patch"], "ct_shape": plan["ct_shape"],
+        "device": args.device, "threads": args.threads, "rounds": args.rounds, "platform": platform.platform(),
+        "rows": table}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
