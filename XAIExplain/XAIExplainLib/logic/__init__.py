@@ -3,7 +3,8 @@
 Imports neither torch nor Slicer at import time, so the panel can list models and offer to
 install PyTorch first.
 """
-from .explain_logic import ExplainCancelled, OutputNodes, XAIExplainLogic
+from .explain_job import ExplainCancelled, ExplainJob
+from .explain_logic import OutputNodes, XAIExplainLogic
 from .model_catalogue import RawModel
 
-__all__ = ["ExplainCancelled", "OutputNodes", "RawModel", "XAIExplainLogic"]
+__all__ = ["ExplainCancelled", "ExplainJob", "OutputNodes", "RawModel", "XAIExplainLogic"]

@@ -16,6 +16,10 @@ output nodes are created or updated inside a scene transaction. A cancel
 (``logic.cancel()`` or an exception from the progress callback) or any error
 in either phase leaves the scene exactly as it was before the run.
 
+:meth:`XAIExplainLogic.startExplainVolume` runs the compute phase on a worker
+thread and returns an :class:`~.explain_job.ExplainJob` at once (the panel polls
+it); :meth:`XAIExplainLogic.explainVolume` is start + wait + finish.
+
 Importing this module needs neither torch nor Slicer; they are imported when
 a run needs them, so the Slicer module can offer to install torch first.
 """
@@ -26,15 +30,12 @@ import time
 import numpy as np
 
 from .. import mrml
+from .explain_job import ExplainCancelled, ExplainJob
 from .model_catalogue import ModelQueries, RawModel, models_api, xai_package
 from ..mrml import geometry, naming, outputs
 
 MODES = ("slices", "volume", "axial", "coronal", "sagittal")
 LABEL_OUTPUTS = ("labelmap", "segmentation")
-
-
-class ExplainCancelled(Exception):
-    """Raised by :meth:`XAIExplainLogic.explainVolume` when the run was cancelled."""
 
 
 class OutputNodes(list):
@@ -69,8 +70,7 @@ class XAIExplainLogic(ModelQueries):
     def __init__(self, scene=None):
         """``scene``: the MRML scene to work on (default: ``slicer.mrmlScene`` at run time)."""
         self.scene = scene
-        self._cancelRequested = False
-        self._running = False
+        self._job: ExplainJob | None = None
         self._models: dict = {}
 
     # ----------------------------------------------------------------- device
@@ -96,13 +96,20 @@ class XAIExplainLogic(ModelQueries):
     # ----------------------------------------------------------------- control
 
     def cancel(self) -> None:
-        """Ask the running :meth:`explainVolume` to stop; it raises ExplainCancelled and changes nothing."""
-        self._cancelRequested = True
+        """Ask the running run to stop; its ``finish()`` (or :meth:`explainVolume`) raises ExplainCancelled."""
+        job = self._job
+        if job is not None:
+            job.cancel()
 
     @property
     def isRunning(self) -> bool:
-        """True while :meth:`explainVolume` runs."""
-        return self._running
+        """True from the start of a run until its outputs were published (or it raised)."""
+        return self._job is not None
+
+    @property
+    def currentJob(self):
+        """The :class:`ExplainJob` of the run in progress, or None."""
+        return self._job
 
     def setHeatmapOpacity(self, opacity: float) -> None:
         """Foreground (heatmap) opacity in all slice views, 0..1."""
@@ -163,45 +170,105 @@ class XAIExplainLogic(ModelQueries):
         Raises ValueError / TypeError (bad input, nothing created), ExplainCancelled (cancel,
         nothing changed), or the progress callback's own exception (nothing changed).
         """
-        if self._running:
-            raise RuntimeError("explainVolume is already running; cancel it or wait for it to finish")
-        scene = mrml.get_scene(self.scene)
-        self._cancelRequested = False
-        self._running = True
+        job = self.startExplainVolume(inputVolumeNode, model, methods, target, layer, mode, axis, device,
+                                      labelThreshold, progress, classNames=classNames, labelOutput=labelOutput,
+                                      predictionSegmentation=predictionSegmentation, opacity=opacity,
+                                      displayThreshold=displayThreshold, colorLegend=colorLegend,
+                                      keepExisting=keepExisting, engineOptions=engineOptions)
+        seen = 0
         try:
-            request = self._validate(scene, inputVolumeNode, model, methods, target, layer, mode, axis, device,
-                                     labelThreshold, labelOutput, opacity, displayThreshold, classNames,
-                                     engineOptions, progress)
-            report = self._reporter(progress)
-            report(0.0, f"Explaining '{inputVolumeNode.GetName()}' with {request['modelName']}")
+            while True:
+                computed = job.wait(0.02)
+                updates = job.updates
+                if progress is not None:
+                    for _, fraction, message in updates[seen:]:
+                        progress(fraction, message)
+                seen = len(updates)
+                if computed:
+                    break
+        except BaseException:
+            # the callback raised (or Ctrl+C): stop the worker, free the slot, surface that exception
+            job.cancel()
+            job.wait()
+            try:
+                job.finish()
+            except Exception:
+                pass
+            raise
+        return job.finish(progress)
+
+    def startExplainVolume(self, inputVolumeNode, model, methods=("gradcam",), target=None, layer=None, mode=None,
+                           axis=None, device="auto", labelThreshold=None, progress=None, *, classNames=None,
+                           labelOutput="labelmap", predictionSegmentation=True, opacity=mrml.DEFAULT_OPACITY,
+                           displayThreshold=mrml.DEFAULT_DISPLAY_THRESHOLD, colorLegend=True, keepExisting=False,
+                           engineOptions=None) -> ExplainJob:
+        """Start :meth:`explainVolume` in the background and return its :class:`ExplainJob` at once.
+
+        Same arguments as :meth:`explainVolume`. The arguments are checked and the input
+        copied out of the scene here (a bad argument raises here, nothing starts); the
+        model and engine then run on a worker thread that never touches the scene.
+        ``job.progress`` / ``job.done`` / ``job.cancel()`` can be polled from a timer;
+        ``job.finish()``, on the main thread, publishes the outputs inside a scene
+        transaction (``progress``, when given, sees the publish phase there). One run
+        at a time: starting a second one before the first was finished is refused.
+        """
+        if self._job is not None:
+            raise RuntimeError("an explanation is already running; cancel it or wait for it to finish "
+                               "before starting another")
+        scene = mrml.get_scene(self.scene)
+        request = self._validate(scene, inputVolumeNode, model, methods, target, layer, mode, axis, device,
+                                 labelThreshold, labelOutput, opacity, displayThreshold, classNames,
+                                 engineOptions, progress)
+        self._snapshot(request)
+        options = dict(predictionSegmentation=predictionSegmentation, opacity=opacity,
+                       displayThreshold=displayThreshold, colorLegend=colorLegend, keepExisting=keepExisting)
+        timings = {}
+
+        def compute(report):
             started = time.perf_counter()
+            report(0.0, f"Explaining '{request['nodeName']}' with {request['modelName']}")
             result = self._compute(request, report)
-            computed = time.perf_counter()
+            timings["compute"] = time.perf_counter() - started
+            return result
+
+        def publish(result, report):
+            started = time.perf_counter()
+            self._onInputGrid(request, result)
             with mrml.SceneTransaction(scene) as transaction:
-                nodes = self._publish(scene, transaction, request, result, report, predictionSegmentation,
-                                      opacity, displayThreshold, colorLegend, keepExisting)
+                nodes = self._publish(scene, transaction, request, result, report, **options)
                 report(1.0, f"Done: {len(nodes)} output node(s)")
-            nodes.timings = dict(result.get("timings") or {}, compute=computed - started,
-                                 publish=time.perf_counter() - computed)
+            nodes.timings = dict(result.get("timings") or {}, compute=timings["compute"],
+                                 publish=time.perf_counter() - started)
             return nodes
-        finally:
-            self._running = False
-            self._cancelRequested = False
+
+        def release(job):
+            if self._job is job:
+                self._job = None
+
+        self._job = ExplainJob(compute, publish, on_end=release,
+                               description=f"Starting: '{inputVolumeNode.GetName()}' with {request['modelName']}")
+        return self._job.start()
 
     # --------------------------------------------------------------- internals
 
-    def _reporter(self, progress):
-        if progress is not None and not callable(progress):
-            raise TypeError("progress must be callable as progress(fraction, message)")
+    @staticmethod
+    def _snapshot(request) -> None:
+        """Main thread: copy the input out of the scene, so the worker never reads MRML."""
+        node = request["node"]
+        request["nodeName"] = node.GetName()
+        if request["raw"]:
+            request["volume"] = mrml.volume_array(node).astype(np.float32, copy=False)
+        else:
+            request["image"] = mrml.volume_to_sitk(node)
 
-        def report(fraction, message):
-            if self._cancelRequested:
-                raise ExplainCancelled("Cancelled: the scene was left unchanged")
-            if progress is not None:
-                progress(float(min(max(fraction, 0.0), 1.0)), message)
-            if self._cancelRequested:
-                raise ExplainCancelled("Cancelled: the scene was left unchanged")
-        return report
+    @staticmethod
+    def _onInputGrid(request, result) -> None:
+        """Main thread: check the maps and the prediction against the input node's grid."""
+        node = request["node"]
+        result["maps"] = {name: mrml.array_on_node_grid(value, node, f"map '{name}'")
+                          for name, value in result["maps"].items()}
+        if result["labels"] is not None:
+            result["labels"] = mrml.array_on_node_grid(result["labels"], node, "prediction")
 
     def _validate(self, scene, node, model, methods, target, layer, mode, axis, device, labelThreshold,
                   labelOutput, opacity, displayThreshold, classNames, engineOptions, progress) -> dict:
@@ -332,20 +399,18 @@ class XAIExplainLogic(ModelQueries):
     def _computeWithCard(self, request, engine_progress) -> dict:
         xai = xai_package()
         explain_image = models_api("explain_image")
-        node = request["node"]
-        image = mrml.volume_to_sitk(node)
+        image = request["image"]
         target = request["target"]
         if request["roi"] is not None:
             target = xai.SegmentationTarget(target, region=request["roi"])
         result = explain_image(request["model"], image, methods=request["methods"], target=target,
                                layer=request["layer"], mode=request["mode"], axis=request["axis"],
                                device=request["device"], progress=engine_progress)
-        maps = {name: mrml.array_on_node_grid(result.maps[name], node, f"map '{name}'")
-                for name in request["methods"]}
+        maps = {name: result.maps[name] for name in request["methods"]}
         prediction = getattr(result, "prediction", None)
         labels, probabilities = None, None
         if prediction is not None and hasattr(prediction, "GetSize"):
-            labels = mrml.array_on_node_grid(prediction, node, "prediction")
+            labels = prediction  # checked against the node's grid on the main thread (_onInputGrid)
         elif prediction is not None:
             probabilities = np.asarray(prediction)
         return {"maps": maps, "labels": labels, "probabilities": probabilities,
@@ -356,7 +421,7 @@ class XAIExplainLogic(ModelQueries):
 
         xai = xai_package()
         raw = request["model"]
-        volume = mrml.volume_array(request["node"]).astype(np.float32, copy=False)
+        volume = request["volume"]
         device = torch.device(request["device"])
         module = raw.module
         previous = next((p.device for p in module.parameters()), device)

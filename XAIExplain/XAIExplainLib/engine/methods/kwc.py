@@ -33,6 +33,7 @@ from torch import nn
 
 from ..batching import chunks, copies_per_forward
 from ..decoder_layers import CONV_TYPES, conv_layers
+from ..interrupt import checkpoint
 from ..normalize import minmax
 from ..options import choice, integer
 from ..registry import SEGMENTATION, MethodInfo, register
@@ -76,6 +77,7 @@ def kernel_weights(replay: LayerReplay, x: torch.Tensor, bound, base: torch.Tens
     per_copy = n * max(x[0].numel(), o[0].numel(), output_elements)
     kernels_per_forward = max(1, copies_per_forward(per_copy, 2 * k) // 2)
     for start, stop in chunks(k, kernels_per_forward):
+        checkpoint()  # cancel / heartbeat hook (engine/interrupt.py)
         count = stop - start
         activations = torch.empty((2 * count,) + tuple(o.shape), dtype=o.dtype, device=o.device)
         activations[:count] = o  # copies 0..count-1: kernel start + copy emptied
