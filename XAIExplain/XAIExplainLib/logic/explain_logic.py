@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from .. import mrml
+from . import point_target
 from .explain_job import ExplainCancelled, ExplainJob
 from .model_catalogue import ModelQueries, RawModel, models_api, xai_package
 from ..mrml import geometry, naming, outputs
@@ -139,7 +140,7 @@ class XAIExplainLogic(ModelQueries):
                       axis=None, device="auto", labelThreshold=None, progress=None, *, classNames=None,
                       labelOutput="labelmap", predictionSegmentation=True, opacity=mrml.DEFAULT_OPACITY,
                       displayThreshold=mrml.DEFAULT_DISPLAY_THRESHOLD, colorLegend=True, keepExisting=False,
-                      engineOptions=None) -> OutputNodes:
+                      engineOptions=None, pointVoxelOnly=False) -> OutputNodes:
         """Compute attribution heatmaps of ``model`` on ``inputVolumeNode``; return the output nodes.
 
         inputVolumeNode  a scalar volume node (any scalar type, spacing, orientation; never modified)
@@ -148,7 +149,10 @@ class XAIExplainLogic(ModelQueries):
         methods          a method name or a list of names (see :meth:`methodsForModel`)
         target           None (the predicted class), a class index or class name, or for
                          segmentation models ``(segmentationNode, segmentId)``: that segment is
-                         the region whose class score is explained
+                         the region whose class score is explained; or a markups point node
+                         (or ``(pointNode, index)``): a segmenter explains the connected region
+                         of the class it predicts at the point, a 2D model per slice the slice
+                         through the point for that slice's predicted class
         layer            layer name for layer-based methods (None: the card's default layer)
         mode             None (the model's own: per slice for 2D, volumetric for 3D models),
                          "axial" / "coronal" / "sagittal" (per slice along that anatomical
@@ -166,6 +170,7 @@ class XAIExplainLogic(ModelQueries):
         keepExisting     True: always add new nodes; False: re-running with the same choices
                          updates the nodes of the earlier run
         engineOptions    extra method options passed to the engine (e.g. SmoothGrad's samples)
+        pointVoxelOnly   with a point target on a segmenter: that voxel alone, not its region
 
         Raises ValueError / TypeError (bad input, nothing created), ExplainCancelled (cancel,
         nothing changed), or the progress callback's own exception (nothing changed).
@@ -174,7 +179,8 @@ class XAIExplainLogic(ModelQueries):
                                       labelThreshold, progress, classNames=classNames, labelOutput=labelOutput,
                                       predictionSegmentation=predictionSegmentation, opacity=opacity,
                                       displayThreshold=displayThreshold, colorLegend=colorLegend,
-                                      keepExisting=keepExisting, engineOptions=engineOptions)
+                                      keepExisting=keepExisting, engineOptions=engineOptions,
+                                      pointVoxelOnly=pointVoxelOnly)
         seen = 0
         try:
             while True:
@@ -201,7 +207,7 @@ class XAIExplainLogic(ModelQueries):
                            axis=None, device="auto", labelThreshold=None, progress=None, *, classNames=None,
                            labelOutput="labelmap", predictionSegmentation=True, opacity=mrml.DEFAULT_OPACITY,
                            displayThreshold=mrml.DEFAULT_DISPLAY_THRESHOLD, colorLegend=True, keepExisting=False,
-                           engineOptions=None) -> ExplainJob:
+                           engineOptions=None, pointVoxelOnly=False) -> ExplainJob:
         """Start :meth:`explainVolume` in the background and return its :class:`ExplainJob` at once.
 
         Same arguments as :meth:`explainVolume`. The arguments are checked and the input
@@ -219,6 +225,7 @@ class XAIExplainLogic(ModelQueries):
         request = self._validate(scene, inputVolumeNode, model, methods, target, layer, mode, axis, device,
                                  labelThreshold, labelOutput, opacity, displayThreshold, classNames,
                                  engineOptions, progress)
+        request["pointVoxelOnly"] = bool(pointVoxelOnly)
         self._snapshot(request)
         options = dict(predictionSegmentation=predictionSegmentation, opacity=opacity,
                        displayThreshold=displayThreshold, colorLegend=colorLegend, keepExisting=keepExisting)
@@ -269,6 +276,17 @@ class XAIExplainLogic(ModelQueries):
                           for name, value in result["maps"].items()}
         if result["labels"] is not None:
             result["labels"] = mrml.array_on_node_grid(result["labels"], node, "prediction")
+        point, names = request["point"], request["classNames"]
+        if point is not None and result.get("pointClass") is not None:  # a segmenter's region at the point
+            request["targetLabel"] = names[result["pointClass"]] if names else f"class {result['pointClass']}"
+        elif point is not None:  # a 2D classifier per slice: the slice through the point
+            inside = point_target.slice_region(next(iter(result["maps"].values())).shape, point, request["axis"])
+            result["maps"] = {name: np.where(inside, value, 0).astype(value.dtype)
+                              for name, value in result["maps"].items()}
+            probabilities = np.atleast_2d(result["probabilities"])
+            if probabilities.shape[0] > point[request["axis"]]:
+                winner = int(np.argmax(probabilities[point[request["axis"]]]))
+                request["targetLabel"] = names[winner] if names else f"class {winner}"
 
     def _validate(self, scene, node, model, methods, target, layer, mode, axis, device, labelThreshold,
                   labelOutput, opacity, displayThreshold, classNames, engineOptions, progress) -> dict:
@@ -303,7 +321,14 @@ class XAIExplainLogic(ModelQueries):
             if not available[name][2]:
                 raise ValueError(f"method '{name}' cannot explain this model: {available[name][3]}")
         engine_mode, engine_axis = self._resolveMode(node, mode, axis, dims, raw)
-        target_value, target_label, roi = self._resolveTarget(node, target, class_names, task)
+        point = None
+        if point_target.is_point_target(target):
+            point = point_target.point_voxel(target, node)
+            if task == "classification" and engine_mode != "slices":
+                raise ValueError("a point as target needs a segmentation model or a 2D model run per slice")
+            target_value, target_label, roi = None, "", None
+        else:
+            target_value, target_label, roi = self._resolveTarget(node, target, class_names, task)
         if layer is not None and not isinstance(layer, str):
             raise TypeError(f"layer must be a layer name (str) or None, got {type(layer).__name__}")
         if layer is not None:
@@ -313,7 +338,7 @@ class XAIExplainLogic(ModelQueries):
             layer = self._defaultLayer(resolved)
         return {
             "node": node, "model": resolved, "raw": raw, "methods": method_list, "target": target_value,
-            "targetLabel": target_label, "roi": roi, "targetKey": self._targetKey(target),
+            "targetLabel": target_label, "roi": roi, "targetKey": self._targetKey(target), "point": point,
             "layer": layer, "layerLabel": layer or "", "mode": engine_mode, "axis": engine_axis,
             "modeKey": mode if mode is not None else "default", "device": resolved_device,
             "labelThreshold": labelThreshold, "labelOutput": labelOutput, "classNames": class_names,
@@ -344,6 +369,9 @@ class XAIExplainLogic(ModelQueries):
 
     @staticmethod
     def _targetKey(target) -> str:
+        if point_target.is_point_target(target):
+            node, index = target if isinstance(target, tuple) else (target, 0)
+            return f"point:{node.GetID()}:{index}"
         if isinstance(target, tuple) and len(target) == 2 and hasattr(target[0], "GetID"):
             return f"roi:{target[0].GetID()}:{target[1]}"
         return "predicted" if target is None else str(target)
@@ -401,8 +429,17 @@ class XAIExplainLogic(ModelQueries):
         explain_image = models_api("explain_image")
         image = request["image"]
         target = request["target"]
+        point_class = None
         if request["roi"] is not None:
             target = xai.SegmentationTarget(target, region=request["roi"])
+        elif request["point"] is not None and request["task"] == "segmentation":
+            import SimpleITK as sitk
+
+            prediction = models_api("predict_image")(request["model"], image, mode=request["mode"],
+                                                     axis=request["axis"], device=request["device"])
+            point_class, region = point_target.region_at_point(sitk.GetArrayFromImage(prediction), request["point"],
+                                                               request["pointVoxelOnly"])
+            target = xai.SegmentationTarget(point_class, region=region)
         result = explain_image(request["model"], image, methods=request["methods"], target=target,
                                layer=request["layer"], mode=request["mode"], axis=request["axis"],
                                device=request["device"], progress=engine_progress)
@@ -413,7 +450,7 @@ class XAIExplainLogic(ModelQueries):
             labels = prediction  # checked against the node's grid on the main thread (_onInputGrid)
         elif prediction is not None:
             probabilities = np.asarray(prediction)
-        return {"maps": maps, "labels": labels, "probabilities": probabilities,
+        return {"maps": maps, "labels": labels, "probabilities": probabilities, "pointClass": point_class,
                 "timings": dict(getattr(result, "timings", None) or {})}
 
     def _computeRaw(self, request, engine_progress) -> dict:
@@ -430,7 +467,12 @@ class XAIExplainLogic(ModelQueries):
             axis = request["axis"] or 0
             logits = xai.predict_volume(module, volume, mode=request["mode"], axis=axis, device=device)
             target = request["target"]
-            if logits.ndim == 4 or request["roi"] is not None:
+            point_class = None
+            if logits.ndim == 4 and request["point"] is not None:
+                labels = (logits[0] > 0).astype(np.uint8) if logits.shape[0] == 1 else logits.argmax(0)
+                point_class, region = point_target.region_at_point(labels, request["point"], request["pointVoxelOnly"])
+                target = xai.SegmentationTarget(class_index=point_class, region=region)
+            elif logits.ndim == 4 or request["roi"] is not None:
                 # a segmenter: an explicit target lets slices without the class stay dark
                 target = xai.SegmentationTarget(class_index=target,
                                                 region="predicted" if request["roi"] is None else request["roi"])
@@ -445,7 +487,8 @@ class XAIExplainLogic(ModelQueries):
         else:
             shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
             probabilities = shifted / shifted.sum(axis=-1, keepdims=True)
-        return {"maps": maps, "labels": labels, "probabilities": probabilities, "timings": {}}
+        return {"maps": maps, "labels": labels, "probabilities": probabilities, "pointClass": point_class,
+                "timings": {}}
 
     def _classLabel(self, request, probabilities) -> str:
         if request["targetLabel"]:
