@@ -33,7 +33,7 @@ from .. import mrml
 from . import point_target
 from .explain_job import ExplainCancelled, ExplainJob
 from .model_catalogue import ModelQueries, RawModel, models_api, xai_package
-from ..mrml import geometry, naming, outputs
+from ..mrml import geometry, naming, outputs, plots
 
 MODES = ("slices", "volume", "axial", "coronal", "sagittal")
 LABEL_OUTPUTS = ("labelmap", "segmentation")
@@ -47,6 +47,11 @@ class OutputNodes(list):
     ``prediction``    the model's prediction as a segmentation node (segmenters) or None
     ``probabilities`` classifier probabilities, (K,) or (n_slices, K), or None
     ``classNames``    the model's class names
+    ``probabilityTable``, ``probabilityChart``  per-slice classifier runs: the class
+                      probabilities per slice as a table node and a plot chart node (also
+                      created or updated by the run; not in the list, which holds the volumes
+                      and segmentations shown over the input)
+    ``summary``       one line for the status text (per-slice runs: the top-scoring slices)
     ``timings``       seconds per phase
     """
 
@@ -57,6 +62,9 @@ class OutputNodes(list):
         self.prediction = None
         self.probabilities = None
         self.classNames: list = []
+        self.probabilityTable = None
+        self.probabilityChart = None
+        self.summary = ""
         self.timings: dict = {}
 
 
@@ -525,7 +533,7 @@ class XAIExplainLogic(ModelQueries):
             heatmap = outputs.publish_heatmap(
                 scene, transaction, node, result["maps"][method], name,
                 naming.output_key(node, "heatmap", **key_choices), attributes, description,
-                legend_title=label if (colorLegend and index == 0) else None,
+                legend_title=" ".join(filter(None, (label, class_label, layer_label))) if colorLegend else None,
                 display_threshold=displayThreshold, keep_existing=keepExisting)
             nodes.heatmaps[method] = heatmap
             nodes.append(heatmap)
@@ -547,6 +555,19 @@ class XAIExplainLogic(ModelQueries):
                 naming.output_key(node, "prediction", **choices), {"Model": request["modelName"]},
                 keep_existing=keepExisting)
             nodes.append(nodes.prediction)
+        probabilities = result["probabilities"]
+        if probabilities is not None and np.ndim(probabilities) == 2 and len(probabilities) > 1:
+            report(0.99, "Writing the per-slice probabilities")
+            base = naming.output_name(node.GetName(), request["modelName"], "probabilities")
+            key = naming.output_key(node, "probabilities", **choices)
+            table, chart = plots.publish_slice_probabilities(
+                scene, transaction, probabilities, request["classNames"], base,
+                table_node=None if keepExisting else naming.find_output(scene, key, "vtkMRMLTableNode"),
+                chart_node=None if keepExisting else naming.find_output(scene, key, "vtkMRMLPlotChartNode"))
+            for output in (table, chart):
+                naming.tag_output(output, node, "probabilities", key, Model=request["modelName"])
+            nodes.probabilityTable, nodes.probabilityChart = table, chart
+            nodes.summary = "Highest scores: " + plots.top_slices(probabilities, request["classNames"])
         first = nodes.heatmaps[request["methods"][0]]
         first_mask = nodes.masks.get(request["methods"][0])
         label_layer = first_mask if first_mask is not None and first_mask.IsA("vtkMRMLLabelMapVolumeNode") else None
