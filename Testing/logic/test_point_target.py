@@ -119,3 +119,19 @@ def test_region_at_point_is_the_connected_component_of_the_class_there():
     labels[0, 2, 4] = 2      # a different class touching neither
     label, region = region_at_point(labels, (0, 2, 1))
     assert label == 1 and region.sum() == 6 and region[0, 1:4, 1:3].all() and not region[0, :, 4:].any()
+
+
+@pytest.mark.parametrize("dims, spacing", [(2, [1.3, 1.3]), (3, [2.0, 1.3, 1.3])])
+def test_a_point_on_a_card_segmenter_explains_the_object_under_it(scene, tmp_path, dims, spacing):
+    """The model-card path: the prediction is resampled to the input grid before the region is taken."""
+    from Testing.support.slicer_scene import write_card
+
+    card = write_card(tmp_path / "seg", task="segmentation", dims=dims, spacing=spacing, window=(-1000.0, 400.0))
+    node = add_volume(two_boxes(), GRIDS["anisotropic"])
+    points = point_at(scene, node, (5, 5, 5))
+    nodes = XAIExplainLogic().explainVolume(node, str(card), methods=["saliency"], target=points)
+    values = slicer.util.arrayFromVolume(nodes.heatmaps["saliency"])
+    assert values[mask(BOX_A)].mean() > 10 * max(values[mask(BOX_B)].mean(), 1e-6)
+    hottest = np.unravel_index(np.argmax(values), SHAPE)
+    assert all(box.start - 1 <= i <= box.stop for i, box in zip(hottest, BOX_A)), hottest  # on A (+- resampling)
+    assert "object" in nodes.heatmaps["saliency"].GetName()
