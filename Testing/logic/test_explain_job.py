@@ -234,3 +234,20 @@ def test_checkpoint_calls_the_callback_of_its_own_thread_only():
     with pytest.raises(TypeError, match="callable"):
         with interrupt.checkpoints(3):
             pass
+
+
+def test_a_progress_callback_given_at_start_is_called_on_the_main_thread_only(scene):
+    node = volume(scene)
+    calls = []
+
+    def progress(fraction, message):
+        calls.append((threading.current_thread() is threading.main_thread(), fraction, message))
+
+    job = XAIExplainLogic().startExplainVolume(node, GatedModel(), methods=["gradcam"], classNames=CLASSES,
+                                               mode="axial", progress=progress)
+    assert job.wait(WAIT)
+    assert calls == []  # the worker never calls it
+    nodes = job.finish()
+    assert calls and all(main for main, _, _ in calls)
+    assert calls[-1][1:] == (1.0, f"Done: {len(nodes)} output node(s)")
+    assert any(message.startswith("Writing gradcam") for _, _, message in calls)

@@ -53,8 +53,9 @@ class ExplainJob:
     """
 
     def __init__(self, compute: Callable, publish: Callable, on_end: Callable | None = None,
-                 description: str = "Explaining"):
+                 description: str = "Explaining", progress: Callable | None = None):
         self._compute, self._publish, self._on_end = compute, publish, on_end
+        self._progress = progress
         self._cancel = threading.Event()
         self._done = threading.Event()
         self._lock = threading.Lock()
@@ -156,8 +157,8 @@ class ExplainJob:
     def finish(self, progress: Callable | None = None):
         """Main thread: publish the outputs and return them, or raise ExplainCancelled / the run's error.
 
-        ``progress(fraction, message)`` sees the publish phase's updates; raising from
-        it cancels the publish (the scene transaction rolls back). Raises RuntimeError
+        ``progress(fraction, message)`` (default: the one given at start) sees the publish
+        phase's updates; raising from it cancels the publish (the scene transaction rolls back). Raises RuntimeError
         while the compute phase still runs, and on a second call.
         """
         if self._finished:
@@ -166,6 +167,7 @@ class ExplainJob:
         if not self._done.is_set():
             raise RuntimeError("the run is still computing: wait until job.done is True (or cancel it)")
         self._finished = True
+        progress = self._progress if progress is None else progress
         try:
             if self._cancel.is_set():
                 raise ExplainCancelled(CANCELLED_MESSAGE)

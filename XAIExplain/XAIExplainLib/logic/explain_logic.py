@@ -223,8 +223,10 @@ class XAIExplainLogic(ModelQueries):
         model and engine then run on a worker thread that never touches the scene.
         ``job.progress`` / ``job.done`` / ``job.cancel()`` can be polled from a timer;
         ``job.finish()``, on the main thread, publishes the outputs inside a scene
-        transaction (``progress``, when given, sees the publish phase there). One run
-        at a time: starting a second one before the first was finished is refused.
+        transaction. ``progress``, when given, is only ever called on the main thread:
+        by ``job.finish()`` for the publish phase (the compute phase's updates are in
+        ``job.updates``). One run at a time: starting a second one before the first was
+        finished is refused.
         """
         if self._job is not None:
             raise RuntimeError("an explanation is already running; cancel it or wait for it to finish "
@@ -260,7 +262,7 @@ class XAIExplainLogic(ModelQueries):
             if self._job is job:
                 self._job = None
 
-        self._job = ExplainJob(compute, publish, on_end=release,
+        self._job = ExplainJob(compute, publish, on_end=release, progress=progress,
                                description=f"Starting: '{inputVolumeNode.GetName()}' with {request['modelName']}")
         return self._job.start()
 

@@ -44,4 +44,5 @@ def describe(info: dict) -> str:
     """A menu tooltip / info line from ``logic.describeModel``: task, classes and expected input."""
     task = info.get("task") or "model"
     classes = ", ".join(info.get("classes") or []) or "-"
-    return f"{info.get('name', '')}: {task} ({info.get('spatialDims')}D); classes: {classes}; input: {info.get('input')}"
+    return (f"{info.get('name', '')}: {task} ({info.get('spatialDims')}D); classes: {classes}; "
+            f"input: {info.get('input')}")
