@@ -286,14 +286,14 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.refreshDeviceChoices()
         recent = recent_models.read_recent(qt.QSettings().value(recent_models.SETTINGS_KEY))
         current = self._parameterNode.model if self._parameterNode else ""
-        if current and os.path.exists(current) and recent_models.normalise(current) not in recent:
-            recent.append(recent_models.normalise(current))
+        if current and os.path.exists(current) and current not in recent:
+            recent.append(current)  # a scene saved with a model that is not in this machine's list
         for path in recent:
             self.ui.modelSelector.addItem(os.path.basename(path) + " (recent)", path)
             self.ui.modelSelector.setItemData(self.ui.modelSelector.count - 1, path, qt.Qt.ToolTipRole)
         self.ui.modelSelector.addItem(LOAD_ITEM, "")
         if self._parameterNode:
-            self.selectModel(recent_models.normalise(current) if current in recent else current)
+            self.selectModel(current)  # loaded paths are stored normalised (useModelSource)
 
     def refreshDeviceChoices(self):
         self.ui.deviceSelector.clear()
