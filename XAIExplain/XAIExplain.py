@@ -311,6 +311,10 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Task, classes, expected input; methods valid for it; targets; layers."""
         if missingDependencies():
             return
+        if self._job is not None:
+            # describing a model may run it (layer probe) while the worker uses the same module
+            self.ui.modelInfoLabel.text = "The model's details are shown when the current run has ended."
+            return
         try:
             info = self.logic.describeModel(model)
             methods = self.logic.methodsForModel(model)
@@ -508,6 +512,8 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         finally:
             self._job = None
             self.setRunning(False)
+            if self._parameterNode and self._parameterNode.model:
+                self.showModel(self._parameterNode.model)
 
     def runArguments(self):
         """The parameter node's choices as explainVolume's arguments."""

@@ -135,3 +135,13 @@ def test_a_point_on_a_card_segmenter_explains_the_object_under_it(scene, tmp_pat
     hottest = np.unravel_index(np.argmax(values), SHAPE)
     assert all(box.start - 1 <= i <= box.stop for i, box in zip(hottest, BOX_A)), hottest  # on A (+- resampling)
     assert "object" in nodes.heatmaps["saliency"].GetName()
+
+
+def test_a_point_on_a_3d_classifier_is_refused(scene):
+    node = add_volume(two_boxes())
+    points = point_at(scene, node, (5, 5, 5))
+    before = scene_state(scene)
+    with pytest.raises(ValueError, match="a point as target needs a segmentation model or a 2D model run per slice"):
+        XAIExplainLogic().explainVolume(node, bright_spot_model(3), methods=["saliency"], target=points,
+                                        classNames=["dark", "bright"])
+    assert scene_state(scene) == before
