@@ -260,13 +260,13 @@ def test_each_bad_input_is_one_line_with_exit_status_2(case, model, message, vol
     (["--model", "no-such-model", "--method", "gradcam"],
      "--model no-such-model: no model named 'no-such-model'"),
     (["--model", CLASSIFIER, "--method", "gradcan"],
-     "--method gradcan: unknown method; available methods: cam, crm, gradcam"),
+     "--method gradcan: unknown method; available methods: ablationcam, cam, crm, deeplift"),
     (["--model", CLASSIFIER, "--method", "kwc"],
-     f"--method kwc: does not apply to classification models such as '{CLASSIFIER}'"),
+     f"--method kwc: does not apply to '{CLASSIFIER}': 'kwc' explains segmentation models, not classification models; methods for this model: ablationcam, cam, crm"),
     (["--model", CLASSIFIER, "--method", "gradcam", "--target", "liver"],
      f"--target liver: unknown class; classes of '{CLASSIFIER}': 0 non_contrast"),
     (["--model", CLASSIFIER, "--method", "gradcam", "--mode", "volume"],
-     f"--mode volume: model '{CLASSIFIER}' is a 2D model"),
+     f"--mode volume: model '{CLASSIFIER}' is a 2D model, so it runs in mode 'slices', not 'volume'"),
 ])
 def test_unknown_model_method_or_class_lists_the_valid_ones(args, message, volumes, tmp_path,
                                                             capsys):

@@ -123,3 +123,15 @@ def test_volume_errors(model):
         xai.explain_volume(model, np.zeros((4, 8, 8), np.float32), "gradcam", device="cuda")
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         xai.explain_volume(model, np.zeros((4, 8, 8), np.float32), "gradcam", batch_size=0)
+
+
+def test_layer_methods_on_a_script_module_name_the_methods_that_work():
+    """layer=None on a ScriptModule ended in torch's 'register_forward_hook is not supported on ScriptModules'."""
+    model = torch.jit.script(make(SmallCNN))
+    x = inputs()
+    for method in ("gradcam", "guided_backprop", "scorecam"):
+        with pytest.raises(ValueError, match=rf"method '{method}' needs hooks on the network's layers, which a "
+                                             r"TorchScript module does not allow; methods that work on TorchScript: "
+                                             r"saliency, input_x_gradient, gradient_shap, occlusion, rise, smoothgrad, integrated_gradients"):
+            xai.explain(model, x, method)
+    assert xai.explain(model, x, "saliency").shape == (4, 16, 16)

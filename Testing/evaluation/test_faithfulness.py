@@ -391,3 +391,26 @@ def test_occlusion_estimate_of_used_voxels():
                           occlusion_options=small)
     assert 0.0 <= results["specificity"][0] <= 1.0 and 0.0 <= results["sensitivity"][0] <= 1.0
     assert not math.isnan(results["specificity"][0])
+
+
+def test_a_one_channel_sigmoid_segmenter_is_scored_with_sigmoid_not_a_softmax_over_one_channel():
+    """evaluate defaulted to softmax: over one channel that is 1 everywhere, so PP was 1.0 whatever the map."""
+    segmenter = nn.Conv2d(1, 1, 1).eval()
+    with torch.no_grad():
+        segmenter.weight.fill_(2.0)
+        segmenter.bias.fill_(-1.0)
+    x = torch.zeros(1, 1, 6, 6)
+    x[0, 0, 2:4, 2:4] = 3.0
+    dark = torch.zeros(1, 6, 6)
+    dark[0, 0, 0] = 1.0  # keeps almost nothing of the object
+    target = xai.SegmentationTarget(0, region="all", activation="sigmoid")
+    columns = xai.evaluate(segmenter, x, dark, target=target, metrics=["prediction_preserved"])
+    probability = torch.sigmoid(segmenter(x)).sum().item()
+    masked = torch.sigmoid(segmenter(x * dark[:, None])).sum().item()
+    assert columns["prediction_preserved"][0] == pytest.approx(min(probability, masked) / probability, rel=1e-6)
+    assert columns["prediction_preserved"][0] < 0.9  # a softmax over the one channel gave exactly 1.0
+    # "auto" without a target activation: one channel -> sigmoid as well
+    auto = ev.preservation(segmenter, x, dark, target=xai.SegmentationTarget(0, region="all"))
+    assert auto.prediction_preserved[0].item() == pytest.approx(columns["prediction_preserved"][0], rel=1e-6)
+    with pytest.raises(ValueError, match="activation='softmax' over a single output channel is always 1"):
+        ev.preservation(segmenter, x, dark, target=target, activation="softmax")

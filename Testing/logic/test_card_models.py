@@ -142,3 +142,52 @@ def test_real_flipped_mri_loaded_by_slicer_gets_a_heatmap_on_its_bright_voxels(s
     hot = heat > 0.5 * heat.max()
     assert hot.sum() > 1000
     assert (voxels[hot] > 900).mean() > 0.8
+
+
+def test_a_torchscript_model_offers_only_the_methods_that_work_on_it(tmp_path):
+    """The panel offered guided methods on TorchScript (it tested needs_layer), the pipeline refused them."""
+    import json
+
+    import torch
+
+    from XAIExplainLib.models import load_model
+
+    card_path = write_card(tmp_path / "model", task="classification", dims=2)
+    scripted = torch.jit.script(load_model(card_path).module)
+    scripted.save(str(tmp_path / "model" / "model.ts"))
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card.pop("architecture")
+    card["weights"] = {"file": "model.ts", "format": "torchscript"}
+    card_path.write_text(json.dumps(card), encoding="utf-8")
+    logic = XAIExplainLogic()
+    rows = {name: (enabled, reason) for name, _, enabled, reason in logic.methodsForModel(str(card_path))}
+    assert {name for name, (enabled, _) in rows.items() if enabled} == {
+        "saliency", "input_x_gradient", "gradient_shap", "occlusion", "rise", "smoothgrad",
+        "integrated_gradients"}
+    assert "TorchScript module does not allow" in rows["guided_backprop"][1]
+    assert "TorchScript module does not allow" in rows["guided_gradcam"][1]
+
+
+def test_engine_options_reach_the_engine_for_card_models_too(scene, tmp_path):
+    """engineOptions were passed only for plain modules; a card model's run ignored them silently."""
+    card = write_card(tmp_path / "model", task="classification", dims=2)
+    node = add_volume(box_volume(), GRIDS["identity"])
+    logic = XAIExplainLogic()
+    few = logic.explainVolume(node, str(card), methods=["smoothgrad"], engineOptions={"samples": 2, "seed": 1},
+                              keepExisting=True)
+    many = logic.explainVolume(node, str(card), methods=["smoothgrad"], engineOptions={"samples": 2, "seed": 2},
+                               keepExisting=True)
+    a = slicer.util.arrayFromVolume(few.heatmaps["smoothgrad"])
+    b = slicer.util.arrayFromVolume(many.heatmaps["smoothgrad"])
+    assert not np.allclose(a, b)  # another noise seed, another map
+    with pytest.raises(TypeError, match="unknown option"):
+        logic.explainVolume(node, str(card), methods=["gradcam"], engineOptions={"samples": 2})
+
+
+def test_a_plain_module_is_a_loaded_model_described_by_itself():
+    from Testing.support.slicer_scene import bright_spot_model
+
+    logic = XAIExplainLogic()
+    loaded = logic.loadModel(bright_spot_model(3))
+    assert loaded.kind == "module" and loaded.card.task == "classification" and loaded.card.spatial_dims == 3
+    assert logic.describeModel(bright_spot_model(2))["input"] == "1 channel(s), voxels as they are"

@@ -152,7 +152,7 @@ def test_progress_updates_come_between_the_forwards_of_every_long_loop(scene, on
 def test_cancel_stops_the_worker_before_its_next_forward_and_changes_nothing(scene, one_copy_per_forward):
     node = volume(scene)
     logic = XAIExplainLogic()
-    model = GatedModel(block_at=5)
+    model = GatedModel(block_at=2)  # the first of Score-CAM's masked forwards (4 follow one by one)
     model.features[0].weight.requires_grad_(False)
     flags = [(m.training, [p.requires_grad for p in m.parameters(recurse=False)]) for m in model.modules()]
     before = scene_state(scene)
@@ -161,7 +161,7 @@ def test_cancel_stops_the_worker_before_its_next_forward_and_changes_nothing(sce
     job.cancel()
     model.gate.set()
     assert job.wait(WAIT)
-    assert model.forwards == 5, "the worker ran on after the cancel"
+    assert model.forwards == 2, "the worker ran on after the cancel"
     with pytest.raises(ExplainCancelled, match="unchanged"):
         job.finish()
     assert scene_state(scene) == before and not logic.isRunning
@@ -187,9 +187,9 @@ def test_an_exception_in_the_worker_surfaces_from_finish(scene):
     node = volume(scene)
     logic = XAIExplainLogic()
     before = scene_state(scene)
-    job = start(logic, node, GatedModel(fail_at=2), methods=["gradcam"])
+    job = start(logic, node, GatedModel(fail_at=1), methods=["gradcam"])
     assert job.wait(WAIT)
-    with pytest.raises(Boom, match="forward 2 failed"):
+    with pytest.raises(Boom, match="forward 1 failed"):
         job.finish()
     assert scene_state(scene) == before and not logic.isRunning
     with pytest.raises(RuntimeError, match="already been finished"):
@@ -201,6 +201,8 @@ def test_a_cuda_out_of_memory_error_becomes_a_clear_message(scene):
 
     class OutOfMemory(GatedModel):
         def forward(self, x):
+            if threading.current_thread() is threading.main_thread():
+                return super().forward(x)  # checking the arguments may run the model
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     job = start(XAIExplainLogic(), node, OutOfMemory(), methods=["gradcam"])

@@ -68,3 +68,20 @@ def test_a_label_map_on_another_grid_is_refused(scene):  # noqa: F811
     with pytest.raises(ValueError, match="is not on the grid of heatmap 'CT Grad-CAM'"):
         XAIExplainLogic().evaluateHeatmap(heat_node, other)
     assert scene.GetNumberOfNodes() == nodes_before
+
+
+def test_the_table_shows_relevance_mass_and_rank_by_default(scene):  # noqa: F811
+    from XAIExplainLib.evaluation import MAP_ONLY_METRICS
+    from XAIExplainLib.logic.heatmap_metrics import MAP_METRICS
+
+    assert set(MAP_METRICS) <= set(MAP_ONLY_METRICS)  # the table never needs the model
+    heat, truth = _heatmap_and_truth()
+    heat_node = add_volume(heat, GRID, name="CT Grad-CAM")
+    label_node = labels.write_labelmap(scene, truth.astype(bool), heat_node, "nodule")
+    rows = tables.read_table(XAIExplainLogic().evaluateHeatmap(heat_node, label_node))
+    expected = xai.evaluate(None, None, torch.from_numpy(heat)[None], mask=torch.from_numpy(truth)[None],
+                            metrics=["relevance_mass", "relevance_rank"])
+    assert rows["relevance_mass"] == pytest.approx(expected["relevance_mass"][0], rel=1e-6)
+    assert rows["relevance_rank"] == pytest.approx(expected["relevance_rank"][0])
+    assert rows["relevance_mass"] == pytest.approx(rows["energy_pointing_game"])
+    assert rows["relevance_rank"] == 1.0  # the object's voxels are the map's top |mask| voxels

@@ -57,19 +57,19 @@ def test_a_point_in_one_object_explains_that_object_not_the_other(scene, grid):
     nodes = XAIExplainLogic().explainVolume(node, segmenter(), methods=["saliency", "gradcam"], target=points,
                                             classNames=["background", "object"], mode="axial", layer="features")
     saliency = slicer.util.arrayFromVolume(nodes.heatmaps["saliency"])
-    assert saliency[mask(BOX_A)].min() > 0.0 and saliency[mask(BOX_B)].max() == 0.0
-    assert saliency[~mask(BOX_A)].max() == 0.0
+    assert saliency[mask(BOX_A)].min() > 0.1 and saliency[mask(BOX_B)].max() < 1e-6
+    assert saliency[~mask(BOX_A)].max() < 1e-6  # zero up to rounding on oblique grids
     # Grad-CAM weights whole channels, so within a slice it cannot tell the boxes apart; the
     # slices that hold box B alone (z = 7..9) must stay dark, those with box A must not
     gradcam = slicer.util.arrayFromVolume(nodes.heatmaps["gradcam"])
-    assert gradcam[mask(BOX_A)].max() > 0.5 and gradcam[7:10].max() == 0.0
+    assert gradcam[mask(BOX_A)].max() > 0.5 and gradcam[7:10].max() < 1e-6
     assert nodes.heatmaps["saliency"].GetName().endswith("object")
     # the same point on box B explains box B
     points.SetNthControlPointPositionWorld(0, *voxel_ras(node, (7, 14, 17)))
     other = XAIExplainLogic().explainVolume(node, segmenter(), methods=["saliency"], target=points,
                                             classNames=["background", "object"], mode="axial", keepExisting=True)
     values = slicer.util.arrayFromVolume(other.heatmaps["saliency"])
-    assert values[mask(BOX_B)].max() > 0.5 and values[mask(BOX_A)].max() == 0.0
+    assert values[mask(BOX_B)].max() > 0.5 and values[mask(BOX_A)].max() < 1e-6
 
 
 def test_voxel_only_explains_the_voxel_under_the_point(scene):

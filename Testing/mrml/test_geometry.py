@@ -12,6 +12,7 @@ import slicer  # noqa: E402
 import slicer.util  # noqa: E402
 
 from XAIExplainLib import mrml  # noqa: E402
+from XAIExplainLib.imaging.orientation import slice_axis_for_orientation  # noqa: E402
 from XAIExplainLib.mrml import geometry  # noqa: E402
 
 
@@ -152,12 +153,12 @@ def test_non_volume_and_empty_inputs_are_refused(scene):
     ("axial", ijk_to_ras(directions=rotation("x", 25.0)), 0),
 ])
 def test_orientation_picks_the_voxel_axis_closest_to_its_normal(orientation, matrix, expected):
-    assert geometry.slice_axis_for_orientation(matrix, orientation) == expected
+    assert slice_axis_for_orientation(matrix, orientation) == expected
 
 
 def test_unknown_orientation_is_refused():
     with pytest.raises(ValueError, match="axial"):
-        geometry.slice_axis_for_orientation(np.eye(4), "oblique")
+        slice_axis_for_orientation(np.eye(4), "oblique")
 
 
 @pytest.mark.parametrize("grid", GRIDS)

@@ -32,12 +32,12 @@ from .writing import OutputFolder
 
 #: Metrics computed without the model; the default set when ``--metric`` is not given.
 MAP_METRICS = ("dice_sweep", "pointing_game", "energy_pointing_game", "relative_foreground",
-               "image_preserved", "specificity", "sensitivity")
+               "image_preserved", "specificity", "sensitivity", "relevance_mass", "relevance_rank")
 
 
 def run_evaluate(args: argparse.Namespace, stdout=None) -> int:
     """Run ``evaluate`` for parsed arguments; returns the exit status."""
-    from ..evaluation import METRICS
+    from ..evaluation import MAP_ONLY_METRICS, METRICS
     from ..models import explain_image
 
     stdout = stdout or sys.stdout
@@ -55,7 +55,7 @@ def run_evaluate(args: argparse.Namespace, stdout=None) -> int:
     out.prepare()
     out.check_free([csv_name, json_name])
     model = load_model_or_fail(args.model, device, getattr(args, "trust_model", False))
-    check_methods_for(methods, model.card)
+    check_methods_for(methods, model)
     choices = resolve_targets(args.targets, model.card)
     image = read_item(item)
     mask = read_mask(args.mask, image, item.source)
@@ -70,8 +70,8 @@ def run_evaluate(args: argparse.Namespace, stdout=None) -> int:
             raise UserError(item.source, one_line(exc)) from exc
         for method in methods:
             heat = on_input_grid(result.maps[method], image, "heatmap")
-            values = score_on_input_grid(heat, mask, [m for m in metrics if m in MAP_METRICS])
-            model_metrics = [m for m in metrics if m not in MAP_METRICS]
+            values = score_on_input_grid(heat, mask, [m for m in metrics if m in MAP_ONLY_METRICS])
+            model_metrics = [m for m in metrics if m not in MAP_ONLY_METRICS]
             if model_metrics:
                 values.update(score_on_model_grid(model, result.prepared, heat, choice.index,
                                                   method, args.layer, model_metrics))
@@ -143,7 +143,7 @@ def score_on_model_grid(model, prepared, heat: sitk.Image, class_index, method: 
     else:
         x, maps = x[None], maps[None]
     device = model.device
-    activation = {"softmax": "softmax", "sigmoid": "sigmoid"}.get(card.output_activation)
+    activation = card.output_activation
     try:
         columns = evaluate(model.module, torch.from_numpy(np.ascontiguousarray(x)).to(device),
                            torch.from_numpy(np.ascontiguousarray(maps)).to(device),

@@ -118,7 +118,7 @@ def plan(args: argparse.Namespace) -> tuple[ExplainJob, list[InputItem]]:
         region_path = Path(args.region)
     model = load_model_or_fail(args.model, device, getattr(args, "trust_model", False))
     card = model.card
-    check_methods_for(methods, card)
+    check_methods_for(methods, model)
     choices = resolve_targets(args.targets, card)
     _check_mode(args.mode, card)
     region = None
@@ -142,12 +142,12 @@ def plan(args: argparse.Namespace) -> tuple[ExplainJob, list[InputItem]]:
 
 
 def _check_mode(mode: str | None, card) -> None:
-    if mode == "volume" and card.spatial_dims == 2:
-        raise UserError("--mode volume", f"model '{card.name}' is a 2D model; it runs slice by "
-                                         "slice (--mode slices)")
-    if mode == "slices" and card.spatial_dims == 3:
-        raise UserError("--mode slices", f"model '{card.name}' is a 3D model; it needs whole "
-                                         "volumes (--mode volume)")
+    from ..engine.modes import resolve_mode
+
+    try:
+        resolve_mode(mode, None, card.spatial_dims, model_name=f"model '{card.name}'")
+    except ValueError as error:
+        raise UserError(f"--mode {mode}", str(error)) from None
 
 
 def explain_input(job: ExplainJob, item: InputItem, image: sitk.Image, record: InputRecord,
@@ -256,7 +256,7 @@ def overlay_titles(job: ExplainJob, stem: str, method: str, choice: ClassChoice,
     """Title: input, method and class; subtitle: model, the layer used, device."""
     from ..engine import METHODS
 
-    method_name = METHODS[method].description.split(":", 1)[0]
+    method_name = METHODS[method].label
     what = explained_class(job, choice, heat, prediction, axis)
     parts = [f"model {job.card.name}"]
     if METHODS[method].needs_layer and layer:

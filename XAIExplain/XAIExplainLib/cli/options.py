@@ -43,16 +43,18 @@ def check_methods(methods: Sequence[str]) -> list[str]:
     return chosen
 
 
-def check_methods_for(methods: Sequence[str], card) -> None:
-    """Refuse methods that do not fit the model's task (CAM on a segmenter, KWC on a classifier)."""
+def check_methods_for(methods: Sequence[str], model) -> None:
+    """Refuse methods that cannot explain the loaded model (``MethodInfo.applicable``: CAM on a
+    segmenter, KWC on a classifier, layer methods on TorchScript)."""
     from ..engine import METHODS
 
+    card = model.card
     for name in methods:
-        if card.task not in METHODS[name].tasks:
-            valid = sorted(n for n, m in METHODS.items() if card.task in m.tasks)
-            raise UserError(f"--method {name}", f"does not apply to {card.task} models such as "
-                                                f"'{card.name}'; methods for {card.task}: "
-                                                f"{', '.join(valid)}")
+        reason = METHODS[name].applicable(card.task, card.spatial_dims, model.scripted)
+        if reason is not None:
+            valid = [n for n, m in METHODS.items() if m.applicable(card.task, card.spatial_dims, model.scripted) is None]
+            raise UserError(f"--method {name}", f"does not apply to '{card.name}': {reason}; methods for this "
+                                                f"model: {', '.join(sorted(valid))}")
 
 
 def resolve_targets(values: Sequence[str] | None, card) -> list[ClassChoice]:
@@ -160,10 +162,9 @@ def numpy_axis(image: sitk.Image, name: str | None) -> int | None:
         return None
     if image.GetDimension() != 3:
         return 0
-    physical = {"sagittal": 0, "coronal": 1, "axial": 2}[name]
-    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
-    index_axis = int(np.argmax(np.abs(direction[physical, :])))
-    return 2 - index_axis
+    from ..imaging.orientation import slice_axis_for_orientation
+
+    return slice_axis_for_orientation(np.asarray(image.GetDirection(), dtype=float).reshape(3, 3), name)
 
 
 def output_ending(fmt: str | None, input_path: Path) -> str:

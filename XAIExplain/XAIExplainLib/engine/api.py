@@ -8,7 +8,8 @@ from torch import nn
 
 from . import methods  # noqa: F401  (registers every method)
 from .normalize import display_values, minmax
-from .registry import get_method
+from .reading import READING_OPTIONS, split_options
+from .registry import check_applicable, get_method
 from .request import Request
 from .validation import check_input, check_model
 
@@ -26,7 +27,8 @@ def _check_options(methods: Sequence[str], options: dict) -> None:
     unknown = sorted(set(options) - accepted)
     if unknown:
         per_method = "; ".join(f"{m}: {', '.join(get_method(m).options) or 'none'}" for m in methods)
-        raise TypeError(f"unknown option(s) {unknown} for method(s) {list(methods)}; options accepted: {per_method}")
+        raise TypeError(f"unknown option(s) {unknown} for method(s) {list(methods)}; options accepted: {per_method}; "
+                        f"for every method: {', '.join(READING_OPTIONS)}")
 
 
 def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], target=None, layer=None,
@@ -54,15 +56,18 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
     if not methods:
         raise ValueError("no method given; pick from XAIExplainLib.METHODS")
     infos = [get_method(name) for name in methods]
+    if isinstance(model, torch.jit.ScriptModule):
+        check_applicable(methods, scripted=True, model_name="a TorchScript module")
+    reading, options = split_options(options)
     _check_options(methods, options)
     check_input(model, x)
     device, dtype = model_device_dtype(model, x)
     inputs = x.detach().to(device=device, dtype=dtype)
-    request = Request(model, inputs, target=target, layer=layer, options=options,
-                      full_cam_pass=any(info.family == "cam" and info.name != "cam" for info in infos))
+    request = Request(model, inputs, target=target, layer=layer, options=options, reading=reading,
+                      full_cam_pass=any(info.family == "cam" and info.needs_gradients for info in infos))
     from .capture import explaining
     maps = {}
-    with explaining(model):
+    with explaining(model, reading.output_key):
         low_resolution = request.at_layer_resolution() if layer_resolution and any(
             info.layer_map_only for info in infos) else None
         for info in infos:
@@ -89,6 +94,8 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = "gradcam", target=N
     target  None (predicted class), an int, N ints, or a segmentation target
     layer   dotted module name, a submodule, a list (multi-layer average), or None (default layer)
     normalize  per-sample min-max to [0, 1] (signed maps: of their magnitude); False gives raw maps
+    options    the method's options, and for every method: output_key (which element of a tuple/dict
+               output holds the logits), token_patch_size and reshape (how token layers map to grids)
     """
     maps, info = explain_many(model, x, [method], target=target, layer=layer, normalize=normalize,
                               return_info=True, **options)

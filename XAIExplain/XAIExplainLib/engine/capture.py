@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .reading import reading_output
 from .targets import resolve_target
+from .tokens import TokenOptions, layout_for
 
 
 @contextlib.contextmanager
@@ -37,13 +39,15 @@ def eval_mode(model: nn.Module):
 
 
 @contextlib.contextmanager
-def explaining(model: nn.Module):
-    """Eval mode and frozen parameters for the duration; both restored exactly afterwards."""
+def explaining(model: nn.Module, output_key=None):
+    """Eval mode, frozen parameters and the logits read from the output (see :mod:`.reading`)
+    for the duration; all restored exactly afterwards."""
     flags = [(param, param.requires_grad) for param in model.parameters()]
     try:
         for param, _ in flags:
             param.requires_grad_(False)
-        with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+        with (eval_mode(model), torch.inference_mode(False), torch.enable_grad(),
+              reading_output(model, output_key)):
             yield
     finally:
         for param, requires_grad in flags:
@@ -57,13 +61,24 @@ class LayerCapture:
     detached leaf; later captured layers that depend on it stay in the graph. The hook
     returns a clone, so in-place ops after the layer (``ReLU(inplace=True)``) neither
     fail on the leaf nor overwrite the stored activation.
+
+    A transformer layer's tokens or channels-last grid (see :mod:`.tokens`) are stored as
+    the (N, C, *grid) tensor and the model continues with tokens rebuilt from it, so the
+    gradient with respect to the stored activation has the grid layout too. ``x`` (the
+    input) tells the grid; without it only channels-first outputs are accepted.
     """
 
-    def __init__(self, layers: list[tuple[str, nn.Module]]):
+    def __init__(self, layers: list[tuple[str, nn.Module]], x: torch.Tensor | None = None,
+                 tokens: TokenOptions | None = None, model: nn.Module | None = None):
         self.layers = layers
         self.activations: dict[str, torch.Tensor] = {}
+        self.layouts: dict[str, object] = {}
         self._calls: dict[str, int] = {}
         self._handles = []
+        self._input = None if x is None else (tuple(x.shape[2:]), x.shape[0])
+        tokens = tokens or TokenOptions()
+        self._reshape = tokens.reshape
+        self._patch = None if x is None or model is None else tokens.patch_for(model, x.dim() - 2)
 
     def __enter__(self):
         for name, module in self.layers:
@@ -74,6 +89,15 @@ class LayerCapture:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+
+    def _layout(self, name, output):
+        if self._input is None:
+            return None
+        spatial, batch = self._input
+        try:
+            return layout_for(tuple(output.shape), spatial, batch, self._patch, self._reshape)
+        except ValueError as error:
+            raise ValueError(f"layer '{name}' has output {tuple(output.shape)}: {error}") from None
 
     def _hook(self, name):
         def hook(module, inputs, output):
@@ -89,9 +113,17 @@ class LayerCapture:
                     f"layer '{name}' has output {shape} with no spatial dims; choose a convolutional layer "
                     "(see XAIExplainLib.list_layers(model, x))"
                 )
-            activation = output if output.requires_grad else output.detach().requires_grad_(True)
+            layout = self._layout(name, output)
+            if layout is None:
+                activation = output if output.requires_grad else output.detach().requires_grad_(True)
+                self.activations[name] = activation
+                return activation.clone()
+            original = output if output.requires_grad else output.detach()
+            grid = layout.to_grid(original)
+            activation = grid if grid.requires_grad else grid.detach().requires_grad_(True)
             self.activations[name] = activation
-            return activation.clone()
+            self.layouts[name] = layout
+            return layout.from_grid(activation, original)
         return hook
 
     def check_all_ran(self):
@@ -111,14 +143,15 @@ class PassResult:
     input_gradient: torch.Tensor | None = None
 
 
-def run_pass(model: nn.Module, x: torch.Tensor, target, layers=(), input_gradient=False, backward=True) -> PassResult:
+def run_pass(model: nn.Module, x: torch.Tensor, target, layers=(), input_gradient=False, backward=True,
+             tokens: TokenOptions | None = None) -> PassResult:
     """One forward (capturing ``layers``) and, if asked, one backward of the summed target scores.
 
     Samples are independent in eval mode, so the gradient of the summed scores gives each
     sample the gradient of its own score. Must run inside ``explaining(model)``.
     """
     x = x.detach().clone().requires_grad_(True) if input_gradient else x.detach()
-    with LayerCapture(list(layers)) as capture:
+    with LayerCapture(list(layers), x, tokens, model) as capture:
         output = model(x)
     capture.check_all_ran()
     bound = resolve_target(target, output)

@@ -1,4 +1,5 @@
-"""The catalogue of methods: what each needs, what it costs, which options it takes."""
+"""The catalogue of methods: what each needs, what it costs, which options it takes, and
+whether it applies to a given model (the one rule every caller asks)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,6 +11,16 @@ SEGMENTATION = "segmentation"
 
 @dataclass(frozen=True)
 class MethodInfo:
+    """One registered method.
+
+    ``label`` is its display name ("Grad-CAM"): by default the part of the description
+    before ':'. ``needs_gradients``: it differentiates the model (False for CAM, Eigen-CAM,
+    pure perturbation methods; the engine skips the backward when no method of a request
+    needs layer gradients). ``needs_hooks``: it hooks or intercepts the network's layers
+    (forward hooks, activation swaps, layer replay), which TorchScript modules do not allow;
+    by default every layer method needs them.
+    """
+
     name: str
     description: str
     compute: Callable = None
@@ -23,10 +34,37 @@ class MethodInfo:
     #: The map is one layer's map resized to the input and nothing more, so a caller that
     #: explains a volume batch by batch may keep it at layer resolution and resize once.
     layer_map_only: bool = False
+    label: str = ""
+    needs_gradients: bool = True
+    needs_hooks: bool | None = None
+
+    def __post_init__(self):
+        if not self.label:
+            head = self.description.split(":", 1)[0].strip() if ":" in self.description else ""
+            object.__setattr__(self, "label", head or self.name)
+        if self.needs_hooks is None:
+            object.__setattr__(self, "needs_hooks", self.needs_layer)
 
     def summary(self) -> str:
         layer = "layer" if self.needs_layer else "no layer"
         return f"{self.name}: {self.description} [{', '.join(self.tasks)}; {layer}; {self.cost}]"
+
+    def applicable(self, task: str | None = None, spatial_dims: int | None = None,
+                   scripted: bool = False) -> str | None:
+        """None when the method can explain such a model, else the reason it cannot.
+
+        ``task`` ("classification" / "segmentation") and ``spatial_dims`` (2 / 3) may be
+        None when unknown (a plain module before its first forward); ``scripted``: the model
+        is TorchScript, which takes no hooks.
+        """
+        if task is not None and task not in self.tasks:
+            return f"'{self.name}' explains {' and '.join(self.tasks)} models, not {task} models"
+        if spatial_dims is not None and spatial_dims not in self.spatial_dims:
+            return f"'{self.name}' does not support {spatial_dims}D models"
+        if scripted and self.needs_hooks:
+            return (f"'{self.name}' needs hooks on the network's layers, which a TorchScript module does not allow; "
+                    f"methods that work on TorchScript: {', '.join(scripted_methods())}")
+        return None
 
 
 METHODS: dict[str, MethodInfo] = {}
@@ -45,3 +83,17 @@ def get_method(name) -> MethodInfo:
     if name not in METHODS:
         raise ValueError(f"unknown method '{name}'; available methods: {', '.join(sorted(METHODS))}")
     return METHODS[name]
+
+
+def scripted_methods() -> list[str]:
+    """The methods that work on a TorchScript module (no hooks on its layers)."""
+    return [name for name, info in METHODS.items() if not info.needs_hooks]
+
+
+def check_applicable(methods, task: str | None = None, spatial_dims: int | None = None,
+                     scripted: bool = False, model_name: str = "this model") -> None:
+    """ValueError naming the first method that cannot explain such a model, and why."""
+    for name in methods:
+        reason = get_method(name).applicable(task, spatial_dims, scripted)
+        if reason is not None:
+            raise ValueError(f"method {reason} ({model_name})")

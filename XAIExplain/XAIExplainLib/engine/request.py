@@ -18,6 +18,7 @@ from torch import nn
 from .capture import GuidedActivations, PassResult, run_pass
 from .layers import resolve_layers
 from .normalize import minmax
+from .reading import ModelReading
 from .targets import resolve_target
 
 
@@ -29,6 +30,9 @@ def upsample(maps: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     return F.interpolate(maps.unsqueeze(1), size=size, mode=mode, align_corners=False).squeeze(1)
 
 
+_REFERENCE_PASSES = ("cam", "cam-forward", "input", "guided")  # passes whose output is the unperturbed one
+
+
 @dataclass
 class Request:
     model: nn.Module
@@ -37,6 +41,7 @@ class Request:
     layer: object = None
     options: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    reading: ModelReading = field(default_factory=ModelReading)  # output_key and token-layer options
     full_cam_pass: bool = False  # set when some method of the request needs layer gradients
     upsample_single_layer: bool = True  # False: a one-layer map stays at the layer's resolution
     _passes: dict = field(default_factory=dict)
@@ -55,7 +60,7 @@ class Request:
     def layers(self) -> list[tuple[str, nn.Module]]:
         """The resolved target layer(s): the user's choice or the default layer."""
         if self._layers is None:
-            self._layers = resolve_layers(self.model, self.layer, self.x)
+            self._layers = resolve_layers(self.model, self.layer, self.x, self.reading.tokens)
         return self._layers
 
     def _cached(self, key, compute):
@@ -68,7 +73,8 @@ class Request:
         if not backward and ("cam" in self._passes or self.full_cam_pass):
             backward = True
         key = "cam" if backward else "cam-forward"
-        return self._cached(key, lambda: run_pass(self.model, self.x, self.target, self.layers(), backward=backward))
+        return self._cached(key, lambda: run_pass(self.model, self.x, self.target, self.layers(), backward=backward,
+                                                             tokens=self.reading.tokens))
 
     def input_gradient_pass(self) -> PassResult:
         return self._cached("input", lambda: run_pass(self.model, self.x, self.target, input_gradient=True))
@@ -79,9 +85,13 @@ class Request:
                 return run_pass(self.model, self.x, self.target, input_gradient=True)
         return self._cached("guided", compute)
 
+    def has_reference(self) -> bool:
+        """Whether a pass of the unperturbed input has run (so ``reference`` costs no forward)."""
+        return any(key in self._passes for key in _REFERENCE_PASSES + ("reference",))
+
     def reference(self):
         """(output, bound target) of the unperturbed input, reusing any pass already run."""
-        for key in ("cam", "cam-forward", "input", "guided"):
+        for key in _REFERENCE_PASSES:
             if key in self._passes:
                 result = self._passes[key]
                 return result.output, result.target

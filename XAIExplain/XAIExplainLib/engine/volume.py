@@ -17,8 +17,10 @@ from .api import explain_many, model_device_dtype
 from .capture import eval_mode
 from .devices import resolve_device
 from .interrupt import checkpoint
+from .modes import resolve_mode
 from .normalize import volume_minmax
 from .request import upsample
+from .reading import reading_output
 from .registry import get_method
 from .targets import resolve_target
 from .validation import check_model
@@ -81,13 +83,6 @@ def batch_size_for_budget(model: nn.Module, sample: torch.Tensor, fixed_bytes: i
             f"{'slice' if sample.dim() == 4 else 'window'}); raise the budget or crop the volume"
         )
     return int(max(1, min(limit, (budget - fixed_bytes) // per_sample)))
-
-
-def _check_mode(mode: str, axis: int) -> None:
-    if mode not in ("slices", "volume"):
-        raise ValueError(f"mode must be 'slices' (2D model, per slice) or 'volume' (3D model), got {mode!r}")
-    if mode == "slices" and axis not in (0, 1, 2):
-        raise ValueError(f"axis must be 0, 1 or 2 (numpy axis of the (Z, Y, X) volume), got {axis!r}")
 
 
 def _resolve_device(model: nn.Module, device) -> torch.device:
@@ -181,7 +176,8 @@ def _finish(maps: dict, methods: list[str], normalize: bool, single: bool):
 
 
 def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "slices", axis: int = 0,
-                   batch_size: int | None = None, patch_size=None, overlap: float = 0.25, target=None,
+                   batch_size: int | None = None, patch_size=None, overlap: float = 0.25, window_weights=None,
+                   target=None,
                    layer=None, normalize: bool = True, progress: Callable | None = None, device=None,
                    memory_budget_mb: float | None = None, return_outputs: bool = False, **options):
     """Attribution maps over a whole volume, already preprocessed for the model.
@@ -191,7 +187,9 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
                 or a list (returns a dict name -> map); CAM-family maps share passes
     mode        "slices": a 2D model on slices along numpy ``axis`` (0, 1 or 2), batched;
                 "volume": a 3D model on the whole volume, or on sliding windows of
-                ``patch_size`` with ``overlap`` blended with Gaussian weights
+                ``patch_size`` with ``overlap`` blended with Gaussian weights (or
+                ``window_weights``: one positive weight per voxel of a window, e.g. the
+                importance map of a MONAI bundle's inferer)
     target      None (each slice/window's predicted class), an int, one class per slice,
                 or a segmentation target
     batch_size  slices or windows per forward; None chooses, and a CUDA out-of-memory
@@ -209,7 +207,7 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
     method_list = [methods] if single else list(methods)
     for name in method_list:
         get_method(name)
-    _check_mode(mode, axis)
+    mode, axis = resolve_mode(mode, axis)
     device = _resolve_device(model, device)
     data = _as_channels_first(volume)
     spatial = tuple(data.shape[1:])
@@ -224,7 +222,7 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
         # Every voxel is written (the blended windows), so no zero fill.
         maps = {name: torch.empty(spatial, device=device) for name in method_list}
         _explain_windows(model, data, method_list, maps, patch_size, overlap, target, layer, batch_size,
-                         device, progress, options, outputs)
+                         device, progress, options, outputs, window_weights)
     result = _finish(maps, method_list, normalize, single)
     if return_outputs:
         return result, outputs[0].float().cpu().numpy()
@@ -306,15 +304,26 @@ def _padded(data: torch.Tensor, patch: tuple[int, ...]) -> torch.Tensor:
     return torch.nn.functional.pad(data, pad, value=float(data.min()))
 
 
+def _window_weights(given, patch: tuple[int, ...], device, n_windows: int) -> torch.Tensor:
+    """One window's blending weights: the given patch-shaped positive weights, else Gaussian (ones alone)."""
+    if given is None:
+        return gaussian_weights(patch, device) if n_windows > 1 else torch.ones(patch, device=device)
+    weights = torch.as_tensor(given).to(device=device, dtype=torch.float32)
+    if tuple(weights.shape) != tuple(patch) or not bool((weights > 0).all()):
+        raise ValueError(f"window_weights must be a tensor of the window's shape {tuple(patch)} with positive "
+                         f"values, got shape {tuple(weights.shape)}")
+    return weights
+
+
 def _explain_windows(model, data, methods, maps, patch_size, overlap, target, layer, batch_size, device,
-                     progress, options, outputs: list | None = None):
+                     progress, options, outputs: list | None = None, window_weights=None):
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
     spatial = tuple(data.shape[1:])
     patch = _patch_shape(patch_size, spatial)
     padded = _padded(data, patch)
     windows = window_grid(tuple(padded.shape[1:]), patch, overlap)
-    weights = gaussian_weights(patch, device) if len(windows) > 1 else torch.ones(patch, device=device)
+    weights = _window_weights(window_weights, patch, device, len(windows))
     sums = {name: torch.zeros(padded.shape[1:], device=device) for name in methods}
     total_weight = torch.zeros(padded.shape[1:], device=device)
 
@@ -373,31 +382,36 @@ class _OutputBlend:
 
 
 def predict_volume(model: nn.Module, volume, mode: str = "slices", axis: int = 0, batch_size: int | None = None,
-                   patch_size=None, overlap: float = 0.25, device=None, progress: Callable | None = None):
+                   patch_size=None, overlap: float = 0.25, device=None, progress: Callable | None = None,
+                   output_key=None, window_weights=None):
     """Raw model outputs (logits) over a volume, under ``torch.inference_mode``.
+
+    ``output_key`` picks the logits of a model that returns a tuple, list or dict
+    (default: a tuple's first element; see :mod:`.reading`).
 
     slices mode: (n_slices, K) for a classifier, (K, *volume spatial shape) for a segmenter;
     volume mode: (K,) for a 3D classifier (whole volume), (K, *spatial) for a segmenter
     (sliding windows blended with Gaussian weights).
     """
     check_model(model)
-    _check_mode(mode, axis)
+    mode, axis = resolve_mode(mode, axis)
     device = _resolve_device(model, device)
     data = _as_channels_first(volume)
     spatial = tuple(data.shape[1:])
     dtype = model_device_dtype(model, data)[1]
-    with eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode(), reading_output(model, output_key):
         if mode == "slices":
             outputs = []
             _Batches(spatial[axis], batch_size, device, progress).run(
                 lambda start, stop: outputs.append(model(_slices_of(data, axis, start, stop).to(device, dtype))))
             out = _slice_outputs(outputs, axis)
         else:
-            out = _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype, progress)
+            out = _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype, progress,
+                                   window_weights)
     return out.float().cpu().numpy()
 
 
-def _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype, progress):
+def _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype, progress, window_weights=None):
     spatial = tuple(data.shape[1:])
     patch = _patch_shape(patch_size, spatial)
     padded = _padded(data, patch)
@@ -405,7 +419,7 @@ def _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype
     if len(windows) == 1 and patch == spatial:
         out = model(padded[None].to(device, dtype))[0]
         return out
-    weights = gaussian_weights(patch, device)
+    weights = _window_weights(window_weights, patch, device, 2)
     state = {}
 
     def work(start, stop):

@@ -1,11 +1,12 @@
-"""Evaluation of attribution maps: localisation, faithfulness and sanity metrics.
+"""Evaluation of attribution maps: localisation, faithfulness, robustness and sanity metrics.
 
 Every metric works on maps (N, *S), 2D or 3D, batched over N, with torch ops
 on the maps' device.  ``evaluate`` runs several at once and returns plain
 per-sample columns; the individual functions return tensors and, where a
 metric has more to say (a sweep, a curve), a small result object.
 """
-from .api import METRICS, evaluate
+from .api import MAP_ONLY_METRICS, METRICS, ON_REQUEST, evaluate
+from .confidence import ConfidenceChange, average_drop, confidence_change, increase_in_confidence
 from .faithfulness import (
     Preservation,
     excess_prediction,
@@ -14,6 +15,7 @@ from .faithfulness import (
     preservation,
     relative_foreground,
 )
+from .faithfulness_correlation import FaithfulnessCorrelation, faithfulness_correlation
 from .localisation import (
     DEFAULT_THRESHOLDS,
     DiceSweep,
@@ -27,11 +29,23 @@ from .localisation import (
     specificity_sensitivity,
 )
 from .perturbation import BASELINES, PerturbationCurve, baseline_like, deletion_auc, insertion_auc, perturbation_curve
-from .sanity import SanityResult, parameterized_layers, rank_correlation, sanity_randomization
+from .imputation import noisy_linear_imputation
+from .relevance import relevance_mass_accuracy, relevance_rank_accuracy
+from .road import DEFAULT_PERCENTILES, RoadCurve, road, road_curve
+from .robustness import Infidelity, MaxSensitivity, infidelity, max_sensitivity
+from .sanity import (
+    RandomLogitResult,
+    SanityResult,
+    parameter_randomization,
+    parameterized_layers,
+    random_logit,
+    rank_correlation,
+    sanity_randomization,
+)
 from .usage import occlusion_usage_mask
 
 __all__ = [
-    "METRICS", "evaluate",
+    "METRICS", "MAP_ONLY_METRICS", "ON_REQUEST", "evaluate",
     "DEFAULT_THRESHOLDS", "DiceSweep", "dice_sweep", "otsu_threshold",
     "SpecificityResult", "specificity_sensitivity", "specificity", "sensitivity", "occlusion_usage_mask",
     "pointing_game", "energy_pointing_game",
@@ -39,4 +53,10 @@ __all__ = [
     "relative_foreground",
     "BASELINES", "baseline_like", "PerturbationCurve", "perturbation_curve", "deletion_auc", "insertion_auc",
     "SanityResult", "sanity_randomization", "rank_correlation", "parameterized_layers",
+    "parameter_randomization", "RandomLogitResult", "random_logit",
+    "RoadCurve", "road_curve", "road", "DEFAULT_PERCENTILES", "noisy_linear_imputation",
+    "ConfidenceChange", "confidence_change", "average_drop", "increase_in_confidence",
+    "FaithfulnessCorrelation", "faithfulness_correlation",
+    "MaxSensitivity", "max_sensitivity", "Infidelity", "infidelity",
+    "relevance_mass_accuracy", "relevance_rank_accuracy",
 ]

@@ -14,32 +14,15 @@ import torch
 from torch import nn
 
 
-__all__ = ["ACTIVATIONS", "activate", "check_model", "frozen_inference"]
+from ..engine.activations import ACTIVATIONS, activate, resolve_activation
 
-#: Accepted values of the ``activation`` option: how logits become probabilities.
-ACTIVATIONS = ("softmax", "sigmoid", None)
+__all__ = ["ACTIVATIONS", "activate", "check_model", "frozen_inference", "resolve_activation"]
 
 
 def check_model(model) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return model
-
-
-def activate(output: torch.Tensor, activation: Optional[str]) -> torch.Tensor:
-    """Turn model outputs into probabilities along the class axis (dim 1).
-
-    ``"softmax"`` for mutually exclusive classes, ``"sigmoid"`` for
-    independent (multi-label or single-channel) outputs, ``None`` when the
-    model already returns probabilities.
-    """
-    if activation == "softmax":
-        return torch.softmax(output, dim=1)
-    if activation == "sigmoid":
-        return torch.sigmoid(output)
-    if activation is None:
-        return output
-    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
 
 
 def _device_dtype(model: nn.Module, fallback: torch.Tensor) -> tuple[torch.device, torch.dtype]:

@@ -21,9 +21,27 @@ deletion_auc            model           deletion_auc
 insertion_auc           model           insertion_auc
 sanity_randomization    model, method   sanity_spearman_top (top layer randomised),
                                         sanity_spearman_full (every layer randomised)
+parameter_randomization model, method   parameter_randomization (Spearman, mean over layers
+                                        randomised one at a time)
+random_logit            model, method   random_logit (Spearman with a random other class's map)
+road_morf               model           road_morf (mean target probability, most relevant
+                                        imputed first), road_morf_accuracy (classifiers)
+road_lerf               model           road_lerf, road_lerf_accuracy (least relevant first)
+average_drop            model           average_drop (ReLU(Y - O) / Y)
+increase_in_confidence  model           increase_in_confidence (1.0 where O > Y)
+faithfulness_correlation model          faithfulness_correlation (Pearson over random subsets)
+max_sensitivity         model, method   max_sensitivity
+infidelity              model           infidelity
+relevance_mass          mask            relevance_mass (positive relevance inside / total)
+relevance_rank          mask            relevance_rank (share of the mask-sized top inside)
 
 "used voxels" is ``used_mask`` when given, ``"occlusion"`` to estimate them
-with the engine's occlusion method, and otherwise ``mask``.
+with the engine's occlusion method, and otherwise ``mask``.  Options of a
+single metric beyond the shared ones below (ROAD's percentiles, the number of
+perturbations, a noise level) go in ``metric_options={name: {option: value}}``
+and reach that metric's function unchanged.  The metrics from
+parameter_randomization down run only when named (``ON_REQUEST``): each
+costs many model passes or explanations, or repeats a default metric.
 """
 from __future__ import annotations
 
@@ -32,13 +50,18 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 import torch
 
 from ._checks import as_maps, as_masks
+from .confidence import confidence_change
 from .faithfulness import image_preserved, preservation, relative_foreground
+from .faithfulness_correlation import faithfulness_correlation
 from .localisation import dice_sweep, energy_pointing_game, pointing_game, specificity_sensitivity
 from .perturbation import perturbation_curve
-from .sanity import sanity_randomization
+from .relevance import relevance_mass_accuracy, relevance_rank_accuracy
+from .road import road_curve
+from .robustness import infidelity, max_sensitivity
+from .sanity import parameter_randomization, random_logit, sanity_randomization
 from .usage import occlusion_usage_mask
 
-__all__ = ["METRICS", "evaluate"]
+__all__ = ["METRICS", "MAP_ONLY_METRICS", "ON_REQUEST", "evaluate"]
 
 #: Every metric name ``evaluate`` accepts, with what it needs besides the maps.
 METRICS: Dict[str, tuple] = {
@@ -54,12 +77,34 @@ METRICS: Dict[str, tuple] = {
     "deletion_auc": ("model",),
     "insertion_auc": ("model",),
     "sanity_randomization": ("model", "method"),
+    "parameter_randomization": ("model", "method"),
+    "random_logit": ("model", "method"),
+    "road_morf": ("model",),
+    "road_lerf": ("model",),
+    "average_drop": ("model",),
+    "increase_in_confidence": ("model",),
+    "faithfulness_correlation": ("model",),
+    "max_sensitivity": ("model", "method"),
+    "infidelity": ("model",),
+    "relevance_mass": ("mask",),
+    "relevance_rank": ("mask",),
 }
+
+#: Computed only when named in ``metrics`` (not by ``metrics=None``): they run the model or the
+#: explanation many times over (ROAD, faithfulness correlation, the robustness and randomisation
+#: tests), or give a default metric's number under its other name (relevance mass = energy pointing game).
+ON_REQUEST = frozenset({
+    "parameter_randomization", "random_logit", "road_morf", "road_lerf", "average_drop", "increase_in_confidence",
+    "faithfulness_correlation", "max_sensitivity", "infidelity", "relevance_mass", "relevance_rank",
+})
+
+#: Metrics that need nothing but the map and a mask (what a heatmap table can show without the model).
+MAP_ONLY_METRICS = tuple(name for name, needs in METRICS.items() if set(needs) <= {"mask", "used"} or not needs)
 
 
 def _metric_list(metrics: Union[None, str, Iterable[str]], available: set) -> List[str]:
     if metrics is None:
-        return [name for name, needs in METRICS.items() if set(needs) <= available]
+        return [name for name, needs in METRICS.items() if set(needs) <= available and name not in ON_REQUEST]
     if isinstance(metrics, str):
         metrics = [metrics]
     metrics = list(dict.fromkeys(metrics))
@@ -86,10 +131,10 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
              spacing: Optional[Sequence[float]] = None, tolerance_mm: float = 0.0,
              thresholds: Optional[Sequence[float]] = None,
              used_mask=None, specificity_threshold: Union[float, str] = 0.5,
-             activation: Optional[str] = "softmax", region=None, baseline=0.0,
+             activation: Optional[str] = "auto", region=None, baseline=0.0,
              steps: int = 20, batch_size: int = 32, seed: int = 0,
              method: Optional[str] = None, layer=None, explain_options: Optional[dict] = None,
-             occlusion_options: Optional[dict] = None,
+             occlusion_options: Optional[dict] = None, metric_options: Optional[Dict[str, dict]] = None,
              ) -> Dict[str, List[float]]:
     """Compute the requested metrics of ``maps`` (N, *S) and return per-sample columns.
 
@@ -97,14 +142,17 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
     maps            attribution maps on the input grid, one per sample
     target          what the maps explain (None: predicted class); frozen on the unperturbed output
     mask            ground-truth mask (N, *S) or (*S), nonzero = inside
-    metrics         names from ``METRICS``; None = every metric whose inputs are given
+    metrics         names from ``METRICS``; None = every metric whose inputs are given, except
+                    those in ``ON_REQUEST``
     spacing         voxel size in mm along the tensor's spatial axes (pointing game)
     tolerance_mm    how far outside the mask the map's maximum may fall (pointing game)
     thresholds      dice sweep thresholds on the normalised map (default 0.05 .. 0.95)
     used_mask       voxels the model uses (specificity / sensitivity): a mask, "occlusion"
                     to estimate them, or None to use ``mask``
     specificity_threshold  map threshold for specificity / sensitivity (a number or "otsu")
-    activation      "softmax", "sigmoid" or None: how outputs become probabilities
+    activation      how outputs become probabilities: "auto" (the target's activation, else
+                    sigmoid for one output channel, softmax for several), "softmax", "sigmoid"
+                    or None (the model returns probabilities); never a softmax over one channel
     region          segmentation only: None (all voxels), "predicted" or a mask (PP / EP)
     baseline        value of removed voxels: a number, "mean", "min" or a tensor
     steps, batch_size, seed  deletion / insertion resolution, batching, order of ties;
@@ -112,6 +160,8 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
     method, layer, explain_options  how the maps were made, for the sanity check
     occlusion_options  window / stride / baseline of the occlusion estimate (used_mask="occlusion");
                     the window should be small next to the structures the model uses
+    metric_options  {metric name: {option: value}} for one metric's own options, e.g.
+                    {"road_morf": {"percentiles": (10, 50, 90), "noise": 0.0}}
 
     Returns ``{key: [float] * N}``; the module docstring lists the keys per metric.
     """
@@ -128,6 +178,7 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
         available.add("method")
     requested = _metric_list(metrics, available)
     explain_options = dict(explain_options or {})
+    own = _metric_options(metric_options, requested)
 
     results: Dict[str, List[float]] = {}
     if "dice_sweep" in requested:
@@ -170,4 +221,69 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
                                       **explain_options)
         results["sanity_spearman_top"] = _column(sanity.correlation[0])
         results["sanity_spearman_full"] = _column(sanity.correlation[-1])
+    shared = {"target": target, "seed": seed}
+    model_shared = {**shared, "activation": activation, "batch_size": batch_size}
+
+    def options_for(name: str, base: dict) -> dict:
+        return {**base, **own.get(name, {})}
+
+    explained = {**shared, "layer": layer, "maps": maps, **explain_options}
+    if "parameter_randomization" in requested:
+        independent = parameter_randomization(model, x, method, **options_for("parameter_randomization", explained))
+        results["parameter_randomization"] = _column(independent.correlation.mean(dim=0))
+    if "random_logit" in requested:
+        other = random_logit(model, x, method, **options_for("random_logit", explained))
+        results["random_logit"] = _column(other.correlation)
+    for order in ("morf", "lerf"):
+        name = f"road_{order}"
+        if name in requested:
+            road = road_curve(model, x, maps, order=order, **options_for(name, model_shared))
+            results[name] = _column(road.mean_score)
+            if road.accuracy is not None:
+                results[f"{name}_accuracy"] = _column(road.accuracy)
+    if "average_drop" in requested or "increase_in_confidence" in requested:
+        options = {"target": target, "activation": activation, "region": region, "baseline": baseline,
+                   **own.get("average_drop", {}), **own.get("increase_in_confidence", {})}
+        change = confidence_change(model, x, maps, **options)
+        for name, values in (("average_drop", change.drop), ("increase_in_confidence", change.increase)):
+            if name in requested:
+                results[name] = _column(values)
+    if "faithfulness_correlation" in requested:
+        options = options_for("faithfulness_correlation", {**model_shared, "baseline": baseline})
+        results["faithfulness_correlation"] = _column(faithfulness_correlation(model, x, maps, **options).correlation)
+    if "max_sensitivity" in requested:
+        options = options_for("max_sensitivity", {**shared, "layer": layer, "batch_size": batch_size,
+                                                  **explain_options})
+        results["max_sensitivity"] = _column(max_sensitivity(model, x, method, **options).max_sensitivity)
+    if "infidelity" in requested:
+        options = options_for("infidelity", model_shared)
+        results["infidelity"] = _column(infidelity(model, x, maps, **options).infidelity)
+    if "relevance_mass" in requested:
+        results["relevance_mass"] = _column(relevance_mass_accuracy(maps, mask))
+    if "relevance_rank" in requested:
+        results["relevance_rank"] = _column(relevance_rank_accuracy(maps, mask, seed=seed))
     return results
+
+
+def _metric_options(metric_options: Optional[Dict[str, dict]], requested: List[str]) -> Dict[str, dict]:
+    """Check ``metric_options``: requested metrics that take options of their own, mapping to keyword dicts."""
+    if metric_options is None:
+        return {}
+    if not isinstance(metric_options, dict):
+        raise TypeError(f"metric_options must be a dict {{metric name: {{option: value}}}}, got "
+                        f"{type(metric_options).__name__}")
+    unknown = [name for name in metric_options if name not in METRICS]
+    if unknown:
+        raise ValueError(f"metric_options names unknown metric(s) {unknown}; valid metrics: {', '.join(METRICS)}")
+    shared = [name for name in metric_options if name not in ON_REQUEST]
+    if shared:
+        raise ValueError(f"metric_options is for the metrics with options of their own "
+                         f"({', '.join(sorted(ON_REQUEST))}); {shared} take theirs from evaluate's arguments")
+    idle = [name for name in metric_options if name not in requested]
+    if idle:
+        raise ValueError(f"metric_options gives options for {idle}, which are not requested; add them to metrics=")
+    for name, options in metric_options.items():
+        if not isinstance(options, dict):
+            raise TypeError(f"metric_options[{name!r}] must be a dict of keyword arguments, got "
+                            f"{type(options).__name__}")
+    return dict(metric_options)

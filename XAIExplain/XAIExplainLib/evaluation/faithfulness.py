@@ -26,7 +26,7 @@ import torch
 
 from ..engine import resolve_target
 from ._checks import as_maps, as_masks, check_input, minmax_normalize, require_nonempty
-from ._model import activate, check_model, frozen_inference
+from ._model import activate, check_model, frozen_inference, resolve_activation
 from .perturbation import baseline_like
 
 __all__ = [
@@ -95,14 +95,15 @@ def _region(region: RegionSpec, prob: torch.Tensor, bound, activation: Optional[
     return region != 0
 
 
-def preservation(model, x: torch.Tensor, maps, target=None, activation: Optional[str] = "softmax",
+def preservation(model, x: torch.Tensor, maps, target=None, activation: Optional[str] = "auto",
                  region: RegionSpec = None, baseline=0.0) -> Preservation:
     """Run the model on x and on the map-masked input and compare target probabilities.
 
     ``target`` is resolved once on the output for x (None: predicted class)
     and reused for the masked input.  ``activation`` turns logits into
-    probabilities (``"softmax"``, ``"sigmoid"`` or None if the model already
-    outputs probabilities).  ``region`` applies to segmentation outputs only:
+    probabilities: ``"auto"`` (the target's activation, else sigmoid for one output
+    channel and softmax for several), ``"softmax"``, ``"sigmoid"`` or None if the model
+    already outputs probabilities.  ``region`` applies to segmentation outputs only:
     None scores every output voxel of the target class (seed 002),
     ``"predicted"`` the voxels predicted as that class on x, or a bool mask
     (N, *S_out).  ``baseline`` is what a masked-out voxel becomes (0: the
@@ -117,6 +118,7 @@ def preservation(model, x: torch.Tensor, maps, target=None, activation: Optional
         output = forward(x)
         bound = resolve_target(target, output)
         masked_output = forward(masked_input)
+    activation = resolve_activation(activation, output, target)
     prob = activate(output.double(), activation)
     masked_prob = activate(masked_output.double(), activation)
     if prob.dim() == 2:
@@ -151,13 +153,13 @@ def preservation(model, x: torch.Tensor, maps, target=None, activation: Optional
     )
 
 
-def prediction_preserved(model, x, maps, target=None, activation: Optional[str] = "softmax",
+def prediction_preserved(model, x, maps, target=None, activation: Optional[str] = "auto",
                          region: RegionSpec = None, baseline=0.0) -> torch.Tensor:
     """PP = sum min(P, P~) / sum P per sample, in [0, 1]; see ``preservation``."""
     return preservation(model, x, maps, target, activation, region, baseline).prediction_preserved
 
 
-def excess_prediction(model, x, maps, target=None, activation: Optional[str] = "softmax",
+def excess_prediction(model, x, maps, target=None, activation: Optional[str] = "auto",
                       region: RegionSpec = None, baseline=0.0) -> torch.Tensor:
     """EP = sum ReLU(P~ - P) / sum P per sample: how much masking *raises* the output."""
     return preservation(model, x, maps, target, activation, region, baseline).excess_prediction

@@ -21,7 +21,7 @@ import torch
 
 from ..engine import resolve_target
 from ._checks import as_maps, check_input
-from ._model import activate, check_model, frozen_inference
+from ._model import activate, check_model, frozen_inference, resolve_activation
 
 __all__ = [
     "BASELINES",
@@ -95,7 +95,7 @@ def _ranks(maps: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 def perturbation_curve(model, x: torch.Tensor, maps, target=None, mode: str = "deletion", steps: int = 20,
-                       baseline: BaselineSpec = 0.0, activation: Optional[str] = "softmax",
+                       baseline: BaselineSpec = 0.0, activation: Optional[str] = "auto",
                        batch_size: int = 32, seed: int = 0) -> PerturbationCurve:
     """Deletion or insertion curve of each sample, with ``steps`` + 1 points.
 
@@ -120,7 +120,9 @@ def perturbation_curve(model, x: torch.Tensor, maps, target=None, mode: str = "d
     levels = counts.repeat(n)
     scores = torch.empty(rows.numel(), dtype=torch.float64, device=maps.device)
     with frozen_inference(model, maps) as forward:
-        bound = resolve_target(target, forward(x))
+        reference = forward(x)
+        bound = resolve_target(target, reference)
+        activation = resolve_activation(activation, reference, target)
         for start in range(0, rows.numel(), batch_size):
             chunk = rows[start:start + batch_size]
             chosen = ranks[chunk] < levels[start:start + batch_size].unsqueeze(1)
@@ -139,12 +141,12 @@ def perturbation_curve(model, x: torch.Tensor, maps, target=None, mode: str = "d
 
 
 def deletion_auc(model, x, maps, target=None, steps: int = 20, baseline: BaselineSpec = 0.0,
-                 activation: Optional[str] = "softmax", batch_size: int = 32, seed: int = 0) -> torch.Tensor:
+                 activation: Optional[str] = "auto", batch_size: int = 32, seed: int = 0) -> torch.Tensor:
     """Area under the deletion curve per sample (lower = more faithful)."""
     return perturbation_curve(model, x, maps, target, "deletion", steps, baseline, activation, batch_size, seed).auc
 
 
 def insertion_auc(model, x, maps, target=None, steps: int = 20, baseline: BaselineSpec = 0.0,
-                  activation: Optional[str] = "softmax", batch_size: int = 32, seed: int = 0) -> torch.Tensor:
+                  activation: Optional[str] = "auto", batch_size: int = 32, seed: int = 0) -> torch.Tensor:
     """Area under the insertion curve per sample (higher = more faithful)."""
     return perturbation_curve(model, x, maps, target, "insertion", steps, baseline, activation, batch_size, seed).auc

@@ -1,4 +1,4 @@
-"""Model-randomisation sanity check (Adebayo et al., NeurIPS 2018).
+"""Randomisation sanity checks: model parameters (Adebayo et al., NeurIPS 2018) and logits (Sixt et al.).
 
 A map that explains the *model* must change when the model's weights are
 destroyed.  Starting from the top (output side), layers of a deep copy are
@@ -7,7 +7,9 @@ layers randomised), a map is computed at each stage with the same method,
 layer and frozen target, and its Spearman rank correlation with the trained
 model's map is reported.  Correlations that stay near 1 reveal a method that
 reflects the input (edges, intensity) rather than what the model learned.
-The caller's model is never modified.
+``parameter_randomization`` randomises one layer at a time instead
+(independent), and ``random_logit`` explains a random other class of the same
+trained model.  The caller's model is never modified.
 """
 from __future__ import annotations
 
@@ -23,8 +25,12 @@ from ..engine import explain, resolve_target
 from ..engine.interrupt import checkpoint
 from ._checks import as_maps, check_input
 from ._model import check_model, frozen_inference
+from ._scoring import FrozenTarget, check_batch, target_classes
 
-__all__ = ["SanityResult", "sanity_randomization", "rank_correlation", "parameterized_layers"]
+__all__ = [
+    "SanityResult", "sanity_randomization", "parameter_randomization", "rank_correlation", "parameterized_layers",
+    "RandomLogitResult", "random_logit",
+]
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,35 @@ def _frozen_target(model: nn.Module, x: torch.Tensor, target):
     return target if classes is None else classes
 
 
+def _randomization_setup(model, x, method, target, layer, maps, layers, options):
+    """Checked inputs shared by the randomisation tests: maps, x, layer order, frozen target, layer spec."""
+    check_model(model)
+    if maps is None:
+        maps = explain(model, x, method, target=target, layer=layer, **options)
+    maps = as_maps(maps)
+    x = check_input(x, maps)
+    order = parameterized_layers(model, x)
+    if layers is None:
+        chosen = order[::-1]
+    else:
+        chosen = list(layers)
+        unknown = [name for name in chosen if name not in order]
+        if unknown:
+            raise ValueError(
+                f"layers {unknown} own no parameters used in the forward pass; choose from: {order[::-1]}"
+            )
+    if not chosen:
+        raise ValueError("the model has no parameters to randomise")
+    return maps, x, chosen, _frozen_target(model, x, target), _layer_names(model, layer)
+
+
+def _deep_copy(model: nn.Module) -> nn.Module:
+    try:
+        return copy.deepcopy(model)
+    except Exception as error:  # deepcopy of arbitrary user modules can fail in many ways
+        raise TypeError(f"the sanity check works on a deep copy of the model, which failed: {error}") from error
+
+
 def sanity_randomization(model: nn.Module, x: torch.Tensor, method: str = "gradcam", target=None, layer=None,
                          maps=None, layers: Optional[Sequence[str]] = None, seed: int = 0,
                          **options) -> SanityResult:
@@ -162,29 +197,9 @@ def sanity_randomization(model: nn.Module, x: torch.Tensor, method: str = "gradc
     every module owning parameters, in reverse execution order.  Each
     stage costs one explanation.
     """
-    check_model(model)
-    if maps is None:
-        maps = explain(model, x, method, target=target, layer=layer, **options)
-    maps = as_maps(maps)
-    x = check_input(x, maps)
-    order = parameterized_layers(model, x)
-    if layers is None:
-        cascade = order[::-1]
-    else:
-        cascade = list(layers)
-        unknown = [name for name in cascade if name not in order]
-        if unknown:
-            raise ValueError(
-                f"layers {unknown} own no parameters used in the forward pass; choose from: {order[::-1]}"
-            )
-    if not cascade:
-        raise ValueError("the model has no parameters to randomise")
-    frozen = _frozen_target(model, x, target)
-    layer_spec = _layer_names(model, layer)
-    try:
-        randomized = copy.deepcopy(model)
-    except Exception as error:  # deepcopy of arbitrary user modules can fail in many ways
-        raise TypeError(f"the sanity check works on a deep copy of the model, which failed: {error}") from error
+    maps, x, cascade, frozen, layer_spec = _randomization_setup(model, x, method, target, layer, maps, layers,
+                                                                 options)
+    randomized = _deep_copy(model)
     modules = dict(randomized.named_modules())
     correlations = []
     for name in cascade:
@@ -193,3 +208,91 @@ def sanity_randomization(model: nn.Module, x: torch.Tensor, method: str = "gradc
         random_maps = explain(randomized, x, method, target=frozen, layer=layer_spec, **options)
         correlations.append(rank_correlation(maps, random_maps.to(maps.device)))
     return SanityResult(layers=cascade, correlation=torch.stack(correlations))
+
+
+def parameter_randomization(model: nn.Module, x: torch.Tensor, method: str = "gradcam", target=None, layer=None,
+                            maps=None, layers: Optional[Sequence[str]] = None, seed: int = 0,
+                            **options) -> SanityResult:
+    """Independent randomisation: one layer at a time, the others trained; Spearman per layer.
+
+    The model-parameter randomisation test of Adebayo et al. in its
+    "independent" form (Quantus's ``layer_order="independent"``): where the
+    cascade asks whether the map survives destroying the network from the top
+    down, this asks which single layers the map depends on.  A layer is
+    re-initialised exactly as in the cascade (same seed per layer name), the
+    map recomputed, and the layer restored (parameters and buffers) before the
+    next.  Arguments as for ``sanity_randomization``; ``layers`` lists the
+    layers to test (default: every module owning parameters, top first).
+    """
+    maps, x, chosen, frozen, layer_spec = _randomization_setup(model, x, method, target, layer, maps, layers,
+                                                                options)
+    randomized = _deep_copy(model)
+    modules = dict(randomized.named_modules())
+    correlations = []
+    for name in chosen:
+        module = modules[name]
+        trained = {key: value.clone() for key, value in module.state_dict().items()}
+        _randomize(module, _layer_seed(seed, name))
+        random_maps = explain(randomized, x, method, target=frozen, layer=layer_spec, **options)
+        module.load_state_dict(trained)
+        correlations.append(rank_correlation(maps, random_maps.to(maps.device)))
+    return SanityResult(layers=chosen, correlation=torch.stack(correlations))
+
+
+@dataclass(frozen=True)
+class RandomLogitResult:
+    """The explained and the randomly drawn other class per sample, and their maps' Spearman correlation."""
+
+    classes: torch.Tensor  # (N,)
+    other_classes: torch.Tensor  # (N,)
+    correlation: torch.Tensor  # (N,)
+
+
+def _other_classes(classes: torch.Tensor, n_classes: int, other_classes, seed: int) -> torch.Tensor:
+    """One class per sample other than its own: drawn uniformly (seeded) or checked when given."""
+    if other_classes is None:
+        generator = torch.Generator().manual_seed(int(seed))
+        draw = torch.randint(0, n_classes - 1, (classes.numel(),), generator=generator)
+        return draw + (draw >= classes).long()
+    other = torch.as_tensor(other_classes).long().flatten()
+    if other.numel() != classes.numel():
+        raise ValueError(f"other_classes gives {other.numel()} classes for {classes.numel()} samples")
+    if bool(((other < 0) | (other >= n_classes)).any()):
+        raise ValueError(f"other_classes must lie in 0..{n_classes - 1}, got {other.tolist()}")
+    same = torch.nonzero(other == classes).flatten().tolist()
+    if same:
+        raise ValueError(f"other_classes equals the explained class for sample(s) {same}; pick another class")
+    return other
+
+
+def random_logit(model: nn.Module, x: torch.Tensor, method: str = "gradcam", target=None, layer=None,
+                 maps=None, other_classes=None, seed: int = 0, **options) -> RandomLogitResult:
+    """Random-logit test (Sixt et al., ICML 2020): the map of a random other class should differ.
+
+    Each sample's target is bound on the model's output (None: the predicted
+    class); a different class is drawn per sample (uniformly among the other
+    K - 1, seeded; or ``other_classes``), explained with the same method,
+    layer, options and, for a segmentation target, the same frozen region,
+    and the Spearman correlation of the two maps is returned (low: the
+    explanation depends on which class is explained).  ``maps`` are the
+    target's maps (computed when None).
+    """
+    check_model(model)
+    check_batch(x)
+    with frozen_inference(model, x) as forward:
+        output = forward(x)
+        bound = resolve_target(target, output)
+    n_classes = output.shape[1]
+    if n_classes < 2:
+        raise ValueError("the random-logit test needs a model with at least two output classes; this one has 1")
+    classes = target_classes(bound, "the random-logit test").cpu()
+    if maps is None:
+        maps = explain(model, x, method, target=FrozenTarget(bound), layer=layer, **options)
+    maps = as_maps(maps)
+    check_input(x, maps)
+    other = _other_classes(classes, n_classes, other_classes, seed)
+    other_bound = copy.copy(bound)
+    other_bound.classes = other.to(torch.as_tensor(bound.classes).device)
+    other_maps = explain(model, x, method, target=FrozenTarget(other_bound), layer=layer, **options)
+    return RandomLogitResult(classes=classes, other_classes=other,
+                             correlation=rank_correlation(maps, other_maps.to(maps.device)))

@@ -5,6 +5,6 @@ install PyTorch first.
 """
 from .explain_job import ExplainCancelled, ExplainJob
 from .explain_logic import OutputNodes, XAIExplainLogic
-from .model_catalogue import RawModel
+from .model_catalogue import ModelCatalogue
 
-__all__ = ["ExplainCancelled", "ExplainJob", "OutputNodes", "RawModel", "XAIExplainLogic"]
+__all__ = ["ExplainCancelled", "ExplainJob", "ModelCatalogue", "OutputNodes", "XAIExplainLogic"]

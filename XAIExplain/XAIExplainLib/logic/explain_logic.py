@@ -32,8 +32,9 @@ import numpy as np
 from .. import mrml
 from . import point_target
 from .explain_job import ExplainCancelled, ExplainJob
-from .model_catalogue import ModelQueries, RawModel, models_api, xai_package
-from ..mrml import geometry, naming, outputs, plots
+from .model_catalogue import ModelCatalogue
+from ..imaging.orientation import slice_axis_for_orientation
+from ..mrml import naming, outputs, plots
 
 MODES = ("slices", "volume", "axial", "coronal", "sagittal")
 LABEL_OUTPUTS = ("labelmap", "segmentation")
@@ -68,7 +69,7 @@ class OutputNodes(list):
         self.timings: dict = {}
 
 
-class XAIExplainLogic(ModelQueries):
+class XAIExplainLogic:
     """Explain what a model looks at in a volume of the scene; results become scene nodes.
 
     Main entry: :meth:`explainVolume`. Helpers for choosing its arguments:
@@ -76,11 +77,39 @@ class XAIExplainLogic(ModelQueries):
     :meth:`methodsForModel`, :meth:`layersForModel`, :meth:`deviceChoices`.
     """
 
-    def __init__(self, scene=None):
-        """``scene``: the MRML scene to work on (default: ``slicer.mrmlScene`` at run time)."""
+    def __init__(self, scene=None, models: ModelCatalogue | None = None):
+        """``scene``: the MRML scene to work on (default: ``slicer.mrmlScene`` at run time);
+        ``models``: the model catalogue (loads each model once)."""
         self.scene = scene
+        self.models = models or ModelCatalogue()
         self._job: ExplainJob | None = None
-        self._models: dict = {}
+
+    # ----------------------------------------------------------------- models
+
+    def availableModels(self) -> list:
+        """Names of the bundled models (pass one as ``model`` to :meth:`explainVolume`)."""
+        return self.models.available()
+
+    def loadModel(self, model, trust: bool = False):
+        """A loaded model from a bundled name or any model folder or file ``load_model`` accepts (cached).
+
+        ``trust=True`` allows what can run code while loading (pickled modules, TorchScript,
+        bundle configs): only for files from a source you trust. A loaded model is returned
+        unchanged; a torch module becomes a model described by itself (voxels as they are).
+        """
+        return self.models.get(model, trust=trust)
+
+    def describeModel(self, model) -> dict:
+        """Task, spatial dimensions, class names, expected input and layers of a model."""
+        return self.models.describe(model)
+
+    def methodsForModel(self, model) -> list:
+        """``(name, label, enabled, reason)`` for every engine method, for this model."""
+        return self.models.methods_for(model)
+
+    def layersForModel(self, model) -> list:
+        """Names of the model's layers with spatial output, suggested ones first."""
+        return self.models.layers_for(model)
 
     # ----------------------------------------------------------------- device
 
@@ -174,7 +203,7 @@ class XAIExplainLogic(ModelQueries):
         predictionSegmentation  write a segmenter's prediction as a segmentation node
         opacity          heatmap opacity over the input in the slice views (0..1)
         displayThreshold heatmap values below this fraction of the window are transparent
-        colorLegend      show a colour legend for the first heatmap
+        colorLegend      show a colour legend on each heatmap (titled method, class and layer)
         keepExisting     True: always add new nodes; False: re-running with the same choices
                          updates the nodes of the earlier run
         engineOptions    extra method options passed to the engine (e.g. SmoothGrad's samples)
@@ -273,10 +302,7 @@ class XAIExplainLogic(ModelQueries):
         """Main thread: copy the input out of the scene, so the worker never reads MRML."""
         node = request["node"]
         request["nodeName"] = node.GetName()
-        if request["raw"]:
-            request["volume"] = mrml.volume_array(node).astype(np.float32, copy=False)
-        else:
-            request["image"] = mrml.volume_to_sitk(node)
+        request["image"] = mrml.volume_to_sitk(node)
 
     @staticmethod
     def _onInputGrid(request, result) -> None:
@@ -319,22 +345,22 @@ class XAIExplainLogic(ModelQueries):
         if labelOutput not in LABEL_OUTPUTS:
             raise ValueError(f"labelOutput must be one of {LABEL_OUTPUTS}, got {labelOutput!r}")
         resolved_device = self.resolveDevice(device)
-        resolved = self._resolveModel(model, classNames, engineOptions)
-        raw = isinstance(resolved, RawModel)
-        class_names = resolved.class_names if raw else list(resolved.card.class_names)
-        task = None if raw else resolved.card.task
-        dims = resolved.spatial_dims if raw else resolved.card.spatial_dims
-        available = {row[0]: row for row in self.methodsForModel(resolved)}
+        if engineOptions is not None and not isinstance(engineOptions, dict):
+            raise TypeError(f"engineOptions must be a dict of method options, got {type(engineOptions).__name__}")
+        resolved = self.models.get(model, class_names=classNames)
+        card = resolved.card
+        class_names, task, dims = list(card.class_names), card.task, card.spatial_dims
+        available = {row[0]: row for row in self.models.methods_for(resolved)}
         for name in method_list:
             if name not in available:
                 raise ValueError(f"unknown method '{name}'; available: {', '.join(sorted(available))}")
             if not available[name][2]:
                 raise ValueError(f"method '{name}' cannot explain this model: {available[name][3]}")
-        engine_mode, engine_axis = self._resolveMode(node, mode, axis, dims, raw)
+        engine_mode, engine_axis = self._resolveMode(node, mode, axis, resolved)
         point = None
         if point_target.is_point_target(target):
             point = point_target.point_voxel(target, node)
-            if task == "classification" and engine_mode != "slices":
+            if task != "segmentation" and engine_mode != "slices":
                 raise ValueError("a point as target needs a segmentation model or a 2D model run per slice")
             target_value, target_label, roi = None, "", None
         else:
@@ -342,40 +368,35 @@ class XAIExplainLogic(ModelQueries):
         if layer is not None and not isinstance(layer, str):
             raise TypeError(f"layer must be a layer name (str) or None, got {type(layer).__name__}")
         if layer is not None:
-            self._checkLayer(resolved, layer)
-        needs_layer = any(xai_package().METHODS[name].needs_layer for name in method_list)
-        if layer is None and needs_layer:
-            layer = self._defaultLayer(resolved)
+            self.models.check_layer(resolved, layer)
+        from ..engine import METHODS
+
+        if layer is None and any(METHODS[name].needs_layer for name in method_list):
+            layer = self.models.default_layer(resolved)
         return {
-            "node": node, "model": resolved, "raw": raw, "methods": method_list, "target": target_value,
+            "node": node, "model": resolved, "methods": method_list, "target": target_value,
             "targetLabel": target_label, "roi": roi, "targetKey": self._targetKey(target), "point": point,
             "layer": layer, "layerLabel": layer or "", "mode": engine_mode, "axis": engine_axis,
             "modeKey": mode if mode is not None else "default", "device": resolved_device,
             "labelThreshold": labelThreshold, "labelOutput": labelOutput, "classNames": class_names,
-            "task": task, "modelName": resolved.name if raw else resolved.card.name,
+            "task": task, "modelName": card.name, "engineOptions": dict(engineOptions or {}),
         }
 
     @staticmethod
-    def _resolveMode(node, mode, axis, dims, raw):
+    def _resolveMode(node, mode, axis, loaded):
+        """Anatomical names become the voxel axis nearest to them; the rest is ``resolve_mode``'s."""
+        from ..engine.modes import resolve_mode
+
         if mode is not None and mode not in MODES:
             raise ValueError(f"mode must be None or one of {MODES}, got {mode!r}")
-        if axis is not None and (isinstance(axis, bool) or axis not in (0, 1, 2)):
-            raise ValueError(f"axis must be 0, 1 or 2 (numpy axis of the (z, y, x) voxels), got {axis!r}")
         if mode in ("axial", "coronal", "sagittal"):
-            return "slices", geometry.slice_axis_for_orientation(mrml.node_ijk_to_ras(node), mode)
-        if mode == "slices" or (mode is None and axis is not None):
-            if dims == 3:
-                raise ValueError("this is a 3D model: use mode='volume' (or None), not per-slice mode")
-            return "slices", 0 if axis is None else int(axis)
-        if mode == "volume" and dims == 2:
-            raise ValueError("this is a 2D model: use a per-slice mode ('axial', 'coronal', 'sagittal', "
-                             "'slices') or None")
-        if mode is None and raw:
-            # no card to say how: 2D modules run on axial slices, 3D modules on the whole volume
-            if dims == 3:
-                return "volume", None
-            return "slices", geometry.slice_axis_for_orientation(mrml.node_ijk_to_ras(node), "axial")
-        return mode, axis
+            mode, axis = "slices", slice_axis_for_orientation(mrml.node_ijk_to_ras(node), mode)
+        card = loaded.card
+        default_axis = card.slice_axis if card.slice_axis is not None else 0
+        if loaded.kind == "module" and card.spatial_dims == 2:
+            # no card to say along which axis: a plain 2D module runs on axial slices
+            default_axis = slice_axis_for_orientation(mrml.node_ijk_to_ras(node), "axial")
+        return resolve_mode(mode, axis, card.spatial_dims, default_axis, f"'{card.name}'")
 
     @staticmethod
     def _targetKey(target) -> str:
@@ -430,75 +451,36 @@ class XAIExplainLogic(ModelQueries):
             fraction = min(max(fraction, 0.0), 1.0)
             report(0.05 + 0.85 * fraction, f"Explaining: {int(round(100 * fraction))} %")
 
-        if request["raw"]:
-            return self._computeRaw(request, engine_progress)
-        return self._computeWithCard(request, engine_progress)
+        from ..engine import SegmentationTarget
+        from ..models import explain_image
 
-    def _computeWithCard(self, request, engine_progress) -> dict:
-        xai = xai_package()
-        explain_image = models_api("explain_image")
         image = request["image"]
         target = request["target"]
         point_class = None
         if request["roi"] is not None:
-            target = xai.SegmentationTarget(target, region=request["roi"])
+            target = SegmentationTarget(target, region=request["roi"])
         elif request["point"] is not None and request["task"] == "segmentation":
             import SimpleITK as sitk
 
-            prediction = models_api("predict_image")(request["model"], image, mode=request["mode"],
-                                                     axis=request["axis"], device=request["device"])
+            from ..models import predict_image
+
+            prediction = predict_image(request["model"], image, mode=request["mode"], axis=request["axis"],
+                                       device=request["device"])
             point_class, region = point_target.region_at_point(sitk.GetArrayFromImage(prediction), request["point"],
                                                                request["pointVoxelOnly"])
-            target = xai.SegmentationTarget(point_class, region=region)
+            target = SegmentationTarget(point_class, region=region)
         result = explain_image(request["model"], image, methods=request["methods"], target=target,
                                layer=request["layer"], mode=request["mode"], axis=request["axis"],
-                               device=request["device"], progress=engine_progress)
-        maps = {name: result.maps[name] for name in request["methods"]}
+                               device=request["device"], progress=engine_progress, **request["engineOptions"])
+        maps = {name: result.maps[name] for name in request["methods"]}  # grid-checked in _onInputGrid
         prediction = getattr(result, "prediction", None)
         labels, probabilities = None, None
         if prediction is not None and hasattr(prediction, "GetSize"):
-            labels = prediction  # checked against the node's grid on the main thread (_onInputGrid)
+            labels = prediction
         elif prediction is not None:
             probabilities = np.asarray(prediction)
         return {"maps": maps, "labels": labels, "probabilities": probabilities, "pointClass": point_class,
                 "timings": dict(getattr(result, "timings", None) or {})}
-
-    def _computeRaw(self, request, engine_progress) -> dict:
-        import torch
-
-        xai = xai_package()
-        raw = request["model"]
-        volume = request["volume"]
-        device = torch.device(request["device"])
-        module = raw.module
-        previous = next((p.device for p in module.parameters()), device)
-        module.to(device)
-        try:
-            axis = request["axis"] or 0
-            logits = xai.predict_volume(module, volume, mode=request["mode"], axis=axis, device=device)
-            target = request["target"]
-            point_class = None
-            if logits.ndim == 4 and request["point"] is not None:
-                labels = (logits[0] > 0).astype(np.uint8) if logits.shape[0] == 1 else logits.argmax(0)
-                point_class, region = point_target.region_at_point(labels, request["point"], request["pointVoxelOnly"])
-                target = xai.SegmentationTarget(class_index=point_class, region=region)
-            elif logits.ndim == 4 or request["roi"] is not None:
-                # a segmenter: an explicit target lets slices without the class stay dark
-                target = xai.SegmentationTarget(class_index=target,
-                                                region="predicted" if request["roi"] is None else request["roi"])
-            maps = xai.explain_volume(module, volume, request["methods"], mode=request["mode"], axis=axis,
-                                      target=target, layer=request["layer"], progress=engine_progress,
-                                      device=device, **raw.engine_options)
-        finally:
-            module.to(previous)
-        labels, probabilities = None, None
-        if logits.ndim == 4:  # segmenter: (K, z, y, x)
-            labels = (logits[0] > 0).astype(np.uint8) if logits.shape[0] == 1 else logits.argmax(0).astype(np.uint8)
-        else:
-            shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-            probabilities = shifted / shifted.sum(axis=-1, keepdims=True)
-        return {"maps": maps, "labels": labels, "probabilities": probabilities, "pointClass": point_class,
-                "timings": {}}
 
     def _classLabel(self, request, probabilities) -> str:
         if request["targetLabel"]:
@@ -512,7 +494,8 @@ class XAIExplainLogic(ModelQueries):
 
     def _publish(self, scene, transaction, request, result, report, predictionSegmentation, opacity,
                  displayThreshold, colorLegend, keepExisting) -> OutputNodes:
-        xai = xai_package()
+        from ..engine import METHODS
+
         node = request["node"]
         nodes = OutputNodes()
         nodes.classNames = list(request["classNames"])
@@ -523,8 +506,8 @@ class XAIExplainLogic(ModelQueries):
         total = len(request["methods"])
         for index, method in enumerate(request["methods"]):
             report(0.9 + 0.08 * index / total, f"Writing {method}")
-            info = xai.METHODS[method]
-            label = naming.method_label(method, info.description)
+            info = METHODS[method]
+            label = info.label
             layer_label = request["layerLabel"] if info.needs_layer else ""
             name = naming.output_name(node.GetName(), label, class_label, layer_label)
             key_choices = dict(choices, method=method, layer=layer_label)
@@ -549,7 +532,7 @@ class XAIExplainLogic(ModelQueries):
                 nodes.append(mask)
         if predictionSegmentation and result["labels"] is not None:
             report(0.98, "Writing the prediction")
-            classes = request["model"].card.classes if not request["raw"] else request["classNames"]
+            classes = request["model"].card.classes
             entries = mrml.class_entries(classes, label_values=np.unique(result["labels"]))
             nodes.prediction = outputs.publish_prediction(
                 scene, transaction, node, result["labels"], entries,

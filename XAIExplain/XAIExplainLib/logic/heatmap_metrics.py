@@ -12,7 +12,8 @@ import numpy as np
 from ..mrml import geometry, labels, tables, volumes
 
 #: Metrics that need only the map and the mask (model-based ones run from the engine API).
-MAP_METRICS = ("dice_sweep", "pointing_game", "energy_pointing_game", "relative_foreground", "image_preserved")
+MAP_METRICS = ("dice_sweep", "pointing_game", "energy_pointing_game", "relative_foreground", "image_preserved",
+               "relevance_mass", "relevance_rank")
 
 
 def ground_truth_mask(mask_node, reference_node, segment_id=None, label_value=None) -> np.ndarray:
@@ -42,7 +43,7 @@ def evaluate_heatmap_node(scene, heatmap_node, mask_node, segment_id=None, label
     """Compute ``metrics`` of the heatmap against the mask; return (table node, {metric: value})."""
     import torch
 
-    import XAIExplainLib as xai
+    from ..evaluation import evaluate
 
     volumes.check_scalar_volume(heatmap_node)
     heatmap = volumes.volume_array(heatmap_node).astype(np.float32)
@@ -51,7 +52,7 @@ def evaluate_heatmap_node(scene, heatmap_node, mask_node, segment_id=None, label
         raise ValueError(f"the ground truth '{mask_node.GetName()}' is empty on the heatmap's grid; "
                          "pick a non-empty segment or label")
     spacing = tuple(reversed(heatmap_node.GetSpacing()))  # (z, y, x) like the array
-    columns = xai.evaluate(None, None, torch.from_numpy(heatmap)[None], mask=torch.from_numpy(mask)[None],
+    columns = evaluate(None, None, torch.from_numpy(heatmap)[None], mask=torch.from_numpy(mask)[None],
                            metrics=list(metrics), spacing=spacing, tolerance_mm=tolerance_mm)
     rows = {key: values[0] for key, values in columns.items()}
     name = f"{heatmap_node.GetName()} metrics vs {mask_node.GetName()}"

@@ -38,8 +38,22 @@ def _load_card(path: Path, *, trust: bool = False, check: bool = True, **options
     return load_card_model(path, trust=trust, check=check, **options)
 
 
+def _is_bundle(path: Path) -> bool:
+    from .monai_bundle import is_bundle
+
+    return is_bundle(path)
+
+
+def _load_bundle(path: Path, *, trust: bool = False, check: bool = True, **options):
+    from .monai_bundle import load_bundle
+
+    return load_bundle(path, trust=trust, check=check, **options)
+
+
 FORMS: list[ModelForm] = [
     ModelForm("card", f"a folder with {CARD_FILENAME}, or a model card .json file", _is_card, _load_card),
+    ModelForm("monai-bundle", "a MONAI bundle folder with configs/metadata.json and configs/inference.json "
+              "(or .yaml)", _is_bundle, _load_bundle),
 ]
 
 

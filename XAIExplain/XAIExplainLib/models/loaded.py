@@ -95,13 +95,10 @@ class LoadedModel:
 
     def activate(self, logits: np.ndarray | torch.Tensor, axis: int = 1) -> np.ndarray:
         """Logits -> probabilities with the card's output activation (along ``axis``)."""
+        from ..engine.activations import activate
+
         t = torch.as_tensor(np.asarray(logits, dtype=np.float32))
-        act = self.card.output_activation
-        if act == "softmax":
-            t = torch.softmax(t, dim=axis)
-        elif act == "sigmoid":
-            t = torch.sigmoid(t)
-        return t.numpy()
+        return activate(t, self.card.output_activation, dim=axis).numpy()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)

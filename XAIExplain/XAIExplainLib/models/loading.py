@@ -25,6 +25,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from ..engine.reading import select_output
 from .card import CARD_FILENAME, ModelCard, load_card
 from .errors import ModelCardError, UntrustedModelError, WeightsError
 from ..engine.devices import resolve_device
@@ -345,9 +346,13 @@ def check_module(card: ModelCard, module: nn.Module, scripted: bool) -> None:
     except Exception as exc:  # noqa: BLE001 - report any failure of the dry run
         raise ModelCardError(f"{where}: a test forward pass with input shape {tuple(x.shape)} "
                              f"(from input.channels/size/patch_size) failed: {_first_line(exc)}") from exc
+    try:
+        y = select_output(y)  # a tuple's first element, as the engine reads it (MONAI's ViT)
+    except ValueError as exc:
+        raise ModelCardError(f"{where}: {exc}") from exc
     if not isinstance(y, torch.Tensor):
-        raise ModelCardError(f"{where}: the network returns {type(y).__name__}; a single tensor "
-                             "(logits) is required")
+        raise ModelCardError(f"{where}: the network returns {type(y).__name__}; a tensor of logits (or a "
+                             "tuple whose first element is one) is required")
     n_out = y.shape[1] if y.ndim >= 2 else 1
     n_classes = card.num_classes
     sigmoid_binary = card.output_activation == "sigmoid" and n_out == n_classes - 1

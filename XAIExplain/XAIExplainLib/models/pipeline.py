@@ -202,7 +202,7 @@ def _as_loaded(model, trust: bool) -> LoadedModel:
         return load_model(model, trust=trust)
     if isinstance(model, torch.nn.Module):
         raise TypeError("explain_image needs a model with a card (it says how to preprocess the "
-                        "image); got a bare torch.nn.Module. Use xai.explain_volume for a module "
+                        "image); got a bare torch.nn.Module. Use XAIExplainLib.explain_volume for a module "
                         "and an already preprocessed array, or write a card.json and load_model it")
     raise TypeError(f"model must be a LoadedModel, a model name, a folder or a card.json path, got "
                     f"{type(model).__name__}")
@@ -225,6 +225,7 @@ def _as_image(image) -> sitk.Image:
 
 def _check_methods(loaded: LoadedModel, methods) -> list[str]:
     from ..engine import METHODS
+    from ..engine.registry import check_applicable
 
     method_list = [methods] if isinstance(methods, str) else list(methods)
     if not method_list:
@@ -233,38 +234,14 @@ def _check_methods(loaded: LoadedModel, methods) -> list[str]:
     for name in method_list:
         if not isinstance(name, str) or name not in METHODS:
             raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
-        info = METHODS[name]
-        if card.task not in info.tasks:
-            raise ValueError(f"method '{name}' supports {' and '.join(info.tasks)} models; "
-                             f"'{card.name}' is a {card.task} model")
-        if card.spatial_dims not in info.spatial_dims:
-            raise ValueError(f"method '{name}' does not support {card.spatial_dims}D models")
-        if loaded.scripted and (info.needs_layer or name.startswith("guided")):
-            raise ValueError(
-                f"method '{name}' needs forward hooks or module swaps on the network's layers, "
-                f"which TorchScript modules do not allow ('{card.name}' was loaded from a "
-                "TorchScript file). Use an input-gradient method (saliency, smoothgrad, "
-                "integrated_gradients, occlusion), or load the model from a state_dict with its "
-                "architecture named in the card")
+    check_applicable(method_list, card.task, card.spatial_dims, loaded.scripted, f"model '{card.name}'")
     return list(dict.fromkeys(method_list))
 
 
 def _check_mode(card: ModelCard, mode, axis) -> tuple[str, int | None]:
-    expected = "slices" if card.spatial_dims == 2 else "volume"
-    if mode is None:
-        mode = expected
-    if mode not in ("slices", "volume"):
-        raise ValueError(f"mode must be 'slices' or 'volume', got {mode!r}")
-    if mode != expected:
-        raise ValueError(f"'{card.name}' is a {card.spatial_dims}D model, so it runs in mode "
-                         f"'{expected}', not '{mode}'")
-    if mode == "volume":
-        return mode, None
-    if axis is None:
-        axis = card.slice_axis
-    if isinstance(axis, bool) or axis not in (0, 1, 2):
-        raise ValueError(f"axis must be 0, 1 or 2 (numpy order z, y, x of the image), got {axis!r}")
-    return mode, int(axis)
+    from ..engine.modes import resolve_mode
+
+    return resolve_mode(mode, axis, card.spatial_dims, card.slice_axis or 0, f"'{card.name}'")
 
 
 def _layer_for(loaded: LoadedModel, methods: list[str], layer):

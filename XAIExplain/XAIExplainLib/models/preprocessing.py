@@ -45,7 +45,7 @@ class PreparedInput:
         rounding below 0; pass ``clamp=False`` for raw (unnormalised) maps.
         """
         image = self.model_grid.image_from_array(np.asarray(array, dtype=np.float32))
-        out = resample(image, self.input_grid, "linear", 0.0)
+        out = self._to_input_grid(image, "linear", 0.0)
         if clamp:
             out = sitk.Clamp(out, sitk.sitkFloat32, 0.0, 1.0)
         return self._finish(out)
@@ -64,7 +64,7 @@ class PreparedInput:
         for k, channel in enumerate(probabilities):
             image = self.model_grid.image_from_array(channel)
             fill = 1.0 if k == 0 else 0.0
-            out.append(sitk.GetArrayFromImage(resample(image, self.input_grid, "linear", fill)))
+            out.append(sitk.GetArrayFromImage(self._to_input_grid(image, "linear", fill)))
         return np.stack(out)
 
     def restore_labels(self, probabilities: np.ndarray, activation: str = "softmax",
@@ -81,6 +81,13 @@ class PreparedInput:
         image = sitk.GetImageFromArray(labels.astype(np.uint8))
         self.input_grid.apply(image)
         return self._finish(image)
+
+    def _to_input_grid(self, image: sitk.Image, interpolator: str, fill: float) -> sitk.Image:
+        """Resample onto the input grid; the identity when the model saw the input's own grid
+        (a model without spacing or size), so values come back exactly."""
+        if self.model_grid == self.input_grid:
+            return image
+        return resample(image, self.input_grid, interpolator, fill)
 
     def region_to_model_grid(self, mask: np.ndarray) -> np.ndarray:
         """A boolean region on the input grid (z, y, x) -> the same region on the model grid.

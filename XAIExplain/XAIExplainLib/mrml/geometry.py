@@ -106,20 +106,3 @@ def voxel_to_ras(ijk_to_ras, ijk) -> np.ndarray:
 
 
 #: Anatomical orientation of a slice -> the RAS axis normal to it (0 = R, 1 = A, 2 = S).
-_ORIENTATION_NORMALS = {"axial": 2, "coronal": 1, "sagittal": 0}
-
-
-def slice_axis_for_orientation(ijk_to_ras, orientation: str) -> int:
-    """Numpy axis (of the (z, y, x) voxel array) whose slices are closest to ``orientation``.
-
-    ``"axial"`` is not always numpy axis 0: a volume acquired sagittally, or
-    stored with permuted axes, has its axial slices along another voxel axis.
-    The voxel axis most parallel to the orientation's normal wins.
-    """
-    key = str(orientation).strip().lower()
-    if key not in _ORIENTATION_NORMALS:
-        raise ValueError(f"orientation must be 'axial', 'coronal' or 'sagittal', got {orientation!r}")
-    linear = np.asarray(ijk_to_ras, dtype=float)[:3, :3]
-    directions = linear / np.linalg.norm(linear, axis=0)
-    ijk_axis = int(np.argmax(np.abs(directions[_ORIENTATION_NORMALS[key], :])))
-    return 2 - ijk_axis

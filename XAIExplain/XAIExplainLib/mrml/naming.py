@@ -14,15 +14,6 @@ KIND_ATTRIBUTE = ATTRIBUTE_PREFIX + "Kind"
 INPUT_ATTRIBUTE = ATTRIBUTE_PREFIX + "InputNodeID"
 
 
-def method_label(name: str, description: str | None = None) -> str:
-    """Human name of a method: the part of its description before ':' (``"Grad-CAM"``)."""
-    if description and ":" in description:
-        label = description.split(":", 1)[0].strip()
-        if label:
-            return label
-    return name
-
-
 def output_name(input_name: str, *parts) -> str:
     """``"<input> <part> <part> ..."``, skipping empty parts."""
     words = [str(input_name)] + [str(p) for p in parts if p not in (None, "")]

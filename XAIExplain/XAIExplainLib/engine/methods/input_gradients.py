@@ -41,6 +41,7 @@ register(MethodInfo(
 register(MethodInfo(
     "guided_backprop", "Guided backpropagation: input gradient with ReLU backward gated to positive gradients",
     compute=_guided_backprop, family="gradient", needs_layer=False, signed=True, cost="1 forward + full backward",
+    needs_hooks=True,  # ReLU backward swapped by intercepting torch functions: not inside TorchScript
 ))
 register(MethodInfo(
     "guided_gradcam", "Guided Grad-CAM: guided backpropagation x upsampled Grad-CAM",

@@ -64,5 +64,5 @@ def occlusion(request) -> torch.Tensor:
 register(MethodInfo(
     "occlusion", "Occlusion: drop of the target score when a window is set to the baseline, averaged per voxel",
     compute=occlusion, family="perturbation", needs_layer=False, signed=True,
-    cost="1 forward per window (batched)", options=("window", "stride", "baseline"),
+    cost="1 forward per window (batched)", options=("window", "stride", "baseline"), needs_gradients=False,
 ))

@@ -42,11 +42,11 @@ def _input_saliency(objective: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return grad.abs().amax(dim=1)
 
 
-def sam_maps(model, x: torch.Tensor, layers, target, mode: str) -> dict[str, torch.Tensor]:
+def sam_maps(model, x: torch.Tensor, layers, target, mode: str, tokens=None) -> dict[str, torch.Tensor]:
     """SAM of each (name, module) layer at input resolution, (N, *S) each; inside ``explaining(model)``."""
     x = x.detach().clone().requires_grad_(True)
     names = [name for name, _ in layers]
-    with LayerCapture(list(layers)) as capture:
+    with LayerCapture(list(layers), x, tokens, model) as capture:
         handles = []
         if mode == "layer":
             def stop_when_done(module, inputs, output):
@@ -76,12 +76,12 @@ def sam_maps(model, x: torch.Tensor, layers, target, mode: str) -> dict[str, tor
 
 def compute(request) -> torch.Tensor:
     mode = choice(request.options, "sam_mode", "layer", MODES)
-    maps = sam_maps(request.model, request.x, request.layers(), request.target, mode)
+    maps = sam_maps(request.model, request.x, request.layers(), request.target, mode, request.reading.tokens)
     return request.per_layer(lambda name, _: maps[name])
 
 
 register(MethodInfo(
     "sam", "SAM (our reading of Philbrick et al. 2018): input saliency of a layer's response (or its Grad-CAM)",
     compute=compute, family="gradient", cost="1 forward to the layer + 1 backward to the input",
-    options=("sam_mode",),
+    options=("sam_mode",), label="SAM",
 ))

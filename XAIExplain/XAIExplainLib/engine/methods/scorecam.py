@@ -49,4 +49,5 @@ def scorecam(request) -> torch.Tensor:
 register(MethodInfo(
     "scorecam", "Score-CAM: channel weights = target score of the input masked by each upsampled channel",
     compute=scorecam, family="perturbation", cost="1 forward + K masked forwards (batched)",
+    needs_gradients=False,
 ))

@@ -66,8 +66,9 @@ def class_indices(target, n: int, n_classes: int, device) -> torch.Tensor:
 def check_output(output) -> torch.Tensor:
     if not isinstance(output, torch.Tensor):
         raise TypeError(
-            f"the model returned {type(output).__name__}, not a tensor; wrap it so that forward returns the "
-            "class scores (N, K) or segmentation logits (N, K, *spatial)"
+            f"the model returned {type(output).__name__}, not a tensor; a tuple, list or dict output is read "
+            "with the option output_key= (default: a tuple's first element), anything else needs a wrapper "
+            "whose forward returns the class scores (N, K) or segmentation logits (N, K, *spatial)"
         )
     if output.dim() < 2:
         raise ValueError(f"the model output has shape {tuple(output.shape)}; expected (N, K) or (N, K, *spatial)")

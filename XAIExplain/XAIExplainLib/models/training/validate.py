@@ -85,15 +85,16 @@ def nodule_pointing_game(model: LoadedModel, patients: int = 4, seed: int = FRES
     """
     import torch
 
-    import XAIExplainLib as xai
+    from ...engine import explain
+    from ...evaluation import pointing_game
 
     layers = layers or tuple(dict.fromkeys([model.card.target_layers.default, "features.block4"]))
     x, y, masks = ds.nodule_slices(patients, seed)
     positive = np.flatnonzero(y == 1)
     out = {"slices": int(len(positive))}
     for layer in layers:
-        maps = xai.explain(model.module, torch.from_numpy(x[positive]), "gradcam", target=1, layer=layer)
-        hits = xai.pointing_game(maps, torch.from_numpy(masks[positive]),
+        maps = explain(model.module, torch.from_numpy(x[positive]), "gradcam", target=1, layer=layer)
+        hits = pointing_game(maps, torch.from_numpy(masks[positive]),
                                  spacing=[ds.NODULE_GRID["spacing"]] * 2, tolerance_mm=tolerance_mm)
         out[layer] = hits.double().mean().item()
     return out

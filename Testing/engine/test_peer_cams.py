@@ -1,0 +1,301 @@
+"""Eigen-CAM, Eigen-Grad-CAM, Ablation-CAM and FullGrad against naive implementations and pytorch-grad-cam.
+
+The naive references write out the quantity pytorch-grad-cam computes: the principal
+component by numpy's SVD, one full forward per ablated channel, and FullGrad's
+per-channel min-max / resize / sum on hooks of every biased layer. The pytorch-grad-cam
+comparisons run where that package imports (it needs torchvision).
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import XAIExplainLib as xai
+from Testing.support.models import SmallCNN, inputs, make, pearson, unet
+
+MODES = {2: "bilinear", 3: "trilinear"}
+
+
+def _resize(maps, size):
+    return F.interpolate(maps[:, None], size=size, mode=MODES[len(size)], align_corners=False)[:, 0]
+
+
+def _capture(model, layer_name, x, backward_target=None):
+    """(activation, gradient of the summed target logits or None) of one layer, by plain hooks."""
+    store = {}
+    layer = dict(model.named_modules())[layer_name]
+
+    def hook(module, args, output):
+        store["a"] = output
+        if output.requires_grad:
+            output.register_hook(lambda g: store.__setitem__("g", g))
+    handle = layer.register_forward_hook(hook)
+    try:
+        if backward_target is None:
+            with torch.no_grad():
+                out = model(x)
+        else:
+            out = model(x.clone().requires_grad_(True))
+            out.gather(1, backward_target[:, None]).sum().backward()
+    finally:
+        handle.remove()
+    return store["a"].detach(), store.get("g"), out
+
+
+def naive_eigen(features, size):
+    """The principal-component map by numpy's SVD, sign-matched to the channel-mean map, ReLU, resized."""
+    maps = []
+    for sample in features.double().numpy():
+        k = sample.shape[0]
+        points = sample.reshape(k, -1).T  # (S, K)
+        centred = points - points.mean(axis=0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        projection = centred @ vt[0]
+        if np.corrcoef(projection, sample.mean(axis=0).ravel())[0, 1] < 0:
+            projection = -projection
+        maps.append(np.maximum(projection, 0).reshape(sample.shape[1:]))
+    return _resize(torch.tensor(np.stack(maps), dtype=torch.float32), size)
+
+
+def _close(ours, reference, rtol=1e-4):
+    for sample in range(reference.shape[0]):
+        assert reference[sample].abs().max() > 0, "an empty reference proves nothing"
+    assert torch.allclose(ours, reference, rtol=rtol, atol=rtol * float(reference.abs().max()))
+
+
+@pytest.mark.parametrize("dims, width, size", [(2, 8, 16), (3, 8, 10), (2, 32, 8)])  # last: fewer positions
+def test_eigencam_is_the_first_principal_component_of_the_activations(dims, width, size):  # than channels
+    model = make(SmallCNN, dims=dims, width=width)
+    x = inputs(dims, size=size)
+    activation, _, _ = _capture(model, "features.3", x)
+    ours = xai.explain(model, x, "eigencam", layer="features.3", normalize=False)
+    _close(ours, naive_eigen(activation, tuple(x.shape[2:])))
+
+
+def test_eigencam_runs_no_backward_pass():
+    model = make(SmallCNN, dims=2)
+    x = inputs(2, size=16)
+    calls = []
+    handle = model.features[0].register_full_backward_hook(lambda *args: calls.append(1))
+    try:
+        xai.explain(model, x, "eigencam", layer="features.3")
+    finally:
+        handle.remove()
+    assert calls == []
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_eigengradcam_is_the_principal_component_of_activations_times_gradients(dims):
+    model = make(SmallCNN, dims=dims)
+    x = inputs(dims, size=16 if dims == 2 else 10)
+    target = torch.tensor([0, 1, 2, 1])
+    activation, gradient, _ = _capture(model, "features.3", x, backward_target=target)
+    ours = xai.explain(model, x, "eigengradcam", target=target, layer="features.3", normalize=False)
+    _close(ours, naive_eigen(activation * gradient, tuple(x.shape[2:])))
+
+
+def naive_ablation(model, x, layer_name, score):
+    """w_k = (y - y_k) / y with one full forward per zeroed channel; ReLU(sum_k w_k A_k), resized."""
+    layer = dict(model.named_modules())[layer_name]
+    activation, _, out = _capture(model, layer_name, x)
+    base = score(out)
+    weights = torch.zeros(activation.shape[:2])
+    for k in range(activation.shape[1]):
+        def zero(module, args, output, k=k):
+            output = output.clone()
+            output[:, k] = 0
+            return output
+        handle = layer.register_forward_hook(zero)
+        try:
+            with torch.no_grad():
+                weights[:, k] = (base - score(model(x))) / base
+        finally:
+            handle.remove()
+    shape = weights.shape + (1,) * (activation.dim() - 2)
+    return _resize(torch.relu((weights.reshape(shape) * activation).sum(dim=1)), tuple(x.shape[2:]))
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_ablationcam_equals_one_forward_per_zeroed_channel_on_a_classifier(dims, monkeypatch):
+    model = make(SmallCNN, dims=dims)
+    x = inputs(dims, size=16 if dims == 2 else 10)
+    target = torch.tensor([2, 0, 1, 2])
+    reference = naive_ablation(model, x, "features.6", lambda out: out.gather(1, target[:, None])[:, 0])
+    _close(xai.explain(model, x, "ablationcam", target=target, layer="features.6", normalize=False), reference)
+    from XAIExplainLib.engine import batching  # several suffix batches give the same map
+    monkeypatch.setattr(batching, "ELEMENTS_PER_FORWARD", 4 * x[0].numel() * 3)
+    _close(xai.explain(model, x, "ablationcam", target=target, layer="features.6", normalize=False), reference)
+
+
+def test_ablationcam_on_a_unet_decoder_layer_with_skips():
+    model = unet(2, seed=2)
+    x = inputs(2, n=2, seed=4)
+    target = xai.SegmentationTarget(1, region="all")
+    reference = naive_ablation(model, x, "dec2.0", lambda out: out[:, 1].flatten(1).sum(1))
+    _close(xai.explain(model, x, "ablationcam", target=target, layer="dec2.0", normalize=False), reference)
+
+
+def _minmax(maps, eps=1e-30):
+    flat = maps.flatten(1)
+    low = flat.min(1, keepdim=True).values
+    return ((flat - low) / (eps + (flat - low).max(1, keepdim=True).values)).reshape(maps.shape)
+
+
+def naive_fullgrad(model, x, target, layer_types, eps=1e-30):
+    """pytorch-grad-cam's FullGrad: |x g_x| and |b g_z| per biased layer, min-max per channel, resized, summed.
+
+    pytorch-grad-cam divides by (range + 1e-7) where the engine divides by the range itself;
+    ``eps`` chooses which.
+    """
+    store, handles = [], []
+    for module in model.modules():
+        if type(module) in layer_types and module.bias is not None:
+            def hook(m, args, output):
+                if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+                    bias = m.bias - m.running_mean * m.weight / torch.sqrt(m.running_var + m.eps)
+                else:
+                    bias = m.bias
+                entry = {"b": bias.detach()}
+                store.append(entry)
+                output.register_hook(lambda g: entry.__setitem__("g", g))
+            handles.append(module.register_forward_hook(hook))
+    inp = x.clone().requires_grad_(True)
+    try:
+        out = model(inp)
+        out.gather(1, target[:, None]).sum().backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    size = tuple(x.shape[2:])
+    total = _minmax((inp.grad * x).abs().flatten(0, 1), eps).reshape(x.shape).sum(1)
+    for entry in store:
+        g = entry["g"]
+        pieces = (entry["b"].reshape((1, -1) + (1,) * (g.dim() - 2)) * g).abs()
+        scaled = _resize(_minmax(pieces.flatten(0, 1), eps), size).reshape(pieces.shape[:2] + size)
+        total = total + scaled.sum(1)
+    return _minmax(total)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_fullgrad_equals_the_biased_layer_sum_of_pytorch_grad_cam(dims):
+    model = make(SmallCNN, dims=dims, in_channels=2)
+    x = inputs(dims, channels=2, size=16 if dims == 2 else 10)
+    target = torch.tensor([1, 1, 0, 2])
+    types = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
+    reference = naive_fullgrad(model, x, target, types)
+    ours = xai.explain(model, x, "fullgrad", target=target)
+    _close(ours, reference, rtol=1e-4)
+    with_library_epsilon = naive_fullgrad(model, x, target, types, eps=1e-7)
+    assert min(pearson(ours[i], with_library_epsilon[i]) for i in range(x.shape[0])) >= 0.99
+
+
+def _grad_cam_reference(cls, model, x, target, layers):
+    pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    cam = cls(model=model, target_layers=layers)
+    return torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in target]))
+
+
+def test_ablationcam_matches_pytorch_grad_cam():
+    from_library = pytest.importorskip("pytorch_grad_cam")
+    model = make(SmallCNN, dims=2, width=16)
+    x = inputs(2, size=32)
+    target = torch.tensor([0, 1, 2, 0])
+    reference = _grad_cam_reference(from_library.AblationCAM, model, x, target, [model.features[6]])
+    ours = xai.explain(model, x, "ablationcam", target=target, layer="features.6")
+    for sample in range(x.shape[0]):
+        assert reference[sample].max() > 0
+        assert pearson(ours[sample], reference[sample]) >= 0.99
+
+
+def test_fullgrad_matches_pytorch_grad_cam():
+    from_library = pytest.importorskip("pytorch_grad_cam")
+    model = make(SmallCNN, dims=2, width=16)
+    x = inputs(2, size=32)
+    target = torch.tensor([2, 1, 0, 0])
+    reference = _grad_cam_reference(from_library.FullGrad, model, x, target, [])
+    ours = xai.explain(model, x, "fullgrad", target=target)
+    for sample in range(x.shape[0]):
+        assert reference[sample].max() > 0
+        assert pearson(ours[sample], reference[sample]) >= 0.99
+
+
+def naive_finercam(model, x, layer_name, alpha, comparisons):
+    """Grad-CAM of sum_t p_t (y_c - alpha y_t) / sum_t p_t, c the predicted class, t the closest logits."""
+    layer = dict(model.named_modules())[layer_name]
+    store = {}
+
+    def hook(module, args, output):
+        store["a"] = output
+        output.register_hook(lambda g: store.__setitem__("g", g))
+    handle = layer.register_forward_hook(hook)
+    try:
+        out = model(x.clone().requires_grad_(True))
+        logits = out.detach()
+        main = logits.argmax(1)
+        order = (logits - logits.gather(1, main[:, None])).abs().argsort(1)[:, 1:1 + comparisons]
+        score = 0
+        for i in range(x.shape[0]):
+            p = torch.softmax(out[i], 0)[order[i]]
+            score = score + (p * (out[i, main[i]] - alpha * out[i, order[i]])).sum() / (p.sum() + 1e-9)
+        score.backward()
+    finally:
+        handle.remove()
+    a, g = store["a"].detach(), store["g"]
+    weights = g.mean(dim=tuple(range(2, g.dim())))
+    shape = weights.shape + (1,) * (a.dim() - 2)
+    return _resize(torch.relu((weights.reshape(shape) * a).sum(1)), tuple(x.shape[2:])), order
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_finercam_is_gradcam_of_the_margin_over_the_closest_classes(dims):
+    model = make(SmallCNN, dims=dims, classes=6)
+    x = inputs(dims, size=16 if dims == 2 else 10)
+    reference, order = naive_finercam(model, x, "features.3", 0.6, 3)
+    ours, info = xai.explain(model, x, "finercam", layer="features.3", normalize=False, alpha=0.6,
+                             return_info=True)
+    assert torch.equal(info["finercam"]["comparison_classes"], order)
+    _close(ours, reference)
+
+
+def test_finercam_refuses_segmentation_outputs():
+    with pytest.raises(ValueError, match="Finer-CAM compares class scores of a classifier"):
+        xai.explain(unet(2), inputs(2, n=1), "finercam", target=xai.SegmentationTarget(1, region="all"))
+
+
+def test_finercam_matches_pytorch_grad_cam():
+    from_library = pytest.importorskip("pytorch_grad_cam")
+    model = make(SmallCNN, dims=2, width=16, classes=6)
+    x = inputs(2, size=32)
+    cam = from_library.FinerCAM(model, [model.features[6]], base_method=from_library.GradCAM)
+    reference = torch.from_numpy(cam(input_tensor=x, targets=None, alpha=1.0, comparison_categories=[1, 2, 3]))
+    ours = xai.explain(model, x, "finercam", layer="features.6")
+    for sample in range(x.shape[0]):
+        assert reference[sample].max() > 0
+        assert pearson(ours[sample], reference[sample]) >= 0.99
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_gradcam_elementwise_sums_the_positive_part_of_each_channels_product(dims):
+    model = make(SmallCNN, dims=dims)
+    x = inputs(dims, size=16 if dims == 2 else 10)
+    target = torch.tensor([1, 0, 0, 2])
+    activation, gradient, _ = _capture(model, "features.3", x, backward_target=target)
+    reference = _resize(torch.relu(activation * gradient).sum(1), tuple(x.shape[2:]))
+    _close(xai.explain(model, x, "gradcam_elementwise", target=target, layer="features.3", normalize=False),
+           reference)
+    hires = xai.explain(model, x, "hirescam", target=target, layer="features.3", normalize=False)
+    assert (reference - hires).abs().max() > 1e-3 * reference.abs().max()  # not HiResCAM under another name
+
+
+def test_gradcam_elementwise_matches_pytorch_grad_cam():
+    from_library = pytest.importorskip("pytorch_grad_cam")
+    model = make(SmallCNN, dims=2, width=16)
+    x = inputs(2, size=32)
+    target = torch.tensor([1, 2, 0, 1])
+    reference = _grad_cam_reference(from_library.GradCAMElementWise, model, x, target, [model.features[3]])
+    ours = xai.explain(model, x, "gradcam_elementwise", target=target, layer="features.3")
+    for sample in range(x.shape[0]):
+        assert reference[sample].max() > 0
+        assert pearson(ours[sample], reference[sample]) >= 0.99
