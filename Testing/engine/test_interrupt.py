@@ -24,6 +24,9 @@ CASES = [
     ("smoothgrad", classifier, None, {"samples": 5}, 5),
     ("integrated_gradients", classifier, None, {"steps": 6}, 6),
     ("kwc", unet, "dec2.0", {"target": SEG}, 8),
+    ("ablationcam", classifier, "features.2", {}, 12),
+    ("rise", classifier, None, {"masks": 7, "cells": 4}, 7),
+    ("gradient_shap", classifier, None, {"samples": 5}, 5),
 ]
 
 

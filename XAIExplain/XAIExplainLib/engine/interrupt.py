@@ -2,8 +2,10 @@
 
 A caller that runs the engine in the background (the Slicer panel's job) must be able
 to stop it within about a second and see that it is alive, even inside one method's
-inner loop (Score-CAM's masked forwards, occlusion's windows, KWC's kernels, the
-samples of SmoothGrad and Integrated Gradients, the sanity cascade). Those loops call
+inner loop (Score-CAM's masked forwards, Ablation-CAM's ablations, occlusion's windows,
+RISE's masks, KWC's kernels, CRM's channels, the samples of SmoothGrad, GradientSHAP and
+Integrated Gradients, the sanity cascade, the engine's batches of slices or windows and
+the phases of ``explain_image``). Those loops call
 ``checkpoint()`` once per chunk; it calls the callback installed with
 ``checkpoints(callback)`` in the current thread (a context variable, so two runs in two
 threads never see each other's callback). The callback raises to cancel; without one,
