@@ -13,16 +13,18 @@ from typing import Annotated
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-LOAD_FOLDER_ITEM = "Load model folder..."
+LOAD_ITEM = "Load model..."
 MODES = [("Model default", ""), ("Per slice: axial", "axial"), ("Per slice: coronal", "coronal"),
          ("Per slice: sagittal", "sagittal"), ("Volumetric (3D)", "volume")]
 ROI_ITEM = "Segment as region (ROI)"
+POINT_ITEM = "Point (markups)"
+POLL_MS = 200  # how often the panel reads the running job's progress
 
 
 class XAIExplain(ScriptedLoadableModule):
@@ -45,6 +47,18 @@ class XAIExplain(ScriptedLoadableModule):
             "Methods follow their original publications (see the project README). Real test images come from "
             "the pyradiomics test data."
         )
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """The bundled phantom CTs in the Sample Data module (category XAIExplain); generated on click."""
+    try:
+        from XAIExplainLib.logic.sample_data import register_sample_data
+
+        icon = os.path.join(os.path.dirname(__file__), "Resources", "Icons", "XAIExplain.png")
+        register_sample_data(thumbnail=icon)
+    except Exception:  # the Sample Data module is optional: never block loading this module
+        logging.exception("XAIExplain: registering the sample data failed")
 
 
 @parameterNodeWrapper
@@ -57,6 +71,8 @@ class XAIExplainParameterNode:
     target: str = ""
     roiSegmentation: vtkMRMLSegmentationNode
     roiSegmentId: str = ""
+    targetPoint: vtkMRMLMarkupsFiducialNode
+    pointVoxelOnly: bool = False
     layer: str = ""
     mode: str = ""
     device: str = "auto"
@@ -129,6 +145,8 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._updatingGui = False
+        self._job = None
+        self._timer = None
 
     # ------------------------------------------------------------------ setup
 
@@ -144,15 +162,28 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.setVisible(False)
         self.ui.roiSegmentSelector.setVisible(False)
         self.ui.roiLabel.setVisible(False)
+        self.ui.pointWidget.setVisible(False)
+        self.ui.pointLabel.setVisible(False)
+        self.ui.pointPlaceWidget.buttonsVisible = False
+        self.ui.pointPlaceWidget.placeButton().show()
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_MS)
+        self._timer.connect("timeout()", self.onPollJob)
+        loadMenu = qt.QMenu(self.ui.loadModelButton)
+        loadFolderAction = loadMenu.addAction("Model folder (card, nnU-Net results, MONAI bundle)...")
+        loadFileAction = loadMenu.addAction("Model file (card.json, TorchScript, ...)...")
+        loadFolderAction.connect("triggered()", self.onLoadModelFolder)
+        loadFileAction.connect("triggered()", self.onLoadModelFile)
+        self.ui.loadModelButton.setMenu(loadMenu)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.modelSelector.connect("activated(int)", self.onModelActivated)
-        self.ui.loadModelButton.connect("clicked(bool)", self.onLoadModelFolder)
         self.ui.methodList.connect("itemChanged(QListWidgetItem*)", self.onMethodsChanged)
         self.ui.targetSelector.connect("currentIndexChanged(int)", self.onTargetChanged)
         self.ui.roiSegmentSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onRoiChanged)
         self.ui.roiSegmentSelector.connect("currentSegmentChanged(QString)", self.onRoiChanged)
+        self.ui.pointSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onPointNodeChanged)
         self.ui.layerSelector.connect("currentTextChanged(QString)", self.onLayerChanged)
         self.ui.modeSelector.connect("currentIndexChanged(int)", self.onModeChanged)
         self.ui.deviceSelector.connect("currentIndexChanged(int)", self.onDeviceChanged)
@@ -163,6 +194,13 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.refreshModelChoices()
 
     def cleanup(self):
+        """Closing the module (or Slicer) stops a running job: its results are dropped, the scene untouched."""
+        if self._timer is not None:
+            self._timer.stop()
+        if self._job is not None:
+            self._job.cancel()
+            self._job.wait(5.0)
+            self._job = None
         self.removeObservers()
 
     def enter(self):
@@ -175,6 +213,8 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateApplyButton)
 
     def onSceneStartClose(self, caller, event):
+        if self._job is not None:
+            self._job.cancel()  # its outputs belong to the scene being closed
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -223,7 +263,7 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             comboBox.setCurrentIndex(index)
 
     def updateApplyButton(self, caller=None, event=None):
-        if self.logic is not None and self.logic.isRunning:
+        if self._job is not None:
             return
         p = self._parameterNode
         ready = bool(p and p.inputVolume and p.model and p.methods)
@@ -234,7 +274,9 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ---------------------------------------------------------------- choices
 
     def refreshModelChoices(self):
-        """Bundled models (needs torch) plus folders loaded before, and the 'Load' entry."""
+        """Bundled models (needs torch), recently used models (Slicer settings), and the 'Load' entry."""
+        from XAIExplainLib.logic import recent_models
+
         self.ui.modelSelector.clear()
         if missingDependencies():
             self.ui.modelInfoLabel.text = "PyTorch is not installed: it will be offered on Apply."
@@ -242,11 +284,16 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for name in self.logic.availableModels():
                 self.ui.modelSelector.addItem(name, name)
             self.refreshDeviceChoices()
-        if self._parameterNode and os.path.isdir(self._parameterNode.model):
-            self.ui.modelSelector.addItem(os.path.basename(self._parameterNode.model), self._parameterNode.model)
-        self.ui.modelSelector.addItem(LOAD_FOLDER_ITEM, "")
+        recent = recent_models.read_recent(qt.QSettings().value(recent_models.SETTINGS_KEY))
+        current = self._parameterNode.model if self._parameterNode else ""
+        if current and os.path.exists(current) and current not in recent:
+            recent.append(current)  # a scene saved with a model that is not in this machine's list
+        for path in recent:
+            self.ui.modelSelector.addItem(os.path.basename(path) + " (recent)", path)
+            self.ui.modelSelector.setItemData(self.ui.modelSelector.count - 1, path, qt.Qt.ToolTipRole)
+        self.ui.modelSelector.addItem(LOAD_ITEM, "")
         if self._parameterNode:
-            self.selectModel(self._parameterNode.model)
+            self.selectModel(current)  # loaded paths are stored normalised (useModelSource)
 
     def refreshDeviceChoices(self):
         self.ui.deviceSelector.clear()
@@ -264,6 +311,10 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Task, classes, expected input; methods valid for it; targets; layers."""
         if missingDependencies():
             return
+        if self._job is not None:
+            # describing a model may run it (layer probe) while the worker uses the same module
+            self.ui.modelInfoLabel.text = "The model's details are shown when the current run has ended."
+            return
         try:
             info = self.logic.describeModel(model)
             methods = self.logic.methodsForModel(model)
@@ -271,8 +322,9 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception as error:
             self.ui.modelInfoLabel.text = f"Cannot use this model: {error}"
             return
-        self.ui.modelInfoLabel.text = (f"{info['task'] or 'model'} ({info['spatialDims']}D); classes: "
-                                       f"{', '.join(info['classes']) or '-'}; input: {info['input']}")
+        from XAIExplainLib.logic import recent_models
+
+        self.ui.modelInfoLabel.text = recent_models.describe(info)
         self.fillMethods(methods)
         self.fillTargets(info)
         self.fillLayers(layers, info["defaultLayer"])
@@ -303,6 +355,8 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.targetSelector.addItem(name, name)
             if info["task"] == "segmentation":
                 self.ui.targetSelector.addItem(ROI_ITEM, "roi")
+            if info["task"] == "segmentation" or info["spatialDims"] == 2:
+                self.ui.targetSelector.addItem(POINT_ITEM, "point")
             if self._parameterNode:
                 self.selectData(self.ui.targetSelector, self._parameterNode.target)
         finally:
@@ -325,22 +379,41 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self._parameterNode:
             return
         value = self.ui.modelSelector.itemData(index)
-        if self.ui.modelSelector.itemText(index) == LOAD_FOLDER_ITEM:
-            self.onLoadModelFolder()
+        if self.ui.modelSelector.itemText(index) == LOAD_ITEM:
+            self.ui.loadModelButton.showMenu()
             return
         self._parameterNode.model = value or ""
         self.showModel(value)
 
-    def onLoadModelFolder(self, checked=False):
-        if not self._parameterNode:
+    def onLoadModelFolder(self):
+        folder = qt.QFileDialog.getExistingDirectory(self.parent, "Choose a model folder")
+        if folder:
+            self.useModelSource(folder)
+
+    def onLoadModelFile(self):
+        path = qt.QFileDialog.getOpenFileName(self.parent, "Choose a model file", "",
+                                              "Model files (*.json *.pt *.pth *.ts *.zip);;All files (*)")
+        if path:
+            self.useModelSource(path)
+
+    def useModelSource(self, source):
+        """Any form the loader accepts: checked by loading it, then remembered in Slicer's settings."""
+        if not self._parameterNode or not self.ensureDependencies():
             return
-        folder = qt.QFileDialog.getExistingDirectory(self.parent, "Choose a model folder (with card.json)")
-        if not folder:
+        from XAIExplainLib.logic import recent_models
+
+        try:
+            info = self.logic.describeModel(source)
+        except Exception as error:
+            slicer.util.errorDisplay(f"Cannot use this model: {error}")
             return
-        if self.ui.modelSelector.findData(folder) < 0:
-            self.ui.modelSelector.insertItem(self.ui.modelSelector.count - 1, os.path.basename(folder), folder)
-        self._parameterNode.model = folder
-        self.selectModel(folder)
+        settings = qt.QSettings()
+        settings.setValue(recent_models.SETTINGS_KEY,
+                          recent_models.remember(recent_models.read_recent(settings.value(recent_models.SETTINGS_KEY)),
+                                                 source))
+        self._parameterNode.model = recent_models.normalise(source)
+        self.refreshModelChoices()
+        self.ui.modelInfoLabel.text = recent_models.describe(info)
 
     def onMethodsChanged(self, item=None):
         if self._updatingGui or not self._parameterNode:
@@ -356,6 +429,9 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         isRoi = self.ui.targetSelector.currentData == "roi"
         self.ui.roiSegmentSelector.setVisible(isRoi)
         self.ui.roiLabel.setVisible(isRoi)
+        isPoint = self.ui.targetSelector.currentData == "point"
+        self.ui.pointWidget.setVisible(isPoint)
+        self.ui.pointLabel.setVisible(isPoint)
         if not self._updatingGui and self._parameterNode:
             self._parameterNode.target = self.ui.targetSelector.currentData or ""
 
@@ -363,6 +439,9 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self._updatingGui and self._parameterNode:
             self._parameterNode.roiSegmentation = self.ui.roiSegmentSelector.currentNode()
             self._parameterNode.roiSegmentId = self.ui.roiSegmentSelector.currentSegmentID() or ""
+
+    def onPointNodeChanged(self, node):
+        self.ui.pointPlaceWidget.setCurrentNode(node)
 
     def onLayerChanged(self, text):
         if not self._updatingGui and self._parameterNode:
@@ -383,18 +462,47 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------------ run
 
     def onApplyButton(self, checked=False):
-        if self.logic.isRunning:
-            self.logic.cancel()
+        """Apply starts a background run; while it runs the same button cancels it."""
+        if self._job is not None:
+            self._job.cancel()
             self.ui.statusLabel.text = "Cancelling..."
             return
         if not self.ensureDependencies():
             return
+        try:
+            self._job = self.logic.startExplainVolume(**self.runArguments())
+        except Exception as error:  # bad choices or a run already going: nothing started
+            self.ui.statusLabel.text = f"Not started: {error}"
+            slicer.util.errorDisplay(f"Explanation not started: {error}")
+            return
+        self.setRunning(True)
+        self._timer.start()
+
+    def onPollJob(self):
+        """Timer slot: show the job's progress and elapsed time; publish once its compute phase ended."""
+        job = self._job
+        if job is None:
+            self._timer.stop()
+            return
+        fraction, message = job.progress
+        self.ui.progressBar.value = int(round(100 * fraction))
+        self.ui.statusLabel.text = f"{message} ({job.elapsed:.0f} s)"
+        if job.done:
+            self._timer.stop()
+            self.finishJob(job)
+
+    def finishJob(self, job):
+        """Main thread: publish the outputs (or report the cancel / error) and give the panel back."""
         from XAIExplainLib.logic import ExplainCancelled
 
-        self.setRunning(True)
         try:
-            nodes = self.logic.explainVolume(**self.runArguments())
-            self.ui.statusLabel.text = "Created or updated: " + ", ".join(node.GetName() for node in nodes)
+            with slicer.util.WaitCursor():
+                nodes = job.finish()
+            text = "Created or updated: " + ", ".join(node.GetName() for node in nodes)
+            if nodes.probabilityChart is not None:
+                slicer.modules.plots.logic().ShowChartInLayout(nodes.probabilityChart)
+                text += ". " + nodes.summary
+            self.ui.statusLabel.text = text + f" ({job.elapsed:.0f} s)"
         except ExplainCancelled as cancelled:
             self.ui.statusLabel.text = str(cancelled)
         except Exception as error:
@@ -402,7 +510,10 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = f"Failed: {error}"
             slicer.util.errorDisplay(f"Explanation failed: {error}")
         finally:
+            self._job = None
             self.setRunning(False)
+            if self._parameterNode and self._parameterNode.model:
+                self.showModel(self._parameterNode.model)
 
     def runArguments(self):
         """The parameter node's choices as explainVolume's arguments."""
@@ -410,27 +521,26 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         target = p.target or None
         if target == "roi":
             target = (p.roiSegmentation, p.roiSegmentId) if p.roiSegmentation and p.roiSegmentId else None
+        elif target == "point":
+            if not p.targetPoint:
+                raise ValueError("choose or place a markups point as target")
+            target = p.targetPoint
         labelThreshold = None
         if p.labelMapOutput:
             labelThreshold = "otsu" if p.useOtsu else p.labelThreshold
         return dict(inputVolumeNode=p.inputVolume, model=self.logic.loadModel(p.model),
                     methods=[m for m in p.methods.split(",") if m], target=target, layer=p.layer or None,
                     mode=p.mode or None, device=p.device or "auto", labelThreshold=labelThreshold,
-                    progress=self.onProgress, predictionSegmentation=p.predictionSegmentation,
-                    opacity=p.opacity, keepExisting=p.keepExisting)
-
-    def onProgress(self, fraction, message):
-        self.ui.progressBar.value = int(round(100 * fraction))
-        self.ui.statusLabel.text = message
-        slicer.app.processEvents()  # lets the Cancel click through
+                    predictionSegmentation=p.predictionSegmentation, opacity=p.opacity,
+                    keepExisting=p.keepExisting, pointVoxelOnly=p.pointVoxelOnly)
 
     def setRunning(self, running):
+        """Apply becomes Cancel; the rest of the panel stays usable (the run works on its own copy)."""
         self.ui.applyButton.text = "Cancel" if running else "Apply"
         self.ui.applyButton.enabled = True
         self.ui.progressBar.value = 0
         self.ui.progressBar.setVisible(running)
-        for widget in (self.ui.inputsCollapsibleButton, self.ui.explanationCollapsibleButton):
-            widget.enabled = not running
+        self.ui.loadModelButton.enabled = not running
         if not running:
             self.updateApplyButton()
 
@@ -462,6 +572,10 @@ class XAIExplainTest(ScriptedLoadableModuleTest):
         self.test_HeatmapLandsOnTheBrightObject()
         self.setUp()
         self.test_CancelLeavesTheSceneUnchanged()
+        self.setUp()
+        self.test_BackgroundRunKeepsTheSceneUntilFinish()
+        self.setUp()
+        self.test_BackgroundCancel()
 
     @staticmethod
     def brightObjectVolume():
@@ -525,3 +639,53 @@ class XAIExplainTest(ScriptedLoadableModuleTest):
                                 classNames=["dark", "bright"], progress=progress)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), countBefore)
         self.delayDisplay("Cancel left the scene unchanged")
+
+    @staticmethod
+    def waitFor(job, seconds=60.0):
+        """Poll like the panel's timer does, letting Qt process events meanwhile."""
+        import time
+
+        deadline = time.monotonic() + seconds
+        while not job.done and time.monotonic() < deadline:
+            slicer.app.processEvents()
+            job.wait(0.05)
+        return job.done
+
+    def test_BackgroundRunKeepsTheSceneUntilFinish(self):
+        import numpy as np
+
+        if missingDependencies():
+            self.skipTest("PyTorch is not installed")
+        voxels, volume = self.brightObjectVolume()
+        logic = XAIExplainLogic()
+        countBefore = slicer.mrmlScene.GetNumberOfNodes()
+        job = logic.startExplainVolume(volume, self.brightObjectModel(), methods=["gradcam", "scorecam"], layer="1",
+                                       target="bright", classNames=["dark", "bright"], mode="axial")
+        with self.assertRaises(RuntimeError):  # one run at a time
+            logic.startExplainVolume(volume, self.brightObjectModel(), methods=["gradcam"], layer="1",
+                                     classNames=["dark", "bright"])
+        self.assertTrue(self.waitFor(job))
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), countBefore)  # nothing published before finish
+        nodes = job.finish()
+        values = slicer.util.arrayFromVolume(nodes.heatmaps["scorecam"])
+        self.assertTrue(voxels[np.unravel_index(np.argmax(values), values.shape)] == 300)
+        self.assertFalse(logic.isRunning)
+        self.delayDisplay("Background run published on finish")
+
+    def test_BackgroundCancel(self):
+        if missingDependencies():
+            self.skipTest("PyTorch is not installed")
+        from XAIExplainLib.logic import ExplainCancelled
+
+        voxels, volume = self.brightObjectVolume()
+        logic = XAIExplainLogic()
+        countBefore = slicer.mrmlScene.GetNumberOfNodes()
+        job = logic.startExplainVolume(volume, self.brightObjectModel(), methods=["scorecam", "occlusion"],
+                                       layer="1", classNames=["dark", "bright"], mode="axial")
+        job.cancel()
+        self.assertTrue(self.waitFor(job, 10.0))
+        with self.assertRaises(ExplainCancelled):
+            job.finish()
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), countBefore)
+        self.assertFalse(logic.isRunning)
+        self.delayDisplay("Cancel stopped the background run")

@@ -165,3 +165,195 @@ def test_top_level_cmake_is_a_slicer_extension():
         assert needed in text, needed
     for url in re.findall(r"https://raw\.githubusercontent\.com/[^/]+/[^/]+/[^/]+/(\S+?)\"", text):
         assert (ROOT / url).is_file(), f"extension metadata points at {url}, which is not in the repository"
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals, slots and members the widget uses, against the API of the Qt / CTK / MRML classes.
+# The tables list the documented API of each class (own members only; BASES adds the inherited
+# ones). They are the part of each API this module may use: using something else means first
+# checking it in the class's documentation and adding it here.
+
+BASES = {
+    "QWidget": None, "QLabel": "QWidget", "QAbstractButton": "QWidget", "QPushButton": "QAbstractButton",
+    "QCheckBox": "QAbstractButton", "QComboBox": "QWidget", "QListWidget": "QWidget", "QProgressBar": "QWidget",
+    "QTimer": None, "QAction": None, "QMenu": "QWidget", "qSlicerApplication": None,
+    "ctkCollapsibleButton": "QAbstractButton", "ctkSliderWidget": "QWidget", "qMRMLWidget": "QWidget",
+    "qSlicerWidget": "QWidget", "qMRMLNodeComboBox": "QWidget", "qMRMLSegmentSelectorWidget": "qMRMLWidget",
+    "qSlicerMarkupsPlaceWidget": "qSlicerWidget",
+}
+SIGNALS = {
+    "QWidget": set(),
+    "QAbstractButton": {"clicked()", "clicked(bool)", "toggled(bool)", "pressed()", "released()"},
+    "QComboBox": {"activated(int)", "currentIndexChanged(int)", "currentTextChanged(QString)",
+                  "editTextChanged(QString)", "highlighted(int)"},
+    "QListWidget": {"itemChanged(QListWidgetItem*)", "itemClicked(QListWidgetItem*)", "currentRowChanged(int)",
+                    "itemSelectionChanged()"},
+    "QTimer": {"timeout()"},
+    "QAction": {"triggered()", "triggered(bool)", "toggled(bool)", "hovered()"},
+    "qSlicerApplication": {"startupCompleted()"},
+    "ctkSliderWidget": {"valueChanged(double)", "valueIsChanging(double)"},
+    "qMRMLWidget": {"mrmlSceneChanged(vtkMRMLScene*)"},
+    "qSlicerWidget": {"mrmlSceneChanged(vtkMRMLScene*)"},
+    "qMRMLNodeComboBox": {"currentNodeChanged(vtkMRMLNode*)", "currentNodeChanged(bool)",
+                          "currentNodeIDChanged(QString)", "nodeAdded(vtkMRMLNode*)", "nodeActivated(vtkMRMLNode*)"},
+    "qMRMLSegmentSelectorWidget": {"currentNodeChanged(vtkMRMLNode*)", "currentSegmentChanged(QString)",
+                                   "segmentSelectionChanged(QStringList)"},
+    "qSlicerMarkupsPlaceWidget": {"activeMarkupsFiducialPlaceModeChanged(bool)"},
+}
+SLOTS = {
+    "qMRMLWidget": {"setMRMLScene(vtkMRMLScene*)"}, "qSlicerWidget": {"setMRMLScene(vtkMRMLScene*)"},
+    "qMRMLNodeComboBox": {"setMRMLScene(vtkMRMLScene*)", "setCurrentNode(vtkMRMLNode*)"},
+}
+MEMBERS = {
+    "QWidget": {"setVisible", "enabled", "toolTip", "visible", "show", "hide", "connect"},
+    "QLabel": {"text"},
+    "QAbstractButton": {"text", "checked"},
+    "QPushButton": {"setMenu", "showMenu"},
+    "QComboBox": {"addItem", "addItems", "clear", "count", "currentData", "currentText", "findData", "itemData",
+                  "itemText", "insertItem", "setCurrentIndex", "setCurrentText", "setItemData"},
+    "QListWidget": {"addItem", "clear", "count", "item"},
+    "QProgressBar": {"value"},
+    "ctkSliderWidget": {"value"},
+    "qMRMLWidget": {"setMRMLScene", "mrmlScene"}, "qSlicerWidget": {"setMRMLScene", "mrmlScene"},
+    "qMRMLNodeComboBox": {"currentNode", "setCurrentNode", "setMRMLScene"},
+    "qMRMLSegmentSelectorWidget": {"currentNode", "currentSegmentID", "setCurrentNode", "setCurrentSegmentID"},
+    "qSlicerMarkupsPlaceWidget": {"buttonsVisible", "placeButton", "setCurrentNode", "currentNode",
+                                  "setPlaceModeEnabled"},
+}
+#: what constructors / factory calls in the widget code return
+FACTORIES = {"QTimer": "QTimer", "QMenu": "QMenu", "addAction": "QAction"}
+
+
+def inherited(table: dict, class_name: str) -> set:
+    found = set()
+    while class_name is not None:
+        assert class_name in BASES, f"{class_name}: not in the API tables of {Path(__file__).name}"
+        found |= table.get(class_name, set())
+        class_name = BASES[class_name]
+    return found
+
+
+def ui_classes(root) -> dict:
+    return {w.get("name"): w.get("class") for w in root.iter("widget")}
+
+
+def _sender_class(expr, function, classes) -> str | None:
+    """Class of the object whose ``connect`` is called: a .ui widget, ``self._x = qt.QX()``, a local, slicer.app."""
+    if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Attribute) and expr.value.attr == "ui":
+        return classes.get(expr.attr)
+    if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name) and expr.value.id == "slicer" \
+            and expr.attr == "app":
+        return "qSlicerApplication"
+    target = ast.unparse(expr)
+    for node in ast.walk(function):
+        if isinstance(node, ast.Assign) and any(ast.unparse(t) == target for t in node.targets) \
+                and isinstance(node.value, ast.Call):
+            func = node.value.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            return FACTORIES.get(name)
+    return None
+
+
+def connections(tree, root):
+    """``(where, sender class, signal, slot expression)`` for every ``x.connect("signal", slot)`` call."""
+    classes = ui_classes(root)
+    found = []
+    for function in ast.walk(tree):
+        if not isinstance(function, (ast.FunctionDef, ast.ClassDef)):
+            continue
+        for call in ast.walk(function):
+            if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "connect" \
+                    and call.args and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str):
+                sender = _sender_class(call.func.value, function, classes)
+                found.append((f"{ast.unparse(call.func.value)} (line {call.lineno})", sender, call.args[0].value,
+                              call.args[1] if len(call.args) > 1 else None))
+    return found
+
+
+def _arity(signal: str) -> int:
+    inside = signal[signal.index("(") + 1:-1].strip()
+    return 0 if not inside else inside.count(",") + 1
+
+
+def _accepts(function: ast.FunctionDef, count: int, method: bool) -> bool:
+    args = function.args
+    positional = [a.arg for a in args.posonlyargs + args.args]
+    if method:
+        positional = positional[1:]
+    required = len(positional) - len(args.defaults)
+    return required <= count and (args.vararg is not None or count <= len(positional))
+
+
+def test_every_signal_the_widget_connects_exists_and_its_slot_takes_the_signal_arguments(tree, ui):
+    widget = {f.name: f for f in class_node(tree, "XAIExplainWidget").body if isinstance(f, ast.FunctionDef)}
+    functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+    found = connections(tree, ui)
+    assert len(found) >= 15, found
+    problems = []
+    for where, sender, signal, slot in found:
+        if sender is None:
+            problems.append(f"{where}: cannot tell the class of the sender")
+            continue
+        if signal not in inherited(SIGNALS, sender):
+            problems.append(f"{where}: {sender} has no signal {signal}")
+        if isinstance(slot, ast.Attribute) and isinstance(slot.value, ast.Name) and slot.value.id == "self":
+            function, method = widget.get(slot.attr), True
+        elif isinstance(slot, ast.Name):
+            function, method = functions.get(slot.id), False
+        else:
+            problems.append(f"{where}: slot {ast.unparse(slot) if slot else None} is not a widget method or function")
+            continue
+        if function is None:
+            problems.append(f"{where}: slot {ast.unparse(slot)} does not exist")
+        elif not _accepts(function, _arity(signal), method):
+            problems.append(f"{where}: {ast.unparse(slot)} cannot be called with the {_arity(signal)} "
+                            f"argument(s) of {signal}")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_member_the_widget_uses_on_a_ui_widget_is_part_of_its_class(tree, ui):
+    classes = ui_classes(ui)
+    problems = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) \
+                and isinstance(node.value.value, ast.Attribute) and node.value.value.attr == "ui":
+            name = node.value.attr
+            if name in classes and node.attr not in inherited(MEMBERS, classes[name]):
+                problems.append(f"line {node.lineno}: self.ui.{name}.{node.attr} - {classes[name]} has no "
+                                f"'{node.attr}'")
+    assert not problems, "\n".join(problems)
+
+
+def test_ui_connections_name_existing_widgets_signals_and_slots(ui):
+    classes = ui_classes(ui)
+    items = list(ui.iter("connection"))
+    assert items
+    for item in items:
+        sender, signal = item.find("sender").text, item.find("signal").text
+        receiver, slot = item.find("receiver").text, item.find("slot").text
+        assert sender in classes and receiver in classes, (sender, receiver)
+        assert signal in inherited(SIGNALS, classes[sender]), f"{classes[sender]} has no signal {signal}"
+        assert slot in inherited(SLOTS, classes[receiver]), f"{classes[receiver]} has no slot {slot}"
+        assert _arity(signal) == _arity(slot)
+
+
+def test_widgets_that_need_the_scene_get_it_from_the_ui(ui):
+    classes = ui_classes(ui)
+    needs_scene = {name for name, cls in classes.items()
+                   if cls in ("qMRMLNodeComboBox", "qMRMLSegmentSelectorWidget", "qSlicerMarkupsPlaceWidget")}
+    given = {item.find("receiver").text for item in ui.iter("connection")
+             if item.find("slot").text == "setMRMLScene(vtkMRMLScene*)"}
+    assert needs_scene <= given, f"MRML widgets without a scene: {sorted(needs_scene - given)}"
+
+
+def test_the_static_check_catches_a_wrong_signal_and_a_wrong_slot(ui):
+    """The checks above must be able to fail: a bad signal / slot / member in a copy of the code is reported."""
+    bad = WIDGET.read_text(encoding="utf-8").replace(
+        'self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)',
+        'self.ui.applyButton.connect("clicked(QString)", self.onApplyButtonTypo)').replace(
+        "self.ui.progressBar.value = int(round(100 * fraction))", "self.ui.progressBar.valu = 1")
+    tree = ast.parse(bad)
+    with pytest.raises(AssertionError, match=r"QPushButton has no signal clicked\(QString\)[\s\S]*does not exist"):
+        test_every_signal_the_widget_connects_exists_and_its_slot_takes_the_signal_arguments(tree, ui)
+    with pytest.raises(AssertionError, match="QProgressBar has no 'valu'"):
+        test_every_member_the_widget_uses_on_a_ui_widget_is_part_of_its_class(tree, ui)

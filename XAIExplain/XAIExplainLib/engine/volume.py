@@ -18,6 +18,7 @@ from torch import nn
 from .api import explain_many, model_device_dtype
 from .capture import eval_mode
 from .devices import resolve_device
+from .interrupt import checkpoint
 from .modes import resolve_mode
 from .normalize import volume_minmax
 from .request import upsample
@@ -125,6 +126,7 @@ class _Batches:
     def run(self, work: Callable[[int, int], None]) -> None:
         start = 0
         while start < self.total:
+            checkpoint()  # cancel / heartbeat hook (engine/interrupt.py)
             stop = min(start + self.size, self.total)
             try:
                 work(start, stop)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..engine import explain, resolve_target
+from ..engine.interrupt import checkpoint
 from ._checks import as_maps, check_input
 from ._model import check_model, frozen_inference
 from ._scoring import FrozenTarget, check_batch, target_classes
@@ -202,6 +203,7 @@ def sanity_randomization(model: nn.Module, x: torch.Tensor, method: str = "gradc
     modules = dict(randomized.named_modules())
     correlations = []
     for name in cascade:
+        checkpoint()  # cancel / heartbeat hook (engine/interrupt.py)
         _randomize(modules[name], _layer_seed(seed, name))
         random_maps = explain(randomized, x, method, target=frozen, layer=layer_spec, **options)
         correlations.append(rank_correlation(maps, random_maps.to(maps.device)))

@@ -16,6 +16,10 @@ output nodes are created or updated inside a scene transaction. A cancel
 (``logic.cancel()`` or an exception from the progress callback) or any error
 in either phase leaves the scene exactly as it was before the run.
 
+:meth:`XAIExplainLogic.startExplainVolume` runs the compute phase on a worker
+thread and returns an :class:`~.explain_job.ExplainJob` at once (the panel polls
+it); :meth:`XAIExplainLogic.explainVolume` is start + wait + finish.
+
 Importing this module needs neither torch nor Slicer; they are imported when
 a run needs them, so the Slicer module can offer to install torch first.
 """
@@ -26,21 +30,20 @@ import time
 import numpy as np
 
 from .. import mrml
+from . import point_target
+from .explain_job import ExplainCancelled, ExplainJob
 from .model_catalogue import ModelCatalogue
 from ..imaging.orientation import slice_axis_for_orientation
-from ..mrml import naming, outputs
-
-MODES = ("slices", "volume", "axial", "coronal", "sagittal")
-LABEL_OUTPUTS = ("labelmap", "segmentation")
-
-
-class ExplainCancelled(Exception):
-    """Raised by :meth:`XAIExplainLogic.explainVolume` when the run was cancelled."""
+from ..mrml import naming, outputs, plots
 
 
 class InputRemovedError(RuntimeError):
-    """Raised by :meth:`XAIExplainLogic.explainVolume` when the input volume left the scene during
-    the run: heatmaps tagged with a removed node would point at nothing, so none is published."""
+    """Raised when the input volume left the scene during the run: heatmaps tagged with a removed
+    node would point at nothing, so none is published."""
+
+
+MODES = ("slices", "volume", "axial", "coronal", "sagittal")
+LABEL_OUTPUTS = ("labelmap", "segmentation")
 
 
 class OutputNodes(list):
@@ -51,6 +54,11 @@ class OutputNodes(list):
     ``prediction``    the model's prediction as a segmentation node (segmenters) or None
     ``probabilities`` classifier probabilities, (K,) or (n_slices, K), or None
     ``classNames``    the model's class names
+    ``probabilityTable``, ``probabilityChart``  per-slice classifier runs: the class
+                      probabilities per slice as a table node and a plot chart node (also
+                      created or updated by the run; not in the list, which holds the volumes
+                      and segmentations shown over the input)
+    ``summary``       one line for the status text (per-slice runs: the top-scoring slices)
     ``timings``       seconds per phase
     """
 
@@ -61,6 +69,9 @@ class OutputNodes(list):
         self.prediction = None
         self.probabilities = None
         self.classNames: list = []
+        self.probabilityTable = None
+        self.probabilityChart = None
+        self.summary = ""
         self.timings: dict = {}
 
 
@@ -77,8 +88,7 @@ class XAIExplainLogic:
         ``models``: the model catalogue (loads each model once)."""
         self.scene = scene
         self.models = models or ModelCatalogue()
-        self._cancelRequested = False
-        self._running = False
+        self._job: ExplainJob | None = None
 
     # ----------------------------------------------------------------- models
 
@@ -130,13 +140,20 @@ class XAIExplainLogic:
     # ----------------------------------------------------------------- control
 
     def cancel(self) -> None:
-        """Ask the running :meth:`explainVolume` to stop; it raises ExplainCancelled and changes nothing."""
-        self._cancelRequested = True
+        """Ask the running run to stop; its ``finish()`` (or :meth:`explainVolume`) raises ExplainCancelled."""
+        job = self._job
+        if job is not None:
+            job.cancel()
 
     @property
     def isRunning(self) -> bool:
-        """True while :meth:`explainVolume` runs."""
-        return self._running
+        """True from the start of a run until its outputs were published (or it raised)."""
+        return self._job is not None
+
+    @property
+    def currentJob(self):
+        """The :class:`ExplainJob` of the run in progress, or None."""
+        return self._job
 
     def setHeatmapOpacity(self, opacity: float) -> None:
         """Foreground (heatmap) opacity in all slice views, 0..1."""
@@ -166,7 +183,7 @@ class XAIExplainLogic:
                       axis=None, device="auto", labelThreshold=None, progress=None, *, classNames=None,
                       labelOutput="labelmap", predictionSegmentation=True, opacity=mrml.DEFAULT_OPACITY,
                       displayThreshold=mrml.DEFAULT_DISPLAY_THRESHOLD, colorLegend=True, keepExisting=False,
-                      engineOptions=None) -> OutputNodes:
+                      engineOptions=None, pointVoxelOnly=False) -> OutputNodes:
         """Compute attribution heatmaps of ``model`` on ``inputVolumeNode``; return the output nodes.
 
         inputVolumeNode  a scalar volume node (any scalar type, spacing, orientation; never modified)
@@ -175,7 +192,10 @@ class XAIExplainLogic:
         methods          a method name or a list of names (see :meth:`methodsForModel`)
         target           None (the predicted class), a class index or class name, or for
                          segmentation models ``(segmentationNode, segmentId)``: that segment is
-                         the region whose class score is explained
+                         the region whose class score is explained; or a markups point node
+                         (or ``(pointNode, index)``): a segmenter explains the connected region
+                         of the class it predicts at the point, a 2D model per slice the slice
+                         through the point for that slice's predicted class
         layer            layer name for layer-based methods (None: the card's default layer)
         mode             None (the model's own: per slice for 2D, volumetric for 3D models),
                          "axial" / "coronal" / "sagittal" (per slice along that anatomical
@@ -189,65 +209,140 @@ class XAIExplainLogic:
         predictionSegmentation  write a segmenter's prediction as a segmentation node
         opacity          heatmap opacity over the input in the slice views (0..1)
         displayThreshold heatmap values below this fraction of the window are transparent
-        colorLegend      show a colour legend for the first heatmap
+        colorLegend      show a colour legend on each heatmap (titled method, class and layer)
         keepExisting     True: always add new nodes; False: re-running with the same choices
                          updates the nodes of the earlier run
         engineOptions    extra method options passed to the engine (e.g. SmoothGrad's samples)
+        pointVoxelOnly   with a point target on a segmenter: that voxel alone, not its region
 
-        Raises ValueError / TypeError (bad input, nothing created), InputRemovedError (the input left
-        the scene during the run, nothing published), ExplainCancelled (cancel,
+        Raises ValueError / TypeError (bad input, nothing created), ExplainCancelled (cancel,
         nothing changed), or the progress callback's own exception (nothing changed).
         """
-        if self._running:
-            raise RuntimeError("explainVolume is already running; cancel it or wait for it to finish")
-        scene = mrml.get_scene(self.scene)
-        self._cancelRequested = False
-        self._running = True
+        job = self.startExplainVolume(inputVolumeNode, model, methods, target, layer, mode, axis, device,
+                                      labelThreshold, progress, classNames=classNames, labelOutput=labelOutput,
+                                      predictionSegmentation=predictionSegmentation, opacity=opacity,
+                                      displayThreshold=displayThreshold, colorLegend=colorLegend,
+                                      keepExisting=keepExisting, engineOptions=engineOptions,
+                                      pointVoxelOnly=pointVoxelOnly)
+        seen = 0
         try:
-            request = self._validate(scene, inputVolumeNode, model, methods, target, layer, mode, axis, device,
-                                     labelThreshold, labelOutput, opacity, displayThreshold, classNames,
-                                     engineOptions, progress)
-            report = self._reporter(progress, scene, inputVolumeNode)
-            report(0.0, f"Explaining '{inputVolumeNode.GetName()}' with {request['modelName']}")
+            while True:
+                computed = job.wait(0.02)
+                updates = job.updates
+                if progress is not None:
+                    for _, fraction, message in updates[seen:]:
+                        progress(fraction, message)
+                seen = len(updates)
+                if computed:
+                    break
+        except BaseException:
+            # the callback raised (or Ctrl+C): stop the worker, free the slot, surface that exception
+            job.cancel()
+            job.wait()
+            try:
+                job.finish()
+            except Exception:
+                pass
+            raise
+        return job.finish(progress)
+
+    def startExplainVolume(self, inputVolumeNode, model, methods=("gradcam",), target=None, layer=None, mode=None,
+                           axis=None, device="auto", labelThreshold=None, progress=None, *, classNames=None,
+                           labelOutput="labelmap", predictionSegmentation=True, opacity=mrml.DEFAULT_OPACITY,
+                           displayThreshold=mrml.DEFAULT_DISPLAY_THRESHOLD, colorLegend=True, keepExisting=False,
+                           engineOptions=None, pointVoxelOnly=False) -> ExplainJob:
+        """Start :meth:`explainVolume` in the background and return its :class:`ExplainJob` at once.
+
+        Same arguments as :meth:`explainVolume`. The arguments are checked and the input
+        copied out of the scene here (a bad argument raises here, nothing starts); the
+        model and engine then run on a worker thread that never touches the scene.
+        ``job.progress`` / ``job.done`` / ``job.cancel()`` can be polled from a timer;
+        ``job.finish()``, on the main thread, publishes the outputs inside a scene
+        transaction. ``progress``, when given, is only ever called on the main thread:
+        by ``job.finish()`` for the publish phase (the compute phase's updates are in
+        ``job.updates``). One run at a time: starting a second one before the first was
+        finished is refused.
+        """
+        if self._job is not None:
+            raise RuntimeError("an explanation is already running; cancel it or wait for it to finish "
+                               "before starting another")
+        scene = mrml.get_scene(self.scene)
+        request = self._validate(scene, inputVolumeNode, model, methods, target, layer, mode, axis, device,
+                                 labelThreshold, labelOutput, opacity, displayThreshold, classNames,
+                                 engineOptions, progress)
+        request["pointVoxelOnly"] = bool(pointVoxelOnly)
+        self._snapshot(request)
+        options = dict(predictionSegmentation=predictionSegmentation, opacity=opacity,
+                       displayThreshold=displayThreshold, colorLegend=colorLegend, keepExisting=keepExisting)
+        timings = {}
+
+        def compute(report):
             started = time.perf_counter()
+            report(0.0, f"Explaining '{request['nodeName']}' with {request['modelName']}")
             result = self._compute(request, report)
-            computed = time.perf_counter()
+            timings["compute"] = time.perf_counter() - started
+            return result
+
+        def publish(result, report):
+            started = time.perf_counter()
             self._checkInputPresent(scene, inputVolumeNode)
+
+            def checked(fraction, message):  # the progress callback runs the event loop: the user may delete the input
+                report(fraction, message)
+                self._checkInputPresent(scene, inputVolumeNode)
+
+            self._onInputGrid(request, result)
             with mrml.SceneTransaction(scene) as transaction:
-                nodes = self._publish(scene, transaction, request, result, report, predictionSegmentation,
-                                      opacity, displayThreshold, colorLegend, keepExisting)
-                report(1.0, f"Done: {len(nodes)} output node(s)")
-            nodes.timings = dict(result.get("timings") or {}, compute=computed - started,
-                                 publish=time.perf_counter() - computed)
+                nodes = self._publish(scene, transaction, request, result, checked, **options)
+                checked(1.0, f"Done: {len(nodes)} output node(s)")
+            nodes.timings = dict(result.get("timings") or {}, compute=timings["compute"],
+                                 publish=time.perf_counter() - started)
             return nodes
-        finally:
-            self._running = False
-            self._cancelRequested = False
+
+        def release(job):
+            if self._job is job:
+                self._job = None
+
+        self._job = ExplainJob(compute, publish, on_end=release, progress=progress,
+                               description=f"Starting: '{inputVolumeNode.GetName()}' with {request['modelName']}")
+        return self._job.start()
 
     # --------------------------------------------------------------- internals
 
-    def _reporter(self, progress, scene=None, node=None):
-        if progress is not None and not callable(progress):
-            raise TypeError("progress must be callable as progress(fraction, message)")
-
-        def report(fraction, message):
-            if self._cancelRequested:
-                raise ExplainCancelled("Cancelled: the scene was left unchanged")
-            if progress is not None:
-                progress(float(min(max(fraction, 0.0), 1.0)), message)
-            if self._cancelRequested:
-                raise ExplainCancelled("Cancelled: the scene was left unchanged")
-            if node is not None:  # the progress callback runs the event loop: the user may delete the input
-                self._checkInputPresent(scene, node)
-        return report
-
     @staticmethod
     def _checkInputPresent(scene, node) -> None:
-        """The input must still be in the scene when results are published (and at every step before)."""
+        """The input must still be in the scene when results are published."""
         node_id = node.GetID()
         if node_id is None or scene.GetNodeByID(node_id) is not node:
             raise InputRemovedError(f"The input volume '{node.GetName()}' was removed from the scene during "
                                     "the run; nothing was published. Load it again and re-run")
+
+    @staticmethod
+    def _snapshot(request) -> None:
+        """Main thread: copy the input out of the scene, so the worker never reads MRML."""
+        node = request["node"]
+        request["nodeName"] = node.GetName()
+        request["image"] = mrml.volume_to_sitk(node)
+
+    @staticmethod
+    def _onInputGrid(request, result) -> None:
+        """Main thread: check the maps and the prediction against the input node's grid."""
+        node = request["node"]
+        result["maps"] = {name: mrml.array_on_node_grid(value, node, f"map '{name}'")
+                          for name, value in result["maps"].items()}
+        if result["labels"] is not None:
+            result["labels"] = mrml.array_on_node_grid(result["labels"], node, "prediction")
+        point, names = request["point"], request["classNames"]
+        if point is not None and result.get("pointClass") is not None:  # a segmenter's region at the point
+            request["targetLabel"] = names[result["pointClass"]] if names else f"class {result['pointClass']}"
+        elif point is not None:  # a 2D classifier per slice: the slice through the point
+            inside = point_target.slice_region(next(iter(result["maps"].values())).shape, point, request["axis"])
+            result["maps"] = {name: np.where(inside, value, 0).astype(value.dtype)
+                              for name, value in result["maps"].items()}
+            probabilities = np.atleast_2d(result["probabilities"])
+            if probabilities.shape[0] > point[request["axis"]]:
+                winner = int(np.argmax(probabilities[point[request["axis"]]]))
+                request["targetLabel"] = names[winner] if names else f"class {winner}"
 
     def _validate(self, scene, node, model, methods, target, layer, mode, axis, device, labelThreshold,
                   labelOutput, opacity, displayThreshold, classNames, engineOptions, progress) -> dict:
@@ -282,7 +377,14 @@ class XAIExplainLogic:
             if not available[name][2]:
                 raise ValueError(f"method '{name}' cannot explain this model: {available[name][3]}")
         engine_mode, engine_axis = self._resolveMode(node, mode, axis, resolved)
-        target_value, target_label, roi = self._resolveTarget(node, target, class_names, task)
+        point = None
+        if point_target.is_point_target(target):
+            point = point_target.point_voxel(target, node)
+            if task != "segmentation" and engine_mode != "slices":
+                raise ValueError("a point as target needs a segmentation model or a 2D model run per slice")
+            target_value, target_label, roi = None, "", None
+        else:
+            target_value, target_label, roi = self._resolveTarget(node, target, class_names, task)
         if layer is not None and not isinstance(layer, str):
             raise TypeError(f"layer must be a layer name (str) or None, got {type(layer).__name__}")
         if layer is not None:
@@ -293,7 +395,7 @@ class XAIExplainLogic:
             layer = self.models.default_layer(resolved)
         return {
             "node": node, "model": resolved, "methods": method_list, "target": target_value,
-            "targetLabel": target_label, "roi": roi, "targetKey": self._targetKey(target),
+            "targetLabel": target_label, "roi": roi, "targetKey": self._targetKey(target), "point": point,
             "layer": layer, "layerLabel": layer or "", "mode": engine_mode, "axis": engine_axis,
             "modeKey": mode if mode is not None else "default", "device": resolved_device,
             "labelThreshold": labelThreshold, "labelOutput": labelOutput, "classNames": class_names,
@@ -318,6 +420,9 @@ class XAIExplainLogic:
 
     @staticmethod
     def _targetKey(target) -> str:
+        if point_target.is_point_target(target):
+            node, index = target if isinstance(target, tuple) else (target, 0)
+            return f"point:{node.GetID()}:{index}"
         if isinstance(target, tuple) and len(target) == 2 and hasattr(target[0], "GetID"):
             return f"roi:{target[0].GetID()}:{target[1]}"
         return "predicted" if target is None else str(target)
@@ -369,23 +474,32 @@ class XAIExplainLogic:
         from ..engine import SegmentationTarget
         from ..models import explain_image
 
-        node = request["node"]
-        image = mrml.volume_to_sitk(node)
+        image = request["image"]
         target = request["target"]
+        point_class = None
         if request["roi"] is not None:
             target = SegmentationTarget(target, region=request["roi"])
+        elif request["point"] is not None and request["task"] == "segmentation":
+            import SimpleITK as sitk
+
+            from ..models import predict_image
+
+            prediction = predict_image(request["model"], image, mode=request["mode"], axis=request["axis"],
+                                       device=request["device"])
+            point_class, region = point_target.region_at_point(sitk.GetArrayFromImage(prediction), request["point"],
+                                                               request["pointVoxelOnly"])
+            target = SegmentationTarget(point_class, region=region)
         result = explain_image(request["model"], image, methods=request["methods"], target=target,
                                layer=request["layer"], mode=request["mode"], axis=request["axis"],
                                device=request["device"], progress=engine_progress, **request["engineOptions"])
-        maps = {name: mrml.array_on_node_grid(result.maps[name], node, f"map '{name}'")
-                for name in request["methods"]}
+        maps = {name: result.maps[name] for name in request["methods"]}  # grid-checked in _onInputGrid
         prediction = getattr(result, "prediction", None)
         labels, probabilities = None, None
         if prediction is not None and hasattr(prediction, "GetSize"):
-            labels = mrml.array_on_node_grid(prediction, node, "prediction")
+            labels = prediction
         elif prediction is not None:
             probabilities = np.asarray(prediction)
-        return {"maps": maps, "labels": labels, "probabilities": probabilities,
+        return {"maps": maps, "labels": labels, "probabilities": probabilities, "pointClass": point_class,
                 "timings": dict(getattr(result, "timings", None) or {})}
 
     def _classLabel(self, request, probabilities) -> str:
@@ -424,7 +538,7 @@ class XAIExplainLogic:
             heatmap = outputs.publish_heatmap(
                 scene, transaction, node, result["maps"][method], name,
                 naming.output_key(node, "heatmap", **key_choices), attributes, description,
-                legend_title=label if (colorLegend and index == 0) else None,
+                legend_title=" ".join(filter(None, (label, class_label, layer_label))) if colorLegend else None,
                 display_threshold=displayThreshold, keep_existing=keepExisting)
             nodes.heatmaps[method] = heatmap
             nodes.append(heatmap)
@@ -446,6 +560,19 @@ class XAIExplainLogic:
                 naming.output_key(node, "prediction", **choices), {"Model": request["modelName"]},
                 keep_existing=keepExisting)
             nodes.append(nodes.prediction)
+        probabilities = result["probabilities"]
+        if probabilities is not None and np.ndim(probabilities) == 2 and len(probabilities) > 1:
+            report(0.99, "Writing the per-slice probabilities")
+            base = naming.output_name(node.GetName(), request["modelName"], "probabilities")
+            key = naming.output_key(node, "probabilities", **choices)
+            table, chart = plots.publish_slice_probabilities(
+                scene, transaction, probabilities, request["classNames"], base,
+                table_node=None if keepExisting else naming.find_output(scene, key, "vtkMRMLTableNode"),
+                chart_node=None if keepExisting else naming.find_output(scene, key, "vtkMRMLPlotChartNode"))
+            for output in (table, chart):
+                naming.tag_output(output, node, "probabilities", key, Model=request["modelName"])
+            nodes.probabilityTable, nodes.probabilityChart = table, chart
+            nodes.summary = "Highest scores: " + plots.top_slices(probabilities, request["classNames"])
         first = nodes.heatmaps[request["methods"][0]]
         first_mask = nodes.masks.get(request["methods"][0])
         label_layer = first_mask if first_mask is not None and first_mask.IsA("vtkMRMLLabelMapVolumeNode") else None

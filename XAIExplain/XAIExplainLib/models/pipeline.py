@@ -25,6 +25,7 @@ import torch
 from .card import ModelCard
 from .loaded import LoadedModel
 from ..engine.devices import resolve_device
+from ..engine.interrupt import checkpoint
 from .loading import load_model
 from .preprocessing import PreparedInput
 
@@ -100,6 +101,7 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
     clock = [started]
 
     def lap(name: str) -> None:
+        checkpoint()  # cancel / heartbeat hook between the phases (engine/interrupt.py)
         now = time.perf_counter()
         timings[name] = now - clock[0]
         clock[0] = now

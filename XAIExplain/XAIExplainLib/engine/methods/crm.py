@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..batching import chunks, copies_per_forward
+from ..interrupt import checkpoint
 from ..options import choice
 from ..registry import CLASSIFICATION, MethodInfo, register
 from ..targets import BoundClassTarget
@@ -60,6 +61,7 @@ def crm_forward(activation: torch.Tensor, head: torch.nn.Linear, classes: torch.
     out = torch.empty(n, length, dtype=torch.float64, device=a.device)
     step = copies_per_forward(n * (k + weight.shape[0]), length)
     for start, stop in chunks(length, step):
+        checkpoint()  # cancel / heartbeat hook (engine/interrupt.py)
         pooled = (total[:, None, :] - a[:, :, start:stop].transpose(1, 2)) / length  # (N, l, K)
         scores = F.linear(pooled, weight, bias)  # (N, l, C)
         if softmax:

@@ -13,6 +13,7 @@ import itertools
 import torch
 
 from ..batching import chunks, copies_per_forward, copy_scores
+from ..interrupt import checkpoint
 from ..options import baseline, spatial_sizes
 from ..registry import MethodInfo, register
 
@@ -47,6 +48,7 @@ def occlusion(request) -> torch.Tensor:
     step = copies_per_forward(n * x[0].numel(), len(windows))
     with torch.no_grad():
         for start, stop in chunks(len(windows), step):
+            checkpoint()  # cancel / heartbeat hook (engine/interrupt.py)
             batch = windows[start:stop]
             inputs = x.repeat((len(batch),) + (1,) * (x.dim() - 1)).reshape((len(batch),) + tuple(x.shape))
             for copy, win in enumerate(batch):

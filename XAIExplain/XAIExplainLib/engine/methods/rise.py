@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..batching import chunks, copies_per_forward, copy_scores
+from ..interrupt import checkpoint
 from ..options import integer, positive_int
 from ..registry import MethodInfo, register
 
@@ -68,6 +69,7 @@ def _rise(request):
     total = torch.zeros((n, math.prod(spatial)), dtype=x.dtype, device=x.device)
     with torch.no_grad():
         for start, stop in chunks(count, copies_per_forward(n * x[0].numel(), count)):
+            checkpoint()  # cancel / heartbeat hook (engine/interrupt.py)
             batch = masks.batch(start, stop, x.device, x.dtype)  # (b, *S)
             inputs = (x[None] * batch[:, None, None]).flatten(0, 1)  # (b * N, C, *S)
             scores = copy_scores(request.model, bound, inputs, n, probability=True).to(x.dtype)  # (b, N)

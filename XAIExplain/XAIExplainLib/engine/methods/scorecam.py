@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..batching import chunks, copies_per_forward, copy_scores
+from ..interrupt import checkpoint
 from ..normalize import minmax
 from ..registry import MethodInfo, register
 from ..request import upsample
@@ -29,6 +30,7 @@ def scorecam_layer(model, x: torch.Tensor, activation: torch.Tensor, bound) -> t
     step = copies_per_forward(n * x[0].numel(), k)
     with torch.no_grad():
         for start, stop in chunks(k, step):
+            checkpoint()  # cancel / heartbeat hook (engine/interrupt.py)
             maps = a[:, start:stop]  # (N, b, *s)
             masks = minmax(upsample(maps.flatten(0, 1), tuple(x.shape[2:])))  # (N * b, *S)
             masks = masks.reshape((n, stop - start) + tuple(x.shape[2:])).transpose(0, 1)  # (b, N, *S)

@@ -18,6 +18,7 @@ from typing import Iterator
 import torch
 
 from ..batching import chunks, copies_per_forward, copy_gradients
+from ..interrupt import checkpoint
 from ..options import integer, non_negative_float, positive_int
 from ..registry import MethodInfo, register
 
@@ -47,6 +48,7 @@ def smoothgrad(request) -> torch.Tensor:
     stream = noise_stream(tuple(x.shape[1:]), seed)
     total = torch.zeros((n,) + tuple(x.shape[2:]), dtype=x.dtype, device=x.device)
     for start, stop in chunks(samples, copies_per_forward(n * x[0].numel(), samples)):
+        checkpoint()  # cancel / heartbeat hook (engine/interrupt.py)
         unit = torch.stack([next(stream) for _ in range(stop - start)]).to(device=x.device, dtype=x.dtype)
         inputs = (x[None] + sigma * unit[:, None]).flatten(0, 1)  # (copies * N, C, *S)
         grad = copy_gradients(request.model, bound, inputs, n)
