@@ -5,7 +5,6 @@ in-Slicer self test. Every decision is made by ``XAIExplainLib`` (importable
 without Slicer), and torch is imported only after the user agreed to install
 it, never when Slicer loads the module.
 """
-import importlib.util
 import logging
 import os
 from typing import Annotated
@@ -18,6 +17,9 @@ from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
+
+from XAIExplainLib.logic import XAIExplainLogic as CoreLogic
+from XAIExplainLib.logic.dependencies import install_dependencies, missing_dependencies
 
 LOAD_ITEM = "Load model..."
 MODES = [("Model default", ""), ("Per slice: axial", "axial"), ("Per slice: coronal", "coronal"),
@@ -84,55 +86,26 @@ class XAIExplainParameterNode:
     keepExisting: bool = False
 
 
-class XAIExplainLogic(ScriptedLoadableModuleLogic):
-    """Slicer's module logic: the parameter node, plus the full XAIExplainLib logic API.
-
-    ``slicer.util.getModuleLogic("XAIExplain").explainVolume(...)`` and the other
-    methods are those of ``XAIExplainLib.logic.XAIExplainLogic`` (see its help);
-    that object is created on first use so that torch is imported only then.
-    """
+class XAIExplainLogic(ScriptedLoadableModuleLogic, CoreLogic):
+    """Slicer's module logic: the parameter node plus the library's logic
+    (``XAIExplainLib.logic.XAIExplainLogic``: ``explainVolume``, ``startExplainVolume``, ... see its help).
+    Importing it loads no torch; a run does."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        self._core = None
+        CoreLogic.__init__(self)
 
     def getParameterNode(self):
         return XAIExplainParameterNode(super().getParameterNode())
 
-    @property
-    def isRunning(self):
-        """True while a run started from this logic is in progress (False before torch is loaded)."""
-        return self._core is not None and self._core.isRunning
 
-    @property
-    def core(self):
-        if self._core is None:
-            from XAIExplainLib.logic import XAIExplainLogic as CoreLogic
-
-            self._core = CoreLogic()
-        return self._core
-
-    def __getattr__(self, name):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.core, name)
-
-
-def missingDependencies():
-    """Python packages the module needs that Slicer's Python lacks."""
-    return [name for name in ("torch",) if importlib.util.find_spec(name) is None]
-
-
-def installDependencies(requirementsPath):
-    """torch through the PyTorch extension when present (right CUDA build), then requirements.txt."""
-    if importlib.util.find_spec("torch") is None:
-        try:
-            import PyTorchUtils
-        except ImportError:
-            slicer.util.pip_install("torch")
-        else:
-            PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
-    slicer.util.pip_install(["-r", requirementsPath])
+def _torchInstaller():
+    """The PyTorch extension's installer (the right CUDA build), or None to use pip."""
+    try:
+        import PyTorchUtils
+    except ImportError:
+        return None
+    return lambda: PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
 
 
 class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -278,7 +251,7 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from XAIExplainLib.logic import recent_models
 
         self.ui.modelSelector.clear()
-        if missingDependencies():
+        if missing_dependencies():
             self.ui.modelInfoLabel.text = "PyTorch is not installed: it will be offered on Apply."
         else:
             for name in self.logic.availableModels():
@@ -309,7 +282,7 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def showModel(self, model):
         """Task, classes, expected input; methods valid for it; targets; layers."""
-        if missingDependencies():
+        if missing_dependencies():
             return
         if self._job is not None:
             # describing a model may run it (layer probe) while the worker uses the same module
@@ -456,7 +429,7 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.device = self.ui.deviceSelector.currentData or "auto"
 
     def onOpacityChanged(self, value):
-        if self.logic is not None and not missingDependencies():
+        if self.logic is not None and not missing_dependencies():
             self.logic.setHeatmapOpacity(value)
 
     # ------------------------------------------------------------------ run
@@ -546,7 +519,7 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def ensureDependencies(self):
         """Offer to install what is missing (first Apply only); True when everything is there."""
-        missing = missingDependencies()
+        missing = missing_dependencies()
         if not missing:
             return True
         if not slicer.util.confirmOkCancelDisplay(
@@ -554,8 +527,8 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 "This downloads several hundred MB and may take a few minutes."):
             return False
         with slicer.util.tryWithErrorDisplay("Installing the dependencies failed.", waitCursor=True):
-            installDependencies(self.resourcePath("requirements.txt"))
-        if missingDependencies():
+            install_dependencies(self.resourcePath("requirements.txt"), slicer.util.pip_install, _torchInstaller())
+        if missing_dependencies():
             return False
         self.refreshModelChoices()
         return True
@@ -603,7 +576,7 @@ class XAIExplainTest(ScriptedLoadableModuleTest):
     def test_HeatmapLandsOnTheBrightObject(self):
         import numpy as np
 
-        if missingDependencies():
+        if missing_dependencies():
             self.skipTest("PyTorch is not installed")
         voxels, volume = self.brightObjectVolume()
         logic = XAIExplainLogic()
@@ -622,7 +595,7 @@ class XAIExplainTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Heatmap lies on the bright object")
 
     def test_CancelLeavesTheSceneUnchanged(self):
-        if missingDependencies():
+        if missing_dependencies():
             self.skipTest("PyTorch is not installed")
         voxels, volume = self.brightObjectVolume()
         logic = XAIExplainLogic()
@@ -654,7 +627,7 @@ class XAIExplainTest(ScriptedLoadableModuleTest):
     def test_BackgroundRunKeepsTheSceneUntilFinish(self):
         import numpy as np
 
-        if missingDependencies():
+        if missing_dependencies():
             self.skipTest("PyTorch is not installed")
         voxels, volume = self.brightObjectVolume()
         logic = XAIExplainLogic()
@@ -673,7 +646,7 @@ class XAIExplainTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Background run published on finish")
 
     def test_BackgroundCancel(self):
-        if missingDependencies():
+        if missing_dependencies():
             self.skipTest("PyTorch is not installed")
         from XAIExplainLib.logic import ExplainCancelled
 

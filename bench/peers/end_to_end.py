@@ -1,0 +1,113 @@
+"""End to end on a real CT: one pass gives the prediction and the maps (issue 10's one-pass targets).
+
+Rows, interleaved round by round and reported as the median (the machine is shared):
+
+- 3D (``lung-nodule-seg-3d`` over the whole lung1 CT, sliding windows):
+  ``predict_image`` (plain prediction), the *floor* (on the same windows: one forward
+  with the layer's output captured and one backward to the layer, nothing else), and
+  ``explain_image`` with Grad-CAM at the card's layer. Target: the engine phase of
+  ``explain_image`` within 1.15x of the floor.
+- 2D (``lung-nodule-2d`` per slice over the same CT): ``predict_image`` and ``explain_image``
+  with Grad-CAM. Target: within 1.15x of plain prediction.
+
+    python -m bench.peers.end_to_end --data ../shared/data [--rounds 3] [--threads 1]
+
+Prints a table and writes ``bench/results/end_to_end.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parents[1]  # bench/
+
+
+def _floor(loaded, image) -> float:
+    """Seconds of forward (layer captured) + backward to the layer over explain_image's own windows."""
+    import torch
+
+    from XAIExplainLib.engine import SegmentationTarget
+    from XAIExplainLib.engine.capture import explaining, run_pass
+    from XAIExplainLib.engine.layers import resolve_layers
+    from XAIExplainLib.engine.volume import _DEFAULT_CPU_BATCH, _padded, _patch_shape, _window_target
+    from XAIExplainLib.engine.windows import window_grid
+
+    prepared = loaded.pipeline.prepare(image)
+    options = loaded.pipeline.volume_options()
+    data = torch.from_numpy(prepared.array)
+    patch = _patch_shape(options.get("patch_size"), tuple(data.shape[1:]))
+    padded = _padded(data, patch)
+    windows = window_grid(tuple(padded.shape[1:]), patch, options.get("overlap", 0.25))
+    model = loaded.module
+    layers = resolve_layers(model, loaded.card.target_layers.default, padded[None, :, :patch[0], :patch[1], :patch[2]])
+    target = SegmentationTarget(1)
+    started = time.perf_counter()
+    with explaining(model):
+        for start in range(0, len(windows), _DEFAULT_CPU_BATCH):
+            part = windows[start:start + _DEFAULT_CPU_BATCH]
+            batch = torch.stack([padded[(slice(None),) + w] for w in part])
+            run_pass(model, batch, _window_target(target, part), layers, backward=True)
+    return time.perf_counter() - started
+
+
+def _rows(data: Path) -> dict:
+    import SimpleITK as sitk
+
+    from XAIExplainLib.models import explain_image, load_model, predict_image
+
+    image = sitk.ReadImage(str(data / "lung1_image.nrrd"))
+    seg, clf = load_model("lung-nodule-seg-3d"), load_model("lung-nodule-2d")
+
+    def timed(function):
+        started = time.perf_counter()
+        result = function()
+        return time.perf_counter() - started, result
+
+    out = {}
+    out["3d predict_image"] = timed(lambda: predict_image(seg, image, device="cpu"))[0]
+    out["3d floor (forward + backward to the layer)"] = _floor(seg, image)
+    seconds, result = timed(lambda: explain_image(seg, image, methods=["gradcam"], target=1, device="cpu"))
+    out["3d explain_image gradcam"] = seconds
+    out["3d explain_image gradcam: engine phase"] = result.timings["explain"]
+    out["2d predict_image"] = timed(lambda: predict_image(clf, image, device="cpu"))[0]
+    out["2d explain_image gradcam"] = timed(lambda: explain_image(clf, image, methods=["gradcam"], device="cpu"))[0]
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.peers.end_to_end", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="folder with lung1_image.nrrd")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "end_to_end.json")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rounds = [_rows(args.data) for _ in range(args.rounds)]
+    median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    ratios = {
+        "3d engine phase / floor": median["3d explain_image gradcam: engine phase"]
+        / median["3d floor (forward + backward to the layer)"],
+        "3d explain_image / predict_image": median["3d explain_image gradcam"] / median["3d predict_image"],
+        "2d explain_image / predict_image": median["2d explain_image gradcam"] / median["2d predict_image"],
+    }
+    print(f"{'row':48s} {'seconds':>8s}")
+    for key, value in median.items():
+        print(f"{key:48s} {value:8.2f}")
+    for key, value in ratios.items():
+        print(f"{key:48s} {value:7.2f}x")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"median_seconds": median, "ratios": ratios, "rounds": rounds,
+                                    "threads": args.threads, "torch": torch.__version__,
+                                    "python": platform.python_version()}, indent=2), encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
