@@ -16,6 +16,7 @@ from typing import Sequence
 
 from .errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUS_HELP, UserError,
                            one_line)
+from .signals import Terminated
 
 PROG = "xaiexplain"
 
@@ -101,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
                          help="inputs read ahead by N background threads while the current one "
                               "computes (0: read in turn; default 1)")
+    explain.add_argument("--cluster", metavar="local:N|tcp://HOST:PORT",
+                         help="explain the inputs on a Dask cluster: N local worker processes "
+                              "(one GPU each where there are GPUs) or an existing scheduler "
+                              "(needs the 'cluster' extra; default: in this process)")
     _output_options(explain, "xaiexplain-output")
     explain.set_defaults(handler=_run_explain)
 
@@ -200,8 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; outputs already written are complete", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        why = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{PROG}: {why}; outputs already written are complete", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader of stdout went away (``xaiexplain methods | head``): not an error of ours.
