@@ -98,18 +98,21 @@ def run_cohort(spec: CohortSpec, items: Sequence[InputItem], output_dir: str | o
             clean_folder(out.path)
             _check_summary_replaceable(out)
             todo = _resume(items, out.path, spec, records, progress)
-            local = client is None and (cluster is None or cluster.startswith("local:"))
+            # Staging folders left by workers that died: once every input has its row, or
+            # once this machine's own workers have stopped, none of them is still in use.
+            stopped = client is None and (cluster is None or cluster.startswith("local:"))
             try:
                 for index, record in _dispatch(items, todo, spec, out.path, model, client,
                                                cluster, jobs, progress, stderr):
                     records[index] = record
                     _report(progress, index, record, stderr)
+                stopped = True
             except KeyboardInterrupt:
                 summary.interrupted = True
                 raise
             finally:
                 progress.close()
-                if local:  # every process that wrote here has ended: nothing staged is live
+                if stopped:
                     clean_folder(out.path)
                 summary.records = [r for r in records if r is not None]
                 if client is not None or cluster is not None:
