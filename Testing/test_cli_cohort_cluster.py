@@ -14,6 +14,7 @@ import io
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -140,6 +141,55 @@ def test_a_worker_killed_mid_input_loses_nothing(client, cohort, tmp_path):
         heat = sitk.ReadImage(str(out / f"{p.name[:-5]}_integrated_gradients.nrrd"))
         assert heat.GetSize() == sitk.ReadImage(str(p)).GetSize()
     assert hidden(out) == []  # the dead worker's staging folder was removed at the end
+
+
+class KillOnPoison(distributed.WorkerPlugin):
+    """A worker plugin: a worker that reads an input named ``poison`` dies on the spot.
+
+    Stands in for an input that takes its worker down every time (a decoder crash, memory
+    exhaustion); the scheduler gives the plugin to the workers restarted after each death.
+    """
+
+    name = "xaiexplain-test-poison"
+
+    def setup(self, worker):
+        from XAIExplainLib.batch import reading
+
+        real = reading.read_item
+
+        def read_item(item):
+            if item.stem == "poison":
+                os._exit(1)
+            return real(item)
+
+        reading.read_item = read_item
+
+
+def test_an_input_that_kills_every_worker_is_reported_not_retried_forever(client, cohort,
+                                                                         tmp_path):
+    import cloudpickle
+
+    from XAIExplainLib.batch.cluster import MAX_WORKER_DEATHS
+
+    poison = tmp_path / "poison.nrrd"
+    poison.write_bytes(cohort[0].read_bytes())
+    inputs = [cohort[0], poison, cohort[1]]
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import it
+    client.register_plugin(KillOnPoison())
+    try:
+        errors = io.StringIO()
+        summary = explain_cohort(MODEL, inputs, tmp_path / "out", ["gradcam"], client=client,
+                                 stderr=errors)
+    finally:
+        client.unregister_worker_plugin(KillOnPoison.name)
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert [r.status for r in summary.records] == ["ok", "failed", "ok"]
+    message = (f"{poison}: the worker explaining it died each time it was tried (killed, or out "
+               "of memory); not retried further")
+    assert summary.records[1].error == message
+    assert errors.getvalue() == f"xaiexplain: error: {message}\n"
+    assert client.cluster.scheduler.allowed_failures == MAX_WORKER_DEATHS
+    assert hidden(tmp_path / "out") == []
 
 
 def test_cli_on_a_local_cluster_stopped_with_sigterm_then_resumed(cohort, tmp_path):

@@ -91,7 +91,7 @@ def start_local_cluster(workers: int, spec: CohortSpec):
         raise UserError(f"--cluster local:{workers}", f"one worker per GPU, and this machine has "
                                                       f"{len(gpus)}; use local:{len(gpus)} or "
                                                       "--device cpu")
-    threads = max(1, _cores() // workers)
+    threads = max(1, cpu_cores() // workers)
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
     class _OneGpuPerWorker(LocalCluster):
@@ -175,7 +175,8 @@ def _gpus(device: str) -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def _cores() -> int:
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity, where the system says)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:

@@ -34,14 +34,20 @@ Outputs per input, in --output-dir (every image on the input's exact grid):
   <stem>_<method>[_<class>]_label.<ext>  label map (with --label-threshold)
   <stem>_<method>[_<class>].png          overlay montage (with --overlay)
   <stem>_prediction.csv | .<ext>         class scores (classifier) | label map (segmenter)
+  <stem>.xaiexplain.json                 what made them (written last: the input is complete)
 and for the run: summary.json, summary.csv.
-Existing files are never replaced without --overwrite, inputs never; each file is
-written under a temporary name and renamed, so an interrupted run leaves no
-truncated file.
+Existing files are never replaced without --overwrite, inputs never. An input's files
+appear together or not at all, so an interrupted run (Ctrl-C, SIGTERM, a killed process)
+leaves no truncated file; the same command run again skips the complete inputs and
+computes the rest.
 
 example (a cohort listed in a file, 4 reader threads, on the GPU):
   xaiexplain explain cohort.txt --model ct-phase-2d --method gradcam --method sam \\
       --overlay --jobs 4 --device cuda --output-dir audit/
+
+example (the same cohort on 4 local Dask workers, one GPU each where there are GPUs):
+  xaiexplain explain cohort.txt --model ct-phase-2d --method gradcam --cluster local:4 \\
+      --output-dir audit/
 
 """ + EXIT_STATUS_HELP
 
