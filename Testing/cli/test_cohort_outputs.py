@@ -23,14 +23,14 @@ import pytest
 import SimpleITK as sitk
 
 from XAIExplainLib import cli
-from XAIExplainLib.batch import writing
-from XAIExplainLib.batch.errors import UserError
-from XAIExplainLib.batch.folder_lock import FolderLock
-from XAIExplainLib.batch.manifest import MANIFEST_ENDING
-from XAIExplainLib.batch.staging import journal_name
+from XAIExplainLib.cli import writing
+from XAIExplainLib.cli.errors import UserError
+from XAIExplainLib.cli.folder_lock import FolderLock
+from XAIExplainLib.cli.manifest import MANIFEST_ENDING
+from XAIExplainLib.cli.staging import journal_name
 
 MODEL = "ct-phase-2d"
-LIB = Path(__file__).resolve().parents[1] / "XAIExplain"
+LIB = Path(__file__).resolve().parents[2] / "XAIExplain"
 
 
 def run_main(capsys, *args) -> tuple[int, str, str]:

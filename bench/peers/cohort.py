@@ -13,8 +13,8 @@ steady throughput and what a run pays once.  Every run's files are checked
 to be byte-identical to the in-process ones.  Prints a table and writes
 ``bench/results/cohort.json``.
 
-    python bench/bench_cohort.py                    # 12 volumes of 16 x 96 x 96
-    python bench/bench_cohort.py --volumes 24 --methods gradcam integrated_gradients
+    python -m bench.peers.cohort                    # 12 volumes of 16 x 96 x 96
+    python -m bench.peers.cohort --volumes 24 --methods gradcam integrated_gradients
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 def make_cohort(folder: Path, count: int, shape: tuple[int, int, int]) -> list[Path]:
@@ -58,15 +58,15 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["gradcam", "integrated_gradients"])
     parser.add_argument("--volumes", type=int, default=12)
     parser.add_argument("--shape", type=int, nargs=3, default=[16, 96, 96], metavar=("Z", "Y", "X"))
-    parser.add_argument("--out", default=str(HERE / "results" / "cohort.json"))
+    parser.add_argument("--out", default=str(RESULTS / "cohort.json"))
     args = parser.parse_args()
 
     import torch
     from distributed import Client
 
-    from XAIExplainLib.batch.cluster import cpu_cores, start_local_cluster
-    from XAIExplainLib.batch.cohort import explain_cohort
-    from XAIExplainLib.batch.explain_one import CohortSpec
+    from XAIExplainLib.cli.cluster import cpu_cores, start_local_cluster
+    from XAIExplainLib.cli.cohort import explain_cohort
+    from XAIExplainLib.cli.explain_one import CohortSpec
 
     cores = cpu_cores()
     torch.set_num_threads(cores)

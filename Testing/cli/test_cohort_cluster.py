@@ -25,19 +25,19 @@ import SimpleITK as sitk
 
 distributed = pytest.importorskip("distributed")
 
-from XAIExplainLib.batch.cohort import explain_cohort  # noqa: E402
-from XAIExplainLib.batch.explain_one import CohortSpec, model_loads  # noqa: E402
-from XAIExplainLib.batch.manifest import MANIFEST_ENDING  # noqa: E402
-from XAIExplainLib.batch.staging import STAGE_PREFIX  # noqa: E402
+from XAIExplainLib.cli.cohort import explain_cohort  # noqa: E402
+from XAIExplainLib.cli.explain_one import CohortSpec, model_loads  # noqa: E402
+from XAIExplainLib.cli.manifest import MANIFEST_ENDING  # noqa: E402
+from XAIExplainLib.cli.staging import STAGE_PREFIX  # noqa: E402
 
-from test_cli_cohort_outputs import cli_process, hidden, visible  # noqa: E402
+from .test_cohort_outputs import cli_process, hidden, visible  # noqa: E402
 
 MODEL = "ct-phase-2d"
 
 
 @pytest.fixture(scope="module")
 def client():
-    from XAIExplainLib.batch.cluster import start_local_cluster
+    from XAIExplainLib.cli.cluster import start_local_cluster
 
     cluster, _ = start_local_cluster(2, CohortSpec(model=MODEL, methods=("gradcam",),
                                                    device="cpu"))
@@ -153,7 +153,7 @@ class KillOnPoison(distributed.WorkerPlugin):
     name = "xaiexplain-test-poison"
 
     def setup(self, worker):
-        from XAIExplainLib.batch import reading
+        from XAIExplainLib.cli import reading
 
         real = reading.read_item
 
@@ -169,7 +169,7 @@ def test_an_input_that_kills_every_worker_is_reported_not_retried_forever(client
                                                                          tmp_path):
     import cloudpickle
 
-    from XAIExplainLib.batch.cluster import MAX_WORKER_DEATHS
+    from XAIExplainLib.cli.cluster import MAX_WORKER_DEATHS
 
     poison = tmp_path / "poison.nrrd"
     poison.write_bytes(cohort[0].read_bytes())
