@@ -256,6 +256,33 @@ def test_a_symlink_loop_fails_that_input_only(volumes, tmp_path, capsys):
                                                         ("ct", "ok"), ("cycle", "failed")]
 
 
+# ---- issue 15: the --cluster option without a cluster -------------------------------------
+
+@pytest.mark.parametrize("value, problem", [
+    ("local:0", "the number of local workers must be a positive integer, as in local:4"),
+    ("somewhere", "must be local:N (N worker processes on this machine) or the address of a "
+                  "running Dask scheduler, as in tcp://HOST:8786"),
+])
+def test_a_bad_cluster_value_is_refused_before_any_work(value, problem, volumes, tmp_path,
+                                                        capsys):
+    out = tmp_path / "out"
+    status, _, stderr = run_main(capsys, "explain", volumes[0], "--model", MODEL, "--method",
+                                 "gradcam", "--cluster", value, "--output-dir", out)
+    assert (status, stderr) == (2, f"xaiexplain: error: --cluster {value}: {problem}\n")
+    assert not out.exists()
+
+
+def test_without_dask_the_cluster_option_says_how_to_install_it(volumes, tmp_path, capsys,
+                                                                monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed
+    out = tmp_path / "out"
+    status, _, stderr = run_main(capsys, "explain", volumes[0], "--model", MODEL, "--method",
+                                 "gradcam", "--cluster", "local:2", "--output-dir", out)
+    assert (status, stderr) == (2, 'xaiexplain: error: --cluster: needs Dask, which is not '
+                                   'installed (pip install "xaiexplain[cluster]")\n')
+    assert not out.exists()
+
+
 # ---- issue 15: resumable -------------------------------------------------------------------
 
 def test_a_killed_run_resumes_without_recomputing_complete_inputs(volumes, tmp_path, capsys):

@@ -14,4 +14,13 @@ unit of work), ``cohort`` (resume, dispatch, summary; ``explain_cohort``),
 
 from .main import main
 
-__all__ = ["main"]
+__all__ = ["explain_cohort", "main"]
+
+
+def __getattr__(name: str):
+    # The Python API of a cohort run, loaded on first use: ``xaiexplain --help`` stays quick.
+    if name == "explain_cohort":
+        from .cohort import explain_cohort
+
+        return explain_cohort
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -51,7 +51,8 @@ def parse_cluster(text: str) -> tuple[str, int | str]:
                                           "tcp://HOST:8786")
 
 
-def _distributed():
+def require_dask():
+    """The distributed package, or a UserError saying how to install the extra."""
     try:
         import distributed
     except ImportError as exc:
@@ -63,7 +64,7 @@ def _distributed():
 def open_client(text: str, spec: CohortSpec, stderr) -> Iterator[tuple[object, CohortSpec]]:
     """A client of the asked-for cluster, and ``spec`` with the workers' thread count."""
     kind, value = parse_cluster(text)
-    distributed = _distributed()
+    distributed = require_dask()
     if kind == "address":
         try:
             client = distributed.Client(value, timeout="10s")

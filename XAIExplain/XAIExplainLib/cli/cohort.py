@@ -145,10 +145,13 @@ def fingerprint(spec: CohortSpec, model) -> CohortSpec:
         "methods": list(spec.methods), "options": options})
 
 
-def weights_digest(model) -> str:
-    """SHA-256 of the model's weights file (the card's checked value when it has one)."""
+def weights_digest(model) -> str | None:
+    """SHA-256 of the model's weights: the loader's, the card's checked value, or the file's."""
     known = getattr(model, "weights_sha256", None) or model.card.weights.sha256
-    return known or file_sha256(model.card.weights.file)
+    if known:
+        return known
+    path = getattr(model.card.weights, "file", None)
+    return file_sha256(path) if path is not None and Path(path).is_file() else None
 
 
 def check_same_model(spec: CohortSpec, model) -> None:

@@ -92,9 +92,10 @@ def plan(args: argparse.Namespace,
     check_jobs(args.jobs)
     cluster = getattr(args, "cluster", None)
     if cluster is not None:
-        from .cluster import parse_cluster
+        from .cluster import parse_cluster, require_dask
 
         parse_cluster(cluster)
+        require_dask()
     remote = remote or cluster is not None
     # A scheduler elsewhere has its own devices: "cuda" is checked there, by the workers.
     device = args.device if cluster and "://" in cluster else check_device(args.device)
