@@ -107,6 +107,28 @@ def test_the_cluster_writes_exactly_what_the_in_process_run_writes(client, cohor
     assert all(loads[w] == {MODEL: 1} for w, n in per_worker.items() if n)
 
 
+def test_cli_joins_a_running_scheduler_by_its_address(client, cohort, tmp_path, capsys):
+    from XAIExplainLib import cli
+
+    out = tmp_path / "out"
+    address = client.scheduler.address
+    status = cli.main(["explain", *map(str, cohort[:2]), "--model", MODEL, "--method",
+                       "gradcam", "--cluster", address, "--output-dir", str(out), "--quiet"])
+    assert status == 0, capsys.readouterr().err
+    rows = json.loads((out / "summary.json").read_text())["inputs"]
+    assert {r["worker"] for r in rows} <= set(client.scheduler_info()["workers"])
+    assert json.loads((out / "summary.json").read_text())["options"]["cluster"] == address
+
+    status = cli.main(["explain", str(cohort[0]), "--model", MODEL, "--method", "gradcam",
+                       "--cluster", "tcp://127.0.0.1:9", "--output-dir", str(tmp_path / "no")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("xaiexplain: error: --cluster tcp://127.0.0.1:9: cannot reach the Dask "
+                          "scheduler (")
+    assert err.endswith("); start one with 'dask scheduler' or check the address\n")
+    assert not (tmp_path / "no").exists()
+
+
 def test_a_worker_killed_mid_input_loses_nothing(client, cohort, tmp_path):
     good = [p for p in cohort if p.name != "constant.nrrd"]
     out = tmp_path / "out"
