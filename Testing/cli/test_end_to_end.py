@@ -128,7 +128,7 @@ def test_demo_runs_out_of_the_box_and_says_where_the_outputs_are(tmp_path):
                                           "sample_abdomen_ct_saliency.png"]
     assert str(Path("xaiexplain-output") / "demo" / pictures[0].name) in done.stdout
     summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    assert summary["counts"] == {"inputs": 1, "ok": 1, "failed": 0}
+    assert summary["counts"] == {"inputs": 1, "ok": 1, "failed": 0, "skipped": 0}
     assert summary["inputs"][0]["prediction"]["predicted_class"] == "arterial"
 
 
