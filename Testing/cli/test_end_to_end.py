@@ -128,7 +128,7 @@ def test_demo_runs_out_of_the_box_and_says_where_the_outputs_are(tmp_path):
                                           "sample_abdomen_ct_saliency.png"]
     assert str(Path("xaiexplain-output") / "demo" / pictures[0].name) in done.stdout
     summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    assert summary["counts"] == {"inputs": 1, "ok": 1, "failed": 0}
+    assert summary["counts"] == {"inputs": 1, "ok": 1, "failed": 0, "skipped": 0}
     assert summary["inputs"][0]["prediction"]["predicted_class"] == "arterial"
 
 
@@ -305,22 +305,28 @@ def test_mask_off_the_input_grid_and_unwritable_output_are_refused(volumes, tmp_
 
 
 def test_existing_outputs_are_kept_without_overwrite(volumes, tmp_path, capsys):
+    """A re-run of the same command resumes; other settings or foreign files need --overwrite."""
     args = ["explain", volumes["plain"], "--model", CLASSIFIER, "--method", "gradcam",
             "--output-dir", tmp_path, "--quiet"]
     assert run_main(capsys, *args)[0] == 0
     heat, scores = tmp_path / "plain_ct_gradcam.nrrd", tmp_path / "plain_ct_prediction.csv"
-    stamps = digest(heat), digest(scores)
-    status, _, stderr = run_main(capsys, *args)
+    stamps = digest(heat), digest(scores), heat.stat().st_mtime_ns
+    assert run_main(capsys, *args)[0] == 0  # complete with the same settings: skipped
+    assert (digest(heat), digest(scores), heat.stat().st_mtime_ns) == stamps
+    assert json.loads((tmp_path / "summary.json").read_text())["inputs"][0]["skipped"] is True
+    status, _, stderr = run_main(capsys, *args, "--target", "arterial")
+    manifest = tmp_path / "plain_ct.xaiexplain.json"
     assert status == 2
-    assert stderr == (f"xaiexplain: error: {tmp_path / 'summary.json'}: already exists; pass "
-                      "--overwrite to replace it or choose another --output-dir\n")
-    (tmp_path / "summary.json").unlink()
-    (tmp_path / "summary.csv").unlink()
+    assert stderr == (f"xaiexplain: error: {manifest}: the outputs of {volumes['plain']} were "
+                      "made with other settings (option targets differs (was ['predicted'], now "
+                      "['arterial'])); pass --overwrite to replace them or choose another "
+                      "--output-dir\n")
+    manifest.unlink()  # the files are now nobody's: never replaced without --overwrite
     status, _, stderr = run_main(capsys, *args)
     assert status == 2
     assert stderr == (f"xaiexplain: error: {scores}: already exists; pass --overwrite to replace "
                       "it or choose another --output-dir\n")
-    assert (digest(heat), digest(scores)) == stamps
+    assert (digest(heat), digest(scores)) == stamps[:2]
     assert run_main(capsys, *args, "--overwrite")[0] == 0
 
 
@@ -330,7 +336,9 @@ def test_debug_shows_the_traceback(volumes, tmp_path, capsys):
                                  "--output-dir", tmp_path)
     assert status == 2
     assert "Traceback (most recent call last)" in stderr
-    assert stderr.splitlines()[-1].startswith(f"xaiexplain: error: {volumes['plain']}: ")
+    # The layer is checked against the network before any input is read.
+    assert stderr.splitlines()[-1].startswith("xaiexplain: error: --layer no.such.layer: the "
+                                              "model has no layer named 'no.such.layer'")
 
 
 def test_batch_with_bad_inputs_completes_the_others_and_exits_1(volumes, tmp_path):
@@ -353,7 +361,7 @@ def test_batch_with_bad_inputs_completes_the_others_and_exits_1(volumes, tmp_pat
     assert (out / "plain_ct_gradcam.nrrd").is_file() and (out / "oblique_ct_gradcam.nrrd").is_file()
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert [r["status"] for r in summary["inputs"]] == ["ok", "failed", "failed", "ok"]
-    assert summary["counts"] == {"inputs": 4, "ok": 2, "failed": 2}
+    assert summary["counts"] == {"inputs": 4, "ok": 2, "failed": 2, "skipped": 0}
     single = xaiexplain("explain", files["nan"], "--model", CLASSIFIER, "--method", "gradcam",
                         "--output-dir", tmp_path / "single")
     assert single.returncode == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -214,7 +215,7 @@ def test_summary_json_and_csv_hold_one_row_per_input():
     bad = InputRecord("b.nrrd", "b", "failed", error="b.nrrd: is constant")
     summary.records += [ok, bad]
     data = json.loads(summary.to_json())
-    assert data["counts"] == {"inputs": 2, "ok": 1, "failed": 1}
+    assert data["counts"] == {"inputs": 2, "ok": 1, "failed": 1, "skipped": 0}
     assert data["inputs"][1]["error"] == "b.nrrd: is constant"
     rows = list(csv.DictReader(io.StringIO(summary.to_csv())))
     assert rows[0]["score_arterial"] == "0.9" and rows[0]["time_gradcam_s"] == "0.25"
@@ -227,7 +228,15 @@ def test_progress_writes_plain_lines_without_a_terminal_and_nothing_when_quiet()
     progress.start(1, "a.nrrd")
     progress.step(0.5)
     progress.finish(True, "(1.0 s)")
-    assert stream.getvalue().splitlines() == ["[1/2] a.nrrd", "[1/2] a.nrrd: ok (1.0 s)"]
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "[1/2] a.nrrd"
+    # The cohort's tally: counts, the rate of computed inputs and the time left at that rate.
+    assert re.fullmatch(r"\[1/2\] a\.nrrd: ok \(1\.0 s\) \| 1 done, 0 failed, 0 skipped; "
+                        r"[0-9.e+]+/min, ETA \d+:\d\d", lines[1]), lines[1]
+    progress.skip(2, "b.nrrd")
+    assert stream.getvalue().splitlines()[2] == "[2/2] b.nrrd: skipped (complete from an earlier run)"
+    assert progress.tally().startswith("1 done, 0 failed, 1 skipped; ")
+    assert "ETA" not in progress.tally()  # nothing left
     tty = io.StringIO()
     bar = Progress(2, stream=tty, interactive=True)
     bar.start(2, "b.nrrd")

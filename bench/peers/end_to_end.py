@@ -34,13 +34,13 @@ def _floor(loaded, image) -> float:
     from XAIExplainLib.engine.capture import explaining, run_pass
     from XAIExplainLib.engine.layers import resolve_layers
     from XAIExplainLib.engine.volume import _DEFAULT_CPU_BATCH, _padded, _patch_shape, _window_target
-    from XAIExplainLib.engine.windows import window_grid
+    from XAIExplainLib.engine.windows import Tiling, window_grid
 
     prepared = loaded.pipeline.prepare(image)
     options = loaded.pipeline.volume_options()
     data = torch.from_numpy(prepared.array)
     patch = _patch_shape(options.get("patch_size"), tuple(data.shape[1:]))
-    padded = _padded(data, patch)
+    padded, _ = _padded(data, patch, Tiling())
     windows = window_grid(tuple(padded.shape[1:]), patch, options.get("overlap", 0.25))
     model = loaded.module
     layers = resolve_layers(model, loaded.card.target_layers.default, padded[None, :, :patch[0], :patch[1], :patch[2]])

@@ -10,6 +10,8 @@ aborting the whole run.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -70,6 +72,18 @@ def safe_name(text: str) -> str:
     return cleaned or "input"
 
 
+def real_path(path: Path) -> Path:
+    """``path`` with symbolic links resolved; a link loop or an unreadable folder keeps it absolute.
+
+    ``Path.resolve`` raises on a loop of links; one bad input must not stop
+    the planning of the others.
+    """
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
+
+
 def is_image_name(path: Path) -> bool:
     return path.name.lower().endswith(IMAGE_SUFFIXES)
 
@@ -85,7 +99,7 @@ def discover(arguments: Sequence[str]) -> list[InputItem]:
     for argument in arguments:
         for item in _expand(str(argument), Path(argument), from_list=None):
             # The same volume named twice (in a list and on the command line) is explained once.
-            key = (item.path.resolve(), item.files, item.error is None)
+            key = (real_path(item.path), item.files, item.error is None)
             if item.error is None and key in seen:
                 continue
             seen.add(key)
@@ -96,6 +110,9 @@ def discover(arguments: Sequence[str]) -> list[InputItem]:
 def _expand(source: str, path: Path, from_list: Path | None) -> list[InputItem]:
     where = f" (listed in {from_list})" if from_list is not None else ""
     if not path.exists():
+        if path.is_symlink():
+            return [_failed(source, path, f"is a symbolic link that leads nowhere (a loop of "
+                                          f"links or a missing target){where}")]
         return [_failed(source, path, f"no such file or folder{where}")]
     if path.is_dir():
         return _expand_folder(source, path, where)
@@ -135,14 +152,17 @@ def _expand_list(list_path: Path) -> Iterable[InputItem]:
 def _expand_folder(source: str, folder: Path, where: str) -> list[InputItem]:
     series = dicom_series(folder)
     if series:
-        base = safe_name(folder.resolve().name)
+        base = safe_name(real_path(folder).name)
         if len(series) == 1:
             return [InputItem(source, folder, base, series[0][1])]
         return [InputItem(f"{source} (series {uid})", folder, f"{base}_{number}", files)
                 for number, (uid, files) in enumerate(series, start=1)]
-    images = sorted(p for p in folder.iterdir() if p.is_file() and is_image_name(p))
+    images = sorted(p for p in folder.iterdir() if is_image_name(p) and (p.is_file() or
+                                                                          p.is_symlink()))
     if images:
-        return [InputItem(str(p), p, image_stem(p)) for p in images]
+        # A link among them that leads nowhere is an input that fails, not one left out.
+        return [InputItem(str(p), p, image_stem(p)) if p.exists() else _expand(str(p), p, None)[0]
+                for p in images]
     return [_failed(source, folder, f"folder holds no DICOM series and no image files{where}")]
 
 
@@ -173,7 +193,7 @@ def unique_stems(items: list[InputItem]) -> list[InputItem]:
         stem = item.stem
         if counts[stem] > 1:
             # A series is named after its folder, so its distinguishing name is one level up.
-            parent = item.path.resolve().parent
+            parent = real_path(item.path).parent
             stem = safe_name(f"{parent.name}_{stem}")
         renamed.append(replace(item, stem=stem))
     used: set[str] = set()

@@ -40,6 +40,10 @@ class UserError(Exception):
         self.subject = str(subject)
         self.problem = problem
 
+    def __reduce__(self):
+        # Travels to and from Dask workers inside input items and results.
+        return (type(self), (self.subject, self.problem))
+
 
 def one_line(error: BaseException) -> str:
     """The first non-empty line of an exception message (SimpleITK's are multi-line)."""

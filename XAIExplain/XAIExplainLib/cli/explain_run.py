@@ -1,17 +1,16 @@
-"""``xaiexplain explain``: explain every input, keep going past bad ones, record the run.
+"""``xaiexplain explain``: check the command, then hand the cohort to :mod:`.cohort`.
 
-The model is loaded once; inputs are read ahead by :func:`prefetch` while the
-current one computes.  Each input either produces all its files or fails
-with one line naming it, and the others still complete.  ``summary.json`` and
-``summary.csv`` are written at the end, also after Ctrl-C.
+Everything that does not depend on an input is checked here, before the first
+input is read: methods, classes, the layer of every layer-based method, the
+label threshold, the cluster, the output folder.  The per-input work
+(:func:`explain_input`) is run by :func:`.explain_one.explain_one`, in this
+process or on Dask workers.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import sys
-import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,16 +20,16 @@ import SimpleITK as sitk
 
 from .discovery import InputItem, discover
 from .errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SOME_FAILED, UserError, one_line
+from .explain_one import CohortSpec
 from .montage import peak_index, render_overlay
-from .options import (ClassChoice, check_device, check_jobs, check_methods, check_methods_for,
-                      load_model_or_fail, numpy_axis, output_ending, parse_label_threshold,
-                      resolve_targets)
+from .options import (ClassChoice, check_device, check_jobs, check_layer, check_methods,
+                      check_methods_for, load_model_or_fail, numpy_axis, output_ending,
+                      parse_label_threshold, resolve_targets)
 from .outputs import (OutputNames, check_region_mask, prediction_record, threshold_label,
                       write_heatmap, write_prediction)
-from .prefetch import prefetch
 from .progress import Progress
-from .reading import read_image, read_item
-from .summary import SUMMARY_CSV, SUMMARY_JSON, InputRecord, RunSummary
+from .reading import read_image
+from .summary import InputRecord, RunSummary
 from .writing import OutputFolder
 
 PROG = "xaiexplain"
@@ -63,86 +62,90 @@ class ExplainJob:
 
 def run_explain(args: argparse.Namespace, stdout=None, stderr=None) -> int:
     """Run ``explain`` for parsed arguments; returns the exit status."""
+    from .cohort import run_cohort
+    from .signals import sigterm_as_interrupt
+
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    started = time.monotonic()
-    job, items = plan(args)
-    progress = Progress(len(items), stream=stderr, enabled=not args.quiet)
-    if len(items) == 1 and not progress.interactive:
-        progress.enabled = False  # "[1/1] x: ok" lines add nothing; errors still print
-    summary = RunSummary(command="explain", model=job.card.name, methods=job.methods,
-                         device=job.device, options=_options(args))
-    try:
-        for index, (item, image, error) in enumerate(prefetch(items, read_item, args.jobs), 1):
-            progress.start(index, item.source)
-            record = InputRecord(item.source, item.stem)
-            summary.records.append(record)
-            began = time.monotonic()
-            try:
-                if error is not None:
-                    raise error
-                explain_input(job, item, image, record, progress)
-                record.status = "ok"
-            except KeyboardInterrupt:
-                record.status, record.error = "failed", "interrupted"
-                raise
-            except Exception as exc:  # noqa: BLE001 - one input fails, the batch goes on
-                record.status, record.error = "failed", input_error(item, exc)
-                progress.close()
-                if job.debug:
-                    traceback.print_exception(type(exc), exc, exc.__traceback__, file=stderr)
-                print(f"{PROG}: error: {record.error}", file=stderr)
-            record.seconds = time.monotonic() - began
-            progress.finish(record.status == "ok", _detail(record))
-    except KeyboardInterrupt:
-        summary.interrupted = True
-        raise
-    finally:
-        progress.close()
-        summary.seconds = time.monotonic() - started
-        if summary.succeeded:
-            _write_summary(job.out, summary, stderr)
-        else:  # a run that produced nothing leaves nothing behind (exit 2)
-            job.out.discard_if_unused()
-    return finish(summary, job.out, args.quiet, stdout)
+    with sigterm_as_interrupt():
+        spec, items, model = plan(args)
+        progress = Progress(len(items), stream=stderr, enabled=not args.quiet)
+        if len(items) == 1 and not progress.interactive:
+            progress.enabled = False  # "[1/1] x: ok" lines add nothing; errors still print
+        summary = run_cohort(spec, items, args.output_dir, model=model,
+                             cluster=getattr(args, "cluster", None), jobs=args.jobs,
+                             progress=progress, stderr=stderr, options=_options(args))
+    return finish(summary, Path(args.output_dir), args.quiet, stdout, stderr)
 
 
-def plan(args: argparse.Namespace) -> tuple[ExplainJob, list[InputItem]]:
-    """Validate every option and the output folder, load the model, discover the inputs."""
+def plan(args: argparse.Namespace,
+         remote: bool = False) -> tuple[CohortSpec, list[InputItem], Any]:
+    """Validate every option, load the model once to check them, discover the inputs.
+
+    ``remote``: the inputs run on a Dask cluster, whose workers load the model
+    themselves; the model loaded here (on the CPU) is then not returned.
+    """
+    from .cohort import fingerprint
+
     methods = check_methods(args.methods)
     label_threshold = parse_label_threshold(args.label_threshold)
     check_jobs(args.jobs)
     budget = getattr(args, "memory_budget", None)
     if budget is not None and not budget > 0:
         raise UserError(f"--memory-budget {budget:g}", "must be a positive number of megabytes")
-    device = check_device(args.device)
+    cluster = getattr(args, "cluster", None)
+    if cluster is not None:
+        from .cluster import parse_cluster, require_dask
+
+        parse_cluster(cluster)
+        require_dask()
+    remote = remote or cluster is not None
+    # A scheduler elsewhere has its own devices: "cuda" is checked there, by the workers.
+    device = args.device if cluster and "://" in cluster else check_device(args.device)
     items = discover(args.inputs)
     region_path = None
     if args.region is not None and args.region.strip().lower() != "predicted":
         region_path = Path(args.region)
-    model = load_model_or_fail(args.model, device, getattr(args, "trust_model", False))
+    # A cluster's workers load the model themselves; here it only checks the options.
+    model = load_model_or_fail(args.model, "cpu" if remote else device,
+                               getattr(args, "trust_model", False))
     card = model.card
     check_methods_for(methods, model)
-    choices = resolve_targets(args.targets, card)
+    check_layer(methods, model, args.layer)
+    resolve_targets(args.targets, card)
     _check_mode(args.mode, card)
-    region = None
     if region_path is not None:
         if card.task != "segmentation":
             raise UserError(f"--region {args.region}", f"applies to segmentation models; "
                                                        f"'{card.name}' is a {card.task} model")
-        region = read_image(region_path)
-    protected = [i.path for i in items] + [Path(f) for i in items for f in i.files]
-    if region_path is not None:
-        protected.append(region_path)
-    out = OutputFolder(args.output_dir, overwrite=args.overwrite, protected=protected)
-    out.prepare()
-    out.check_free([SUMMARY_JSON, SUMMARY_CSV])
-    job = ExplainJob(model=model, methods=methods, choices=choices, layer=args.layer,
-                     mode=args.mode, axis_name=args.axis, device=device, fmt=args.format,
-                     label_threshold=label_threshold, overlay=args.overlay, region=region,
-                     region_source=str(region_path or ""), out=out,
-                     debug=getattr(args, "debug", False), memory_budget_mb=budget)
-    return job, items
+        read_image(region_path)
+    spec = CohortSpec(model=str(args.model), methods=tuple(methods),
+                      targets=tuple(args.targets) if args.targets else None, layer=args.layer,
+                      mode=args.mode, axis=args.axis, device=args.device if remote else device,
+                      fmt=args.format, label_threshold=label_threshold, overlay=args.overlay,
+                      region=str(region_path) if region_path is not None else None,
+                      trust=getattr(args, "trust_model", False), overwrite=args.overwrite,
+                      debug=getattr(args, "debug", False), memory_budget_mb=budget)
+    spec = fingerprint(spec, model)
+    return spec, items, (None if remote else model)
+
+
+def build_job(spec: CohortSpec, output_dir: Path, model=None) -> ExplainJob:
+    """The :class:`ExplainJob` of ``spec`` in this process (a worker loads the model here)."""
+    from .cohort import check_same_model
+
+    device = check_device(spec.device)
+    if model is None:
+        model = load_model_or_fail(spec.model, device, spec.trust)
+        check_same_model(spec, model)
+    region = read_image(Path(spec.region)) if spec.region else None
+    return ExplainJob(model=model, methods=list(spec.methods),
+                      choices=resolve_targets(spec.targets, model.card), layer=spec.layer,
+                      mode=spec.mode, axis_name=spec.axis, device=device, fmt=spec.fmt,
+                      label_threshold=spec.label_threshold, overlay=spec.overlay, region=region,
+                      region_source=spec.region or "",
+                      out=OutputFolder(output_dir, overwrite=spec.overwrite), debug=spec.debug,
+                      memory_budget_mb=spec.memory_budget_mb)
 
 
 def _check_mode(mode: str | None, card) -> None:
@@ -329,33 +332,24 @@ def input_error(item: InputItem, error: BaseException) -> str:
             "(run with --debug for the traceback)")
 
 
-def _detail(record: InputRecord) -> str:
-    if record.status != "ok":
-        return ""
-    return f"({record.seconds:.1f} s, {len(record.outputs)} files)"
-
-
-def _write_summary(out: OutputFolder, summary: RunSummary, stderr) -> None:
-    try:
-        out.write_text(summary.to_json(), SUMMARY_JSON)
-        out.write_text(summary.to_csv(), SUMMARY_CSV)
-    except UserError as exc:
-        print(f"{PROG}: error: {exc}", file=stderr)
-
-
-def finish(summary: RunSummary, out: OutputFolder, quiet: bool, stdout) -> int:
-    """Report where the outputs are; the exit status says whether some inputs failed."""
+def finish(summary: RunSummary, output_dir: Path, quiet: bool, stdout, stderr) -> int:
+    """Report where the outputs are; the exit status says whether everything was written."""
     ok, total = len(summary.succeeded), len(summary.records)
+    for problem in summary.problems:
+        print(f"{PROG}: error: {problem}", file=stderr)
     if not quiet and ok:
-        print(f"Explained {ok} of {total} input(s) in {summary.seconds:.1f} s on "
-              f"{summary.device}; outputs in {out.path}/ (summary.json, summary.csv)", file=stdout)
-    if ok == total:
+        skipped = f" ({len(summary.skipped)} complete from an earlier run)" if summary.skipped else ""
+        where = ("summary.json, summary.csv" if not summary.problems
+                 else "summary.json and summary.csv NOT written")
+        print(f"Explained {ok} of {total} input(s){skipped} in {summary.seconds:.1f} s on "
+              f"{summary.device}; outputs in {output_dir}/ ({where})", file=stdout)
+    if ok == total and not summary.problems:
         return EXIT_OK
     return EXIT_SOME_FAILED if ok else EXIT_BAD_INPUT
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     keep = ("model", "methods", "targets", "region", "layer", "mode", "axis", "device", "format",
-            "label_threshold", "overlay", "jobs", "memory_budget", "output_dir", "overwrite")
+            "label_threshold", "overlay", "jobs", "cluster", "memory_budget", "output_dir", "overwrite")
     return {k: getattr(args, k) for k in keep if hasattr(args, k)}
 

@@ -16,6 +16,7 @@ from typing import Sequence
 
 from .errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUS_HELP, UserError,
                            one_line)
+from .signals import Terminated
 
 PROG = "xaiexplain"
 
@@ -33,14 +34,20 @@ Outputs per input, in --output-dir (every image on the input's exact grid):
   <stem>_<method>[_<class>]_label.<ext>  label map (with --label-threshold)
   <stem>_<method>[_<class>].png          overlay montage (with --overlay)
   <stem>_prediction.csv | .<ext>         class scores (classifier) | label map (segmenter)
+  <stem>.xaiexplain.json                 what made them (written last: the input is complete)
 and for the run: summary.json, summary.csv.
-Existing files are never replaced without --overwrite, inputs never; each file is
-written under a temporary name and renamed, so an interrupted run leaves no
-truncated file.
+Existing files are never replaced without --overwrite, inputs never. An input's files
+appear together or not at all, so an interrupted run (Ctrl-C, SIGTERM, a killed process)
+leaves no truncated file; the same command run again skips the complete inputs and
+computes the rest.
 
 example (a cohort listed in a file, 4 reader threads, on the GPU):
   xaiexplain explain cohort.txt --model ct-phase-2d --method gradcam --method sam \\
       --overlay --jobs 4 --device cuda --output-dir audit/
+
+example (the same cohort on 4 local Dask workers, one GPU each where there are GPUs):
+  xaiexplain explain cohort.txt --model ct-phase-2d --method gradcam --cluster local:4 \\
+      --output-dir audit/
 
 """ + EXIT_STATUS_HELP
 
@@ -105,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="memory the whole run of one input may use, in megabytes (reading, "
                               "resampling, the model's batches and the restored maps); an input "
                               "that cannot fit is refused up front with the numbers")
+    explain.add_argument("--cluster", metavar="local:N|tcp://HOST:PORT",
+                         help="explain the inputs on a Dask cluster: N local worker processes "
+                              "(one GPU each where there are GPUs) or an existing scheduler "
+                              "(needs the 'cluster' extra; default: in this process)")
     _output_options(explain, "xaiexplain-output")
     explain.set_defaults(handler=_run_explain)
 
@@ -204,8 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; outputs already written are complete", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        why = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{PROG}: {why}; outputs already written are complete", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader of stdout went away (``xaiexplain methods | head``): not an error of ours.

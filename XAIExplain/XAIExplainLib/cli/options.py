@@ -57,6 +57,23 @@ def check_methods_for(methods: Sequence[str], model) -> None:
                                                 f"model: {', '.join(sorted(valid))}")
 
 
+def check_layer(methods: Sequence[str], model, layer: str | None) -> None:
+    """``--layer`` must name a layer of the network when a chosen method uses one."""
+    from ..engine import METHODS
+    from ..engine.layers import resolve_one
+
+    if layer is None or layer == "decoder" or model.scripted:
+        return
+    users = [m for m in methods if METHODS[m].needs_layer]
+    if not users:
+        return
+    try:
+        resolve_one(model.module, layer)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"--layer {layer}", f"{one_line(exc)} (used by {', '.join(users)})") \
+            from exc
+
+
 def resolve_targets(values: Sequence[str] | None, card) -> list[ClassChoice]:
     """``--target`` values -> class choices; names are matched case-insensitively."""
     names = list(card.class_names)

@@ -6,6 +6,11 @@ being worked on and how far it is.  On a terminal one line is redrawn in place
 a pipe (a job scheduler's log, a test) every event is one plain line and the
 fine-grained per-input updates are dropped, so logs stay short and readable.
 ``--quiet`` turns the whole display off.  stdout is left to results.
+
+Each finished input's line ends with the cohort's tally (done, failed,
+skipped as complete), the rate of the inputs computed in this run and the
+time left at that rate, the same for an in-process run and a Dask cluster,
+where inputs finish in any order.
 """
 from __future__ import annotations
 
@@ -35,6 +40,8 @@ class Progress:
         self._last_draw = 0.0
         # Never wider than the terminal: a wrapped line cannot be redrawn in place.
         self._width = max(20, min(shutil.get_terminal_size((120, 24)).columns - 1, 119))
+        self.done = self.failed = self.skipped = 0
+        self._began = time.monotonic()
 
     def start(self, index: int, name: str) -> None:
         """Input number ``index`` (1-based) named ``name`` begins."""
@@ -58,11 +65,41 @@ class Progress:
 
     def finish(self, ok: bool, detail: str) -> None:
         """The current input ended: ``detail`` is its timing or its error."""
+        if ok:
+            self.done += 1
+        else:
+            self.failed += 1
         if not self.enabled:
             return
         status = "ok" if ok else "FAILED"
         self._clear()
-        self._line(f"[{self.index}/{self.total}] {self.name}: {status} {detail}".rstrip())
+        self._line(f"[{self.index}/{self.total}] {self.name}: {status} {detail}".rstrip()
+                   + f" | {self.tally()}")
+
+    def report(self, index: int, name: str, ok: bool, detail: str) -> None:
+        """An input finished elsewhere (a cluster worker): its line and the tally."""
+        self.index, self.name = index, name
+        self.finish(ok, detail)
+
+    def skip(self, index: int, name: str) -> None:
+        """Input ``index`` is complete from an earlier run and is not computed again."""
+        self.skipped += 1
+        if self.enabled:
+            self._clear()
+            self._line(f"[{index}/{self.total}] {name}: skipped (complete from an earlier run)")
+
+    def tally(self) -> str:
+        """``3 done, 1 failed, 2 skipped; 2.5/min, ETA 0:48`` over the whole cohort."""
+        text = f"{self.done} done, {self.failed} failed, {self.skipped} skipped"
+        computed = self.done + self.failed
+        elapsed = time.monotonic() - self._began
+        left = self.total - computed - self.skipped
+        if computed and elapsed > 0:
+            rate = computed / elapsed * 60.0
+            text += f"; {rate:.3g}/min"
+            if left > 0:
+                text += f", ETA {_clock(left / rate * 60.0)}"
+        return text
 
     def message(self, text: str) -> None:
         """A line that must appear even mid-bar (a warning about the current input)."""
@@ -91,3 +128,10 @@ class Progress:
     def _line(self, text: str) -> None:
         self.stream.write(text + "\n")
         self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"

@@ -4,7 +4,8 @@ A cohort audit is read back long after the run: which inputs succeeded, what
 the model predicted, how long each method took, on which device, and why an
 input failed.  One row per input, written once at the end of the run (and
 also when the run is interrupted, for what was done), through the same
-atomic writer as the images.
+atomic writer as the images.  Each row also says which worker and device
+computed it, and whether it was skipped as complete from an earlier run.
 """
 from __future__ import annotations
 
@@ -33,6 +34,19 @@ class InputRecord:
     timings: dict[str, float] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: The process that computed it (a Dask worker's address, or host:pid) and its device.
+    worker: str = ""
+    device: str = ""
+    #: True when an earlier run into the folder had made it, with the same model and options.
+    skipped: bool = False
+    #: With --debug: the traceback of a failure, printed by the run, not kept in the summary.
+    traceback: str = field(default="", repr=False)
+
+    def saved(self) -> dict[str, Any]:
+        """The fields summary.json and the manifest keep."""
+        data = asdict(self)
+        data.pop("traceback")
+        return data
 
     def flat(self) -> dict[str, Any]:
         """One CSV row: prediction and timings spread over named columns."""
@@ -47,6 +61,9 @@ class InputRecord:
         for name, seconds in self.timings.items():
             row[f"time_{name}_s"] = round(float(seconds), 4)
         row["seconds"] = round(self.seconds, 3)
+        row["skipped"] = self.skipped
+        row["worker"] = self.worker
+        row["device"] = self.device
         row["outputs"] = ";".join(self.outputs)
         return row
 
@@ -64,6 +81,8 @@ class RunSummary:
     started: float = field(default_factory=time.time)
     seconds: float = 0.0
     interrupted: bool = False
+    #: Files of the run that could not be written (the summary itself): each one line.
+    problems: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[InputRecord]:
@@ -72,6 +91,10 @@ class RunSummary:
     @property
     def succeeded(self) -> list[InputRecord]:
         return [r for r in self.records if r.status == "ok"]
+
+    @property
+    def skipped(self) -> list[InputRecord]:
+        return [r for r in self.records if r.skipped]
 
     def to_json(self) -> str:
         data = {
@@ -85,19 +108,19 @@ class RunSummary:
             "interrupted": self.interrupted,
             "host": {"python": platform.python_version(), "platform": platform.platform()},
             "counts": {"inputs": len(self.records), "ok": len(self.succeeded),
-                       "failed": len(self.failed)},
-            "inputs": [asdict(r) for r in self.records],
+                       "failed": len(self.failed), "skipped": len(self.skipped)},
+            "inputs": [r.saved() for r in self.records],
         }
-        return json.dumps(_clean(data), indent=2, allow_nan=False) + "\n"
+        return json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n"
 
     def to_csv(self) -> str:
-        rows = [dict(r.flat(), device=self.device) for r in self.records]
+        rows = [dict(r.flat(), device=r.device or self.device) for r in self.records]
         columns: list[str] = []
         for row in rows:
             columns.extend(k for k in row if k not in columns)
         # Keep the columns a reader looks for first at the front, outputs last.
         front = [c for c in ("input", "stem", "status", "error") if c in columns]
-        back = [c for c in ("seconds", "device", "outputs") if c in columns]
+        back = [c for c in ("seconds", "skipped", "worker", "device", "outputs") if c in columns]
         columns = front + [c for c in columns if c not in front and c not in back] + back
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
@@ -113,12 +136,12 @@ def _number(value: Any) -> Any:
     return value
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON-safe: numpy scalars become Python numbers, non-finite floats become null."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item") and callable(value.item):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):

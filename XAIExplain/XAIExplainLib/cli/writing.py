@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Iterator
 
 import SimpleITK as sitk
 
-from .discovery import quiet_itk
+from .discovery import quiet_itk, real_path
 from .errors import UserError, one_line
 
 #: ``--format`` values and the file ending each writes.
@@ -31,7 +31,7 @@ class OutputFolder:
                  protected: Iterable[Path] = ()):
         self.path = Path(path)
         self.overwrite = overwrite
-        self._protected = {_real(p) for p in protected}
+        self._protected = {real_path(p) for p in protected}
         self._created = False
 
     def prepare(self) -> None:
@@ -64,7 +64,7 @@ class OutputFolder:
         """Raise before computing when an output would replace a file it must not."""
         for name in names:
             target = self.destination(name)
-            if _real(target) in self._protected:
+            if real_path(target) in self._protected:
                 raise UserError(target, "is one of the inputs; inputs are never overwritten "
                                         "(choose another --output-dir)")
             if target.exists() and not self.overwrite:
@@ -120,10 +120,3 @@ def _ending(name: str) -> str:
         if lower.endswith(ending):
             return name[-len(ending):]
     return os.path.splitext(name)[1]
-
-
-def _real(path: Path) -> Path:
-    try:
-        return Path(path).resolve()
-    except OSError:
-        return Path(os.path.abspath(path))

@@ -1,0 +1,248 @@
+"""Cohorts on a Dask ``LocalCluster`` of worker processes (issue 15).
+
+One cluster of two processes serves the whole module (starting one takes
+seconds).  The in-process run is the reference: the cluster must write the
+same bytes and the same summary rows, whatever worker finishes first; each
+worker must load the model once; a worker killed with SIGKILL mid-input
+must lose nothing; a bad input must be reported once and not retried; and
+the command line's ``--cluster local:2``, stopped with SIGTERM and run again,
+must finish without recomputing what was complete.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+distributed = pytest.importorskip("distributed")
+
+from XAIExplainLib.cli.cohort import explain_cohort  # noqa: E402
+from XAIExplainLib.cli.explain_one import CohortSpec, model_loads  # noqa: E402
+from XAIExplainLib.cli.manifest import MANIFEST_ENDING  # noqa: E402
+from XAIExplainLib.cli.staging import STAGE_PREFIX  # noqa: E402
+
+from .test_cohort_outputs import cli_process, hidden, visible  # noqa: E402
+
+MODEL = "ct-phase-2d"
+
+
+@pytest.fixture(scope="module")
+def client():
+    from XAIExplainLib.cli.cluster import start_local_cluster
+
+    cluster, _ = start_local_cluster(2, CohortSpec(model=MODEL, methods=("gradcam",),
+                                                   device="cpu"))
+    with cluster, distributed.Client(cluster) as connected:
+        yield connected
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> list[Path]:
+    """Five small CT volumes and, in the middle, a constant one no model can be shown."""
+    from XAIExplainLib.imaging.phantoms import chest_phantom
+
+    folder = tmp_path_factory.mktemp("cohort")
+    paths = []
+    for seed in range(5):
+        path = folder / f"ct{seed}.nrrd"
+        sitk.WriteImage(chest_phantom(seed=seed, shape=(4, 32, 32),
+                                      spacing=(8.0, 10.0, 10.0)).image(), str(path))
+        paths.append(path)
+    constant = folder / "constant.nrrd"
+    sitk.WriteImage(sitk.Image([32, 32, 4], sitk.sitkInt16), str(constant))
+    return paths[:2] + [constant] + paths[2:]
+
+
+def _rows(summary) -> list[dict]:
+    """The rows without what depends on where and how fast they ran."""
+    keep = ("input", "stem", "status", "error", "prediction", "outputs", "skipped")
+    return [{k: getattr(r, k) for k in keep} for r in summary.records]
+
+
+def test_the_cluster_writes_exactly_what_the_in_process_run_writes(client, cohort, tmp_path):
+    options = dict(methods=["gradcam", "saliency"], label_threshold="otsu")
+    here_err, there_err = io.StringIO(), io.StringIO()
+    here = explain_cohort(MODEL, cohort, tmp_path / "here", stderr=here_err, **options)
+    there = explain_cohort(MODEL, cohort, tmp_path / "there", client=client, stderr=there_err,
+                           **options)
+    assert _rows(there) == _rows(here)
+    assert [r.status for r in here.records] == ["ok", "ok", "failed", "ok", "ok", "ok"]
+    names = visible(tmp_path / "here")
+    assert names == visible(tmp_path / "there") and len(names) == 5 * 6 + 2
+    for name in sorted(names - {"summary.json", "summary.csv"}):
+        a, b = tmp_path / "here" / name, tmp_path / "there" / name
+        if name.endswith(".nrrd"):
+            ia, ib = sitk.ReadImage(str(a)), sitk.ReadImage(str(b))
+            assert np.array_equal(sitk.GetArrayFromImage(ia), sitk.GetArrayFromImage(ib)), name
+            assert (ia.GetOrigin(), ia.GetSpacing(), ia.GetDirection()) == \
+                   (ib.GetOrigin(), ib.GetSpacing(), ib.GetDirection())
+        elif name.endswith(MANIFEST_ENDING):
+            ma, mb = json.loads(a.read_text()), json.loads(b.read_text())
+            assert (ma["fingerprint"], ma["files"]) == (mb["fingerprint"], mb["files"]), name
+        else:
+            assert a.read_bytes() == b.read_bytes(), name
+    # The bad input: reported once, by both, and not retried on the cluster.
+    bad = f"xaiexplain: error: {cohort[2]}: is constant (every voxel is 0); there is nothing " \
+          "to explain\n"
+    assert here_err.getvalue() == bad and there_err.getvalue() == bad
+    # Each row says which worker and device made it.
+    workers = set(client.scheduler_info()["workers"])
+    assert {r.worker for r in there.records} <= workers
+    assert {r.device for r in there.records} == {"cpu"}
+    rows = json.loads((tmp_path / "there" / "summary.json").read_text())["inputs"]
+    assert [r["worker"] for r in rows] == [r.worker for r in there.records]
+    # Each worker loaded the model once, however many inputs it explained.
+    per_worker = {w: sum(r.worker == w for r in there.records) for w in workers}
+    assert sum(per_worker.values()) == len(cohort) and max(per_worker.values()) >= 2
+    loads = client.run(model_loads)
+    assert all(loads[w] == {MODEL: 1} for w, n in per_worker.items() if n)
+
+
+def test_cli_joins_a_running_scheduler_by_its_address(client, cohort, tmp_path, capsys):
+    from XAIExplainLib import cli
+
+    out = tmp_path / "out"
+    address = client.scheduler.address
+    status = cli.main(["explain", *map(str, cohort[:2]), "--model", MODEL, "--method",
+                       "gradcam", "--cluster", address, "--output-dir", str(out), "--quiet"])
+    assert status == 0, capsys.readouterr().err
+    rows = json.loads((out / "summary.json").read_text())["inputs"]
+    assert {r["worker"] for r in rows} <= set(client.scheduler_info()["workers"])
+    assert json.loads((out / "summary.json").read_text())["options"]["cluster"] == address
+
+    status = cli.main(["explain", str(cohort[0]), "--model", MODEL, "--method", "gradcam",
+                       "--cluster", "tcp://127.0.0.1:9", "--output-dir", str(tmp_path / "no")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("xaiexplain: error: --cluster tcp://127.0.0.1:9: cannot reach the Dask "
+                          "scheduler (")
+    assert err.endswith("); start one with 'dask scheduler' or check the address\n")
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_worker_killed_mid_input_loses_nothing(client, cohort, tmp_path):
+    good = [p for p in cohort if p.name != "constant.nrrd"]
+    out = tmp_path / "out"
+    pids = client.run(os.getpid)
+    result: dict = {}
+    run = threading.Thread(target=lambda: result.update(summary=explain_cohort(
+        MODEL, good, out, ["integrated_gradients"], client=client, stderr=io.StringIO())))
+    run.start()
+    victim, stem = None, None
+    deadline = time.monotonic() + 120
+    while victim is None and time.monotonic() < deadline and run.is_alive():
+        staged = {p.name[len(STAGE_PREFIX):].rsplit("-", 1)[0]
+                  for p in out.glob(STAGE_PREFIX + "*")}
+        for worker, keys in client.processing().items():
+            busy = [str(k)[len("xaiexplain-"):].rsplit("-", 1)[0] for k in keys
+                    if str(k).startswith("xaiexplain-")]
+            if busy and busy[0] in staged and worker in pids:
+                victim, stem = worker, busy[0]
+                break
+        time.sleep(0.005)
+    assert victim is not None, "no worker was caught mid-input"
+    os.kill(pids[victim], signal.SIGKILL)
+    run.join(timeout=240)
+    summary = result["summary"]
+    assert [r.status for r in summary.records] == ["ok"] * len(good)
+    redone = next(r for r in summary.records if r.stem == stem)
+    assert redone.worker != victim  # retried on another (or the restarted) worker
+    assert visible(out) == {f"{p.name[:-5]}{end}" for p in good for end in (
+        "_integrated_gradients.nrrd", "_prediction.csv", MANIFEST_ENDING)} | \
+        {"summary.json", "summary.csv"}
+    for p in good:
+        heat = sitk.ReadImage(str(out / f"{p.name[:-5]}_integrated_gradients.nrrd"))
+        assert heat.GetSize() == sitk.ReadImage(str(p)).GetSize()
+    assert hidden(out) == []  # the dead worker's staging folder was removed at the end
+
+
+class KillOnPoison(distributed.WorkerPlugin):
+    """A worker plugin: a worker that reads an input named ``poison`` dies on the spot.
+
+    Stands in for an input that takes its worker down every time (a decoder crash, memory
+    exhaustion); the scheduler gives the plugin to the workers restarted after each death.
+    """
+
+    name = "xaiexplain-test-poison"
+
+    def setup(self, worker):
+        from XAIExplainLib.cli import reading
+
+        real = reading.read_item
+
+        def read_item(item):
+            if item.stem == "poison":
+                os._exit(1)
+            return real(item)
+
+        reading.read_item = read_item
+
+
+def test_an_input_that_kills_every_worker_is_reported_not_retried_forever(client, cohort,
+                                                                         tmp_path):
+    import cloudpickle
+
+    from XAIExplainLib.cli.cluster import MAX_WORKER_DEATHS
+
+    poison = tmp_path / "poison.nrrd"
+    poison.write_bytes(cohort[0].read_bytes())
+    inputs = [cohort[0], poison, cohort[1]]
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import it
+    client.register_plugin(KillOnPoison())
+    try:
+        errors = io.StringIO()
+        summary = explain_cohort(MODEL, inputs, tmp_path / "out", ["gradcam"], client=client,
+                                 stderr=errors)
+    finally:
+        client.unregister_worker_plugin(KillOnPoison.name)
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert [r.status for r in summary.records] == ["ok", "failed", "ok"], [r.error for r in summary.records]
+    message = (f"{poison}: the worker explaining it died each time it was tried (killed, or out "
+               "of memory); not retried further")
+    assert summary.records[1].error == message
+    assert errors.getvalue() == f"xaiexplain: error: {message}\n"
+    assert client.cluster.scheduler.allowed_failures == MAX_WORKER_DEATHS
+    assert hidden(tmp_path / "out") == []
+
+
+def test_cli_on_a_local_cluster_stopped_with_sigterm_then_resumed(cohort, tmp_path):
+    good = [p for p in cohort if p.name != "constant.nrrd"]
+    out = tmp_path / "out"
+    args = ["explain", *good, "--model", MODEL, "--method", "integrated_gradients",
+            "--cluster", "local:2", "--output-dir", out]
+    process = cli_process(*args)
+    deadline = time.monotonic() + 180
+    while not any(out.glob("*" + MANIFEST_ENDING)) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "xaiexplain: Dask cluster of 2 worker(s); dashboard at http://" in stderr
+    done = {m.name[: -len(MANIFEST_ENDING)] for m in out.glob("*" + MANIFEST_ENDING)}
+    assert done and len(done) < len(good), "SIGTERM did not land mid-run"
+    assert hidden(out) == []  # staging folders of the stopped workers removed
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()
+              if p.name.split("_")[0] in done or p.name.split(".")[0] in done}
+
+    again = cli_process(*args)
+    stdout, stderr = again.communicate(timeout=180)
+    assert again.returncode == 0, stderr
+    for stem in sorted(done):
+        assert f"{stem}.nrrd: skipped (complete from an earlier run)" in stderr
+    assert f"({len(done)} complete from an earlier run)" in stdout
+    rows = json.loads((out / "summary.json").read_text())["inputs"]
+    assert [r["status"] for r in rows] == ["ok"] * len(good)
+    assert {r["stem"] for r in rows if r["skipped"]} == done
+    for name, stamp in stamps.items():
+        assert (out / name).stat().st_mtime_ns == stamp, f"{name} was written again"
+    assert hidden(out) == []
