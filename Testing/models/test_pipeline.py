@@ -94,7 +94,7 @@ def test_class_name_target_and_image_path(classifier_dir, tmp_path):
     sitk.WriteImage(_image(), str(path))
     res = explain_image(load_model(classifier_dir), path, methods="gradcam", target="high")
     assert res.target == 2
-    with pytest.raises(ValueError, match="unknown class 'huge'.*low, mid, high"):
+    with pytest.raises(ValueError, match="unknown class 'huge'; classes of 'tiny-2d': 0 low, 1 mid, 2 high"):
         explain_image(load_model(classifier_dir), path, methods="gradcam", target="huge")
 
 

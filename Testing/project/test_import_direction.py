@@ -18,7 +18,7 @@ ALLOWED = {
     "engine": set(),
     "evaluation": {"engine"},
     "imaging": set(),
-    "mrml": {"resources"},
+    "mrml": {"resources", "imaging"},  # the two leaves: mrml reuses imaging's SimpleITK helpers
     "models": {"engine", "evaluation", "imaging", "resources"},
     "logic": {"engine", "evaluation", "models", "imaging", "mrml", "resources"},
     "cli": {"engine", "evaluation", "models", "imaging", "resources"},

@@ -83,18 +83,13 @@ def resolve_targets(values: Sequence[str] | None, card) -> list[ClassChoice]:
         text = str(value).strip()
         if text.lower() == "predicted":
             choice = ClassChoice(None, "predicted", "")
-        elif _is_int(text):
-            index = int(text)
-            if not 0 <= index < len(names):
-                raise UserError(f"--target {text}", f"class index out of range; classes of "
-                                                    f"'{card.name}': {listing}")
-            choice = ClassChoice(index, names[index], safe_name(names[index]))
         else:
-            lowered = [n.lower() for n in names]
-            if text.lower() not in lowered:
-                raise UserError(f"--target {text}", f"unknown class; classes of '{card.name}': "
-                                                    f"{listing} (or 'predicted')")
-            index = lowered.index(text.lower())
+            try:
+                index = card.class_index(int(text) if _is_int(text) else text)
+            except ValueError:
+                what = "class index out of range" if _is_int(text) else "unknown class"
+                raise UserError(f"--target {text}", f"{what}; classes of '{card.name}': {listing}"
+                                                    + ("" if _is_int(text) else " (or 'predicted')")) from None
             choice = ClassChoice(index, names[index], safe_name(names[index]))
         if choice not in choices:
             choices.append(choice)

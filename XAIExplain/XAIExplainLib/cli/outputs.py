@@ -76,16 +76,13 @@ def write_heatmap(out: OutputFolder, heat: sitk.Image, image: sitk.Image, name: 
 
 def threshold_label(heat: sitk.Image, threshold: float | str) -> tuple[sitk.Image, float]:
     """Label map (uint8, 1 where heat > t) and the threshold t used (Otsu's when asked)."""
+    values = sitk.GetArrayViewFromImage(heat)
     if threshold == "otsu":
-        otsu = sitk.OtsuThresholdImageFilter()
-        otsu.SetInsideValue(0)
-        otsu.SetOutsideValue(1)
-        otsu.SetNumberOfHistogramBins(256)
-        otsu.Execute(heat)
-        value = float(otsu.GetThreshold())
+        from ..imaging.thresholds import otsu_threshold
+
+        value = otsu_threshold(values)
     else:
         value = float(threshold)
-    values = sitk.GetArrayViewFromImage(heat)
     label = sitk.GetImageFromArray((values > value).astype(np.uint8))
     label.CopyInformation(heat)
     return label, value

@@ -11,7 +11,8 @@ from torch import nn
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
-def check_model(model) -> None:
+def check_model(model) -> nn.Module:
+    """The model, checked: a torch module with real (not meta-device) tensors."""
     if not isinstance(model, nn.Module):
         raise TypeError(
             f"model must be a torch.nn.Module, got {type(model).__name__}; "
@@ -25,6 +26,7 @@ def check_model(model) -> None:
             "without weights (torch.device('meta') or an empty-weights initialiser); load its weights "
             "(load_state_dict(..., assign=True)) or move it to a real device first"
         )
+    return model
 
 
 def writes_into_input(model: nn.Module) -> ValueError:

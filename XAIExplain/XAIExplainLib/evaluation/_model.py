@@ -15,14 +15,9 @@ from torch import nn
 
 
 from ..engine.activations import ACTIVATIONS, activate, resolve_activation
+from ..engine.validation import check_model
 
 __all__ = ["ACTIVATIONS", "activate", "check_model", "frozen_inference", "resolve_activation"]
-
-
-def check_model(model) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return model
 
 
 def _device_dtype(model: nn.Module, fallback: torch.Tensor) -> tuple[torch.device, torch.dtype]:

@@ -384,7 +384,7 @@ class XAIExplainLogic:
                 raise ValueError("a point as target needs a segmentation model or a 2D model run per slice")
             target_value, target_label, roi = None, "", None
         else:
-            target_value, target_label, roi = self._resolveTarget(node, target, class_names, task)
+            target_value, target_label, roi = self._resolveTarget(node, target, card, task)
         if layer is not None and not isinstance(layer, str):
             raise TypeError(f"layer must be a layer name (str) or None, got {type(layer).__name__}")
         if layer is not None:
@@ -428,7 +428,7 @@ class XAIExplainLogic:
         return "predicted" if target is None else str(target)
 
     @staticmethod
-    def _resolveTarget(node, target, class_names, task):
+    def _resolveTarget(node, target, card, task):
         """``(engine target, label for node names, ROI mask or None)``."""
         if target is None:
             return None, "", None
@@ -445,17 +445,9 @@ class XAIExplainLogic:
             return None, f"ROI {name}", mask
         if isinstance(target, bool):
             raise TypeError("target must be None, a class index, a class name or (segmentationNode, segmentId)")
-        if isinstance(target, (int, np.integer)):
-            index = int(target)
-            if class_names and not 0 <= index < len(class_names):
-                raise ValueError(f"target class {index} is out of range: the model has {len(class_names)} classes "
-                                 f"({', '.join(class_names)})")
-            return index, class_names[index] if class_names else f"class {index}", None
-        if isinstance(target, str):
-            if target not in class_names:
-                raise ValueError(f"unknown class '{target}'; the model's classes are: "
-                                 f"{', '.join(class_names) or 'unnamed'}")
-            return class_names.index(target), target, None
+        if isinstance(target, (int, np.integer, str)):
+            index = card.class_index(target)
+            return index, card.class_names[index], None
         raise TypeError("target must be None, a class index, a class name or (segmentationNode, segmentId); "
                         f"got {type(target).__name__}")
 

@@ -175,6 +175,25 @@ class ModelCard:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def class_index(self, value) -> int:
+        """The index of a class given by index or by name (exact, else case-insensitive): the one
+        rule the pipeline, the command line and the Slicer logic resolve class names with."""
+        names = self.class_names
+        listing = ", ".join(f"{i} {n}" for i, n in enumerate(names))
+        if isinstance(value, bool) or not isinstance(value, (int, str)) and not hasattr(value, "__index__"):
+            raise TypeError(f"a class is an index or a name, got {type(value).__name__}")
+        if isinstance(value, str):
+            if value in names:
+                return names.index(value)
+            lowered = [n.lower() for n in names]
+            if value.strip().lower() in lowered:
+                return lowered.index(value.strip().lower())
+            raise ValueError(f"unknown class {value!r}; classes of '{self.name}': {listing}")
+        index = int(value)
+        if not 0 <= index < len(names):
+            raise ValueError(f"class index {index} is out of range; classes of '{self.name}': {listing}")
+        return index
+
     @property
     def base_dir(self) -> Path | None:
         """The folder relative weights paths are resolved against."""

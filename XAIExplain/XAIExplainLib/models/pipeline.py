@@ -277,12 +277,8 @@ def _layer_for(loaded: LoadedModel, methods: list[str], layer):
 
 
 def _class_index(card: ModelCard, value):
-    if isinstance(value, str):
-        if value not in card.class_names:
-            raise ValueError(f"unknown class {value!r} for '{card.name}'; classes: "
-                             f"{', '.join(card.class_names)}")
-        return card.class_names.index(value)
-    return value
+    """Class names -> indices (``ModelCard.class_index``); indices are checked by the engine."""
+    return card.class_index(value) if isinstance(value, str) else value
 
 
 def _model_grid_target(card: ModelCard, target, prepared):

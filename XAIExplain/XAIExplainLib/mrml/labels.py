@@ -11,32 +11,9 @@ import numbers
 
 import numpy as np
 
+from ..imaging.thresholds import otsu_threshold
 from .colors import fallback_color, parse_color
 from .volumes import node_ijk_to_ras
-
-
-def otsu_threshold(values: np.ndarray) -> float:
-    """Otsu's threshold of the finite values (SimpleITK, 256 bins).
-
-    A constant map (e.g. Grad-CAM of a class the model sees nowhere) has no
-    split: its value is returned, so the mask is empty rather than the run
-    failing. A map without finite values is a ValueError.
-    """
-    import SimpleITK as sitk
-
-    finite = np.asarray(values, dtype=np.float32)
-    finite = finite[np.isfinite(finite)]
-    if finite.size == 0:
-        raise ValueError("Otsu threshold needs a map with finite values")
-    if float(finite.max()) <= float(finite.min()):
-        return float(finite.max())
-    image = sitk.GetImageFromArray(finite.reshape(1, 1, -1))
-    otsu = sitk.OtsuThresholdImageFilter()
-    otsu.SetNumberOfHistogramBins(256)
-    otsu.SetInsideValue(0)
-    otsu.SetOutsideValue(1)
-    otsu.Execute(image)
-    return float(otsu.GetThreshold())
 
 
 def resolve_threshold(values: np.ndarray, threshold) -> float:
