@@ -452,17 +452,11 @@ def _parse_weights(r: _Reader, data: Any, base_dir: Path | None) -> WeightsSpec:
 
 
 def _guess_format(path: Path) -> str:
-    """A TorchScript archive is a zip with a ``code/`` folder; anything else is a state_dict."""
-    if path.suffix.lower() == ".safetensors":
-        return "state_dict"
-    if path.is_file():
-        import zipfile
-        try:
-            with zipfile.ZipFile(path) as archive:
-                if any("/code/" in n for n in archive.namelist()):
-                    return "torchscript"
-        except (zipfile.BadZipFile, OSError):
-            pass
+    """TorchScript when the file is a TorchScript archive; anything else is a state_dict."""
+    from .torchscript_file import is_torchscript_archive
+
+    if path.suffix.lower() != ".safetensors" and is_torchscript_archive(path):
+        return "torchscript"
     return "state_dict"
 
 
