@@ -30,7 +30,7 @@ from .outputs import (OutputNames, check_region_mask, prediction_record, thresho
 from .prefetch import prefetch
 from .progress import Progress
 from .reading import read_image, read_item
-from .summary import SUMMARY_CSV, SUMMARY_JSON, InputRecord, RunSummary
+from .summary import SUMMARY_CSV, SUMMARY_JSON, InputRecord, RunSummary, model_source
 from .writing import OutputFolder
 
 PROG = "xaiexplain"
@@ -70,7 +70,8 @@ def run_explain(args: argparse.Namespace, stdout=None, stderr=None) -> int:
     progress = Progress(len(items), stream=stderr, enabled=not args.quiet)
     if len(items) == 1 and not progress.interactive:
         progress.enabled = False  # "[1/1] x: ok" lines add nothing; errors still print
-    summary = RunSummary(command="explain", model=job.card.name, methods=job.methods,
+    summary = RunSummary(command="explain", model=job.card.name,
+                         model_source=model_source(job.model), methods=job.methods,
                          device=job.device, options=_options(args))
     try:
         for index, (item, image, error) in enumerate(prefetch(items, read_item, args.jobs), 1):
