@@ -51,7 +51,9 @@ CARD = {
     "architecture": {"class": f"{__name__}:HDBETNetwork"},
     "classes": [{"name": "background", "color": [0, 0, 0]},
                 {"name": "brain", "color": [230, 200, 90]}],
-    "target_layers": {"default": "network.loc3",
+    # Grad-CAM of "brain" at loc2 (1/4 resolution) puts 98.5 % of its mass on the predicted
+    # brain of brain1; at loc3 (1/2 resolution) 6.6 %, mostly on the scalp.
+    "target_layers": {"default": "network.loc2",
                       "suggested": ["network.loc2", "network.loc3", "network.end_conv_2"]},
 }
 
