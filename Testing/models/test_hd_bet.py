@@ -26,9 +26,10 @@ pytestmark = pytest.mark.skipif(not (DATA / "brain1_image.nrrd").is_file(),
 
 @pytest.fixture(scope="module")
 def hd_bet(two_torch_threads):
-    from XAIExplainLib.models.hd_bet import load_hd_bet
+    from XAIExplainLib.models import list_models, load_model
 
-    return load_hd_bet(folds=1)
+    assert "hd-bet" in [info.name for info in list_models()]
+    return load_model("hd-bet", folds=1)  # HD-BET's "fast" mode: fold 0
 
 
 @pytest.fixture(scope="module")

@@ -128,16 +128,17 @@ def load_fold(path: Path) -> HDBETNetwork:
     return network.eval()
 
 
-def load_hd_bet(folds: int | tuple[int, ...] = N_FOLDS, device: str | torch.device = "cpu",
-                check: bool = True, trust: bool = False) -> LoadedModel:
+def load(folds: int | tuple[int, ...] = N_FOLDS, *, check: bool = True,
+         trust: bool = False) -> LoadedModel:
     """HD-BET with ``folds`` (a count from fold 0, or fold indices) as module + ensemble.
 
-    The weights are the installed package's; each file is checked against the
+    On the CPU; ``load_model("hd-bet", device=...)`` moves it.  The weights are the
+    installed package's; each file is checked against the
     SHA-256 that the package itself records.  ``trust`` is accepted for the
     common ``load_model`` signature and not needed: nothing here unpickles or
     runs model-supplied code.
     """
-    from .loading import check_module, file_sha256, resolve_device
+    from .loading import check_module, file_sha256
 
     indices = tuple(range(folds)) if isinstance(folds, int) else tuple(folds)
     if not indices or any(isinstance(i, bool) or i not in range(N_FOLDS) for i in indices):
@@ -169,4 +170,7 @@ def load_hd_bet(folds: int | tuple[int, ...] = N_FOLDS, device: str | torch.devi
         check_module(card, modules[0], scripted=False)
     loaded = LoadedModel(module=modules[0], card=card, kind="module", source=folder,
                          weights_sha256=hashes[0], ensemble=tuple(modules[1:]))
-    return loaded.to(resolve_device(device))
+    return loaded
+
+
+load_hd_bet = load

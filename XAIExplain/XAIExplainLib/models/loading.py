@@ -32,6 +32,7 @@ from .card import CARD_FILENAME, ModelCard, load_card
 from .errors import ModelCardError, UntrustedModelError, WeightsError
 from ..engine.devices import resolve_device
 from ..resources import resources_dir
+from . import hd_bet
 from .forms import find_form
 from .loaded import LoadedModel
 from .weight_integrity import check_archive_sizes, check_finite_weights
@@ -39,6 +40,10 @@ from .trust import check_architecture, check_inside, check_torchscript
 
 #: Extra folders searched for model names, separated like PATH.
 MODEL_PATH_ENV = "XAIEXPLAIN_MODEL_PATH"
+
+#: Models named like bundled ones whose network and weights come from an installed
+#: package (listed when it is installed): name -> adapter module.
+_PACKAGE_MODELS = {hd_bet.NAME: hd_bet}
 
 
 def bundled_models_dir() -> Path:
@@ -88,6 +93,12 @@ def list_models() -> list[ModelInfo]:
             found.setdefault(card.name, ModelInfo(card.name, card.task, card.spatial_dims,
                                                   tuple(card.class_names), card.description,
                                                   card_path.parent))
+    for name, adapter in _PACKAGE_MODELS.items():
+        if name not in found and adapter.available():
+            card = adapter.CARD
+            found[name] = ModelInfo(name, card["task"], card["spatial_dims"],
+                                    tuple(c["name"] for c in card["classes"]),
+                                    card["description"], adapter.weights_folder())
     return [found[name] for name in sorted(found)]
 
 
@@ -100,6 +111,10 @@ def is_model_name(source) -> bool:
     return (isinstance(source, str) and bool(source) and "/" not in source
             and os.sep not in source and (os.altsep is None or os.altsep not in source)
             and source not in (".", ".."))
+
+
+def _in_model_dirs(name: str) -> bool:
+    return any((d / name / CARD_FILENAME).is_file() for d in model_search_dirs())
 
 
 def resolve_model_name(name: str) -> Path:
@@ -163,6 +178,8 @@ def load_model(source: str | os.PathLike | ModelCard, *, trust: bool = False,
     """
     if isinstance(source, ModelCard):
         loaded = load_card_model(source, trust=trust, check=check, **options)
+    elif is_model_name(source) and source in _PACKAGE_MODELS and not _in_model_dirs(source):
+        loaded = _PACKAGE_MODELS[source].load(trust=trust, check=check, **options)
     else:
         path = resolve_model_name(source) if is_model_name(source) else Path(source)
         loaded = find_form(path).load(path, trust=trust, check=check, **options)
