@@ -189,3 +189,35 @@ def test_folder_of_no_known_form_lists_what_was_looked_for(tmp_path):
         detect_form(folder / "readme.txt")
     with pytest.raises(FileNotFoundError, match="is neither a file nor a folder"):
         load_model(tmp_path / "missing.pt")
+
+
+def test_cli_bad_model_files_are_one_line_errors_and_write_nothing(state_dict_file, tmp_path,
+                                                                    capsys):
+    import SimpleITK as sitk
+
+    from XAIExplainLib import cli
+
+    image = tmp_path / "in.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.arange(2 * 32 * 32, dtype=np.float32)
+                                           .reshape(2, 32, 32)), str(image))
+    out = tmp_path / "out"
+    sidecar = state_dict_file.with_suffix(".json")
+    sidecar.write_text(json.dumps({"task": "classification", "spatial_dims": 2,
+                                   "classes": ["normal", "lesion"]}))
+    status = cli.main(["explain", str(image), "--model", str(state_dict_file), "--method",
+                       "saliency", "--output-dir", str(out)])
+    err = capsys.readouterr().err
+    assert status == 2 and err == (
+        f"xaiexplain: error: --model {state_dict_file}: {state_dict_file}: is a state dict "
+        "(tensors only), which does not say which network the tensors belong to; give "
+        "architecture='package.module:ClassName' and architecture_kwargs={...} as options or "
+        "in its sidecar JSON\n")
+    assert not out.exists()
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    status = cli.main(["explain", str(image), "--model", str(folder), "--method", "saliency",
+                       "--output-dir", str(out)])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith(f"xaiexplain: error: --model {folder}: {folder}: this "
+                                          "folder is none of the model forms XAIExplain loads")
+    assert not out.exists()
