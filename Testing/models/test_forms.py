@@ -16,7 +16,7 @@ import torch
 
 from XAIExplainLib.models import ModelCardError, UntrustedModelError, load_model
 from XAIExplainLib.models.architectures import SliceClassifier
-from XAIExplainLib.models.forms import FORMS, detect_form
+from XAIExplainLib.models.forms import FORMS, find_form
 
 ARCH = "XAIExplainLib.models.architectures:SliceClassifier"
 KWARGS = {"in_channels": 1, "num_classes": 2, "widths": [4, 4, 8, 8]}
@@ -169,8 +169,8 @@ def test_options_that_contradict_the_network_name_the_file(scripted_file, state_
 def test_unknown_option_and_options_for_a_card_are_refused(state_dict_file, tmp_path):
     with pytest.raises(TypeError, match=r"net\.pth: unknown option\(s\) colour; a model file takes"):
         load_model(state_dict_file, colour="red", **DESCRIPTION)
-    with pytest.raises(TypeError, match="ct-phase-2d carries its own description; the options task "
-                                        "apply to TorchScript and state-dict files only"):
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['task'\] for a model card; cards take "
+                                        "none"):
         load_model("ct-phase-2d", task="classification")
 
 
@@ -178,15 +178,16 @@ def test_folder_of_no_known_form_lists_what_was_looked_for(tmp_path):
     folder = tmp_path / "downloads"
     folder.mkdir()
     (folder / "readme.txt").write_text("not a model")
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ModelCardError) as info:
         load_model(folder)
     message = str(info.value)
-    assert message.startswith(f"{folder}: this folder is none of the model forms XAIExplain "
-                              "loads. Looked for ")
+    assert message.startswith(f"{folder}: this folder is not a model XAIExplain can load; "
+                              "looked for card: ")
+    assert [f.kind for f in FORMS][:3] == ["card", "torchscript", "module"]
     for form in FORMS:
         assert f"{form.kind}: {form.looks_for}" in message
-    with pytest.raises(ValueError, match="this file is none of the model forms"):
-        detect_form(folder / "readme.txt")
+    with pytest.raises(ModelCardError, match="this file is not a model XAIExplain can load"):
+        find_form(folder / "readme.txt")
     with pytest.raises(FileNotFoundError, match="is neither a file nor a folder"):
         load_model(tmp_path / "missing.pt")
 
@@ -219,5 +220,5 @@ def test_cli_bad_model_files_are_one_line_errors_and_write_nothing(state_dict_fi
                        "--output-dir", str(out)])
     err = capsys.readouterr().err
     assert status == 2 and err.startswith(f"xaiexplain: error: --model {folder}: {folder}: this "
-                                          "folder is none of the model forms XAIExplain loads")
+                                          "folder is not a model XAIExplain can load; looked for")
     assert not out.exists()
