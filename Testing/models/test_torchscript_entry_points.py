@@ -66,6 +66,12 @@ def test_api_refuses_layer_methods_and_matches_the_eager_network_on_saliency(mod
         explain_image(scripted, image_file, methods=["gradcam"], device="cpu")
     message = str(info.value)
     assert "gradcam" in message and "TorchScript" in message and "saliency" in message
+    with pytest.raises(ValueError) as info:
+        explain_image(scripted, image_file, methods=["saliency"], layer="features.block4",
+                      device="cpu")
+    assert str(info.value).startswith(f"{model_files['scripted'].resolve()}: is a TorchScript "
+                                      "model, which takes no hooks, so layer='features.block4' "
+                                      "cannot be used")
     for method in ("saliency", "integrated_gradients"):
         ours = explain_image(scripted, image_file, methods=[method], device="cpu")
         reference = explain_image(eager, image_file, methods=[method], device="cpu")
