@@ -37,14 +37,22 @@ def measure(image: sitk.Image, folds: int) -> dict:
     from XAIExplainLib.models import explain_image, predict_image
     from XAIExplainLib.models.hd_bet import load_hd_bet
 
+    def stage(name, seconds):
+        print(f"  {folds} fold(s): {name} {seconds:.1f} s", flush=True)
+        return seconds
+
     model, load_s = _timed(lambda: load_hd_bet(folds=folds))
+    stage("load", load_s)
     labels, predict_s = _timed(lambda: predict_image(model, image, device="cpu"))
-    explained, explain_s = _timed(lambda: explain_image(model, image, methods=["gradcam"],
-                                                        target="brain", device="cpu"))
+    stage("predict", predict_s)
     array = sitk.GetArrayFromImage(image).astype(np.float32)
     mode = "fast" if folds == 1 else "accurate"
     (_, reference), reference_s = _timed(lambda: run_hd_bet_function(
         array, image.GetSpacing()[::-1], mode=mode, device="cpu", do_tta=False))
+    stage("HD-BET's own prediction", reference_s)
+    explained, explain_s = _timed(lambda: explain_image(model, image, methods=["gradcam"],
+                                                        target="brain", device="cpu"))
+    stage("Grad-CAM (prediction and map in one pass per fold)", explain_s)
     ours = sitk.GetArrayFromImage(labels) == 1
     return {"folds": folds, "load_s": load_s, "predict_s": predict_s,
             "explain_gradcam_s": explain_s, "hd_bet_own_predict_s": reference_s,
