@@ -183,7 +183,7 @@ def test_folder_of_no_known_form_lists_what_was_looked_for(tmp_path):
     message = str(info.value)
     assert message.startswith(f"{folder}: this folder is not a model XAIExplain can load; "
                               "looked for card: ")
-    assert [f.kind for f in FORMS][:3] == ["card", "torchscript", "module"]
+    assert {"card", "torchscript", "module"} <= {f.kind for f in FORMS}
     for form in FORMS:
         assert f"{form.kind}: {form.looks_for}" in message
     with pytest.raises(ModelCardError, match="this file is not a model XAIExplain can load"):

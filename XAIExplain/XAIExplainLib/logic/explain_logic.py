@@ -105,6 +105,10 @@ class XAIExplainLogic:
         """
         return self.models.get(model, trust=trust)
 
+    def trustNeeded(self, model) -> str:
+        """Why ``model`` needs ``loadModel(model, trust=True)`` (the refusal's reason), or ""."""
+        return self.models.trust_needed(model)
+
     def describeModel(self, model) -> dict:
         """Task, spatial dimensions, class names, expected input and layers of a model."""
         return self.models.describe(model)
