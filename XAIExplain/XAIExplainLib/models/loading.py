@@ -217,13 +217,13 @@ def load_described(card: ModelCard, *, trust: bool = False, check: bool = True, 
 def load_module(card: ModelCard, trust: bool = False) -> tuple[nn.Module, bool]:
     """Build the network and load its weights; returns ``(module, is_torchscript)``."""
     path = card.weights.file
-    where = card.path or card.name
-    check_inside(path, card.base_dir if card.path is not None else None, trust, str(where),
-                 "weights file")
     if path.exists() and not path.is_file():
         where = f"{card.path}: " if card.path else ""
         raise WeightsError(f"{where}weights file {path} is not a regular file (a folder, device or pipe); "
                            "card field 'weights.file' must name the weights file")
+    where = card.path or card.name
+    check_inside(path, card.base_dir if card.path is not None else None, trust, str(where),
+                 "weights file")
     if not path.is_file():
         where = f"{card.path}: " if card.path else ""
         raise FileNotFoundError(f"{where}weights file {path} does not exist (card field "
