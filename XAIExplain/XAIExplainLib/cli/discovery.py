@@ -10,7 +10,6 @@ aborting the whole run.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from dataclasses import dataclass, field, replace

@@ -52,6 +52,8 @@ class CohortSpec:
     threads: int | None = None
     #: What made the outputs (weights and card hashes, methods, options): see run_plan.fingerprint.
     fingerprint: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: Which model ran (form, resolved path, weights SHA-256), for the summary: see summary.model_source.
+    source: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def model_key(self) -> tuple:
         return (self.model, self.trust, self.device, self.fingerprint.get("weights_sha256"))

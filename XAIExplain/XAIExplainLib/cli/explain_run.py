@@ -9,6 +9,7 @@ process or on Dask workers.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from .outputs import (OutputNames, check_region_mask, prediction_record, thresho
                       write_heatmap, write_prediction)
 from .progress import Progress
 from .reading import read_image
-from .summary import InputRecord, RunSummary
+from .summary import InputRecord, RunSummary, model_source
 from .writing import OutputFolder
 
 PROG = "xaiexplain"
@@ -126,7 +127,7 @@ def plan(args: argparse.Namespace,
                       region=str(region_path) if region_path is not None else None,
                       trust=getattr(args, "trust_model", False), overwrite=args.overwrite,
                       debug=getattr(args, "debug", False), memory_budget_mb=budget)
-    spec = fingerprint(spec, model)
+    spec = dataclasses.replace(fingerprint(spec, model), source=model_source(model))
     return spec, items, (None if remote else model)
 
 

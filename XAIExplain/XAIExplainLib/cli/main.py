@@ -150,8 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="NAME|PATH",
-                        help="a model name (see 'xaiexplain models'), a model folder or a "
-                             "card.json")
+                        help="a bundled or configured model name (see 'xaiexplain models'), "
+                             "or a path (./name for a folder in this directory): a model folder, "
+                             "card.json, or a TorchScript / state-dict file with a sidecar .json "
+                             "describing its input")
     parser.add_argument("--method", action="append", dest="methods", required=True,
                         metavar="METHOD", help="attribution method (repeatable; see "
                                                "'xaiexplain methods')")
@@ -163,8 +165,9 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="where the model runs (default: auto = CUDA when available)")
     parser.add_argument("--trust-model", action="store_true",
-                        help="allow a model saved as a pickled module (can run arbitrary code: "
-                             "only for files you trust)")
+                        help="allow what can run code or reach outside the model: a pickled "
+                             "module, a TorchScript file, an architecture outside the supported "
+                             "libraries, files outside the model folder (only for models you trust)")
 
 
 def _output_options(parser: argparse.ArgumentParser, default_dir: str) -> None:

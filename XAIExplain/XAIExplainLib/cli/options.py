@@ -151,11 +151,14 @@ def load_model_or_fail(source: str, device: str, trust: bool):
     try:
         return load_model(source, device=device, trust=trust)
     except UntrustedModelError as exc:
-        raise UserError(f"--model {source}", one_line(exc) + " (pass --trust-model)") from exc
+        problem = one_line(exc)
+        if "--trust-model" not in problem:
+            problem += " (pass --trust-model)"
+        raise UserError(f"--model {source}", problem) from exc
     except FileNotFoundError as exc:
         names = ", ".join(m.name for m in list_models()) or "none found"
         problem = one_line(exc)
-        if "bundled models" not in problem and "available models" not in problem:
+        if "configured models" not in problem and "available models" not in problem:
             problem += f"; available models: {names}"
         raise UserError(f"--model {source}", problem) from exc
     except (ValueError, OSError, ImportError) as exc:

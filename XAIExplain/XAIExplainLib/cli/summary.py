@@ -74,6 +74,7 @@ class RunSummary:
 
     command: str
     model: str = ""
+    model_source: dict[str, Any] = field(default_factory=dict)
     methods: list[str] = field(default_factory=list)
     device: str = ""
     options: dict[str, Any] = field(default_factory=dict)
@@ -100,6 +101,7 @@ class RunSummary:
         data = {
             "command": self.command,
             "model": self.model,
+            "model_source": self.model_source,
             "methods": self.methods,
             "device": self.device,
             "options": self.options,
@@ -128,6 +130,13 @@ class RunSummary:
         for row in rows:
             writer.writerow(row)
         return buffer.getvalue()
+
+
+def model_source(loaded) -> dict[str, Any]:
+    """Which model ran, read back long after: its form, resolved path and weights SHA-256."""
+    source = getattr(loaded, "source", None)
+    return {"kind": getattr(loaded, "kind", ""), "path": "" if source is None else str(source),
+            "weights_sha256": getattr(loaded, "weights_sha256", None) or ""}
 
 
 def _number(value: Any) -> Any:

@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from . import methods  # noqa: F401  (registers every method)
+from . import methods as _methods  # noqa: F401  (importing it registers every method)
 from .normalize import display_values, minmax
 from .reading import READING_OPTIONS, split_options
 from .registry import check_applicable, get_method

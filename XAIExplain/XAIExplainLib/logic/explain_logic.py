@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import mrml
 from . import point_target
-from .explain_job import ExplainCancelled, ExplainJob
+from .explain_job import ExplainJob
 from .model_catalogue import ModelCatalogue
 from ..imaging.orientation import slice_axis_for_orientation
 from ..mrml import naming, outputs, plots
@@ -104,6 +104,10 @@ class XAIExplainLogic:
         unchanged; a torch module becomes a model described by itself (voxels as they are).
         """
         return self.models.get(model, trust=trust)
+
+    def trustNeeded(self, model) -> str:
+        """Why ``model`` needs ``loadModel(model, trust=True)`` (the refusal's reason), or ""."""
+        return self.models.trust_needed(model)
 
     def describeModel(self, model) -> dict:
         """Task, spatial dimensions, class names, expected input and layers of a model."""
@@ -369,7 +373,7 @@ class XAIExplainLogic:
             raise TypeError(f"engineOptions must be a dict of method options, got {type(engineOptions).__name__}")
         resolved = self.models.get(model, class_names=classNames)
         card = resolved.card
-        class_names, task, dims = list(card.class_names), card.task, card.spatial_dims
+        class_names, task = list(card.class_names), card.task
         available = {row[0]: row for row in self.models.methods_for(resolved)}
         for name in method_list:
             if name not in available:

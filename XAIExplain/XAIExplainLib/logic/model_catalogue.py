@@ -56,12 +56,30 @@ class ModelCatalogue:
             raise TypeError("model must be a bundled model name, a model folder or file, a loaded model "
                             f"or a torch.nn.Module; got {type(model).__name__}")
         key = (str(model), bool(trust))
+        if not trust and (str(model), True) in self._cache:
+            return self._cache[(str(model), True)]  # the user trusted this source in this session
         if key not in self._cache:
             load = self._load
             if load is None:
                 from ..models import load_model as load
             self._cache[key] = load(model, trust=trust)
         return self._cache[key]
+
+    def trust_needed(self, model) -> str:
+        """Why ``model`` needs trust to load (the refusal's message), or "" when it does not.
+
+        The panel asks the user with this reason before loading with ``trust=True``;
+        other load errors are left for :meth:`describe` to report.
+        """
+        from ..models import UntrustedModelError
+
+        try:
+            self.get(model)
+        except UntrustedModelError as refusal:
+            return str(refusal)
+        except Exception:  # noqa: BLE001 - reported when the model is described
+            return ""
+        return ""
 
     def describe(self, model) -> dict:
         """Task, spatial dimensions, class names, expected input and layers of a model."""

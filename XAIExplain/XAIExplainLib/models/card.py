@@ -14,6 +14,8 @@ Conventions
   order of the model's spatial tensor axes: ``(H, W)`` for a 2D model (rows,
   columns of a slice) and ``(D, H, W)`` for a 3D model, i.e. numpy order, the
   reverse of SimpleITK's ``(x, y, z)``.
+* ``input.divisible_by`` (3D models): the model grid grows (centred) until
+  each size is a multiple of it, for networks that halve the grid n times.
 * ``slice_axis`` (2D models only) is the numpy axis of a ``(Z, Y, X)`` volume
   along which the model runs slice by slice; 0 means axial slices.
 """
@@ -70,9 +72,10 @@ class InputSpec:
     patch_size: tuple[int, ...] | None
     intensity: IntensitySpec
     pad_value: float | None
+    divisible_by: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "channels": self.channels,
             "spacing": None if self.spacing is None else list(self.spacing),
             "size": None if self.size is None else list(self.size),
@@ -80,6 +83,9 @@ class InputSpec:
             "intensity": self.intensity.to_dict(),
             "pad_value": self.pad_value,
         }
+        if self.divisible_by is not None:
+            out["divisible_by"] = list(self.divisible_by)
+        return out
 
 
 @dataclass(frozen=True)
@@ -395,9 +401,14 @@ def _parse_input(r: _Reader, data: Mapping, dims: int) -> InputSpec:
     pad_value = data.get("pad_value")
     if pad_value is not None:
         pad_value = r.number(pad_value, "input.pad_value")
+    divisible = data.get("divisible_by")
+    if divisible is not None:
+        if not isinstance(divisible, (list, tuple)):
+            divisible = [divisible] * dims
+        divisible = r.vector(divisible, "input.divisible_by", dims, "int")
     intensity = _parse_intensity(r, data.get("intensity", {"mode": "none"}))
     return InputSpec(channels=channels, spacing=spacing, size=size, patch_size=patch,
-                     intensity=intensity, pad_value=pad_value)
+                     intensity=intensity, pad_value=pad_value, divisible_by=divisible)
 
 
 def _parse_intensity(r: _Reader, data: Any) -> IntensitySpec:
@@ -471,17 +482,11 @@ def _parse_weights(r: _Reader, data: Any, base_dir: Path | None) -> WeightsSpec:
 
 
 def _guess_format(path: Path) -> str:
-    """A TorchScript archive is a zip with a ``code/`` folder; anything else is a state_dict."""
-    if path.suffix.lower() == ".safetensors":
-        return "state_dict"
-    if path.is_file():
-        import zipfile
-        try:
-            with zipfile.ZipFile(path) as archive:
-                if any("/code/" in n for n in archive.namelist()):
-                    return "torchscript"
-        except (zipfile.BadZipFile, OSError):
-            pass
+    """TorchScript when the file is a TorchScript archive; anything else is a state_dict."""
+    from .torchscript_file import is_torchscript_archive
+
+    if path.suffix.lower() != ".safetensors" and is_torchscript_archive(path):
+        return "torchscript"
     return "state_dict"
 
 

@@ -62,12 +62,40 @@ def _load_nnunet(path: Path, *, trust: bool = False, check: bool = True, **optio
     return load_nnunet(path, trust=trust, **options)
 
 
+def _is_torchscript(path: Path) -> bool:
+    from .torchscript_file import is_torchscript_archive
+
+    return is_torchscript_archive(path)
+
+
+def _load_torchscript(path: Path, **kwargs):
+    from .torchscript_file import load_torchscript_file
+
+    return load_torchscript_file(path, **kwargs)
+
+
+def _is_state_dict(path: Path) -> bool:
+    from .state_dict_file import is_state_dict_file
+
+    return is_state_dict_file(path)
+
+
+def _load_state_dict(path: Path, **kwargs):
+    from .state_dict_file import load_state_dict_file
+
+    return load_state_dict_file(path, **kwargs)
+
+
 FORMS: list[ModelForm] = [
     ModelForm("card", f"a folder with {CARD_FILENAME}, or a model card .json file", _is_card, _load_card),
     ModelForm("monai-bundle", "a MONAI bundle folder with configs/metadata.json and configs/inference.json "
               "(or .yaml)", _is_bundle, _load_bundle),
     ModelForm("nnunet", "an nnU-Net v2 trained-model folder (plans.json, dataset.json, fold_N/checkpoint_*.pth)",
               _is_nnunet, _load_nnunet),
+    ModelForm("torchscript", "a TorchScript file (torch.jit.save archive)", _is_torchscript,
+              _load_torchscript),
+    ModelForm("module", "a state-dict file (.pt, .pth, .bin, .ckpt, .safetensors) with "
+              "architecture='module:Class'", _is_state_dict, _load_state_dict),
 ]
 
 

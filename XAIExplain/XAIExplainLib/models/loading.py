@@ -1,11 +1,13 @@
-"""Find, build and load models safely.
+"""Find, build and load card models safely.
 
-``load_model`` accepts a bundled model name, a model folder or a card.json
-path.  Weights are read without executing code: safetensors files, or
-``torch.load(..., weights_only=True)`` for state_dicts.  TorchScript archives
-load too (they run in TorchScript's own interpreter).  A pickled full module
-(``torch.save(model)``) can run arbitrary code while it is unpickled, so it is
-refused unless the caller passes ``trust=True``.
+``load_model`` accepts a bundled model name or a path of any model form (see
+:mod:`models.forms`); this module loads the card form and holds the pieces
+the other file forms share.  Weights are read without executing code:
+safetensors files, or ``torch.load(..., weights_only=True)`` for state_dicts.
+What can run code needs ``trust=True`` (:mod:`models.trust`): a pickled full
+module (``torch.save(model)``), a TorchScript archive (a program), an
+architecture outside the allowed libraries, or a weights file outside the
+card's folder.
 
 Every failure names the file and what was wrong: a missing file, a corrupt or
 truncated archive, a checksum mismatch, weights whose names or shapes do not
@@ -30,12 +32,18 @@ from .card import CARD_FILENAME, ModelCard, load_card
 from .errors import ModelCardError, UntrustedModelError, WeightsError
 from ..engine.devices import resolve_device
 from ..resources import resources_dir
+from . import hd_bet
 from .forms import find_form
 from .loaded import LoadedModel
 from .weight_integrity import check_archive_sizes, check_finite_weights
+from .trust import check_architecture, check_inside, check_torchscript
 
 #: Extra folders searched for model names, separated like PATH.
 MODEL_PATH_ENV = "XAIEXPLAIN_MODEL_PATH"
+
+#: Models named like bundled ones whose network and weights come from an installed
+#: package (listed when it is installed): name -> adapter module.
+_PACKAGE_MODELS = {hd_bet.NAME: hd_bet}
 
 
 def bundled_models_dir() -> Path:
@@ -85,12 +93,53 @@ def list_models() -> list[ModelInfo]:
             found.setdefault(card.name, ModelInfo(card.name, card.task, card.spatial_dims,
                                                   tuple(card.class_names), card.description,
                                                   card_path.parent))
+    for name, adapter in _PACKAGE_MODELS.items():
+        if name not in found and adapter.available():
+            card = adapter.CARD
+            found[name] = ModelInfo(name, card["task"], card["spatial_dims"],
+                                    tuple(c["name"] for c in card["classes"]),
+                                    card["description"], adapter.weights_folder())
     return [found[name] for name in sorted(found)]
+
+
+def is_model_name(source) -> bool:
+    """A bare name (a ``str`` without a path separator, not ``.``/``..``) names a model.
+
+    A name never means a file or folder of that name in the working directory:
+    ``./name`` (or any ``os.PathLike``) is a path.
+    """
+    return (isinstance(source, str) and bool(source) and "/" not in source
+            and os.sep not in source and (os.altsep is None or os.altsep not in source)
+            and source not in (".", ".."))
+
+
+def _in_model_dirs(name: str) -> bool:
+    return any((d / name / CARD_FILENAME).is_file() for d in model_search_dirs())
+
+
+def resolve_model_name(name: str) -> Path:
+    """The folder of the bundled or configured model called ``name``."""
+    for directory in model_search_dirs():
+        candidate = directory / name / CARD_FILENAME
+        if candidate.is_file():
+            return candidate.parent
+    for info in list_models():
+        if info.name == name:
+            return info.path
+    names = ", ".join(i.name for i in list_models()) or "none found"
+    local = ""
+    if Path(name).exists():
+        local = (f" (a file or folder {name!r} exists in the working directory, but a bare name "
+                 f"only means a bundled or configured model: write ./{name} to load that path)")
+    raise FileNotFoundError(f"no model named {name!r}; bundled and configured models: {names}"
+                            f"{local}. Pass a path (a model folder, card.json, TorchScript or "
+                            f"state-dict file) for other models, or add its folder to "
+                            f"${MODEL_PATH_ENV}")
 
 
 def resolve_card_path(source: str | os.PathLike) -> Path:
     """A card.json path from a model name, a folder or a card path."""
-    path = Path(source)
+    path = resolve_model_name(source) if is_model_name(source) else Path(source)
     if path.is_file():
         return path
     if path.is_dir():
@@ -98,51 +147,43 @@ def resolve_card_path(source: str | os.PathLike) -> Path:
         if not card.is_file():
             raise FileNotFoundError(f"model folder {path} has no {CARD_FILENAME}")
         return card
-    if isinstance(source, str) and os.sep not in source and "/" not in source:
-        for directory in model_search_dirs():
-            candidate = directory / source / CARD_FILENAME
-            if candidate.is_file():
-                return candidate
-        for info in list_models():
-            if info.name == source:
-                return info.path / CARD_FILENAME
-        names = ", ".join(i.name for i in list_models()) or "none found"
-        raise FileNotFoundError(f"no model named {source!r}; bundled models: {names}. "
-                                "Pass a model folder or a card.json path for other models")
     raise FileNotFoundError(f"model not found: {path} is neither a file nor a folder")
 
 
 def load_model(source: str | os.PathLike | ModelCard, *, trust: bool = False,
-               device: str | torch.device = "cpu", check: bool = True, **options) -> LoadedModel:
-    """Load a model in any form XAIExplain knows (see :mod:`models.forms`).
+               device: str | torch.device = "cpu", check: bool = True,
+               **options) -> LoadedModel:
+    """Load a model of any form: the one entry point of the API, the CLI and the panel.
 
     Parameters
     ----------
     source:
-        A bundled model name (see :func:`list_models`), a path of any model form (a card
-        folder or card.json, ...), or an already parsed :class:`ModelCard`.
+        A bundled or configured model name (see :func:`list_models`; never a
+        folder of that name in the working directory), a path of any form in
+        :mod:`models.forms` (card folder or card.json, TorchScript file,
+        state-dict file, ...), or an already parsed :class:`ModelCard`.
     trust:
-        Allow what can run code while loading (e.g. unpickling a full module). Only for
-        files from a source you trust.
+        Allow what can run code or reach outside the model (see
+        :mod:`models.trust`): pickled modules, TorchScript, architectures
+        outside the allowed libraries, files outside the model's folder.
     device:
         ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when available) or a torch device.
     check:
-        Run one tiny forward pass to verify that the card's channel and class
-        counts agree with the network.
+        Run one tiny forward pass to verify that the description's channel and
+        class counts agree with the network.
     options:
-        Form-specific options (e.g. an nnU-Net folder's ``folds``); each form refuses
-        options it does not know.
+        Form-specific options: the input description of a bare file (see
+        :mod:`models.file_description`), an nnU-Net folder's ``folds``, ...; each
+        form refuses options it does not know.
     """
     if isinstance(source, ModelCard):
         loaded = load_card_model(source, trust=trust, check=check, **options)
+    elif is_model_name(source) and source in _PACKAGE_MODELS and not _in_model_dirs(source):
+        loaded = _PACKAGE_MODELS[source].load(trust=trust, check=check, **options)
     else:
-        path = resolve_card_path(source) if _is_bare_name(source) else Path(source)
+        path = resolve_model_name(source) if is_model_name(source) else Path(source)
         loaded = find_form(path).load(path, trust=trust, check=check, **options)
     return loaded.to(resolve_device(device))
-
-
-def _is_bare_name(source) -> bool:
-    return isinstance(source, str) and os.sep not in source and "/" not in source and not Path(source).exists()
 
 
 def load_card_model(source: Path | ModelCard, *, trust: bool = False, check: bool = True,
@@ -152,14 +193,25 @@ def load_card_model(source: Path | ModelCard, *, trust: bool = False, check: boo
         raise TypeError(f"unknown option(s) {sorted(options)} for a model card; cards take none (the card "
                         "itself says how to build and feed the model)")
     card = source if isinstance(source, ModelCard) else load_card(resolve_card_path(source))
+    return load_described(card, trust=trust, check=check, kind="card",
+                          source=card.path.parent if card.path else None)
+
+
+def load_described(card: ModelCard, *, trust: bool = False, check: bool = True, kind: str = "card",
+                   source: Path | None = None) -> LoadedModel:
+    """Build, load and check the network a card describes (the card and bare-file forms).
+
+    ``source`` (the folder or file given) is recorded resolved, with the weights'
+    SHA-256, for run summaries.
+    """
     module, scripted = load_module(card, trust=trust)
     module.eval()
     if check:
         check_module(card, module, scripted)
     weights = card.weights.file
-    return LoadedModel(module=module, card=card, scripted=scripted, kind="card",
-                       source=card.path.parent if card.path else None,
-                       weights_sha256=file_sha256(weights) if weights.is_file() else None)
+    return LoadedModel(module=module, card=card, scripted=scripted, kind=kind,
+                       source=None if source is None else Path(source).resolve(),
+                       weights_sha256=card.weights.sha256 or file_sha256(weights))
 
 
 def load_module(card: ModelCard, trust: bool = False) -> tuple[nn.Module, bool]:
@@ -169,6 +221,9 @@ def load_module(card: ModelCard, trust: bool = False) -> tuple[nn.Module, bool]:
         where = f"{card.path}: " if card.path else ""
         raise WeightsError(f"{where}weights file {path} is not a regular file (a folder, device or pipe); "
                            "card field 'weights.file' must name the weights file")
+    where = card.path or card.name
+    check_inside(path, card.base_dir if card.path is not None else None, trust, str(where),
+                 "weights file")
     if not path.is_file():
         where = f"{card.path}: " if card.path else ""
         raise FileNotFoundError(f"{where}weights file {path} does not exist (card field "
@@ -177,21 +232,28 @@ def load_module(card: ModelCard, trust: bool = False) -> tuple[nn.Module, bool]:
         _verify_checksum(path, card.weights.sha256)
     fmt = card.weights.format
     if fmt == "torchscript":
+        check_torchscript(path, trust)
         return _load_torchscript(path), True
     if fmt == "pickle":
         return _load_pickled_module(path, trust), False
-    module = build_architecture(card)
+    module = build_architecture(card, trust=trust)
     check_archive_sizes(path, module)
     state = read_state_dict(path)
     apply_state_dict(module, state, path)
     return module, False
 
 
-def build_architecture(card: ModelCard) -> nn.Module:
-    """Instantiate ``card.architecture`` (an ``nn.Module`` subclass) with its kwargs."""
+def build_architecture(card: ModelCard, trust: bool = False) -> nn.Module:
+    """Instantiate ``card.architecture`` (an ``nn.Module`` subclass) with its kwargs.
+
+    The module name is checked against the allow-list before it is imported
+    (importing runs the module's code); see :mod:`models.trust`.
+    """
     spec = card.architecture
     if spec is None:
         raise ModelCardError(f"{card.path or card.name}: field 'architecture' is missing")
+    check_architecture(spec.module_name, trust, str(card.path or card.name),
+                       "field 'architecture.class'")
     try:
         module = importlib.import_module(spec.module_name)
     except ImportError as exc:
@@ -313,7 +375,7 @@ def _load_pickled_module(path: Path, trust: bool) -> nn.Module:
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with Path(path).open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()

@@ -271,6 +271,10 @@ def _check_mode(card: ModelCard, mode, axis) -> tuple[str, int | None]:
 def _layer_for(loaded: LoadedModel, methods: list[str], layer):
     from ..engine import METHODS
 
+    if loaded.scripted and layer is not None:
+        raise ValueError(f"{loaded.source or loaded.name}: is a TorchScript model, which takes no hooks, "
+                         f"so layer={layer!r} cannot be used; remove the layer and use an input-gradient "
+                         "method (saliency, smoothgrad, integrated_gradients, occlusion)")
     if not any(METHODS[m].needs_layer for m in methods):
         return layer
     return layer if layer is not None else loaded.card.target_layers.default

@@ -171,6 +171,12 @@ def model_grid_for(card: ModelCard, grid: Grid, slice_axis: int | None = None) -
     if patch is not None and any(n < p for n, p in zip(model.shape, patch)):
         shape = [max(n, p) for n, p in zip(model.shape, patch)]
         model = centered_grid(grid, list(model.spacing_zyx), shape)
+    step = card.input.divisible_by
+    if step is not None and any(n % k for n, k in zip(model.shape, step)):
+        # Networks that halve the grid several times (HD-BET: 4 times) need each size a
+        # multiple of 2^levels: grow the centred grid to the next multiple.
+        shape = [-(-n // k) * k for n, k in zip(model.shape, step)]
+        model = centered_grid(grid, list(model.spacing_zyx), shape)
     return model
 
 

@@ -14,6 +14,8 @@ Target specs accepted by ``resolve_target``:
 """
 from __future__ import annotations
 
+import torch
+
 from .classes import BoundClassTarget, check_output, class_indices
 from .segmentation import SegmentationTarget
 

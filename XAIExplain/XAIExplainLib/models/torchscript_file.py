@@ -1,0 +1,51 @@
+"""The TorchScript form: a ``torch.jit.save``d file plus its input description.
+
+A scripted module is a program, so loading one needs ``trust=True``
+(:func:`models.trust.check_torchscript`).  It takes no hooks: layer methods
+are refused on it (``MethodInfo.applicable(..., scripted=True)``), and so is a
+layer or an architecture given with it, since the file carries its own network.
+"""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from .file_description import describe_file
+from .loaded import LoadedModel
+from .trust import check_torchscript
+
+
+def is_torchscript_archive(path: Path) -> bool:
+    """A TorchScript archive is a zip with a ``code/`` folder (what ``torch.jit.save`` writes)."""
+    if not Path(path).is_file():
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name or name.startswith("code/") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def load_torchscript_file(path: Path, *, trust: bool = False, check: bool = True,
+                          sidecar=None, **options) -> LoadedModel:
+    """Load a TorchScript file described by ``options`` and/or its sidecar JSON."""
+    from .loading import load_described
+
+    check_torchscript(path, trust)
+    for option in ("architecture", "architecture_kwargs"):
+        if options.get(option) is not None:
+            raise ValueError(f"{path}: is a TorchScript file, which carries its own network; "
+                             f"{option}= applies to state-dict files only. Remove it")
+    if options.get("layer") is not None:
+        raise ValueError(f"{path}: is a TorchScript file, which takes no hooks, so it has no "
+                         f"usable layer (got layer={options['layer']!r}); remove layer= and use "
+                         "the input-gradient methods, or load the network from a state dict "
+                         "with architecture=")
+    card = describe_file(path, "torchscript", options, sidecar)
+    if card.architecture is not None:
+        raise ValueError(f"{card.path}: names an architecture, but {path} is a TorchScript file "
+                         "that carries its own network; remove the sidecar's 'architecture'")
+    if card.target_layers.default is not None:
+        raise ValueError(f"{card.path}: names target layer {card.target_layers.default!r}, but "
+                         f"{path} is a TorchScript file, which takes no hooks; remove it")
+    return load_described(card, trust=trust, check=check, kind="torchscript", source=path)
