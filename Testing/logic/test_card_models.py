@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from Testing.support.slicer_scene import GRIDS, add_volume, box_volume, scene, scene_state, trusting_logic, write_card  # noqa: F401
+from Testing.support.slicer_scene import (GRIDS, add_volume, box_mask, box_volume, ras_centroid,  # noqa: F401
+                                          scene, scene_state, trusting_logic, write_card)
 
 torch = pytest.importorskip("torch")
 import slicer.util  # noqa: E402
@@ -25,21 +26,6 @@ from XAIExplainLib.logic import XAIExplainLogic  # noqa: E402
 needs_explain_image = pytest.mark.skipif(
     getattr(xai, "explain_image", None) is None and getattr(models, "explain_image", None) is None,
     reason="the models API's explain_image is not available yet")
-
-BOX = ((4, 8), (6, 12), (14, 20))
-
-
-def box_mask(shape=(12, 20, 24)) -> np.ndarray:
-    mask = np.zeros(shape, bool)
-    (z0, z1), (y0, y1), (x0, x1) = BOX
-    mask[z0:z1, y0:y1, x0:x1] = True
-    return mask
-
-
-def ras_centroid(node, mask) -> np.ndarray:
-    zyx = np.argwhere(mask).astype(float)
-    weights = np.ones(len(zyx))
-    return mrml.geometry.voxel_to_ras(mrml.node_ijk_to_ras(node), zyx[:, ::-1]).T @ weights / weights.sum()
 
 
 @needs_explain_image

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from Testing.support.slicer_scene import (ARTIFACTS, GRIDS, add_volume, box_volume, bright_spot_model, rgba_is_heat,  # noqa: F401
-                          scene, scene_state, voxel_ras)
+from Testing.support.slicer_scene import (ARTIFACTS, GRIDS, add_volume, box_mask, box_volume,  # noqa: F401
+                                          bright_spot_model, ras_centroid, rgba_is_heat, scene, scene_state,
+                                          voxel_ras)
 
 torch = pytest.importorskip("torch")
 import slicer  # noqa: E402
@@ -20,20 +21,7 @@ import slicer.util  # noqa: E402
 from XAIExplainLib import mrml  # noqa: E402
 from XAIExplainLib.logic import ExplainCancelled, OutputNodes, XAIExplainLogic  # noqa: E402
 
-BOX = ((4, 8), (6, 12), (14, 20))
 CLASSES = ["dark", "bright"]
-
-
-def box_mask(shape=(12, 20, 24)) -> np.ndarray:
-    mask = np.zeros(shape, bool)
-    (z0, z1), (y0, y1), (x0, x1) = BOX
-    mask[z0:z1, y0:y1, x0:x1] = True
-    return mask
-
-
-def ras_centroid(node, mask) -> np.ndarray:
-    zyx = np.argwhere(mask).astype(float)
-    return mrml.geometry.voxel_to_ras(mrml.node_ijk_to_ras(node), zyx[:, ::-1]).mean(axis=0)
 
 
 def run(node, model=None, **kwargs):

@@ -67,12 +67,29 @@ GRIDS = {
 }
 
 
-def box_volume(shape=(12, 20, 24), box=((4, 8), (6, 12), (14, 20)), dtype=np.int16) -> np.ndarray:
+BOX = ((4, 8), (6, 12), (14, 20))
+
+
+def box_volume(shape=(12, 20, 24), box=BOX, dtype=np.int16) -> np.ndarray:
     """CT-like (z, y, x) array: air everywhere, a bright box at ``box`` = ((z0, z1), (y0, y1), (x0, x1))."""
     array = np.full(shape, BACKGROUND_HU, dtype=dtype)
     (z0, z1), (y0, y1), (x0, x1) = box
     array[z0:z1, y0:y1, x0:x1] = OBJECT_HU
     return array
+
+
+def box_mask(shape=(12, 20, 24), box=BOX) -> np.ndarray:
+    """The voxels of ``box_volume``'s bright box."""
+    mask = np.zeros(shape, bool)
+    (z0, z1), (y0, y1), (x0, x1) = box
+    mask[z0:z1, y0:y1, x0:x1] = True
+    return mask
+
+
+def ras_centroid(node, mask) -> np.ndarray:
+    """RAS position of the centre of ``mask``'s voxels in ``node``."""
+    zyx = np.argwhere(mask).astype(float)
+    return mrml.geometry.voxel_to_ras(mrml.node_ijk_to_ras(node), zyx[:, ::-1]).mean(axis=0)
 
 
 def add_volume(array: np.ndarray, matrix=None, name: str = "CT"):
