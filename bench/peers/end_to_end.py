@@ -8,7 +8,10 @@ Rows, interleaved round by round and reported as the median (the machine is shar
   ``explain_image`` with Grad-CAM at the card's layer. Target: the engine phase of
   ``explain_image`` within 1.15x of the floor.
 - 2D (``lung-nodule-2d`` per slice over the same CT): ``predict_image`` and ``explain_image``
-  with Grad-CAM. Target: within 1.15x of plain prediction.
+  with Grad-CAM, and their engine phases on the prepared slices (``predict_volume`` against
+  ``explain_volume(return_outputs=True)``, which gives the same outputs plus the maps).
+  Target: within 1.15x of plain prediction. End to end, Grad-CAM also maps the heatmap back
+  onto the input grid, which a classifier's prediction does not produce.
 
     python -m bench.peers.end_to_end --data ../shared/data [--rounds 3] [--threads 1]
 
@@ -75,6 +78,14 @@ def _rows(data: Path) -> dict:
     out["3d explain_image gradcam: engine phase"] = result.timings["explain"]
     out["2d predict_image"] = timed(lambda: predict_image(clf, image, device="cpu"))[0]
     out["2d explain_image gradcam"] = timed(lambda: explain_image(clf, image, methods=["gradcam"], device="cpu"))[0]
+    from XAIExplainLib.engine import explain_volume, predict_volume
+
+    slices = clf.pipeline.prepare(image, slice_axis=clf.card.slice_axis or 0).array
+    layer = clf.card.target_layers.default
+    out["2d engine: predict_volume"] = timed(lambda: predict_volume(clf.module, slices, axis=0, device="cpu"))[0]
+    out["2d engine: explain_volume gradcam + outputs"] = timed(
+        lambda: explain_volume(clf.module, slices, "gradcam", axis=0, layer=layer, return_outputs=True,
+                               device="cpu"))[0]
     return out
 
 
@@ -95,6 +106,8 @@ def main(argv=None) -> int:
         / median["3d floor (forward + backward to the layer)"],
         "3d explain_image / predict_image": median["3d explain_image gradcam"] / median["3d predict_image"],
         "2d explain_image / predict_image": median["2d explain_image gradcam"] / median["2d predict_image"],
+        "2d engine: explain_volume / predict_volume": median["2d engine: explain_volume gradcam + outputs"]
+        / median["2d engine: predict_volume"],
     }
     print(f"{'row':48s} {'seconds':>8s}")
     for key, value in median.items():
