@@ -19,16 +19,9 @@ from Testing.support.slicer_scene import (GRIDS, add_volume, box_mask, box_volum
 torch = pytest.importorskip("torch")
 import slicer.util  # noqa: E402
 
-import XAIExplainLib as xai  # noqa: E402
-from XAIExplainLib import models, mrml  # noqa: E402
-from XAIExplainLib.logic import XAIExplainLogic  # noqa: E402
-
-needs_explain_image = pytest.mark.skipif(
-    getattr(xai, "explain_image", None) is None and getattr(models, "explain_image", None) is None,
-    reason="the models API's explain_image is not available yet")
+from XAIExplainLib import mrml  # noqa: E402
 
 
-@needs_explain_image
 @pytest.mark.parametrize("grid", GRIDS)
 @pytest.mark.parametrize("dims, spacing", [(2, [1.3, 1.3]), (3, [2.0, 1.3, 1.3])])
 def test_card_model_heatmap_is_on_the_object_after_resampling(scene, tmp_path, grid, dims, spacing):
@@ -47,7 +40,6 @@ def test_card_model_heatmap_is_on_the_object_after_resampling(scene, tmp_path, g
     assert heatmap.GetName() == "CT Grad-CAM bright features"
 
 
-@needs_explain_image
 def test_card_segmenter_prediction_has_the_cards_names_and_colours(scene, tmp_path):
     card = write_card(tmp_path / "seg", task="segmentation", dims=2, spacing=None)
     node = add_volume(box_volume(), GRIDS["flipped"])
@@ -63,7 +55,6 @@ def test_card_segmenter_prediction_has_the_cards_names_and_colours(scene, tmp_pa
     assert box_mask()[np.unravel_index(np.argmax(values), values.shape)]
 
 
-@needs_explain_image
 def test_card_segmenter_explains_a_segment_roi(scene, tmp_path):
     card = write_card(tmp_path / "seg", task="segmentation", dims=2)
     node = add_volume(box_volume())
@@ -78,7 +69,6 @@ def test_card_segmenter_explains_a_segment_roi(scene, tmp_path):
     assert box_mask()[np.unravel_index(np.argmax(values), values.shape)]
 
 
-@needs_explain_image
 def test_card_model_cancel_leaves_the_scene_unchanged(scene, tmp_path):
     card = write_card(tmp_path / "model", spacing=[1.3, 1.3])
     node = add_volume(box_volume())
@@ -110,7 +100,6 @@ def test_model_helpers_describe_a_card_model(tmp_path):
 BRAIN = Path(__file__).resolve().parents[3] / "shared" / "data" / "brain1_image.nrrd"
 
 
-@needs_explain_image
 @pytest.mark.skipif(not BRAIN.is_file(), reason=f"real data folder absent ({BRAIN.name} not in ../shared/data)")
 def test_real_flipped_mri_loaded_by_slicer_gets_a_heatmap_on_its_bright_voxels(scene, tmp_path):
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "brain1")
@@ -177,3 +166,21 @@ def test_a_plain_module_is_a_loaded_model_described_by_itself():
     loaded = logic.loadModel(bright_spot_model(3))
     assert loaded.kind == "module" and loaded.card.task == "classification" and loaded.card.spatial_dims == 3
     assert logic.describeModel(bright_spot_model(2))["input"] == "1 channel(s), voxels as they are"
+
+
+def test_a_plain_module_is_described_once_per_class_names():
+    """The description runs a probe forward and hashes the weights: the catalogue keeps it."""
+    from Testing.support.slicer_scene import bright_spot_model
+
+    logic = trusting_logic()
+    module = bright_spot_model(2)
+    calls = []
+    handle = module.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        first = logic.loadModel(module)
+        assert logic.loadModel(module) is first and logic.describeModel(module)["task"] == "classification"
+        assert len(calls) == 1
+        named = logic.models.get(module, class_names=["dark", "bright"])
+        assert named is not first and named.card.class_names == ["dark", "bright"] and len(calls) == 2
+    finally:
+        handle.remove()

@@ -8,7 +8,7 @@ cannot change *what* is being scored (principles 4 and 5 of the design).
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator
 
 import torch
 from torch import nn

@@ -8,6 +8,7 @@ level: the panel lists the bundled models before PyTorch is installed.
 from __future__ import annotations
 
 import os
+import weakref
 
 
 def _is_loaded_model(model) -> bool:
@@ -32,6 +33,9 @@ class ModelCatalogue:
     def __init__(self, load=None, listing=None):
         self._load, self._listing = load, listing
         self._cache: dict = {}
+        # plain modules: described once per module and class names (the description runs a probe
+        # forward and hashes the weights; the panel and a run ask several times)
+        self._modules: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
     def available(self) -> list:
         """Names of the bundled and configured models."""
@@ -51,7 +55,11 @@ class ModelCatalogue:
         if _is_torch_module(model):
             from ..models.plain_module import module_model
 
-            return module_model(model, class_names=class_names)
+            key = None if class_names is None else tuple(str(c) for c in class_names)
+            described = self._modules.setdefault(model, {})
+            if key not in described:
+                described[key] = module_model(model, class_names=class_names)
+            return described[key]
         if not isinstance(model, (str, os.PathLike)):
             raise TypeError("model must be a bundled model name, a model folder or file, a loaded model "
                             f"or a torch.nn.Module; got {type(model).__name__}")
