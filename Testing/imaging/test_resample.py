@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 
 from XAIExplainLib.imaging import intensity
-from XAIExplainLib.imaging.resample import Grid, centered_grid, image_from_numpy, resample
+from XAIExplainLib.imaging.resample import Grid, centered_grid, image_from_numpy, resample, resample_array
 from XAIExplainLib.models.card import ModelCard
 from XAIExplainLib.models.preprocessing import model_grid_for, prepare
 
@@ -50,6 +50,38 @@ def test_resample_to_model_grid_and_back_is_exact_in_geometry():
     for a, b in ((back.GetSize(), image.GetSize()), (back.GetSpacing(), image.GetSpacing()),
                  (back.GetOrigin(), image.GetOrigin()), (back.GetDirection(), image.GetDirection())):
         np.testing.assert_allclose(a, b)
+
+
+OBLIQUE = tuple(sitk.VersorTransform((0.3, -0.2, 0.9), 0.4).GetMatrix())
+
+
+@pytest.mark.parametrize("direction", [FLIP_Y, OBLIQUE], ids=["flip-y", "oblique"])
+@pytest.mark.parametrize("fill", [0.0, 1.0])
+@pytest.mark.parametrize("shape_spacing", [((None, 14, 20), (None, 1.9, 2.3)),   # a per-slice model grid
+                                           ((4, 28, 30), (7.0, 1.5, 1.1))],     # a 3D model grid
+                         ids=["in-plane", "3d"])
+def test_resample_array_equals_sitk_resample(direction, fill, shape_spacing):
+    """The per-axis two-tap path gives SimpleITK's linear values, its border rule and its fill
+    outside the grid (the model grid is smaller than the input's extent here, and larger along x)."""
+    shape, spacing = shape_spacing
+    grid = Grid.from_image(_image(direction=direction))
+    model = centered_grid(grid, spacing, shape)
+    values = np.random.default_rng(1).random(model.shape).astype(np.float32)
+    expected = sitk.GetArrayFromImage(resample(model.image_from_array(values), grid, "linear", fill))
+    got = resample_array(values, model, grid, fill)
+    assert got.shape == grid.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=0.0, atol=1e-5)
+    assert (got == fill).any() and (got != fill).any()   # both outside and inside were hit
+
+
+def test_resample_array_other_direction_goes_through_sitk():
+    source = Grid.from_image(_image(direction=OBLIQUE))
+    target = Grid.from_image(_image(direction=FLIP_Y))
+    values = np.random.default_rng(2).random(source.shape).astype(np.float32)
+    expected = sitk.GetArrayFromImage(resample(source.image_from_array(values), target, "linear", 0.5))
+    np.testing.assert_array_equal(resample_array(values, source, target, 0.5), expected)
+    with pytest.raises(ValueError, match="does not match the grid shape"):
+        resample_array(values[:-1], source, target)
 
 
 def test_antialiasing_averages_noise_when_downsampling():

@@ -135,6 +135,88 @@ def resample(image: sitk.Image, grid: Grid, interpolator: str = "linear",
                          float(default), image.GetPixelID())
 
 
+def resample_array(array: np.ndarray, source: Grid, target: Grid, default: float = 0.0) -> np.ndarray:
+    """Linearly resample a float ``(z, y, x)`` array on ``source`` onto ``target``.
+
+    Grids that share a direction (every model grid of :func:`centered_grid` shares the
+    input's) map index to index along each axis by a scale and an offset, so trilinear
+    interpolation splits into one two-tap pass per axis: several times cheaper than
+    ``sitk.Resample`` on the full input grid, with the same values (ITK's linear rule:
+    neighbours clamped at the border, ``default`` outside half a voxel beyond the edge).
+    Other grids go through ``sitk.Resample``.
+    """
+    array = np.asarray(array, dtype=np.float32)
+    if array.shape != source.shape:
+        raise ValueError(f"array shape {array.shape} does not match the grid shape "
+                         f"{source.shape} (z, y, x)")
+    direction = np.asarray(source.direction, dtype=float).reshape(3, 3)
+    if not np.allclose(direction, np.asarray(target.direction, dtype=float).reshape(3, 3),
+                       rtol=0.0, atol=1e-9):
+        return sitk.GetArrayFromImage(resample(source.image_from_array(array), target, "linear",
+                                               default))
+    # Physical point of target index i (xyz): o_t + D S_t i; source continuous index of it:
+    # S_s^-1 D^-1 (o_t - o_s) + S_s^-1 S_t i, one scale and one offset per axis.
+    offset = np.linalg.solve(direction, np.asarray(target.origin) - np.asarray(source.origin))
+    inside = np.ones(target.shape, dtype=bool) if default != 0.0 else None
+    out = array
+    for xyz in range(3):
+        axis = 2 - xyz
+        index = (offset[xyz] + np.arange(target.size[xyz]) * target.spacing[xyz]) / source.spacing[xyz]
+        if out.shape[axis] == target.size[xyz] and np.allclose(index, np.arange(target.size[xyz]),
+                                                              rtol=0.0, atol=1e-6):
+            continue
+        out, valid = _linear_along(out, index, axis)
+        if inside is not None:
+            shape = [1, 1, 1]
+            shape[axis] = -1
+            inside &= valid.reshape(shape)
+    if out is array:
+        out = array.copy()
+    if inside is not None:
+        out[~inside] = default
+    return out
+
+
+def _linear_along(array: np.ndarray, index: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two-tap linear interpolation of ``array`` at continuous ``index`` along ``axis``.
+
+    Returns the values (0 where the index falls outside ``[-0.5, n - 0.5)``) and that
+    validity per index. Works through slabs of another axis with one reused scratch slab,
+    so a full-size temporary (and its fresh pages) is never made.
+    """
+    n = array.shape[axis]
+    valid = (index >= -0.5) & (index < n - 0.5)
+    below = np.floor(index)
+    shape = [1] * array.ndim
+    shape[axis] = -1
+    weight = (index - below).astype(np.float32).reshape(shape)
+    low_index = np.clip(below, 0, n - 1).astype(np.intp)
+    high_index = np.clip(below + 1, 0, n - 1).astype(np.intp)
+    out_shape = list(array.shape)
+    out_shape[axis] = len(index)
+    out = np.empty(out_shape, dtype=np.float32)
+    along = 1 if axis == 0 else 0
+    row_bytes = out.nbytes // max(out_shape[along], 1)
+    step = max(1, min(out_shape[along], _SLAB_BYTES // max(row_bytes, 1)))
+    scratch = np.empty([step if a == along else s for a, s in enumerate(out_shape)], dtype=np.float32)
+    for begin in range(0, out_shape[along], step):
+        part = (slice(None),) * along + (slice(begin, begin + step),)
+        low = out[part]
+        high = scratch[(slice(None),) * along + (slice(0, low.shape[along]),)]
+        np.take(array[part], low_index, axis=axis, out=low, mode="clip")
+        np.take(array[part], high_index, axis=axis, out=high, mode="clip")
+        np.subtract(high, low, out=high)
+        np.multiply(high, weight, out=high)
+        np.add(low, high, out=low)
+    if not valid.all():  # the index is monotonic: only slabs at the two ends are outside
+        out[(slice(None),) * axis + (~valid,)] = 0.0
+    return out, valid
+
+
+#: Size of the scratch slab of :func:`_linear_along` (a few MB stay in the allocator's heap).
+_SLAB_BYTES = 4 * 2**20
+
+
 def as_volume(image: sitk.Image) -> tuple[sitk.Image, bool]:
     """Lift a 2D image to a one-slice 3D image; returns it and whether it was 2D."""
     if image.GetDimension() == 3:
