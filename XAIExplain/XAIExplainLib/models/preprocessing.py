@@ -17,7 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..imaging import intensity as _intensity
-from ..imaging.resample import Grid, as_volume, centered_grid, image_from_numpy, resample
+from ..imaging.resample import Grid, as_volume, centered_grid, image_from_numpy, resample, resample_array
 from .card import ModelCard
 
 
@@ -44,10 +44,9 @@ class PreparedInput:
         Linear interpolation cannot overshoot, but clamping also removes any
         rounding below 0; pass ``clamp=False`` for raw (unnormalised) maps.
         """
-        image = self.model_grid.image_from_array(np.asarray(array, dtype=np.float32))
-        out = self._to_input_grid(image, "linear", 0.0)
+        out = self._to_input_grid(np.asarray(array, dtype=np.float32), 0.0)
         if clamp:
-            out = sitk.Clamp(out, sitk.sitkFloat32, 0.0, 1.0)
+            np.clip(out, 0.0, 1.0, out=out)
         return self._finish(out)
 
     def restore_probabilities(self, probabilities: np.ndarray) -> np.ndarray:
@@ -60,12 +59,8 @@ class PreparedInput:
             shape = ", ".join(map(str, self.model_grid.shape))
             raise ValueError(f"expected probabilities of shape (K, {shape}), got "
                              f"{probabilities.shape}")
-        out = []
-        for k, channel in enumerate(probabilities):
-            image = self.model_grid.image_from_array(channel)
-            fill = 1.0 if k == 0 else 0.0
-            out.append(sitk.GetArrayFromImage(self._to_input_grid(image, "linear", fill)))
-        return np.stack(out)
+        return np.stack([self._to_input_grid(channel, 1.0 if k == 0 else 0.0)
+                         for k, channel in enumerate(probabilities)])
 
     def restore_labels(self, probabilities: np.ndarray, activation: str = "softmax",
                        threshold: float = 0.5):
@@ -77,17 +72,14 @@ class PreparedInput:
         boundaries than nearest-neighbour resampling of a coarse label map.
         """
         probs = self.restore_probabilities(probabilities)
-        labels = decide_labels(probs, activation, threshold)
-        image = sitk.GetImageFromArray(labels.astype(np.uint8))
-        self.input_grid.apply(image)
-        return self._finish(image)
+        return self._finish(decide_labels(probs, activation, threshold).astype(np.uint8))
 
-    def _to_input_grid(self, image: sitk.Image, interpolator: str, fill: float) -> sitk.Image:
-        """Resample onto the input grid; the identity when the model saw the input's own grid
-        (a model without spacing or size), so values come back exactly."""
+    def _to_input_grid(self, array: np.ndarray, fill: float) -> np.ndarray:
+        """Linearly resample a model-grid array onto the input grid (a new array); values come
+        back exactly when the model saw the input's own grid (a model without spacing or size)."""
         if self.model_grid == self.input_grid:
-            return image
-        return resample(image, self.input_grid, interpolator, fill)
+            return np.array(array, dtype=np.float32)
+        return resample_array(array, self.model_grid, self.input_grid, fill)
 
     def region_to_model_grid(self, mask: np.ndarray) -> np.ndarray:
         """A boolean region on the input grid (z, y, x) -> the same region on the model grid.
@@ -120,12 +112,13 @@ class PreparedInput:
         zyx = tuple(int(i) for i in reversed(model_index))
         return tuple(min(max(i, 0), n - 1) for i, n in zip(zyx, self.model_grid.shape))
 
-    def _finish(self, image: sitk.Image):
-        if self.was_2d:
-            image = image[:, :, 0]
+    def _finish(self, array: np.ndarray):
+        """An array on the input grid as the caller gave the input: numpy or a SimpleITK image
+        with the input's geometry, 2D for a 2D input."""
         if self.from_numpy:
-            return sitk.GetArrayFromImage(image)
-        return image
+            return array[0] if self.was_2d else array
+        image = self.input_grid.image_from_array(array)
+        return image[:, :, 0] if self.was_2d else image
 
 
 def decide_labels(probabilities: np.ndarray, activation: str, threshold: float = 0.5) -> np.ndarray:
