@@ -35,6 +35,16 @@ def test_nan_and_inf(model):
         xai.explain(model, x, "gradcam")
 
 
+def test_large_finite_values_are_not_mistaken_for_infinite(model):
+    """The finite check sums first: a sum that overflows float32 must still count 0 bad values."""
+    x = torch.full((2, 1, 16, 16), 3e38)
+    assert not torch.isfinite(x.sum())
+    xai.explain(model, x, "gradcam")   # no error: every value is finite
+    x[1, 0, 3, 3] = -float("inf")
+    with pytest.raises(ValueError, match="1 NaN or infinite values"):
+        xai.explain(model, x, "gradcam")
+
+
 def test_numpy_instead_of_tensor(model):
     with pytest.raises(TypeError, match="torch.from_numpy"):
         xai.explain(model, np.zeros((1, 1, 16, 16), np.float32), "gradcam")

@@ -5,6 +5,8 @@ wrong type) whose message says what was wrong and what is accepted.
 """
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -18,9 +20,9 @@ def check_model(model) -> nn.Module:
             f"model must be a torch.nn.Module, got {type(model).__name__}; "
             "load one with XAIExplainLib.load_model(...) or pass your own nn.Module"
         )
-    meta = next((name for name, tensor in list(model.named_parameters()) + list(model.named_buffers())
-                 if tensor.is_meta), None)
-    if meta is not None:
+    if any(tensor.is_meta for tensor in itertools.chain(model.parameters(), model.buffers())):
+        meta = next(name for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers())
+                    if tensor.is_meta)
         raise ValueError(
             f"model {type(model).__name__} has tensors on the meta device (e.g. '{meta}'): it was built "
             "without weights (torch.device('meta') or an empty-weights initialiser); load its weights "
@@ -68,7 +70,7 @@ def check_input(model: nn.Module, x) -> None:
         raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}; convert with x.float()")
     if x.shape[0] == 0 or any(s == 0 for s in x.shape[2:]):
         raise ValueError(f"x is empty: shape {tuple(x.shape)}")
-    bad = (~torch.isfinite(x)).sum().item()
+    bad = count_non_finite(x)
     if bad:
         raise ValueError(
             f"x contains {bad} NaN or infinite values; replace them (e.g. torch.nan_to_num) before explaining"
@@ -91,6 +93,19 @@ def check_input(model: nn.Module, x) -> None:
         )
 
 
+def count_non_finite(tensor: torch.Tensor) -> int:
+    """How many NaN or infinite values ``tensor`` holds.
+
+    A NaN or an infinity makes the sum non-finite, so a finite sum (one pass, no
+    element-wise mask) means none; only a non-finite sum (which a very large but finite
+    tensor can also give) counts them element by element.
+    """
+    with torch.no_grad():
+        if bool(torch.isfinite(tensor.sum())):
+            return 0
+        return int((~torch.isfinite(tensor)).sum().item())
+
+
 def check_finite(model: nn.Module, tensor: torch.Tensor, what: str) -> None:
     """Refuse a model output or map holding NaN or Inf, naming the model.
 
@@ -99,7 +114,7 @@ def check_finite(model: nn.Module, tensor: torch.Tensor, what: str) -> None:
     overflow in its layers), so the error names it.
     """
     if tensor.is_floating_point() or tensor.is_complex():
-        bad = int((~torch.isfinite(tensor.detach())).sum().item())
+        bad = count_non_finite(tensor.detach())
         if bad:
             raise ValueError(
                 f"model {type(model).__name__} produced {bad} NaN or infinite value(s) in its {what} "
