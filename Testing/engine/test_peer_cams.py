@@ -85,6 +85,45 @@ def test_eigencam_runs_no_backward_pass():
     assert calls == []
 
 
+def _later_calls(model):
+    """Counts forwards of the layers after features.3 (the head)."""
+    calls = []
+    handle = model.fc.register_forward_hook(lambda *args: calls.append(1))
+    return calls, handle
+
+
+def test_eigencam_alone_stops_the_forward_after_its_layer():
+    model = make(SmallCNN, dims=2)
+    x = inputs(2, size=16)
+    activation, _, _ = _capture(model, "features.3", x)
+    calls, handle = _later_calls(model)
+    try:
+        ours = xai.explain(model, x, "eigencam", layer="features.3", normalize=False)
+    finally:
+        handle.remove()
+    assert calls == []
+    _close(ours, naive_eigen(activation, tuple(x.shape[2:])))
+
+
+def test_eigencam_runs_the_whole_forward_when_the_output_is_read():
+    """With another method or the prediction asked for, the output comes from the same pass."""
+    model = make(SmallCNN, dims=2)
+    x = inputs(2, size=16)
+    calls, handle = _later_calls(model)
+    try:
+        maps, info = xai.explain_many(model, x, ["eigencam"], layer="features.3", return_info=True,
+                                      with_output=True)
+        assert len(calls) == 1
+        with torch.no_grad():
+            assert torch.allclose(info["output"], model(x))
+        calls.clear()
+        both = xai.explain_many(model, x, ["eigencam", "gradcam"], layer="features.3")
+        assert len(calls) == 1   # one shared pass ran to the output
+    finally:
+        handle.remove()
+    assert torch.allclose(both["eigencam"], maps["eigencam"])
+
+
 @pytest.mark.parametrize("dims", [2, 3])
 def test_eigengradcam_is_the_principal_component_of_activations_times_gradients(dims):
     model = make(SmallCNN, dims=dims)

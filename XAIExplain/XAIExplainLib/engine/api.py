@@ -1,6 +1,7 @@
 """Public entry points: ``explain`` and ``explain_many`` on a batch of 2D or 3D inputs."""
 from __future__ import annotations
 
+import itertools
 from typing import Sequence
 
 import torch
@@ -16,10 +17,8 @@ from .validation import check_finite, check_input, check_model, is_in_place_inpu
 
 def model_device_dtype(model: nn.Module, fallback: torch.Tensor) -> tuple[torch.device, torch.dtype]:
     """Where and in which precision the model computes: its first parameter or buffer."""
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        if tensor.is_floating_point():
-            return tensor.device, tensor.dtype
-    return fallback.device, fallback.dtype
+    tensor = next((t for t in itertools.chain(model.parameters(), model.buffers()) if t.is_floating_point()), None)
+    return (fallback.device, fallback.dtype) if tensor is None else (tensor.device, tensor.dtype)
 
 
 def _check_options(methods: Sequence[str], options: dict) -> None:
@@ -67,11 +66,15 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
         inputs = inputs.clone()  # the caller's tensor is never handed to the model
     version = None if inputs.is_inference() else inputs._version  # inference tensors keep no counter
     request = Request(model, inputs, target=target, layer=layer, options=options, reading=reading,
-                      full_cam_pass=any(info.family == "cam" and info.needs_gradients for info in infos))
+                      full_cam_pass=any(info.family == "cam" and info.needs_gradients for info in infos),
+                      output_needed=with_output or any(info.needs_output for info in infos))
     from .capture import explaining
     maps = {}
     try:
-        with explaining(model, reading.output_key):
+        # Only methods that neither differentiate nor read the output (Eigen-CAM: a forward under
+        # inference mode, stopped at its layers) can skip freezing the parameters.
+        freeze = any(info.needs_gradients or info.needs_output for info in infos)
+        with explaining(model, reading.output_key, freeze=freeze):
             low_resolution = request.at_layer_resolution() if layer_resolution and any(
                 info.layer_map_only for info in infos) else None
             for info in infos:

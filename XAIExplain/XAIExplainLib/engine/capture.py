@@ -31,18 +31,21 @@ def eval_mode(model: nn.Module):
     """
     modes = [(module, module.training) for module in model.modules()]
     try:
-        model.eval()
+        if any(training for _, training in modes):  # a model already in eval mode is left untouched
+            model.eval()
         yield
     finally:
         for module, training in modes:
-            module.training = training
+            if module.training != training:
+                module.training = training
 
 
 @contextlib.contextmanager
-def explaining(model: nn.Module, output_key=None):
+def explaining(model: nn.Module, output_key=None, freeze: bool = True):
     """Eval mode, frozen parameters and the logits read from the output (see :mod:`.reading`)
-    for the duration; all restored exactly afterwards."""
-    flags = [(param, param.requires_grad) for param in model.parameters()]
+    for the duration; all restored exactly afterwards. ``freeze=False`` leaves the flags alone,
+    for passes that never differentiate (they run under ``torch.no_grad`` / inference mode)."""
+    flags = [(param, param.requires_grad) for param in model.parameters()] if freeze else []
     try:
         for param, _ in flags:
             param.requires_grad_(False)
@@ -54,8 +57,15 @@ def explaining(model: nn.Module, output_key=None):
             param.requires_grad_(requires_grad)
 
 
+class _LayersCaptured(BaseException):
+    """Raised by a capture's hook to end a forward whose output nobody reads, once every
+    captured layer ran. A BaseException, so a model's own ``except Exception`` lets it pass."""
+
+
 class LayerCapture:
     """Forward hooks that keep each named layer's output as a tensor one can differentiate to.
+
+    With ``stop=True`` the forward ends once every captured layer ran (see :func:`run_pass`).
 
     The first captured layer to run has no graph behind it, so its output becomes a
     detached leaf; later captured layers that depend on it stay in the graph. The hook
@@ -69,8 +79,9 @@ class LayerCapture:
     """
 
     def __init__(self, layers: list[tuple[str, nn.Module]], x: torch.Tensor | None = None,
-                 tokens: TokenOptions | None = None, model: nn.Module | None = None):
+                 tokens: TokenOptions | None = None, model: nn.Module | None = None, stop: bool = False):
         self.layers = layers
+        self.stop = stop
         self.activations: dict[str, torch.Tensor] = {}
         self.layouts: dict[str, object] = {}
         self._calls: dict[str, int] = {}
@@ -117,13 +128,17 @@ class LayerCapture:
             if layout is None:
                 activation = output if output.requires_grad else output.detach().requires_grad_(True)
                 self.activations[name] = activation
-                return activation.clone()
-            original = output if output.requires_grad else output.detach()
-            grid = layout.to_grid(original)
-            activation = grid if grid.requires_grad else grid.detach().requires_grad_(True)
-            self.activations[name] = activation
-            self.layouts[name] = layout
-            return layout.from_grid(activation, original)
+                returned = activation.clone()
+            else:
+                original = output if output.requires_grad else output.detach()
+                grid = layout.to_grid(original)
+                activation = grid if grid.requires_grad else grid.detach().requires_grad_(True)
+                self.activations[name] = activation
+                self.layouts[name] = layout
+                returned = layout.from_grid(activation, original)
+            if self.stop and len(self.activations) == len(self.layers):
+                raise _LayersCaptured
+            return returned
         return hook
 
     def check_all_ran(self):
@@ -136,7 +151,7 @@ class LayerCapture:
 class PassResult:
     """Everything one forward + backward pass produced."""
 
-    output: torch.Tensor
+    output: torch.Tensor | None  # None for a pass stopped after its layers
     target: object
     activations: dict[str, torch.Tensor] = field(default_factory=dict)
     gradients: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -144,15 +159,21 @@ class PassResult:
 
 
 def run_pass(model: nn.Module, x: torch.Tensor, target, layers=(), input_gradient=False, backward=True,
-             tokens: TokenOptions | None = None) -> PassResult:
+             tokens: TokenOptions | None = None, stop_after_layers: bool = False) -> PassResult:
     """One forward (capturing ``layers``) and, if asked, one backward of the summed target scores.
 
     Samples are independent in eval mode, so the gradient of the summed scores gives each
-    sample the gradient of its own score. Must run inside ``explaining(model)``.
+    sample the gradient of its own score. ``stop_after_layers`` (forward only) ends the
+    forward once every layer ran: the result has the activations and no output. Must run
+    inside ``explaining(model)``.
     """
+    stop = stop_after_layers and not backward and bool(layers)
     x = x.detach().clone().requires_grad_(True) if input_gradient else x.detach()
-    with LayerCapture(list(layers), x, tokens, model) as capture:
-        output = model(x)
+    with LayerCapture(list(layers), x, tokens, model, stop=stop) as capture:
+        try:
+            output = model(x)
+        except _LayersCaptured:
+            return PassResult(output=None, target=None, activations=capture.activations)
     capture.check_all_ran()
     bound = resolve_target(target, output)
     result = PassResult(output=output.detach(), target=bound, activations=capture.activations)

@@ -18,7 +18,9 @@ class MethodInfo:
     pure perturbation methods; the engine skips the backward when no method of a request
     needs layer gradients). ``needs_hooks``: it hooks or intercepts the network's layers
     (forward hooks, activation swaps, layer replay), which TorchScript modules do not allow;
-    by default every layer method needs them.
+    by default every layer method needs them. ``needs_output``: it reads the model's output
+    (its target's score); False for Eigen-CAM, whose forward (under inference mode, no graph)
+    may stop once its layers ran and needs no frozen parameters.
     """
 
     name: str
@@ -37,6 +39,7 @@ class MethodInfo:
     label: str = ""
     needs_gradients: bool = True
     needs_hooks: bool | None = None
+    needs_output: bool = True
 
     def __post_init__(self):
         if not self.label:

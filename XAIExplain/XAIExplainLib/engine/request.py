@@ -43,6 +43,7 @@ class Request:
     info: dict = field(default_factory=dict)
     reading: ModelReading = field(default_factory=ModelReading)  # output_key and token-layer options
     full_cam_pass: bool = False  # set when some method of the request needs layer gradients
+    output_needed: bool = True  # False: nothing reads the output, a forward-only pass may stop at its layers
     upsample_single_layer: bool = True  # False: a one-layer map stays at the layer's resolution
     _passes: dict = field(default_factory=dict)
     _layers: list | None = None
@@ -74,7 +75,8 @@ class Request:
             backward = True
         key = "cam" if backward else "cam-forward"
         return self._cached(key, lambda: run_pass(self.model, self.x, self.target, self.layers(), backward=backward,
-                                                             tokens=self.reading.tokens))
+                                                  tokens=self.reading.tokens,
+                                                  stop_after_layers=not self.output_needed))
 
     def input_gradient_pass(self) -> PassResult:
         return self._cached("input", lambda: run_pass(self.model, self.x, self.target, input_gradient=True))
@@ -87,12 +89,13 @@ class Request:
 
     def has_reference(self) -> bool:
         """Whether a pass of the unperturbed input has run (so ``reference`` costs no forward)."""
-        return any(key in self._passes for key in _REFERENCE_PASSES + ("reference",))
+        return any(self._passes[key].output is not None for key in _REFERENCE_PASSES + ("reference",)
+                   if key in self._passes)
 
     def reference(self):
         """(output, bound target) of the unperturbed input, reusing any pass already run."""
         for key in _REFERENCE_PASSES:
-            if key in self._passes:
+            if key in self._passes and self._passes[key].output is not None:
                 result = self._passes[key]
                 return result.output, result.target
         def compute():

@@ -9,7 +9,9 @@ to make the projection correlate positively with the channel-mean activation map
 the map is ReLU of that projection. Eigen-Grad-CAM applies the same to A * dy/dA
 (class-specific, one forward and one backward, shared with the other gradient CAMs).
 Eigen-CAM's family is "activation", not "cam": a "cam" method makes the request run the
-backward pass for every layer method, which Eigen-CAM does not need.
+backward pass for every layer method, which Eigen-CAM does not need. Nor does it read the
+output: alone in a request, its forward stops once the layer ran (cheaper than a plain
+inference when layers follow it).
 
 The decomposition is of the K x K scatter matrix, or, where the layer has fewer
 positions S than channels K (a deep layer of a classifier), of the S x S Gram matrix
@@ -59,7 +61,8 @@ def _eigengradcam(request):
 
 register(MethodInfo(
     "eigencam", "Eigen-CAM: first principal component of the layer's activations (class-agnostic)",
-    compute=_eigencam, family="activation", cost="1 forward", layer_map_only=True, needs_gradients=False,
+    compute=_eigencam, family="activation", cost="1 forward", layer_map_only=True,
+    needs_gradients=False, needs_output=False,
 ))
 register(MethodInfo(
     "eigengradcam", "Eigen-Grad-CAM: first principal component of activations x gradients",
