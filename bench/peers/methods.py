@@ -35,8 +35,8 @@ HERE = Path(__file__).resolve().parents[1]  # bench/
 
 # (section, row, repeats, reference row for "same map")
 ROWS = [
-    ("cam", "plain inference", 9, None),
-    ("cam", "eigencam", 9, None),
+    ("cam", "plain inference", 25, None),
+    ("cam", "eigencam", 25, None),
     ("cam", "pytorch-grad-cam EigenCAM", 3, "eigencam"),
     ("cam", "ablationcam", 3, None),
     ("cam", "ablation loop (full forwards)", 1, "ablationcam"),
@@ -55,8 +55,8 @@ ROWS = [
     ("rise", "plain inference", 5, None),
     ("rise", "rise", 2, None),
     ("rise", "rise loop (one forward per mask)", 1, "rise"),
-    ("unet", "plain inference", 9, None),
-    ("unet", "eigencam", 9, None),
+    ("unet", "plain inference", 25, None),
+    ("unet", "eigencam", 25, None),
     ("unet", "kwc (fused convolution)", 3, None),
     ("unet", "kwc replay from the layer (before)", 3, "kwc (fused convolution)"),
     ("unet", "kwc per-kernel loop", 2, "kwc (fused convolution)"),
