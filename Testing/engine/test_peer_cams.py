@@ -124,6 +124,57 @@ def test_eigencam_runs_the_whole_forward_when_the_output_is_read():
     assert torch.allclose(both["eigencam"], maps["eigencam"])
 
 
+def _sklearn_kpca(activation, kernel, gamma=None):
+    """scikit-learn's KernelPCA(n_components=1) per sample on the centred positions x channels points."""
+    decomposition = pytest.importorskip("sklearn.decomposition")
+    out = []
+    for sample in activation.double().numpy():
+        points = sample.reshape(sample.shape[0], -1).T
+        points = points - points.mean(axis=0)
+        projection = decomposition.KernelPCA(n_components=1, kernel=kernel, gamma=gamma).fit_transform(points)[:, 0]
+        out.append(torch.from_numpy(projection).reshape(sample.shape[1:]))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("dims, kernel, gamma", [(2, "sigmoid", None), (2, "rbf", 0.05), (3, "poly", None),
+                                                 (3, "cosine", None)])
+def test_kpcacam_is_scikit_learns_first_kernel_principal_component(dims, kernel, gamma):
+    """Our projection equals KernelPCA's up to the sign of the eigenvector; the map is its ReLU with
+    the sign that correlates with the channel-mean map (Eigen-CAM's rule)."""
+    model = make(SmallCNN, dims=dims)
+    x = inputs(dims, size=16 if dims == 2 else 10)
+    activation, _, _ = _capture(model, "features.3", x)
+    ours = xai.explain(model, x, "kpcacam", layer="features.3", normalize=False, kernel=kernel, gamma=gamma)
+    reference = _sklearn_kpca(activation, kernel, gamma).float()
+    mean_map = activation.mean(dim=1)
+    for sample in range(x.shape[0]):
+        projection = reference[sample]
+        centred = mean_map[sample] - mean_map[sample].mean()
+        if (projection * centred).sum() < 0:
+            projection = -projection
+        expected = _resize(torch.relu(projection)[None], tuple(x.shape[2:]))
+        _close(ours[sample:sample + 1], expected)
+
+
+def test_kpcacam_with_a_linear_kernel_is_eigencam():
+    model = make(SmallCNN, dims=2)
+    x = inputs(2, size=16)
+    linear = xai.explain(model, x, "kpcacam", layer="features.3", normalize=False, kernel="linear")
+    _close(linear, xai.explain(model, x, "eigencam", layer="features.3", normalize=False))
+
+
+def test_kpcacam_refuses_a_layer_with_too_many_positions_and_bad_options():
+    model = make(SmallCNN, dims=2)
+    x = inputs(2, n=1, size=72)   # features.0: 72 x 72 = 5184 positions
+    with pytest.raises(ValueError, match=r"5184 positions \(72 x 72\).*choose a deeper.*eigencam"):
+        xai.explain(model, x, "kpcacam", layer="features.0")
+    xai.explain(model, x, "kpcacam", layer="features.3")   # 36 x 36 after the stride: accepted
+    with pytest.raises(ValueError, match="option kernel must be one of"):
+        xai.explain(model, x, "kpcacam", layer="features.3", kernel="laplacian")
+    with pytest.raises(ValueError, match="option gamma"):
+        xai.explain(model, x, "kpcacam", layer="features.3", gamma=-1.0)
+
+
 @pytest.mark.parametrize("dims", [2, 3])
 def test_eigengradcam_is_the_principal_component_of_activations_times_gradients(dims):
     model = make(SmallCNN, dims=dims)
@@ -234,6 +285,25 @@ def _grad_cam_reference(cls, model, x, target, layers):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     cam = cls(model=model, target_layers=layers)
     return torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in target]))
+
+
+def test_kpcacam_matches_pytorch_grad_cam():
+    """pytorch-grad-cam keeps scikit-learn's eigenvector sign; where it agrees with ours (the one that
+    correlates with the channel-mean map) the maps must agree."""
+    from_library = pytest.importorskip("pytorch_grad_cam")
+    model = make(SmallCNN, dims=2, width=16)
+    x = inputs(2, size=32)
+    target = torch.tensor([0, 1, 2, 0])
+    reference = _grad_cam_reference(from_library.KPCA_CAM, model, x, target, [model.features[6]])
+    ours = xai.explain(model, x, "kpcacam", layer="features.6")
+    activation, _, _ = _capture(model, "features.6", x)
+    projection, mean_map = _sklearn_kpca(activation, "sigmoid"), activation.mean(dim=1).double()
+    agreeing = [i for i in range(x.shape[0])
+                if (projection[i] * (mean_map[i] - mean_map[i].mean())).sum() >= 0]
+    assert agreeing, "no sample has scikit-learn's sign: the comparison would prove nothing"
+    for sample in agreeing:
+        assert reference[sample].max() > 0
+        assert pearson(ours[sample], reference[sample]) >= 0.99
 
 
 def test_ablationcam_matches_pytorch_grad_cam():

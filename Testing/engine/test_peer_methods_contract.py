@@ -8,7 +8,7 @@ import torch
 import XAIExplainLib as xai
 from Testing.support.models import SmallCNN, assert_as_found, make, small_inputs as inputs, snapshot, unet
 
-NEW_METHODS = ["eigencam", "eigengradcam", "gradcam_elementwise", "ablationcam", "finercam", "fullgrad", "input_x_gradient", "deeplift",
+NEW_METHODS = ["eigencam", "kpcacam", "eigengradcam", "gradcam_elementwise", "ablationcam", "finercam", "fullgrad", "input_x_gradient", "deeplift",
                "gradient_shap", "rise", "lrp"]
 if importlib.util.find_spec("zennit") is None:  # LRP needs the lrp extra; its own tests say so
     NEW_METHODS.remove("lrp")
@@ -95,3 +95,4 @@ def test_the_methods_are_listed_with_their_options():
     assert xai.METHODS["rise"].options == ("masks", "cells", "keep_probability", "seed")
     assert xai.METHODS["eigencam"].needs_layer and xai.METHODS["eigencam"].cost == "1 forward"
     assert xai.METHODS["input_x_gradient"].signed and not xai.METHODS["fullgrad"].needs_layer
+    assert xai.METHODS["kpcacam"].options == ("kernel", "gamma") and xai.METHODS["kpcacam"].label == "KPCA-CAM"

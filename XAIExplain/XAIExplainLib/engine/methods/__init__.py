@@ -6,7 +6,7 @@ the order ``xaiexplain methods`` and the Slicer panel list them in.
 from . import gradient_cams  # noqa: F401  (Grad-CAM, Grad-CAM++, HiResCAM, XGrad-CAM, LayerCAM)
 from . import gradcam_elementwise  # noqa: F401
 from . import finercam  # noqa: F401
-from . import eigencam  # noqa: F401  (Eigen-CAM, Eigen-Grad-CAM)
+from . import eigencam  # noqa: F401  (Eigen-CAM, KPCA-CAM, Eigen-Grad-CAM)
 from . import ablationcam  # noqa: F401
 from . import class_activation_map  # noqa: F401  (CAM)
 from . import input_gradients  # noqa: F401  (saliency, guided backprop, guided Grad-CAM)
