@@ -3,8 +3,8 @@
 Sections (each in a fresh subprocess; rows interleaved round by round, best round kept,
 as in seed_methods.py; peak memory = peak RSS growth during the row, or the CUDA peak):
 
-- cam: Eigen-CAM and Ablation-CAM on a ResNet-like 2D classifier at layer4, against
-  plain inference, pytorch-grad-cam's EigenCAM / AblationCAM (where it imports) and a
+- cam: Eigen-CAM, KPCA-CAM and Ablation-CAM on a ResNet-like 2D classifier at layer4, against
+  plain inference, pytorch-grad-cam's EigenCAM / KPCA_CAM / AblationCAM (where it imports) and a
   straightforward Ablation-CAM loop (one full forward per zeroed channel, same map);
 - gradient: FullGrad (pytorch-grad-cam where it imports), Input x Gradient, DeepLIFT,
   GradientSHAP (captum) and LRP (zennit's attributor, EpsilonPlusFlat) on that classifier;
@@ -38,6 +38,8 @@ ROWS = [
     ("cam", "plain inference", 25, None),
     ("cam", "eigencam", 25, None),
     ("cam", "pytorch-grad-cam EigenCAM", 3, "eigencam"),
+    ("cam", "kpcacam", 9, None),
+    ("cam", "pytorch-grad-cam KPCA_CAM", 3, "kpcacam"),
     ("cam", "ablationcam", 3, None),
     ("cam", "ablation loop (full forwards)", 1, "ablationcam"),
     ("cam", "pytorch-grad-cam AblationCAM", 1, "ablationcam"),
@@ -61,7 +63,7 @@ ROWS = [
     ("unet", "kwc replay from the layer (before)", 3, "kwc (fused convolution)"),
     ("unet", "kwc per-kernel loop", 2, "kwc (fused convolution)"),
 ]
-PEARSON_ROWS = {"pytorch-grad-cam EigenCAM", "pytorch-grad-cam AblationCAM", "pytorch-grad-cam FullGrad"}
+PEARSON_ROWS = {"pytorch-grad-cam EigenCAM", "pytorch-grad-cam KPCA_CAM", "pytorch-grad-cam AblationCAM", "pytorch-grad-cam FullGrad"}
 UNET_LAYER = "dec1.0"
 
 
@@ -194,7 +196,7 @@ def _rows(section, args):
         with torch.inference_mode():
             return model(x)
     rows = {"plain inference": plain}
-    ours = {"eigencam": {"layer": "layer4"}, "ablationcam": {"layer": "layer4"}, "fullgrad": {},
+    ours = {"eigencam": {"layer": "layer4"}, "kpcacam": {"layer": "layer4"}, "ablationcam": {"layer": "layer4"}, "fullgrad": {},
             "input_x_gradient": {}, "deeplift": {}, "lrp": {},
             "gradient_shap": {"samples": args.samples, "stdev": 0.1, "baselines": 0.0},
             "rise": {"masks": args.masks, "cells": 7}}
@@ -339,7 +341,7 @@ def main(argv=None) -> int:
               "threads": args.threads if args.threads > 0 else torch.get_num_threads(), "settings": vars(args).copy()}
     classifier = f"ResNet-like 2D (width {args.width}), {args.slices} x {args.size}^2, {args.device}"
     titles = {
-        "cam": f"Eigen-CAM / Ablation-CAM at layer4: {classifier}",
+        "cam": f"Eigen-CAM / KPCA-CAM / Ablation-CAM at layer4: {classifier}",
         "gradient": f"FullGrad, Input x Gradient, DeepLIFT, GradientSHAP ({args.samples} samples), LRP: {classifier}",
         "rise": f"RISE ({args.masks} masks, 7 cells): ResNet-like 2D (width {args.rise_width}), {args.rise_slices} x "
                 f"{args.rise_size}^2, {args.device}",
