@@ -306,25 +306,19 @@ def test_kpcacam_matches_pytorch_grad_cam():
         assert pearson(ours[sample], reference[sample]) >= 0.99
 
 
-def test_ablationcam_matches_pytorch_grad_cam():
+@pytest.mark.parametrize("library_name, method, target, layer", [
+    ("AblationCAM", "ablationcam", [0, 1, 2, 0], 6),
+    ("FullGrad", "fullgrad", [2, 1, 0, 0], None),
+    ("GradCAMElementWise", "gradcam_elementwise", [1, 2, 0, 1], 3),
+])
+def test_method_matches_pytorch_grad_cam(library_name, method, target, layer):
     from_library = pytest.importorskip("pytorch_grad_cam")
     model = make(SmallCNN, dims=2, width=16)
     x = inputs(2, size=32)
-    target = torch.tensor([0, 1, 2, 0])
-    reference = _grad_cam_reference(from_library.AblationCAM, model, x, target, [model.features[6]])
-    ours = xai.explain(model, x, "ablationcam", target=target, layer="features.6")
-    for sample in range(x.shape[0]):
-        assert reference[sample].max() > 0
-        assert pearson(ours[sample], reference[sample]) >= 0.99
-
-
-def test_fullgrad_matches_pytorch_grad_cam():
-    from_library = pytest.importorskip("pytorch_grad_cam")
-    model = make(SmallCNN, dims=2, width=16)
-    x = inputs(2, size=32)
-    target = torch.tensor([2, 1, 0, 0])
-    reference = _grad_cam_reference(from_library.FullGrad, model, x, target, [])
-    ours = xai.explain(model, x, "fullgrad", target=target)
+    target = torch.tensor(target)
+    layers = [] if layer is None else [model.features[layer]]
+    reference = _grad_cam_reference(getattr(from_library, library_name), model, x, target, layers)
+    ours = xai.explain(model, x, method, target=target, layer=None if layer is None else f"features.{layer}")
     for sample in range(x.shape[0]):
         assert reference[sample].max() > 0
         assert pearson(ours[sample], reference[sample]) >= 0.99
@@ -396,15 +390,3 @@ def test_gradcam_elementwise_sums_the_positive_part_of_each_channels_product(dim
            reference)
     hires = xai.explain(model, x, "hirescam", target=target, layer="features.3", normalize=False)
     assert (reference - hires).abs().max() > 1e-3 * reference.abs().max()  # not HiResCAM under another name
-
-
-def test_gradcam_elementwise_matches_pytorch_grad_cam():
-    from_library = pytest.importorskip("pytorch_grad_cam")
-    model = make(SmallCNN, dims=2, width=16)
-    x = inputs(2, size=32)
-    target = torch.tensor([1, 2, 0, 1])
-    reference = _grad_cam_reference(from_library.GradCAMElementWise, model, x, target, [model.features[3]])
-    ours = xai.explain(model, x, "gradcam_elementwise", target=target, layer="features.3")
-    for sample in range(x.shape[0]):
-        assert reference[sample].max() > 0
-        assert pearson(ours[sample], reference[sample]) >= 0.99
