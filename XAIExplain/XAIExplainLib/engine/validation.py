@@ -20,7 +20,9 @@ def check_model(model) -> nn.Module:
             f"model must be a torch.nn.Module, got {type(model).__name__}; "
             "load one with XAIExplainLib.load_model(...) or pass your own nn.Module"
         )
-    if any(tensor.is_meta for tensor in itertools.chain(model.parameters(), model.buffers())):
+    # One walk over the modules' own tensors (parameters() and buffers() walk the tree twice).
+    if any(tensor is not None and tensor.is_meta for module in model.modules()
+           for tensor in itertools.chain(module._parameters.values(), module._buffers.values())):
         meta = next(name for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers())
                     if tensor.is_meta)
         raise ValueError(
