@@ -96,15 +96,7 @@ def _peer_row(row, model, x, target, args):
         name = row.split()[-1]
         method = getattr(attr, name)(model)
         if name == "GradientShap":
-            import numpy as np
-            baselines = torch.zeros((2,) + tuple(x.shape[1:]), device=x.device)
-
-            def run():
-                np.random.seed(0)
-                torch.manual_seed(0)
-                return method.attribute(x, baselines=baselines, n_samples=args.samples, stdevs=0.1,
-                                        target=target).sum(1)
-            return run
+            return _captum_gradient_shap(method, x, target, args.samples, 0.1)
         return lambda: method.attribute(x.clone(), target=target).sum(1)
     if row.startswith("zennit"):
         from XAIExplainLib.engine.methods.lrp import _zennit, make_composite
@@ -116,6 +108,28 @@ def _peer_row(row, model, x, target, args):
                 return attributor(x.clone(), grad_output)[1].sum(1)
         return run
     raise ValueError(row)
+
+
+def _captum_gradient_shap(method, x, target, samples: int, stdev: float):
+    """captum's GradientShap fed the engine's draws for seed 0 (one zero baseline), so the maps are
+    comparable: its rows are sample-major (row = sample * samples + s)."""
+    from unittest import mock
+
+    import numpy as np
+    import torch
+
+    from XAIExplainLib.engine.methods.gradient_shap import gradient_shap_draws
+    baselines = torch.zeros((1,) + tuple(x.shape[1:]), device=x.device)
+    indices, unit, alphas = gradient_shap_draws(tuple(x.shape[1:]), 1, samples, 0)
+    n = x.shape[0]
+    noise = (stdev * unit).repeat(n, *([1] * (x.dim() - 1))).to(x.device)
+
+    def run():
+        with mock.patch.object(np.random, "choice", lambda count, size: np.tile(indices.numpy(), n)), \
+                mock.patch.object(np.random, "uniform", lambda low, high, size: np.tile(alphas.numpy(), n)), \
+                mock.patch.object(torch, "normal", lambda mean, std: noise.to(std.dtype)):
+            return method.attribute(x, baselines=baselines, n_samples=samples, stdevs=stdev, target=target).sum(1)
+    return run
 
 
 def ablation_loop(model, x, target, layer):
