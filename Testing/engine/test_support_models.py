@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from Testing.support.models import classifier, small_inputs as inputs, unet
 
