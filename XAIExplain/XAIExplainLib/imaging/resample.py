@@ -2,9 +2,10 @@
 
 A model sees the image on its own grid (its training spacing, a fixed in-plane
 size, the same orientation as the input); maps and labels go back to the
-input's grid.  Both directions are one ``sitk.Resample`` onto a reference grid,
-which keeps origin, spacing and direction exact and makes the round trip
-lossless in geometry.  Sizes, spacings and axes in this module's public
+input's grid.  The way in is one ``sitk.Resample`` onto a reference grid, which
+keeps origin, spacing and direction exact and makes the round trip lossless in
+geometry; the way back (maps, probabilities) is :func:`resample_array`, the same
+linear values computed per axis, since both grids share one direction.  Sizes, spacings and axes in this module's public
 functions follow numpy order ``(z, y, x)`` unless a name says ``sitk``.
 """
 from __future__ import annotations
