@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .capture import GuidedActivations, PassResult, run_pass
+from .inference_copy import MIN_FORWARDS, optimised_copy
 from .layers import resolve_layers
 from .normalize import minmax
 from .reading import ModelReading
@@ -104,6 +105,16 @@ class Request:
             return PassResult(output=output, target=resolve_target(self.target, output))
         result = self._cached("reference", compute)
         return result.output, result.target
+
+    def batch_model(self, forwards: int, check: torch.Tensor):
+        """What runs a method's ``forwards`` forward-only batches of perturbed copies: an
+        inference-optimised copy of the model (:mod:`.inference_copy`, checked on the real
+        batch ``check``) when there are enough of them and it gives the model's numbers,
+        else the model itself. Built once per request."""
+        if forwards < MIN_FORWARDS:
+            return self.model
+        return self._cached("inference-copy",
+                            lambda: optimised_copy(self.model, check, self.reading.output_key) or self.model)
 
     def per_layer(self, layer_map) -> torch.Tensor:
         """Apply ``layer_map(name, module) -> (N, *s)`` to each target layer, upsample, combine.

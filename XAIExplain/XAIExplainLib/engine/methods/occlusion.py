@@ -54,7 +54,9 @@ def occlusion(request) -> torch.Tensor:
             for copy, win in enumerate(batch):
                 region = (slice(None), slice(None)) + win
                 inputs[copy][region] = fill[region]
-            drops = reference[None] - copy_scores(request.model, bound, inputs.flatten(0, 1), n)
+            inputs = inputs.flatten(0, 1)
+            model = request.batch_model(-(-len(windows) // step), inputs[:n])
+            drops = reference[None] - copy_scores(model, bound, inputs, n)
             for copy, win in enumerate(batch):
                 total[(slice(None),) + win] += drops[copy].reshape((n,) + (1,) * len(spatial)).to(x.dtype)
                 counts[win] += 1

@@ -11,7 +11,9 @@ It is a Monte Carlo estimate of E[s(x * M) M(u)] / p, so it converges as ``masks
 The grids and shifts come from a local ``torch.Generator`` seeded with ``seed`` and
 depend only on the seed, ``masks``, ``cells`` and the spatial shape: every sample of a
 batch gets the same masks and the global random state is untouched. The masked copies
-are stacked copy-major into forwards of ``batching.copies_per_forward`` copies.
+are stacked copy-major into forwards of ``batching.copies_per_forward`` copies, run by
+``request.batch_model`` (on a CPU an inference-optimised copy of the network when it gives
+the model's numbers).
 """
 from __future__ import annotations
 
@@ -67,12 +69,14 @@ def _rise(request):
     masks = RiseMasks(spatial, count, cells, p, seed)
     _, bound = request.reference()
     total = torch.zeros((n, math.prod(spatial)), dtype=x.dtype, device=x.device)
+    step = copies_per_forward(n * x[0].numel(), count)
     with torch.no_grad():
-        for start, stop in chunks(count, copies_per_forward(n * x[0].numel(), count)):
+        for start, stop in chunks(count, step):
             checkpoint()  # cancel / heartbeat hook (engine/interrupt.py)
             batch = masks.batch(start, stop, x.device, x.dtype)  # (b, *S)
             inputs = (x[None] * batch[:, None, None]).flatten(0, 1)  # (b * N, C, *S)
-            scores = copy_scores(request.model, bound, inputs, n, probability=True).to(x.dtype)  # (b, N)
+            model = request.batch_model(-(-count // step), inputs[:n])
+            scores = copy_scores(model, bound, inputs, n, probability=True).to(x.dtype)  # (b, N)
             total.addmm_(scores.T, batch.flatten(1))
     return (total / (count * p)).reshape((n,) + spatial)
 

@@ -3,7 +3,7 @@
 It scores many masked copies of the input against the target frozen from the
 unperturbed output (``bound.score(output, rows)``); copies are stacked into forwards
 of ``batching.copies_per_forward`` copies, the row layout being copy-major
-(row = copy * N + sample).
+(row = copy * N + sample), run by ``request.batch_model``.
 
 Score-CAM (DESIGN.md section 3): mask M_k = upsampled A_k min-max scaled to [0, 1];
 s_k = softmax(f(x * M_k))^c for classifiers; for segmentation targets s_k is the
@@ -22,8 +22,9 @@ from ..registry import MethodInfo, register
 from ..request import upsample
 
 
-def scorecam_layer(model, x: torch.Tensor, activation: torch.Tensor, bound) -> torch.Tensor:
+def scorecam_layer(request, activation: torch.Tensor, bound) -> torch.Tensor:
     """Score-CAM of one layer's activations (N, K, *s): (N, *s)."""
+    x = request.x
     a = activation.detach()
     n, k = a.shape[:2]
     weights = torch.empty(n, k, dtype=a.dtype, device=a.device)
@@ -35,6 +36,7 @@ def scorecam_layer(model, x: torch.Tensor, activation: torch.Tensor, bound) -> t
             masks = minmax(upsample(maps.flatten(0, 1), tuple(x.shape[2:])))  # (N * b, *S)
             masks = masks.reshape((n, stop - start) + tuple(x.shape[2:])).transpose(0, 1)  # (b, N, *S)
             inputs = (x[None] * masks[:, :, None]).flatten(0, 1)
+            model = request.batch_model(-(-k // step), inputs[:n])
             weights[:, start:stop] = copy_scores(model, bound, inputs, n, probability=True).T.to(a.dtype)
     shape = weights.shape + (1,) * (a.dim() - 2)
     return torch.relu((weights.reshape(shape) * a).sum(dim=1))
@@ -43,7 +45,7 @@ def scorecam_layer(model, x: torch.Tensor, activation: torch.Tensor, bound) -> t
 def scorecam(request) -> torch.Tensor:
     result = request.cam_pass(backward=False)
     return request.per_layer(
-        lambda name, _: scorecam_layer(request.model, request.x, result.activations[name], result.target))
+        lambda name, _: scorecam_layer(request, result.activations[name], result.target))
 
 
 register(MethodInfo(
