@@ -1,5 +1,8 @@
 """The inference-optimised copy that runs the perturbation methods' batches: used only where it gives
 the model's numbers, rebuilt when the weights change, never touching the user's model."""
+import gc
+import weakref
+
 import pytest
 import torch
 from torch import nn
@@ -83,6 +86,15 @@ def test_the_copy_is_rebuilt_after_an_in_place_weight_change():
     with torch.no_grad():
         assert torch.allclose(second(x), model.eval()(x), rtol=1e-5, atol=1e-6)
     assert _copy(model, inputs(2, n=2, size=24)) is not second   # another input shape: checked again
+
+
+def test_the_cache_does_not_keep_an_explained_model_alive():
+    model = make(SmallCNN, dims=2)
+    assert _copy(model, inputs(2, n=2, size=16)) is not None
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None and len(inference_copy._COPIES) == 0
 
 
 def test_a_batch_the_copy_fails_on_runs_on_the_model(monkeypatch):

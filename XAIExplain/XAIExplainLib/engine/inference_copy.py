@@ -84,10 +84,13 @@ def _build(model: nn.Module, check: torch.Tensor, output_key) -> Callable | None
 
 
 class _Guarded:
-    """The optimised copy, falling back to the model for good if a batch ever fails in it."""
+    """The optimised copy, falling back to the model for good if a batch ever fails in it.
+
+    It holds the model weakly: the cache maps the model to this object, and a strong reference
+    back would keep every explained model (and its copy) alive for good."""
 
     def __init__(self, model: nn.Module, fast: nn.Module, output_key):
-        self.model, self.fast, self.output_key, self.failed = model, fast, output_key, False
+        self._model, self.fast, self.output_key, self.failed = weakref.ref(model), fast, output_key, False
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         if not self.failed:
@@ -95,4 +98,4 @@ class _Guarded:
                 return select_output(self.fast(batch), self.output_key)
             except Exception:
                 self.failed = True
-        return self.model(batch)
+        return self._model()(batch)
