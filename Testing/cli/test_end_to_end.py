@@ -265,6 +265,11 @@ def test_each_bad_input_is_one_line_with_exit_status_2(case, model, message, vol
      f"--method kwc: does not apply to '{CLASSIFIER}': 'kwc' explains segmentation models, not classification models; methods for this model: ablationcam, cam, crm"),
     (["--model", CLASSIFIER, "--method", "gradcam", "--target", "liver"],
      f"--target liver: unknown class; classes of '{CLASSIFIER}': 0 non_contrast"),
+    (["--model", CLASSIFIER, "--method", "rise", "--option", "composite=epsilon"],
+     "--option composite=epsilon: 'composite' is not an option of the chosen method(s) (rise: masks, cells, "
+     "keep_probability, seed; for every method: output_key, reshape, token_patch_size)"),
+    (["--model", CLASSIFIER, "--method", "rise", "--option", "masks"],
+     "--option masks: give NAME=VALUE, e.g. --option masks=2000"),
     (["--model", CLASSIFIER, "--method", "gradcam", "--mode", "volume"],
      f"--mode volume: model '{CLASSIFIER}' is a 2D model, so it runs in mode 'slices', not 'volume'"),
 ])
@@ -399,6 +404,31 @@ def test_segmenter_with_a_region_mask_overlay_and_evaluate(volumes, tmp_path, ca
     assert 0.0 <= result["rows"][0]["prediction_preserved"] <= 1.0
 
 
+def test_method_options_reach_their_method_only(volumes, tmp_path, capsys):
+    """--option masks/seed set RISE's map (the API's map with the same options), and Grad-CAM,
+    run in its own pass, is not handed RISE's options; a changed option is a different setting."""
+    from XAIExplainLib.models import explain_image, load_model
+
+    out = tmp_path / "out"
+    status, _, stderr = run_main(capsys, "explain", volumes["plain"], "--model", CLASSIFIER, "--method", "rise",
+                                 "--method", "gradcam", "--option", "masks=24", "--option", "seed=5",
+                                 "--output-dir", out)
+    assert status == 0, stderr
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "plain_ct_rise.nrrd")))
+    image = sitk.ReadImage(str(volumes["plain"]))
+    expected = explain_image(load_model(CLASSIFIER), image, methods=["rise"], device="cpu", masks=24, seed=5)
+    np.testing.assert_allclose(written, sitk.GetArrayFromImage(expected.maps["rise"]), atol=1e-6)
+    default = explain_image(load_model(CLASSIFIER), image, methods=["rise"], device="cpu", masks=24)
+    assert np.abs(written - sitk.GetArrayFromImage(default.maps["rise"])).max() > 1e-3   # the seed was used
+    assert (out / "plain_ct_gradcam.nrrd").is_file()
+    record = json.loads((out / "plain_ct.xaiexplain.json").read_text(encoding="utf-8"))
+    assert "masks" in json.dumps(record)
+    status, _, stderr = run_main(capsys, "explain", volumes["plain"], "--model", CLASSIFIER, "--method", "rise",
+                                 "--method", "gradcam", "--option", "masks=24", "--option", "seed=6",
+                                 "--output-dir", out)
+    assert status != 0 and "other settings" in stderr
+
+
 def test_models_and_methods_are_listed(capsys):
     status, stdout, _ = run_main(capsys, "models")
     assert status == 0
@@ -406,4 +436,5 @@ def test_models_and_methods_are_listed(capsys):
         assert name in stdout
     status, stdout, _ = run_main(capsys, "methods", "--task", "segmentation")
     assert status == 0 and "kwc" in stdout and "\ncam " not in stdout
+    assert "--option masks, cells, keep_probability, seed" in run_main(capsys, "methods")[1]
     assert run_main(capsys, "methods", "--metrics")[1].startswith("dice_sweep")

@@ -139,6 +139,7 @@ def fingerprint(spec: CohortSpec, model) -> CohortSpec:
         "layer": spec.layer, "mode": spec.mode, "axis": spec.axis, "format": spec.fmt,
         "label_threshold": spec.label_threshold, "overlay": spec.overlay,
         "region_sha256": file_sha256(spec.region) if spec.region else None,
+        "method_options": dict(spec.method_options),
     }
     return replace(spec, fingerprint={
         "model": card.name, "weights_sha256": weights_digest(model),

@@ -48,6 +48,8 @@ class CohortSpec:
     overwrite: bool = False
     debug: bool = False
     memory_budget_mb: float | None = None
+    #: ``--option`` values of the methods, as sorted (name, value) pairs (see options.parse_method_options).
+    method_options: tuple[tuple[str, Any], ...] = ()
     #: torch CPU threads of the process that runs the inputs (None: leave torch's default).
     threads: int | None = None
     #: What made the outputs (weights and card hashes, methods, options): see run_plan.fingerprint.

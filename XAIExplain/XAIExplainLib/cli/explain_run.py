@@ -24,8 +24,8 @@ from .errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SOME_FAILED, UserError, one_li
 from .explain_one import CohortSpec
 from .montage import peak_index, render_overlay
 from .options import (ClassChoice, check_device, check_jobs, check_layer, check_methods,
-                      check_methods_for, load_model_or_fail, numpy_axis, output_ending,
-                      parse_label_threshold, resolve_targets)
+                      check_methods_for, load_model_or_fail, numpy_axis, options_for, output_ending,
+                      parse_label_threshold, parse_method_options, resolve_targets)
 from .outputs import (OutputNames, check_region_mask, prediction_record, threshold_label,
                       write_heatmap, write_prediction)
 from .progress import Progress
@@ -55,6 +55,7 @@ class ExplainJob:
     out: OutputFolder
     debug: bool = False
     memory_budget_mb: float | None = None
+    method_options: dict = dataclasses.field(default_factory=dict)
 
     @property
     def card(self):
@@ -89,6 +90,7 @@ def plan(args: argparse.Namespace,
     from .cohort import fingerprint
 
     methods = check_methods(args.methods)
+    method_options = parse_method_options(getattr(args, "options", None), methods)
     label_threshold = parse_label_threshold(args.label_threshold)
     check_jobs(args.jobs)
     budget = getattr(args, "memory_budget", None)
@@ -126,7 +128,8 @@ def plan(args: argparse.Namespace,
                       fmt=args.format, label_threshold=label_threshold, overlay=args.overlay,
                       region=str(region_path) if region_path is not None else None,
                       trust=getattr(args, "trust_model", False), overwrite=args.overwrite,
-                      debug=getattr(args, "debug", False), memory_budget_mb=budget)
+                      debug=getattr(args, "debug", False), memory_budget_mb=budget,
+                      method_options=tuple(sorted(method_options.items())))
     spec = dataclasses.replace(fingerprint(spec, model), source=model_source(model))
     return spec, items, (None if remote else model)
 
@@ -146,7 +149,7 @@ def build_job(spec: CohortSpec, output_dir: Path, model=None) -> ExplainJob:
                       label_threshold=spec.label_threshold, overlay=spec.overlay, region=region,
                       region_source=spec.region or "",
                       out=OutputFolder(output_dir, overwrite=spec.overwrite), debug=spec.debug,
-                      memory_budget_mb=spec.memory_budget_mb)
+                      memory_budget_mb=spec.memory_budget_mb, method_options=dict(spec.method_options))
 
 
 def _check_mode(mode: str | None, card) -> None:
@@ -185,6 +188,7 @@ def explain_input(job: ExplainJob, item: InputItem, image: sitk.Image, record: I
         result = explain_image(job.model, image, methods=list(group),
                                target=_target(choice, job, image), layer=job.layer,
                                mode=job.mode, axis=axis, device=job.device, progress=report,
+                               **options_for(group, job.method_options),
                                **({"memory_budget_mb": job.memory_budget_mb} if job.memory_budget_mb else {}))
         if prediction is None:
             prediction = result.prediction
@@ -350,7 +354,7 @@ def finish(summary: RunSummary, output_dir: Path, quiet: bool, stdout, stderr) -
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    keep = ("model", "methods", "targets", "region", "layer", "mode", "axis", "device", "format",
+    keep = ("model", "methods", "options", "targets", "region", "layer", "mode", "axis", "device", "format",
             "label_threshold", "overlay", "jobs", "cluster", "memory_budget", "output_dir", "overwrite")
     return {k: getattr(args, k) for k in keep if hasattr(args, k)}
 

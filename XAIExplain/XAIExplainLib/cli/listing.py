@@ -44,7 +44,7 @@ def _search_hint() -> str:
 
 
 def print_methods(task: str | None = None, stream: TextIO | None = None) -> int:
-    """One line per method: name, what it computes, which models, whether it needs a layer."""
+    """One line per method: name, what it computes, which models, whether it needs a layer, its options."""
     from ..engine import METHODS
 
     stream = stream or sys.stdout
@@ -53,12 +53,14 @@ def print_methods(task: str | None = None, stream: TextIO | None = None) -> int:
     for name in names:
         info = METHODS[name]
         tasks = "any model" if len(info.tasks) > 1 else f"{info.tasks[0]} only"
-        detail = f"{info.description} [{tasks}; {'layer' if info.needs_layer else 'no layer'}]"
+        options = f"; --option {', '.join(info.options)}" if info.options else ""
+        detail = f"{info.description} [{tasks}; {'layer' if info.needs_layer else 'no layer'}{options}]"
         lines = textwrap.wrap(detail, _WIDTH - width)
         stream.write(name.ljust(width) + lines[0] + "\n")
         for line in lines[1:]:
             stream.write(" " * width + line + "\n")
-    stream.write("\n[layer: the method uses --layer, or the model card's default layer]\n")
+    stream.write("\n[layer: the method uses --layer, or the model card's default layer]\n"
+                 "[--option: the method's options, set with xaiexplain explain --option NAME=VALUE]\n")
     return EXIT_OK
 
 

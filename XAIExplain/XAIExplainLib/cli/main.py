@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("inputs", nargs="+", metavar="INPUT",
                          help="image file, DICOM series folder or text file listing inputs")
     _model_options(explain)
+    explain.add_argument("--option", action="append", dest="options", metavar="NAME=VALUE",
+                         help="an option of a chosen method (repeatable; 'xaiexplain methods' lists "
+                              "them), e.g. --option masks=2000 for rise, --option "
+                              "composite=epsilon_gamma_box for lrp; VALUE is read as JSON where it "
+                              "parses (numbers, true/false, [8, 8, 4]), else as text")
     explain.add_argument("--region", metavar="predicted|MASKFILE",
                          help="segmentation models: the voxels whose class score is explained: "
                               "the predicted region of the class (default) or a mask file on the "

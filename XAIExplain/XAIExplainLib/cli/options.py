@@ -43,6 +43,45 @@ def check_methods(methods: Sequence[str]) -> list[str]:
     return chosen
 
 
+def parse_method_options(pairs: Sequence[str] | None, methods: Sequence[str]) -> dict:
+    """``--option NAME=VALUE`` pairs -> ``{name: value}``, each name an option of a chosen method
+    (or a reading option, which every method takes). VALUE is read as JSON where it parses
+    (``2000``, ``0.25``, ``true``, ``[8, 8, 4]``), else kept as text (``epsilon_gamma_box``)."""
+    import json
+
+    from ..engine import METHODS
+    from ..engine.reading import READING_OPTIONS
+
+    accepted = {name for method in methods for name in METHODS[method].options} | set(READING_OPTIONS)
+    options: dict = {}
+    for pair in pairs or ():
+        name, sep, text = pair.partition("=")
+        name = name.strip()
+        if not sep or not name or not text.strip():
+            raise UserError(f"--option {pair}", "give NAME=VALUE, e.g. --option masks=2000")
+        if name not in accepted:
+            per_method = "; ".join(f"{m}: {', '.join(METHODS[m].options) or 'none'}" for m in methods)
+            raise UserError(f"--option {pair}", f"'{name}' is not an option of the chosen method(s) "
+                                                f"({per_method}; for every method: "
+                                                f"{', '.join(READING_OPTIONS)})")
+        if name in options:
+            raise UserError(f"--option {pair}", f"'{name}' is given twice")
+        try:
+            options[name] = json.loads(text)
+        except ValueError:
+            options[name] = text.strip()
+    return options
+
+
+def options_for(methods: Sequence[str], options: dict) -> dict:
+    """The options that ``methods`` (run together in one request) accept, reading options included."""
+    from ..engine import METHODS
+    from ..engine.reading import READING_OPTIONS
+
+    accepted = {name for method in methods for name in METHODS[method].options} | set(READING_OPTIONS)
+    return {name: value for name, value in options.items() if name in accepted}
+
+
 def check_methods_for(methods: Sequence[str], model) -> None:
     """Refuse methods that cannot explain the loaded model (``MethodInfo.applicable``: CAM on a
     segmenter, KWC on a classifier, layer methods on TorchScript)."""
