@@ -52,7 +52,7 @@ def parse_method_options(pairs: Sequence[str] | None, methods: Sequence[str]) ->
     from ..engine import METHODS
     from ..engine.reading import READING_OPTIONS
 
-    accepted = {name for method in methods for name in METHODS[method].options} | set(READING_OPTIONS)
+    accepted = _accepted_options(methods)
     options: dict = {}
     for pair in pairs or ():
         name, sep, text = pair.partition("=")
@@ -75,11 +75,15 @@ def parse_method_options(pairs: Sequence[str] | None, methods: Sequence[str]) ->
 
 def options_for(methods: Sequence[str], options: dict) -> dict:
     """The options that ``methods`` (run together in one request) accept, reading options included."""
+    accepted = _accepted_options(methods)
+    return {name: value for name, value in options.items() if name in accepted}
+
+
+def _accepted_options(methods: Sequence[str]) -> set[str]:
     from ..engine import METHODS
     from ..engine.reading import READING_OPTIONS
 
-    accepted = {name for method in methods for name in METHODS[method].options} | set(READING_OPTIONS)
-    return {name: value for name, value in options.items() if name in accepted}
+    return {name for method in methods for name in METHODS[method].options} | set(READING_OPTIONS)
 
 
 def check_methods_for(methods: Sequence[str], model) -> None:
