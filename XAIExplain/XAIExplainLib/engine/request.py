@@ -106,12 +106,12 @@ class Request:
         result = self._cached("reference", compute)
         return result.output, result.target
 
-    def batch_model(self, forwards: int, check: torch.Tensor):
-        """What runs a method's ``forwards`` forward-only batches of perturbed copies: an
-        inference-optimised copy of the model (:mod:`.inference_copy`, checked on the real
-        batch ``check``) when there are enough of them and it gives the model's numbers,
-        else the model itself. Built once per request."""
-        if forwards < MIN_FORWARDS:
+    def batch_model(self, copies: int, per_forward: int, check: torch.Tensor):
+        """What runs a method's forward-only batches (``copies`` perturbed copies, ``per_forward``
+        a batch): an inference-optimised copy of the model (:mod:`.inference_copy`, checked on
+        the real batch ``check``) when there are enough batches and it gives the model's
+        numbers, else the model itself. Built once per request."""
+        if -(-copies // per_forward) < MIN_FORWARDS:
             return self.model
         return self._cached("inference-copy",
                             lambda: optimised_copy(self.model, check, self.reading.output_key) or self.model)

@@ -55,7 +55,7 @@ def occlusion(request) -> torch.Tensor:
                 region = (slice(None), slice(None)) + win
                 inputs[copy][region] = fill[region]
             inputs = inputs.flatten(0, 1)
-            model = request.batch_model(-(-len(windows) // step), inputs[:n])
+            model = request.batch_model(len(windows), step, inputs[:n])
             drops = reference[None] - copy_scores(model, bound, inputs, n)
             for copy, win in enumerate(batch):
                 total[(slice(None),) + win] += drops[copy].reshape((n,) + (1,) * len(spatial)).to(x.dtype)

@@ -75,7 +75,7 @@ def _rise(request):
             checkpoint()  # cancel / heartbeat hook (engine/interrupt.py)
             batch = masks.batch(start, stop, x.device, x.dtype)  # (b, *S)
             inputs = (x[None] * batch[:, None, None]).flatten(0, 1)  # (b * N, C, *S)
-            model = request.batch_model(-(-count // step), inputs[:n])
+            model = request.batch_model(count, step, inputs[:n])
             scores = copy_scores(model, bound, inputs, n, probability=True).to(x.dtype)  # (b, N)
             total.addmm_(scores.T, batch.flatten(1))
     return (total / (count * p)).reshape((n,) + spatial)

@@ -36,7 +36,7 @@ def scorecam_layer(request, activation: torch.Tensor, bound) -> torch.Tensor:
             masks = minmax(upsample(maps.flatten(0, 1), tuple(x.shape[2:])))  # (N * b, *S)
             masks = masks.reshape((n, stop - start) + tuple(x.shape[2:])).transpose(0, 1)  # (b, N, *S)
             inputs = (x[None] * masks[:, :, None]).flatten(0, 1)
-            model = request.batch_model(-(-k // step), inputs[:n])
+            model = request.batch_model(k, step, inputs[:n])
             weights[:, start:stop] = copy_scores(model, bound, inputs, n, probability=True).T.to(a.dtype)
     shape = weights.shape + (1,) * (a.dim() - 2)
     return torch.relu((weights.reshape(shape) * a).sum(dim=1))
