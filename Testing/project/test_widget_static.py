@@ -161,7 +161,7 @@ def test_requirements_name_torch():
 
 def test_top_level_cmake_is_a_slicer_extension():
     text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
-    for needed in ("EXTENSION_HOMEPAGE", 'EXTENSION_CATEGORY "Explainability"', "EXTENSION_CONTRIBUTORS",
+    for needed in ("EXTENSION_HOMEPAGE", 'EXTENSION_CATEGORY "Analysis"', "EXTENSION_CONTRIBUTORS",
                    "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS",
                    'EXTENSION_DEPENDS "PyTorch"', "find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})",
                    "add_subdirectory(XAIExplain)", "include(${Slicer_EXTENSION_GENERATE_CONFIG})",
