@@ -20,7 +20,6 @@ import hashlib
 import importlib
 import os
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -31,75 +30,16 @@ from ..engine.reading import select_output
 from .card import CARD_FILENAME, ModelCard, load_card
 from .errors import ModelCardError, UntrustedModelError, WeightsError
 from ..engine.devices import resolve_device
-from ..resources import resources_dir
 from . import hd_bet
+from .catalogue import MODEL_PATH_ENV, ModelInfo, bundled_models_dir, list_models, model_search_dirs  # noqa: F401
 from .forms import find_form
 from .loaded import LoadedModel
 from .weight_integrity import check_archive_sizes, check_finite_weights
 from .trust import check_architecture, check_inside, check_torchscript
 
-#: Extra folders searched for model names, separated like PATH.
-MODEL_PATH_ENV = "XAIEXPLAIN_MODEL_PATH"
-
 #: Models named like bundled ones whose network and weights come from an installed
 #: package (listed when it is installed): name -> adapter module.
 _PACKAGE_MODELS = {hd_bet.NAME: hd_bet}
-
-
-def bundled_models_dir() -> Path:
-    """The bundled models: ``Resources/Models`` wherever the install put the resources."""
-    return resources_dir() / "Models"
-
-
-def model_search_dirs() -> list[Path]:
-    """Folders searched for a model name: the bundled folder, then ``$XAIEXPLAIN_MODEL_PATH``."""
-    dirs = [bundled_models_dir()]
-    extra = os.environ.get(MODEL_PATH_ENV, "")
-    dirs.extend(Path(p) for p in extra.split(os.pathsep) if p)
-    return dirs
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """One line of :func:`list_models`."""
-
-    name: str
-    task: str
-    spatial_dims: int
-    classes: tuple[str, ...]
-    description: str
-    path: Path
-
-    def __str__(self) -> str:
-        return (f"{self.name} ({self.task}, {self.spatial_dims}D, classes: "
-                f"{', '.join(self.classes)}) - {self.description}")
-
-
-def list_models() -> list[ModelInfo]:
-    """The models found in :func:`model_search_dirs`, sorted by name.
-
-    A folder whose card is invalid is skipped here (``load_model`` on it
-    reports why), so one broken download does not hide the others.
-    """
-    found: dict[str, ModelInfo] = {}
-    for directory in model_search_dirs():
-        if not directory.is_dir():
-            continue
-        for card_path in sorted(directory.glob(f"*/{CARD_FILENAME}")):
-            try:
-                card = load_card(card_path)
-            except (ModelCardError, OSError):
-                continue
-            found.setdefault(card.name, ModelInfo(card.name, card.task, card.spatial_dims,
-                                                  tuple(card.class_names), card.description,
-                                                  card_path.parent))
-    for name, adapter in _PACKAGE_MODELS.items():
-        if name not in found and adapter.available():
-            card = adapter.CARD
-            found[name] = ModelInfo(name, card["task"], card["spatial_dims"],
-                                    tuple(c["name"] for c in card["classes"]),
-                                    card["description"], adapter.weights_folder())
-    return [found[name] for name in sorted(found)]
 
 
 def is_model_name(source) -> bool:
