@@ -15,14 +15,15 @@ PACKAGE = Path(__file__).resolve().parents[2] / "XAIExplain" / "XAIExplainLib"
 
 # which top-level parts of the package each part may import (besides itself)
 ALLOWED = {
-    "engine": set(),
-    "evaluation": {"engine"},
-    "imaging": set(),
-    "mrml": {"resources", "imaging"},  # the two leaves: mrml reuses imaging's SimpleITK helpers
-    "models": {"engine", "evaluation", "imaging", "resources"},
-    "logic": {"engine", "evaluation", "models", "imaging", "mrml", "resources"},
-    "cli": {"engine", "evaluation", "models", "imaging", "resources"},
+    "engine": {"extras"},
+    "evaluation": {"engine", "extras"},
+    "imaging": {"extras"},
+    "mrml": {"resources", "imaging", "extras"},  # the two leaves: mrml reuses imaging's SimpleITK helpers
+    "models": {"engine", "evaluation", "imaging", "resources", "extras"},
+    "logic": {"engine", "evaluation", "models", "imaging", "mrml", "resources", "extras"},
+    "cli": {"engine", "evaluation", "models", "imaging", "resources", "extras"},
     "resources": set(),
+    "extras": set(),  # how to install an optional part: a string every part may give in an error
 }
 # third-party libraries the torch-only engine never imports
 NOT_IN_ENGINE = {"SimpleITK", "vtk", "slicer", "monai", "nnunetv2", "dask", "distributed", "mrml"}

