@@ -166,11 +166,9 @@ def _record(future, result, item: InputItem, spec: CohortSpec, folder) -> InputR
     if item.error is None and resume_state(Path(folder), item.stem, spec.fingerprint)[0] == COMPLETE:
         # the input was finished and committed, but the worker holding its row died before the
         # row was gathered (it was then lost with the worker): the manifest has the row
-        record = record_from_manifest(Path(folder), item.stem)
-        record.input = item.source
-        return record
+        return record_from_manifest(Path(folder), item.stem).name_input(item)
     error = result if isinstance(result, BaseException) else future.exception()
-    record = InputRecord(item.source, item.stem, status="failed")
+    record = InputRecord.for_input(item, status="failed")
     if type(error).__name__ == "KilledWorker":
         record.error = (f"{item.source}: the worker explaining it died each time it was tried "
                         "(killed, or out of memory); not retried further")
