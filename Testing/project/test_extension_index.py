@@ -41,6 +41,12 @@ def test_the_catalog_entry_passes_the_index_description_checks():
     assert index.repository_size_mb(ROOT) < index.SIZE_LIMIT_MB
 
 
+def test_the_catalog_entry_stays_lf_only_in_every_checkout():
+    attributes = subprocess.run(["git", "check-attr", "eol", "--", ENTRY.relative_to(ROOT).as_posix()], cwd=ROOT,
+                                capture_output=True, text=True, check=True).stdout
+    assert attributes.strip().endswith("eol: lf"), attributes
+
+
 def test_the_catalog_entry_agrees_with_the_top_level_cmake():
     """The pull-request template: the submitted JSON is consistent with CMakeLists.txt (dependencies, ...)."""
     metadata = json.loads(ENTRY.read_text(encoding="utf-8"))
