@@ -1,9 +1,10 @@
 """XAI Explain: see what a deep learning model looks at in a CT or MRI volume.
 
 This file is the Slicer-facing shell: module metadata and the Qt panel; the
-in-Slicer self test is the XAIExplainSelfTest module (Testing/Python). Every decision is made by ``XAIExplainLib`` (importable
-without Slicer), and torch is imported only after the user agreed to install
-it, never when Slicer loads the module.
+in-Slicer self test is a module of its own (Testing/Python/XAIExplainSelfTest.py).
+Every decision is made by ``XAIExplainLib`` (importable without Slicer), and
+torch is imported only after the user agreed to install it, never when Slicer
+loads the module.
 """
 import logging
 import os
@@ -14,7 +15,8 @@ import slicer
 import vtk
 from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleWidget
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
 from XAIExplainLib.logic import XAIExplainLogic as CoreLogic
@@ -51,7 +53,7 @@ class XAIExplain(ScriptedLoadableModule):
         slicer.app.connect("startupCompleted()", registerSampleData)
 
     def runTest(self, msec=100, **kwargs):
-        """"Reload and Test" runs the self test, which lives in its own module (Testing/Python/XAIExplainSelfTest.py)."""
+        """Slicer's "Reload and Test": the self test, which is a module of its own (XAIExplainSelfTest)."""
         import importlib
 
         testCase = importlib.import_module("XAIExplainSelfTest").XAIExplainSelfTestTest()

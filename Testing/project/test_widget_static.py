@@ -109,7 +109,7 @@ def used_widget_names(tree) -> set:
 def test_every_widget_the_code_uses_has_the_class_the_code_expects(tree, ui):
     used = used_widget_names(tree)
     unknown = sorted(used - EXPECTED_CLASSES.keys())
-    assert not unknown, f"XAIExplain.py uses widgets with no expected class here (add them to EXPECTED_CLASSES): {unknown}"
+    assert not unknown, f"XAIExplain.py uses widgets with no expected class (add them to EXPECTED_CLASSES): {unknown}"
     classes = ui_classes(ui)
     wrong = {name: (classes.get(name), EXPECTED_CLASSES[name]) for name in sorted(used)
              if classes.get(name) != EXPECTED_CLASSES[name]}
