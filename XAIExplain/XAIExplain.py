@@ -20,7 +20,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from XAIExplainLib.logic import XAIExplainLogic as CoreLogic
-from XAIExplainLib.logic.dependencies import install_dependencies, missing_dependencies
+from XAIExplainLib.logic.dependencies import NO_PYTORCH_EXTENSION, install_dependencies, missing_dependencies
 
 LOAD_ITEM = "Load model..."
 MODES = [("Model default", ""), ("Per slice: axial", "axial"), ("Per slice: coronal", "coronal"),
@@ -541,12 +541,16 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         missing = missing_dependencies()
         if not missing:
             return True
+        torchInstaller = _torchInstaller()
+        if "torch" in missing and torchInstaller is None:  # torch comes only from the PyTorch extension
+            slicer.util.errorDisplay(NO_PYTORCH_EXTENSION)
+            return False
         if not slicer.util.confirmOkCancelDisplay(
                 f"XAI Explain needs {', '.join(missing)}, which is not installed in Slicer's Python. Install it now? "
                 "This downloads several hundred MB and may take a few minutes."):
             return False
         with slicer.util.tryWithErrorDisplay("Installing the dependencies failed.", waitCursor=True):
-            install_dependencies(self.resourcePath("requirements.txt"), slicer.util.pip_install, _torchInstaller())
+            install_dependencies(self.resourcePath("requirements.txt"), slicer.util.pip_install, torchInstaller)
         if missing_dependencies():
             return False
         self.refreshModelChoices()
