@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -62,9 +63,11 @@ def test_the_catalog_entry_agrees_with_the_top_level_cmake():
     assert metadata["scm_revision"] == "main"
     for url in [cmake_set("EXTENSION_ICONURL")] + cmake_set("EXTENSION_SCREENSHOTURLS").split():
         assert index.check_image_url(url, metadata, ROOT) == "image/png"
-    # the icon Slicer shows in the Extensions Manager is the module's icon
+    # the icon Slicer shows in the Extensions Manager is the module's icon, 128 x 128 as Slicer's guidelines ask
     icon = index._local_image(cmake_set("EXTENSION_ICONURL"), metadata, ROOT)
     assert icon.read_bytes() == (ROOT / "XAIExplain" / "Resources" / "Icons" / "XAIExplain.png").read_bytes()
+    width, height = struct.unpack(">II", icon.read_bytes()[16:24])  # the PNG's IHDR chunk
+    assert (width, height) == (128, 128)
 
 
 @pytest.fixture
