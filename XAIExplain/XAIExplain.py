@@ -56,7 +56,12 @@ class XAIExplain(ScriptedLoadableModule):
         """Slicer's "Reload and Test": the self test, which is a module of its own (XAIExplainSelfTest)."""
         import importlib
 
-        testCase = importlib.import_module("XAIExplainSelfTest").XAIExplainSelfTestTest()
+        try:
+            selfTest = importlib.import_module("XAIExplainSelfTest")
+        except ImportError as error:  # built only with BUILD_TESTING (XAIExplain/Testing/Python/CMakeLists.txt)
+            raise AssertionError("the self test module XAIExplainSelfTest is not installed: build the extension "
+                                 "with BUILD_TESTING=ON") from error
+        testCase = selfTest.XAIExplainSelfTestTest()
         testCase.messageDelay = msec
         testCase.runTest(**kwargs)
 
