@@ -104,7 +104,11 @@ class ClassSpec:
 
 @dataclass(frozen=True)
 class ArchitectureSpec:
-    """An importable ``module:Class`` (a ``torch.nn.Module`` subclass) and its kwargs."""
+    """An importable ``module:Class`` (a ``torch.nn.Module`` subclass) and its kwargs.
+
+    ``Class`` is one attribute of the module (no dotted path: nothing from a file is
+    resolved by walking attributes, see :func:`models.trust.resolve_class`).
+    """
 
     target: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
@@ -493,8 +497,8 @@ def _guess_format(path: Path) -> str:
 def _parse_architecture(r: _Reader, data: Mapping) -> ArchitectureSpec:
     target = r.string(r.require(data, "class", "architecture."), "architecture.class")
     module, sep, cls = target.partition(":")
-    if not sep or not module or not cls or not all(p.isidentifier() for p in module.split(".")) \
-            or not all(p.isidentifier() for p in cls.split(".")):
+    if not sep or not module or not all(p.isidentifier() for p in module.split(".")) \
+            or not cls.isidentifier():
         raise r.fail("architecture.class", "must look like 'package.module:ClassName' "
                                            f"(e.g. 'monai.networks.nets:UNet'), got {target!r}")
     kwargs = r.mapping(data.get("kwargs", {}), "architecture.kwargs")

@@ -17,7 +17,6 @@ network.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import pickle
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from . import hd_bet
 from .forms import find_form
 from .loaded import LoadedModel
 from .weight_integrity import check_archive_sizes, check_finite_weights
-from .trust import check_architecture, check_inside, check_torchscript
+from .trust import check_inside, check_no_fetch, check_torchscript, resolve_class
 
 #: Extra folders searched for model names, separated like PATH.
 MODEL_PATH_ENV = "XAIEXPLAIN_MODEL_PATH"
@@ -246,31 +245,16 @@ def load_module(card: ModelCard, trust: bool = False) -> tuple[nn.Module, bool]:
 def build_architecture(card: ModelCard, trust: bool = False) -> nn.Module:
     """Instantiate ``card.architecture`` (an ``nn.Module`` subclass) with its kwargs.
 
-    The module name is checked against the allow-list before it is imported
-    (importing runs the module's code); see :mod:`models.trust`.
+    The class is resolved by :func:`models.trust.resolve_class` (the module checked
+    against the allow-list before it is imported, one attribute, an ``nn.Module``
+    subclass) and arguments that would download weights need trust.
     """
     spec = card.architecture
     if spec is None:
         raise ModelCardError(f"{card.path or card.name}: field 'architecture' is missing")
-    check_architecture(spec.module_name, trust, str(card.path or card.name),
-                       "field 'architecture.class'")
-    try:
-        module = importlib.import_module(spec.module_name)
-    except ImportError as exc:
-        hint = " (install MONAI: pip install monai)" if spec.module_name.startswith("monai") else ""
-        raise ModelCardError(f"{card.path or card.name}: field 'architecture.class': cannot import "
-                             f"module {spec.module_name!r}: {exc}{hint}") from exc
-    obj: Any = module
-    for part in spec.class_name.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            raise ModelCardError(f"{card.path or card.name}: field 'architecture.class': module "
-                                 f"{spec.module_name!r} has no attribute {spec.class_name!r}")
-    # Only nn.Module classes may be called: a card must not be able to name an
-    # arbitrary function (os.system, ...) and have it run with its kwargs.
-    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
-        raise ModelCardError(f"{card.path or card.name}: field 'architecture.class': "
-                             f"{spec.target!r} is not a torch.nn.Module subclass")
+    where = str(card.path or card.name)
+    obj = resolve_class(spec.target, nn.Module, trust=trust, where=where, field="field 'architecture.class'")
+    check_no_fetch(obj, spec.kwargs, trust, where, "field 'architecture'")
     try:
         return obj(**dict(spec.kwargs))
     except TypeError as exc:

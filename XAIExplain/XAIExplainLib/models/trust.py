@@ -12,7 +12,18 @@ otherwise:
   ``torch.from_file(path, shared=True, ...)``, which creates or overwrites any
   file the user can write), and loading it is followed by a test forward pass;
 * files a card or sidecar names outside its own folder (``../../secret.pt`` or
-  an absolute path): a downloaded model folder must be self-contained.
+  an absolute path), and files that are links leading out of it: a downloaded
+  model folder must be self-contained, whatever its form;
+* network arguments that fetch weights from the internet or write into a cache
+  (``pretrained=True``, ``pretrained_url=...``, hub and cache folders, and the
+  networks that always download): loading a model reads its own folder only.
+
+Names of classes in model files (a card's ``architecture``, nnU-Net's plans,
+bundle names) are resolved by :func:`resolve_class` only: module and attribute
+are split, only an allowed module is imported, exactly one attribute is taken,
+and it must be a class of the expected kind.  Never ``pydoc.locate`` or an
+attribute walk: ``torch.nn.modules.module.torch.os.system`` starts with
+``torch.nn.`` and walks to ``os.system``.
 
 Pickled full modules are refused in :mod:`models.loading` for the same reason.
 This is the one place these rules live; the card loader and the file forms all
@@ -20,9 +31,12 @@ call it.
 """
 from __future__ import annotations
 
+import importlib
+import inspect
 from pathlib import Path
+from typing import Any, Mapping
 
-from .errors import UntrustedModelError
+from .errors import ModelCardError, UntrustedModelError
 
 _PACKAGE = __name__.split(".", 1)[0]
 
@@ -42,17 +56,6 @@ def architecture_allowed(module_name: str) -> bool:
     """True when ``module_name`` is one of :data:`ALLOWED_ARCHITECTURE_MODULES` or inside one."""
     return any(module_name == prefix or module_name.startswith(prefix + ".")
                for prefix in ALLOWED_ARCHITECTURE_MODULES)
-
-
-def check_architecture(module_name: str, trust: bool, where: str, field: str) -> None:
-    """Refuse to import ``module_name`` for an architecture unless it is allowed or trusted."""
-    if trust or architecture_allowed(module_name):
-        return
-    allowed = ", ".join(ALLOWED_ARCHITECTURE_MODULES)
-    raise UntrustedModelError(
-        f"{where}: {field} names module {module_name!r}, which is outside the modules a model "
-        f"may use without trust ({allowed}); importing it would run its code. Load with "
-        "trust=True (--trust-model) only if you trust the model's source and that module")
 
 
 def check_torchscript(path: Path, trust: bool) -> None:
@@ -81,3 +84,113 @@ def check_inside(path: Path, folder: Path | None, trust: bool, where: str, field
         f"{where}: {field} {path} lies outside the model folder {folder}; a model's files must "
         "be inside its folder. Move the file into the folder, or load with trust=True "
         "(--trust-model) if you trust the model's source")
+
+
+def resolve_class(name: Any, base: type, *, trust: bool, where: str, field: str,
+                  allowed: tuple[str, ...] = ALLOWED_ARCHITECTURE_MODULES) -> type:
+    """The class ``name`` (``"package.module:Class"`` or ``"package.module.Class"``) names.
+
+    The one resolver for class names read from model files: the module part is
+    checked against ``allowed`` (unless ``trust``) *before* it is imported, the
+    module is imported by its full name (the import system never walks
+    attributes), exactly one attribute is taken, and it must be a subclass of
+    ``base``, also with trust (nothing else may be called with the file's
+    arguments).  Errors name ``where`` and ``field``.
+    """
+    if not isinstance(name, str):
+        raise ModelCardError(f"{where}: {field} must be a class name (a string), got {type(name).__name__}")
+    module_name, sep, attribute = name.partition(":")
+    if not sep:
+        module_name, _, attribute = name.rpartition(".")
+    parts = module_name.split(".")
+    if not module_name or not all(p.isidentifier() for p in parts) or not attribute.isidentifier() \
+            or attribute.startswith("__"):
+        raise ModelCardError(f"{where}: {field} must name a class as 'package.module:Class' or "
+                             f"'package.module.Class', got {name!r}")
+    if not trust and not any(module_name == prefix or module_name.startswith(prefix + ".") for prefix in allowed):
+        raise UntrustedModelError(
+            f"{where}: {field} names module {module_name!r}, which is outside the modules a model may use "
+            f"without trust ({', '.join(allowed)}); importing it would run its code. Load with trust=True "
+            "(--trust-model) only if you trust the model's source and that module")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        hint = " (install MONAI: pip install monai)" if module_name.startswith("monai") else ""
+        raise ModelCardError(f"{where}: {field} {name!r}: cannot import module {module_name!r}: "
+                             f"{exc}{hint}") from exc
+    found = getattr(module, attribute, None)
+    if found is None:
+        raise ModelCardError(f"{where}: {field} {name!r}: module {module_name!r} has no attribute {attribute!r}")
+    if not (isinstance(found, type) and issubclass(found, base)):
+        what = f"a {type(found).__name__}" if not isinstance(found, type) else f"the class {found.__qualname__}"
+        raise ModelCardError(f"{where}: {field} {name!r} is {what}, not a {base.__module__}.{base.__qualname__} "
+                             "subclass; only such classes may be built from a model file")
+    return found
+
+
+def canonical_name(cls: type) -> str:
+    """``module.Class`` under which a plain import plus one attribute gives back exactly ``cls``.
+
+    Libraries that look names up themselves (nnU-Net's ``pydoc.locate``) are handed this
+    name of a class :func:`resolve_class` has already checked, never the file's string.
+    """
+    module = importlib.import_module(cls.__module__)
+    if "." in cls.__qualname__ or getattr(module, cls.__qualname__, None) is not cls:
+        raise ModelCardError(f"class {cls.__qualname__} of {cls.__module__} cannot be named by its module and "
+                             "one attribute; define it at the top level of its module")
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+#: Parts of argument names that make a network fetch or cache weights (MONAI's ``pretrained``,
+#: HoVerNet's ``pretrained_url``, Transchex's ``cache_dir``/``path_or_repo_id``, hub folders).
+FETCH_WORDS = ("pretrain", "url", "download", "hub", "cache_dir", "model_dir", "weights_path",
+               "repo_id", "from_pretrained")
+
+#: Network classes that download weights whatever their arguments (Transchex fetches BERT).
+ALWAYS_FETCH = ("monai.networks.nets.transchex.Transchex",)
+
+
+def fetch_arguments(cls: type, kwargs: Mapping[str, Any]) -> list[str]:
+    """The arguments (given, or defaults of ``cls.__init__``) with which building ``cls`` would fetch.
+
+    A given argument counts when its name has a :data:`FETCH_WORDS` part and its value is
+    set (not None/False/0/empty); so does such a parameter's default (EfficientNetBN's
+    ``pretrained=True``). Nested mappings are searched too.
+    """
+    found = [f"{key}={value!r}" for key, value in _walk(kwargs) if _fetches(key, value)]
+    try:
+        parameters = inspect.signature(cls.__init__).parameters.values()
+    except (TypeError, ValueError):
+        parameters = ()
+    for parameter in parameters:
+        if parameter.name not in kwargs and parameter.default is not inspect.Parameter.empty \
+                and _fetches(parameter.name, parameter.default):
+            found.append(f"{parameter.name}={parameter.default!r} (its default)")
+    if f"{cls.__module__}.{cls.__qualname__}" in ALWAYS_FETCH:
+        found.append("the class itself (it downloads weights whenever it is built)")
+    return found
+
+
+def _walk(kwargs: Mapping[str, Any]):
+    for key, value in kwargs.items():
+        yield str(key), value
+        if isinstance(value, Mapping):
+            yield from _walk(value)
+
+
+def _fetches(key: str, value: Any) -> bool:
+    lowered = key.lower()
+    if not any(word in lowered for word in FETCH_WORDS) or value is None or value is False:
+        return False
+    return not (isinstance(value, (int, float, str, list, tuple, dict)) and not value)
+
+
+def check_no_fetch(cls: type, kwargs: Mapping[str, Any], trust: bool, where: str, field: str) -> None:
+    """Refuse (unless trusted) to build ``cls`` with arguments that download or cache weights."""
+    found = fetch_arguments(cls, kwargs)
+    if found and not trust:
+        raise UntrustedModelError(
+            f"{where}: {field} builds {cls.__qualname__} with {', '.join(found)}, which would fetch weights "
+            "from the internet and write them into a cache outside the model folder; a model must bring its "
+            "weights in its folder. Set the option off (false/null), or load with trust=True (--trust-model) "
+            "if you want the download")
