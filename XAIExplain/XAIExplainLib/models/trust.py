@@ -72,6 +72,9 @@ def check_torchscript(path: Path, trust: bool) -> None:
 def check_inside(path: Path, folder: Path | None, trust: bool, where: str, field: str) -> None:
     """Refuse a file outside ``folder`` (after resolving ``..`` and links) unless trusted.
 
+    The one rule for every form: a card's weights, nnU-Net's checkpoints and JSON files,
+    HD-BET's folds, a bundle's files.
+
     ``folder`` None means the description was built in code, not read from a
     file, so there is no folder to stay inside.
     """
@@ -80,8 +83,9 @@ def check_inside(path: Path, folder: Path | None, trust: bool, where: str, field
     resolved, root = Path(path).resolve(), Path(folder).resolve()
     if resolved == root or root in resolved.parents:
         return
+    link = f" (it leads to {resolved})" if Path(path).is_symlink() or ".." in Path(path).parts else ""
     raise UntrustedModelError(
-        f"{where}: {field} {path} lies outside the model folder {folder}; a model's files must "
+        f"{where}: {field} {path}{link} lies outside the model folder {folder}; a model's files must "
         "be inside its folder. Move the file into the folder, or load with trust=True "
         "(--trust-model) if you trust the model's source")
 
