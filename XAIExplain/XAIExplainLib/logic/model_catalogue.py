@@ -76,18 +76,18 @@ class ModelCatalogue:
     def trust_needed(self, model) -> str:
         """Why ``model`` needs trust to load (the refusal's message), or "" when it does not.
 
-        The panel asks the user with this reason before loading with ``trust=True``;
-        other load errors are left for :meth:`describe` to report.
+        The panel asks the user with this reason before loading with ``trust=True``. Asking
+        builds and runs nothing the model names (:func:`models.trust_check.trust_needed`);
+        other load errors are left for :meth:`describe` to report. A model loaded or trusted
+        in this session needs nothing more.
         """
-        from ..models import UntrustedModelError
-
-        try:
-            self.get(model)
-        except UntrustedModelError as refusal:
-            return str(refusal)
-        except Exception:  # noqa: BLE001 - reported when the model is described
+        if _is_loaded_model(model) or _is_torch_module(model) or not isinstance(model, (str, os.PathLike)):
             return ""
-        return ""
+        if (str(model), True) in self._cache:
+            return ""
+        from ..models.trust_check import trust_needed
+
+        return trust_needed(model)
 
     def describe(self, model) -> dict:
         """Task, spatial dimensions, class names, expected input and layers of a model."""

@@ -35,7 +35,7 @@ from . import hd_bet
 from .forms import find_form
 from .loaded import LoadedModel
 from .weight_integrity import check_archive_sizes, check_finite_weights
-from .trust import check_inside, check_no_fetch, check_torchscript, resolve_class
+from .trust import check_card, check_no_fetch, check_torchscript, resolve_class
 
 #: Extra folders searched for model names, separated like PATH.
 MODEL_PATH_ENV = "XAIEXPLAIN_MODEL_PATH"
@@ -220,9 +220,7 @@ def load_module(card: ModelCard, trust: bool = False) -> tuple[nn.Module, bool]:
         where = f"{card.path}: " if card.path else ""
         raise WeightsError(f"{where}weights file {path} is not a regular file (a folder, device or pipe); "
                            "card field 'weights.file' must name the weights file")
-    where = card.path or card.name
-    check_inside(path, card.base_dir if card.path is not None else None, trust, str(where),
-                 "weights file")
+    check_card(card, trust)  # files inside the folder, code and downloads need trust
     if not path.is_file():
         where = f"{card.path}: " if card.path else ""
         raise FileNotFoundError(f"{where}weights file {path} does not exist (card field "

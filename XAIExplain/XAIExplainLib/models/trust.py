@@ -34,9 +34,12 @@ from __future__ import annotations
 import importlib
 import inspect
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import ModelCardError, UntrustedModelError
+
+if TYPE_CHECKING:
+    from .card import ModelCard
 
 _PACKAGE = __name__.split(".", 1)[0]
 
@@ -198,3 +201,28 @@ def check_no_fetch(cls: type, kwargs: Mapping[str, Any], trust: bool, where: str
             "from the internet and write them into a cache outside the model folder; a model must bring its "
             "weights in its folder. Set the option off (false/null), or load with trust=True (--trust-model) "
             "if you want the download")
+
+
+def check_card(card: "ModelCard", trust: bool = False) -> None:
+    """What a card (or a bare file's description) needs trust for, checked before anything loads.
+
+    The weights lie inside the card's folder (links included), TorchScript and pickled
+    modules need trust, the architecture is resolved by :func:`resolve_class` (an
+    allowed module imported, one ``nn.Module`` class), and arguments that would download
+    weights need trust.
+    """
+    from torch import nn
+
+    where = str(card.path or card.name)
+    check_inside(card.weights.file, card.base_dir, trust, where, "weights file")
+    if card.weights.format == "torchscript":
+        check_torchscript(card.weights.file, trust)
+    elif card.weights.format == "pickle" and not trust:
+        raise UntrustedModelError(
+            f"{card.weights.file}: is a pickled full module; unpickling it can run arbitrary code on this "
+            "machine. Load it with trust=True (--trust-model) only if you trust where it came from, or convert "
+            "it to a state_dict/safetensors file with an architecture entry in the card")
+    if card.architecture is not None and card.weights.format == "state_dict":
+        network = resolve_class(card.architecture.target, nn.Module, trust=trust, where=where,
+                                field="field 'architecture.class'")
+        check_no_fetch(network, card.architecture.kwargs, trust, where, "field 'architecture'")
