@@ -63,9 +63,9 @@ def test_an_attribute_walk_in_plans_runs_nothing_through_load_model(clean, tmp_p
 
 
 @pytest.mark.parametrize("name, message", [
-    ("torch.nn.modules.module.torch", r"'torch.nn.modules.module.torch' is a module, not a torch.nn.modules."
-                                      r"module.Module subclass"),
-    ("torch.nn.functional.relu", r"is a function, not a torch.nn.modules.module.Module subclass"),
+    ("torch.nn.modules.module.torch", r"'torch.nn.modules.module.torch' is not a torch.nn.Module subclass "
+                                      r"\(it is a module\)"),
+    ("torch.nn.functional.relu", r"is not a torch.nn.Module subclass \(it is a function\)"),
     ("torch.nn.modules.module.__builtins__", r"must name a class as 'package.module:Class'"),
     ("os.system", r"names module 'os', which is outside the modules a model may use without trust"),
 ])
@@ -81,7 +81,7 @@ def test_the_network_class_name_is_resolved_and_kind_checked(clean, tmp_path):
     folder = _hostile(clean, tmp_path, "network_class_name", "dynamic_network_architectures.architectures.unet.torch",
                       marker)
     with pytest.raises(ModelCardError, match=r"'network_class_name' 'dynamic_network_architectures.architectures.unet"
-                                             r".torch' is a module, not a torch.nn.modules.module.Module subclass"):
+                                             r".torch' is not a torch.nn.Module subclass \(it is a module\)"):
         load_model(folder)
     folder = tmp_path / "outside"
     _hostile(clean, tmp_path / "o", "network_class_name", "torch.nn.Conv3d", marker).rename(folder)
@@ -102,6 +102,16 @@ def test_the_command_line_refuses_the_walk_without_running_it(clean, tmp_path, c
                        "--method", "gradcam", "--quiet"])
     assert status != 0 and not marker.exists()
     assert "cannot import module 'torch.nn.modules.module.torch.os'" in capsys.readouterr().err
+
+
+def test_the_logic_refuses_the_walk_without_running_it(clean, tmp_path):
+    marker = tmp_path / "MARKER"
+    folder = _hostile(clean, tmp_path, "dropout_op", WALK, marker)
+    with pytest.raises(ModelCardError, match="cannot import module 'torch.nn.modules.module.torch.os'"):
+        ModelCatalogue().get(str(folder))
+    with pytest.raises(ModelCardError, match="cannot import module 'torch.nn.modules.module.torch.os'"):
+        ModelCatalogue().get(str(folder), trust=True)
+    assert not marker.exists()
 
 
 def test_asking_whether_trust_is_needed_runs_nothing(clean, tmp_path, monkeypatch):
@@ -144,8 +154,8 @@ def test_trust_needed_for_a_card_builds_no_network(tmp_path, monkeypatch):
 @pytest.mark.parametrize("target, message", [
     ("torch.nn:modules.module.torch.os.system", r"field 'architecture.class' must look like 'package.module:"
                                                 r"ClassName'"),
-    ("torch.nn.modules.module:torch", r"'torch.nn.modules.module:torch' is a module, not a"),
-    ("torch.nn.functional:relu", r"is a function, not a torch.nn.modules.module.Module subclass"),
+    ("torch.nn.modules.module:torch", r"'torch.nn.modules.module:torch' is not a torch.nn.Module subclass \(it is a module\)"),
+    ("torch.nn.functional:relu", r"is not a torch.nn.Module subclass \(it is a function\)"),
     ("torch.nn.modules.module.torch.os:system", r"cannot import module 'torch.nn.modules.module.torch.os'"),
 ])
 def test_card_architecture_names_go_through_the_same_resolver(tmp_path, target, message):
@@ -160,7 +170,7 @@ def test_card_architecture_names_go_through_the_same_resolver(tmp_path, target, 
 def test_a_state_dict_file_architecture_option_goes_through_the_same_resolver(tmp_path):
     folder = model_folder(tmp_path / "m")
     options = dict(task="classification", spatial_dims=2, classes=["a", "b"])
-    with pytest.raises(ModelCardError, match=r"is a function, not a torch.nn.modules.module.Module subclass"):
+    with pytest.raises(ModelCardError, match=r"is not a torch.nn.Module subclass \(it is a function\)"):
         load_model(folder / "weights.pt", architecture="torch.nn.functional:relu", **options)
     kwargs = {"in_channels": 1, "num_classes": 2, "widths": [4, 4, 8, 8], "spatial_dims": 2}
     loaded = load_model(folder / "weights.pt", architecture=ARCH, architecture_kwargs=kwargs, **options)

@@ -130,8 +130,10 @@ def resolve_class(name: Any, base: type, *, trust: bool, where: str, field: str,
         raise ModelCardError(f"{where}: {field} {name!r}: module {module_name!r} has no attribute {attribute!r}")
     if not (isinstance(found, type) and issubclass(found, base)):
         what = f"a {type(found).__name__}" if not isinstance(found, type) else f"the class {found.__qualname__}"
-        raise ModelCardError(f"{where}: {field} {name!r} is {what}, not a {base.__module__}.{base.__qualname__} "
-                             "subclass; only such classes may be built from a model file")
+        label = "torch.nn.Module" if base.__qualname__ == "Module" and base.__module__.startswith("torch.nn") \
+            else f"{base.__module__}.{base.__qualname__}"
+        raise ModelCardError(f"{where}: {field} {name!r} is not a {label} subclass (it is {what}); only such "
+                             "classes may be built from a model file")
     return found
 
 
