@@ -7,7 +7,9 @@ explaining with the card model, and asking whether trust is needed.
 Run it on two checkouts (``PYTHONPATH`` pointing at each one's ``XAIExplain``) to compare:
 the numbers are medians of ``--repeats`` runs after one warm-up, on tiny models, so they show
 the fixed cost of the checks (name resolution, folder checks, the nnU-Net helper lookups)
-rather than the network's own time. The trust question is absent on checkouts without it.
+rather than the network's own time; the "added" rows time the new checks alone, which is
+steadier than the difference of two loads on a busy machine. Rows for the trust question
+and the added checks are absent on checkouts without them.
 """
 from __future__ import annotations
 
@@ -62,6 +64,20 @@ def measure(repeats: int) -> dict:
         except ImportError:
             trust_needed = None
         if trust_needed is not None:
+            from XAIExplainLib.models.card import load_card
+            from XAIExplainLib.models.trust import check_card
+
+            parsed = load_card(card / "card.json")
+            rows["added: card checks (check_card, on every load)"] = _median(lambda: check_card(parsed), repeats)
+            if nnunet is not None:
+                from XAIExplainLib.models.nnunet.loader import inspect_nnunet
+                from XAIExplainLib.models.nnunet.names import check_helpers, resolve_architecture
+
+                plan = inspect_nnunet(nnunet)
+                plans_file = nnunet / "plans.json"
+                rows["added: nnU-Net name checks (on every load)"] = _median(lambda: (
+                    resolve_architecture(plan.configuration_manager, plans_file, False),
+                    check_helpers(plan.plans_manager, plan.configuration_manager, plans_file)), repeats)
             rows["trust question, card"] = _median(lambda: trust_needed(str(card)), repeats)
             if nnunet is not None:
                 rows["trust question, nnU-Net folder"] = _median(lambda: trust_needed(str(nnunet)), repeats)
