@@ -112,7 +112,7 @@ def _replace_instance_norms(root: nn.Module) -> None:
 
 def load_fold(path: Path) -> HDBETNetwork:
     """One fold's network in eval mode, its weights read without unpickling code."""
-    from .loading import apply_state_dict, read_state_dict
+    from .weights_io import apply_state_dict, read_state_dict
 
     state = read_state_dict(path)
     network = HDBETNetwork()
@@ -138,7 +138,8 @@ def load(folds: int | tuple[int, ...] = N_FOLDS, *, check: bool = True,
     common ``load_model`` signature and not needed: nothing here unpickles or
     runs model-supplied code.
     """
-    from .loading import check_module, file_sha256
+    from .network_checks import check_module
+    from .weights_io import file_sha256
 
     indices = tuple(range(folds)) if isinstance(folds, int) else tuple(folds)
     if not indices or any(isinstance(i, bool) or i not in range(N_FOLDS) for i in indices):

@@ -93,7 +93,7 @@ def load_bundle(path, *, trust: bool = False, check: bool = True, **options):
         raise TypeError(f"unknown option(s) {sorted(options)} for a MONAI bundle; it takes none (its config says "
                         "how to build and feed the network)")
     from .loaded import LoadedModel
-    from .loading import apply_state_dict, file_sha256, read_state_dict
+    from .weights_io import apply_state_dict, file_sha256, read_state_dict
 
     folder = Path(path)
     config = _config_path(folder)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelCardError, UntrustedModelError
-from ..loading import apply_state_dict
+from ..weights_io import apply_state_dict
 from .library import nnunetv2
 
 TRUSTED_ARCHITECTURE_PREFIXES = ("dynamic_network_architectures.",)
