@@ -121,7 +121,7 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
 
         check_memory_budget(budget)
         options["memory_budget_mb"] = _engine_budget(budget, image, card.input.channels, len(method_list))
-    _check_windows(loaded, mode, run_device, options.get("memory_budget_mb"), gradients=True)
+    _check_windows(loaded, mode, run_device, budget, gradients=True)
     prepared = _prepare(loaded, image, axis, budget)
     engine_target = _engine_target(card, _model_grid_target(card, target, prepared))
     lap("preprocess")
