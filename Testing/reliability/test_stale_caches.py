@@ -99,3 +99,63 @@ def test_an_unchanged_model_keeps_its_copy_across_explanations(monkeypatch):
     for method in ("scorecam", "rise", "scorecam", "occlusion"):
         _explain(model, x, method)
     assert built == [1]
+
+
+# ---- the Slicer logic's model catalogue ------------------------------------------------------------------
+
+def _rewrite_weights(path, scale: float, keep_mtime: bool = False):
+    """The same tensors times ``scale``, saved over ``path`` (same size), optionally with the old mtime."""
+    import os
+
+    info = os.stat(path)
+    state = torch.load(path, weights_only=True)
+    torch.save({k: v * scale if v.is_floating_point() else v for k, v in state.items()}, path)
+    if keep_mtime:
+        os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+        assert os.stat(path).st_mtime_ns == info.st_mtime_ns and os.stat(path).st_size == info.st_size
+
+
+def _first_weight(loaded) -> torch.Tensor:
+    return next(loaded.module.parameters()).detach().clone()
+
+
+@pytest.mark.parametrize("keep_mtime", [False, True], ids=["new mtime", "mtime set back"])
+def test_the_catalogue_reloads_a_model_whose_weights_changed_on_disk(tmp_path, keep_mtime):
+    from XAIExplainLib.logic.model_catalogue import ModelCatalogue
+    from Testing.reliability.hostile import model_folder
+
+    folder = model_folder(tmp_path / "m")
+    _rewrite_weights(folder / "weights.pt", 1.0)  # saved as the rewrite saves them: the size stays the same
+    catalogue = ModelCatalogue()
+    first = catalogue.get(str(folder))
+    assert catalogue.get(str(folder)) is first  # unchanged: loaded once
+    _rewrite_weights(folder / "weights.pt", -2.0, keep_mtime)
+    second = catalogue.get(str(folder))
+    assert second is not first
+    torch.testing.assert_close(_first_weight(second), -2.0 * _first_weight(first))
+    assert catalogue.get(str(folder)) is second
+
+
+def test_the_catalogue_reloads_a_named_model_and_a_bare_weights_file(tmp_path, monkeypatch):
+    from XAIExplainLib.logic.model_catalogue import ModelCatalogue
+    from XAIExplainLib.models.search_paths import MODEL_PATH_ENV
+    from Testing.reliability.hostile import model_folder
+
+    model_folder(tmp_path / "models" / "hostile")
+    monkeypatch.setenv(MODEL_PATH_ENV, str(tmp_path / "models"))
+    catalogue = ModelCatalogue()
+    named = catalogue.get("hostile")
+    _rewrite_weights(tmp_path / "models" / "hostile" / "weights.pt", 0.5)
+    torch.testing.assert_close(_first_weight(catalogue.get("hostile")), 0.5 * _first_weight(named))
+
+    bare = tmp_path / "net.pt"
+    torch.save(torch.load(tmp_path / "models" / "hostile" / "weights.pt", weights_only=True), bare)
+    options = dict(architecture="XAIExplainLib.models.architectures:SliceClassifier",
+                   architecture_kwargs={"in_channels": 1, "num_classes": 2, "widths": [4, 4, 8, 8]},
+                   task="classification", spatial_dims=2, classes=["a", "b"])
+    from XAIExplainLib.models import load_model
+
+    catalogue = ModelCatalogue(load=lambda source, trust=False: load_model(source, trust=trust, **options))
+    before = catalogue.get(str(bare))
+    _rewrite_weights(bare, 3.0)
+    torch.testing.assert_close(_first_weight(catalogue.get(str(bare))), 3.0 * _first_weight(before))
