@@ -71,6 +71,11 @@ def select_output(output, key=None) -> torch.Tensor:
     return chosen
 
 
+#: Attribute set on the engine's own hooks, so that a hook the user registered can be told apart
+#: (:mod:`.inference_copy` runs the model itself while one is present).
+ENGINE_HOOK = "_xaiexplain_engine_hook"
+
+
 @contextlib.contextmanager
 def reading_output(model: nn.Module, key=None):
     """For the duration, ``model(x)`` returns :func:`select_output` of its output (hook removed after).
@@ -80,7 +85,11 @@ def reading_output(model: nn.Module, key=None):
     if isinstance(model, torch.jit.ScriptModule):
         yield
         return
-    handle = model.register_forward_hook(lambda module, inputs, output: select_output(output, key))
+    def read(module, inputs, output):
+        return select_output(output, key)
+
+    setattr(read, ENGINE_HOOK, True)
+    handle = model.register_forward_hook(read)
     try:
         yield
     finally:

@@ -19,6 +19,7 @@ from .api import explain_many, model_device_dtype
 from .capture import eval_mode
 from .devices import resolve_device
 from .interrupt import checkpoint
+from .memory_estimate import activation_bytes
 from .modes import resolve_mode
 from .normalize import volume_minmax
 from .request import upsample
@@ -55,23 +56,6 @@ def _as_channels_first(volume) -> torch.Tensor:
     return tensor.float() if not tensor.is_floating_point() else tensor
 
 
-def _activation_bytes(model: nn.Module, sample: torch.Tensor) -> int:
-    """Bytes of every module output for one sample: what a forward + backward may hold at once."""
-    total = [0]
-
-    def count(module, inputs, output):
-        if isinstance(output, torch.Tensor):
-            total[0] += output.numel() * output.element_size()
-    handles = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
-    try:
-        with torch.inference_mode():
-            model(sample)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total[0]
-
-
 def batch_size_for_budget(model: nn.Module, sample: torch.Tensor, fixed_bytes: int, budget_mb: float,
                           limit: int) -> int:
     """Largest batch whose estimated working memory fits ``budget_mb`` next to ``fixed_bytes``.
@@ -79,7 +63,7 @@ def batch_size_for_budget(model: nn.Module, sample: torch.Tensor, fixed_bytes: i
     Per sample: activations and their gradients (2 x every module output) plus the input
     and its gradient. An estimate, deliberately on the safe side.
     """
-    per_sample = 2 * _activation_bytes(model, sample) + 3 * sample.numel() * sample.element_size()
+    per_sample = 2 * activation_bytes(model, sample) + 3 * sample.numel() * sample.element_size()
     budget = budget_mb * 2**20
     if fixed_bytes + per_sample > budget:
         need = (fixed_bytes + per_sample) / 2**20

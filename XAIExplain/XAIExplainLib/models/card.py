@@ -487,7 +487,7 @@ def _parse_weights(r: _Reader, data: Any, base_dir: Path | None) -> WeightsSpec:
 
 def _guess_format(path: Path) -> str:
     """TorchScript when the file is a TorchScript archive; anything else is a state_dict."""
-    from .torchscript_file import is_torchscript_archive
+    from .weights_io import is_torchscript_archive
 
     if path.suffix.lower() != ".safetensors" and is_torchscript_archive(path):
         return "torchscript"

@@ -127,7 +127,7 @@ def check_files(folds: int | tuple[int, ...] = N_FOLDS, trust: bool = False) -> 
 
 def load_fold(path: Path) -> HDBETNetwork:
     """One fold's network in eval mode, its weights read without unpickling code."""
-    from .loading import apply_state_dict, read_state_dict
+    from .weights_io import apply_state_dict, read_state_dict
 
     state = read_state_dict(path)
     network = HDBETNetwork()
@@ -153,7 +153,8 @@ def load(folds: int | tuple[int, ...] = N_FOLDS, *, check: bool = True,
     model-supplied code; ``trust`` is needed only when a fold file is a link that
     leads out of the package's folder (the rule of :func:`models.trust.check_inside`).
     """
-    from .loading import check_module, file_sha256
+    from .network_checks import check_module
+    from .weights_io import file_sha256
 
     indices = check_files(folds, trust)
     folder = weights_folder()

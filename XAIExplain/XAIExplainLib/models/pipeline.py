@@ -27,7 +27,7 @@ from .loaded import LoadedModel
 from ..engine.devices import resolve_device
 from ..engine.interrupt import checkpoint
 from .loading import load_model
-from .preprocessing import PreparedInput
+from .pipeline_protocol import PreparedImage, check_prepared
 
 
 @dataclass
@@ -52,7 +52,7 @@ class ExplainResult:
     timings: dict[str, float] = field(default_factory=dict)
     layer: str | None = None
     target: Any = None
-    prepared: PreparedInput | None = None
+    prepared: PreparedImage | None = None
 
     @property
     def class_names(self) -> list[str]:
@@ -121,9 +121,8 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
 
         check_memory_budget(budget)
         options["memory_budget_mb"] = _engine_budget(budget, image, card.input.channels, len(method_list))
-        prepared = loaded.pipeline.prepare(image, slice_axis=axis, memory_budget_mb=budget)
-    else:
-        prepared = loaded.pipeline.prepare(image, slice_axis=axis)
+    _check_windows(loaded, mode, run_device, budget, gradients=True)
+    prepared = _prepare(loaded, image, axis, budget)
     engine_target = _engine_target(card, _model_grid_target(card, target, prepared))
     lap("preprocess")
     maps, logits = run_networks(loaded, prepared.array, mode, axis, run_device, batch_size, overlap, progress,
@@ -143,8 +142,10 @@ def predict_image(model, image, mode: str | None = None, axis: int | None = None
     """The prediction part of :func:`explain_image` alone (no attribution)."""
     loaded = _as_loaded(model, trust)
     mode, axis = _check_mode(loaded.card, mode, axis)
-    prepared = loaded.pipeline.prepare(_as_image(image), slice_axis=axis)
-    _, logits = run_networks(loaded, prepared.array, mode, axis, resolve_device(device), batch_size, overlap)
+    run_device = resolve_device(device)
+    _check_windows(loaded, mode, run_device, None, gradients=False)
+    prepared = _prepare(loaded, _as_image(image), axis, None)
+    _, logits = run_networks(loaded, prepared.array, mode, axis, run_device, batch_size, overlap)
     return _prediction(loaded, logits, prepared)
 
 
@@ -202,6 +203,25 @@ def run_networks(loaded: LoadedModel, array: np.ndarray, mode: str, axis: int | 
 
         maps = {name: normalize_volume(value, METHODS[name].signed) for name, value in maps.items()}
     return maps, outputs
+
+
+def _prepare(loaded: LoadedModel, image: sitk.Image, axis: int | None, budget: float | None) -> PreparedImage:
+    """The form's pipeline on ``image``, through the :class:`ModelPipeline` seam (the budget bounds its grid)."""
+    prepared = loaded.pipeline.prepare(image, slice_axis=axis, memory_budget_mb=budget)
+    return check_prepared(prepared, f"model '{loaded.name}'")
+
+
+def _check_windows(loaded: LoadedModel, mode: str, device: torch.device, budget: float | None,
+                   gradients: bool) -> None:
+    """A windowed model's patch (from its plans, config or card) against the budget or the free memory,
+    before anything is allocated for it (:mod:`models.working_memory`)."""
+    if mode != "volume":
+        return
+    from .working_memory import check_window_memory
+
+    patch = loaded.pipeline.volume_options().get("patch_size")
+    where = f"model '{loaded.name}'" + (f" ({loaded.source})" if loaded.source is not None else "")
+    check_window_memory(loaded.module, loaded.card.input.channels, patch, where, budget, device, gradients)
 
 
 def _engine_budget(budget_mb: float, image: sitk.Image, channels: int, n_methods: int) -> float:
@@ -318,7 +338,7 @@ def _engine_target(card: ModelCard, target):
     return target
 
 
-def _prediction(loaded: LoadedModel, logits: np.ndarray, prepared: PreparedInput):
+def _prediction(loaded: LoadedModel, logits: np.ndarray, prepared: PreparedImage):
     card = loaded.card
     if card.task == "classification":
         return loaded.activate(logits, axis=-1).astype(np.float32)

@@ -32,21 +32,21 @@ def trust_needed(source, **options) -> str:
 
 
 def _check(source, options: dict) -> None:
-    from . import loading
     from .forms import find_form
+    from .search_paths import PACKAGE_MODELS, in_model_dirs, is_model_name, resolve_card_path, resolve_model_name
 
     if isinstance(source, ModelCard):
         check_card(source)
         return
-    if loading.is_model_name(source) and source in loading._PACKAGE_MODELS and not loading._in_model_dirs(source):
-        loading._PACKAGE_MODELS[source].check_files(options.get("folds", 5))
+    if is_model_name(source) and source in PACKAGE_MODELS and not in_model_dirs(source):
+        PACKAGE_MODELS[source].check_files(options.get("folds", 5))
         return
-    path = loading.resolve_model_name(source) if loading.is_model_name(source) else Path(source)
+    path = resolve_model_name(source) if is_model_name(source) else Path(source)
     form = find_form(path)
     if form.kind == "card":
         from .card import load_card
 
-        check_card(load_card(loading.resolve_card_path(path)))
+        check_card(load_card(resolve_card_path(path)))
     elif form.kind == "nnunet":
         from .nnunet.loader import inspect_nnunet
 

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from ..errors import ModelCardError
-from ..loading import apply_state_dict
+from ..weights_io import apply_state_dict
 from .library import nnunetv2
+
 
 def trainer_class(name: str):
     """The nnU-Net trainer class called ``name``, importing only the module that defines it."""
