@@ -212,3 +212,16 @@ def test_the_resolver_takes_exactly_one_attribute_after_an_allowed_module():
         resolve_class("torch.nn", nn.Module, trust=False, where="w", field="f")  # module torch, attribute nn
     with pytest.raises(ModelCardError, match="must be a class name"):
         resolve_class(["torch.nn.ReLU"], nn.Module, trust=False, where="w", field="f")
+
+
+def test_a_cohort_worker_loading_the_model_runs_nothing(clean, tmp_path):
+    """What each Dask worker runs (``build_job`` loads the model there); the parent refuses first too."""
+    from XAIExplainLib.cli.explain_one import CohortSpec
+    from XAIExplainLib.cli.explain_run import build_job
+    from XAIExplainLib.cli.errors import UserError
+
+    marker = tmp_path / "MARKER"
+    folder = _hostile(clean, tmp_path, "nonlin", WALK, marker)
+    with pytest.raises(UserError, match="cannot import module 'torch.nn.modules.module.torch.os'"):
+        build_job(CohortSpec(model=str(folder), methods=("gradcam",), device="cpu"), tmp_path / "out")
+    assert not marker.exists()
