@@ -185,3 +185,17 @@ def test_a_cohort_worker_refuses_a_linked_checkpoint_without_trust(nnunet, tmp_p
         build_job(CohortSpec(model=str(folder), methods=("gradcam",), device="cpu"), tmp_path / "out")
     job = build_job(CohortSpec(model=str(folder), methods=("gradcam",), device="cpu", trust=True), tmp_path / "out")
     assert job.model.kind == "nnunet"
+
+
+def test_the_download_rule_reads_given_values_defaults_and_nested_options():
+    pytest.importorskip("monai")
+    from monai.networks.nets import DenseNet121, EfficientNetBN, Transchex
+
+    from XAIExplainLib.models.trust import fetch_arguments
+
+    assert fetch_arguments(DenseNet121, {"pretrained": False}) == []
+    assert fetch_arguments(DenseNet121, {"pretrained": True}) == ["pretrained=True"]
+    assert fetch_arguments(EfficientNetBN, {"model_name": "efficientnet-b0", "pretrained": False}) == []
+    assert fetch_arguments(EfficientNetBN, {"model_name": "efficientnet-b0"}) == ["pretrained=True (its default)"]
+    assert fetch_arguments(DenseNet121, {"extra": {"hub_dir": "/tmp/x"}}) == ["hub_dir='/tmp/x'"]
+    assert any("the class itself" in reason for reason in fetch_arguments(Transchex, {}))

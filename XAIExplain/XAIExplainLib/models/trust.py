@@ -1,6 +1,6 @@
 """What a model file may make this process do without ``trust=True``.
 
-Model files are untrusted data.  Three things in them can run code or reach
+Model files are untrusted data.  These things in them can run code or reach
 outside the model, so each needs the caller's explicit ``trust=True``
 (``--trust-model`` on the command line) and is refused with the reason
 otherwise:
@@ -25,9 +25,9 @@ and it must be a class of the expected kind.  Never ``pydoc.locate`` or an
 attribute walk: ``torch.nn.modules.module.torch.os.system`` starts with
 ``torch.nn.`` and walks to ``os.system``.
 
-Pickled full modules are refused in :mod:`models.loading` for the same reason.
-This is the one place these rules live; the card loader and the file forms all
-call it.
+Pickled full modules need trust for the same reason (:func:`check_card`).
+This is the one place these rules live; every form's loader and the trust
+question (:mod:`models.trust_check`) call it.
 """
 from __future__ import annotations
 
@@ -55,10 +55,9 @@ ALLOWED_ARCHITECTURE_MODULES = (
 )
 
 
-def architecture_allowed(module_name: str) -> bool:
-    """True when ``module_name`` is one of :data:`ALLOWED_ARCHITECTURE_MODULES` or inside one."""
-    return any(module_name == prefix or module_name.startswith(prefix + ".")
-               for prefix in ALLOWED_ARCHITECTURE_MODULES)
+def architecture_allowed(module_name: str, allowed: tuple[str, ...] = ALLOWED_ARCHITECTURE_MODULES) -> bool:
+    """True when ``module_name`` is one of ``allowed`` (by default :data:`ALLOWED_ARCHITECTURE_MODULES`) or inside one."""
+    return any(module_name == prefix or module_name.startswith(prefix + ".") for prefix in allowed)
 
 
 def check_torchscript(path: Path, trust: bool) -> None:
@@ -114,7 +113,7 @@ def resolve_class(name: Any, base: type, *, trust: bool, where: str, field: str,
             or attribute.startswith("__"):
         raise ModelCardError(f"{where}: {field} must name a class as 'package.module:Class' or "
                              f"'package.module.Class', got {name!r}")
-    if not trust and not any(module_name == prefix or module_name.startswith(prefix + ".") for prefix in allowed):
+    if not trust and not architecture_allowed(module_name, allowed):
         raise UntrustedModelError(
             f"{where}: {field} names module {module_name!r}, which is outside the modules a model may use "
             f"without trust ({', '.join(allowed)}); importing it would run its code. Load with trust=True "
