@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from .card import ModelCard, load_card
-from .errors import ModelCardError
+from .errors import ModelCardError, WeightsError
 from .loaded import LoadedModel
 from .network_checks import check_module
 from .search_paths import resolve_card_path
