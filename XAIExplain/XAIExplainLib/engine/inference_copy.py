@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .reading import ENGINE_HOOK, select_output
+from .validation import check_output_rows
 
 #: Fewer forwards than this run on the model itself (building the copy would not pay off).
 MIN_FORWARDS = 4
@@ -128,7 +129,10 @@ class _Guarded:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         if not self.failed:
             try:
-                return select_output(self.fast(batch), self.output_key)
+                out = select_output(self.fast(batch), self.output_key)
             except Exception:
                 self.failed = True
+            else:
+                check_output_rows(self._model(), out, batch.shape[0])
+                return out
         return self._model()(batch)

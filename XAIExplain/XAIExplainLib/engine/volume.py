@@ -26,7 +26,7 @@ from .request import upsample
 from .reading import reading_output
 from .registry import get_method
 from .targets import resolve_target
-from .validation import check_finite, check_model
+from .validation import check_finite, check_model, non_finite_problem
 from .windows import Tiling, gaussian_weights, window_grid
 
 _DEFAULT_CPU_BATCH = 16
@@ -53,6 +53,9 @@ def _as_channels_first(volume) -> torch.Tensor:
                                           (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
                                            torch.uint16, torch.uint32, torch.uint64)):
         raise TypeError(f"volume must be numeric, got dtype {tensor.dtype}")
+    problem = non_finite_problem(tensor)
+    if problem:
+        raise ValueError(f"the volume {problem} (e.g. numpy.nan_to_num)")
     return tensor.float() if not tensor.is_floating_point() else tensor
 
 

@@ -19,7 +19,7 @@ from .loaded import LoadedModel
 from .network_checks import check_module
 from .search_paths import resolve_card_path
 from .trust import check_card, check_no_fetch, check_torchscript, resolve_class
-from .weight_integrity import check_archive_sizes
+from .weight_integrity import check_archive_sizes, check_module_weights
 from .weights_io import (apply_state_dict, file_sha256, load_pickled_module,
                          load_torchscript_archive, read_state_dict, verify_checksum)
 
@@ -69,9 +69,13 @@ def load_module(card: ModelCard, trust: bool = False) -> tuple[nn.Module, bool]:
     fmt = card.weights.format
     if fmt == "torchscript":
         check_torchscript(path, trust)
-        return load_torchscript_archive(path), True
+        scripted = load_torchscript_archive(path)
+        check_module_weights(scripted, path)
+        return scripted, True
     if fmt == "pickle":
-        return load_pickled_module(path, trust), False
+        pickled = load_pickled_module(path, trust)
+        check_module_weights(pickled, path)
+        return pickled, False
     module = build_architecture(card, trust=trust)
     check_archive_sizes(path, module)
     state = read_state_dict(path)

@@ -263,16 +263,24 @@ def _as_loaded(model, trust: bool) -> LoadedModel:
 
 
 def _as_image(image) -> sitk.Image:
-    if isinstance(image, sitk.Image):
-        return image
+    """The image, read when a path is given, refused when it holds NaN or infinite voxels (the input rule
+    of every entry point, :func:`engine.validation.non_finite_problem`: a window would clip ``+Inf``)."""
+    from ..engine.validation import non_finite_problem
+
+    source = "the image"
     if isinstance(image, (str, os.PathLike)):
         from ..imaging.reading import read_image
 
         if not os.path.exists(image):
             raise FileNotFoundError(f"image not found: {image}")
-        return read_image(image)
-    raise TypeError(f"image must be a SimpleITK.Image or a path SimpleITK can read, got "
-                    f"{type(image).__name__}")
+        source, image = str(image), read_image(image)
+    elif not isinstance(image, sitk.Image):
+        raise TypeError(f"image must be a SimpleITK.Image or a path SimpleITK can read, got "
+                        f"{type(image).__name__}")
+    problem = non_finite_problem(sitk.GetArrayViewFromImage(image))
+    if problem:
+        raise ValueError(f"{source} {problem}")
+    return image
 
 
 def _check_methods(loaded: LoadedModel, methods) -> list[str]:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .errors import UntrustedModelError, WeightsError, first_line
-from .weight_integrity import check_finite_weights
+from .weight_integrity import check_finite_weights, check_weight_dtypes
 
 
 def is_torchscript_archive(path: Path) -> bool:
@@ -98,7 +98,8 @@ def apply_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], path:
             parts.append(f"{len(unexpected)} unexpected tensor(s): " + ", ".join(unexpected[:5]))
         raise WeightsError(f"{path}: weights do not fit the architecture {type(module).__name__} "
                            f"({hint}): " + " | ".join(parts))
-    check_finite_weights(state, path)
+    check_weight_dtypes(state, expected, path)
+    check_finite_weights(state, path, expected)
     module.load_state_dict(state, strict=True)
 
 
