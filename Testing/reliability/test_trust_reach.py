@@ -199,3 +199,19 @@ def test_the_download_rule_reads_given_values_defaults_and_nested_options():
     assert fetch_arguments(EfficientNetBN, {"model_name": "efficientnet-b0"}) == ["pretrained=True (its default)"]
     assert fetch_arguments(DenseNet121, {"extra": {"hub_dir": "/tmp/x"}}) == ["hub_dir='/tmp/x'"]
     assert any("the class itself" in reason for reason in fetch_arguments(Transchex, {}))
+
+
+def test_a_bundle_whose_network_would_download_says_so_in_its_refusal(tmp_path, offline):
+    folder = tmp_path / "bundle"
+    (folder / "configs").mkdir(parents=True)
+    (folder / "models").mkdir()
+    (folder / "configs" / "metadata.json").write_text(json.dumps({"name": "b", "network_data_format": {}}))
+    network = {"_target_": "DenseNet121", "spatial_dims": 2, "in_channels": 1, "out_channels": 2,
+               "pretrained": True}
+    (folder / "configs" / "inference.json").write_text(json.dumps({"network_def": network, "preprocessing": {}}))
+    torch.save({"x": torch.zeros(1)}, folder / "models" / "model.pt")
+    with pytest.raises(UntrustedModelError, match=r"inference.json: a MONAI bundle config instantiates .*; its "
+                                                  r"network_def also sets pretrained=True, which would download"):
+        load_model(folder)
+    assert "network_def also sets pretrained=True" in ModelCatalogue().trust_needed(str(folder))
+    assert offline[1] == []

@@ -165,7 +165,7 @@ def fetch_arguments(cls: type, kwargs: Mapping[str, Any]) -> list[str]:
     set (not None/False/0/empty); so does such a parameter's default (EfficientNetBN's
     ``pretrained=True``). Nested mappings are searched too.
     """
-    found = [f"{key}={value!r}" for key, value in _walk(kwargs) if _fetches(key, value)]
+    found = fetch_options(kwargs)
     try:
         parameters = inspect.signature(cls.__init__).parameters.values()
     except (TypeError, ValueError):
@@ -177,6 +177,11 @@ def fetch_arguments(cls: type, kwargs: Mapping[str, Any]) -> list[str]:
     if f"{cls.__module__}.{cls.__qualname__}" in ALWAYS_FETCH:
         found.append("the class itself (it downloads weights whenever it is built)")
     return found
+
+
+def fetch_options(kwargs: Mapping[str, Any]) -> list[str]:
+    """``name=value`` of the options in ``kwargs`` (nested mappings too) that ask for a download."""
+    return [f"{key}={value!r}" for key, value in _walk(kwargs) if _fetches(key, value)]
 
 
 def _walk(kwargs: Mapping[str, Any]):
