@@ -17,7 +17,7 @@ _WIDTH = 100
 
 def print_models(stream: TextIO | None = None) -> int:
     """One paragraph per model found: name, task, dimensions, classes, description."""
-    from ..models.catalogue import list_models
+    from ..models.search_paths import list_models
 
     stream = stream or sys.stdout
     found = list_models()
@@ -37,7 +37,7 @@ def print_models(stream: TextIO | None = None) -> int:
 
 
 def _search_hint() -> str:
-    from ..models.catalogue import MODEL_PATH_ENV
+    from ..models.search_paths import MODEL_PATH_ENV
 
     return (f"Models are looked up in the bundled models folder and in the folders listed in "
             f"${MODEL_PATH_ENV}.")

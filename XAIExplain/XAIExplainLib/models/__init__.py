@@ -5,7 +5,7 @@
     m.module, m.card
     res = explain_image(m, image, methods=["gradcam"])   # maps on the image's own grid
 
-The names are loaded on first use (PEP 562): listing the models (:mod:`models.catalogue`) and
+The names are loaded on first use (PEP 562): listing the models (:mod:`models.search_paths`) and
 reading cards import no torch; loading or running a model does.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ _EXPORTS = {
     "ModelCard": "card", "load_card": "card", "save_card": "card",
     "ModelCardError": "errors", "UntrustedModelError": "errors", "WeightsError": "errors",
     "LoadedModel": "loaded",
-    "bundled_models_dir": "catalogue", "list_models": "catalogue",
+    "bundled_models_dir": "search_paths", "list_models": "search_paths",
     "load_model": "loading",
     "ExplainResult": "pipeline", "explain_image": "pipeline", "predict_image": "pipeline",
 }
