@@ -190,6 +190,8 @@ def test_logic_cancel_stops_the_run_and_changes_nothing(scene):
     ({"axis": 3, "mode": "slices"}, ValueError, "axis"),
     ({"device": "tpu"}, ValueError, "device"),
     ({"labelThreshold": "median"}, ValueError, "threshold"),
+    ({"labelThreshold": 1.0}, ValueError, r"\[0, 1\)"),  # the CLI's range (the logic took 1.0 before)
+    ({"labelThreshold": -0.2}, ValueError, r"\[0, 1\)"),
     ({"labelOutput": "mesh"}, ValueError, "labelOutput"),
     ({"opacity": 1.5}, ValueError, "opacity"),
     ({"progress": "yes"}, TypeError, "progress"),

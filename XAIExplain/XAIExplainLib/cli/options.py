@@ -7,7 +7,6 @@ fails in a second with one clear line, not after the first hour of work.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -152,20 +151,16 @@ def _is_int(text: str) -> bool:
 
 
 def parse_label_threshold(value: str | None) -> float | str | None:
-    """``--label-threshold``: None, ``"otsu"`` or a number in [0, 1)."""
+    """``--label-threshold``: None, ``"otsu"`` or a number in [0, 1) (``imaging.thresholds``' rule)."""
+    from ..imaging.thresholds import ACCEPTED, check_threshold
+
     if value is None:
         return None
-    text = str(value).strip().lower()
-    if text == "otsu":
-        return "otsu"
+    text = str(value).strip()
     try:
-        number = float(text)
-    except ValueError:
-        number = math.nan
-    if not (math.isfinite(number) and 0.0 <= number < 1.0):
-        raise UserError(f"--label-threshold {value}", "must be a number in [0, 1) (heatmaps are "
-                                                      "normalised to [0, 1]) or 'otsu'")
-    return number
+        return check_threshold(text if text.lower() == "otsu" else float(text))
+    except (TypeError, ValueError):
+        raise UserError(f"--label-threshold {value}", f"must be {ACCEPTED}") from None
 
 
 def check_jobs(jobs: int) -> int:

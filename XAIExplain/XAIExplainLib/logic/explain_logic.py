@@ -34,6 +34,7 @@ from . import point_target
 from .explain_job import ExplainJob
 from .model_catalogue import ModelCatalogue
 from ..imaging.orientation import slice_axis_for_orientation
+from ..imaging.thresholds import check_threshold
 from ..mrml import naming, outputs, plots
 
 
@@ -206,7 +207,7 @@ class XAIExplainLogic:
                          orientation, whatever the volume's voxel order), "slices" with ``axis``
                          (numpy axis 0, 1, 2 of the (z, y, x) voxels), or "volume"
         device           "auto" (CUDA when available, else CPU), "cpu", "cuda" / "gpu", "cuda:N"
-        labelThreshold   None (no mask), a number or "otsu": also write each map thresholded
+        labelThreshold   None (no mask), a number in [0, 1) or "otsu": also write each map thresholded
                          as a label map (``labelOutput="segmentation"``: a segmentation)
         progress         progress(fraction, message); raising from it cancels the run
         classNames       class names for a plain torch module (models with a card have theirs)
@@ -365,7 +366,7 @@ class XAIExplainLogic:
             if value is not None and not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"{what} must be in [0, 1], got {value}")
         if labelThreshold is not None:
-            mrml.labels.resolve_threshold(np.array([0.0, 1.0], np.float32), labelThreshold)
+            labelThreshold = check_threshold(labelThreshold)
         if labelOutput not in LABEL_OUTPUTS:
             raise ValueError(f"labelOutput must be one of {LABEL_OUTPUTS}, got {labelOutput!r}")
         resolved_device = self.resolveDevice(device)
