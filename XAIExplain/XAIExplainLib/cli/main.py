@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_STATUS_HELP)
     demo.add_argument("--output-dir", metavar="DIR",
                       help="where to write (default: a new folder xaiexplain-output/demo[-N])")
-    demo.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+    demo.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
                       help="where the model runs (default: auto = CUDA when available)")
     demo.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     demo.set_defaults(handler=_run_demo)
@@ -167,7 +167,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                              "a class name (repeatable)")
     parser.add_argument("--layer", metavar="NAME",
                         help="layer for layer-based methods (default from the model card)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
                         help="where the model runs (default: auto = CUDA when available)")
     parser.add_argument("--trust-model", action="store_true",
                         help="allow what can run code or reach outside the model: a pickled "

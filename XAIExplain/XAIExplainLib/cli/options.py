@@ -31,15 +31,13 @@ class ClassChoice:
 
 
 def check_methods(methods: Sequence[str]) -> list[str]:
-    """Method names in the given order without duplicates; an unknown one lists the valid ones."""
-    from ..engine import METHODS
+    """``--method`` values: the registry's one check (known names, each once), as a one-line error."""
+    from ..engine.registry import MethodChoiceError, check_methods as registry_check
 
-    chosen = list(dict.fromkeys(methods))
-    unknown = [m for m in chosen if m not in METHODS]
-    if unknown:
-        raise UserError(f"--method {unknown[0]}", f"unknown method; available methods: "
-                                                 f"{', '.join(sorted(METHODS))}")
-    return chosen
+    try:
+        return registry_check(methods)
+    except MethodChoiceError as exc:
+        raise UserError(f"--method {exc.method}" if exc.method else "--method", str(exc)) from None
 
 
 def parse_method_options(pairs: Sequence[str] | None, methods: Sequence[str]) -> dict:
@@ -171,15 +169,14 @@ def check_jobs(jobs: int) -> int:
 
 
 def check_device(device: str) -> str:
-    """``auto`` | ``cpu`` | ``cuda``; asking for CUDA on a machine without it is an error."""
-    import torch
+    """``--device``: ``engine.devices.resolve_device``'s rule (``auto``, ``cpu``, ``cuda``, ``cuda:N``);
+    asking for a GPU that is not there is a one-line error, never a silent CPU run."""
+    from ..engine.devices import resolve_device
 
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda", "no CUDA GPU is available here; use --device cpu or "
-                                         "--device auto")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    try:
+        return str(resolve_device(device))
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"--device {device}", one_line(exc)) from None
 
 
 def load_model_or_fail(source: str, device: str, trust: bool):

@@ -10,7 +10,7 @@ from torch import nn
 from . import methods as _methods  # noqa: F401  (importing it registers every method)
 from .normalize import display_values, minmax
 from .reading import READING_OPTIONS, split_options
-from .registry import check_applicable, get_method
+from .registry import check_applicable, check_methods, get_method
 from .request import Request
 from .validation import check_finite, check_input, check_model, is_in_place_input_error, writes_into_input
 
@@ -49,11 +49,7 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
     if layer_resolution and normalize:
         raise ValueError("layer_resolution=True returns raw layer maps; pass normalize=False with it")
     check_model(model)
-    if isinstance(methods, str):
-        methods = [methods]
-    methods = list(dict.fromkeys(methods))
-    if not methods:
-        raise ValueError("no method given; pick from XAIExplainLib.METHODS")
+    methods = check_methods(methods)
     infos = [get_method(name) for name in methods]
     if isinstance(model, torch.jit.ScriptModule):
         check_applicable(methods, scripted=True, model_name="a TorchScript module")

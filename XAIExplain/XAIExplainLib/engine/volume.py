@@ -23,7 +23,7 @@ from .modes import resolve_mode
 from .normalize import volume_minmax
 from .request import upsample
 from .reading import reading_output
-from .registry import get_method
+from .registry import check_methods, get_method
 from .targets import resolve_target
 from .validation import check_finite, check_model
 from .windows import Tiling, gaussian_weights, window_grid
@@ -229,9 +229,7 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
     """
     check_model(model)
     single = isinstance(methods, str)
-    method_list = [methods] if single else list(methods)
-    for name in method_list:
-        get_method(name)
+    method_list = check_methods(methods)
     mode, axis = resolve_mode(mode, axis)
     tiling, flips = _check_windows(mode, tiling, mirror_axes)
     _check_progress(progress)

@@ -357,11 +357,9 @@ class XAIExplainLogic:
             raise ValueError(f"Volume '{node.GetName()}' is not in the scene being worked on")
         if progress is not None and not callable(progress):
             raise TypeError("progress must be callable as progress(fraction, message)")
-        method_list = [methods] if isinstance(methods, str) else list(methods or [])
-        if not method_list or not all(isinstance(m, str) for m in method_list):
-            raise ValueError("methods must be a method name or a non-empty list of names")
-        if len(set(method_list)) != len(method_list):
-            raise ValueError(f"methods lists a method twice: {method_list}")
+        from ..engine.registry import check_methods
+
+        method_list = check_methods(methods)
         for value, what in ((opacity, "opacity"), (displayThreshold, "displayThreshold")):
             if value is not None and not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"{what} must be in [0, 1], got {value}")
@@ -377,8 +375,6 @@ class XAIExplainLogic:
         class_names, task = list(card.class_names), card.task
         available = {row[0]: row for row in self.models.methods_for(resolved)}
         for name in method_list:
-            if name not in available:
-                raise ValueError(f"unknown method '{name}'; available: {', '.join(sorted(available))}")
             if not available[name][2]:
                 raise ValueError(f"method '{name}' cannot explain this model: {available[name][3]}")
         engine_mode, engine_axis = self._resolveMode(node, mode, axis, resolved)
