@@ -172,16 +172,17 @@ class XAIExplainLogic:
 
         ``maskNode`` is a label map volume on the heatmap's grid (any non-zero voxel, or
         ``labelValue``) or a segmentation (``segmentId``; may be omitted when it has one
-        segment). ``metrics`` defaults to the map-only metrics: best-threshold and Otsu
-        Dice, pointing game (``toleranceMm``), energy pointing game, relative foreground
-        attribution and image preserved. Returns the table node; the values are also in
-        ``self.lastMetrics``.
+        segment). ``metrics`` defaults to the map-only metrics (``evaluation.MAP_ONLY_METRICS``):
+        best-threshold and Otsu Dice, pointing game (``toleranceMm``), energy pointing game,
+        specificity and sensitivity (the mask as the voxels used), relative foreground
+        attribution, image preserved, relevance mass and rank. Returns the table node; the
+        values are also in ``self.lastMetrics``.
         """
-        from .heatmap_metrics import MAP_METRICS, evaluate_heatmap_node
+        from .heatmap_metrics import evaluate_heatmap_node
 
         table, self.lastMetrics = evaluate_heatmap_node(
             mrml.get_scene(self.scene), heatmapNode, maskNode, segment_id=segmentId, label_value=labelValue,
-            metrics=metrics or MAP_METRICS, tolerance_mm=toleranceMm, table_node=tableNode)
+            metrics=metrics or None, tolerance_mm=toleranceMm, table_node=tableNode)
         return table
 
     def explainVolume(self, inputVolumeNode, model, methods=("gradcam",), target=None, layer=None, mode=None,
