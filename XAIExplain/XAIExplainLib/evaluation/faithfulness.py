@@ -25,6 +25,7 @@ from typing import Optional, Union
 import torch
 
 from ..engine import resolve_target
+from ..engine.activations import SIGMOID, activation_for_channels
 from ._checks import as_maps, as_masks, check_input, minmax_normalize, require_nonempty
 from ._model import activate, check_model, frozen_inference, resolve_activation
 from .perturbation import baseline_like
@@ -79,7 +80,7 @@ def _region(region: RegionSpec, prob: torch.Tensor, bound, activation: Optional[
         if region != "predicted":
             raise ValueError(f"region must be None, 'predicted' or a bool mask, got {region!r}")
         channel = _class_channel(prob, bound)
-        if activation == "sigmoid" or prob.shape[1] == 1:
+        if SIGMOID in (activation, activation_for_channels(prob.shape[1])):
             return channel > 0.5
         classes = torch.as_tensor(bound.classes, device=prob.device).view(-1, *([1] * (prob.dim() - 2)))
         return prob.argmax(dim=1) == classes

@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..engine.activations import OUTPUT_ACTIVATIONS
 from .errors import ModelCardError
 
 TASKS = ("classification", "segmentation")
 WEIGHT_FORMATS = ("state_dict", "torchscript", "pickle")
-ACTIVATIONS = ("softmax", "sigmoid", "none")
+ACTIVATIONS = OUTPUT_ACTIVATIONS  # engine.activations: the one vocabulary
 INTENSITY_MODES = ("window", "zscore", "scale", "none")
 CARD_FILENAME = "card.json"
 
