@@ -14,11 +14,12 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from ..imaging.orientation import ORIENTATIONS
 from .discovery import safe_name
 from .errors import UserError, one_line
 
-#: ``--axis`` names; the numpy axis they select depends on the image's direction matrix.
-AXIS_NAMES = ("axial", "coronal", "sagittal")
+#: ``--axis`` names (``imaging.orientation``'s); the numpy axis they select depends on the image's direction.
+AXIS_NAMES = ORIENTATIONS
 
 
 @dataclass(frozen=True)

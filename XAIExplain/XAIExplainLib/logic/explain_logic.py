@@ -33,7 +33,7 @@ from .. import mrml
 from . import point_target
 from .explain_job import ExplainJob
 from .model_catalogue import ModelCatalogue
-from ..imaging.orientation import slice_axis_for_orientation
+from ..imaging.orientation import ORIENTATIONS, slice_axis_for_orientation
 from ..imaging.thresholds import check_threshold
 from ..mrml import naming, outputs, plots
 
@@ -43,7 +43,10 @@ class InputRemovedError(RuntimeError):
     node would point at nothing, so none is published."""
 
 
-MODES = ("slices", "volume", "axial", "coronal", "sagittal")
+#: engine.modes.MODES (the logic imports without torch, the engine loads it) and the anatomical
+#: ORIENTATIONS, which become a voxel axis of the input; Testing/logic checks them against the engine.
+ENGINE_MODES = ("slices", "volume")
+MODES = ENGINE_MODES + ORIENTATIONS
 LABEL_OUTPUTS = ("labelmap", "segmentation")
 
 
@@ -411,7 +414,7 @@ class XAIExplainLogic:
 
         if mode is not None and mode not in MODES:
             raise ValueError(f"mode must be None or one of {MODES}, got {mode!r}")
-        if mode in ("axial", "coronal", "sagittal"):
+        if mode in ORIENTATIONS:
             mode, axis = "slices", slice_axis_for_orientation(mrml.node_ijk_to_ras(node), mode)
         card = loaded.card
         default_axis = card.slice_axis if card.slice_axis is not None else 0
