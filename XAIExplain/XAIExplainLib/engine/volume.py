@@ -17,7 +17,7 @@ from torch import nn
 
 from .api import explain_many, model_device_dtype
 from .capture import eval_mode
-from .devices import resolve_device
+from .devices import is_out_of_memory, resolve_device
 from .interrupt import checkpoint
 from .modes import resolve_mode
 from .normalize import volume_minmax
@@ -109,10 +109,6 @@ def _resolve_device(model: nn.Module, device) -> torch.device:
     return model_device_dtype(model, torch.empty(0))[0] if device is None else resolve_device(device)
 
 
-def _is_out_of_memory(error: Exception) -> bool:
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
-
-
 class _Batches:
     """Runs ``work(start, stop)`` over [0, total) in batches; on CUDA OOM halves the batch and retries."""
 
@@ -131,7 +127,7 @@ class _Batches:
             try:
                 work(start, stop)
             except RuntimeError as error:
-                if self.device.type != "cuda" or not _is_out_of_memory(error) or self.size == 1:
+                if self.device.type != "cuda" or not is_out_of_memory(error) or self.size == 1:
                     raise
                 torch.cuda.empty_cache()
                 self.size = max(1, self.size // 2)

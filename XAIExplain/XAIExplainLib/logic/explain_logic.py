@@ -459,16 +459,11 @@ class XAIExplainLogic:
     def _compute(self, request, report) -> dict:
         """Run the model and the engine; returns maps (input grid) and the prediction. No scene changes."""
         def engine_progress(*args):
-            # the engine reports (done, total); other callers (fraction) or (fraction, message)
-            numbers = [float(a) for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
-            if len(numbers) >= 2 and numbers[1] > 0:
-                fraction = numbers[0] / numbers[1]
-            else:
-                fraction = numbers[0] if numbers else 0.0
-            fraction = min(max(fraction, 0.0), 1.0)
+            fraction = progress_fraction(*args)
             report(0.05 + 0.85 * fraction, f"Explaining: {int(round(100 * fraction))} %")
 
         from ..engine import SegmentationTarget
+        from ..engine.progress import progress_fraction
         from ..models import explain_image
 
         image = request["image"]

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..engine.reading import select_output
-from .card import CARD_FILENAME, ModelCard, load_card
+from .card import CARD_FILENAME, ModelCard, load_card, trial_input_shape
 from .errors import ModelCardError, UntrustedModelError, WeightsError
 from ..engine.devices import resolve_device
 from ..resources import resources_dir
@@ -408,7 +408,7 @@ def check_module(card: ModelCard, module: nn.Module, scripted: bool) -> None:
                 raise ModelCardError(f"{where}: field 'input.channels' is {card.input.channels} but "
                                      f"the network's first convolution '{name}' takes "
                                      f"{first.in_channels} channel(s)")
-    shape = _probe_shape(card)
+    shape = trial_input_shape(card)
     x = torch.zeros((1, card.input.channels) + shape)
     try:
         with torch.inference_mode():
@@ -435,14 +435,6 @@ def check_module(card: ModelCard, module: nn.Module, scripted: bool) -> None:
     if card.task == "classification" and y.ndim != 2:
         raise ModelCardError(f"{where}: task is classification but the network output has shape "
                              f"{tuple(y.shape)}; expected (N, classes)")
-
-
-def _probe_shape(card: ModelCard) -> tuple[int, ...]:
-    if card.input.patch_size is not None:
-        return tuple(card.input.patch_size)
-    if card.input.size is not None:
-        return tuple(card.input.size)
-    return (64,) * card.spatial_dims if card.spatial_dims == 2 else (32,) * 3
 
 
 def _first_line(exc: BaseException) -> str:
