@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .api import explain_many, model_device_dtype
+from .api import explain_batch, model_device_dtype
 from .capture import eval_mode
 from .devices import is_out_of_memory, resolve_device
 from .interrupt import checkpoint
@@ -267,7 +267,7 @@ def _explain_slices(model, data, methods, axis, target, layer, batch_size, devic
 
     def work(start, stop):
         batch = _slices_of(data, axis, start, stop).to(device)
-        result, info = explain_many(model, batch, methods, target=_slice_target(target, start, stop, axis),
+        result, info = explain_batch(model, batch, methods, target=_slice_target(target, start, stop, axis),
                                     layer=layer, normalize=False, layer_resolution=True, return_info=True,
                                     with_output=outputs is not None, **options)
         if outputs is not None:
@@ -408,12 +408,12 @@ def _explain_windows(model, data, methods, maps, patch_size, overlap, target, la
     def work(start, stop):
         batch = torch.stack([padded[(slice(None),) + w] for w in windows[start:stop]]).to(device)
         batch_target = _window_target(target, windows[start:stop])
-        result, info = explain_many(model, batch, methods, target=batch_target, layer=layer, normalize=False,
+        result, info = explain_batch(model, batch, methods, target=batch_target, layer=layer, normalize=False,
                                     return_info=True, with_output=blended is not None, **options)
         output = info.get("output")
         for axes in flips:  # mirrored windows: explained in their own frame, mirrored back, averaged in
             dims = [a + 2 for a in axes]
-            flipped, flipped_info = explain_many(model, torch.flip(batch, dims), methods,
+            flipped, flipped_info = explain_batch(model, torch.flip(batch, dims), methods,
                                                  target=_flip_target(batch_target, axes, patch), layer=layer,
                                                  normalize=False, return_info=True,
                                                  with_output=blended is not None, **options)

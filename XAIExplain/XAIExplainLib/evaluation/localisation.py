@@ -1,10 +1,13 @@
 """Localisation metrics: how well a map agrees with a mask, without running a model.
 
-* ``dice_sweep`` reads the map as a soft segmentation (seed 004, Guan & Loew):
+* ``dice_sweep`` reads the map as a soft segmentation (Guan & Loew, "A Sneak Attack on
+  Segmentation of Medical Images Using Deep Neural Network Classifiers", arXiv 2022,
+  https://arxiv.org/abs/2201.02771):
   threshold the min-max normalised map and score the Dice overlap with a
   ground-truth mask, over a sweep of thresholds and at Otsu's threshold.
 * ``specificity`` / ``sensitivity`` compare the thresholded map with the voxels
-  the model really uses (seed 000): a specific map does not light up voxels
+  the model really uses (Philbrick et al., AJR 2018, https://doi.org/10.2214/AJR.18.20331):
+  a specific map does not light up voxels
   the model ignores.
 * ``pointing_game`` asks whether the map's maximum lies in the mask (within a
   tolerance in mm); ``energy_pointing_game`` is the share of map mass inside.
@@ -35,7 +38,7 @@ __all__ = [
     "energy_pointing_game",
 ]
 
-#: The sweep of seed 004: 0.05, 0.10, ..., 0.95 on the min-max normalised map.
+#: Guan & Loew's sweep (arXiv 2201.02771): 0.05, 0.10, ..., 0.95 on the min-max normalised map.
 DEFAULT_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 
 _OTSU_BINS = 256
