@@ -262,7 +262,7 @@ def test_single_slice_volumes_of_any_scalar_type_are_explained(scene, dtype):
     np.testing.assert_array_equal(values > 0.5, voxels > 0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
 def test_gpu_run_matches_cpu_and_leaves_the_model_on_its_device(scene):
     node = add_volume(box_volume(), GRIDS["oblique"])
     model = bright_spot_model(2)
