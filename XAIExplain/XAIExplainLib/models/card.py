@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..engine.activations import OUTPUT_ACTIVATIONS
+from ..activation_names import OUTPUT_ACTIVATIONS
 from .errors import ModelCardError
 
 TASKS = ("classification", "segmentation")
 WEIGHT_FORMATS = ("state_dict", "torchscript", "pickle")
-ACTIVATIONS = OUTPUT_ACTIVATIONS  # engine.activations: the one vocabulary
+ACTIVATIONS = OUTPUT_ACTIVATIONS  # activation_names (re-exported by engine.activations): the one vocabulary
 INTENSITY_MODES = ("window", "zscore", "scale", "none")
 CARD_FILENAME = "card.json"
 
