@@ -337,6 +337,8 @@ class XAIExplainLogic:
         if result["labels"] is not None:
             result["labels"] = mrml.array_on_node_grid(result["labels"], node, "prediction")
         point, names = request["point"], request["classNames"]
+        if not request["targetLabel"] and result.get("explainedClass") is not None and names:
+            request["targetLabel"] = names[int(result["explainedClass"])]  # one class for the whole volume
         if point is not None and result.get("pointClass") is not None:  # a segmenter's region at the point
             request["targetLabel"] = names[result["pointClass"]] if names else f"class {result['pointClass']}"
         elif point is not None:  # a 2D classifier per slice: the slice through the point
@@ -485,6 +487,10 @@ class XAIExplainLogic:
             point_class, region = point_target.region_at_point(sitk.GetArrayFromImage(prediction), request["point"],
                                                                request["pointVoxelOnly"])
             target = SegmentationTarget(point_class, region=region)
+        elif request["point"] is not None:  # a 2D classifier: the slice through the point, its own class
+            from ..models.explained_class import PER_SLICE
+
+            target = PER_SLICE
         result = explain_image(request["model"], image, methods=request["methods"], target=target,
                                layer=request["layer"], mode=request["mode"], axis=request["axis"],
                                device=request["device"], progress=engine_progress, **request["engineOptions"])
@@ -495,8 +501,9 @@ class XAIExplainLogic:
             labels = prediction
         elif prediction is not None:
             probabilities = np.asarray(prediction)
+        explained = result.target if isinstance(result.target, (int, np.integer)) else None  # explained_class rule
         return {"maps": maps, "labels": labels, "probabilities": probabilities, "pointClass": point_class,
-                "timings": dict(getattr(result, "timings", None) or {})}
+                "explainedClass": explained, "timings": dict(getattr(result, "timings", None) or {})}
 
     def _classLabel(self, request, probabilities) -> str:
         if request["targetLabel"]:

@@ -27,6 +27,8 @@ from .loaded import LoadedModel
 from ..engine.devices import resolve_device
 from ..engine.interrupt import checkpoint
 from .loading import load_model
+from .explained_class import (PER_SLICE, class_of_interest, explains_one_class_per_volume, is_per_slice,
+                              volume_class)
 from .preprocessing import PreparedInput
 
 
@@ -42,7 +44,9 @@ class ExplainResult:
     card        the model card
     timings     seconds per stage (load, preprocess, predict, explain, postprocess, total)
     layer       the layer the layer-based methods used (None if none did)
-    target      the target the engine explained (after class names were resolved)
+    target      the target the engine explained (after class names were resolved): for a 2D
+                classifier run per slice, the one class of the whole volume
+                (:mod:`models.explained_class`) unless ``target="per-slice"`` was asked
     prepared    the model-grid input, for metrics on the model's own grid
     """
 
@@ -80,7 +84,10 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
     methods:
         A method name or a list of names from ``XAIExplainLib.METHODS``.
     target:
-        None (the predicted class of each slice / window), a class index, a
+        None (a 2D classifier run per slice: ONE class for the whole volume, the
+        card's ``class_of_interest`` else the class with the highest probability
+        on any slice; otherwise the predicted class of the volume / window),
+        ``"per-slice"`` (each slice its own predicted class), a class index, a
         class name from the card, one index per slice, or for a segmenter a
         ``SegmentationTarget`` (a region mask given on the input grid is
         resampled to the model grid).
@@ -112,6 +119,11 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
     image = _as_image(image)
     method_list = _check_methods(loaded, methods)
     mode, axis = _check_mode(card, mode, axis)
+    per_slice = is_per_slice(target)
+    if per_slice:
+        if card.task != "classification":
+            raise ValueError(f"target='{PER_SLICE}' applies to classifiers; '{card.name}' is a {card.task} model")
+        target = None
     layer = _layer_for(loaded, method_list, layer)
     run_device = resolve_device(device)
 
@@ -126,6 +138,12 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
         prepared = loaded.pipeline.prepare(image, slice_axis=axis)
     engine_target = _engine_target(card, _model_grid_target(card, target, prepared))
     lap("preprocess")
+    if engine_target is None and not per_slice and explains_one_class_per_volume(card, mode):
+        engine_target = class_of_interest(card)
+        if engine_target is None:  # the class with the highest probability on any slice needs a prediction
+            _, logits = run_networks(loaded, prepared.array, mode, axis, run_device, batch_size, overlap)
+            engine_target = volume_class(card, _prediction(loaded, logits, prepared))
+        lap("class")
     maps, logits = run_networks(loaded, prepared.array, mode, axis, run_device, batch_size, overlap, progress,
                                 methods=method_list, target=engine_target, layer=layer, normalize=normalize,
                                 **options)
