@@ -181,15 +181,24 @@ def explain_input(job: ExplainJob, item: InputItem, image: sitk.Image, record: I
     groups = method_groups(job.methods)
     steps = [(choice, group) for choice in job.choices for group in groups]
     prediction = None
+    failures: list[str] = []
     for number, (choice, group) in enumerate(steps):
         def report(*args, _offset=number):
             progress.step((_offset + _fraction(*args)) / len(steps), "+".join(group))
 
-        result = explain_image(job.model, image, methods=list(group),
-                               target=_target(choice, job, image), layer=job.layer,
-                               mode=job.mode, axis=axis, device=job.device, progress=report,
-                               **options_for(group, job.method_options),
-                               **({"memory_budget_mb": job.memory_budget_mb} if job.memory_budget_mb else {}))
+        try:
+            result = explain_image(job.model, image, methods=list(group),
+                                   target=_target(choice, job, image), layer=job.layer,
+                                   mode=job.mode, axis=axis, device=job.device, progress=report,
+                                   **options_for(group, job.method_options),
+                                   **({"memory_budget_mb": job.memory_budget_mb} if job.memory_budget_mb else {}))
+        except (ValueError, TypeError, RuntimeError) as exc:
+            # One method that cannot run does not sink the others: it is reported, they are written.
+            if len(steps) == 1:
+                raise
+            label = "+".join(group) + (f" (target {choice.name})" if choice.suffix else "")
+            failures.append(f"{label}: {one_line(exc)}")
+            continue
         if prediction is None:
             prediction = result.prediction
             write_prediction(job.out, prediction, card, image, names.prediction(card.task))
@@ -205,15 +214,24 @@ def explain_input(job: ExplainJob, item: InputItem, image: sitk.Image, record: I
             _record_explained(record, choice, explained, card)
         for method in group:
             _write_method(job, method, choice, result.maps[method], image, prediction, names,
-                          record, axis, result.layer, explained)
+                          record, axis, result.layers.get(method, result.layer), explained)
+    if failures and len(failures) == len(steps):
+        raise ValueError("; ".join(failures))
+    if failures:
+        record.status, record.error = "partial", f"{item.source}: not written: " + "; ".join(failures)
 
 
 def method_groups(methods: list[str]) -> list[tuple[str, ...]]:
-    """CAM-family methods together (they share one pass), every other method on its own."""
+    """CAM-family methods together (they share one pass), every other method on its own.
+
+    CAM needs a layer that feeds the global average pool, which may not be the others' layer,
+    so it runs on its own too (and cannot sink the others when it cannot run).
+    """
     from ..engine import METHODS
 
-    shared = tuple(m for m in methods if METHODS[m].family == "cam")
-    alone = [(m,) for m in methods if METHODS[m].family != "cam"]
+    together = [m for m in methods if METHODS[m].family == "cam" and not METHODS[m].needs_gap_head]
+    shared = tuple(together)
+    alone = [(m,) for m in methods if m not in together]
     return ([shared] if shared else []) + alone
 
 
@@ -427,12 +445,16 @@ def finish(summary: RunSummary, output_dir: Path, quiet: bool, stdout, stderr) -
         print(f"{PROG}: error: {problem}", file=stderr)
     if not quiet and ok:
         skipped = f" ({len(summary.skipped)} complete from an earlier run)" if summary.skipped else ""
+        if summary.partial:
+            skipped += f" ({len(summary.partial)} with method(s) that could not run: see above)"
         where = ("summary.json, summary.csv" if not summary.problems
                  else "summary.json and summary.csv NOT written")
         print(f"Explained {ok} of {total} input(s){skipped} in {summary.seconds:.1f} s on "
               f"{summary.device}; outputs in {output_dir}/ ({where})", file=stdout)
-    if ok == total and not summary.problems:
+    if ok == total and not summary.problems and not summary.partial:
         return EXIT_OK
+    if summary.partial:
+        return EXIT_SOME_FAILED  # some methods were written, others could not run
     return EXIT_SOME_FAILED if ok else EXIT_BAD_INPUT
 
 

@@ -43,7 +43,9 @@ class ExplainResult:
                 segmenter: ``SimpleITK.Image`` label map (uint8) on the input grid
     card        the model card
     timings     seconds per stage (load, preprocess, predict, explain, postprocess, total)
-    layer       the layer the layer-based methods used (None if none did)
+    layer       the layer the layer-based methods used (None if none did); with CAM or CRM
+                beside other layer methods and no layer given, the other methods' layer
+    layers      method name -> the layer it used (layer-based methods only)
     target      the target the engine explained (after class names were resolved): for a 2D
                 classifier run per slice, the one class of the whole volume
                 (:mod:`models.explained_class`) unless ``target="per-slice"`` was asked
@@ -57,6 +59,7 @@ class ExplainResult:
     layer: str | None = None
     target: Any = None
     prepared: PreparedInput | None = None
+    layers: dict[str, Any] = field(default_factory=dict)
 
     @property
     def class_names(self) -> list[str]:
@@ -118,6 +121,19 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
     card = loaded.card
     image = _as_image(image)
     method_list = _check_methods(loaded, methods)
+    gap_methods = _gap_head_methods(method_list) if layer is None else []
+    if gap_methods and len(gap_methods) < len(method_list):
+        # CAM / CRM explain the GAP-fed layer, the others the card's default: one run per layer
+        shared = dict(target=target, layer=None, mode=mode, axis=axis, device=device, progress=progress,
+                      batch_size=batch_size, overlap=overlap, normalize=normalize, **options)
+        result = explain_image(loaded, image, [m for m in method_list if m not in gap_methods], **shared)
+        gap = explain_image(loaded, image, gap_methods, **shared)
+        result.maps.update(gap.maps)
+        result.maps = {name: result.maps[name] for name in method_list}
+        result.layers.update(gap.layers)
+        result.timings = {name: result.timings.get(name, 0.0) + gap.timings.get(name, 0.0)
+                          for name in result.timings}
+        return result
     mode, axis = _check_mode(card, mode, axis)
     per_slice = is_per_slice(target)
     if per_slice:
@@ -152,7 +168,10 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
     prediction = _prediction(loaded, logits, prepared)
     lap("postprocess")
     timings["total"] = time.perf_counter() - started
-    return ExplainResult(out_maps, prediction, card, timings, layer, engine_target, prepared)
+    from ..engine import METHODS
+
+    layers = {name: layer for name in method_list if METHODS[name].needs_layer}
+    return ExplainResult(out_maps, prediction, card, timings, layer, engine_target, prepared, layers)
 
 
 def predict_image(model, image, mode: str | None = None, axis: int | None = None,
@@ -295,7 +314,28 @@ def _layer_for(loaded: LoadedModel, methods: list[str], layer):
                          "method (saliency, smoothgrad, integrated_gradients, occlusion)")
     if not any(METHODS[m].needs_layer for m in methods):
         return layer
-    return layer if layer is not None else loaded.card.target_layers.default
+    if layer is not None:
+        return layer
+    if _gap_head_methods(methods) == [m for m in methods if METHODS[m].needs_layer]:
+        return gap_fed_layer(loaded)
+    return loaded.card.target_layers.default
+
+
+def _gap_head_methods(methods: list[str]) -> list[str]:
+    from ..engine import METHODS
+
+    return [m for m in methods if METHODS[m].needs_gap_head]
+
+
+def gap_fed_layer(loaded: LoadedModel) -> str | None:
+    """The card's layer that feeds the global average pool (CAM, CRM): the deepest of the card's
+    layers in the network's module order; None (the engine's last spatial layer) when the card
+    names none. CAM and CRM check numerically that it does feed the pool and the Linear head."""
+    card_layers = [name for name in (loaded.card.target_layers.default, *loaded.card.target_layers.suggested)
+                   if isinstance(name, str) and name]
+    order = {name: index for index, (name, _) in enumerate(loaded.module.named_modules())}
+    known = [name for name in card_layers if name in order]
+    return max(known, key=order.__getitem__) if known else None
 
 
 def _class_index(card: ModelCard, value):
