@@ -109,3 +109,26 @@ def test_cam_and_crm_use_the_cards_gap_fed_layer_when_none_is_given(chest_path):
                                sitk.GetArrayFromImage(result.prepared.restore_map(gradcam, clamp=False)),
                                rtol=1e-5, atol=1e-6)
     assert torch.is_tensor(torch.as_tensor(array))
+
+
+def test_evaluate_scores_a_per_slice_model_on_each_slice_with_the_mask(tmp_path, capsys):
+    phantom = chest_phantom(seed=2, shape=(12, 160, 160), spacing=(5.0, 1.8, 1.8))
+    image_path, mask_path = tmp_path / "chest.nrrd", tmp_path / "nodule.nrrd"
+    sitk.WriteImage(phantom.image(), str(image_path))
+    sitk.WriteImage(phantom.mask_image("nodule"), str(mask_path))
+    status, out, err = run(capsys, "evaluate", image_path, "--mask", mask_path, "--model", "lung-nodule-2d",
+                           "--method", "gradcam", "-o", tmp_path / "ev")
+    assert status == 0, err
+    row = json.loads((tmp_path / "ev" / "chest_evaluation.json").read_text())["rows"][0]
+    assert row["target"] == "nodule"  # the explained class of the whole volume
+    heat = xai.explain_image("lung-nodule-2d", phantom.image(), methods="gradcam", device="cpu").maps["gradcam"]
+    heat = sitk.GetArrayFromImage(heat)
+    mask = phantom.mask("nodule")
+    slices = [z for z in range(len(mask)) if mask[z].any()]
+    assert row["mask_slices"] == slices
+    naive = [float(mask[z].ravel()[np.argmax(heat[z])]) for z in slices]  # peak of each slice in the mask?
+    assert row["pointing_game_mask_slices"] == naive
+    assert row["pointing_game_slice_mean"] == pytest.approx(np.mean(naive))
+    energy = [float(heat[z][mask[z]].sum() / heat[z].sum()) for z in slices]
+    np.testing.assert_allclose(row["energy_pointing_game_mask_slices"], energy, rtol=1e-4)
+    assert "pointing_game_slice_mean" in out.splitlines()[0]
