@@ -18,7 +18,7 @@ from torch import nn
 from .api import explain_many, model_device_dtype
 from .capture import eval_mode
 from .devices import resolve_device
-from .interrupt import checkpoint
+from .interrupt import checkpoint, part_progress
 from .modes import resolve_mode
 from .normalize import volume_minmax
 from .request import upsample
@@ -129,7 +129,8 @@ class _Batches:
             checkpoint()  # cancel / heartbeat hook (engine/interrupt.py)
             stop = min(start + self.size, self.total)
             try:
-                work(start, stop)
+                with part_progress(self._within(start, stop)):
+                    work(start, stop)
             except RuntimeError as error:
                 if self.device.type != "cuda" or not _is_out_of_memory(error) or self.size == 1:
                     raise
@@ -139,6 +140,14 @@ class _Batches:
             start = stop
             if self.progress is not None:
                 self.progress(start, self.total)
+
+
+    def _within(self, start: int, stop: int):
+        """Progress inside batch [start, stop) from a method's ``checkpoint(done, total)`` (RISE)."""
+        if self.progress is None:
+            return None
+        progress, total = self.progress, self.total
+        return lambda fraction: progress(start + (stop - start) * fraction, total)
 
 
 class _PerPartTarget:

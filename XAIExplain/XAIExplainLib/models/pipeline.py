@@ -105,6 +105,9 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
         ``progress(done, total)`` from the engine; raising from it cancels.
     overlap:
         Sliding-window overlap in volume mode; None uses the model's own (its pipeline's).
+    options:
+        The methods' options. Per slice, RISE defaults to ``score_baseline="mean"``: each
+        slice's map relative to that slice's mean masked score (``"none"``: the paper's map).
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -143,6 +146,9 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
     layer = _layer_for(loaded, method_list, layer)
     run_device = resolve_device(device)
 
+    if mode == "slices" and "rise" in method_list:
+        # each slice's RISE map relative to that slice's mean score (engine/methods/rise.py)
+        options.setdefault("score_baseline", "mean")
     budget = options.pop("memory_budget_mb", None)
     if budget is not None:
         from ..engine.volume import check_memory_budget
