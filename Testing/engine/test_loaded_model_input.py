@@ -26,3 +26,14 @@ def test_an_ensemble_is_refused_with_the_call_that_averages_it():
         xai.explain(model, torch.zeros(1, 1, *model.card.input.size), "gradcam")
     with pytest.raises(TypeError, match="torch.nn.Module"):
         xai.explain(object(), torch.zeros(1, 1, 8, 8), "gradcam")
+
+
+def test_explain_volume_and_predict_volume_accept_a_loaded_model():
+    import numpy as np
+
+    model = xai.load_model("ct-phase-2d", device="cpu")
+    volume = np.random.default_rng(0).random((2, 48, 48)).astype(np.float32)
+    np.testing.assert_array_equal(xai.explain_volume(model, volume, "gradcam"),
+                                  xai.explain_volume(model.module, volume, "gradcam",
+                                                     layer=model.card.target_layers.default))
+    np.testing.assert_array_equal(xai.predict_volume(model, volume), xai.predict_volume(model.module, volume))

@@ -271,6 +271,8 @@ def _write_method(job: ExplainJob, method: str, choice: ClassChoice, heat: sitk.
         title, subtitle = overlay_titles(job, names.stem, method, explained, prediction, focus,
                                          axis, layer)
         outline = _outline_label(job, choice, prediction) if contour is not None else ""
+        if method == "rise" and strip is not None and job.method_options.get("score_baseline", "mean") == "mean":
+            caption += "; RISE shown relative to each slice's mean masked score"
         window = _display_window(job.card)
         spiky = METHODS[method].family == "gradient"  # voxel-level input gradients
         job.out.write_with(lambda path: render_overlay(image, heat, path, title, subtitle, window,

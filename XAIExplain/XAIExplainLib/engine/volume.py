@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .api import explain_many, model_device_dtype
+from .api import as_network, explain_many, model_device_dtype
 from .capture import eval_mode
 from .devices import resolve_device
 from .interrupt import checkpoint, part_progress
@@ -236,6 +236,7 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
                 along; every combination of them is explained too, its maps (and outputs)
                 mirrored back and averaged with the plain window's (test-time augmentation)
     """
+    model, layer = as_network(model, layer)  # a LoadedModel: its network at the card's layer
     check_model(model)
     single = isinstance(methods, str)
     method_list = [methods] if single else list(methods)
@@ -496,6 +497,7 @@ def predict_volume(model: nn.Module, volume, mode: str = "slices", axis: int = 0
     ``mirror_axes`` each window's logits are the mean over its mirrored copies, as in
     nnU-Net's test-time mirroring).
     """
+    model, _ = as_network(model)
     check_model(model)
     mode, axis = resolve_mode(mode, axis)
     tiling, flips = _check_windows(mode, tiling, mirror_axes)
