@@ -132,3 +132,29 @@ def test_evaluate_scores_a_per_slice_model_on_each_slice_with_the_mask(tmp_path,
     energy = [float(heat[z][mask[z]].sum() / heat[z].sum()) for z in slices]
     np.testing.assert_allclose(row["energy_pointing_game_mask_slices"], energy, rtol=1e-4)
     assert "pointing_game_slice_mean" in out.splitlines()[0]
+
+
+@pytest.mark.parametrize("direction", [(1, 0, 0, 0, 1, 0, 0, 0, 1), (-1, 0, 0, 0, 1, 0, 0, 0, -1),
+                                       (0, 1, 0, 1, 0, 0, 0, 0, 1)])
+def test_views_cross_at_the_chosen_voxel_whatever_the_orientation(direction):
+    from XAIExplainLib.cli.montage import focus_voxel, views_through_peak
+
+    rng = np.random.default_rng(0)
+    array = rng.uniform(0, 1, (6, 9, 11)).astype(np.float32)
+    focus = (4, 2, 7)
+    array[focus] = 50.0  # a marker the three views must all contain
+    heat = np.zeros_like(array)
+    heat[1, 1, 1] = 1.0  # the map's global peak is elsewhere
+    heat[focus] = 0.5
+    region = np.zeros(array.shape, bool)
+    region[3:6, 1:4, 5:9] = True
+    assert focus_voxel(heat, region=region) == focus  # the peak inside the region, not the global one
+    assert focus_voxel(heat, slice_axis=0, slice_index=4) == focus
+    images = []
+    for values in (array, heat):
+        image = sitk.GetImageFromArray(values)
+        image.SetDirection(direction)
+        image.SetSpacing((0.8, 1.1, 2.5))
+        images.append(image)
+    for view in views_through_peak(images[0], images[1], focus=focus):
+        assert view.image.max() == 50.0, view.name
