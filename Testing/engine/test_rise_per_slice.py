@@ -96,3 +96,17 @@ def test_the_command_line_progress_gives_an_estimate_and_log_lines_every_few_sec
     clock[0] += 10.0
     drawn.step(0.5, "rise")
     assert "50% rise, ETA 0:10" in terminal.getvalue()
+
+
+@pytest.mark.parametrize("method,options,count", [("integrated_gradients", {"steps": 48}, "steps"),
+                                                  ("smoothgrad", {"samples": 48}, "samples"),
+                                                  ("gradient_shap", {"samples": 48}, "samples")])
+def test_sampling_methods_report_progress_inside_a_batch_too(method, options, count):
+    model = classifier()
+    volume = np.random.default_rng(0).standard_normal((1, 256, 256)).astype(np.float32)
+    calls = []
+    xai.explain_volume(model, volume, method, batch_size=1, target=0, **options,
+                       progress=lambda done, total: calls.append(done))
+    forwards = len(list(chunks(options[count], copies_per_forward(256 * 256, options[count]))))
+    assert forwards > 1
+    assert len(calls) == forwards + 1 and calls == sorted(calls) and calls[-1] == 1
