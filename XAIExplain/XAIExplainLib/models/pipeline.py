@@ -327,18 +327,12 @@ def _as_image(image) -> sitk.Image:
 
 
 def _check_methods(loaded: LoadedModel, methods) -> list[str]:
-    from ..engine import METHODS
-    from ..engine.registry import check_applicable
+    from ..engine.registry import check_applicable, check_methods
 
-    method_list = [methods] if isinstance(methods, str) else list(methods)
-    if not method_list:
-        raise ValueError("no method given; pick one or more from XAIExplainLib.METHODS")
+    method_list = check_methods(methods)
     card = loaded.card
-    for name in method_list:
-        if not isinstance(name, str) or name not in METHODS:
-            raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
     check_applicable(method_list, card.task, card.spatial_dims, loaded.scripted, f"model '{card.name}'")
-    return list(dict.fromkeys(method_list))
+    return method_list
 
 
 def _check_mode(card: ModelCard, mode, axis) -> tuple[str, int | None]:
