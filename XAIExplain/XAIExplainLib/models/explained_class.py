@@ -2,7 +2,7 @@
 
 A 2D classifier run per slice used to explain, on each slice, that slice's own
 predicted class: one heatmap volume then mixed "nodule" maps and "no_nodule"
-maps, and normalising over the volume (DESIGN.md section 2.7) compared them as
+maps, and normalising over the whole volume (one scale for every slice) compared them as
 if they were one quantity. A volume now explains ONE class unless the caller
 asks for :data:`PER_SLICE`: the card's ``class_of_interest`` when it names one
 (``"nodule"`` for a nodule detector), else the class with the highest
