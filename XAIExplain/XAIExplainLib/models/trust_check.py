@@ -7,7 +7,7 @@ unpickled, no TorchScript or bundle config is run. Each form answers with the sa
 its loader makes first (:func:`.trust.check_card` for cards and bare state-dict files,
 :func:`.nnunet.loader.inspect_nnunet` for nnU-Net folders, the bundle loader's own refusal,
 :func:`.trust.check_torchscript`, :func:`.trust.check_exported_program`,
-:func:`.onnx_file.read_onnx`), so the answer and the loader can never disagree.
+:func:`.onnx_network.read_onnx`), so the answer and the loader can never disagree.
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def _check(source, options: dict) -> None:
     elif form.kind == "exported-program":
         check_exported_program(path, False)
     elif form.kind == "onnx":
-        from .onnx_file import read_onnx
+        from .onnx_network import read_onnx
 
         read_onnx(path, trust=False)  # reads the protobuf (data) and applies the ONNX trust rules
     else:
