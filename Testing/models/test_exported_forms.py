@@ -380,3 +380,15 @@ def test_logic_loads_both_forms_with_layer_methods_enabled(folder):
         rows = {name: enabled for name, _, enabled, _ in logic.methodsForModel(path)}
         assert rows["gradcam"] and rows["saliency"] and rows["occlusion"]
         assert logic.describeModel(path)["classes"] == ["normal", "lesion"]
+
+
+def test_onnx_constants_shared_through_identity_nodes_convert(folder):
+    """torch.onnx shares equal constants (an untrained net's folded zero biases) via Identity nodes."""
+    torch.manual_seed(0)
+    net = SliceClassifier(**KWARGS).eval()
+    path = _export_onnx(net, folder / "shared.onnx", (2, 1, 32, 32))
+    assert any(node.op_type == "Identity" for node in onnx.load(str(path)).graph.node)
+    loaded = load_model(path, **{k: v for k, v in SIDECAR.items() if k != "input"}, size=[32, 32])
+    x = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert _relative_error(loaded.module(x).numpy(), _onnxruntime(path, x)) <= 1e-4
