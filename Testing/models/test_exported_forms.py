@@ -392,3 +392,18 @@ def test_onnx_constants_shared_through_identity_nodes_convert(folder):
     x = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         assert _relative_error(loaded.module(x).numpy(), _onnxruntime(path, x)) <= 1e-4
+
+
+def test_a_card_may_name_an_onnx_file_or_a_pt2_program(folder):
+    _export_onnx(_classifier(), folder / "net.onnx", (2, 1, 32, 32))
+    _export_pt2(_classifier(), folder / "net.pt2", (2, 1, 32, 32))
+    x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(6))
+    for weights, trust, needs in (("net.onnx", False, ""), ("net.pt2", True, "unpickles")):
+        card = dict(SIDECAR, name="tiny", weights=weights)  # the format follows the file's ending
+        (folder / "card.json").write_text(json.dumps(card))
+        reason = trust_needed(folder)
+        assert (needs in reason) if needs else reason == ""
+        loaded = load_model(folder, trust=trust)
+        assert loaded.kind == "card" and loaded.card.weights.format in ("onnx", "exported_program")
+        with torch.no_grad():
+            assert _relative_error(loaded.module(x).numpy(), _classifier()(x).numpy()) <= 1e-4
