@@ -53,11 +53,19 @@ def read_onnx(path: Path, trust: bool = False):
 
 def external_data_files(model) -> list[str]:
     """The ``location`` of every tensor the model stores outside the .onnx file."""
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+    from onnx import TensorProto
 
+    tensors = list(model.graph.initializer)
+    for node in _all_nodes(model.graph):
+        for attribute in node.attribute:
+            tensors.extend(attribute.tensors)
+            if attribute.HasField("t"):
+                tensors.append(attribute.t)
+    for graph in _subgraphs(model.graph):
+        tensors.extend(graph.initializer)
     files = []
-    for tensor in _get_all_tensors(model):
-        if uses_external_data(tensor):
+    for tensor in tensors:
+        if tensor.data_location == TensorProto.EXTERNAL:
             location = next((e.value for e in tensor.external_data if e.key == "location"), "")
             if location not in files:
                 files.append(location)
@@ -140,11 +148,18 @@ def _all_nodes(graph):
     """Nodes of ``graph`` and of the subgraphs (If/Loop/Scan bodies) inside it."""
     for node in graph.node:
         yield node
+    for sub in _subgraphs(graph):
+        yield from sub.node
+
+
+def _subgraphs(graph):
+    """Every subgraph (If/Loop/Scan bodies) inside ``graph``, nested ones included."""
+    for node in graph.node:
         for attribute in node.attribute:
-            if attribute.g is not None and attribute.HasField("g"):
-                yield from _all_nodes(attribute.g)
-            for sub in attribute.graphs:
-                yield from _all_nodes(sub)
+            found = ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs)
+            for sub in found:
+                yield sub
+                yield from _subgraphs(sub)
 
 
 def _import(name: str):
