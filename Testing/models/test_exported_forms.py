@@ -302,6 +302,7 @@ def test_pt2_gradient_and_layer_methods_equal_the_eager_network(folder, slices):
     ours = explain_image(program, slices, methods=methods, layer="features.block4", device="cpu")
     reference = explain_image(eager, slices, methods=methods, layer="features.block4", device="cpu")
     for method in methods:
+        assert np.ptp(sitk.GetArrayFromImage(ours.maps[method])) > 0, method  # a map, not a constant
         _maps_equal(ours, reference, method)
     np.testing.assert_allclose(ours.prediction, reference.prediction, atol=1e-5)
 
