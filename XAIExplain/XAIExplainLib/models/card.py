@@ -31,7 +31,7 @@ from ..engine.activations import OUTPUT_ACTIVATIONS
 from .errors import ModelCardError
 
 TASKS = ("classification", "segmentation")
-WEIGHT_FORMATS = ("state_dict", "torchscript", "pickle")
+WEIGHT_FORMATS = ("state_dict", "torchscript", "pickle", "onnx", "exported_program")
 ACTIVATIONS = OUTPUT_ACTIVATIONS  # engine.activations: the one vocabulary
 INTENSITY_MODES = ("window", "zscore", "scale", "none")
 CARD_FILENAME = "card.json"
@@ -487,9 +487,12 @@ def _parse_weights(r: _Reader, data: Any, base_dir: Path | None) -> WeightsSpec:
 
 
 def _guess_format(path: Path) -> str:
-    """TorchScript when the file is a TorchScript archive; anything else is a state_dict."""
+    """ONNX and torch.export programs by ending, TorchScript when the file is a TorchScript
+    archive; anything else is a state_dict."""
     from .weights_io import is_torchscript_archive
 
+    if path.suffix.lower() in (".onnx", ".pt2"):
+        return "onnx" if path.suffix.lower() == ".onnx" else "exported_program"
     if path.suffix.lower() != ".safetensors" and is_torchscript_archive(path):
         return "torchscript"
     return "state_dict"
