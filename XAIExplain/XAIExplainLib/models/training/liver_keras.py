@@ -27,6 +27,7 @@ import os
 import sys
 import tempfile
 import types
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -104,7 +105,9 @@ def architecture_module(wheel: str | Path):
     path.write_bytes(source)
     spec = importlib.util.spec_from_file_location("pyliverlesionseg_unet_generalized", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with warnings.catch_warnings():  # their `x is "literal"` comparisons (true for interned strings)
+        warnings.simplefilter("ignore", SyntaxWarning)
+        spec.loader.exec_module(module)
     return module
 
 
