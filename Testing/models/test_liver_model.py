@@ -168,3 +168,26 @@ def test_gradcam_of_the_liver_class_on_a_real_ct_patch(two_torch_threads):
     cam = maps["gradcam"]
     assert cam.shape == volume.shape and np.isfinite(cam).all() and cam.max() > 0
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # left as found
+
+
+def test_sample_data_offers_an_abdomen_for_the_liver_model():
+    from XAIExplainLib.imaging.resample import Grid
+    from XAIExplainLib.logic.sample_data import SAMPLES
+    from XAIExplainLib.models.preprocessing import check_orientation
+
+    spec = next(s for s in SAMPLES if s.model == "liver-seg-3d")
+    image = spec.phantom(shape=(4, 16, 16), spacing=(5.0, 20.0, 20.0)).image()
+    check_orientation(load_card(resolve_model_name("liver-seg-3d")), Grid.from_image(image))  # fits the card
+
+
+def test_demo_offers_the_liver_model_and_refuses_others_in_one_line(tmp_path, capsys):
+    from XAIExplainLib.cli.demo import DEMO_CHOICES
+    from XAIExplainLib.cli.main import main
+    from XAIExplainLib.models import list_models
+
+    assert "liver-seg-3d" in DEMO_CHOICES and set(DEMO_CHOICES) <= {m.name for m in list_models()}
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", "lung-nodule-2d", "--output-dir", str(out), "--quiet"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ct-phase-2d or liver-seg-3d" in err
+    assert not out.exists()  # refused before anything was written
