@@ -82,6 +82,26 @@ MODELS = {
     },
 }
 
+#: Where the card pipeline differs from their prediction code (cnn_liver_lesion_seg_CT_MR_main),
+#: recorded in each card so a user sees it next to the model.
+DIFFERENCES = {
+    "liver-seg-3d": [
+        "their crop_ct_image (body bounding box in x/y; z from the hip to the liver dome + 70 mm, found from the "
+        "lungs and the pelvis) is not done: the 489 x 408 x 408 mm output segment is centred on the image centre",
+        "their resampling is zoom to 1.5 mm, a 3 x 3 x 3 median filter, zoom to 3 mm; here one linear resampling "
+        "(antialiased) to 3 mm",
+        "their post-processing (p > 0.5, erosion, largest component, dilation) is not applied: labels are p > 0.5",
+        "CT only: their MR normalisation (per-volume min .. min + 80 % range onto [-0.5, 0.5]) has no card here",
+    ],
+    "liver-lesion-seg-3d": [
+        "their input is the CT masked by the dilated liver mask (outside set to -0.5) and cropped to the liver's "
+        "bounding box: give it a liver-masked CT; the card cannot chain the liver model",
+        "their windows tile 92 x 84 x 42 output segments without overlap; here the engine's sliding windows of the "
+        "input segment (overlap 0.25, Gaussian blending; each window's margin holds its nearest output values)",
+        "CT only: their MR normalisation (median and range of the liver) has no card here",
+    ],
+}
+
 #: Their CT normalisation ``clip(HU / 1000, -0.2, 0.2) * 2.5``: the window [-200, 200] HU onto
 #: [-0.5, 0.5]; their segment extraction pads with 0, i.e. 0 HU.
 CT_INTENSITY = {"mode": "window", "window": [-200.0, 200.0], "range": [-0.5, 0.5]}
@@ -187,6 +207,7 @@ def card_for(name: str, spec: dict, net, spacing_xyz, hdf5_sha: str, wheel_sha: 
             "wheel": f"{PACKAGE}-{VERSION}-py3-none-any.whl", "wheel_sha256": wheel_sha,
             "citation": CITATION, "notice": "NOTICE",
             "conversion": "python -m XAIExplainLib.models.training.convert_liver WHEEL --reference-ct CT",
+            "differences_from_their_pipeline": DIFFERENCES[name],
         },
     }
 
