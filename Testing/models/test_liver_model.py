@@ -191,3 +191,19 @@ def test_demo_offers_the_liver_model_and_refuses_others_in_one_line(tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "ct-phase-2d or liver-seg-3d" in err
     assert not out.exists()  # refused before anything was written
+
+
+def test_lesion_network_runs_in_the_engines_sliding_windows(two_torch_threads):
+    from XAIExplainLib.engine import predict_volume
+
+    net = _small_net("liver-lesion-seg-3d")
+    patch = net.numpy_input_size
+    rng = np.random.default_rng(1)
+    volume = rng.uniform(-0.5, 0.5, size=(patch[0], patch[1], patch[2] + 12)).astype(np.float32)  # two windows
+    outputs = predict_volume(net, volume, mode="volume", patch_size=list(patch), overlap=0.25)
+    assert outputs.shape == (2,) + volume.shape and np.isfinite(outputs).all()
+    np.testing.assert_allclose(outputs[0], -outputs[1], atol=1e-5)  # (-z/2, z/2) survives the blending
+    # the first window alone is exactly the network on that window
+    with torch.no_grad():
+        first = net(torch.from_numpy(volume[None, None, :, :, : patch[2]]))[0].numpy()
+    np.testing.assert_allclose(outputs[:, :, :, :8], first[:, :, :, :8], rtol=1e-5, atol=1e-5)
