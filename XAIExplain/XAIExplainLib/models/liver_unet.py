@@ -172,11 +172,10 @@ class GeneralizedUNet(nn.Module):
     (normalisation, leaky ReLU, 1 x 1 x 1 convolution to the output logit).
     """
 
-    def __init__(self, number_input_features: int = 1,
-                 subsample_factors_per_pathway: Sequence[Sequence[int]] = ((1, 1, 1), (3, 3, 3), (9, 9, 9), (27, 27, 27)),
-                 kernel_sizes_per_pathway=None, number_features_per_pathway=None,
-                 number_features_common_pathway: Sequence[int] = (1,), padding: str = "same",
-                 upsampling: str = "linear", residual_connections: bool = False):
+    def __init__(self, *, subsample_factors_per_pathway: Sequence[Sequence[int]],
+                 kernel_sizes_per_pathway: Sequence, number_features_per_pathway: Sequence,
+                 number_input_features: int = 1, number_features_common_pathway: Sequence[int] = (1,),
+                 padding: str = "same", upsampling: str = "linear", residual_connections: bool = False):
         super().__init__()
         factors = [tuple(int(v) for v in f) for f in subsample_factors_per_pathway]
         kernels = [[[tuple(k) for k in side] for side in p] for p in kernel_sizes_per_pathway]
