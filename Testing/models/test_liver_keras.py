@@ -35,7 +35,7 @@ def test_port_equals_their_keras_model_on_real_ct(name, tmp_path, two_torch_thre
     from safetensors.torch import load_file
 
     from XAIExplainLib.models.liver_unet import LiverLesionNet
-    from XAIExplainLib.models.loading import resolve_model_name
+    from XAIExplainLib.models.search_paths import resolve_model_name
     from XAIExplainLib.models.training import convert_liver
     from XAIExplainLib.models.training.liver_keras import build_keras_model, keras_probabilities
 

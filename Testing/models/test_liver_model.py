@@ -21,7 +21,7 @@ from XAIExplainLib.imaging.intensity import window
 from XAIExplainLib.models import ModelCardError, load_model
 from XAIExplainLib.models.card import ModelCard, load_card
 from XAIExplainLib.models.liver_unet import LiverLesionNet
-from XAIExplainLib.models.loading import resolve_model_name
+from XAIExplainLib.models.search_paths import resolve_model_name
 from XAIExplainLib.models.preprocessing import prepare
 
 NAMES = ("liver-seg-3d", "liver-lesion-seg-3d")
@@ -116,7 +116,7 @@ def _small_net(name):
     kwargs["output_size"] = json.loads((folder / "card.json").read_text())["provenance"]["keras_reference"][
         "output_size_xyz"]
     net = LiverLesionNet(**kwargs)
-    from XAIExplainLib.models.loading import read_state_dict
+    from XAIExplainLib.models.weights_io import read_state_dict
 
     net.load_state_dict(read_state_dict(card.weights.file))
     return net.eval()

@@ -311,7 +311,7 @@ def main(argv=None) -> int:
         parser.error(f"{args.wheel} is not a wheel (zip) file; fetch it with pip download --no-deps "
                      "--python-version 3.6 --only-binary=:all: pyliverlesionseg==0.3")
     if args.out is None:
-        from ..loading import bundled_models_dir
+        from ..search_paths import bundled_models_dir
 
         args.out = bundled_models_dir()
     summary = convert(args.wheel, args.out, args.reference_ct)
