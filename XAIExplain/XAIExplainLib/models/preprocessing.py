@@ -251,7 +251,7 @@ def check_orientation(card: ModelCard, grid: Grid) -> None:
         rows = "; ".join(" ".join(f"{v:g}" for v in row) for row in np.round(direction, 3))
         raise ValueError(f"model '{card.name}' was trained on axis-aligned LPS volumes (identity direction) but "
                          f"this image has direction [{rows}]; reorient it first, e.g. "
-                         "SimpleITK.DICOMOrient(image, 'LPS'), or in Slicer with Crop Volume / Orient Scalar Volume")
+                         "SimpleITK.DICOMOrient(image, 'LPS'), or in Slicer with the Orient Scalar Volume module")
 
 
 def prepare(card: ModelCard, image, spacing: Sequence[float] | None = None,
