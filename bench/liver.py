@@ -74,7 +74,12 @@ def _row(stage: str, threads: int, device: str, queue) -> None:
         else:
             layer = net.get_submodule(model.card.target_layers.default)
             captured = {}
-            hook = layer.register_forward_hook(lambda m, i, o: captured.setdefault("a", o))
+
+            def capture(_module, _inputs, output):  # the engine's lean capture: no graph below the layer
+                captured["a"] = output.detach().requires_grad_()
+                return captured["a"]
+
+            hook = layer.register_forward_hook(capture)
             for p in net.parameters():
                 p.requires_grad_(False)
             start = time.perf_counter()
@@ -86,15 +91,20 @@ def _row(stage: str, threads: int, device: str, queue) -> None:
     queue.put({"stage": stage, "seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb), **extra})
 
 
-def measure(threads: int, device: str) -> list[dict]:
+STAGES = ("load", "forward", "forward_backward", "predict", "gradcam")
+
+
+def measure(threads: int, device: str, stages=STAGES) -> list[dict]:
     context = multiprocessing.get_context("spawn")
     rows = []
-    for stage in ("load", "forward", "forward_backward", "predict", "gradcam"):
+    for stage in stages:
         queue = context.Queue()
         process = context.Process(target=_row, args=(stage, threads, device, queue))
         process.start()
-        row = queue.get()
         process.join()
+        if process.exitcode != 0 or queue.empty():
+            raise RuntimeError(f"the {stage!r} row failed (exit code {process.exitcode}); see its traceback above")
+        row = queue.get()
         print(f"  {row}", flush=True)
         rows.append(row)
     return rows
@@ -184,6 +194,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--verify", type=Path, metavar="WHEEL", help="compare with their Keras graph and stop")
     parser.add_argument("--picture", type=Path, help="write the README picture here and stop")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="rows to run")
     args = parser.parse_args()
     import torch
 
@@ -201,7 +212,7 @@ def main() -> None:
             print(f"{r['model']:<22} {','.join(map(str, r['input_xyz'])):>14} {','.join(map(str, r['output_xyz'])):>14} "
                   f"{r['max_abs_diff']:>10.2e} {r['mean_abs_diff']:>10.2e}")
     else:
-        rows = measure(args.threads, args.device)
+        rows = measure(args.threads, args.device, args.stages)
         by = {r["stage"]: r for r in rows}
         print(f"{NAME} on a {' x '.join(map(str, SHAPE[::-1]))} CT ({args.device}, {args.threads} threads)")
         print(f"{'stage':<34} {'seconds':>8} {'peak RSS MB':>12}")
@@ -210,9 +221,10 @@ def main() -> None:
                   "gradcam": "Grad-CAM explain_image (end to end)"}
         for r in rows:
             print(f"{labels[r['stage']]:<34} {r['seconds']:>8.1f} {r['peak_rss_mb']:>12}")
-        print(f"Grad-CAM / predict: {by['gradcam']['seconds'] / by['predict']['seconds']:.2f}; "
-              f"Grad-CAM / (forward + backward floor): "
-              f"{by['gradcam']['seconds'] / by['forward_backward']['seconds']:.2f}")
+        if {"gradcam", "predict", "forward_backward"} <= set(by):
+            print(f"Grad-CAM / predict: {by['gradcam']['seconds'] / by['predict']['seconds']:.2f}; "
+                  f"Grad-CAM / (forward + backward floor): "
+                  f"{by['gradcam']['seconds'] / by['forward_backward']['seconds']:.2f}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "threads": args.threads,
                                "torch": torch.__version__, "rows": rows}, indent=2) + "\n")
