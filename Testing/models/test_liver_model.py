@@ -206,4 +206,5 @@ def test_lesion_network_runs_in_the_engines_sliding_windows(two_torch_threads):
     # the first window alone is exactly the network on that window
     with torch.no_grad():
         first = net(torch.from_numpy(volume[None, None, :, :, : patch[2]]))[0].numpy()
-    np.testing.assert_allclose(outputs[:, :, :, :8], first[:, :, :, :8], rtol=1e-5, atol=1e-5)
+    # float32 convolutions batched differently: agreement to 1e-4 (a misplaced window differs by O(1))
+    np.testing.assert_allclose(outputs[:, :, :, :8], first[:, :, :, :8], rtol=1e-4, atol=1e-4)
