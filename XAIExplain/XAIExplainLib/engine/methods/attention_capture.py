@@ -14,7 +14,8 @@ the gradient of the target score with respect to it. Nothing in the model is edi
   copy (no gradient) and rewrites the module's ``att_mat``, so it is not used.
 - Fused kernels compute attention without a softmax call; for the duration of the pass
   MONAI's ``use_flash_attention`` and timm's ``fused_attn`` are set to False (the same maths
-  in eval mode, dropout off) and restored afterwards, as are the hooks.
+  in eval mode, dropout off) and restored afterwards, as are the hooks and a ``save_attn``
+  block's ``att_mat``.
 - Lean gradients (DESIGN.md section 2): under frozen parameters the first captured
   attention has no graph behind it and becomes a detached leaf that requires grad; later
   blocks depend on it, so one ``autograd.grad`` gives every block's dA_b and nothing before
@@ -140,6 +141,8 @@ class AttentionCapture:
                     if getattr(module, flag, None) is True:
                         self._stack.callback(setattr, module, flag, True)
                         setattr(module, flag, False)
+                if "att_mat" in module.__dict__:  # SABlock(save_attn=True) rewrites it on every forward
+                    self._stack.callback(setattr, module, "att_mat", module.att_mat)
                 self._stack.callback(module.register_forward_pre_hook(self._pre(name)).remove)
                 self._stack.callback(module.register_forward_hook(self._post(name)).remove)
             self._stack.enter_context(_SoftmaxCapture(self))
