@@ -11,9 +11,11 @@ read out as the class token's row (MONAI ViT) or the mean of the output-relevant
 rows (MONAI UNETR, no class token: the patches under the segmentation region).
 """
 import copy
+import json
 import itertools
 import types
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -358,3 +360,83 @@ def test_cnn_refused_by_explain():
     model = classifier(2)
     with pytest.raises(ValueError, match="no self-attention modules.*methods that work on this model"):
         explain(model, _input((16, 16), n=1), "legrad")
+
+
+# ---- listed and accepted only for attention models: CLI, panel, pipeline ----------------------------------------
+
+
+def _card(tmp_path, name, task, size, kwargs):
+    """A model folder naming a MONAI network with small kwargs (2D) and its state dict."""
+    from monai.networks import nets
+
+    kwargs = dict(kwargs, spatial_dims=2, in_channels=1)
+    torch.manual_seed(0)
+    network = getattr(nets, name)(**kwargs).eval()
+    folder = tmp_path / name
+    folder.mkdir()
+    torch.save(network.state_dict(), folder / "weights.pt")
+    card = {"name": f"tiny-{name.lower()}", "task": task, "spatial_dims": 2, "input": {"channels": 1, "size": size},
+            "classes": ["background", "organ"] if task == "segmentation" else ["negative", "positive"],
+            "architecture": {"class": f"monai.networks.nets:{name}", "kwargs": kwargs},
+            "weights": {"file": "weights.pt"}}
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cards")
+    return {
+        "vit": _card(root, "ViT", "classification", [32, 32], {
+            "img_size": [32, 32], "patch_size": [8, 8], "hidden_size": 48, "mlp_dim": 96, "num_layers": 2,
+            "num_heads": 4, "classification": True, "num_classes": 2}),
+        "unet": _card(root, "UNet", "segmentation", [32, 32], {
+            "out_channels": 2, "channels": [4, 8], "strides": [2]}),
+    }
+
+
+def _listed(capsys, *args):
+    from XAIExplainLib import cli
+
+    status = cli.main([str(a) for a in args])
+    out = capsys.readouterr().out
+    assert status == 0
+    return {line.split()[0] for line in out.splitlines() if line and not line[0].isspace() and line[0] != "["}
+
+
+def test_xaiexplain_methods_lists_attention_methods_only_for_attention_models(capsys, cards):
+    for_vit = _listed(capsys, "methods", "--model", cards["vit"])
+    for_unet = _listed(capsys, "methods", "--model", cards["unet"])
+    catalogue = _listed(capsys, "methods")
+    assert set(ATTENTION) <= for_vit and "gradcam" in for_vit and "kwc" not in for_vit
+    assert not set(ATTENTION) & for_unet and "gradcam" in for_unet and "kwc" in for_unet
+    assert set(ATTENTION) <= catalogue
+
+
+def test_panel_and_pipeline_ask_the_same_rule(cards):
+    from XAIExplainLib.logic.model_catalogue import ModelCatalogue
+    from XAIExplainLib.models.pipeline import _check_methods
+
+    catalogue = ModelCatalogue()
+    for key, enabled in (("vit", True), ("unet", False)):
+        rows = {name: (on, reason) for name, _, on, reason in catalogue.methods_for(str(cards[key]))}
+        for name in ATTENTION:
+            assert rows[name][0] is enabled, (key, name, rows[name])
+        if not enabled:
+            assert "no self-attention modules" in rows["legrad"][1]
+            with pytest.raises(ValueError, match="legrad.*no self-attention modules"):
+                _check_methods(catalogue.get(str(cards[key])), ["legrad"])
+
+
+def test_cli_explain_refuses_attention_methods_on_a_cnn(capsys, cards, tmp_path):
+    from XAIExplainLib import cli
+
+    sitk = pytest.importorskip("SimpleITK")
+    image = tmp_path / "image.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(np.arange(1024, dtype=np.float32).reshape(32, 32)), str(image))
+    status = cli.main(["explain", str(image), "--model", str(cards["unet"]), "--method", "gradient_rollout",
+                       "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status != 0 and "--method gradient_rollout: does not apply to 'tiny-unet'" in err
+    assert "no self-attention modules" in err and "methods for this model:" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

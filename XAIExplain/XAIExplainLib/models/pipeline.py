@@ -294,7 +294,8 @@ def _check_methods(loaded: LoadedModel, methods) -> list[str]:
     for name in method_list:
         if not isinstance(name, str) or name not in METHODS:
             raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
-    check_applicable(method_list, card.task, card.spatial_dims, loaded.scripted, f"model '{card.name}'")
+    check_applicable(method_list, card.task, card.spatial_dims, loaded.scripted, f"model '{card.name}'",
+                     loaded.module)
     return list(dict.fromkeys(method_list))
 
 
