@@ -440,3 +440,18 @@ def test_cli_explain_refuses_attention_methods_on_a_cnn(capsys, cards, tmp_path)
     assert status != 0 and "--method gradient_rollout: does not apply to 'tiny-unet'" in err
     assert "no self-attention modules" in err and "methods for this model:" in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_the_three_methods_share_one_forward():
+    model, size, _ = _vit(2, layers=2)
+    x = _input(size)
+    calls = []
+    handle = model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        together = explain_many(model, x, list(ATTENTION), normalize=False)
+        assert len(calls) == 1
+        alone = {name: explain_many(model, x, [name], normalize=False)[name] for name in ATTENTION}
+    finally:
+        handle.remove()
+    for name in ATTENTION:
+        torch.testing.assert_close(together[name], alone[name], rtol=1e-5, atol=1e-7, msg=name)

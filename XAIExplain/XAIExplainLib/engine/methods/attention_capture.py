@@ -199,6 +199,9 @@ def attention_pass(request, backward: bool, method: str) -> AttentionPass:
     reason = get_method(method).applicable(None, len(request.spatial_size), module=request.model)
     if reason is not None:
         raise ValueError(f"method {reason}")
+    # One pass for the request: the backward one when any attention method of it needs gradients.
+    backward = backward or any(get_method(name).family == "attention" and get_method(name).needs_gradients
+                               for name in request.methods)
     if not backward and "attention-grad" in request._passes:
         return request._passes["attention-grad"]
     key = "attention-grad" if backward else "attention"
