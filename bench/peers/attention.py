@@ -12,7 +12,7 @@ Rows, per model (a 2D ViT classifier with a class token, a 3D UNETR segmenter wi
 
 Rows are interleaved round by round and each keeps its best round (a warm-up run first),
 so rows compare under the same load on a shared CPU. Peak memory is the CUDA peak
-allocation, or the peak RSS growth on a CPU. Prints a table and writes JSON (default
+allocation of the row, or on a CPU the process's peak RSS after the row's first run. Prints a table and writes JSON (default
 bench/results/attention.json).
 
     python -m bench.peers.attention                  # CPU, one thread, a few minutes
@@ -125,9 +125,8 @@ def measure(device_name: str, rounds: int, large: bool) -> list[dict]:
             if device.type == "cuda":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats(device)
-            before = _peak_mb(device) if device.type == "cuda" else 0.0
             run()
-            peak[name] = _peak_mb(device) - (0.0 if device.type == "cuda" else before)
+            peak[name] = _peak_mb(device)
         for _ in range(rounds):
             for name, run in rows.items():
                 if device.type == "cuda":

@@ -32,11 +32,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..registry import get_method
 from ..request import upsample
 from ..targets import resolve_target
 from ..validation import check_output_rows
 
-_SOFTMAX = {torch.softmax, torch.Tensor.softmax, F.softmax, torch.nn.functional.softmax}
+_SOFTMAX = {torch.softmax, torch.Tensor.softmax, F.softmax}
 _FUSED_FLAGS = ("use_flash_attention", "fused_attn")  # MONAI SABlock, timm Attention
 ATTENTION_METHODS = ("attention_rollout", "gradient_rollout", "legrad")
 
@@ -184,7 +185,8 @@ def run_attention_pass(model: nn.Module, x: torch.Tensor, target, backward: bool
     if backward:
         score = bound.score(output).sum()
         if not score.requires_grad:
-            raise ValueError("the target score does not depend on the model's attention")
+            raise ValueError("the target score does not depend on the model's attention; explain another class "
+                             "or region, or use a method that needs no attention (e.g. saliency)")
         grads = torch.autograd.grad(score, capture.attentions, allow_unused=True)
         result.gradients = [torch.zeros_like(a) if g is None else g.detach()
                             for a, g in zip(result.attentions, grads)]
@@ -194,8 +196,6 @@ def run_attention_pass(model: nn.Module, x: torch.Tensor, target, backward: bool
 def attention_pass(request, backward: bool, method: str) -> AttentionPass:
     """The request's attention pass, run once and shared (a backward pass serves rollout too).
     Refused, with the reason and the methods that work, where ``method`` does not apply."""
-    from ..registry import get_method
-
     reason = get_method(method).applicable(None, len(request.spatial_size), module=request.model)
     if reason is not None:
         raise ValueError(f"method {reason}")
