@@ -455,3 +455,10 @@ def test_the_three_methods_share_one_forward():
         handle.remove()
     for name in ATTENTION:
         torch.testing.assert_close(together[name], alone[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_cli_runs_the_attention_methods_as_one_group():
+    from XAIExplainLib.cli.explain_run import method_groups
+
+    assert method_groups(["gradcam", "legrad", "saliency", "attention_rollout", "hirescam"]) == [
+        ("gradcam", "hirescam"), ("legrad", "attention_rollout"), ("saliency",)]
