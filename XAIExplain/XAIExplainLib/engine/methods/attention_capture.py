@@ -16,7 +16,7 @@ the gradient of the target score with respect to it. Nothing in the model is edi
   MONAI's ``use_flash_attention`` and timm's ``fused_attn`` are set to False (the same maths
   in eval mode, dropout off) and restored afterwards, as are the hooks and a ``save_attn``
   block's ``att_mat``.
-- Lean gradients (DESIGN.md section 2): under frozen parameters the first captured
+- Lean gradients (as in ``engine.capture``): under frozen parameters the first captured
   attention has no graph behind it and becomes a detached leaf that requires grad; later
   blocks depend on it, so one ``autograd.grad`` gives every block's dA_b and nothing before
   the first block builds a graph.
