@@ -260,7 +260,7 @@ def test_each_bad_input_is_one_line_with_exit_status_2(case, model, message, vol
     (["--model", "no-such-model", "--method", "gradcam"],
      "--model no-such-model: no model named 'no-such-model'"),
     (["--model", CLASSIFIER, "--method", "gradcan"],
-     "--method gradcan: unknown method; available methods: ablationcam, cam, crm, deeplift"),
+     "--method gradcan: unknown method 'gradcan'; available methods: ablationcam, cam, crm, deeplift"),
     (["--model", CLASSIFIER, "--method", "kwc"],
      f"--method kwc: does not apply to '{CLASSIFIER}': 'kwc' explains segmentation models, not classification models; methods for this model: ablationcam, cam, crm"),
     (["--model", CLASSIFIER, "--method", "gradcam", "--target", "liver"],
@@ -272,6 +272,13 @@ def test_each_bad_input_is_one_line_with_exit_status_2(case, model, message, vol
      "--option masks: give NAME=VALUE, e.g. --option masks=2000"),
     (["--model", CLASSIFIER, "--method", "gradcam", "--mode", "volume"],
      f"--mode volume: model '{CLASSIFIER}' is a 2D model, so it runs in mode 'slices', not 'volume'"),
+    # the registry's one duplicate policy (the CLI dropped a repeated method silently before)
+    (["--model", CLASSIFIER, "--method", "gradcam", "--method", "gradcam"],
+     "--method gradcam: method 'gradcam' is asked for twice; give each method once"),
+    # engine.devices' rule: cuda:N is a device (argparse refused it before), checked against the GPUs here
+    (["--model", CLASSIFIER, "--method", "gradcam", "--device", "cuda:7"], "--device cuda:7: device 'cuda:7'"),
+    (["--model", CLASSIFIER, "--method", "gradcam", "--device", "tpu"],
+     "--device tpu: device must be 'auto', 'cpu', 'cuda' (or 'gpu'), 'cuda:N' or a torch.device; got 'tpu'"),
 ])
 def test_unknown_model_method_or_class_lists_the_valid_ones(args, message, volumes, tmp_path,
                                                             capsys):

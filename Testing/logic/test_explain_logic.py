@@ -190,6 +190,8 @@ def test_logic_cancel_stops_the_run_and_changes_nothing(scene):
     ({"axis": 3, "mode": "slices"}, ValueError, "axis"),
     ({"device": "tpu"}, ValueError, "device"),
     ({"labelThreshold": "median"}, ValueError, "threshold"),
+    ({"labelThreshold": 1.0}, ValueError, r"\[0, 1\)"),  # the CLI's range (the logic took 1.0 before)
+    ({"labelThreshold": -0.2}, ValueError, r"\[0, 1\)"),
     ({"labelOutput": "mesh"}, ValueError, "labelOutput"),
     ({"opacity": 1.5}, ValueError, "opacity"),
     ({"progress": "yes"}, TypeError, "progress"),
@@ -260,7 +262,7 @@ def test_single_slice_volumes_of_any_scalar_type_are_explained(scene, dtype):
     np.testing.assert_array_equal(values > 0.5, voxels > 0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
 def test_gpu_run_matches_cpu_and_leaves_the_model_on_its_device(scene):
     node = add_volume(box_volume(), GRIDS["oblique"])
     model = bright_spot_model(2)

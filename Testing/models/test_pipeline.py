@@ -166,6 +166,8 @@ def test_errors_name_the_problem(classifier_dir, segmenter_dir):
         explain_image(load_model(segmenter_dir), _image(), methods="cam")
     with pytest.raises(ValueError, match="unknown method 'gradcam2'"):
         explain_image(load_model(classifier_dir), _image(), methods="gradcam2")
+    with pytest.raises(ValueError, match="method 'gradcam' is asked for twice"):  # was dropped silently
+        explain_image(load_model(classifier_dir), _image(), methods=["gradcam", "gradcam"])
 
 
 def test_models_package_exports_the_pipeline():

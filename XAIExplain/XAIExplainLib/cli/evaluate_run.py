@@ -30,10 +30,6 @@ from .outputs import on_input_grid
 from .reading import read_item, read_mask
 from .writing import OutputFolder
 
-#: Metrics computed without the model; the default set when ``--metric`` is not given.
-MAP_METRICS = ("dice_sweep", "pointing_game", "energy_pointing_game", "relative_foreground",
-               "image_preserved", "specificity", "sensitivity", "relevance_mass", "relevance_rank")
-
 
 def run_evaluate(args: argparse.Namespace, stdout=None) -> int:
     """Run ``evaluate`` for parsed arguments; returns the exit status."""
@@ -102,7 +98,9 @@ def _evaluate(args, out: OutputFolder, item, csv_name: str, json_name: str, metr
 
 def _check_metrics(requested, known) -> list[str]:
     if not requested:
-        return list(MAP_METRICS)
+        from ..evaluation import MAP_ONLY_METRICS
+
+        return list(MAP_ONLY_METRICS)
     chosen = list(dict.fromkeys(requested))
     unknown = [m for m in chosen if m not in known]
     if unknown:

@@ -169,6 +169,7 @@ def explain_input(job: ExplainJob, item: InputItem, image: sitk.Image, record: I
     forward and one backward for all of them), every other method alone, so
     the summary can say what each method cost without giving up the sharing.
     """
+    from ..engine.progress import progress_fraction
     from ..models import explain_image
 
     card = job.card
@@ -183,7 +184,7 @@ def explain_input(job: ExplainJob, item: InputItem, image: sitk.Image, record: I
     prediction = None
     for number, (choice, group) in enumerate(steps):
         def report(*args, _offset=number):
-            progress.step((_offset + _fraction(*args)) / len(steps), "+".join(group))
+            progress.step((_offset + progress_fraction(*args)) / len(steps), "+".join(group))
 
         result = explain_image(job.model, image, methods=list(group),
                                target=_target(choice, job, image), layer=job.layer,
@@ -253,14 +254,6 @@ def _check_dimensions(image: sitk.Image, card, source: str) -> None:
     if image.GetDimension() == 2 and card.spatial_dims == 3:
         raise UserError(source, f"is a 2D image but '{card.name}' is a 3D model that needs a "
                                 "volume")
-
-
-def _fraction(*args) -> float:
-    """Progress as a fraction, from ``(fraction)`` or ``(done, total[, message])`` calls."""
-    numbers = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
-    if len(numbers) >= 2 and numbers[1]:
-        return float(numbers[0]) / float(numbers[1])
-    return float(numbers[0]) if numbers else 0.0
 
 
 def overlay_titles(job: ExplainJob, stem: str, method: str, choice: ClassChoice,

@@ -15,16 +15,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .api import explain_many, model_device_dtype
+from .api import explain_batch, model_device_dtype
 from .capture import eval_mode
-from .devices import resolve_device
+from .devices import is_out_of_memory, resolve_device
 from .interrupt import checkpoint
 from .memory_estimate import activation_bytes
 from .modes import resolve_mode
 from .normalize import volume_minmax
 from .request import upsample
 from .reading import reading_output
-from .registry import get_method
+from .registry import check_methods, get_method
 from .targets import resolve_target
 from .validation import check_finite, check_model, non_finite_problem
 from .windows import Tiling, gaussian_weights, window_grid
@@ -96,10 +96,6 @@ def _resolve_device(model: nn.Module, device) -> torch.device:
     return model_device_dtype(model, torch.empty(0))[0] if device is None else resolve_device(device)
 
 
-def _is_out_of_memory(error: Exception) -> bool:
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
-
-
 class _Batches:
     """Runs ``work(start, stop)`` over [0, total) in batches; on CUDA OOM halves the batch and retries."""
 
@@ -118,7 +114,7 @@ class _Batches:
             try:
                 work(start, stop)
             except RuntimeError as error:
-                if self.device.type != "cuda" or not _is_out_of_memory(error) or self.size == 1:
+                if self.device.type != "cuda" or not is_out_of_memory(error) or self.size == 1:
                     raise
                 torch.cuda.empty_cache()
                 self.size = max(1, self.size // 2)
@@ -216,9 +212,7 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
     """
     check_model(model)
     single = isinstance(methods, str)
-    method_list = [methods] if single else list(methods)
-    for name in method_list:
-        get_method(name)
+    method_list = check_methods(methods)
     mode, axis = resolve_mode(mode, axis)
     tiling, flips = _check_windows(mode, tiling, mirror_axes)
     _check_progress(progress)
@@ -260,7 +254,7 @@ def _explain_slices(model, data, methods, axis, target, layer, batch_size, devic
 
     def work(start, stop):
         batch = _slices_of(data, axis, start, stop).to(device)
-        result, info = explain_many(model, batch, methods, target=_slice_target(target, start, stop, axis),
+        result, info = explain_batch(model, batch, methods, target=_slice_target(target, start, stop, axis),
                                     layer=layer, normalize=False, layer_resolution=True, return_info=True,
                                     with_output=outputs is not None, **options)
         if outputs is not None:
@@ -401,12 +395,12 @@ def _explain_windows(model, data, methods, maps, patch_size, overlap, target, la
     def work(start, stop):
         batch = torch.stack([padded[(slice(None),) + w] for w in windows[start:stop]]).to(device)
         batch_target = _window_target(target, windows[start:stop])
-        result, info = explain_many(model, batch, methods, target=batch_target, layer=layer, normalize=False,
+        result, info = explain_batch(model, batch, methods, target=batch_target, layer=layer, normalize=False,
                                     return_info=True, with_output=blended is not None, **options)
         output = info.get("output")
         for axes in flips:  # mirrored windows: explained in their own frame, mirrored back, averaged in
             dims = [a + 2 for a in axes]
-            flipped, flipped_info = explain_many(model, torch.flip(batch, dims), methods,
+            flipped, flipped_info = explain_batch(model, torch.flip(batch, dims), methods,
                                                  target=_flip_target(batch_target, axes, patch), layer=layer,
                                                  normalize=False, return_info=True,
                                                  with_output=blended is not None, **options)

@@ -133,18 +133,18 @@ class ModelCatalogue:
     def trust_needed(self, model) -> str:
         """Why ``model`` needs trust to load (the refusal's message), or "" when it does not.
 
-        The panel asks the user with this reason before loading with ``trust=True``;
-        other load errors are left for :meth:`describe` to report.
+        The panel asks the user with this reason before loading with ``trust=True``. Asking
+        builds and runs nothing the model names (:func:`models.trust_check.trust_needed`);
+        other load errors are left for :meth:`describe` to report. A model trusted in this
+        session needs nothing more while its files are unchanged.
         """
-        from ..models import UntrustedModelError
-
-        try:
-            self.get(model)
-        except UntrustedModelError as refusal:
-            return str(refusal)
-        except Exception:  # noqa: BLE001 - reported when the model is described
+        if _is_loaded_model(model) or _is_torch_module(model) or not isinstance(model, (str, os.PathLike)):
             return ""
-        return ""
+        if self._fresh((str(model), True)) is not None:
+            return ""  # trusted in this session, and its files are as they were then
+        from ..models.trust_check import trust_needed
+
+        return trust_needed(model)
 
     def describe(self, model) -> dict:
         """Task, spatial dimensions, class names, expected input and layers of a model."""
@@ -207,8 +207,9 @@ class ModelCatalogue:
     def example_input(loaded):
         import torch
 
+        from ..models.card import trial_input_shape
+
         card = loaded.card
-        size = card.input.size or card.input.patch_size
-        shape = tuple(size) if size else (32,) * card.spatial_dims
+        shape = trial_input_shape(card)
         device = next((p.device for p in loaded.module.parameters()), torch.device("cpu"))
         return torch.zeros((1, card.input.channels) + shape, device=device)

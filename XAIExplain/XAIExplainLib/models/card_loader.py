@@ -1,16 +1,15 @@
 """The card form: build the network a card (or a bare file's description) names and load its weights.
 
-The architecture is checked against the allow-list before its module is
-imported (:mod:`models.trust`), the weights are read without executing code
+The architecture is resolved by :func:`models.trust.resolve_class` (an allowed
+module imported, one ``nn.Module`` class), what needs trust is checked first
+(:func:`models.trust.check_card`), the weights are read without executing code
 (:mod:`models.weights_io`) and the result is checked against the description
 (:mod:`models.network_checks`). The TorchScript and state-dict forms describe
 their file as a card and come here too.
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
@@ -19,7 +18,7 @@ from .errors import ModelCardError, WeightsError
 from .loaded import LoadedModel
 from .network_checks import check_module
 from .search_paths import resolve_card_path
-from .trust import check_architecture, check_inside, check_torchscript
+from .trust import check_card, check_no_fetch, check_torchscript, resolve_class
 from .weight_integrity import check_archive_sizes, check_module_weights
 from .weights_io import (apply_state_dict, file_sha256, load_pickled_module,
                          load_torchscript_archive, read_state_dict, verify_checksum)
@@ -60,9 +59,7 @@ def load_module(card: ModelCard, trust: bool = False) -> tuple[nn.Module, bool]:
         where = f"{card.path}: " if card.path else ""
         raise WeightsError(f"{where}weights file {path} is not a regular file (a folder, device or pipe); "
                            "card field 'weights.file' must name the weights file")
-    where = card.path or card.name
-    check_inside(path, card.base_dir if card.path is not None else None, trust, str(where),
-                 "weights file")
+    check_card(card, trust)  # files inside the folder, code and downloads need trust
     if not path.is_file():
         where = f"{card.path}: " if card.path else ""
         raise FileNotFoundError(f"{where}weights file {path} does not exist (card field "
@@ -89,31 +86,16 @@ def load_module(card: ModelCard, trust: bool = False) -> tuple[nn.Module, bool]:
 def build_architecture(card: ModelCard, trust: bool = False) -> nn.Module:
     """Instantiate ``card.architecture`` (an ``nn.Module`` subclass) with its kwargs.
 
-    The module name is checked against the allow-list before it is imported
-    (importing runs the module's code); see :mod:`models.trust`.
+    The class is resolved by :func:`models.trust.resolve_class` (the module checked
+    against the allow-list before it is imported, one attribute, an ``nn.Module``
+    subclass) and arguments that would download weights need trust.
     """
     spec = card.architecture
     if spec is None:
         raise ModelCardError(f"{card.path or card.name}: field 'architecture' is missing")
-    check_architecture(spec.module_name, trust, str(card.path or card.name),
-                       "field 'architecture.class'")
-    try:
-        module = importlib.import_module(spec.module_name)
-    except ImportError as exc:
-        hint = " (install MONAI: pip install monai)" if spec.module_name.startswith("monai") else ""
-        raise ModelCardError(f"{card.path or card.name}: field 'architecture.class': cannot import "
-                             f"module {spec.module_name!r}: {exc}{hint}") from exc
-    obj: Any = module
-    for part in spec.class_name.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            raise ModelCardError(f"{card.path or card.name}: field 'architecture.class': module "
-                                 f"{spec.module_name!r} has no attribute {spec.class_name!r}")
-    # Only nn.Module classes may be called: a card must not be able to name an
-    # arbitrary function (os.system, ...) and have it run with its kwargs.
-    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
-        raise ModelCardError(f"{card.path or card.name}: field 'architecture.class': "
-                             f"{spec.target!r} is not a torch.nn.Module subclass")
+    where = str(card.path or card.name)
+    obj = resolve_class(spec.target, nn.Module, trust=trust, where=where, field="field 'architecture.class'")
+    check_no_fetch(obj, spec.kwargs, trust, where, "field 'architecture'")
     try:
         return obj(**dict(spec.kwargs))
     except TypeError as exc:

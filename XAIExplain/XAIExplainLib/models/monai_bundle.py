@@ -31,6 +31,7 @@ from ..engine.layers import default_layer
 from ..engine.reading import select_output
 from .card import ClassSpec, InputSpec, IntensitySpec, ModelCard, TargetLayers, WeightsSpec
 from .errors import ModelCardError, UntrustedModelError, WeightsError
+from .trust import fetch_options
 
 KIND = "monai-bundle"
 _CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
@@ -67,10 +68,10 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _read_config_keys(path: Path) -> set:
-    """The top-level keys of the inference config, read as plain data (nothing instantiated)."""
+def _read_config(path: Path) -> dict:
+    """The inference config read as plain data (nothing instantiated, no expression evaluated)."""
     if path.suffix == ".json":
-        return set(_read_json(path))
+        return _read_json(path)
     try:
         import yaml
         data = yaml.safe_load(path.read_text())
@@ -78,7 +79,7 @@ def _read_config_keys(path: Path) -> set:
         raise ModelCardError(f"{path}: cannot read the bundle config ({exc})") from exc
     if not isinstance(data, dict):
         raise ModelCardError(f"{path}: must hold a mapping of config items")
-    return set(data)
+    return data
 
 
 def load_bundle(path, *, trust: bool = False, check: bool = True, **options):
@@ -101,7 +102,8 @@ def load_bundle(path, *, trust: bool = False, check: bool = True, **options):
         raise FileNotFoundError(f"{folder}: not a MONAI bundle; it needs configs/metadata.json and "
                                 "configs/inference.json (or inference.yaml)")
     metadata = _read_json(folder / "configs" / "metadata.json")
-    keys = _read_config_keys(config)
+    data = _read_config(config)
+    keys = set(data)
     weights = folder / "models" / "model.pt"
     scripted = folder / "models" / "model.ts"
     if not weights.is_file() and not scripted.is_file():
@@ -116,10 +118,13 @@ def load_bundle(path, *, trust: bool = False, check: bool = True, **options):
         raise ModelCardError(f"{config}: has no 'preprocessing'; a bundle's inference config must say how an "
                              "image is loaded and prepared (LoadImaged, Orientationd, Spacingd, ...)")
     if not trust:
+        fetching = fetch_options(data.get("network_def")) if isinstance(data.get("network_def"), dict) else []
+        also = (f"; its network_def also sets {', '.join(fetching)}, which would download weights into a cache "
+                "outside the bundle") if fetching else ""
         raise UntrustedModelError(
             f"{config}: a MONAI bundle config instantiates arbitrary Python objects (_target_) and evaluates "
-            "expressions ($...), which runs code on this machine; load it with trust=True (--trust-model) only "
-            "if you trust where the bundle came from")
+            f"expressions ($...), which runs code on this machine{also}; load it with trust=True (--trust-model) "
+            "only if you trust where the bundle came from")
     parser = _parser(folder, config)
     if use_script:
         try:

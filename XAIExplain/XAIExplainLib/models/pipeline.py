@@ -156,9 +156,11 @@ def run_networks(loaded: LoadedModel, array: np.ndarray, mode: str, axis: int | 
 
     Outputs (logits) are averaged over the networks, as nnU-Net ensembles its folds; maps
     are the mean of the per-network raw maps, then normalised over the volume. Each
-    network runs on ``device`` and goes back to where it was.
+    network runs on ``device`` and goes back to where it was. A volume too small for the
+    network is one line saying so (:mod:`.input_size`).
     """
     from ..engine import explain_volume, normalize_volume, predict_volume
+    from .input_size import is_too_small, too_small_error
 
     kwargs = {"mode": mode, "axis": axis or 0, "batch_size": batch_size, "device": device}
     if mode == "volume":
@@ -181,6 +183,12 @@ def run_networks(loaded: LoadedModel, array: np.ndarray, mode: str, axis: int | 
             else:
                 maps, outputs = explain_volume(network, array, methods, progress=part, return_outputs=True,
                                                normalize=normalize and single, **kwargs, **engine)
+        except (RuntimeError, ValueError) as exc:
+            if not is_too_small(exc):
+                raise
+            grid = array.shape[1:] if mode == "volume" else tuple(
+                s for i, s in enumerate(array.shape[1:]) if i != (axis or 0))
+            raise too_small_error(exc, loaded.card, grid) from exc
         finally:
             network.to(previous)
         output_sum = outputs if output_sum is None else output_sum + outputs
@@ -276,18 +284,12 @@ def _as_image(image) -> sitk.Image:
 
 
 def _check_methods(loaded: LoadedModel, methods) -> list[str]:
-    from ..engine import METHODS
-    from ..engine.registry import check_applicable
+    from ..engine.registry import check_applicable, check_methods
 
-    method_list = [methods] if isinstance(methods, str) else list(methods)
-    if not method_list:
-        raise ValueError("no method given; pick one or more from XAIExplainLib.METHODS")
+    method_list = check_methods(methods)
     card = loaded.card
-    for name in method_list:
-        if not isinstance(name, str) or name not in METHODS:
-            raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
     check_applicable(method_list, card.task, card.spatial_dims, loaded.scripted, f"model '{card.name}'")
-    return list(dict.fromkeys(method_list))
+    return method_list
 
 
 def _check_mode(card: ModelCard, mode, axis) -> tuple[str, int | None]:
