@@ -214,7 +214,7 @@ def test_summary_json_and_csv_hold_one_row_per_input():
     bad = InputRecord("b.nrrd", "b", "failed", error="b.nrrd: is constant")
     summary.records += [ok, bad]
     data = json.loads(summary.to_json())
-    assert data["counts"] == {"inputs": 2, "ok": 1, "failed": 1, "skipped": 0}
+    assert data["counts"] == {"inputs": 2, "ok": 1, "failed": 1, "partial": 0, "skipped": 0}
     assert data["inputs"][1]["error"] == "b.nrrd: is constant"
     rows = list(csv.DictReader(io.StringIO(summary.to_csv())))
     assert rows[0]["score_arterial"] == "0.9" and rows[0]["time_gradcam_s"] == "0.25"

@@ -284,8 +284,13 @@ def test_unknown_layer_is_refused_with_suggestions(scene):
 
 
 def test_name_says_the_predicted_class_when_every_slice_agrees(scene):
+    # Slices that disagree no longer mix classes: the volume explains the class with the highest
+    # probability on any slice (models.explained_class), and the name says which.
     mixed = run(add_volume(box_volume(), name="mixed"), methods=["gradcam"])
-    assert mixed.heatmaps["gradcam"].GetName() == "mixed Grad-CAM predicted features"
+    probabilities = np.asarray(mixed.probabilities)
+    assert len(set(np.argmax(probabilities, axis=1).tolist())) == 2
+    chosen = mixed.classNames[int(np.unravel_index(np.argmax(probabilities), probabilities.shape)[1])]
+    assert mixed.heatmaps["gradcam"].GetName() == f"mixed Grad-CAM {chosen} features"
     everywhere = box_volume(box=((0, 12), (6, 12), (14, 20)))
     agreed = run(add_volume(everywhere, name="agreed"), methods=["gradcam"])
     assert agreed.heatmaps["gradcam"].GetName() == "agreed Grad-CAM bright features"

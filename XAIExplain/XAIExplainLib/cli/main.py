@@ -167,9 +167,11 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", action="append", dest="methods", required=True,
                         metavar="METHOD", help="attribution method (repeatable; see "
                                                "'xaiexplain methods')")
-    parser.add_argument("--target", action="append", dest="targets", metavar="predicted|INT|NAME",
-                        help="class to explain: the predicted one (default), a class index or "
-                             "a class name (repeatable)")
+    parser.add_argument("--target", action="append", dest="targets", metavar="predicted|per-slice|INT|NAME",
+                        help="class to explain: 'predicted' (default; a per-slice classifier explains "
+                             "one class for the whole volume: the card's class of interest, else the "
+                             "class with the highest probability on any slice), 'per-slice' (each "
+                             "slice its own predicted class), a class index or a class name (repeatable)")
     parser.add_argument("--layer", metavar="NAME",
                         help="layer for layer-based methods (default from the model card)")
     parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",

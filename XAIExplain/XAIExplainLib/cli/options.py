@@ -116,7 +116,13 @@ def check_layer(methods: Sequence[str], model, layer: str | None) -> None:
 
 
 def resolve_targets(values: Sequence[str] | None, card) -> list[ClassChoice]:
-    """``--target`` values -> class choices; names are matched case-insensitively."""
+    """``--target`` values -> class choices; names are matched case-insensitively.
+
+    ``predicted`` (the default) lets explain_image choose: one class for the whole volume of
+    a per-slice classifier (models.explained_class); ``per-slice``: each slice its own class.
+    """
+    from ..models.explained_class import PER_SLICE, is_per_slice
+
     names = list(card.class_names)
     listing = ", ".join(f"{i} {n}" for i, n in enumerate(names))
     choices: list[ClassChoice] = []
@@ -124,6 +130,10 @@ def resolve_targets(values: Sequence[str] | None, card) -> list[ClassChoice]:
         text = str(value).strip()
         if text.lower() == "predicted":
             choice = ClassChoice(None, "predicted", "")
+        elif is_per_slice(text):
+            if card.task != "classification":
+                raise UserError(f"--target {text}", f"applies to classifiers; '{card.name}' is a {card.task} model")
+            choice = ClassChoice(None, PER_SLICE, "per_slice")
         else:
             try:
                 index = card.class_index(int(text) if _is_int(text) else text)
@@ -134,9 +144,9 @@ def resolve_targets(values: Sequence[str] | None, card) -> list[ClassChoice]:
             choice = ClassChoice(index, names[index], safe_name(names[index]))
         if choice not in choices:
             choices.append(choice)
-    if len(choices) > 1 and any(c.index is None for c in choices):
+    if len(choices) > 1 and any(c.index is None and c.name == "predicted" for c in choices):
         # Explicit classes get a suffix; give the predicted one a name too so files differ.
-        choices = [c if c.index is not None else ClassChoice(None, "predicted", "predicted")
+        choices = [c if c.name != "predicted" else ClassChoice(None, "predicted", "predicted")
                    for c in choices]
     return choices
 

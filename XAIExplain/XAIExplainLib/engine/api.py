@@ -21,6 +21,26 @@ def model_device_dtype(model: nn.Module, fallback: torch.Tensor) -> tuple[torch.
     return (fallback.device, fallback.dtype) if tensor is None else (tensor.device, tensor.dtype)
 
 
+def as_network(model, layer=None):
+    """``(torch module, layer)`` of what a caller passed as the model.
+
+    A ``LoadedModel`` (what ``load_model`` returns: an object holding its network as
+    ``module`` and its card as ``card``) explains its network at the card's default
+    layer unless a layer is given; a torch module is used as it is. A model of several
+    networks (nnU-Net folds) is refused here: ``explain_image`` averages their maps.
+    """
+    if isinstance(model, nn.Module) or not isinstance(getattr(model, "module", None), nn.Module) \
+            or not hasattr(model, "card"):
+        return model, layer
+    if getattr(model, "ensemble", ()):
+        raise ValueError(f"{type(model).__name__} '{model.card.name}' runs {1 + len(model.ensemble)} networks "
+                         "(an ensemble); use XAIExplainLib.explain_image, which averages their maps, or explain "
+                         "one of model.modules")
+    if layer is None:
+        layer = model.card.target_layers.default
+    return model.module, layer
+
+
 def _check_options(methods: Sequence[str], options: dict) -> None:
     accepted = {name for method in methods for name in get_method(method).options}
     unknown = sorted(set(options) - accepted)
@@ -48,6 +68,7 @@ def explain_batch(model: nn.Module, x: torch.Tensor, methods: Sequence[str], tar
     """
     if layer_resolution and normalize:
         raise ValueError("layer_resolution=True returns raw layer maps; pass normalize=False with it")
+    model, layer = as_network(model, layer)
     check_model(model)
     methods = check_methods(methods)
     infos = [get_method(name) for name in methods]
@@ -115,7 +136,8 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = "gradcam", target=N
             normalize: bool = True, return_info: bool = False, **options):
     """One attribution map per sample: float32 (N, *x.shape[2:]) on x's device.
 
-    model   a torch.nn.Module (2D or 3D; classifier (N, K) or segmenter (N, K, *S) output)
+    model   a torch.nn.Module (2D or 3D; classifier (N, K) or segmenter (N, K, *S) output), or a
+            LoadedModel (its network, at the card's default layer unless ``layer`` is given)
     x       (N, C, H, W) or (N, C, D, H, W) float tensor, preprocessed for the model
     method  a name from XAIExplainLib.METHODS
     target  None (predicted class), an int, N ints, or a segmentation target

@@ -20,7 +20,9 @@ class MethodInfo:
     (forward hooks, activation swaps, layer replay), which TorchScript modules do not allow;
     by default every layer method needs them. ``needs_output``: it reads the model's output
     (its target's score); False for Eigen-CAM, whose forward (under inference mode, no graph)
-    may stop once its layers ran and needs no frozen parameters.
+    may stop once its layers ran and needs no frozen parameters. ``needs_gap_head``: its layer
+    must feed a global average pool and the Linear head (CAM, CRM); callers that choose a
+    layer for the user pick the model's GAP-fed layer for it, not the card's default.
     """
 
     name: str
@@ -40,6 +42,7 @@ class MethodInfo:
     needs_gradients: bool = True
     needs_hooks: bool | None = None
     needs_output: bool = True
+    needs_gap_head: bool = False
 
     def __post_init__(self):
         if not self.label:

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .api import explain_batch, model_device_dtype
+from .api import as_network, explain_batch, model_device_dtype
 from .capture import eval_mode
 from .devices import is_out_of_memory, resolve_device
-from .interrupt import checkpoint
+from .interrupt import checkpoint, part_progress
 from .memory_estimate import activation_bytes
 from .modes import resolve_mode
 from .normalize import volume_minmax
@@ -112,7 +112,8 @@ class _Batches:
             checkpoint()  # cancel / heartbeat hook (engine/interrupt.py)
             stop = min(start + self.size, self.total)
             try:
-                work(start, stop)
+                with part_progress(self._within(start, stop)):
+                    work(start, stop)
             except RuntimeError as error:
                 if self.device.type != "cuda" or not is_out_of_memory(error) or self.size == 1:
                     raise
@@ -122,6 +123,14 @@ class _Batches:
             start = stop
             if self.progress is not None:
                 self.progress(start, self.total)
+
+
+    def _within(self, start: int, stop: int):
+        """Progress inside batch [start, stop) from a method's ``checkpoint(done, total)`` (RISE)."""
+        if self.progress is None:
+            return None
+        progress, total = self.progress, self.total
+        return lambda fraction: progress(start + (stop - start) * fraction, total)
 
 
 class _PerPartTarget:
@@ -210,6 +219,7 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
                 along; every combination of them is explained too, its maps (and outputs)
                 mirrored back and averaged with the plain window's (test-time augmentation)
     """
+    model, layer = as_network(model, layer)  # a LoadedModel: its network at the card's layer
     check_model(model)
     single = isinstance(methods, str)
     method_list = check_methods(methods)
@@ -468,6 +478,7 @@ def predict_volume(model: nn.Module, volume, mode: str = "slices", axis: int = 0
     ``mirror_axes`` each window's logits are the mean over its mirrored copies, as in
     nnU-Net's test-time mirroring).
     """
+    model, _ = as_network(model)
     check_model(model)
     mode, axis = resolve_mode(mode, axis)
     tiling, flips = _check_windows(mode, tiling, mirror_axes)

@@ -297,6 +297,10 @@ class XAIExplainLogic:
             point_class, region = point_target.region_at_point(sitk.GetArrayFromImage(prediction), request.point,
                                                                request.point_voxel_only)
             target = SegmentationTarget(point_class, region=region)
+        elif request.point is not None:  # a 2D classifier: the slice through the point, its own class
+            from ..models.explained_class import PER_SLICE
+
+            target = PER_SLICE
         result = explain_image(request.model, image, methods=list(request.methods), target=target,
                                layer=request.layer, mode=request.mode, axis=request.axis,
                                device=request.device, progress=engine_progress, **request.engine_options)
@@ -307,8 +311,9 @@ class XAIExplainLogic:
             labels = prediction
         elif prediction is not None:
             probabilities = np.asarray(prediction)
+        explained = result.target if isinstance(result.target, (int, np.integer)) else None  # explained_class rule
         return {"maps": maps, "labels": labels, "probabilities": probabilities, "pointClass": point_class,
-                "timings": dict(getattr(result, "timings", None) or {})}
+                "explainedClass": explained, "timings": dict(getattr(result, "timings", None) or {})}
 
 
 # explainVolume and startExplainVolume take the arguments written once in request.explain_arguments

@@ -53,6 +53,8 @@ def on_input_grid(request, result) -> dict:
         result["labels"] = mrml.array_on_node_grid(result["labels"], node, "prediction")
     label = request.target_label
     point, names = request.point, request.class_names
+    if not label and result.get("explainedClass") is not None and names:
+        label = names[int(result["explainedClass"])]  # one class for the whole volume (models.explained_class)
     if point is not None and result.get("pointClass") is not None:  # a segmenter's region at the point
         label = names[result["pointClass"]] if names else f"class {result['pointClass']}"
     elif point is not None:  # a 2D classifier per slice: the slice through the point
