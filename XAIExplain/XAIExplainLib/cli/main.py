@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
                       help="where the model runs (default: auto = CUDA when available)")
     demo.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    demo.add_argument("--model", default=None, metavar="NAME",
+                      help="the bundled model to explain: ct-phase-2d (default) or liver-seg-3d "
+                           "(pyliverlesionseg's published liver network; minutes on a CPU)")
     demo.set_defaults(handler=_run_demo)
 
     explain = commands.add_parser(
