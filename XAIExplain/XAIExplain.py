@@ -1,9 +1,10 @@
 """XAI Explain: see what a deep learning model looks at in a CT or MRI volume.
 
-This file is the Slicer-facing shell: module metadata, the Qt panel and the
-in-Slicer self test. Every decision is made by ``XAIExplainLib`` (importable
-without Slicer), and torch is imported only after the user agreed to install
-it, never when Slicer loads the module.
+This file is the Slicer-facing shell: module metadata and the Qt panel; the
+in-Slicer self test is a module of its own (Testing/Python/XAIExplainSelfTest.py).
+Every decision is made by ``XAIExplainLib`` (importable without Slicer), and
+torch is imported only after the user agreed to install it, never when Slicer
+loads the module.
 """
 import logging
 import os
@@ -15,11 +16,11 @@ import vtk
 from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+                                           ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
 from XAIExplainLib.logic import XAIExplainLogic as CoreLogic
-from XAIExplainLib.logic.dependencies import install_dependencies, missing_dependencies
+from XAIExplainLib.logic.dependencies import NO_PYTORCH_EXTENSION, install_dependencies, missing_dependencies
 
 LOAD_ITEM = "Load model..."
 MODES = [("Model default", ""), ("Per slice: axial", "axial"), ("Per slice: coronal", "coronal"),
@@ -50,6 +51,19 @@ class XAIExplain(ScriptedLoadableModule):
             "the pyradiomics test data."
         )
         slicer.app.connect("startupCompleted()", registerSampleData)
+
+    def runTest(self, msec=100, **kwargs):
+        """Slicer's "Reload and Test": the self test, which is a module of its own (XAIExplainSelfTest)."""
+        import importlib
+
+        try:
+            selfTest = importlib.import_module("XAIExplainSelfTest")
+        except ImportError as error:  # built only with BUILD_TESTING (XAIExplain/Testing/Python/CMakeLists.txt)
+            raise AssertionError("the self test module XAIExplainSelfTest is not installed: build the extension "
+                                 "with BUILD_TESTING=ON") from error
+        testCase = selfTest.XAIExplainSelfTestTest()
+        testCase.messageDelay = msec
+        testCase.runTest(**kwargs)
 
 
 def registerSampleData():
@@ -532,143 +546,17 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         missing = missing_dependencies()
         if not missing:
             return True
+        torchInstaller = _torchInstaller()
+        if "torch" in missing and torchInstaller is None:  # torch comes only from the PyTorch extension
+            slicer.util.errorDisplay(NO_PYTORCH_EXTENSION)
+            return False
         if not slicer.util.confirmOkCancelDisplay(
                 f"XAI Explain needs {', '.join(missing)}, which is not installed in Slicer's Python. Install it now? "
                 "This downloads several hundred MB and may take a few minutes."):
             return False
         with slicer.util.tryWithErrorDisplay("Installing the dependencies failed.", waitCursor=True):
-            install_dependencies(self.resourcePath("requirements.txt"), slicer.util.pip_install, _torchInstaller())
+            install_dependencies(self.resourcePath("requirements.txt"), slicer.util.pip_install, torchInstaller)
         if missing_dependencies():
             return False
         self.refreshModelChoices()
         return True
-
-
-class XAIExplainTest(ScriptedLoadableModuleTest):
-    """In-Slicer self test: the logic end to end on a generated volume (needs torch)."""
-
-    def setUp(self):
-        slicer.mrmlScene.Clear()
-
-    def runTest(self):
-        self.setUp()
-        self.test_HeatmapLandsOnTheBrightObject()
-        self.setUp()
-        self.test_CancelLeavesTheSceneUnchanged()
-        self.setUp()
-        self.test_BackgroundRunKeepsTheSceneUntilFinish()
-        self.setUp()
-        self.test_BackgroundCancel()
-
-    @staticmethod
-    def brightObjectVolume():
-        import numpy as np
-
-        voxels = np.full((12, 24, 28), -1000, dtype=np.int16)
-        voxels[4:8, 8:14, 16:22] = 300
-        ijkToRas = np.array([[0.0, -0.9, 0.0, 10.0], [0.8, 0.0, 0.0, -5.0], [0.0, 0.0, 2.5, 3.0], [0, 0, 0, 1]])
-        return voxels, slicer.util.addVolumeFromArray(voxels, ijkToRas, name="XAIExplainTest CT")
-
-    @staticmethod
-    def brightObjectModel():
-        """Class 1 score = mean of ReLU(x): its Grad-CAM is exactly the bright object."""
-        import torch
-
-        model = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                                    torch.nn.Flatten(), torch.nn.Linear(1, 2))
-        with torch.no_grad():
-            model[0].weight.fill_(1.0)
-            model[0].bias.zero_()
-            model[4].weight.copy_(torch.tensor([[-1.0], [1.0]]))
-            model[4].bias.zero_()
-        return model.eval()
-
-    def test_HeatmapLandsOnTheBrightObject(self):
-        import numpy as np
-
-        if missing_dependencies():
-            self.skipTest("PyTorch is not installed")
-        voxels, volume = self.brightObjectVolume()
-        logic = XAIExplainLogic()
-        nodes = logic.explainVolume(volume, self.brightObjectModel(), methods=["gradcam"], layer="1",
-                                    target="bright", classNames=["dark", "bright"], mode="axial")
-        heatmap = nodes.heatmaps["gradcam"]
-        matrixIn, matrixOut = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
-        volume.GetIJKToRASMatrix(matrixIn)
-        heatmap.GetIJKToRASMatrix(matrixOut)
-        self.assertEqual(slicer.util.arrayFromVTKMatrix(matrixIn).tolist(),
-                         slicer.util.arrayFromVTKMatrix(matrixOut).tolist())
-        values = slicer.util.arrayFromVolume(heatmap)
-        self.assertTrue(voxels[np.unravel_index(np.argmax(values), values.shape)] == 300)
-        self.assertLess(float(values[voxels < 0].max()), 0.05)
-        self.assertEqual(volume.GetName(), "XAIExplainTest CT")
-        self.delayDisplay("Heatmap lies on the bright object")
-
-    def test_CancelLeavesTheSceneUnchanged(self):
-        if missing_dependencies():
-            self.skipTest("PyTorch is not installed")
-        voxels, volume = self.brightObjectVolume()
-        logic = XAIExplainLogic()
-        countBefore = slicer.mrmlScene.GetNumberOfNodes()
-
-        def progress(fraction, message):
-            if fraction > 0.5:
-                logic.cancel()
-
-        from XAIExplainLib.logic import ExplainCancelled
-
-        with self.assertRaises(ExplainCancelled):
-            logic.explainVolume(volume, self.brightObjectModel(), methods=["gradcam"], layer="1",
-                                classNames=["dark", "bright"], progress=progress)
-        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), countBefore)
-        self.delayDisplay("Cancel left the scene unchanged")
-
-    @staticmethod
-    def waitFor(job, seconds=60.0):
-        """Poll like the panel's timer does, letting Qt process events meanwhile."""
-        import time
-
-        deadline = time.monotonic() + seconds
-        while not job.done and time.monotonic() < deadline:
-            slicer.app.processEvents()
-            job.wait(0.05)
-        return job.done
-
-    def test_BackgroundRunKeepsTheSceneUntilFinish(self):
-        import numpy as np
-
-        if missing_dependencies():
-            self.skipTest("PyTorch is not installed")
-        voxels, volume = self.brightObjectVolume()
-        logic = XAIExplainLogic()
-        countBefore = slicer.mrmlScene.GetNumberOfNodes()
-        job = logic.startExplainVolume(volume, self.brightObjectModel(), methods=["gradcam", "scorecam"], layer="1",
-                                       target="bright", classNames=["dark", "bright"], mode="axial")
-        with self.assertRaises(RuntimeError):  # one run at a time
-            logic.startExplainVolume(volume, self.brightObjectModel(), methods=["gradcam"], layer="1",
-                                     classNames=["dark", "bright"])
-        self.assertTrue(self.waitFor(job))
-        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), countBefore)  # nothing published before finish
-        nodes = job.finish()
-        values = slicer.util.arrayFromVolume(nodes.heatmaps["scorecam"])
-        self.assertTrue(voxels[np.unravel_index(np.argmax(values), values.shape)] == 300)
-        self.assertFalse(logic.isRunning)
-        self.delayDisplay("Background run published on finish")
-
-    def test_BackgroundCancel(self):
-        if missing_dependencies():
-            self.skipTest("PyTorch is not installed")
-        from XAIExplainLib.logic import ExplainCancelled
-
-        voxels, volume = self.brightObjectVolume()
-        logic = XAIExplainLogic()
-        countBefore = slicer.mrmlScene.GetNumberOfNodes()
-        job = logic.startExplainVolume(volume, self.brightObjectModel(), methods=["scorecam", "occlusion"],
-                                       layer="1", classNames=["dark", "bright"], mode="axial")
-        job.cancel()
-        self.assertTrue(self.waitFor(job, 10.0))
-        with self.assertRaises(ExplainCancelled):
-            job.finish()
-        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), countBefore)
-        self.assertFalse(logic.isRunning)
-        self.delayDisplay("Cancel stopped the background run")

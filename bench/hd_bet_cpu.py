@@ -4,7 +4,7 @@ and the README picture (Grad-CAM of the brain mask in the three slice views).
     python bench/hd_bet_cpu.py --data ../shared/data              # table + bench/results/hd_bet_cpu.json
     python bench/hd_bet_cpu.py --data ../shared/data --picture Resources/Screenshots/hd-bet-gradcam-brain1.png
 
-Needs the hd-bet extra (pip install "xaiexplain[hd-bet]"); the picture also needs slicer-core.
+Needs the hd-bet extra (pip install ".[hd-bet]" in the checkout); the picture also needs slicer-core.
 """
 from __future__ import annotations
 

@@ -279,7 +279,8 @@ def test_without_dask_the_cluster_option_says_how_to_install_it(volumes, tmp_pat
     status, _, stderr = run_main(capsys, "explain", volumes[0], "--model", MODEL, "--method",
                                  "gradcam", "--cluster", "local:2", "--output-dir", out)
     assert (status, stderr) == (2, 'xaiexplain: error: --cluster: needs Dask, which is not '
-                                   'installed (pip install "xaiexplain[cluster]")\n')
+                                   'installed (pip install ".[cluster]" in the XAIExplain checkout; add '
+                                   '-c Testing/constraints-cpu.txt on a CPU-only machine)\n')
     assert not out.exists()
 
 

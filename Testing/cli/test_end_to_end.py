@@ -447,4 +447,6 @@ def test_models_and_methods_are_listed(capsys):
     status, stdout, _ = run_main(capsys, "methods", "--task", "segmentation")
     assert status == 0 and "kwc" in stdout and "\ncam " not in stdout
     assert "--option masks, cells, keep_probability, seed" in run_main(capsys, "methods")[1]
-    assert run_main(capsys, "methods", "--metrics")[1].startswith("dice_sweep")
+    metrics = run_main(capsys, "methods", "--metrics")[1].splitlines()
+    assert metrics[0].split() == ["METRIC", "NEEDS", "(besides", "the", "heatmap)", "COMPUTED"]
+    assert metrics[1].split() == ["dice_sweep", "mask", "by", "default"]

@@ -231,7 +231,7 @@ def test_progress_writes_plain_lines_without_a_terminal_and_nothing_when_quiet()
     assert lines[0] == "[1/2] a.nrrd"
     # The cohort's tally: counts, the rate of computed inputs and the time left at that rate.
     assert re.fullmatch(r"\[1/2\] a\.nrrd: ok \(1\.0 s\) \| 1 done, 0 failed, 0 skipped; "
-                        r"[0-9.e+]+/min, ETA \d+:\d\d", lines[1]), lines[1]
+                        r"(\d+(\.\d)? (s|min) per input|\d+(\.\d)? inputs/s), ETA \d+:\d\d", lines[1]), lines[1]
     progress.skip(2, "b.nrrd")
     assert stream.getvalue().splitlines()[2] == "[2/2] b.nrrd: skipped (complete from an earlier run)"
     assert progress.tally().startswith("1 done, 0 failed, 1 skipped; ")

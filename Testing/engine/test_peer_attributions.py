@@ -23,7 +23,7 @@ from Testing.support.models import SmallCNN, inputs, make, unet
 
 # find_spec, not importorskip: importing zennit's package runs its __init__, which imports torchvision
 needs_zennit = pytest.mark.skipif(importlib.util.find_spec("zennit") is None,
-                                  reason='zennit is not installed (pip install "xaiexplain[lrp]")')
+                                  reason='zennit is not installed (pip install ".[lrp]")')
 
 
 def _assert_equal(ours, reference, rtol=1e-4):
@@ -244,5 +244,5 @@ def test_lrp_without_zennit_names_the_extra(monkeypatch):
     import sys
     monkeypatch.delitem(sys.modules, "zennit", raising=False)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
-    with pytest.raises(ImportError, match=r'LRP needs zennit: pip install "xaiexplain\[lrp\]"'):
+    with pytest.raises(ImportError, match=r'LRP needs zennit: pip install "\.\[lrp\]" in the XAIExplain checkout'):
         xai.explain(make(SmallCNN, dims=2), inputs(2, n=1), "lrp")

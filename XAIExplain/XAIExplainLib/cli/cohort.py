@@ -180,8 +180,8 @@ def _resume(items: Sequence[InputItem], folder: Path, spec: CohortSpec,
                             f"({difference}); pass --overwrite to replace them or choose "
                             "another --output-dir")
         if state == COMPLETE:
-            record = record_from_manifest(folder, item.stem)
-            record.input, record.skipped = item.source, True
+            record = record_from_manifest(folder, item.stem).name_input(item)
+            record.skipped = True
             records[index] = record
             progress.skip(index + 1, item.source)
         else:

@@ -44,6 +44,15 @@ class InputItem:
     stem: str
     files: tuple[str, ...] = field(default=(), repr=False)
     error: UserError | None = None
+    #: ``list.txt:N`` for an input named on line N of a list file (``source`` then starts with it).
+    listed_in: str = ""
+
+    @property
+    def plain(self) -> str:
+        """The input itself, without the list file it came from: a path that opens from the working
+        folder (a list's relative path joined to the list's folder), and the series of a DICOM folder."""
+        prefix = f"{self.listed_in}: "
+        return self.source[len(prefix):] if self.listed_in and self.source.startswith(prefix) else self.source
 
     @property
     def is_series(self) -> bool:
@@ -106,8 +115,10 @@ def discover(arguments: Sequence[str]) -> list[InputItem]:
     return unique_stems(items)
 
 
-def _expand(source: str, path: Path, from_list: Path | None) -> list[InputItem]:
-    where = f" (listed in {from_list})" if from_list is not None else ""
+def _expand(source: str, path: Path, from_list: Path | None, relative: bool = False) -> list[InputItem]:
+    where = ""
+    if from_list is not None:
+        where = f" (listed in {from_list}" + ("; a relative path is read from the list's folder)" if relative else ")")
     if not path.exists():
         if path.is_symlink():
             return [_failed(source, path, f"is a symbolic link that leads nowhere (a loop of "
@@ -140,9 +151,13 @@ def _expand_list(list_path: Path) -> Iterable[InputItem]:
             continue
         found = True
         path = Path(entry).expanduser()
-        if not path.is_absolute():
+        relative = not path.is_absolute()
+        if relative:
             path = list_path.parent / path
-        yield from _expand(f"{list_path}:{number}: {entry}", path, from_list=list_path)
+        # messages name the line and the path as resolved (what was looked for), the summary the path alone
+        line = f"{list_path}:{number}"
+        for item in _expand(f"{line}: {path}", path, from_list=list_path, relative=relative):
+            yield replace(item, listed_in=line)
     if not found:
         yield _failed(str(list_path), list_path, "lists no inputs (one path per line, # starts "
                                                  "a comment)")

@@ -114,7 +114,7 @@ def explain_one(item: InputItem, spec: CohortSpec, output_dir: str | os.PathLike
 
     began = time.monotonic()
     output_dir = Path(output_dir)
-    record = InputRecord(item.source, item.stem, worker=_worker_name())
+    record = InputRecord.for_input(item, worker=_worker_name())
     stage = None
     try:
         job = job_for(spec, output_dir, model)
@@ -128,9 +128,7 @@ def explain_one(item: InputItem, spec: CohortSpec, output_dir: str | os.PathLike
         if state == COMPLETE and read_error is None and item.error is None:
             # a retry of an input already committed (the worker holding its row died before the
             # row was gathered): its outputs are complete and its row is in the manifest
-            done = record_from_manifest(output_dir, item.stem)
-            done.input = item.source
-            return done
+            return record_from_manifest(output_dir, item.stem).name_input(item)
         own = recorded_files(output_dir, item.stem) if state == MISSING else []
         stage = InputStage(out, item.stem, replaceable=own)
         if read_error is not None:

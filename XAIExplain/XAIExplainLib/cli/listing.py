@@ -17,7 +17,7 @@ _WIDTH = 100
 
 def print_models(stream: TextIO | None = None) -> int:
     """One paragraph per model found: name, task, dimensions, classes, description."""
-    from ..models import list_models
+    from ..models.search_paths import list_models
 
     stream = stream or sys.stdout
     found = list_models()
@@ -44,7 +44,8 @@ def _search_hint() -> str:
 
 
 def print_methods(task: str | None = None, stream: TextIO | None = None, model=None) -> int:
-    """One line per method: name, what it computes, which models, whether it needs a layer, its options.
+    """One entry per method: name, what it computes, which models, whether it needs a layer, what it
+    costs (passes through the model per input batch) and its options.
 
     ``model`` (a LoadedModel): only the methods that apply to it (``MethodInfo.applicable``).
     """
@@ -57,28 +58,40 @@ def print_methods(task: str | None = None, stream: TextIO | None = None, model=N
         names = [n for n in names
                  if METHODS[n].applicable(card.task, card.spatial_dims, model.scripted, model.module) is None]
     width = max(len(n) for n in names) + 2
+    stream.write("METHOD".ljust(width) + "WHAT IT COMPUTES [models; layer; cost], its options\n")
     for name in names:
         info = METHODS[name]
         tasks = "any model" if len(info.tasks) > 1 else f"{info.tasks[0]} only"
         if info.family == "attention" and model is None:
             tasks += " with global self-attention"
-        options = f"; --option {', '.join(info.options)}" if info.options else ""
-        detail = f"{info.description} [{tasks}; {'layer' if info.needs_layer else 'no layer'}{options}]"
+        detail = (f"{info.description} [{tasks}; {'layer' if info.needs_layer else 'no layer'}; "
+                  f"cost: {info.cost}]")
         lines = textwrap.wrap(detail, _WIDTH - width)
+        if info.options:
+            lines.append(f"--option {', '.join(info.options)}")
         stream.write(name.ljust(width) + lines[0] + "\n")
         for line in lines[1:]:
             stream.write(" " * width + line + "\n")
     stream.write("\n[layer: the method uses --layer, or the model card's default layer]\n"
+                 "[cost: passes through the model for each batch of slices or windows; K = the layer's channels]\n"
                  "[--option: the method's options, set with xaiexplain explain --option NAME=VALUE]\n")
     return EXIT_OK
 
 
 def print_metrics(stream: TextIO | None = None) -> int:
-    """The metrics ``xaiexplain evaluate --metric`` accepts, with what each needs."""
+    """The metrics ``xaiexplain evaluate --metric`` accepts, as a table with a header: what each needs
+    besides the heatmap, and whether ``evaluate`` computes it by default or only when named."""
     from ..evaluation import METRICS
+    from ..evaluation.api import ON_REQUEST
 
     stream = stream or sys.stdout
-    width = max(len(n) for n in METRICS) + 2
-    for name, needs in METRICS.items():
-        stream.write(name.ljust(width) + (", ".join(needs) if needs else "the heatmap only") + "\n")
+    header = ("METRIC", "NEEDS (besides the heatmap)", "COMPUTED")
+    rows = [(name, ", ".join(needs) if needs else "-", "when named" if name in ON_REQUEST else "by default")
+            for name, needs in METRICS.items()]
+    widths = [max(len(row[i]) for row in [header, *rows]) + 2 for i in range(2)]
+    for row in [header, *rows]:
+        stream.write(row[0].ljust(widths[0]) + row[1].ljust(widths[1]) + row[2] + "\n")
+    stream.write("\n[needs: mask = the --mask file; model = the model is run again; method = the method is re-run "
+                 "on a changed model; used = the voxels the model uses (API only)]\n"
+                 "[when named: costly or duplicate metrics, computed only with --metric NAME]\n")
     return EXIT_OK

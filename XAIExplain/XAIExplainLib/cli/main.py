@@ -136,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
         help="score heatmaps against a reference mask (Dice, pointing game, ...)",
         description="Explain INPUT and score each method's heatmap against MASK with the "
-                    "evaluation metrics; writes evaluation.csv and evaluation.json.",
+                    "evaluation metrics; writes <stem>_evaluation.csv (a row per method and class) and "
+                    "<stem>_evaluation.json in --output-dir, <stem> being INPUT's file name without "
+                    "its image ending (lung1_image.nrrd -> lung1_image_evaluation.csv).",
         epilog=EXIT_STATUS_HELP)
     evaluate.add_argument("inputs", nargs=1, metavar="INPUT", help="image file or DICOM folder")
     evaluate.add_argument("--mask", required=True, metavar="MASK",

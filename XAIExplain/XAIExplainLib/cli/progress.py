@@ -110,16 +110,15 @@ class Progress:
             self._line(f"[{index}/{self.total}] {name}: skipped (complete from an earlier run)")
 
     def tally(self) -> str:
-        """``3 done, 1 failed, 2 skipped; 2.5/min, ETA 0:48`` over the whole cohort."""
+        """``3 done, 1 failed, 2 skipped; 24 s per input, ETA 0:48`` over the whole cohort."""
         text = f"{self.done} done, {self.failed} failed, {self.skipped} skipped"
         computed = self.done + self.failed
         elapsed = time.monotonic() - self._began
         left = self.total - computed - self.skipped
         if computed and elapsed > 0:
-            rate = computed / elapsed * 60.0
-            text += f"; {rate:.3g}/min"
+            text += f"; {rate_text(computed, elapsed)}"
             if left > 0:
-                text += f", ETA {_clock(left / rate * 60.0)}"
+                text += f", ETA {_clock(left * elapsed / computed)}"
         return text
 
     def message(self, text: str) -> None:
@@ -149,6 +148,18 @@ class Progress:
     def _line(self, text: str) -> None:
         self.stream.write(text + "\n")
         self.stream.flush()
+
+
+def rate_text(computed: int, elapsed: float) -> str:
+    """How fast the inputs go, as a person reads it at a glance: ``16.1 min per input``,
+    ``24 s per input``, ``3.5 s per input`` or ``12 inputs/s`` (never ``0.0621/min`` or ``1.2e+04/min``)."""
+    per_input = elapsed / computed
+    if per_input >= 60.0:
+        return f"{per_input / 60.0:.1f} min per input"
+    if per_input >= 1.0:
+        return f"{per_input:.0f} s per input" if per_input >= 9.95 else f"{per_input:.1f} s per input"
+    per_second = computed / elapsed
+    return f"{per_second:.0f} inputs/s" if per_second >= 9.95 else f"{per_second:.1f} inputs/s"
 
 
 def _clock(seconds: float) -> str:

@@ -26,6 +26,7 @@ SUMMARY_CSV = "summary.csv"
 class InputRecord:
     """What happened to one input."""
 
+    #: The input as given (a path that opens from the working folder; a DICOM folder's series).
     input: str
     stem: str
     status: str = "pending"  # "ok", "partial" (some methods written, ``error`` names the rest) or "failed"
@@ -39,8 +40,20 @@ class InputRecord:
     device: str = ""
     #: True when an earlier run into the folder had made it, with the same model and options.
     skipped: bool = False
+    #: ``list.txt:N`` when the input was line N of a list file, else empty.
+    listed_in: str = ""
     #: With --debug: the traceback of a failure, printed by the run, not kept in the summary.
     traceback: str = field(default="", repr=False)
+
+    @classmethod
+    def for_input(cls, item, **values) -> "InputRecord":
+        """The record of a discovered input (``cli.discovery.InputItem``): its plain path, the list line."""
+        return cls(item.plain, item.stem, listed_in=item.listed_in, **values)
+
+    def name_input(self, item) -> "InputRecord":
+        """Point a record read back from a manifest at ``item`` as discovered in this run."""
+        self.input, self.listed_in = item.plain, item.listed_in
+        return self
 
     def saved(self) -> dict[str, Any]:
         """The fields summary.json and the manifest keep."""
@@ -49,13 +62,18 @@ class InputRecord:
         return data
 
     def flat(self) -> dict[str, Any]:
-        """One CSV row: prediction and timings spread over named columns."""
-        row: dict[str, Any] = {"input": self.input, "stem": self.stem, "status": self.status,
-                               "error": self.error}
+        """One CSV row: prediction and timings spread over named columns.
+
+        The columns are the same for every input of a run: a value keyed by an output's name
+        (``<stem>_<method>``, e.g. the label threshold each map used) is named by the method alone."""
+        row: dict[str, Any] = {"input": self.input, "listed_in": self.listed_in, "stem": self.stem,
+                               "status": self.status, "error": self.error}
+        own = f"{self.stem}_"
         for key, value in self.prediction.items():
             if isinstance(value, dict):
                 for name, number in value.items():
-                    row[f"{key}_{name}"] = _number(number)
+                    name = str(name)
+                    row[f"{key}_{name[len(own):] if name.startswith(own) else name}"] = _number(number)
             elif not isinstance(value, (list, tuple)):
                 row[key] = _number(value)
         for name, seconds in self.timings.items():
@@ -127,7 +145,7 @@ class RunSummary:
         for row in rows:
             columns.extend(k for k in row if k not in columns)
         # Keep the columns a reader looks for first at the front, outputs last.
-        front = [c for c in ("input", "stem", "status", "error") if c in columns]
+        front = [c for c in ("input", "listed_in", "stem", "status", "error") if c in columns]
         back = [c for c in ("seconds", "skipped", "worker", "device", "outputs") if c in columns]
         columns = front + [c for c in columns if c not in front and c not in back] + back
         buffer = io.StringIO()

@@ -11,13 +11,8 @@ from typing import Optional
 
 import torch
 
-SOFTMAX, SIGMOID, NONE = "softmax", "sigmoid", "none"
-#: A segmentation target's word for "the class logits themselves" (Seg-Grad-CAM's score).
-LOGITS = "logits"
-#: How a model's output becomes probabilities: a model card's ``output.activation``.
-OUTPUT_ACTIVATIONS = (SOFTMAX, SIGMOID, NONE)
-#: What a caller may ask for: the above, ``"auto"``, and None for "none".
-ACTIVATIONS = ("auto", SOFTMAX, SIGMOID, None)
+# the words (torch-free, so that reading a model card needs no engine): softmax, sigmoid, none, logits
+from ..activation_names import ACTIVATIONS, LOGITS, NONE, OUTPUT_ACTIVATIONS, SIGMOID, SOFTMAX  # noqa: F401
 
 
 def activation_for_channels(channels: int) -> str:

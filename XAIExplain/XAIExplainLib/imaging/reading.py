@@ -162,32 +162,33 @@ def _check_length(path: Path, declared: int, data_file: Path, offset: int, compr
     if have < declared:
         what = "decompressed data" if compression else "file"
         raise ImageReadError(path, f"is truncated: the header declares {declared} bytes of voxel data but "
-                                   f"the {what} holds {max(have, 0)}; the file was cut short (an "
+                                   f"the {what} holds {max(have, 0)} bytes; the file was cut short (an "
                                    "interrupted copy or download?), get a complete copy")
 
 
 def _decompressed_length(path: Path, offset: int, compression: str, limit: int) -> int:
-    """Bytes a compressed stream expands to, counted in chunks and stopping once ``limit`` is reached."""
+    """Bytes a compressed stream expands to, counted in chunks and stopping once ``limit`` is reached.
+
+    The raw stream is fed to the inflater piece by piece, so a stream cut short still counts every
+    byte that decompresses before the cut (``GzipFile.read`` raised at the cut and counted nothing of
+    its last megabyte: a truncated file was reported as holding 0 bytes). A gzip file may hold several
+    members one after the other."""
+    wbits = 16 + zlib.MAX_WBITS if compression == "gzip" else zlib.MAX_WBITS  # gzip | zlib (MetaImage)
     total = 0
     try:
         with open(path, "rb") as raw:
             raw.seek(offset)
-            if compression == "gzip":
-                stream = gzip.GzipFile(fileobj=raw)
-                while total < limit:
-                    chunk = stream.read(1 << 20)
-                    if not chunk:
-                        break
-                    total += len(chunk)
-            else:  # zlib (MetaImage CompressedData)
-                inflater = zlib.decompressobj()
-                while total < limit:
-                    chunk = raw.read(1 << 16)
-                    if not chunk:
-                        break
-                    total += len(inflater.decompress(chunk))
-    except (OSError, EOFError, zlib.error):
-        pass  # a cut-off stream: what was counted is what there is
+            inflater = zlib.decompressobj(wbits)
+            while total < limit:
+                chunk = raw.read(1 << 16)
+                if not chunk:
+                    break
+                total += len(inflater.decompress(chunk))
+                while compression == "gzip" and inflater.eof and inflater.unused_data and total < limit:
+                    rest, inflater = inflater.unused_data, zlib.decompressobj(wbits)  # the next member
+                    total += len(inflater.decompress(rest))
+    except (OSError, zlib.error):
+        pass  # a corrupt stream: what was counted is what there is
     return total
 
 

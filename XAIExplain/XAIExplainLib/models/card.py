@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..engine.activations import OUTPUT_ACTIVATIONS
+from ..activation_names import OUTPUT_ACTIVATIONS
 from .errors import ModelCardError
 
 TASKS = ("classification", "segmentation")
 WEIGHT_FORMATS = ("state_dict", "torchscript", "pickle", "onnx", "exported_program")
-ACTIVATIONS = OUTPUT_ACTIVATIONS  # engine.activations: the one vocabulary
+ACTIVATIONS = OUTPUT_ACTIVATIONS  # activation_names (re-exported by engine.activations): the one vocabulary
 INTENSITY_MODES = ("window", "zscore", "scale", "none")
 ORIENTATIONS = ("LPS",)
 CARD_FILENAME = "card.json"

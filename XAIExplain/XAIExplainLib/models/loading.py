@@ -21,7 +21,7 @@ from .card import ModelCard
 from .card_loader import load_card_model
 from .forms import find_form
 from .loaded import LoadedModel
-from .search_paths import PACKAGE_MODELS, in_model_dirs, is_model_name, resolve_model_name
+from .search_paths import PACKAGE_MODELS, in_model_dirs, is_model_name, package_model, resolve_model_name
 
 
 def load_model(source: str | os.PathLike | ModelCard, *, trust: bool = False,
@@ -53,7 +53,7 @@ def load_model(source: str | os.PathLike | ModelCard, *, trust: bool = False,
     if isinstance(source, ModelCard):
         loaded = load_card_model(source, trust=trust, check=check, **options)
     elif is_model_name(source) and source in PACKAGE_MODELS and not in_model_dirs(source):
-        loaded = PACKAGE_MODELS[source].load(trust=trust, check=check, **options)
+        loaded = package_model(source).load(trust=trust, check=check, **options)
     else:
         path = resolve_model_name(source) if is_model_name(source) else Path(source)
         loaded = find_form(path).load(path, trust=trust, check=check, **options)

@@ -54,7 +54,9 @@ def _monai():
         import monai  # noqa: F401
         from monai.bundle import ConfigParser
     except ImportError as exc:
-        raise ImportError('MONAI bundles need MONAI: pip install "xaiexplain[monai]"') from exc
+        from ..extras import install_hint
+
+        raise ImportError(f"MONAI bundles need MONAI: {install_hint('monai')}") from exc
     return ConfigParser
 
 

@@ -166,8 +166,9 @@ def _import(name: str):
     try:
         return __import__(name)
     except ImportError as exc:
-        raise ImportError(f"loading an ONNX file needs {name}: pip install 'xaiexplain[onnx]' "
-                          f"({exc})") from exc
+        from ..extras import install_hint
+
+        raise ImportError(f"loading an ONNX file needs {name}: {install_hint('onnx')} ({exc})") from exc
 
 
 def _onnx2torch():

@@ -3,16 +3,19 @@
 A bare name (``"demo-chest-ct"``) means a bundled or configured model, never a
 folder of that name in the working directory; :func:`list_models` lists what the
 names can be. Split from the loader so that the model forms can use these
-without importing the dispatcher (:mod:`models.loading`).
+without importing the dispatcher (:mod:`models.loading`). Listing reads only the cards
+(JSON), never a network or its weights, and imports no torch, so ``xaiexplain models`` answers in a
+moment and the Slicer panel can list the models before PyTorch is installed.
 """
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..resources import resources_dir
-from . import hd_bet
+from . import hd_bet_card
 from .card import CARD_FILENAME, load_card
 from .errors import ModelCardError
 
@@ -20,8 +23,15 @@ from .errors import ModelCardError
 MODEL_PATH_ENV = "XAIEXPLAIN_MODEL_PATH"
 
 #: Models named like bundled ones whose network and weights come from an installed
-#: package (listed when it is installed): name -> adapter module.
-PACKAGE_MODELS = {hd_bet.NAME: hd_bet}
+#: package (listed when it is installed): name -> its card module (torch-free) ...
+PACKAGE_CARDS = {hd_bet_card.NAME: hd_bet_card}
+#: ... and the module of this package that checks and loads it (imported when used: it needs torch).
+PACKAGE_MODELS = {hd_bet_card.NAME: "hd_bet"}
+
+
+def package_model(name: str):
+    """The adapter module (``check_files``, ``load``) of the package model ``name``."""
+    return importlib.import_module(f"{__package__}.{PACKAGE_MODELS[name]}")
 
 
 def bundled_models_dir() -> Path:
@@ -71,7 +81,7 @@ def list_models() -> list[ModelInfo]:
             found.setdefault(card.name, ModelInfo(card.name, card.task, card.spatial_dims,
                                                   tuple(card.class_names), card.description,
                                                   card_path.parent))
-    for name, adapter in PACKAGE_MODELS.items():
+    for name, adapter in PACKAGE_CARDS.items():
         if name not in found and adapter.available():
             card = adapter.CARD
             found[name] = ModelInfo(name, card["task"], card["spatial_dims"],

@@ -34,13 +34,14 @@ def trust_needed(source, **options) -> str:
 
 def _check(source, options: dict) -> None:
     from .forms import find_form
-    from .search_paths import PACKAGE_MODELS, in_model_dirs, is_model_name, resolve_card_path, resolve_model_name
+    from .search_paths import (PACKAGE_MODELS, in_model_dirs, is_model_name, package_model, resolve_card_path,
+                               resolve_model_name)
 
     if isinstance(source, ModelCard):
         check_card(source)
         return
     if is_model_name(source) and source in PACKAGE_MODELS and not in_model_dirs(source):
-        PACKAGE_MODELS[source].check_files(options.get("folds", 5))
+        package_model(source).check_files(options.get("folds", 5))
         return
     path = resolve_model_name(source) if is_model_name(source) else Path(source)
     form = find_form(path)

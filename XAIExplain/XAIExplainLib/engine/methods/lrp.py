@@ -47,7 +47,9 @@ def _zennit():
     if "zennit" not in sys.modules:
         spec = importlib.util.find_spec("zennit")
         if spec is None:
-            raise ImportError('LRP needs zennit: pip install "xaiexplain[lrp]"')
+            from ...extras import install_hint
+
+            raise ImportError(f"LRP needs zennit: {install_hint('lrp')}")
         package = importlib.util.module_from_spec(spec)  # the package, its __init__ not run
         sys.modules["zennit"] = package
     return tuple(importlib.import_module(f"zennit.{name}") for name in ("composites", "canonizers", "attribution"))

@@ -3,7 +3,7 @@
     from XAIExplainLib.models.nnunet import load_nnunet
     model = load_nnunet("Dataset003_Liver/nnUNetTrainer__nnUNetPlans__3d_fullres", folds=(0, 1))
 
-nnU-Net's own code (the optional ``nnunetv2`` package, ``pip install "xaiexplain[nnunet]"``)
+nnU-Net's own code (the optional ``nnunetv2`` package, the ``nnunet`` extra)
 builds the network from the plans, preprocesses the image and maps results back; the
 engine runs nnU-Net's sliding windows (``volume_options``). Nothing here imports
 ``nnunetv2`` before a folder is actually loaded.

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import importlib
 
-EXTRA_HINT = 'pip install "xaiexplain[nnunet]"'
+from ...extras import install_hint
+
+EXTRA_HINT = install_hint("nnunet")
 
 
 def nnunetv2(module: str):
