@@ -92,7 +92,7 @@ def test_card_round_trip_keeps_fields(model_dir, tmp_path):
     ({"classes": [{"name": "a", "color": [300, 0, 0]}, "b", "c"]}, "classes[0].color", "0..255"),
     ({"architecture": {"class": "no_colon_here"}}, "architecture.class", "package.module:ClassName"),
     ({"architecture": None}, "architecture", "state_dict holds only tensors"),
-    ({"weights": {"file": "w.pt", "format": "onnx"}}, "weights.format", "'torchscript'"),
+    ({"weights": {"file": "w.pt", "format": "keras"}}, "weights.format", "'torchscript'"),
     ({"weights": {"file": "w.pt", "sha256": "xyz"}}, "weights.sha256", "64 hexadecimal"),
     ({"output": {"activation": "relu"}}, "output.activation", "'softmax'"),
 ])
