@@ -114,7 +114,9 @@ def _run(html, v, ctrl):
            click=ctrl.apply, disabled=("!running && (!model || !methods.length || !image_loaded)",))
     v.VProgressLinear(v_show="running", model_value=("progress",), id="progress", height=8, classes="mt-1",
                       color="primary")
-    html.Div("{{ progress }}", id="progress-value", v_show="running", style="display:none")
+    # for scripts and tests: the progress in percent and the scene's node count, as text
+    html.Div("{{ progress }}", id="progress-value", style="display: none")
+    html.Div("{{ scene_nodes }}", id="scene-nodes", style="display: none")
     html.Div("{{ status }}", id="status", classes="xai-status mt-1")
     html.Div("{{ error }}", id="error", classes="xai-error", v_show="error")
 

@@ -1,0 +1,166 @@
+"""The web page as a person uses it, in headless Chromium: open, choose, Apply, watch, cancel, point.
+
+The server runs ``python -m XAIExplainLib.web`` (what ``xaiexplain serve`` runs) on a small
+chest phantom with the bundled ``lung-nodule-2d``; what the page shows is checked against the
+logic run directly on a scene of its own (node names) and on the screenshot's pixels (heat
+colours over the image).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from .browser import Page, Served, open_browser, require_web, wait_until
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def chest(tmp_path_factory):
+    from XAIExplainLib.imaging.phantoms import chest_phantom
+
+    folder = tmp_path_factory.mktemp("web-images")
+    phantom = chest_phantom(seed=3, shape=(16, 112, 112), spacing=(5.0, 2.0, 2.0))
+    path = folder / "chest.nrrd"
+    sitk.WriteImage(phantom.image(), str(path), True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def served(chest):
+    require_web()
+    server = Served(chest, "--model", "lung-nodule-2d", "--method", "gradcam")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def driver():
+    require_web()
+    browser = open_browser()
+    yield browser
+    browser.quit()
+
+
+@pytest.fixture(scope="module")
+def page(served, driver):
+    page = Page(driver, served.url)
+    page.wait_text("status", r"Loaded 'chest'")
+    wait_until(page.slice_views_ready, "the slice views to show the CT")
+    return page
+
+
+def expected_names(chest, model="lung-nodule-2d", methods=("gradcam",)):
+    """The node names the logic gives the same run on a scene of its own (the Slicer panel's names)."""
+    from XAIExplainLib.logic import XAIExplainLogic
+    from XAIExplainLib.mrml import create_headless_scene, release_headless_scene, sitk_to_volume
+
+    scene = create_headless_scene(set_current=False)
+    try:
+        node = sitk_to_volume(scene, sitk.ReadImage(str(chest)), "chest")
+        nodes = XAIExplainLogic(scene=scene).explainVolume(node, model, methods=list(methods))
+        return [n.GetName() for n in nodes]
+    finally:
+        release_headless_scene(scene)
+
+
+def test_apply_draws_the_heatmap_over_the_image_under_slicers_node_names(page, chest):
+    assert page.text("model-description").startswith("lung-nodule-2d: classification (2D)")
+    assert page.element("method-gradcam").is_selected()
+    before = page.heat_pixels(0)
+    assert before.mean() < 0.002, "heat colours before any run"
+    assert page.element("apply").text.upper() == "APPLY"
+    page.click("apply")
+    page.wait_text("status", r"Created or updated")
+    wait_until(lambda: page.heat_pixels(0).mean() > 0.02, "heat colours in the axial view")
+    page.screenshot("web-apply-gradcam")
+    names = [row.get_attribute("textContent").strip() for row in
+             page.driver.find_elements("css selector", "#heatmaps span")]
+    assert names == expected_names(chest)
+    assert page.element("apply").text.upper() == "APPLY"
+    assert page.text("colour-range")  # the colour bar is labelled with the map's range
+    assert page.element("download-0").get_attribute("href").endswith("/download/" + "vtkMRMLScalarVolumeNode2") \
+        or "/download/vtkMRML" in page.element("download-0").get_attribute("href")
+
+
+def test_opacity_hide_and_window_level_change_the_view(page):
+    if not page.driver.find_elements("id", "show-0"):
+        page.click("apply")
+        page.wait_text("status", r"Created or updated")
+    wait_until(lambda: page.heat_pixels(0).mean() > 0.02, "heat colours in the axial view")
+    page.click("show-0")  # hide the map
+    wait_until(lambda: page.heat_pixels(0).mean() < 0.002, "the hidden map to leave the view")
+    page.click("show-0")
+    wait_until(lambda: page.heat_pixels(0).mean() > 0.02, "the map to come back")
+    page.driver.execute_script("const s = document.getElementById('opacity'); s.value = 0; "
+                               "s.dispatchEvent(new Event('input'))")
+    wait_until(lambda: page.heat_pixels(0).mean() < 0.002, "opacity 0 to hide the heat colours")
+    page.driver.execute_script("const s = document.getElementById('opacity'); s.value = 0.4; "
+                               "s.dispatchEvent(new Event('input'))")
+    wait_until(lambda: page.heat_pixels(0).mean() > 0.02, "opacity 0.4 to show them again")
+
+
+def test_a_long_run_shows_progress_and_cancel_leaves_the_scene_unchanged(page):
+    nodes_before = int(page.text("scene-nodes"))
+    maps_before = len(page.driver.find_elements("css selector", "#heatmaps span"))
+    page.click("method-gradcam")          # untick Grad-CAM
+    page.click("method-rise")             # RISE: thousands of masked passes per slice
+    page.click("apply")
+    wait_until(lambda: page.element("apply").text.upper() == "CANCEL", "Apply to read Cancel")
+    statuses = set()
+
+    def moved():
+        statuses.add((page.text("progress-value"), page.text("status")))
+        return len(statuses) >= 3
+
+    wait_until(moved, "the progress to move three times", every=0.1)
+    # the page answers while it runs: scroll the axial slice with its slider's keyboard
+    page.driver.execute_script("document.querySelectorAll('#views input[type=range]').forEach("
+                               "s => { s.value = Number(s.min); s.dispatchEvent(new Event('input')); })")
+    page.screenshot("web-running")
+    clicked = time.monotonic()
+    page.click("apply")                   # Cancel
+    page.wait_text("status", r"Cancelled: the scene was left unchanged")
+    cancel_seconds = time.monotonic() - clicked
+    assert page.element("apply").text.upper() == "APPLY"
+    assert int(page.text("scene-nodes")) == nodes_before
+    assert len(page.driver.find_elements("css selector", "#heatmaps span")) == maps_before
+    print(f"cancel took {cancel_seconds:.2f} s in the browser")
+    page.click("method-rise")
+    page.click("method-gradcam")
+
+
+def test_point_target_explains_the_slice_through_the_clicked_point(page):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    page.select("target", "point")
+    page.click("place-point")
+    page.wait_text("point-text", "Click the target")
+    views = page.element("views")
+    ActionChains(page.driver).move_to_element_with_offset(views, -views.rect["width"] / 3, 0).click().perform()
+    text = page.wait_text("point-text", r"Point: R")
+    page.click("apply")
+    page.wait_text("status", r"Created or updated")
+    wait_until(lambda: page.heat_pixels(0).mean() > 0.02, "heat colours in the axial view (the clicked slice)")
+    image = page.screenshot("web-point-target")
+    coronal = page.heat_pixels(1, image)
+    rows = np.flatnonzero(coronal.any(axis=1))
+    height = page.view_box(1)[1] - page.view_box(1)[0]
+    # per slice with a point: only the slice through the point keeps its map (a band in the coronal view)
+    assert rows.size and (rows.max() - rows.min()) < 0.15 * height, (text, rows.min(), rows.max(), height)
+    page.select("target", "")
+
+
+def test_an_error_is_one_line_and_a_path_outside_the_named_ones_is_refused(page, tmp_path):
+    other = tmp_path / "elsewhere.nrrd"
+    sitk.WriteImage(sitk.Image(8, 8, 8, sitk.sitkInt16) + 1, str(other))
+    field = page.element("image-path")
+    field.clear()
+    field.send_keys(str(other))
+    page.click("open-path")
+    message = page.wait_text("error", r"Cannot open the image")
+    assert "is not one of the images, models or folders named when the server started" in message
+    assert "\n" not in message and "Traceback" not in message
