@@ -18,7 +18,7 @@ from ..logic import choices
 from ..logic.explain_job import ExplainCancelled
 from ..logic.explain_logic import XAIExplainLogic
 from ..mrml import naming
-from .security import AccessError, AllowedPaths, check_upload_size
+from .security import UPLOAD_LIMIT_BYTES, AccessError, AllowedPaths, check_upload_size
 
 #: how often the page's progress is refreshed from the running job (the panel polls every 0.2 s too)
 POLL_SECONDS = 0.2
@@ -44,7 +44,7 @@ class Bridge:
         self.allowed = allowed
         self.logic = XAIExplainLogic(scene=self.scene)
         self.output_dir = output_dir
-        self.upload_limit = upload_limit
+        self.upload_limit = upload_limit or UPLOAD_LIMIT_BYTES
         self.volume = None
         self.job = None
         self.point_node = None
@@ -68,7 +68,7 @@ class Bridge:
             "heatmaps": [], "color_range": "", "point_text": "", "probabilities": [],
             "scene_nodes": 0, "outputs": [], "image_loaded": False, "can_save": False, "upload_files": None,
             "probability_plot": "", "review_items": [], "review_index": 0, "review_summary": "",
-            "review_title": "",
+            "review_title": "", "upload_limit": int(self.upload_limit),
         })
         state.change("model")(self.on_model)
         state.change("image")(self.on_image)
@@ -201,17 +201,22 @@ class Bridge:
         return node
 
     def on_upload(self, files=None, **_):
-        """An upload from the browser: NRRD, NIfTI, MHA or a zip of one DICOM series, size-limited."""
+        """An upload from the browser: NRRD, NIfTI, MHA or a zip of one DICOM series, size-limited.
+
+        ``files`` is the browser's file list (dicts with ``name`` and ``content``), or, for a file
+        over the limit, only its name and size: the page does not send what would be refused."""
         from .uploads import read_upload
 
         try:
             entries = files if isinstance(files, list) else [files]
             entry = next(e for e in entries if e)
-            content = entry.get("content") or b""
+            content = entry.get("content")
             if isinstance(content, list):
                 content = b"".join(content)
-            check_upload_size(len(content), self.upload_limit or len(content))
-            image, name = read_upload(str(entry.get("name") or "upload"), bytes(content))
+            size = len(content) if content is not None else int(entry.get("size") or 0)
+            check_upload_size(size, self.upload_limit)
+            image, name = read_upload(str(entry.get("name") or "upload"), bytes(content or b""),
+                                      self.upload_limit)
         except StopIteration:
             return
         except Exception as error:  # noqa: BLE001 - one line for the page

@@ -50,11 +50,11 @@ def build_page(server, scene_app, title: str = "XAIExplain"):
             html.Div("{{ review_title }}", id="review-title", classes="mr-4")
         with v.VMain(), html.Div(style="display: flex; height: calc(100vh - 48px);"):
             with html.Div(classes="xai-panel", id="panel"):
+                _review(html, v, ctrl)  # first: in review mode it is what the page is for
                 _inputs(html, v, ctrl)
                 _model(html, v, ctrl)
                 _run(html, v, ctrl)
                 _display(html, v, ctrl)
-                _review(html, v, ctrl)
             with html.Div(classes="xai-views", id="views"):
                 scene_app.layout_manager.initialize_layout_grid(layout)
         _trust_dialog(html, v, ctrl)
@@ -69,9 +69,12 @@ def _inputs(html, v, ctrl):
     with html.Div(classes="d-flex mt-1"):
         html.Input(type="text", id="image-path", v_model=("image_path",), placeholder="path on the server")
         v.VBtn("Open", id="open-path", size="small", click=ctrl.open_path, classes="ml-1")
-    v.VFileInput(id="upload", label="Upload (NRRD, NIfTI, MHA, DICOM zip)", density="compact", hide_details=True,
-                 v_model=("upload_files", None), classes="mt-2",
-                 update_modelValue=(ctrl.upload, "[$event]"))
+    html.Label("Upload (NRRD, NIfTI, MHA, zip of one DICOM series)", classes="xai-caption", for_="upload")
+    # the size is checked here first (no transfer of a file that would be refused) and again on the server
+    html.Input(type="file", id="upload", accept=".nrrd,.nii,.gz,.mha,.zip",
+               change=(ctrl.upload, "[$event.target.files[0] && $event.target.files[0].size > upload_limit "
+                                    "? {name: $event.target.files[0].name, size: $event.target.files[0].size} "
+                                    ": $event.target.files]"))
 
 
 def _model(html, v, ctrl):
@@ -146,7 +149,7 @@ def _display(html, v, ctrl):
 
 
 def _review(html, v, ctrl):
-    with html.Div(v_if="review_items.length", id="review", classes="mt-3"):
+    with html.Div(v_if="review_items.length", id="review", classes="mb-3"):
         html.Label("Review: {{ review_index + 1 }} / {{ review_items.length }}", classes="xai-caption")
         with html.Div(classes="d-flex"):
             v.VBtn("Previous", id="review-previous", size="small", click=(ctrl.review_step, "[-1]"))

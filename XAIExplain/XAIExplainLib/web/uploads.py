@@ -66,9 +66,11 @@ def _unzip(content: bytes, folder: Path, limit: int) -> None:
             total += member.file_size
             if total > limit:
                 raise AccessError(f"the zip unpacks to more than {limit / 2 ** 20:.0f} MB")
-            target = folder.joinpath(*parts[-1:]) if len(parts) else None
-            if target is None:
+            if not parts:
                 continue
+            target = folder / parts[-1]  # one series: its slices side by side, whatever the zip's folders
+            if target.exists():
+                raise ValueError(f"the zip holds two files named '{parts[-1]}'; zip one DICOM series")
             with archive.open(member) as source:
                 data = source.read(limit + 1)
             if len(data) != member.file_size:
