@@ -30,9 +30,14 @@ def chest(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def served(chest):
+def saved_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("web-saved")
+
+
+@pytest.fixture(scope="module")
+def served(chest, saved_dir):
     require_web()
-    server = Served(chest, "--model", "lung-nodule-2d", "--method", "gradcam")
+    server = Served(chest, "--model", "lung-nodule-2d", "--method", "gradcam", "--output-dir", saved_dir)
     yield server
     server.stop()
 
@@ -53,8 +58,8 @@ def page(served, driver):
     return page
 
 
-def expected_names(chest, model="lung-nodule-2d", methods=("gradcam",)):
-    """The node names the logic gives the same run on a scene of its own (the Slicer panel's names)."""
+def logic_run(chest, model="lung-nodule-2d", methods=("gradcam",)):
+    """Node names and first map of the same run by the logic on a scene of its own (what Slicer shows)."""
     from XAIExplainLib.logic import XAIExplainLogic
     from XAIExplainLib.mrml import create_headless_scene, release_headless_scene, sitk_to_volume
 
@@ -62,12 +67,14 @@ def expected_names(chest, model="lung-nodule-2d", methods=("gradcam",)):
     try:
         node = sitk_to_volume(scene, sitk.ReadImage(str(chest)), "chest")
         nodes = XAIExplainLogic(scene=scene).explainVolume(node, model, methods=list(methods))
-        return [n.GetName() for n in nodes]
+        from XAIExplainLib.mrml import volume_array
+
+        return [n.GetName() for n in nodes], volume_array(nodes.heatmaps[methods[0]]).copy()
     finally:
         release_headless_scene(scene)
 
 
-def test_apply_draws_the_heatmap_over_the_image_under_slicers_node_names(page, chest):
+def test_apply_draws_the_heatmap_over_the_image_under_slicers_node_names(page, chest, tmp_path):
     assert page.text("model-description").startswith("lung-nodule-2d: classification (2D)")
     assert page.element("method-gradcam").is_selected()
     before = page.heat_pixels(0)
@@ -79,11 +86,23 @@ def test_apply_draws_the_heatmap_over_the_image_under_slicers_node_names(page, c
     page.screenshot("web-apply-gradcam")
     names = [row.get_attribute("textContent").strip() for row in
              page.driver.find_elements("css selector", "#heatmaps span")]
-    assert names == expected_names(chest)
+    reference_names, reference_map = logic_run(chest)
+    assert names == reference_names
     assert page.element("apply").text.upper() == "APPLY"
     assert page.text("colour-range")  # the colour bar is labelled with the map's range
-    assert page.element("download-0").get_attribute("href").endswith("/download/" + "vtkMRMLScalarVolumeNode2") \
-        or "/download/vtkMRML" in page.element("download-0").get_attribute("href")
+    # a 2D classifier per slice: its per-slice probabilities as a plot
+    assert page.driver.find_elements("css selector", "#probability-plot polyline")
+    # each map downloads as NRRD on the input's grid
+    import urllib.request
+
+    with urllib.request.urlopen(page.element("download-0").get_attribute("href"), timeout=60) as response:
+        downloaded = tmp_path / "map.nrrd"
+        downloaded.write_bytes(response.read())
+    heat, image = sitk.ReadImage(str(downloaded)), sitk.ReadImage(str(chest))
+    assert heat.GetSize() == image.GetSize()
+    np.testing.assert_allclose(heat.GetOrigin(), image.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(heat.GetSpacing(), image.GetSpacing(), atol=1e-6)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(heat), reference_map, atol=1e-5)
 
 
 def test_opacity_hide_and_window_level_change_the_view(page):
@@ -101,6 +120,26 @@ def test_opacity_hide_and_window_level_change_the_view(page):
     page.driver.execute_script("const s = document.getElementById('opacity'); s.value = 0.4; "
                                "s.dispatchEvent(new Event('input'))")
     wait_until(lambda: page.heat_pixels(0).mean() > 0.02, "opacity 0.4 to show them again")
+    page.click("show-0")  # window / level on the image alone: a 1 HU window makes the CT black and white
+
+    def grey_share():
+        top, bottom, left, right = page.view_box(0)
+        view = page.screenshot()[top:bottom, left:right].mean(axis=2)
+        return ((view > 40) & (view < 215)).mean()
+
+    wait_until(lambda: page.heat_pixels(0).mean() < 0.002, "the map to be hidden")
+    before = grey_share()
+    for element_id, value in (("window", 1), ("level", -400)):
+        field = page.element(element_id)
+        field.clear()
+        field.send_keys(str(value))
+    wait_until(lambda: grey_share() < before / 4, "a 1 HU window to leave no grey")
+    for element_id, value in (("window", 400), ("level", 40)):
+        field = page.element(element_id)
+        field.clear()
+        field.send_keys(str(value))
+    wait_until(lambda: grey_share() > before / 2, "the window to come back")
+    page.click("show-0")
 
 
 def test_a_long_run_shows_progress_and_cancel_leaves_the_scene_unchanged(page):
@@ -164,3 +203,27 @@ def test_an_error_is_one_line_and_a_path_outside_the_named_ones_is_refused(page,
     message = page.wait_text("error", r"Cannot open the image")
     assert "is not one of the images, models or folders named when the server started" in message
     assert "\n" not in message and "Traceback" not in message
+
+
+def test_save_writes_what_the_command_line_writes(page, chest, saved_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from .browser import ROOT
+
+    page.select("target", "")
+    page.click("save")
+    page.wait_text("status", r"Saved \d+ file\(s\) and summary.json", seconds=300)
+    run = subprocess.run([sys.executable, "-m", "XAIExplainLib.cli", "explain", str(chest), "--model", "lung-nodule-2d",
+                          "--method", "gradcam", "-o", str(tmp_path / "cli"), "--quiet"], cwd=ROOT,
+                         capture_output=True, text=True, env={"PYTHONPATH": str(ROOT / "XAIExplain"),
+                                                              "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr
+    saved = sorted(p.name for p in saved_dir.iterdir())
+    assert saved == sorted(p.name for p in (tmp_path / "cli").iterdir())
+    assert "summary.json" in saved and any(n.startswith("chest_gradcam") and n.endswith(".nrrd") for n in saved)
+    for name in saved:
+        if name.endswith(".nrrd"):
+            ours = sitk.GetArrayFromImage(sitk.ReadImage(str(saved_dir / name)))
+            theirs = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "cli" / name)))
+            np.testing.assert_allclose(ours, theirs, atol=1e-6)

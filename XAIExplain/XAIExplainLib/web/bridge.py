@@ -46,6 +46,8 @@ class Bridge:
         self.output_dir = output_dir
         self.upload_limit = upload_limit or UPLOAD_LIMIT_BYTES
         self.volume = None
+        self.volume_source = None  # the file the image came from (None: an upload)
+        self.saving = False
         self.job = None
         self.point_node = None
         self._trusted: set = set()
@@ -66,9 +68,9 @@ class Bridge:
             "run_text": choices.APPLY_TEXT, "running": False, "progress": 0, "status": "", "error": "",
             "trust_question": "", "opacity": 0.4, "window": 400.0, "level": 40.0,
             "heatmaps": [], "color_range": "", "point_text": "", "probabilities": [],
-            "scene_nodes": 0, "outputs": [], "image_loaded": False, "can_save": False, "upload_files": None,
+            "scene_nodes": 0, "outputs": [], "image_loaded": False, "upload_files": None,
             "probability_plot": "", "review_items": [], "review_index": 0, "review_summary": "",
-            "review_title": "", "upload_limit": int(self.upload_limit),
+            "review_title": "", "upload_limit": int(self.upload_limit), "can_save": bool(output_dir),
         })
         state.change("model")(self.on_model)
         state.change("image")(self.on_image)
@@ -82,6 +84,7 @@ class Bridge:
         ctrl.upload = self.on_upload
         ctrl.place_point = self.on_place_point
         ctrl.show_heatmap = self.on_show_heatmap
+        ctrl.save = self.on_save
 
     # --------------------------------------------------------------- menus
 
@@ -178,6 +181,7 @@ class Bridge:
             self._fail(f"Cannot open the image: {_one_line(error)}")
             return
         self.load_sitk(image, _stem(real))
+        self.volume_source = str(real)
 
     def load_sitk(self, image, name: str):
         from ..mrml import sitk_to_volume
@@ -187,7 +191,7 @@ class Bridge:
 
             image = sitk.JoinSeries(image)
         node = sitk_to_volume(self.scene, image, name)
-        self.volume = node
+        self.volume, self.volume_source = node, None
         self.scene_app.show_volume(node)
         display = node.GetDisplayNode()
         if display is not None:
@@ -270,6 +274,47 @@ class Bridge:
             for i in range(nodes.GetNumberOfItems()):
                 self.scene.RemoveNode(nodes.GetItemAsObject(i))
         self.volume = None
+
+    # ----------------------------------------------------------------- save
+
+    def on_save(self):
+        """Write the current choices' outputs to --output-dir as the command line does (see saving)."""
+        from . import saving
+
+        if self.saving or self.job is not None:
+            return
+        try:
+            if not self.output_dir:
+                raise ValueError("start the server with --output-dir to save")
+            if self.volume is None or not self.state.model or not self.state.methods:
+                raise ValueError("open an image, choose a model and at least one method")
+            arguments = saving.cohort_arguments(self.state)
+            image = saving.input_file(self.volume, self.volume_source, Path(self.output_dir))
+        except Exception as error:  # noqa: BLE001 - one line for the page
+            self._fail(f"Not saved: {_one_line(error)}")
+            return
+        self.saving = True
+        self.state.status = f"Saving to {self.output_dir} ..."
+        asyncio.ensure_future(self._save(saving, image, arguments))
+
+    async def _save(self, saving, image, arguments):
+        model = self.state.model
+        try:
+            summary = await asyncio.to_thread(saving.save, model, list(self.state.methods), image,
+                                              Path(self.output_dir), model in self._trusted, **arguments)
+            failed = [record.error for record in summary.failed]
+            with self.state:
+                if failed:
+                    self._fail(f"Not saved: {failed[0]}")
+                else:
+                    files = sum(len(record.outputs) for record in summary.records)
+                    self.state.error = ""
+                    self.state.status = f"Saved {files} file(s) and summary.json to {self.output_dir}"
+        except Exception as error:  # noqa: BLE001 - one line for the page
+            with self.state:
+                self._fail(f"Not saved: {_one_line(error)}")
+        finally:
+            self.saving = False
 
     # ---------------------------------------------------------------- point
 

@@ -145,7 +145,7 @@ def _display(html, v, ctrl):
         html.Label("Per-slice probabilities", classes="xai-caption")
         html.Div(v_html=("probability_plot",))
     v.VBtn("Save", id="save", size="small", classes="mt-3", click=ctrl.save,
-           disabled=("running || !heatmaps.length",), v_show="can_save")
+           disabled=("running || !image_loaded || !model",), v_show="can_save")
 
 
 def _review(html, v, ctrl):
