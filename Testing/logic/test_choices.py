@@ -38,3 +38,27 @@ def test_model_choices_are_the_catalogues_answers(model):
     assert list(offered.layers) == logic.layersForModel(model)
     assert offered.default_layer == logic.describeModel(model)["defaultLayer"]
     assert offered.modes == choices.MODES
+
+
+def test_a_torchscript_model_is_described_with_no_layers_and_its_layer_methods_refused(tmp_path):
+    """A TorchScript model cannot be hooked: listing its layers used to raise ("register_forward_hook is
+    not supported on ScriptModules"), so neither face could describe a trusted TorchScript model."""
+    import json
+
+    import torch
+
+    from XAIExplainLib.models.architectures import SliceClassifier
+
+    torch.manual_seed(0)
+    network = SliceClassifier(in_channels=1, num_classes=2, widths=[4, 4, 8, 8]).eval()
+    torch.jit.save(torch.jit.script(network), str(tmp_path / "net.pt"))
+    (tmp_path / "net.json").write_text(json.dumps({
+        "name": "scripted", "task": "classification", "spatial_dims": 2,
+        "input": {"channels": 1, "size": [32, 32], "intensity": {"mode": "zscore"}}, "classes": ["normal", "lesion"]}))
+    logic = XAIExplainLogic()
+    logic.loadModel(str(tmp_path / "net.pt"), trust=True)
+    offered = choices.model_choices(logic, str(tmp_path / "net.pt"))
+    assert offered.layers == () and offered.description.startswith("scripted: classification (2D)")
+    methods = {m.value: m for m in offered.methods}
+    assert methods["saliency"].enabled and not methods["gradcam"].enabled
+    assert "TorchScript" in methods["gradcam"].reason

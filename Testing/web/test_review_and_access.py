@@ -130,3 +130,41 @@ def test_uploads_open_in_the_page_and_an_oversized_one_is_refused(guarded, drive
     message = page.wait_text("error", r"Cannot open the upload")
     assert "more than the 0 MB this server accepts" in message
     assert int(page.text("scene-nodes")) == nodes
+
+
+def test_model_trust_is_asked_in_the_page_as_the_panel_asks(tmp_path, driver):
+    import json
+
+    import torch
+
+    from XAIExplainLib.logic import XAIExplainLogic
+    from XAIExplainLib.models.architectures import SliceClassifier
+
+    models = tmp_path / "models"
+    models.mkdir()
+    torch.manual_seed(0)
+    network = SliceClassifier(in_channels=1, num_classes=2, widths=[4, 4, 8, 8]).eval()
+    torch.jit.save(torch.jit.script(network), str(models / "net.pt"))
+    (models / "net.json").write_text(json.dumps({
+        "name": "scripted", "task": "classification", "spatial_dims": 2,
+        "input": {"channels": 1, "size": [32, 32], "intensity": {"mode": "zscore"}}, "classes": ["normal", "lesion"]}))
+    reason = XAIExplainLogic().trustNeeded(str(models / "net.pt"))
+    assert reason  # TorchScript is a program: the logic asks for trust
+    server = Served(_phantom(tmp_path / "ct.nrrd", 8), "--models-dir", models)
+    try:
+        page = Page(driver, server.url)
+        values = [o.get_attribute("value") for o in page.driver.find_elements("css selector", "#model option")]
+        assert str(models / "net.pt") in values and str(models / "net.json") not in values
+        page.select("model", str(models / "net.pt"))
+        question = page.wait_text("trust-dialog", "Trust this model and load it")
+        assert reason.splitlines()[0] in question
+        page.click("trust-no")
+        page.wait_text("model-description", "Not loaded: the model was not trusted")
+        page.select("model", str(models / "net.pt"))
+        page.wait_text("trust-dialog", "Trust this model and load it")
+        page.click("trust-yes")
+        page.wait_text("model-description", r"^scripted: classification \(2D\); classes: normal, lesion")
+        # layer methods cannot hook TorchScript: the page greys them out with the logic's reason
+        assert not page.element("method-gradcam").is_enabled() and page.element("method-saliency").is_enabled()
+    finally:
+        server.stop()

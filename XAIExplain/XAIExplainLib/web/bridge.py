@@ -22,6 +22,7 @@ from .security import UPLOAD_LIMIT_BYTES, AccessError, AllowedPaths, check_uploa
 
 #: how often the page's progress is refreshed from the running job (the panel polls every 0.2 s too)
 POLL_SECONDS = 0.2
+MODEL_FILE_ENDINGS = (".pt", ".pth", ".ts", ".safetensors")
 LOG = logging.getLogger(__name__)
 
 
@@ -96,7 +97,9 @@ class Bridge:
                 entries.append((os.path.basename(str(source).rstrip("/\\")) or str(source), str(source)))
         if models_dir:
             for child in sorted(Path(models_dir).iterdir()):
-                if child.is_dir() or child.suffix.lower() in (".json", ".pt", ".pth", ".ts", ".safetensors"):
+                # folders (cards, nnU-Net results, bundles), weight files and cards; a sidecar .json
+                # beside a weight file describes that file and is not a model of its own
+                if child.is_dir() or child.suffix.lower() in MODEL_FILE_ENDINGS or child.name == "card.json":
                     entries.append((f"{child.name} ({Path(models_dir).name})", str(child)))
         return entries
 
