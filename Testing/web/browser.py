@@ -62,13 +62,14 @@ def wait_until(predicate, what: str, seconds: float = WAIT_SECONDS, every: float
 class Served:
     """``python -m XAIExplainLib.web ARGS --port 0`` in a subprocess; ``url`` once it listens."""
 
-    def __init__(self, *args, env=None):
+    def __init__(self, *args, env=None, via_cli=False):
         self.args = [str(a) for a in args]
+        entry = ["XAIExplainLib.cli", "serve"] if via_cli else ["XAIExplainLib.web"]
         environment = dict(os.environ, **(env or {}))
         environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "XAIExplain"),
                                                                    environment.get("PYTHONPATH")]))
         environment.setdefault("OMP_NUM_THREADS", "1")
-        self.process = subprocess.Popen([sys.executable, "-m", "XAIExplainLib.web", *self.args, "--port", "0"],
+        self.process = subprocess.Popen([sys.executable, "-m", *entry, *self.args, "--port", "0"],
                                         cwd=ROOT, env=environment, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True, bufsize=1)
         self.lines: queue.Queue = queue.Queue()
@@ -184,3 +185,18 @@ class Page:
         top, bottom, left, right = self.view_box(0)
         view = image[top:bottom, left:right]
         return (view.mean(axis=2) > 60).mean() > 0.1
+
+    def scroll_slice(self, view: int, presses: int):
+        """Scroll a slice view as a person does: focus its slider's thumb, press the arrow keys."""
+        from selenium.webdriver.common.keys import Keys
+
+        thumbs = self.driver.find_elements("css selector", "#views .v-slider-thumb")
+        thumbs[view].click()
+        key = Keys.ARROW_RIGHT if presses > 0 else Keys.ARROW_LEFT
+        for _ in range(abs(presses)):
+            self.driver.switch_to.active_element.send_keys(key)
+
+    def view_pixels(self, index: int, image=None) -> np.ndarray:
+        image = self.screenshot() if image is None else image
+        top, bottom, left, right = self.view_box(index)
+        return image[top:bottom, left:right]
