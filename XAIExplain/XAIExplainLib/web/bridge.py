@@ -10,6 +10,7 @@ for the page (``error``), never a traceback.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from pathlib import Path
@@ -71,7 +72,7 @@ class Bridge:
             "heatmaps": [], "color_range": "", "point_text": "", "probabilities": [],
             "scene_nodes": 0, "outputs": [], "image_loaded": False, "upload_files": None,
             "probability_plot": "", "review_items": [], "review_index": 0, "review_summary": "",
-            "review_title": "", "upload_limit": int(self.upload_limit), "can_save": bool(output_dir),
+            "review_title": "", "timings": "", "upload_limit": int(self.upload_limit), "can_save": bool(output_dir),
         })
         state.change("model")(self.on_model)
         state.change("image")(self.on_image)
@@ -400,7 +401,7 @@ class Bridge:
                 text += ". " + nodes.summary
             self.state.status = text + f" ({job.elapsed:.0f} s)"
             self.state.outputs = [node.GetName() for node in nodes]
-            self.last_timings = dict(nodes.timings)
+            self.state.timings = json.dumps({k: round(float(v), 4) for k, v in nodes.timings.items()})
         except ExplainCancelled as cancelled:
             self.state.status = str(cancelled)
         except Exception as error:  # noqa: BLE001 - one line for the page, the trace in the log

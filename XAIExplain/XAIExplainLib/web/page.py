@@ -120,6 +120,7 @@ def _run(html, v, ctrl):
     # for scripts and tests: the progress in percent and the scene's node count, as text
     html.Div("{{ progress }}", id="progress-value", style="display: none")
     html.Div("{{ scene_nodes }}", id="scene-nodes", style="display: none")
+    html.Div("{{ timings }}", id="timings", style="display: none")  # the last run's seconds per phase (JSON)
     html.Div("{{ status }}", id="status", classes="xai-status mt-1")
     html.Div("{{ error }}", id="error", classes="xai-error", v_show="error")
 
