@@ -23,9 +23,29 @@ def lung1():
     return path
 
 
+def expected_metrics(image, mask) -> dict:
+    """The logic's own metrics table of the same run (as the Slicer panel shows it), formatted as the page does."""
+    import SimpleITK as sitk
+
+    from XAIExplainLib.logic import XAIExplainLogic
+    from XAIExplainLib.mrml import create_headless_scene, release_headless_scene, sitk_to_volume
+
+    scene = create_headless_scene(set_current=False)
+    try:
+        node = sitk_to_volume(scene, sitk.ReadImage(str(image)), "lung1_image")
+        label = sitk_to_volume(scene, sitk.ReadImage(str(mask)), "lung1_label", class_name="vtkMRMLLabelMapVolumeNode")
+        logic = XAIExplainLogic(scene=scene)
+        nodes = logic.explainVolume(node, "lung-nodule-2d", methods=["gradcam"])
+        logic.evaluateHeatmap(nodes.heatmaps["gradcam"], label)
+        return {name: f"{float(value):.4g}" for name, value in logic.lastMetrics.items()}
+    finally:
+        release_headless_scene(scene)
+
+
 def test_serve_lung1_apply_shows_the_heatmap_and_cancel_works(lung1):
     require_web()
-    server = Served(lung1, "--model", "lung-nodule-2d", "--method", "gradcam", via_cli=True)
+    mask = lung1.with_name("lung1_label.nrrd")
+    server = Served(lung1, mask, "--model", "lung-nodule-2d", "--method", "gradcam", via_cli=True)
     driver = open_browser(1600, 860)
     try:
         page = Page(driver, server.url)
@@ -36,12 +56,18 @@ def test_serve_lung1_apply_shows_the_heatmap_and_cancel_works(lung1):
             field = page.element(element_id)
             field.clear()
             field.send_keys(str(value))
+        page.select("mask", str(mask))    # the expert's nodule mask: outlined, and each run is scored
+        page.wait_text("status", "Reference mask 'lung1_label' loaded")
+        page.screenshot("web-lung1-mask")
         before = page.heat_pixels(0).mean()
-        assert before < 0.0005
+        assert before < 0.005               # only the mask's blue outline is coloured
         page.click("apply")
         page.wait_text("status", r"Created or updated: lung1_image Grad-CAM", seconds=600)
-        wait_until(lambda: page.heat_pixels(0).mean() > 0.001, "heat colours over the real CT")
+        wait_until(lambda: page.heat_pixels(0).mean() > before + 0.001, "heat colours over the real CT")
         page.screenshot("web-lung1-gradcam")
+        shown = {row.find_elements("tag name", "td")[0].text: row.find_elements("tag name", "td")[1].text
+                 for row in page.driver.find_elements("css selector", "#metrics tr")}
+        assert shown == expected_metrics(lung1, mask)
         nodes = int(page.text("scene-nodes"))
         page.click("method-gradcam")
         page.click("method-rise")
@@ -52,7 +78,7 @@ def test_serve_lung1_apply_shows_the_heatmap_and_cancel_works(lung1):
         page.click("apply")
         page.wait_text("status", r"Cancelled: the scene was left unchanged")
         assert int(page.text("scene-nodes")) == nodes
-        assert np.mean(page.heat_pixels(0)) > 0.001  # the earlier map is still shown
+        assert np.mean(page.heat_pixels(0)) > before + 0.001  # the earlier map is still shown
     finally:
         driver.quit()
         server.stop()

@@ -50,6 +50,7 @@ class Bridge:
         self.volume = None
         self.volume_source = None  # the file the image came from (None: an upload)
         self.saving = False
+        self.mask_node = None
         self.job = None
         self.point_node = None
         self._trusted: set = set()
@@ -72,10 +73,11 @@ class Bridge:
             "heatmaps": [], "color_range": "", "point_text": "", "probabilities": [],
             "scene_nodes": 0, "outputs": [], "image_loaded": False, "upload_files": None,
             "probability_plot": "", "review_items": [], "review_index": 0, "review_summary": "",
-            "review_title": "", "timings": "", "upload_limit": int(self.upload_limit), "can_save": bool(output_dir),
+            "review_title": "", "timings": "", "mask": "", "metrics": [], "upload_limit": int(self.upload_limit), "can_save": bool(output_dir),
         })
         state.change("model")(self.on_model)
         state.change("image")(self.on_image)
+        state.change("mask")(self.on_mask)
         state.change("opacity")(self.on_opacity)
         state.change("window", "level")(self.on_window_level)
         ctrl = server.controller
@@ -207,6 +209,43 @@ class Bridge:
         self.state.scene_nodes = self.scene.GetNumberOfNodes()
         self.scene_app.render()
         return node
+
+    def on_mask(self, mask, **_):
+        """A reference mask (label map on the image's grid): outlined in the views; each run's first
+        map is scored against it with the logic's metrics table (``evaluateHeatmap``)."""
+        from ..cli.reading import read_image
+        from ..mrml import display, sitk_to_volume
+
+        if not mask:
+            return
+        try:
+            real = self.allowed.check(mask)
+            image = read_image(real, str(mask))
+        except Exception as error:  # noqa: BLE001 - one line for the page
+            self._fail(f"Cannot open the mask: {_one_line(error)}")
+            return
+        if self.mask_node is not None and self.scene.GetNodeByID(self.mask_node.GetID()) is self.mask_node:
+            self.scene.RemoveNode(self.mask_node)
+        self.mask_node = sitk_to_volume(self.scene, image, _stem(real), class_name="vtkMRMLLabelMapVolumeNode")
+        display.configure_label_display(self.mask_node, scene=self.scene, outline=True)
+        display.show_in_slice_views(self.scene, label=self.mask_node)
+        self.state.status = f"Reference mask '{self.mask_node.GetName()}' loaded: runs are scored against it"
+        self.state.scene_nodes = self.scene.GetNumberOfNodes()
+        self.scene_app.render()
+
+    def evaluate(self, heatmap) -> None:
+        """The metrics table of ``heatmap`` against the reference mask, as the Slicer panel's table."""
+        if self.mask_node is None or heatmap is None:
+            self.state.metrics = []
+            return
+        try:
+            self.logic.evaluateHeatmap(heatmap, self.mask_node)
+        except Exception as error:  # noqa: BLE001 - one line for the page
+            self.state.metrics = []
+            self._fail(f"Not scored against the mask: {_one_line(error)}")
+            return
+        self.state.metrics = [{"name": name, "value": _number_text(value)}
+                              for name, value in self.logic.lastMetrics.items()]
 
     def on_upload(self, files=None, **_):
         """An upload from the browser: NRRD, NIfTI, MHA or a zip of one DICOM series, size-limited.
@@ -394,6 +433,7 @@ class Bridge:
             nodes = job.finish()
             first = nodes.heatmaps[next(iter(nodes.heatmaps))] if nodes.heatmaps else None
             self.refresh_heatmaps(first)
+            self.evaluate(first)
             text = "Created or updated: " + ", ".join(node.GetName() for node in nodes)
             if nodes.probabilityTable is not None:
                 self.state.probabilities = _probability_rows(nodes.probabilities, nodes.classNames)
@@ -420,6 +460,13 @@ def _stem(path: Path) -> str:
         if name.lower().endswith(ending):
             return name[: -len(ending)]
     return path.stem
+
+
+def _number_text(value) -> str:
+    try:
+        return f"{float(value):.4g}"
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def _range_text(node) -> str:

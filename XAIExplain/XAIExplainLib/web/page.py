@@ -69,6 +69,10 @@ def _inputs(html, v, ctrl):
     with html.Div(classes="d-flex mt-1"):
         html.Input(type="text", id="image-path", v_model=("image_path",), placeholder="path on the server")
         v.VBtn("Open", id="open-path", size="small", click=ctrl.open_path, classes="ml-1")
+    html.Label("Reference mask (label map, for the metrics)", classes="xai-caption", for_="mask")
+    with html.Select(id="mask", v_model=("mask",)):
+        html.Option("(none)", value="")
+        html.Option("{{ item.title }}", v_for="item in images", key="item.value", value=("item.value",))
     html.Label("Upload (NRRD, NIfTI, MHA, zip of one DICOM series)", classes="xai-caption", for_="upload")
     # the size is checked here first (no transfer of a file that would be refused) and again on the server
     html.Input(type="file", id="upload", accept=".nrrd,.nii,.gz,.mha,.zip",
@@ -142,6 +146,12 @@ def _display(html, v, ctrl):
     with html.Div(classes="d-flex"):
         html.Input(type="number", id="window", v_model_number=("window",), style="width: 50%", step=10)
         html.Input(type="number", id="level", v_model_number=("level",), style="width: 50%", step=10)
+    with html.Div(v_if="metrics.length", classes="mt-2"):
+        html.Label("Metrics against the mask", classes="xai-caption")
+        with html.Table(id="metrics", style="font-size: 12px; width: 100%"):
+            with html.Tr(v_for="row in metrics", key="row.name"):
+                html.Td("{{ row.name }}")
+                html.Td("{{ row.value }}", style="text-align: right")
     with html.Div(v_if="probabilities.length", classes="mt-2", id="probabilities"):
         html.Label("Per-slice probabilities", classes="xai-caption")
         html.Div(v_html=("probability_plot",))
