@@ -87,7 +87,8 @@ def test_serve_bad_arguments_are_one_line_errors(tmp_path):
     pytest.importorskip("slicer_layer_dm")
     run = _serve(str(tmp_path / "missing.nrrd"))
     assert run.returncode == 2
-    assert run.stderr.strip().splitlines() == [f"xaiexplain serve: error: {tmp_path / 'missing.nrrd'}: no such image file"]
+    missing = tmp_path / "missing.nrrd"
+    assert run.stderr.strip().splitlines() == [f"xaiexplain serve: error: {missing}: no such image file"]
     run = _serve("--review", str(tmp_path))
     assert run.returncode == 2 and "has no summary.json" in run.stderr and "Traceback" not in run.stderr
     run = _serve("--help")

@@ -15,10 +15,12 @@ import logging
 import os
 from pathlib import Path
 
+from ..cli.discovery import image_stem
 from ..logic import choices
 from ..logic.explain_job import ExplainCancelled
 from ..logic.explain_logic import XAIExplainLogic
 from ..mrml import naming
+from .presentation import number_text, probability_rows, probability_svg, range_text
 from .security import UPLOAD_LIMIT_BYTES, AccessError, AllowedPaths, check_upload_size
 
 #: how often the page's progress is refreshed from the running job (the panel polls every 0.2 s too)
@@ -71,9 +73,9 @@ class Bridge:
             "run_text": choices.APPLY_TEXT, "running": False, "progress": 0, "status": "", "error": "",
             "trust_question": "", "opacity": 0.4, "window": 400.0, "level": 40.0,
             "heatmaps": [], "color_range": "", "point_text": "", "probabilities": [],
-            "scene_nodes": 0, "outputs": [], "image_loaded": False, "upload_files": None,
-            "probability_plot": "", "review_items": [], "review_index": 0, "review_summary": "",
-            "review_title": "", "timings": "", "mask": "", "metrics": [], "upload_limit": int(self.upload_limit), "can_save": bool(output_dir),
+            "scene_nodes": 0, "outputs": [], "image_loaded": False, "probability_plot": "",
+            "review_items": [], "review_index": 0, "review_summary": "", "review_title": "", "timings": "",
+            "mask": "", "metrics": [], "upload_limit": int(self.upload_limit), "can_save": bool(output_dir),
         })
         state.change("model")(self.on_model)
         state.change("image")(self.on_image)
@@ -107,7 +109,8 @@ class Bridge:
         return entries
 
     def fill_devices(self) -> None:
-        self.state.device_items = [{"title": text, "value": value} for value, text in choices.device_choices(self.logic)]
+        self.state.device_items = [{"title": text, "value": value}
+                                   for value, text in choices.device_choices(self.logic)]
 
     def _fail(self, message: str) -> None:
         self.state.error = message
@@ -186,7 +189,7 @@ class Bridge:
         except (AccessError, Exception) as error:  # noqa: BLE001 - one line for the page
             self._fail(f"Cannot open the image: {_one_line(error)}")
             return
-        self.load_sitk(image, _stem(real))
+        self.load_sitk(image, image_stem(real))
         self.volume_source = str(real)
 
     def load_sitk(self, image, name: str):
@@ -226,7 +229,7 @@ class Bridge:
             return
         if self.mask_node is not None and self.scene.GetNodeByID(self.mask_node.GetID()) is self.mask_node:
             self.scene.RemoveNode(self.mask_node)
-        self.mask_node = sitk_to_volume(self.scene, image, _stem(real), class_name="vtkMRMLLabelMapVolumeNode")
+        self.mask_node = sitk_to_volume(self.scene, image, image_stem(real), class_name="vtkMRMLLabelMapVolumeNode")
         display.configure_label_display(self.mask_node, scene=self.scene, outline=True)
         display.show_in_slice_views(self.scene, label=self.mask_node)
         self.state.status = f"Reference mask '{self.mask_node.GetName()}' loaded: runs are scored against it"
@@ -244,7 +247,7 @@ class Bridge:
             self.state.metrics = []
             self._fail(f"Not scored against the mask: {_one_line(error)}")
             return
-        self.state.metrics = [{"name": name, "value": _number_text(value)}
+        self.state.metrics = [{"name": name, "value": number_text(value)}
                               for name, value in self.logic.lastMetrics.items()]
 
     def on_upload(self, files=None, **_):
@@ -297,7 +300,7 @@ class Bridge:
         shown = [row for row in rows if row["visible"]]
         node = self.scene.GetNodeByID(shown[0]["id"]) if shown else None
         self.scene_app.set_foreground(node, float(self.state.opacity))
-        self.state.color_range = _range_text(node)
+        self.state.color_range = range_text(node)
         self.scene_app.render()
 
     def refresh_heatmaps(self, first=None) -> None:
@@ -308,7 +311,7 @@ class Bridge:
                              "visible": first is not None and node.GetID() == first.GetID(),
                              "download": f"/download/{node.GetID()}"})
         self.state.heatmaps = rows
-        self.state.color_range = _range_text(first)
+        self.state.color_range = range_text(first)
 
     def clear_volumes(self) -> None:
         """Review mode: the scene's volumes and segmentations go before the next input comes in."""
@@ -436,7 +439,7 @@ class Bridge:
             self.evaluate(first)
             text = "Created or updated: " + ", ".join(node.GetName() for node in nodes)
             if nodes.probabilityTable is not None:
-                self.state.probabilities = _probability_rows(nodes.probabilities, nodes.classNames)
+                self.state.probabilities = probability_rows(nodes.probabilities, nodes.classNames)
                 self.state.probability_plot = probability_svg(nodes.probabilities, nodes.classNames)
                 text += ". " + nodes.summary
             self.state.status = text + f" ({job.elapsed:.0f} s)"
@@ -452,57 +455,3 @@ class Bridge:
             self.state.update({"running": False, "run_text": choices.APPLY_TEXT, "progress": 0,
                                "scene_nodes": self.scene.GetNumberOfNodes()})
             self.scene_app.render()
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for ending in (".nii.gz", ".nrrd", ".nii", ".mha", ".mhd", ".nhdr"):
-        if name.lower().endswith(ending):
-            return name[: -len(ending)]
-    return path.stem
-
-
-def _number_text(value) -> str:
-    try:
-        return f"{float(value):.4g}"
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def _range_text(node) -> str:
-    """The colour bar's labels: the window of the map's colours (as the logic set it)."""
-    if node is None or node.GetDisplayNode() is None:
-        return ""
-    display = node.GetDisplayNode()
-    low, high = display.GetWindowLevelMin(), display.GetWindowLevelMax()
-    return f"{low:.3g} .. {high:.3g}"
-
-
-def _probability_rows(probabilities, class_names) -> list:
-    import numpy as np
-
-    values = np.atleast_2d(np.asarray(probabilities, dtype=float))
-    names = list(class_names) or [f"class {i}" for i in range(values.shape[1])]
-    return [{"slice": i, **{name: round(float(v), 4) for name, v in zip(names, row)}} for i, row in enumerate(values)]
-
-
-def probability_svg(probabilities, class_names, width: int = 330, height: int = 110) -> str:
-    """The per-slice class probabilities as a small SVG line plot (the panel's plot chart node)."""
-    import html
-
-    import numpy as np
-
-    values = np.atleast_2d(np.asarray(probabilities, dtype=float))
-    count = values.shape[0]
-    colours = ("#f9a825", "#4fc3f7", "#81c784", "#e57373", "#ba68c8", "#ffffff")
-    lines = []
-    for k in range(values.shape[1]):
-        xs = np.linspace(4, width - 4, count) if count > 1 else np.array([width / 2])
-        ys = 4 + (1.0 - values[:, k]) * (height - 24)
-        points = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys))
-        name = html.escape(str(class_names[k]) if k < len(class_names) else f"class {k}")
-        colour = colours[k % len(colours)]
-        lines.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{points}"/>'
-                     f'<text x="{6 + 90 * k}" y="{height - 4}" fill="{colour}" font-size="11">{name}</text>')
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" id="probability-plot">'
-            f'<rect width="{width}" height="{height - 18}" fill="none" stroke="#777"/>' + "".join(lines) + "</svg>")

@@ -93,6 +93,7 @@ class Review:
         self.show(self.index)
 
     def show(self, index: int) -> None:
+        from ..cli.discovery import image_stem
         from ..cli.reading import read_image
         from ..mrml import colors, display, naming, sitk_to_volume
 
@@ -110,13 +111,14 @@ class Review:
         heat = colors.heat_color_node(scene)
         first = None
         for path, values in maps:
-            node = sitk_to_volume(scene, values, _stem(path))
-            naming.tag_output(node, volume, "heatmap", f"review|{path.name}", Method=_stem(path)[len(item.stem) + 1:])
+            node = sitk_to_volume(scene, values, image_stem(path))
+            method = image_stem(path)[len(item.stem) + 1:]
+            naming.tag_output(node, volume, "heatmap", f"review|{path.name}", Method=method)
             display.configure_heatmap_display(node, heat)
             first = first or node
         label_node = None
         for path, values in labels:
-            label_node = sitk_to_volume(scene, values, _stem(path), class_name="vtkMRMLLabelMapVolumeNode")
+            label_node = sitk_to_volume(scene, values, image_stem(path), class_name="vtkMRMLLabelMapVolumeNode")
             display.configure_label_display(label_node, scene=scene, outline=True)
         display.show_in_slice_views(scene, background=volume, foreground=first,
                                     opacity=float(bridge.state.opacity), label=label_node)
@@ -125,11 +127,3 @@ class Review:
         bridge.state.review_summary = (f"{item.stem}: {len(maps)} map(s), {len(labels)} label map(s)"
                                        + (f"; prediction {item.scores}" if item.scores else ""))
         bridge.scene_app.render()
-
-
-def _stem(path) -> str:
-    name = Path(path).name
-    for ending in IMAGE_ENDINGS:
-        if name.lower().endswith(ending):
-            return name[: -len(ending)]
-    return name
