@@ -156,9 +156,13 @@ def test_a_long_run_shows_progress_and_cancel_leaves_the_scene_unchanged(page):
         return len(statuses) >= 3
 
     wait_until(moved, "the progress to move three times", every=0.1)
-    # the page answers while it runs: scroll the axial slice with its slider's keyboard
-    page.driver.execute_script("document.querySelectorAll('#views input[type=range]').forEach("
-                               "s => { s.value = Number(s.min); s.dispatchEvent(new Event('input')); })")
+    # the page answers while it runs: the axial slice scrolls (keyboard on its slider) and the view follows
+    thumb = page.driver.find_elements("css selector", "#views .v-slider-thumb")[0]
+    position, picture = thumb.get_attribute("aria-valuenow"), page.view_pixels(0)
+    page.scroll_slice(0, -3)
+    wait_until(lambda: thumb.get_attribute("aria-valuenow") != position, "the slider to move during the run")
+    wait_until(lambda: (abs(page.view_pixels(0) - picture) > 30).mean() > 0.01, "the axial view to follow")
+    assert page.element("apply").text.upper() == "CANCEL"  # still running
     page.screenshot("web-running")
     clicked = time.monotonic()
     page.click("apply")                   # Cancel

@@ -75,7 +75,7 @@ class Bridge:
             "heatmaps": [], "color_range": "", "point_text": "", "probabilities": [],
             "scene_nodes": 0, "outputs": [], "image_loaded": False, "probability_plot": "",
             "review_items": [], "review_index": 0, "review_summary": "", "review_title": "", "timings": "",
-            "mask": "", "metrics": [], "upload_limit": int(self.upload_limit), "can_save": bool(output_dir),
+            "mask": "", "metrics": [], "segment_items": [], "segment": "", "upload_limit": int(self.upload_limit), "can_save": bool(output_dir),
         })
         state.change("model")(self.on_model)
         state.change("image")(self.on_image)
@@ -321,6 +321,33 @@ class Bridge:
                 self.scene.RemoveNode(nodes.GetItemAsObject(i))
         self.volume = None
 
+    # ------------------------------------------------------------- segments
+
+    def refresh_segments(self) -> None:
+        """The ROI menu: every segment of the scene's segmentations (a segmenter's prediction among them)."""
+        items = []
+        nodes = self.scene.GetNodesByClass("vtkMRMLSegmentationNode")
+        for i in range(nodes.GetNumberOfItems()):
+            node = nodes.GetItemAsObject(i)
+            segmentation = node.GetSegmentation()
+            for k in range(segmentation.GetNumberOfSegments()):
+                segment_id = segmentation.GetNthSegmentID(k)
+                items.append({"title": f"{node.GetName()}: {segmentation.GetSegment(segment_id).GetName()}",
+                              "value": f"{node.GetID()}|{segment_id}"})
+        self.state.segment_items = items
+        if self.state.segment not in [item["value"] for item in items]:
+            self.state.segment = items[0]["value"] if items else ""
+
+    def segment_target(self, choice: str) -> tuple:
+        """``(segmentationNode, segmentId)`` of the ROI menu's value, checked against the scene."""
+        node_id, _, segment_id = (choice or "").partition("|")
+        node = self.scene.GetNodeByID(node_id) if node_id else None
+        if node is None or not node.IsA("vtkMRMLSegmentationNode") or \
+                node.GetSegmentation().GetSegment(segment_id) is None:
+            raise ValueError("choose a segment as region (a segmentation model's prediction: run it once with "
+                             "'Predicted class', then pick one of its segments)")
+        return node, segment_id
+
     # ----------------------------------------------------------------- save
 
     def on_save(self):
@@ -398,7 +425,7 @@ class Bridge:
                 raise ValueError("place a target point: press 'Place point', then click in a slice view")
             target = self.point_node
         elif target == "roi":
-            raise ValueError("a segment as target needs a segmentation in the scene; load one in Slicer")
+            target = self.segment_target(state.segment)
         return dict(inputVolumeNode=self.volume, model=self.logic.loadModel(state.model), methods=list(state.methods),
                     target=target, layer=state.layer or None, mode=state.mode or None,
                     device=state.device or "auto",
@@ -436,6 +463,7 @@ class Bridge:
             nodes = job.finish()
             first = nodes.heatmaps[next(iter(nodes.heatmaps))] if nodes.heatmaps else None
             self.refresh_heatmaps(first)
+            self.refresh_segments()
             self.evaluate(first)
             text = "Created or updated: " + ", ".join(node.GetName() for node in nodes)
             if nodes.probabilityTable is not None:

@@ -97,6 +97,11 @@ def _model(html, v, ctrl):
     html.Label("Target", classes="xai-caption", for_="target")
     with html.Select(id="target", v_model=("target",)):
         html.Option("{{ item.title }}", v_for="item in target_items", key="item.value", value=("item.value",))
+    with html.Div(v_if="target === 'roi'", classes="mt-1"):
+        with html.Select(id="segment", v_model=("segment",)):
+            html.Option("(run the model once: its prediction's segments appear here)", value="",
+                        v_if="!segment_items.length")
+            html.Option("{{ item.title }}", v_for="item in segment_items", key="item.value", value=("item.value",))
     with html.Div(v_if="target === 'point'", classes="mt-1"):
         v.VBtn("Place point", id="place-point", size="small", click=ctrl.place_point)
         html.Span(" {{ point_text }}", id="point-text", classes="xai-status")
