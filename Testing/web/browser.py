@@ -148,11 +148,35 @@ class Page:
         Select(self.element(element_id)).select_by_value(value)
 
     def click(self, element_id: str):
-        self.element(element_id).click()
+        """Click as a person does: the element is scrolled into the panel's view first."""
+        element = self.element(element_id)
+        self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+        element.click()
+
+    def set_checked(self, element_id: str, checked: bool):
+        """Tick or untick a checkbox and wait until the page shows it so (the state has round-tripped)."""
+        if self.element(element_id).is_selected() != checked:
+            self.click(element_id)
+        wait_until(lambda: self.element(element_id).is_selected() == checked, f"#{element_id} checked={checked}")
+
+    def apply(self):
+        """Press Apply once the page enables it (a model, a method and an image are chosen)."""
+        wait_until(lambda: self.element("apply").is_enabled(), "the Apply button to be enabled" + self.situation())
+        self.click("apply")
+
+    def situation(self) -> str:
+        """The page's status and error, for a failure message."""
+        try:
+            return f" (status: {self.text('status')!r}; error: {self.text('error')!r})"
+        except Exception:  # noqa: BLE001 - the page is gone
+            return ""
 
     def wait_text(self, element_id: str, pattern: str, seconds: float = WAIT_SECONDS) -> str:
-        return wait_until(lambda: re.search(pattern, self.text(element_id)) and self.text(element_id),
-                          f"#{element_id} to match '{pattern}'", seconds)
+        try:
+            return wait_until(lambda: re.search(pattern, self.text(element_id)) and self.text(element_id),
+                              f"#{element_id} to match '{pattern}'", seconds)
+        except AssertionError as error:
+            raise AssertionError(f"{error}{self.situation()}") from None
 
     def screenshot(self, name: str | None = None) -> np.ndarray:
         from PIL import Image

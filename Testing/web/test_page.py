@@ -80,7 +80,7 @@ def test_apply_draws_the_heatmap_over_the_image_under_slicers_node_names(page, c
     before = page.heat_pixels(0)
     assert before.mean() < 0.002, "heat colours before any run"
     assert page.element("apply").text.upper() == "APPLY"
-    page.click("apply")
+    page.apply()
     page.wait_text("status", r"Created or updated")
     wait_until(lambda: page.heat_pixels(0).mean() > 0.02, "heat colours in the axial view")
     page.screenshot("web-apply-gradcam")
@@ -107,7 +107,7 @@ def test_apply_draws_the_heatmap_over_the_image_under_slicers_node_names(page, c
 
 def test_opacity_hide_and_window_level_change_the_view(page):
     if not page.driver.find_elements("id", "show-0"):
-        page.click("apply")
+        page.apply()
         page.wait_text("status", r"Created or updated")
     wait_until(lambda: page.heat_pixels(0).mean() > 0.02, "heat colours in the axial view")
     page.click("show-0")  # hide the map
@@ -145,9 +145,20 @@ def test_opacity_hide_and_window_level_change_the_view(page):
 def test_a_long_run_shows_progress_and_cancel_leaves_the_scene_unchanged(page):
     nodes_before = int(page.text("scene-nodes"))
     maps_before = len(page.driver.find_elements("css selector", "#heatmaps span"))
-    page.click("method-gradcam")          # untick Grad-CAM
-    page.click("method-rise")             # RISE: thousands of masked passes per slice
-    page.click("apply")
+    page.set_checked("method-gradcam", False)
+    page.set_checked("method-rise", True)   # RISE: thousands of masked passes per slice
+    try:
+        _run_and_cancel(page, nodes_before, maps_before)
+    finally:  # leave the page idle for the next test, whatever failed
+        if page.element("apply").text.upper() == "CANCEL":
+            page.click("apply")
+            wait_until(lambda: page.element("apply").text.upper() == "APPLY", "the run to stop")
+        page.set_checked("method-rise", False)
+        page.set_checked("method-gradcam", True)
+
+
+def _run_and_cancel(page, nodes_before, maps_before):
+    page.apply()
     wait_until(lambda: page.element("apply").text.upper() == "CANCEL", "Apply to read Cancel")
     statuses = set()
 
@@ -172,8 +183,6 @@ def test_a_long_run_shows_progress_and_cancel_leaves_the_scene_unchanged(page):
     assert int(page.text("scene-nodes")) == nodes_before
     assert len(page.driver.find_elements("css selector", "#heatmaps span")) == maps_before
     print(f"cancel took {cancel_seconds:.2f} s in the browser")
-    page.click("method-rise")
-    page.click("method-gradcam")
 
 
 def test_point_target_explains_the_slice_through_the_clicked_point(page):
@@ -185,7 +194,7 @@ def test_point_target_explains_the_slice_through_the_clicked_point(page):
     views = page.element("views")
     ActionChains(page.driver).move_to_element_with_offset(views, -views.rect["width"] / 3, 0).click().perform()
     text = page.wait_text("point-text", r"Point: R")
-    page.click("apply")
+    page.apply()
     page.wait_text("status", r"Created or updated")
     wait_until(lambda: page.heat_pixels(0).mean() > 0.02, "heat colours in the axial view (the clicked slice)")
     image = page.screenshot("web-point-target")

@@ -61,7 +61,7 @@ def test_serve_lung1_apply_shows_the_heatmap_and_cancel_works(lung1):
         page.screenshot("web-lung1-mask")
         before = page.heat_pixels(0).mean()
         assert before < 0.005               # only the mask's blue outline is coloured
-        page.click("apply")
+        page.apply()
         page.wait_text("status", r"Created or updated: lung1_image Grad-CAM", seconds=600)
         wait_until(lambda: page.heat_pixels(0).mean() > before + 0.001, "heat colours over the real CT")
         page.screenshot("web-lung1-gradcam")
@@ -69,9 +69,9 @@ def test_serve_lung1_apply_shows_the_heatmap_and_cancel_works(lung1):
                  for row in page.driver.find_elements("css selector", "#metrics tr")}
         assert shown == expected_metrics(lung1, mask)
         nodes = int(page.text("scene-nodes"))
-        page.click("method-gradcam")
-        page.click("method-rise")
-        page.click("apply")
+        page.set_checked("method-gradcam", False)
+        page.set_checked("method-rise", True)
+        page.apply()
         wait_until(lambda: page.element("apply").text.upper() == "CANCEL", "Apply to read Cancel")
         first = page.text("status")
         wait_until(lambda: page.text("status") != first, "the progress to move")
