@@ -75,7 +75,7 @@ class XAIExplainParameterNode:
     device: str = "auto"
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
     labelMapOutput: bool = False
-    labelThreshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    labelThreshold: Annotated[float, WithinRange(0.0, 0.95)] = 0.5  # imaging.thresholds: [0, 1), in 0.05 steps
     useOtsu: bool = False
     predictionSegmentation: bool = True
     keepExisting: bool = False

@@ -170,7 +170,7 @@ def test_default_layer_is_the_last_spatial_layer():
     model = make(SmallCNN)
     _, info = xai.explain(model, inputs(), "gradcam", return_info=True)
     assert info["layers"] == ["features"]  # the outermost module producing the last spatial output
-    assert xai.list_layers(model, inputs()) == [f"features.{i}" for i in range(7)] + ["features"]
+    assert xai.engine.list_layers(model, inputs()) == [f"features.{i}" for i in range(7)] + ["features"]
 
 
 def test_explaining_inside_inference_mode_still_works():

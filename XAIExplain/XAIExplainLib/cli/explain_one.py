@@ -139,7 +139,8 @@ def explain_one(item: InputItem, spec: CohortSpec, output_dir: str | os.PathLike
             image = read_item(item)
         stage.prepare()
         explain_input(replace(job, out=stage), item, image, record, progress or _Silent())
-        record.status = "ok"
+        if record.status != "partial":  # "partial": some methods could not run (record.error says which)
+            record.status = "ok"
         record.seconds = time.monotonic() - began
         stage.commit(record, spec.fingerprint)
     except KeyboardInterrupt:

@@ -20,7 +20,9 @@ class MethodInfo:
     (forward hooks, activation swaps, layer replay), which TorchScript modules do not allow;
     by default every layer method needs them. ``needs_output``: it reads the model's output
     (its target's score); False for Eigen-CAM, whose forward (under inference mode, no graph)
-    may stop once its layers ran and needs no frozen parameters.
+    may stop once its layers ran and needs no frozen parameters. ``needs_gap_head``: its layer
+    must feed a global average pool and the Linear head (CAM, CRM); callers that choose a
+    layer for the user pick the model's GAP-fed layer for it, not the card's default.
     """
 
     name: str
@@ -40,6 +42,7 @@ class MethodInfo:
     needs_gradients: bool = True
     needs_hooks: bool | None = None
     needs_output: bool = True
+    needs_gap_head: bool = False
 
     def __post_init__(self):
         if not self.label:
@@ -80,12 +83,45 @@ def register(info: MethodInfo) -> MethodInfo:
     return info
 
 
+class MethodChoiceError(ValueError):
+    """A method list that cannot run: empty, an unknown name, or a name given twice.
+
+    ``method`` is the offending name (None for an empty list), for callers that point at
+    the argument that held it (the CLI's ``--method NAME``)."""
+
+    def __init__(self, message: str, method: str | None = None):
+        super().__init__(message)
+        self.method = method
+
+
 def get_method(name) -> MethodInfo:
     if not isinstance(name, str):
         raise TypeError(f"a method is given by name (str), got {type(name).__name__}")
     if name not in METHODS:
-        raise ValueError(f"unknown method '{name}'; available methods: {', '.join(sorted(METHODS))}")
+        raise MethodChoiceError(f"unknown method '{name}'; available methods: {', '.join(sorted(METHODS))}", name)
     return METHODS[name]
+
+
+def check_methods(methods) -> list[str]:
+    """The one check of a method choice: a name or a non-empty list of known names, each once.
+
+    Returns the names as a list in the given order. A name given twice is refused (not
+    dropped): two requests for one map are a mistake in the caller's list, and the one
+    policy for the CLI, the logic, the pipeline and the engine.
+    """
+    if isinstance(methods, str):
+        methods = [methods]
+    chosen = list(methods or ())
+    if not chosen:
+        raise MethodChoiceError("no method given: give a method name or a non-empty list of names; "
+                                f"available methods: {', '.join(sorted(METHODS))}")
+    seen = set()
+    for name in chosen:
+        get_method(name)
+        if name in seen:
+            raise MethodChoiceError(f"method '{name}' is asked for twice; give each method once", name)
+        seen.add(name)
+    return chosen
 
 
 def scripted_methods() -> list[str]:

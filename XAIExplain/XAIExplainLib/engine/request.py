@@ -122,7 +122,7 @@ class Request:
         """Apply ``layer_map(name, module) -> (N, *s)`` to each target layer, upsample, combine.
 
         One layer: its upsampled map (its raw map when ``upsample_single_layer`` is False).
-        Several layers (multi-layer attribution, seed 002): each map is resized to the
+        Several layers (multi-layer attribution, Mullan & Sonka, SPIE Medical Imaging 2022): each map is resized to the
         input, min-max scaled to [0, 1], then averaged.
         """
         layers = self.layers()

@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..engine.activations import OUTPUT_ACTIVATIONS
 from .errors import ModelCardError
 
 TASKS = ("classification", "segmentation")
 WEIGHT_FORMATS = ("state_dict", "torchscript", "pickle")
-ACTIVATIONS = ("softmax", "sigmoid", "none")
+ACTIVATIONS = OUTPUT_ACTIVATIONS  # engine.activations: the one vocabulary
 INTENSITY_MODES = ("window", "zscore", "scale", "none")
 CARD_FILENAME = "card.json"
 
@@ -520,3 +521,13 @@ def _parse_target_layers(r: _Reader, data: Any) -> TargetLayers:
                                                 f"{_show(suggested)}")
     suggested = tuple(r.string(s, f"target_layers.suggested[{i}]") for i, s in enumerate(suggested))
     return TargetLayers(default=default, suggested=suggested)
+
+
+def trial_input_shape(card: ModelCard) -> tuple[int, ...]:
+    """The spatial shape of the one trial input a model is probed with (the load-time dry run,
+    the layer list): its patch size, else its input size, else 64 x 64 (2D) or 32^3 (3D)."""
+    if card.input.patch_size is not None:
+        return tuple(card.input.patch_size)
+    if card.input.size is not None:
+        return tuple(card.input.size)
+    return (64, 64) if card.spatial_dims == 2 else (32, 32, 32)
