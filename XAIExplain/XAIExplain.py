@@ -359,7 +359,7 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onLoadModelFile(self):
         path = qt.QFileDialog.getOpenFileName(self.parent, "Choose a model file", "",
-                                              "Model files (*.json *.pt *.pth *.ts *.zip);;All files (*)")
+                                              "Model files (*.json *.pt *.pth *.ts *.zip *.onnx *.pt2);;All files (*)")
         if path:
             self.useModelSource(path)
 

@@ -223,7 +223,8 @@ def explain_input(job: ExplainJob, item: InputItem, image: sitk.Image, record: I
 
 
 def method_groups(methods: list[str]) -> list[tuple[str, ...]]:
-    """CAM-family methods together (they share one pass), every other method on its own.
+    """CAM-family methods together (they share one pass), the attention methods together (one
+    attention pass), every other method on its own.
 
     CAM needs a layer that feeds the global average pool, which may not be the others' layer,
     so it runs on its own too (and cannot sink the others when it cannot run).
@@ -231,9 +232,9 @@ def method_groups(methods: list[str]) -> list[tuple[str, ...]]:
     from ..engine import METHODS
 
     together = [m for m in methods if METHODS[m].family == "cam" and not METHODS[m].needs_gap_head]
-    shared = tuple(together)
-    alone = [(m,) for m in methods if m not in together]
-    return ([shared] if shared else []) + alone
+    attention = [m for m in methods if METHODS[m].family == "attention"]  # one attention pass for all
+    alone = [(m,) for m in methods if m not in together and m not in attention]
+    return [tuple(group) for group in (together, attention) if group] + alone
 
 
 def _explained_index(choice: ClassChoice, engine_target) -> int | None:

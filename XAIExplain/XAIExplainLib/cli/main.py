@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
                       help="where the model runs (default: auto = CUDA when available)")
     demo.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    demo.add_argument("--model", default=None, metavar="NAME",
+                      help="the bundled model to explain: ct-phase-2d (default) or liver-seg-3d "
+                           "(pyliverlesionseg's published liver network; minutes on a CPU)")
     demo.set_defaults(handler=_run_demo)
 
     explain = commands.add_parser(
@@ -154,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="only methods for this kind of model")
     methods.add_argument("--metrics", action="store_true",
                          help="list the evaluation metrics instead")
+    methods.add_argument("--model", metavar="NAME|PATH",
+                         help="only the methods that apply to this model (e.g. the attention methods only "
+                              "for transformers with global self-attention)")
+    methods.add_argument("--trust-model", action="store_true",
+                         help="allow loading a --model that needs trust (see 'xaiexplain explain --help')")
     methods.set_defaults(handler=_run_methods)
 
     serve = commands.add_parser(
@@ -286,7 +294,14 @@ def _run_models(args: argparse.Namespace) -> int:
 def _run_methods(args: argparse.Namespace) -> int:
     from .listing import print_methods, print_metrics
 
-    return print_metrics() if args.metrics else print_methods(args.task)
+    if args.metrics:
+        return print_metrics()
+    model = None
+    if args.model is not None:
+        from .options import load_model_or_fail
+
+        model = load_model_or_fail(args.model, "cpu", args.trust_model)
+    return print_methods(args.task, model=model)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

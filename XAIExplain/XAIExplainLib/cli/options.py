@@ -91,9 +91,10 @@ def check_methods_for(methods: Sequence[str], model) -> None:
 
     card = model.card
     for name in methods:
-        reason = METHODS[name].applicable(card.task, card.spatial_dims, model.scripted)
+        reason = METHODS[name].applicable(card.task, card.spatial_dims, model.scripted, model.module)
         if reason is not None:
-            valid = [n for n, m in METHODS.items() if m.applicable(card.task, card.spatial_dims, model.scripted) is None]
+            valid = [n for n, m in METHODS.items()
+                     if m.applicable(card.task, card.spatial_dims, model.scripted, model.module) is None]
             raise UserError(f"--method {name}", f"does not apply to '{card.name}': {reason}; methods for this "
                                                 f"model: {', '.join(sorted(valid))}")
 

@@ -84,7 +84,8 @@ def explain_batch(model: nn.Module, x: torch.Tensor, methods: Sequence[str], tar
     version = None if inputs.is_inference() else inputs._version  # inference tensors keep no counter
     request = Request(model, inputs, target=target, layer=layer, options=options, reading=reading,
                       full_cam_pass=any(info.family == "cam" and info.needs_gradients for info in infos),
-                      output_needed=with_output or any(info.needs_output for info in infos))
+                      output_needed=with_output or any(info.needs_output for info in infos),
+                      methods=tuple(methods))
     from .capture import explaining
     maps = {}
     try:

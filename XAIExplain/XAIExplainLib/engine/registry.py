@@ -43,6 +43,9 @@ class MethodInfo:
     needs_hooks: bool | None = None
     needs_output: bool = True
     needs_gap_head: bool = False
+    #: ``model_check(module) -> reason or None``: whether the method applies to this network
+    #: (the attention methods: only models with global self-attention modules).
+    model_check: Callable | None = None
 
     def __post_init__(self):
         if not self.label:
@@ -56,12 +59,13 @@ class MethodInfo:
         return f"{self.name}: {self.description} [{', '.join(self.tasks)}; {layer}; {self.cost}]"
 
     def applicable(self, task: str | None = None, spatial_dims: int | None = None,
-                   scripted: bool = False) -> str | None:
+                   scripted: bool = False, module=None) -> str | None:
         """None when the method can explain such a model, else the reason it cannot.
 
         ``task`` ("classification" / "segmentation") and ``spatial_dims`` (2 / 3) may be
         None when unknown (a plain module before its first forward); ``scripted``: the model
-        is TorchScript, which takes no hooks.
+        is TorchScript, which takes no hooks; ``module``: the network itself, for methods
+        with a ``model_check`` (None: not known, not checked).
         """
         if task is not None and task not in self.tasks:
             return f"'{self.name}' explains {' and '.join(self.tasks)} models, not {task} models"
@@ -70,6 +74,12 @@ class MethodInfo:
         if scripted and self.needs_hooks:
             return (f"'{self.name}' needs hooks on the network's layers, which a TorchScript module does not allow; "
                     f"methods that work on TorchScript: {', '.join(scripted_methods())}")
+        if module is not None and self.model_check is not None:
+            reason = self.model_check(module)
+            if reason is not None:
+                working = [name for name, info in METHODS.items()
+                           if info.model_check is None and info.applicable(task, spatial_dims, scripted) is None]
+                return f"'{self.name}' does not apply: {reason}; methods that work on this model: {', '.join(working)}"
         return None
 
 
@@ -130,9 +140,9 @@ def scripted_methods() -> list[str]:
 
 
 def check_applicable(methods, task: str | None = None, spatial_dims: int | None = None,
-                     scripted: bool = False, model_name: str = "this model") -> None:
+                     scripted: bool = False, model_name: str = "this model", module=None) -> None:
     """ValueError naming the first method that cannot explain such a model, and why."""
     for name in methods:
-        reason = get_method(name).applicable(task, spatial_dims, scripted)
+        reason = get_method(name).applicable(task, spatial_dims, scripted, module)
         if reason is not None:
             raise ValueError(f"method {reason} ({model_name})")

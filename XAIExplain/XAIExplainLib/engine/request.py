@@ -47,6 +47,7 @@ class Request:
     full_cam_pass: bool = False  # set when some method of the request needs layer gradients
     output_needed: bool = True  # False: nothing reads the output, a forward-only pass may stop at its layers
     upsample_single_layer: bool = True  # False: a one-layer map stays at the layer's resolution
+    methods: tuple = ()  # every method of the request, so one method may run a pass the others can share
     _passes: dict = field(default_factory=dict)
     _layers: list | None = None
 

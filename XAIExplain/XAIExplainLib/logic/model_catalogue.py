@@ -172,7 +172,7 @@ class ModelCatalogue:
         card = loaded.card
         rows = []
         for name, info in METHODS.items():
-            reason = info.applicable(card.task, card.spatial_dims, loaded.scripted) or ""
+            reason = info.applicable(card.task, card.spatial_dims, loaded.scripted, loaded.module) or ""
             rows.append((name, info.label, not reason, reason))
         return rows
 

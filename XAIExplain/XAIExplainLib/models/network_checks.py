@@ -13,6 +13,7 @@ from torch import nn
 from ..engine.reading import select_output
 from .card import ModelCard, trial_input_shape
 from .errors import ModelCardError, first_line
+from .working_memory import check_window_memory
 
 
 def check_module(card: ModelCard, module: nn.Module, scripted: bool) -> None:
@@ -36,6 +37,10 @@ def check_module(card: ModelCard, module: nn.Module, scripted: bool) -> None:
                                      f"the network's first convolution '{name}' takes "
                                      f"{first.in_channels} channel(s)")
     shape = trial_input_shape(card)
+    # the test forward runs at the card's patch size: a patch no memory can hold is refused with the
+    # numbers here, before the forward allocates it (models.working_memory)
+    check_window_memory(module, card.input.channels, shape, f"{where} (field 'input.patch_size')",
+                        gradients=False)
     x = torch.zeros((1, card.input.channels) + shape)
     try:
         with torch.inference_mode():

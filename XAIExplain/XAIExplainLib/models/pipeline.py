@@ -331,7 +331,8 @@ def _check_methods(loaded: LoadedModel, methods) -> list[str]:
 
     method_list = check_methods(methods)
     card = loaded.card
-    check_applicable(method_list, card.task, card.spatial_dims, loaded.scripted, f"model '{card.name}'")
+    check_applicable(method_list, card.task, card.spatial_dims, loaded.scripted, f"model '{card.name}'",
+                     loaded.module)
     return method_list
 
 
