@@ -22,11 +22,6 @@ from slicer.util import VTKObservationMixin
 from XAIExplainLib.logic import XAIExplainLogic as CoreLogic
 from XAIExplainLib.logic.dependencies import NO_PYTORCH_EXTENSION, install_dependencies, missing_dependencies
 
-LOAD_ITEM = "Load model..."
-MODES = [("Model default", ""), ("Per slice: axial", "axial"), ("Per slice: coronal", "coronal"),
-         ("Per slice: sagittal", "sagittal"), ("Volumetric (3D)", "volume")]
-ROI_ITEM = "Segment as region (ROI)"
-POINT_ITEM = "Point (markups)"
 POLL_MS = 200  # how often the panel reads the running job's progress
 
 
@@ -144,7 +139,9 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = XAIExplainLogic()
-        for text, value in MODES:
+        from XAIExplainLib.logic import choices
+
+        for text, value in choices.MODES:
             self.ui.modeSelector.addItem(text, value)
         self.ui.progressBar.setVisible(False)
         self.ui.roiSegmentSelector.setVisible(False)
@@ -262,7 +259,7 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def refreshModelChoices(self):
         """Bundled models (needs torch), recently used models (Slicer settings), and the 'Load' entry."""
-        from XAIExplainLib.logic import recent_models
+        from XAIExplainLib.logic import choices, recent_models
 
         self.ui.modelSelector.clear()
         if missing_dependencies():
@@ -278,13 +275,15 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for path in recent:
             self.ui.modelSelector.addItem(os.path.basename(path) + " (recent)", path)
             self.ui.modelSelector.setItemData(self.ui.modelSelector.count - 1, path, qt.Qt.ToolTipRole)
-        self.ui.modelSelector.addItem(LOAD_ITEM, "")
+        self.ui.modelSelector.addItem(choices.LOAD_ITEM, "")
         if self._parameterNode:
             self.selectModel(current)  # loaded paths are stored normalised (useModelSource)
 
     def refreshDeviceChoices(self):
+        from XAIExplainLib.logic import choices
+
         self.ui.deviceSelector.clear()
-        for value, text in self.logic.deviceChoices():
+        for value, text in choices.device_choices(self.logic):
             self.ui.deviceSelector.addItem(text, value)
 
     def selectModel(self, model):
@@ -302,48 +301,41 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             # describing a model may run it (layer probe) while the worker uses the same module
             self.ui.modelInfoLabel.text = "The model's details are shown when the current run has ended."
             return
+        from XAIExplainLib.logic import choices
+
         try:
-            info = self.logic.describeModel(model)
-            methods = self.logic.methodsForModel(model)
-            layers = self.logic.layersForModel(model)
+            offered = choices.model_choices(self.logic, model)
         except Exception as error:
             self.ui.modelInfoLabel.text = f"Cannot use this model: {error}"
             return
-        from XAIExplainLib.logic import recent_models
-
-        self.ui.modelInfoLabel.text = recent_models.describe(info)
-        self.fillMethods(methods)
-        self.fillTargets(info)
-        self.fillLayers(layers, info["defaultLayer"])
+        self.ui.modelInfoLabel.text = offered.description
+        self.fillMethods(offered.methods)
+        self.fillTargets(offered.targets)
+        self.fillLayers(offered.layers, offered.default_layer)
 
     def fillMethods(self, methods):
         chosen = set(filter(None, self._parameterNode.methods.split(","))) if self._parameterNode else set()
         self._updatingGui = True
         try:
             self.ui.methodList.clear()
-            for name, label, enabled, reason in methods:
-                item = qt.QListWidgetItem(label)
-                item.setData(qt.Qt.UserRole, name)
-                flags = qt.Qt.ItemIsUserCheckable | (qt.Qt.ItemIsEnabled if enabled else qt.Qt.NoItemFlags)
+            for method in methods:
+                item = qt.QListWidgetItem(method.text)
+                item.setData(qt.Qt.UserRole, method.value)
+                flags = qt.Qt.ItemIsUserCheckable | (qt.Qt.ItemIsEnabled if method.enabled else qt.Qt.NoItemFlags)
                 item.setFlags(flags)
-                item.setCheckState(qt.Qt.Checked if (enabled and name in chosen) else qt.Qt.Unchecked)
-                item.setToolTip(reason or name)
+                item.setCheckState(qt.Qt.Checked if (method.enabled and method.value in chosen) else qt.Qt.Unchecked)
+                item.setToolTip(method.reason or method.value)
                 self.ui.methodList.addItem(item)
         finally:
             self._updatingGui = False
         self.onMethodsChanged()
 
-    def fillTargets(self, info):
+    def fillTargets(self, targets):
         self._updatingGui = True
         try:
             self.ui.targetSelector.clear()
-            self.ui.targetSelector.addItem("Predicted class", "")
-            for name in info["classes"]:
-                self.ui.targetSelector.addItem(name, name)
-            if info["task"] == "segmentation":
-                self.ui.targetSelector.addItem(ROI_ITEM, "roi")
-            if info["task"] == "segmentation" or info["spatialDims"] == 2:
-                self.ui.targetSelector.addItem(POINT_ITEM, "point")
+            for text, value in targets:
+                self.ui.targetSelector.addItem(text, value)
             if self._parameterNode:
                 self.selectData(self.ui.targetSelector, self._parameterNode.target)
         finally:
@@ -365,8 +357,10 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onModelActivated(self, index):
         if not self._parameterNode:
             return
+        from XAIExplainLib.logic import choices
+
         value = self.ui.modelSelector.itemData(index)
-        if self.ui.modelSelector.itemText(index) == LOAD_ITEM:
+        if self.ui.modelSelector.itemText(index) == choices.LOAD_ITEM:
             self.ui.loadModelButton.showMenu()
             return
         self._parameterNode.model = value or ""
@@ -533,7 +527,9 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setRunning(self, running):
         """Apply becomes Cancel; the rest of the panel stays usable (the run works on its own copy)."""
-        self.ui.applyButton.text = "Cancel" if running else "Apply"
+        from XAIExplainLib.logic import choices
+
+        self.ui.applyButton.text = choices.CANCEL_TEXT if running else choices.APPLY_TEXT
         self.ui.applyButton.enabled = True
         self.ui.progressBar.value = 0
         self.ui.progressBar.setVisible(running)

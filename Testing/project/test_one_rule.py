@@ -27,8 +27,10 @@ def test_modes_and_orientations_come_from_the_engine_and_imaging():
     parser = build_parser()
     assert _choices(parser, "explain", "--mode") == MODES
     assert _choices(parser, "explain", "--axis") == ORIENTATIONS
-    widget_modes = next(ast.literal_eval(node.value) for node in ast.parse(WIDGET.read_text("utf-8")).body
-                        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "MODES")
+    # the panel and the web page fill their mode menus from logic.choices.MODES (Testing/web/test_both_faces.py
+    # checks that XAIExplain.py loops over it)
+    from XAIExplainLib.logic.choices import MODES as widget_modes
+
     assert {value for _, value in widget_modes} - {""} <= set(explain_logic.MODES)  # "": the model's default
 
 

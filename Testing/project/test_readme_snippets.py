@@ -48,7 +48,11 @@ class StandIn:
 #: Keyed by the snippet's first line. Values in ``replace`` may name stand-ins as {name}.
 STAND_INS: dict[str, StandIn] = {
     "pip install -e . && xaiexplain demo": StandIn("bash"),
-    'pip install -c Testing/constraints-cpu.txt -e ".[test]" && python -m pytest -q Testing': StandIn("bash"),
+    ('apt-get update -qq && apt-get install -y -qq chromium chromium-driver libgl1 libegl1 libegl-mesa0 '
+     'libgl1-mesa-dri && pip install -c Testing/constraints-cpu.txt -e ".[test]" && pip install --no-deps '
+     'slicer-layer-dm==2.0.0 && python -m pytest -q Testing'): StandIn("bash"),
+    'pip install -e ".[web]" && pip install --no-deps slicer-layer-dm==2.0.0': StandIn(
+        "bash", replace={"lung1_image.nrrd": "{scan}"}),
     "xaiexplain models                       # bundled models: task, dims, classes": StandIn(
         "bash",
         replace={"scan.nrrd": "{scan}", "nodule.nrrd": "{mask}", "cohort.txt": "{cohort}",
@@ -184,12 +188,16 @@ def _run_shell(code: str, line: int, capsys) -> None:
     from XAIExplainLib import cli
 
     for words in _commands(code):
-        if words[0] == "xaiexplain":
+        if words[:2] == ["xaiexplain", "serve"]:
+            _check_serve(words[2:], line)
+        elif words[0] == "xaiexplain":
             status = cli.main(words[1:])
             captured = capsys.readouterr()
             assert status == 0, f"README.md line {line}: {' '.join(words)} exited {status}: {captured.err[-1500:]}"
         elif words[:2] == ["pip", "install"]:
             _check_pip_install(words[2:], line)
+        elif words[0] == "apt-get":
+            _check_apt(words[1:], line)
         elif words[:3] == ["python", "-m", "pytest"]:
             _check_pytest(words[3:], line)
         else:
@@ -206,6 +214,12 @@ def _check_pip_install(args: list[str], line: int) -> None:
     rest = list(args)
     while rest:
         word = rest.pop(0)
+        if word == "--no-deps":
+            continue
+        if re.fullmatch(r"[A-Za-z0-9_.-]+==[A-Za-z0-9_.]+", word):  # a pinned helper package: pyproject says why
+            assert word in (ROOT / "pyproject.toml").read_text(encoding="utf-8"), \
+                f"README.md line {line}: {word} is installed by the README but pyproject.toml does not say why"
+            continue
         if word == "-c":
             assert (ROOT / rest.pop(0)).is_file(), f"README.md line {line}: constraints file missing"
         elif word == "-e":
@@ -215,6 +229,31 @@ def _check_pip_install(args: list[str], line: int) -> None:
             assert match, f"README.md line {line}: pip install {word!r} is not this checkout ('.' or '.[extra]')"
             for extra in filter(None, (match.group(2) or "").split(",")):
                 assert extra in extras, f"README.md line {line}: extra {extra!r} is not in pyproject.toml"
+
+
+def _check_apt(args: list[str], line: int) -> None:
+    """Bounded check (no install): every package an ``apt-get install`` names is known to apt here."""
+    import shutil
+    import subprocess
+
+    packages = [a for a in args if not a.startswith("-") and a not in ("update", "install")]
+    if args[:1] == ["update"] or not packages:
+        return
+    if shutil.which("apt-cache") is None:
+        pytest.skip("no apt-cache on this machine to check the Debian package names")
+    for package in packages:
+        known = subprocess.run(["apt-cache", "show", package], capture_output=True, text=True, timeout=120)
+        assert known.returncode == 0, f"README.md line {line}: apt knows no package {package!r}"
+
+
+def _check_serve(args: list[str], line: int) -> None:
+    """Bounded check: ``xaiexplain serve``'s arguments parse and name existing files (serving itself, in a
+    browser, is Testing/web's)."""
+    from XAIExplainLib.cli.main import build_parser
+
+    parsed = build_parser().parse_args(["serve", *args])
+    missing = [p for p in parsed.inputs if not Path(p).is_file()]
+    assert not missing, f"README.md line {line}: xaiexplain serve names missing files {missing}"
 
 
 def _check_pytest(args: list[str], line: int) -> None:

@@ -165,7 +165,71 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_argument("--trust-model", action="store_true",
                          help="allow loading a --model that needs trust (see 'xaiexplain explain --help')")
     methods.set_defaults(handler=_run_methods)
+
+    serve = commands.add_parser(
+        "serve", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="the explanation panel as a web page (needs the 'web' extra)",
+        description="Serve the explanation panel as a web page on trame-slicer: Slicer's slice "
+                    "views of IMAGE with the heatmaps over it, the same choices and runs as the "
+                    "Slicer module. Open the printed URL in a browser.",
+        epilog=_SERVE_EPILOG)
+    serve.add_argument("inputs", nargs="*", metavar="IMAGE",
+                       help="images the page offers (the first is shown at start)")
+    serve.add_argument("--model", action="append", dest="models", metavar="NAME|PATH",
+                       help="a model to offer and preselect (repeatable; bundled models are always "
+                            "offered)")
+    serve.add_argument("--method", action="append", dest="methods", metavar="METHOD",
+                       help="a method to preselect (repeatable)")
+    serve.add_argument("--port", type=int, default=8080, metavar="N",
+                       help="port to listen on (default 8080; 0: any free port)")
+    serve.add_argument("--host", default="127.0.0.1", metavar="ADDR",
+                       help="address to bind (default 127.0.0.1, this machine only); any other "
+                            "address requires the access token printed in the URL")
+    serve.add_argument("--require-token", action="store_true",
+                       help="require the access token on loopback too (a machine shared with "
+                            "other users)")
+    serve.add_argument("--models-dir", metavar="DIR",
+                       help="offer the model folders and files in DIR")
+    serve.add_argument("--output-dir", metavar="DIR",
+                       help="images under DIR may be opened, and 'Save' writes here")
+    serve.add_argument("--review", metavar="DIR",
+                       help="step through an output folder of 'xaiexplain explain'")
+    serve.add_argument("--upload-limit", type=float, default=1024.0, metavar="MB",
+                       help="largest upload accepted from the browser (default 1024 MB)")
+    serve.set_defaults(handler=_run_serve)
     return parser
+
+
+_SERVE_EPILOG = """\
+The page can open only the images, models and folders named here (and what lies under
+--models-dir / --output-dir); it never browses the server's files.
+
+example (a CT ready to explain, on this machine):
+  xaiexplain serve lung1_image.nrrd --model lung-nodule-2d --method gradcam
+
+example (a GPU server, viewed from a laptop; open the printed URL with its token):
+  xaiexplain serve --host 0.0.0.0 --port 8080 --models-dir models/ --output-dir audit/
+
+""" + EXIT_STATUS_HELP
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    """Hand over to the web package's own entry point in this process's place: the library's
+    dependency direction lets the web face import the command line, never the reverse."""
+    import importlib.util
+
+    if importlib.util.find_spec("trame_slicer") is None:
+        raise UserError("serve", "needs the web extra: pip install \"xaiexplain[web]\" && "
+                                 "pip install --no-deps slicer-layer-dm==2.0.0")
+    if importlib.util.find_spec("slicer_layer_dm") is None:
+        raise UserError("serve", "trame-slicer's views need slicer-layer-dm: "
+                                 "pip install --no-deps slicer-layer-dm==2.0.0")
+    given = list(args.argv)
+    argv = [sys.executable, "-m", "XAIExplainLib.web", *given[given.index("serve") + 1:]]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
+    return EXIT_OK  # not reached
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -244,7 +308,9 @@ def _run_methods(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``xaiexplain`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.handler(args)
     except KeyboardInterrupt as exc:

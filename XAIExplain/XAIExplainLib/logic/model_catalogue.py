@@ -181,6 +181,8 @@ class ModelCatalogue:
         from ..engine import list_layers
 
         loaded = self.get(model)
+        if loaded.scripted:  # TorchScript cannot be hooked: no layer can be chosen (layer methods are refused)
+            return []
         layers = list_layers(loaded.module, self.example_input(loaded))
         targets = loaded.card.target_layers
         first = [name for name in dict.fromkeys([targets.default, *targets.suggested]) if name and name in layers]

@@ -149,6 +149,8 @@ def release_all_headless_scenes() -> None:
 def release_headless_scene(scene) -> None:
     """Drop the logics of a headless scene (tests call this between cases)."""
     logics = _HEADLESS_LOGICS.pop(id(scene), None)
+    if isinstance(logics, AdoptedLogics):
+        logics = None  # the adopting application owns and releases its logics
     if logics is not None:
         for i in range(logics.slice_logics.GetNumberOfItems()):
             logics.slice_logics.GetItemAsObject(i).SetMRMLScene(None)
@@ -160,6 +162,28 @@ def release_headless_scene(scene) -> None:
     slicer = _slicer()
     if getattr(slicer, "mrmlScene", None) is scene:
         slicer.mrmlScene = None
+
+
+class AdoptedLogics:
+    """The logics of an application that built its own scene (a trame-slicer app): its application
+    logic owns the slice views the user sees, so heatmaps are shown there, not in extra views."""
+
+    def __init__(self, scene, application):
+        slicer = _slicer()
+        self.scene = scene
+        self.application = application
+        # the legend helpers of Slicer's colour logic; no scene, so no second set of default colours
+        self.colors = slicer.vtkSlicerColorLogic()
+        self.colors.SetMRMLApplicationLogic(application)
+        register_extra_node_classes(scene)
+
+
+def adopt_application(scene, application) -> None:
+    """Work on ``scene`` through ``application`` (a ``vtkSlicerApplicationLogic`` that already has the
+    scene and its slice views), as Slicer's own application is used inside Slicer."""
+    if application.GetMRMLScene() is not scene:
+        raise ValueError("the application logic works on another scene")
+    _HEADLESS_LOGICS[id(scene)] = AdoptedLogics(scene, application)
 
 
 def _headless(scene) -> HeadlessLogics:

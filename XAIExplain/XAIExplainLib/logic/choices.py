@@ -1,0 +1,100 @@
+"""The choices a face offers for a model: one description, built by the logic, read by every face.
+
+The Slicer panel (``XAIExplain.py``) and the web page (``xaiexplain serve``) both fill their
+menus from :func:`model_choices` and the constants here, so they offer the same methods
+(``MethodInfo.applicable`` decides, through the model catalogue), targets, layers, modes,
+devices and label-map thresholds, in the same words. A face adds only its widgets.
+
+Values are what :meth:`XAIExplainLogic.explainVolume` takes (after the face maps the two
+target entries that need a scene object, ``"roi"`` and ``"point"``, to a segment or a
+markups point); texts are what a person reads.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: the run button's text while idle and while a run computes (Slicer's words)
+APPLY_TEXT, CANCEL_TEXT = "Apply", "Cancel"
+#: the model menu's entry that opens a file or folder chooser
+LOAD_ITEM = "Load model..."
+#: (text, value) of the mode menu; "" is the model's own mode (per slice for 2D models, volumetric for 3D)
+MODES = (("Model default", ""), ("Per slice: axial", "axial"), ("Per slice: coronal", "coronal"),
+         ("Per slice: sagittal", "sagittal"), ("Volumetric (3D)", "volume"))
+PREDICTED_ITEM = "Predicted class"
+ROI_ITEM = "Segment as region (ROI)"
+POINT_ITEM = "Point (markups)"
+#: (text, value) of the label-map output; a number in [0, 1) is also accepted by the logic
+LABEL_THRESHOLDS = (("No label map", ""), ("Otsu's threshold", "otsu"), ("Fixed threshold", "fixed"))
+DEFAULT_FIXED_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class MethodChoice:
+    """One row of the method list: checkable when ``enabled``; ``reason`` says why not."""
+
+    value: str
+    text: str
+    enabled: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class ModelChoices:
+    """Everything a face offers once a model is chosen."""
+
+    model: str
+    description: str                 # task, classes, expected input (one line)
+    task: str
+    spatial_dims: int
+    methods: tuple                   # MethodChoice, in the engine's order
+    targets: tuple                   # (text, value): predicted, each class, ROI / point where they apply
+    layers: tuple                    # layer names, suggested ones first
+    default_layer: str
+    modes: tuple = MODES
+    label_thresholds: tuple = LABEL_THRESHOLDS
+
+    def enabled_methods(self) -> list:
+        return [choice.value for choice in self.methods if choice.enabled]
+
+
+def target_choices(task: str, spatial_dims: int, classes) -> tuple:
+    """(text, value) of the target menu: a segment (ROI) only for segmenters, a point for segmenters
+    and 2D models (per slice: the slice through the point)."""
+    items = [(PREDICTED_ITEM, "")] + [(str(name), str(name)) for name in classes]
+    if task == "segmentation":
+        items.append((ROI_ITEM, "roi"))
+    if task == "segmentation" or spatial_dims == 2:
+        items.append((POINT_ITEM, "point"))
+    return tuple(items)
+
+
+def model_choices(logic, model) -> ModelChoices:
+    """The description of ``model`` (a name, a path or a loaded model) a face shows and offers.
+
+    Raises what loading or describing the model raises (the face shows it as one line).
+    """
+    from .recent_models import describe
+
+    info = logic.describeModel(model)
+    methods = tuple(MethodChoice(name, label, bool(enabled), reason or "")
+                    for name, label, enabled, reason in logic.methodsForModel(model))
+    return ModelChoices(model=str(info["name"]), description=describe(info), task=info["task"],
+                        spatial_dims=int(info["spatialDims"]), methods=methods,
+                        targets=target_choices(info["task"], info["spatialDims"], info["classes"]),
+                        layers=tuple(logic.layersForModel(model)), default_layer=info["defaultLayer"] or "")
+
+
+def device_choices(logic) -> tuple:
+    """(value, text) of the device menu: Auto, CPU and each GPU with its name and free memory."""
+    return tuple(tuple(pair) for pair in logic.deviceChoices())
+
+
+def label_threshold_argument(choice: str, fixed: float = DEFAULT_FIXED_THRESHOLD):
+    """The logic's ``labelThreshold`` for a label-map menu value: None, "otsu" or the fixed number."""
+    if choice in ("", None):
+        return None
+    if choice == "otsu":
+        return "otsu"
+    if choice == "fixed":
+        return float(fixed)
+    raise ValueError(f"label map must be one of {[value for _, value in LABEL_THRESHOLDS]}, got {choice!r}")
