@@ -26,7 +26,8 @@ import SimpleITK as sitk
 distributed = pytest.importorskip("distributed")
 
 from XAIExplainLib.cli.cohort import explain_cohort  # noqa: E402
-from XAIExplainLib.cli.explain_one import CohortSpec, model_loads  # noqa: E402
+from XAIExplainLib.cli.explain_one import model_loads  # noqa: E402
+from XAIExplainLib.cli.run_plan import ExplainSettings  # noqa: E402
 from XAIExplainLib.cli.manifest import MANIFEST_ENDING  # noqa: E402
 from XAIExplainLib.cli.staging import STAGE_PREFIX  # noqa: E402
 
@@ -39,8 +40,8 @@ MODEL = "ct-phase-2d"
 def client():
     from XAIExplainLib.cli.cluster import start_local_cluster
 
-    cluster, _ = start_local_cluster(2, CohortSpec(model=MODEL, methods=("gradcam",),
-                                                   device="cpu"))
+    cluster, _ = start_local_cluster(2, ExplainSettings(model=MODEL, methods=("gradcam",),
+                                                        device="cpu"))
     with cluster, distributed.Client(cluster) as connected:
         yield connected
 

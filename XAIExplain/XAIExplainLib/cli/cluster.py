@@ -8,6 +8,9 @@ workers (each runs one input at a time with cores // N torch threads).
 ``dask scheduler``); its workers must see the inputs, the model and the
 output folder at the same paths.
 
+The settings are :class:`.run_plan.ExplainSettings` (not imported: the
+unit of work arrives as an argument, so this module imports neither).
+
 A worker that dies while explaining an input (killed, out of memory) has the
 input rescheduled by Dask on another worker, at most
 :data:`MAX_WORKER_DEATHS` times on a local cluster (a scheduler elsewhere uses
@@ -27,7 +30,6 @@ from typing import Iterator, Sequence
 
 from .discovery import InputItem
 from .errors import UserError, one_line
-from .explain_one import CohortSpec, explain_one
 from .summary import InputRecord
 
 #: How many times a local cluster reschedules an input whose worker died.
@@ -62,7 +64,8 @@ def require_dask():
 
 
 @contextlib.contextmanager
-def open_client(text: str, spec: CohortSpec, stderr) -> Iterator[tuple[object, CohortSpec]]:
+def open_client(text: str, spec: ExplainSettings,
+                stderr) -> Iterator[tuple[object, ExplainSettings]]:
     """A client of the asked-for cluster, and ``spec`` with the workers' thread count."""
     kind, value = parse_cluster(text)
     distributed = require_dask()
@@ -83,7 +86,7 @@ def open_client(text: str, spec: CohortSpec, stderr) -> Iterator[tuple[object, C
         yield client, spec
 
 
-def start_local_cluster(workers: int, spec: CohortSpec):
+def start_local_cluster(workers: int, spec: ExplainSettings):
     """A ``LocalCluster`` of ``workers`` processes, one GPU or cores // N threads each."""
     import dask
     from distributed import LocalCluster
@@ -137,15 +140,16 @@ def dashboard_line(cluster) -> str:
     return f"dashboard at {cluster.dashboard_link}"
 
 
-def run_on_cluster(client, items: Sequence[InputItem], todo: Sequence[int], spec: CohortSpec,
-                   folder) -> Iterator[tuple[int, InputRecord]]:
-    """Submit the inputs ``todo``; yield ``(index, record)`` as each finishes, in any order."""
+def run_on_cluster(client, items: Sequence[InputItem], todo: Sequence[int],
+                   spec: ExplainSettings, folder, work) -> Iterator[tuple[int, InputRecord]]:
+    """Submit ``work(item, spec, folder)`` for the inputs ``todo`` (the unit of work,
+    :func:`.explain_one.explain_one`); yield ``(index, record)`` as each finishes, in any order."""
     from distributed import as_completed
 
     futures = {}
     for index in todo:
         item = items[index]
-        future = client.submit(explain_one, item, spec, str(folder), pure=False,
+        future = client.submit(work, item, spec, str(folder), pure=False,
                                key=f"xaiexplain-{item.stem}-{os.urandom(4).hex()}")
         futures[future] = index
     try:
@@ -157,7 +161,7 @@ def run_on_cluster(client, items: Sequence[InputItem], todo: Sequence[int], spec
         client.cancel([f for f in futures if not f.done()])
 
 
-def _record(future, result, item: InputItem, spec: CohortSpec, folder) -> InputRecord:
+def _record(future, result, item: InputItem, spec: ExplainSettings, folder) -> InputRecord:
     if future.status == "finished" and isinstance(result, InputRecord):
         return result
     from .manifest import COMPLETE, record_from_manifest, resume_state
