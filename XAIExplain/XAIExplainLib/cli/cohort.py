@@ -27,11 +27,14 @@ from .manifest import COMPLETE, DIFFERENT, manifest_name, record_from_manifest, 
 from .prefetch import prefetch
 from .progress import Progress
 from .run_plan import ExplainSettings, explain_settings, plan
+from .small_files import read_small_text
 from .staging import clean_folder
 from .summary import SUMMARY_CSV, SUMMARY_JSON, InputRecord, RunSummary
 from .writing import OutputFolder
 
 PROG = "xaiexplain"
+#: Largest summary.json read back to see whether an earlier run of ours wrote it.
+SUMMARY_LIMIT = 256 << 20
 
 
 def explain_cohort(model: str | os.PathLike, inputs: Sequence[str | os.PathLike],
@@ -189,10 +192,10 @@ def _report(progress: Progress, index: int, record: InputRecord, stderr) -> None
 def _check_summary_replaceable(out: OutputFolder) -> None:
     """The summary of an earlier run into the folder is replaced; any other file is not."""
     path = out.destination(SUMMARY_JSON)
-    if path.is_file():
+    if os.path.lexists(path):
         try:
-            ours = json.loads(path.read_text(encoding="utf-8")).get("command") == "explain"
-        except (OSError, ValueError, AttributeError):
+            ours = json.loads(read_small_text(path, SUMMARY_LIMIT)).get("command") == "explain"
+        except (OSError, ValueError, AttributeError):  # NotAFileError is a ValueError
             ours = False
         if ours:
             return

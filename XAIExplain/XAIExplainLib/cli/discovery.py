@@ -20,6 +20,7 @@ import SimpleITK as sitk
 
 from ..imaging.reading import quiet_itk
 from .errors import UserError
+from .small_files import LIST_LIMIT, NotAFileError, read_small_text
 
 #: File name endings read as images, longest first so ``.nii.gz`` wins over ``.gz``.
 IMAGE_SUFFIXES = (".nii.gz", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd", ".hdr", ".dcm", ".dicom",
@@ -125,13 +126,15 @@ def _expand(source: str, path: Path, from_list: Path | None) -> list[InputItem]:
 def _expand_list(list_path: Path) -> Iterable[InputItem]:
     """Inputs named in a text file: one per line, ``#`` comments, paths relative to the file."""
     try:
-        text = list_path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not a path
+        # a BOM (Windows editors) is not a path
+        text = read_small_text(list_path, LIST_LIMIT, encoding="utf-8-sig")
     except UnicodeDecodeError:
         yield _failed(str(list_path), list_path, "is not a UTF-8 text file; a list file names "
                                                  "one input path per line")
         return
-    except OSError as exc:
-        yield _failed(str(list_path), list_path, f"cannot be read ({exc.strerror or exc})")
+    except NotAFileError as exc:
+        yield _failed(str(list_path), list_path, f"{exc.problem}; a list file is a text file "
+                                                 "naming one input path per line")
         return
     found = False
     for number, line in enumerate(text.splitlines(), start=1):
