@@ -164,9 +164,11 @@ def run_on_cluster(client, items: Sequence[InputItem], todo: Sequence[int],
 def _record(future, result, item: InputItem, spec: ExplainSettings, folder) -> InputRecord:
     if future.status == "finished" and isinstance(result, InputRecord):
         return result
+    from .identity import input_identity
     from .manifest import COMPLETE, record_from_manifest, resume_state
 
-    if item.error is None and resume_state(Path(folder), item.stem, spec.fingerprint)[0] == COMPLETE:
+    if item.error is None and resume_state(Path(folder), item.stem, spec.fingerprint,
+                                           input_identity(item))[0] == COMPLETE:
         # the input was finished and committed, but the worker holding its row died before the
         # row was gathered (it was then lost with the worker): the manifest has the row
         record = record_from_manifest(Path(folder), item.stem)

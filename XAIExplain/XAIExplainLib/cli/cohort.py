@@ -23,6 +23,7 @@ from .discovery import InputItem
 from .errors import UserError
 from .explain_one import explain_one, forget_jobs
 from .folder_lock import FolderLock
+from .identity import input_identity
 from .manifest import COMPLETE, DIFFERENT, manifest_name, record_from_manifest, resume_state
 from .prefetch import prefetch
 from .progress import Progress
@@ -139,12 +140,12 @@ def _resume(items: Sequence[InputItem], folder: Path, spec: ExplainSettings,
         if item.error is not None:
             todo.append(index)
             continue
-        state, difference = resume_state(folder, item.stem, spec.fingerprint)
+        state, difference = resume_state(folder, item.stem, spec.fingerprint,
+                                         input_identity(item))
         if state == DIFFERENT and not spec.overwrite:
             raise UserError(folder / manifest_name(item.stem),
-                            f"the outputs of {item.source} were made with other settings "
-                            f"({difference}); pass --overwrite to replace them or choose "
-                            "another --output-dir")
+                            f"the outputs of {item.source} {difference}; pass --overwrite to "
+                            "replace them or choose another --output-dir")
         if state == COMPLETE:
             record = record_from_manifest(folder, item.stem)
             record.input, record.skipped = item.source, True

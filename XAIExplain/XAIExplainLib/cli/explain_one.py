@@ -23,6 +23,7 @@ from typing import Any
 import SimpleITK as sitk
 
 from .discovery import InputItem
+from .identity import input_identity
 from .manifest import COMPLETE, MISSING, record_from_manifest, recorded_files, resume_state
 from .run_plan import ExplainSettings, load_run
 from .staging import InputStage, rollback
@@ -91,7 +92,8 @@ def explain_one(item: InputItem, spec: ExplainSettings, output_dir: str | os.Pat
         if spec.region:
             protected.append(Path(spec.region))
         out = OutputFolder(output_dir, overwrite=spec.overwrite, protected=protected)
-        state, _ = resume_state(output_dir, item.stem, spec.fingerprint)
+        identity = input_identity(item) if item.error is None else None
+        state, _ = resume_state(output_dir, item.stem, spec.fingerprint, identity)
         if state == COMPLETE and read_error is None and item.error is None:
             # a retry of an input already committed (the worker holding its row died before the
             # row was gathered): its outputs are complete and its row is in the manifest
@@ -108,7 +110,7 @@ def explain_one(item: InputItem, spec: ExplainSettings, output_dir: str | os.Pat
         explain_input(replace(job, out=stage), item, image, record, progress or _Silent())
         record.status = "ok"
         record.seconds = time.monotonic() - began
-        stage.commit(record, spec.fingerprint)
+        stage.commit(record, spec.fingerprint, identity)
     except KeyboardInterrupt:
         if stage is not None:
             stage.discard()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError, one_line
+from .identity import identity_difference
 from .small_files import MANIFEST_LIMIT, NotAFileError, plain_name, read_small_text
 from .summary import InputRecord, json_safe
 
@@ -42,8 +43,8 @@ def file_sha256(path: str | Path) -> str:
 
 
 def manifest_text(record: InputRecord, fingerprint: dict[str, Any],
-                  sizes: dict[str, int]) -> str:
-    data = {"format": MANIFEST_FORMAT, "fingerprint": fingerprint,
+                  sizes: dict[str, int], identity: dict[str, Any] | None = None) -> str:
+    data = {"format": MANIFEST_FORMAT, "fingerprint": fingerprint, "input": identity,
             "files": [{"name": name, "bytes": sizes[name]} for name in record.outputs],
             "record": record.saved()}
     return json.dumps(json_safe(data), indent=2, allow_nan=False, sort_keys=False) + "\n"
@@ -80,6 +81,23 @@ def read_manifest(folder: Path, stem: str) -> dict[str, Any] | None:
     return data
 
 
+def listed_outputs(folder: Path) -> tuple[set[str], list[str]]:
+    """The files the manifests in ``folder`` list (outputs of this tool), and the manifests
+    that could not be read (each one line)."""
+    names: set[str] = set()
+    problems: list[str] = []
+    try:
+        manifests = sorted(p.name for p in folder.iterdir() if p.name.endswith(MANIFEST_ENDING))
+    except OSError:
+        return names, problems
+    for manifest in manifests:
+        try:
+            names.update(recorded_files(folder, manifest[: -len(MANIFEST_ENDING)]))
+        except UserError as exc:
+            problems.append(str(exc))
+    return names, problems
+
+
 def output_of(stem: str, name: object) -> bool:
     """``name`` is a plain file name that an output of ``stem`` can have (``<stem>_...``,
     ``<stem>.<ending>``), so a manifest or journal cannot point anywhere else."""
@@ -110,13 +128,27 @@ def _manifest_problem(data: dict, stem: str) -> str:
     return ""
 
 
-def resume_state(folder: Path, stem: str, fingerprint: dict[str, Any]) -> tuple[str, str]:
-    """``(COMPLETE | MISSING | DIFFERENT, what differs)`` for the outputs of ``stem``."""
+def resume_state(folder: Path, stem: str, fingerprint: dict[str, Any],
+                 identity: dict[str, Any] | None = None) -> tuple[str, str]:
+    """``(COMPLETE | MISSING | DIFFERENT, what differs)`` for the outputs of ``stem``.
+
+    What differs is said to follow "the outputs of <input>": ``were made with
+    other settings (...)``, ``were made from another input (...)``.
+
+    ``identity`` (:func:`.identity.input_identity`) is the input the outputs
+    are for: outputs made from another scan, or from this file before it was
+    rewritten, are DIFFERENT, never COMPLETE.
+    """
     data = read_manifest(folder, stem)
     if data is None:
         return MISSING, ""
+    if identity is not None:
+        changed = identity_difference(data.get("input"), identity)
+        if changed:
+            return DIFFERENT, changed
     if data.get("fingerprint") != json_safe(fingerprint):
-        return DIFFERENT, _difference(data.get("fingerprint") or {}, json_safe(fingerprint))
+        return DIFFERENT, "were made with other settings (" + \
+            _difference(data.get("fingerprint") or {}, json_safe(fingerprint)) + ")"
     for entry in data["files"]:
         path = folder / entry["name"]
         if not path.is_file() or path.stat().st_size != entry["bytes"]:

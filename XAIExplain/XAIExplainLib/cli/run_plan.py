@@ -138,7 +138,7 @@ def plan(settings: ExplainSettings, inputs: Sequence[str | os.PathLike],
     remote = remote or settings.remote
     device = settings.device if remote else check_device(settings.device)
     notes: list[str] = []
-    items = discover([str(i) for i in inputs])
+    items = discover([str(i) for i in inputs], output_dir=output_dir, notes=notes)
     model = load_model_or_fail(settings.model, "cpu" if remote else device, settings.trust)
     card = model.card
     check_methods_for(list(settings.methods), model)

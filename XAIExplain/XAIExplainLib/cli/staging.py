@@ -69,7 +69,7 @@ class InputStage(OutputFolder):
             self._names.append(name)
         return self.path / name
 
-    def commit(self, record: InputRecord, fingerprint: dict) -> None:
+    def commit(self, record: InputRecord, fingerprint: dict, identity: dict | None = None) -> None:
         """Move every staged file into place, then write the manifest that marks them complete."""
         final = self.final.path
         sizes = {name: (self.path / name).stat().st_size for name in record.outputs}
@@ -80,7 +80,7 @@ class InputStage(OutputFolder):
             for name in record.outputs:
                 os.replace(self.path / name, final / name)
             _atomic_text(final / manifest_name(self.stem),
-                         manifest_text(record, fingerprint, sizes))
+                         manifest_text(record, fingerprint, sizes, identity))
         except OSError as exc:
             rollback(final, self.stem)
             raise UserError(final / record.outputs[0] if record.outputs else final,
