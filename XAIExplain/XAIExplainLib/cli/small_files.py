@@ -14,6 +14,8 @@ import os
 import stat
 from pathlib import Path
 
+from ..imaging.reading import file_kind
+
 #: Largest list file read (a list of 100,000 paths is a few MB).
 LIST_LIMIT = 16 << 20
 #: Largest manifest or journal read (one input's files and its summary row).
@@ -29,21 +31,6 @@ class NotAFileError(ValueError):
         self.problem = problem
 
 
-def kind_of(mode: int) -> str:
-    """What a file that is not a regular file is, in words."""
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
-
-
 def regular_file_problem(path: str | os.PathLike) -> str:
     """Why ``path`` is not a readable regular file (links followed), or ``""`` when it is one."""
     try:
@@ -54,7 +41,7 @@ def regular_file_problem(path: str | os.PathLike) -> str:
         return f"cannot be read ({exc.strerror or exc})"
     if stat.S_ISREG(mode):
         return ""
-    return f"is {kind_of(mode)}, not a regular file"
+    return f"is {file_kind(path)}, not a regular file"
 
 
 def read_small_text(path: str | os.PathLike, limit: int, encoding: str = "utf-8") -> str:
@@ -73,7 +60,7 @@ def read_small_text(path: str | os.PathLike, limit: int, encoding: str = "utf-8"
     with os.fdopen(fd, "rb") as handle:
         mode = os.fstat(handle.fileno()).st_mode
         if not stat.S_ISREG(mode):
-            raise NotAFileError(path, f"is {kind_of(mode)}, not a regular file")
+            raise NotAFileError(path, "is not a regular file")
         data = handle.read(limit + 1)
     if len(data) > limit:
         raise NotAFileError(path, f"is larger than {limit >> 20} MB, more than a file of this "
