@@ -34,6 +34,8 @@ from .summary import InputRecord
 
 #: How many times a local cluster reschedules an input whose worker died.
 MAX_WORKER_DEATHS = 2
+#: How many times an input Dask gave up on, but which never started, is submitted again.
+MAX_REQUEUES = 3
 
 _INSTALL = 'pip install "xaiexplain[cluster]"'
 
@@ -143,22 +145,56 @@ def dashboard_line(cluster) -> str:
 def run_on_cluster(client, items: Sequence[InputItem], todo: Sequence[int],
                    spec: ExplainSettings, folder, work) -> Iterator[tuple[int, InputRecord]]:
     """Submit ``work(item, spec, folder)`` for the inputs ``todo`` (the unit of work,
-    :func:`.explain_one.explain_one`); yield ``(index, record)`` as each finishes, in any order."""
+    :func:`.explain_one.explain_one`); yield ``(index, record)`` as each finishes, in any order.
+
+    Dask counts a worker's death against every input assigned to that worker,
+    also those only waiting in its queue: a healthy input queued behind one
+    that kills its worker collects the same count and was reported as killing
+    workers itself (on a loaded machine, or always on a one-worker cluster).
+    An input reported so whose work never started (it leaves its staging
+    folder behind only when its worker dies under it) is innocent: it is
+    submitted again, at most :data:`MAX_REQUEUES` times.
+    """
     from distributed import as_completed
 
-    futures = {}
-    for index in todo:
+    futures: dict = {}
+
+    def submit(index: int):
         item = items[index]
         future = client.submit(work, item, spec, str(folder), pure=False,
                                key=f"xaiexplain-{item.stem}-{os.urandom(4).hex()}")
         futures[future] = index
+        return future
+
+    for index in todo:
+        submit(index)
+    requeued: dict[int, int] = {}
+    # Results are gathered as each input finishes: a worker that dies later takes nothing with it.
+    finished = as_completed(list(futures), with_results=True, raise_errors=False)
     try:
-        # Results are gathered as each input finishes: a worker that dies later takes nothing with it.
-        for future, result in as_completed(list(futures), with_results=True, raise_errors=False):
-            index = futures[future]
+        for future, result in finished:
+            index = futures.pop(future)
+            if _killed_without_starting(future, result, items[index], folder) \
+                    and requeued.get(index, 0) < MAX_REQUEUES:
+                requeued[index] = requeued.get(index, 0) + 1
+                finished.add(submit(index))
+                continue
             yield index, _record(future, result, items[index], spec, folder)
     finally:
         client.cancel([f for f in futures if not f.done()])
+
+
+def _killed_without_starting(future, result, item: InputItem, folder) -> bool:
+    """Dask gave up on ``item`` for killing workers, yet its work never started on any of them."""
+    from .staging import stage_of
+
+    error = result if isinstance(result, BaseException) else None
+    if future.status != "error" or type(error).__name__ != "KilledWorker":
+        return False
+    try:
+        return not any(stage_of(item.stem, entry.name) for entry in Path(folder).iterdir())
+    except OSError:
+        return False
 
 
 def _record(future, result, item: InputItem, spec: ExplainSettings, folder) -> InputRecord:

@@ -102,11 +102,13 @@ def explain_one(item: InputItem, spec: ExplainSettings, output_dir: str | os.Pat
             return done
         own = recorded_files(output_dir, item.stem) if state == MISSING else []
         stage = InputStage(out, item.stem, replaceable=own)
+        # Made before the input is read: a worker that dies on this input leaves it behind,
+        # which is how the cluster tells an input that kills workers from one queued behind it.
+        stage.prepare()
         if read_error is not None:
             raise read_error
         if image is None:
             image = read_item(item)
-        stage.prepare()
         explain_input(replace(job, out=stage), item, image, record, progress or _Silent())
         record.status = "ok"
         record.seconds = time.monotonic() - began
