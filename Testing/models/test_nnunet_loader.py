@@ -107,8 +107,9 @@ def test_architecture_outside_the_network_libraries_needs_trust(two_folds, tmp_p
     plans = json.loads((folder / "plans.json").read_text())
     plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["nonlin"] = "builtins.print"
     (folder / "plans.json").write_text(json.dumps(plans))
-    with pytest.raises(UntrustedModelError, match=r"plans.json: the architecture names nonlin='builtins.print', "
-                                                  "outside dynamic_network_architectures and torch.nn"):
+    with pytest.raises(UntrustedModelError, match=r"plans.json: architecture 'arch_kwargs.nonlin' names module "
+                                                  r"'builtins', which is outside the modules a model may use "
+                                                  r"without trust \(torch.nn, dynamic_network_architectures\)"):
         load_nnunet(folder)
 
 

@@ -37,7 +37,7 @@ def print_models(stream: TextIO | None = None) -> int:
 
 
 def _search_hint() -> str:
-    from ..models.loading import MODEL_PATH_ENV
+    from ..models.search_paths import MODEL_PATH_ENV
 
     return (f"Models are looked up in the bundled models folder and in the folders listed in "
             f"${MODEL_PATH_ENV}.")

@@ -49,13 +49,12 @@ def check_image(image: sitk.Image, source: str) -> None:
         raise UserError(source, f"is empty (size {' x '.join(map(str, image.GetSize()))})")
     if image.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
         raise UserError(source, "holds complex values; give a magnitude image")
+    from ..engine.validation import non_finite_problem
+
     array = sitk.GetArrayViewFromImage(image)
-    if np.issubdtype(array.dtype, np.floating):
-        finite = np.isfinite(array)
-        if not finite.all():
-            bad = int(array.size - np.count_nonzero(finite))
-            raise UserError(source, f"has {bad} NaN or infinite voxel(s); fix or mask them "
-                                    "before explaining")
+    problem = non_finite_problem(array)  # the input rule every entry point applies
+    if problem:
+        raise UserError(source, problem)
     low, high = array.min(), array.max()
     if low == high:
         raise UserError(source, f"is constant (every voxel is {low.item():g}); there is nothing "

@@ -18,6 +18,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .reading import reading_output
+from .validation import check_output_rows
 from .targets import resolve_target
 from .tokens import TokenOptions, layout_for
 
@@ -175,6 +176,7 @@ def run_pass(model: nn.Module, x: torch.Tensor, target, layers=(), input_gradien
         except _LayersCaptured:
             return PassResult(output=None, target=None, activations=capture.activations)
     capture.check_all_ran()
+    check_output_rows(model, output, x.shape[0])  # also where no hook reads the output (TorchScript)
     bound = resolve_target(target, output)
     result = PassResult(output=output.detach(), target=bound, activations=capture.activations)
     if not backward:

@@ -13,8 +13,8 @@ module ``torch.fx`` traces symbolically (so no branch depends on the data), and 
 copy's output on a check batch equals the model's (relative 1e-4 of the output's scale).
 Anything else, or any failure while building it (also a future torch without the pass),
 leaves the model itself to run the batches. Only worth it for many forwards: the pass costs
-about 0.1 s, once per model and input shape (the copy is kept while the weights are
-unchanged). On a GPU the model itself runs: batching is what pays there.
+about 0.1 s, once per model and input shape (the copy is kept while the weights and the
+module structure are unchanged, and not made while a user's hook is registered). On a GPU the model itself runs: batching is what pays there.
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .reading import select_output
+from .reading import ENGINE_HOOK, select_output
+from .validation import check_output_rows
 
 #: Fewer forwards than this run on the model itself (building the copy would not pay off).
 MIN_FORWARDS = 4
@@ -41,12 +42,15 @@ def optimised_copy(model: nn.Module, check: torch.Tensor, output_key=None) -> Ca
     (inside ``capture.explaining``), where ``model(check)`` already returns the logits.
 
     The copy is kept for the model while its weights are unchanged (same tensors, no in-place
-    update since) and the inputs have the checked shape, so a volume explained batch by batch
-    builds it once."""
+    update since), its structure is unchanged (no submodule replaced or reconfigured) and the
+    inputs have the checked shape, so a volume explained batch by batch builds it once. A model
+    with a hook of its user's runs itself (the copy would skip the hook)."""
     if (check.device.type != "cpu" or check.dtype != torch.float32 or isinstance(model, torch.jit.ScriptModule)
             or any(t.dtype != torch.float32 or t.device.type != "cpu" for t in model.parameters())):
         return None
-    key = (_weights_state(model), tuple(check.shape[1:]), output_key)
+    if _foreign_hooks(model):
+        return None
+    key = (_weights_state(model), _structure(model), tuple(check.shape[1:]), output_key)
     cached = _COPIES.get(model)
     if cached is not None and cached[0] == key:
         return cached[1]
@@ -61,6 +65,36 @@ _COPIES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictiona
 def _weights_state(model: nn.Module) -> tuple:
     """Which tensors the model holds and how often each was changed in place."""
     return tuple((t.data_ptr(), t._version) for t in itertools.chain(model.parameters(), model.buffers()))
+
+
+def _structure(model: nn.Module) -> tuple:
+    """Which submodule sits where, of which type and configuration, with which ``forward``.
+
+    A layer replaced in place (``model.features[2] = nn.Tanh()``) or reconfigured
+    (``negative_slope``, ``inplace``: what ``extra_repr`` shows) changes the key though no
+    weight changed. Cheap next to a forward: one pass over the modules, no tensor touched.
+    """
+    return tuple((name, type(module), id(module), module.extra_repr(), id(module.__dict__.get("forward")))
+                 for name, module in model.named_modules())
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _foreign_hooks(model: nn.Module) -> bool:
+    """A hook that is not the engine's own, on any submodule or registered globally.
+
+    The optimised copy is traced by ``torch.fx``, which runs no hooks, so a model with a user's
+    forward, forward-pre or backward hook runs itself (its hooks see every batch, and a hook that
+    changes an output changes the map)."""
+    from torch.nn.modules import module as torch_module
+
+    def foreign(hooks) -> bool:
+        return any(not getattr(hook, ENGINE_HOOK, False) for hook in hooks.values())
+
+    if any(foreign(getattr(torch_module, f"_global{name}", {})) for name in _HOOK_DICTS):
+        return True
+    return any(foreign(getattr(module, name, {})) for module in model.modules() for name in _HOOK_DICTS)
 
 
 def _build(model: nn.Module, check: torch.Tensor, output_key) -> Callable | None:
@@ -95,7 +129,10 @@ class _Guarded:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         if not self.failed:
             try:
-                return select_output(self.fast(batch), self.output_key)
+                out = select_output(self.fast(batch), self.output_key)
             except Exception:
                 self.failed = True
+            else:
+                check_output_rows(self._model(), out, batch.shape[0])
+                return out
         return self._model()(batch)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .tokens import TokenOptions
+from .validation import check_output_rows
 
 READING_OPTIONS = ("output_key", "reshape", "token_patch_size")
 
@@ -71,16 +72,29 @@ def select_output(output, key=None) -> torch.Tensor:
     return chosen
 
 
+#: Attribute set on the engine's own hooks, so that a hook the user registered can be told apart
+#: (:mod:`.inference_copy` runs the model itself while one is present).
+ENGINE_HOOK = "_xaiexplain_engine_hook"
+
+
 @contextlib.contextmanager
 def reading_output(model: nn.Module, key=None):
-    """For the duration, ``model(x)`` returns :func:`select_output` of its output (hook removed after).
+    """For the duration, ``model(x)`` returns :func:`select_output` of its output (hook removed after),
+    checked to have one row per input sample (:func:`.validation.check_output_rows`).
 
     TorchScript modules take no hooks; their output is read as it is.
     """
     if isinstance(model, torch.jit.ScriptModule):
         yield
         return
-    handle = model.register_forward_hook(lambda module, inputs, output: select_output(output, key))
+    def read(module, inputs, output):
+        selected = select_output(output, key)
+        if inputs and isinstance(inputs[0], torch.Tensor):
+            check_output_rows(module, selected, inputs[0].shape[0])
+        return selected
+
+    setattr(read, ENGINE_HOOK, True)
+    handle = model.register_forward_hook(read)
     try:
         yield
     finally:

@@ -21,6 +21,7 @@ from .layers import resolve_layers
 from .normalize import minmax
 from .reading import ModelReading
 from .targets import resolve_target
+from .validation import check_output_rows
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
@@ -102,6 +103,7 @@ class Request:
         def compute():
             with torch.no_grad():
                 output = self.model(self.x)
+            check_output_rows(self.model, output, self.x.shape[0])
             return PassResult(output=output, target=resolve_target(self.target, output))
         result = self._cached("reference", compute)
         return result.output, result.target

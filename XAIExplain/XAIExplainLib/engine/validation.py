@@ -72,11 +72,9 @@ def check_input(model: nn.Module, x) -> None:
         raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}; convert with x.float()")
     if x.shape[0] == 0 or any(s == 0 for s in x.shape[2:]):
         raise ValueError(f"x is empty: shape {tuple(x.shape)}")
-    bad = count_non_finite(x)
-    if bad:
-        raise ValueError(
-            f"x contains {bad} NaN or infinite values; replace them (e.g. torch.nan_to_num) before explaining"
-        )
+    problem = non_finite_problem(x, "values")
+    if problem:
+        raise ValueError(f"x {problem} (e.g. torch.nan_to_num)")
     name, conv = first_conv(model)
     if conv is None:
         return
@@ -108,6 +106,32 @@ def count_non_finite(tensor: torch.Tensor) -> int:
         return int((~torch.isfinite(tensor)).sum().item())
 
 
+def non_finite_problem(values, unit: str = "voxel(s)") -> str:
+    """``"has N NaN or infinite voxel(s); ..."`` for input values holding any, else ``""``.
+
+    The one input rule of every entry point (the engine's ``explain``/``explain_volume``/
+    ``predict_volume``, ``explain_image``/``predict_image``, the Slicer logic through them, the command
+    line): a NaN or an infinity in an image is refused before preprocessing (a window would clip
+    ``+Inf`` to its top and explain it silently) and before any forward. ``values`` is a torch tensor
+    or a numpy array (a SimpleITK array view needs no copy).
+    """
+    if isinstance(values, torch.Tensor):
+        if not (values.is_floating_point() or values.is_complex()):
+            return ""
+        bad = count_non_finite(values)
+    else:
+        import numpy as np
+
+        values = np.asarray(values)
+        if values.dtype.kind not in "fc":
+            return ""
+        bad = 0 if np.isfinite(np.sum(values, dtype=np.complex128 if values.dtype.kind == "c" else np.float64)) \
+            else int(values.size - np.count_nonzero(np.isfinite(values)))
+    if not bad:
+        return ""
+    return f"has {bad} NaN or infinite {unit}; fix or mask them before explaining"
+
+
 def check_finite(model: nn.Module, tensor: torch.Tensor, what: str) -> None:
     """Refuse a model output or map holding NaN or Inf, naming the model.
 
@@ -123,3 +147,19 @@ def check_finite(model: nn.Module, tensor: torch.Tensor, what: str) -> None:
                 f"(of {tensor.numel()}); check its weights (NaN/Inf parameters, a layer that overflows "
                 "in this precision) and the input's intensity range"
             )
+
+
+def check_output_rows(model: nn.Module, output, rows: int) -> None:
+    """Refuse a model output whose batch size is not the input's, naming the model.
+
+    A model that returns fewer rows than it was given (``logits[:1]``) would leave the missing
+    samples with blank maps and no error, one that returns more would explain rows that belong to
+    no sample. Checked on every forward the engine runs (:func:`engine.reading.reading_output`), on
+    the optimised copy's batches and on a TorchScript model's outputs.
+    """
+    if isinstance(output, torch.Tensor) and output.dim() >= 1 and output.shape[0] != rows:
+        raise ValueError(
+            f"model {type(model).__name__} returned {output.shape[0]} row(s) for a batch of {rows} "
+            f"(output shape {tuple(output.shape)}); a model must return one output per input sample, batch "
+            "axis first: check its forward for a slice (logits[:1]), a reshape or a squeeze of the batch axis"
+        )

@@ -19,13 +19,14 @@ from .api import explain_many, model_device_dtype
 from .capture import eval_mode
 from .devices import resolve_device
 from .interrupt import checkpoint
+from .memory_estimate import activation_bytes
 from .modes import resolve_mode
 from .normalize import volume_minmax
 from .request import upsample
 from .reading import reading_output
 from .registry import get_method
 from .targets import resolve_target
-from .validation import check_finite, check_model
+from .validation import check_finite, check_model, non_finite_problem
 from .windows import Tiling, gaussian_weights, window_grid
 
 _DEFAULT_CPU_BATCH = 16
@@ -52,24 +53,10 @@ def _as_channels_first(volume) -> torch.Tensor:
                                           (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
                                            torch.uint16, torch.uint32, torch.uint64)):
         raise TypeError(f"volume must be numeric, got dtype {tensor.dtype}")
+    problem = non_finite_problem(tensor)
+    if problem:
+        raise ValueError(f"the volume {problem} (e.g. numpy.nan_to_num)")
     return tensor.float() if not tensor.is_floating_point() else tensor
-
-
-def _activation_bytes(model: nn.Module, sample: torch.Tensor) -> int:
-    """Bytes of every module output for one sample: what a forward + backward may hold at once."""
-    total = [0]
-
-    def count(module, inputs, output):
-        if isinstance(output, torch.Tensor):
-            total[0] += output.numel() * output.element_size()
-    handles = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
-    try:
-        with torch.inference_mode():
-            model(sample)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total[0]
 
 
 def batch_size_for_budget(model: nn.Module, sample: torch.Tensor, fixed_bytes: int, budget_mb: float,
@@ -79,7 +66,7 @@ def batch_size_for_budget(model: nn.Module, sample: torch.Tensor, fixed_bytes: i
     Per sample: activations and their gradients (2 x every module output) plus the input
     and its gradient. An estimate, deliberately on the safe side.
     """
-    per_sample = 2 * _activation_bytes(model, sample) + 3 * sample.numel() * sample.element_size()
+    per_sample = 2 * activation_bytes(model, sample) + 3 * sample.numel() * sample.element_size()
     budget = budget_mb * 2**20
     if fixed_bytes + per_sample > budget:
         need = (fixed_bytes + per_sample) / 2**20

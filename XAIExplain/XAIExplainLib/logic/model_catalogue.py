@@ -23,6 +23,48 @@ def _is_torch_module(model) -> bool:
     return isinstance(model, torch.nn.Module)
 
 
+#: Files of one model folder looked at for changes, at most (a result folder may hold predictions too).
+MAX_WATCHED_FILES = 5000
+
+
+def _model_files(loaded) -> list:
+    """The files a loaded model came from: its source (a file, or every file under its folder, without
+    following links), its card and its weights file (which a trusted card may keep elsewhere)."""
+    from pathlib import Path
+
+    paths = []
+    source = getattr(loaded, "source", None)
+    if source is not None:
+        source = Path(source)
+        if source.is_dir():
+            for root, _, files in os.walk(source, followlinks=False):
+                paths.extend(Path(root) / name for name in sorted(files))
+                if len(paths) >= MAX_WATCHED_FILES:
+                    break
+        else:
+            paths.append(source)
+    card = loaded.card
+    for extra in (card.path, getattr(card.weights, "file", None)):
+        if extra is not None:
+            paths.append(Path(extra))
+    return sorted(set(paths))[:MAX_WATCHED_FILES + 2]
+
+
+def _stamp(paths) -> tuple:
+    """Size, modification and change times and inode of each file: a rewrite changes the change time
+    even where the modification time was set back, without reading (hashing) gigabytes of weights on
+    every lookup."""
+    stamps = []
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except OSError:
+            stamps.append((str(path), None))
+            continue
+        stamps.append((str(path), info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino))
+    return tuple(stamps)
+
+
 class ModelCatalogue:
     """Loads models once per source and answers questions about them.
 
@@ -45,7 +87,8 @@ class ModelCatalogue:
         return [info.name for info in listing()]
 
     def get(self, model, trust: bool = False, class_names=None):
-        """A ``LoadedModel`` for ``model`` (loaded once per source and trust).
+        """A ``LoadedModel`` for ``model`` (loaded once per source and trust, again when one of its files
+        changed on disk: size, modification or change time, inode; a file added to or removed from its folder).
 
         A loaded model is returned unchanged; a plain torch module is described by a card read
         from the module itself (``class_names`` names its outputs).
@@ -64,30 +107,44 @@ class ModelCatalogue:
             raise TypeError("model must be a bundled model name, a model folder or file, a loaded model "
                             f"or a torch.nn.Module; got {type(model).__name__}")
         key = (str(model), bool(trust))
-        if not trust and (str(model), True) in self._cache:
-            return self._cache[(str(model), True)]  # the user trusted this source in this session
-        if key not in self._cache:
+        if not trust and self._fresh((str(model), True)) is not None:
+            return self._fresh((str(model), True))  # the user trusted this source in this session
+        loaded = self._fresh(key)
+        if loaded is None:
             load = self._load
             if load is None:
                 from ..models import load_model as load
-            self._cache[key] = load(model, trust=trust)
-        return self._cache[key]
+            loaded = load(model, trust=trust)
+            files = _model_files(loaded)
+            self._cache[key] = (loaded, files, _stamp(files))
+        return loaded
+
+    def _fresh(self, key):
+        """The cached model for ``key`` while none of its files changed on disk (else it is dropped)."""
+        entry = self._cache.get(key)
+        if entry is None:
+            return None
+        loaded, files, stamp = entry
+        if files and (_stamp(files) != stamp or _model_files(loaded) != files):
+            del self._cache[key]
+            return None
+        return loaded
 
     def trust_needed(self, model) -> str:
         """Why ``model`` needs trust to load (the refusal's message), or "" when it does not.
 
-        The panel asks the user with this reason before loading with ``trust=True``;
-        other load errors are left for :meth:`describe` to report.
+        The panel asks the user with this reason before loading with ``trust=True``. Asking
+        builds and runs nothing the model names (:func:`models.trust_check.trust_needed`);
+        other load errors are left for :meth:`describe` to report. A model trusted in this
+        session needs nothing more while its files are unchanged.
         """
-        from ..models import UntrustedModelError
-
-        try:
-            self.get(model)
-        except UntrustedModelError as refusal:
-            return str(refusal)
-        except Exception:  # noqa: BLE001 - reported when the model is described
+        if _is_loaded_model(model) or _is_torch_module(model) or not isinstance(model, (str, os.PathLike)):
             return ""
-        return ""
+        if self._fresh((str(model), True)) is not None:
+            return ""  # trusted in this session, and its files are as they were then
+        from ..models.trust_check import trust_needed
+
+        return trust_needed(model)
 
     def describe(self, model) -> dict:
         """Task, spatial dimensions, class names, expected input and layers of a model."""

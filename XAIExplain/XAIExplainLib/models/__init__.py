@@ -8,7 +8,8 @@
 from .card import ModelCard, load_card, save_card
 from .errors import ModelCardError, UntrustedModelError, WeightsError
 from .loaded import LoadedModel
-from .loading import bundled_models_dir, list_models, load_model
+from .loading import load_model
+from .search_paths import bundled_models_dir, list_models
 from .pipeline import ExplainResult, explain_image, predict_image
 
 __all__ = [

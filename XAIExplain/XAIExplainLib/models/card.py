@@ -104,7 +104,11 @@ class ClassSpec:
 
 @dataclass(frozen=True)
 class ArchitectureSpec:
-    """An importable ``module:Class`` (a ``torch.nn.Module`` subclass) and its kwargs."""
+    """An importable ``module:Class`` (a ``torch.nn.Module`` subclass) and its kwargs.
+
+    ``Class`` is one attribute of the module (no dotted path: nothing from a file is
+    resolved by walking attributes, see :func:`models.trust.resolve_class`).
+    """
 
     target: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
@@ -483,7 +487,7 @@ def _parse_weights(r: _Reader, data: Any, base_dir: Path | None) -> WeightsSpec:
 
 def _guess_format(path: Path) -> str:
     """TorchScript when the file is a TorchScript archive; anything else is a state_dict."""
-    from .torchscript_file import is_torchscript_archive
+    from .weights_io import is_torchscript_archive
 
     if path.suffix.lower() != ".safetensors" and is_torchscript_archive(path):
         return "torchscript"
@@ -493,8 +497,8 @@ def _guess_format(path: Path) -> str:
 def _parse_architecture(r: _Reader, data: Mapping) -> ArchitectureSpec:
     target = r.string(r.require(data, "class", "architecture."), "architecture.class")
     module, sep, cls = target.partition(":")
-    if not sep or not module or not cls or not all(p.isidentifier() for p in module.split(".")) \
-            or not all(p.isidentifier() for p in cls.split(".")):
+    if not sep or not module or not all(p.isidentifier() for p in module.split(".")) \
+            or not cls.isidentifier():
         raise r.fail("architecture.class", "must look like 'package.module:ClassName' "
                                            f"(e.g. 'monai.networks.nets:UNet'), got {target!r}")
     kwargs = r.mapping(data.get("kwargs", {}), "architecture.kwargs")

@@ -16,3 +16,9 @@ class WeightsError(ValueError):
 
 class UntrustedModelError(ValueError):
     """Loading the file would unpickle arbitrary objects, and ``trust`` was not given."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when empty), for one-line errors."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -33,7 +33,7 @@ def _is_card(path: Path) -> bool:
 
 
 def _load_card(path: Path, *, trust: bool = False, check: bool = True, **options):
-    from .loading import load_card_model
+    from .card_loader import load_card_model
 
     return load_card_model(path, trust=trust, check=check, **options)
 
@@ -63,7 +63,7 @@ def _load_nnunet(path: Path, *, trust: bool = False, check: bool = True, **optio
 
 
 def _is_torchscript(path: Path) -> bool:
-    from .torchscript_file import is_torchscript_archive
+    from .weights_io import is_torchscript_archive
 
     return is_torchscript_archive(path)
 

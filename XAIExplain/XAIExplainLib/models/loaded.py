@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from .card import ModelCard
-from .preprocessing import CardPipeline, PreparedInput
+from .pipeline_protocol import ModelPipeline, PreparedImage, check_pipeline
+from .preprocessing import CardPipeline
 
 
 @dataclass
@@ -31,9 +32,9 @@ class LoadedModel:
     the hash of its weights (recorded in run summaries). ``ensemble`` holds further
     networks (e.g. nnU-Net folds) that :func:`explain_image` runs like ``module``:
     the prediction averages their outputs and each map is the mean of their maps.
-    ``pipeline`` prepares an image for the network and maps results back
-    (``prepare(image, slice_axis)`` and ``volume_options()``); by default the
-    card's resampling and intensity transform.
+    ``pipeline`` prepares an image for the network and maps results back: a
+    :class:`~models.pipeline_protocol.ModelPipeline` (checked here), by default
+    the card's resampling and intensity transform.
     """
 
     module: nn.Module
@@ -44,11 +45,12 @@ class LoadedModel:
     source: Path | None = None
     weights_sha256: str | None = None
     ensemble: tuple = ()
-    pipeline: Any = None
+    pipeline: ModelPipeline | None = None
 
     def __post_init__(self):
         if self.pipeline is None:
             self.pipeline = CardPipeline(self.card)
+        check_pipeline(self.pipeline, f"model '{self.card.name}'")
         self.ensemble = tuple(self.ensemble)
 
     @property
@@ -70,15 +72,16 @@ class LoadedModel:
             module.to(self.device)
         return self
 
-    def preprocess(self, image, spacing: Sequence[float] | None = None) -> PreparedInput:
+    def preprocess(self, image, spacing: Sequence[float] | None = None,
+                   memory_budget_mb: float | None = None) -> PreparedImage:
         """Resample and normalise as the card says; see :func:`models.preprocessing.prepare`.
 
         ``image`` is a ``SimpleITK.Image`` or a numpy ``(Z, Y, X)`` array with
         ``spacing`` in numpy axis order (mm).
         """
-        return self.pipeline.prepare(image, spacing=spacing)
+        return self.pipeline.prepare(image, spacing=spacing, memory_budget_mb=memory_budget_mb)
 
-    def postprocess(self, array: np.ndarray, prepared: PreparedInput, kind: str = "map"):
+    def postprocess(self, array: np.ndarray, prepared: PreparedImage, kind: str = "map"):
         """Map model-grid results back to the input grid.
 
         ``kind="map"``: a ``(Z, Y, X)`` attribution map -> float32 in [0, 1].

@@ -31,6 +31,7 @@ from ..engine.layers import default_layer
 from ..engine.reading import select_output
 from .card import ClassSpec, InputSpec, IntensitySpec, ModelCard, TargetLayers, WeightsSpec
 from .errors import ModelCardError, UntrustedModelError, WeightsError
+from .trust import fetch_options
 
 KIND = "monai-bundle"
 _CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
@@ -67,10 +68,10 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _read_config_keys(path: Path) -> set:
-    """The top-level keys of the inference config, read as plain data (nothing instantiated)."""
+def _read_config(path: Path) -> dict:
+    """The inference config read as plain data (nothing instantiated, no expression evaluated)."""
     if path.suffix == ".json":
-        return set(_read_json(path))
+        return _read_json(path)
     try:
         import yaml
         data = yaml.safe_load(path.read_text())
@@ -78,7 +79,7 @@ def _read_config_keys(path: Path) -> set:
         raise ModelCardError(f"{path}: cannot read the bundle config ({exc})") from exc
     if not isinstance(data, dict):
         raise ModelCardError(f"{path}: must hold a mapping of config items")
-    return set(data)
+    return data
 
 
 def load_bundle(path, *, trust: bool = False, check: bool = True, **options):
@@ -93,7 +94,7 @@ def load_bundle(path, *, trust: bool = False, check: bool = True, **options):
         raise TypeError(f"unknown option(s) {sorted(options)} for a MONAI bundle; it takes none (its config says "
                         "how to build and feed the network)")
     from .loaded import LoadedModel
-    from .loading import apply_state_dict, file_sha256, read_state_dict
+    from .weights_io import apply_state_dict, file_sha256, read_state_dict
 
     folder = Path(path)
     config = _config_path(folder)
@@ -101,7 +102,8 @@ def load_bundle(path, *, trust: bool = False, check: bool = True, **options):
         raise FileNotFoundError(f"{folder}: not a MONAI bundle; it needs configs/metadata.json and "
                                 "configs/inference.json (or inference.yaml)")
     metadata = _read_json(folder / "configs" / "metadata.json")
-    keys = _read_config_keys(config)
+    data = _read_config(config)
+    keys = set(data)
     weights = folder / "models" / "model.pt"
     scripted = folder / "models" / "model.ts"
     if not weights.is_file() and not scripted.is_file():
@@ -116,10 +118,13 @@ def load_bundle(path, *, trust: bool = False, check: bool = True, **options):
         raise ModelCardError(f"{config}: has no 'preprocessing'; a bundle's inference config must say how an "
                              "image is loaded and prepared (LoadImaged, Orientationd, Spacingd, ...)")
     if not trust:
+        fetching = fetch_options(data.get("network_def")) if isinstance(data.get("network_def"), dict) else []
+        also = (f"; its network_def also sets {', '.join(fetching)}, which would download weights into a cache "
+                "outside the bundle") if fetching else ""
         raise UntrustedModelError(
             f"{config}: a MONAI bundle config instantiates arbitrary Python objects (_target_) and evaluates "
-            "expressions ($...), which runs code on this machine; load it with trust=True (--trust-model) only "
-            "if you trust where the bundle came from")
+            f"expressions ($...), which runs code on this machine{also}; load it with trust=True (--trust-model) "
+            "only if you trust where the bundle came from")
     parser = _parser(folder, config)
     if use_script:
         try:
@@ -205,12 +210,19 @@ class BundlePipeline:
         return {"patch_size": patch, "overlap": float(getattr(self.inferer, "overlap", 0.25)),
                 "window_weights": weights.float()}
 
-    def prepare(self, image, slice_axis=None, spacing=None) -> "PreparedBundleInput":
+    def prepare(self, image, slice_axis=None, spacing=None,
+                memory_budget_mb: float | None = None) -> "PreparedBundleInput":
         """Run the bundle's preprocessing on ``image`` (a ``SimpleITK.Image``; a bundle's network is volumetric,
-        so there is no slice axis, and the image's own spacing is the one its Spacingd reads)."""
+        so there is no slice axis, and the image's own spacing is the one its Spacingd reads).
+
+        ``memory_budget_mb`` (or the memory available) bounds the grid of the bundle's ``Spacingd``, checked
+        before its preprocessing runs."""
         if not isinstance(image, sitk.Image):
             raise TypeError(f"a MONAI bundle reads its input with its own LoadImaged, which needs the image's "
                             f"geometry: pass a SimpleITK.Image, got {type(image).__name__}")
+        if spacing is not None:
+            raise TypeError("a MONAI bundle takes a SimpleITK.Image, whose spacing it reads; spacing= does not apply")
+        self._check_grid(image, memory_budget_mb)
         with tempfile.TemporaryDirectory(prefix="xaiexplain-bundle-") as folder:
             path = str(Path(folder) / "image.nii")
             sitk.WriteImage(image, path)
@@ -219,6 +231,26 @@ class BundlePipeline:
             tensor = tensor.clone() if isinstance(tensor, torch.Tensor) else torch.as_tensor(np.asarray(tensor))
         data[self.image_key] = tensor
         return PreparedBundleInput(self, data, image)
+
+    def _check_grid(self, image: sitk.Image, memory_budget_mb: float | None) -> None:
+        """The grid the bundle's ``Spacingd`` resamples to (the image's extent at its ``pixdim``) against the
+        budget; a bundle without ``Spacingd`` keeps the image's own grid."""
+        from .preprocessing import check_model_grid_bytes
+
+        size = np.asarray(image.GetSize(), dtype=float)  # SimpleITK (x, y, z) order from here on
+        spacing = np.asarray(image.GetSpacing(), dtype=float)
+        target = spacing
+        for transform in _transforms(self.preprocessing):
+            pixdim = getattr(getattr(transform, "spacing_transform", None), "pixdim", None)
+            if pixdim is not None and np.asarray(pixdim).size == 3 and np.all(np.asarray(pixdim, dtype=float) > 0):
+                # pixdim is per world axis (x, y, z) of the RAS-oriented tensor: each image axis takes the
+                # pixdim of the world axis its direction is closest to
+                world = np.abs(np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)).argmax(axis=0)
+                target = np.asarray(pixdim, dtype=float).ravel()[world]
+        new_size = np.ceil(size * spacing / target - 1e-6).astype(np.int64)
+        check_model_grid_bytes(f"MONAI bundle '{self.metadata.get('name', self.config.parent.parent.name)}'",
+                               int(image.GetNumberOfComponentsPerPixel()), size[::-1].astype(np.int64),
+                               spacing[::-1], new_size[::-1], target[::-1], memory_budget_mb)
 
     def card(self, folder: Path, weights: Path, module, scripted: bool, check: bool = True) -> ModelCard:
         """A card synthesised from metadata.json, the parsed config and one probe forward.

@@ -27,7 +27,7 @@ from .loaded import LoadedModel
 from ..engine.devices import resolve_device
 from ..engine.interrupt import checkpoint
 from .loading import load_model
-from .preprocessing import PreparedInput
+from .pipeline_protocol import PreparedImage, check_prepared
 
 
 @dataclass
@@ -52,7 +52,7 @@ class ExplainResult:
     timings: dict[str, float] = field(default_factory=dict)
     layer: str | None = None
     target: Any = None
-    prepared: PreparedInput | None = None
+    prepared: PreparedImage | None = None
 
     @property
     def class_names(self) -> list[str]:
@@ -121,9 +121,8 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
 
         check_memory_budget(budget)
         options["memory_budget_mb"] = _engine_budget(budget, image, card.input.channels, len(method_list))
-        prepared = loaded.pipeline.prepare(image, slice_axis=axis, memory_budget_mb=budget)
-    else:
-        prepared = loaded.pipeline.prepare(image, slice_axis=axis)
+    _check_windows(loaded, mode, run_device, budget, gradients=True)
+    prepared = _prepare(loaded, image, axis, budget)
     engine_target = _engine_target(card, _model_grid_target(card, target, prepared))
     lap("preprocess")
     maps, logits = run_networks(loaded, prepared.array, mode, axis, run_device, batch_size, overlap, progress,
@@ -143,8 +142,10 @@ def predict_image(model, image, mode: str | None = None, axis: int | None = None
     """The prediction part of :func:`explain_image` alone (no attribution)."""
     loaded = _as_loaded(model, trust)
     mode, axis = _check_mode(loaded.card, mode, axis)
-    prepared = loaded.pipeline.prepare(_as_image(image), slice_axis=axis)
-    _, logits = run_networks(loaded, prepared.array, mode, axis, resolve_device(device), batch_size, overlap)
+    run_device = resolve_device(device)
+    _check_windows(loaded, mode, run_device, None, gradients=False)
+    prepared = _prepare(loaded, _as_image(image), axis, None)
+    _, logits = run_networks(loaded, prepared.array, mode, axis, run_device, batch_size, overlap)
     return _prediction(loaded, logits, prepared)
 
 
@@ -155,9 +156,11 @@ def run_networks(loaded: LoadedModel, array: np.ndarray, mode: str, axis: int | 
 
     Outputs (logits) are averaged over the networks, as nnU-Net ensembles its folds; maps
     are the mean of the per-network raw maps, then normalised over the volume. Each
-    network runs on ``device`` and goes back to where it was.
+    network runs on ``device`` and goes back to where it was. A volume too small for the
+    network is one line saying so (:mod:`.input_size`).
     """
     from ..engine import explain_volume, normalize_volume, predict_volume
+    from .input_size import is_too_small, too_small_error
 
     kwargs = {"mode": mode, "axis": axis or 0, "batch_size": batch_size, "device": device}
     if mode == "volume":
@@ -180,6 +183,12 @@ def run_networks(loaded: LoadedModel, array: np.ndarray, mode: str, axis: int | 
             else:
                 maps, outputs = explain_volume(network, array, methods, progress=part, return_outputs=True,
                                                normalize=normalize and single, **kwargs, **engine)
+        except (RuntimeError, ValueError) as exc:
+            if not is_too_small(exc):
+                raise
+            grid = array.shape[1:] if mode == "volume" else tuple(
+                s for i, s in enumerate(array.shape[1:]) if i != (axis or 0))
+            raise too_small_error(exc, loaded.card, grid) from exc
         finally:
             network.to(previous)
         output_sum = outputs if output_sum is None else output_sum + outputs
@@ -194,6 +203,25 @@ def run_networks(loaded: LoadedModel, array: np.ndarray, mode: str, axis: int | 
 
         maps = {name: normalize_volume(value, METHODS[name].signed) for name, value in maps.items()}
     return maps, outputs
+
+
+def _prepare(loaded: LoadedModel, image: sitk.Image, axis: int | None, budget: float | None) -> PreparedImage:
+    """The form's pipeline on ``image``, through the :class:`ModelPipeline` seam (the budget bounds its grid)."""
+    prepared = loaded.pipeline.prepare(image, slice_axis=axis, memory_budget_mb=budget)
+    return check_prepared(prepared, f"model '{loaded.name}'")
+
+
+def _check_windows(loaded: LoadedModel, mode: str, device: torch.device, budget: float | None,
+                   gradients: bool) -> None:
+    """A windowed model's patch (from its plans, config or card) against the budget or the free memory,
+    before anything is allocated for it (:mod:`models.working_memory`)."""
+    if mode != "volume":
+        return
+    from .working_memory import check_window_memory
+
+    patch = loaded.pipeline.volume_options().get("patch_size")
+    where = f"model '{loaded.name}'" + (f" ({loaded.source})" if loaded.source is not None else "")
+    check_window_memory(loaded.module, loaded.card.input.channels, patch, where, budget, device, gradients)
 
 
 def _engine_budget(budget_mb: float, image: sitk.Image, channels: int, n_methods: int) -> float:
@@ -235,16 +263,24 @@ def _as_loaded(model, trust: bool) -> LoadedModel:
 
 
 def _as_image(image) -> sitk.Image:
-    if isinstance(image, sitk.Image):
-        return image
+    """The image, read when a path is given, refused when it holds NaN or infinite voxels (the input rule
+    of every entry point, :func:`engine.validation.non_finite_problem`: a window would clip ``+Inf``)."""
+    from ..engine.validation import non_finite_problem
+
+    source = "the image"
     if isinstance(image, (str, os.PathLike)):
         from ..imaging.reading import read_image
 
         if not os.path.exists(image):
             raise FileNotFoundError(f"image not found: {image}")
-        return read_image(image)
-    raise TypeError(f"image must be a SimpleITK.Image or a path SimpleITK can read, got "
-                    f"{type(image).__name__}")
+        source, image = str(image), read_image(image)
+    elif not isinstance(image, sitk.Image):
+        raise TypeError(f"image must be a SimpleITK.Image or a path SimpleITK can read, got "
+                        f"{type(image).__name__}")
+    problem = non_finite_problem(sitk.GetArrayViewFromImage(image))
+    if problem:
+        raise ValueError(f"{source} {problem}")
+    return image
 
 
 def _check_methods(loaded: LoadedModel, methods) -> list[str]:
@@ -310,7 +346,7 @@ def _engine_target(card: ModelCard, target):
     return target
 
 
-def _prediction(loaded: LoadedModel, logits: np.ndarray, prepared: PreparedInput):
+def _prediction(loaded: LoadedModel, logits: np.ndarray, prepared: PreparedImage):
     card = loaded.card
     if card.task == "classification":
         return loaded.activate(logits, axis=-1).astype(np.float32)

@@ -203,10 +203,22 @@ def check_grid_memory(card: ModelCard, input_grid: Grid, model_grid: Grid,
     A tiny file with a large spacing resampled to a fine model spacing can ask for
     hundreds of millions of voxels; the numbers say why and what to change.
     """
+    check_model_grid_bytes(f"model '{card.name}'", card.input.channels, input_grid.shape, input_grid.spacing_zyx,
+                           model_grid.shape, model_grid.spacing_zyx, memory_budget_mb)
+
+
+def check_model_grid_bytes(model: str, channels: int, input_shape: Sequence[int], input_spacing: Sequence[float],
+                           model_shape: Sequence[int], model_spacing: Sequence[float],
+                           memory_budget_mb: float | None = None) -> None:
+    """The rule of :func:`check_grid_memory` for any form: shapes and spacings in numpy (z, y, x) order.
+
+    ``model`` names the model in the message (``"model 'name'"``). Every form's pipeline calls it
+    before it resamples (the card's here, nnU-Net's before its preprocessor runs).
+    """
     from ..imaging.reading import available_memory_bytes, format_bytes
 
-    voxels = int(np.prod(model_grid.shape, dtype=np.int64))
-    need = voxels * 4 * (GRID_COPIES * card.input.channels + 1)
+    voxels = int(np.prod([int(n) for n in model_shape], dtype=np.int64))
+    need = voxels * 4 * (GRID_COPIES * channels + 1)
     if memory_budget_mb is not None:
         limit, what = memory_budget_mb * 2**20, f"the memory budget of {memory_budget_mb:g} MB"
     else:
@@ -215,12 +227,12 @@ def check_grid_memory(card: ModelCard, input_grid: Grid, model_grid: Grid,
             return
         what = f"{what} ({format_bytes(limit)})"
     if need > limit:
-        shape = " x ".join(map(str, reversed(model_grid.shape)))
-        source = " x ".join(map(str, reversed(input_grid.shape)))
-        spacing = " x ".join(f"{v:g}" for v in model_grid.spacing)
-        in_spacing = " x ".join(f"{v:g}" for v in input_grid.spacing)
+        shape = " x ".join(str(int(n)) for n in reversed(tuple(model_shape)))
+        source = " x ".join(str(int(n)) for n in reversed(tuple(input_shape)))
+        spacing = " x ".join(f"{float(v):g}" for v in reversed(tuple(model_spacing)))
+        in_spacing = " x ".join(f"{float(v):g}" for v in reversed(tuple(input_spacing)))
         raise ValueError(
-            f"model '{card.name}' would resample this {source} image (spacing {in_spacing} mm) to a "
+            f"{model} would resample this {source} image (spacing {in_spacing} mm) to a "
             f"{shape} grid at {spacing} mm: {voxels} voxels, at least {format_bytes(need)} for the "
             f"run, more than {what}. Crop the image to the region of interest, check its spacing "
             "(a wrong header?), or raise the budget")

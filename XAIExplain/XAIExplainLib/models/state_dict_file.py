@@ -27,7 +27,7 @@ def is_state_dict_file(path: Path) -> bool:
 def load_state_dict_file(path: Path, *, trust: bool = False, check: bool = True,
                          sidecar=None, **options) -> LoadedModel:
     """Build ``architecture`` with its kwargs and load the state dict in ``path`` into it."""
-    from .loading import load_described
+    from .card_loader import load_described
 
     try:
         card = describe_file(path, "state_dict", options, sidecar)

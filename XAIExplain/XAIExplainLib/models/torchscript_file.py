@@ -7,7 +7,6 @@ layer or an architecture given with it, since the file carries its own network.
 """
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 from .file_description import describe_file
@@ -15,21 +14,10 @@ from .loaded import LoadedModel
 from .trust import check_torchscript
 
 
-def is_torchscript_archive(path: Path) -> bool:
-    """A TorchScript archive is a zip with a ``code/`` folder (what ``torch.jit.save`` writes)."""
-    if not Path(path).is_file():
-        return False
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any("/code/" in name or name.startswith("code/") for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
-
-
 def load_torchscript_file(path: Path, *, trust: bool = False, check: bool = True,
                           sidecar=None, **options) -> LoadedModel:
     """Load a TorchScript file described by ``options`` and/or its sidecar JSON."""
-    from .loading import load_described
+    from .card_loader import load_described
 
     check_torchscript(path, trust)
     for option in ("architecture", "architecture_kwargs"):

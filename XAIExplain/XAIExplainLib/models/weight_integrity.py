@@ -63,11 +63,74 @@ def check_archive_sizes(path: Path, module: nn.Module | None = None) -> None:
                 "(or a decompression bomb) and was not unpacked")
 
 
-def check_finite_weights(state: Mapping[str, torch.Tensor], path: Path) -> None:
-    """Refuse weights holding NaN or Inf, naming the first tensors affected."""
-    bad = [name for name, tensor in state.items()
-           if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all())]
+#: The real floating-point dtypes a weight may have (float8 formats hold no usable weights for these
+#: networks and torch has no isfinite for them; complex values would lose their imaginary part).
+REAL_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_weight_dtypes(state: Mapping[str, torch.Tensor], network: Mapping[str, torch.Tensor],
+                        path: Path) -> None:
+    """Refuse tensors whose dtype cannot become the network's, naming them, before anything is loaded.
+
+    A floating-point tensor of the network must come from a real float (not complex, not float8, not
+    an integer or bool tensor, which would be cast silently); an integer buffer (batch norm's
+    ``num_batches_tracked``) from an integer. ``network`` is the network's own state dict.
+    """
+    wrong = []
+    for name, tensor in state.items():
+        target = network.get(name)
+        if target is None:
+            continue
+        if target.is_floating_point() and tensor.dtype not in REAL_FLOATS:
+            wrong.append(f"{name} ({str(tensor.dtype).replace('torch.', '')}, network "
+                         f"{str(target.dtype).replace('torch.', '')})")
+        elif not target.is_floating_point() and (tensor.is_floating_point() or tensor.is_complex()):
+            wrong.append(f"{name} ({str(tensor.dtype).replace('torch.', '')}, network "
+                         f"{str(target.dtype).replace('torch.', '')})")
+    if wrong:
+        raise WeightsError(f"{path}: {len(wrong)} tensor(s) have a type the network cannot take without losing "
+                           f"values: {', '.join(wrong[:5])}; weights must be real floating-point "
+                           "(float16, bfloat16, float32, float64): re-save them from the trained model")
+
+
+def check_finite_weights(state: Mapping[str, torch.Tensor], path: Path,
+                         network: Mapping[str, torch.Tensor] | None = None) -> None:
+    """Refuse weights holding NaN or Inf, naming the first tensors affected.
+
+    With ``network`` (the network's own state dict) each tensor is checked as the network will hold
+    it, after the cast to its dtype: float64 values beyond float32's range (a batch norm
+    ``running_var`` of 1e300) become ``inf`` there and every map zero.
+    """
+    bad, overflow = [], []
+    for name, tensor in state.items():
+        if not tensor.is_floating_point():
+            continue
+        if not bool(torch.isfinite(tensor).all()):
+            bad.append(name)
+            continue
+        target = None if network is None else network.get(name)
+        if target is not None and target.is_floating_point() and target.dtype != tensor.dtype \
+                and not bool(torch.isfinite(tensor.to(target.dtype)).all()):
+            overflow.append(f"{name} ({str(tensor.dtype).replace('torch.', '')} values up to "
+                            f"{float(tensor.abs().max()):.3g} overflow the network's "
+                            f"{str(target.dtype).replace('torch.', '')})")
     if bad:
         raise WeightsError(f"{path}: {len(bad)} tensor(s) hold NaN or infinite values ("
                            f"{', '.join(bad[:5])}); the weights are corrupt (a diverged training run or a "
                            "damaged file): use a good checkpoint")
+    if overflow:
+        raise WeightsError(f"{path}: {len(overflow)} tensor(s) hold values the network cannot represent: "
+                           f"{'; '.join(overflow[:5])}; they would load as infinity and every map come out "
+                           "zero: the weights are corrupt, use a good checkpoint")
+
+
+def check_module_weights(module: nn.Module, path: Path) -> None:
+    """The dtype and finiteness rules for a module that carries its own weights (TorchScript, a pickled
+    module): its floating-point tensors must be real floats and finite."""
+    state = module.state_dict()
+    wrong = [f"{name} ({str(t.dtype).replace('torch.', '')})" for name, t in state.items()
+             if (t.is_floating_point() and t.dtype not in REAL_FLOATS) or t.is_complex()]
+    if wrong:
+        raise WeightsError(f"{path}: {len(wrong)} tensor(s) are not real floating-point: {', '.join(wrong[:5])}; "
+                           "weights must be float16, bfloat16, float32 or float64")
+    check_finite_weights(state, path)

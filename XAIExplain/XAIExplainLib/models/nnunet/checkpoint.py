@@ -12,6 +12,7 @@ run code, and is refused unless ``trust=True``.
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -39,11 +40,14 @@ def _needs_unpickling(path: Path) -> list[str]:
         return []
 
 
-def read_checkpoint(path: Path, trust: bool = False) -> dict[str, Any]:
-    """The checkpoint's dictionary, read without running code unless ``trust`` is given."""
+def read_checkpoint(path: Path, trust: bool = False, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint's dictionary, read without running code unless ``trust`` is given.
+
+    ``mmap`` maps the tensors instead of reading them (the fields alone are wanted).
+    """
     try:
         with torch.serialization.safe_globals(_numpy_data_globals()):
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
         if not trust:
             objects = _needs_unpickling(path)

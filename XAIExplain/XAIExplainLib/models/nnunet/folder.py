@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import ModelCardError
+from ..trust import check_inside
 
 CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_best.pth")
 
@@ -84,10 +85,13 @@ def _available(path: Path, checkpoint: str) -> list:
     return numbered or [f for f in found if f == "all"]
 
 
-def read_folder(path, folds: Sequence | int | None = None, checkpoint: str = "checkpoint_final.pth") -> NnUNetFolder:
+def read_folder(path, folds: Sequence | int | None = None, checkpoint: str = "checkpoint_final.pth",
+                trust: bool = False) -> NnUNetFolder:
     """Read and check a trained-model folder; ``folds=None`` uses every numbered fold that has ``checkpoint``.
 
     Like nnU-Net's predictor, ``fold_all`` is used by default only when no numbered fold exists.
+    plans.json, dataset.json and the checkpoints must lie inside the folder (a link leading out
+    of it needs ``trust``: the rule of :func:`models.trust.check_inside`, as for every form).
     """
     path = Path(path)
     if not isinstance(checkpoint, str) or checkpoint not in CHECKPOINT_NAMES and not checkpoint.endswith(".pth"):
@@ -95,6 +99,9 @@ def read_folder(path, folds: Sequence | int | None = None, checkpoint: str = "ch
                          f"got {checkpoint!r}")
     if not path.is_dir():
         raise FileNotFoundError(f"nnU-Net model folder not found: {path}")
+    for name in ("plans.json", "dataset.json"):
+        if (path / name).exists():
+            check_inside(path / name, path, trust, str(path), name)
     plans = _read_json(path / "plans.json", "plans.json (the configurations nnU-Net planned)")
     dataset_json = _read_json(path / "dataset.json", "dataset.json (channels and labels)")
     for key in ("labels", "channel_names"):
@@ -118,15 +125,40 @@ def read_folder(path, folds: Sequence | int | None = None, checkpoint: str = "ch
             have = ", ".join(str(f) for f in _available(path, checkpoint)) or "none"
             raise FileNotFoundError(f"{file} does not exist: fold {fold} has no {checkpoint} (folds with it: "
                                     f"{have}); pass folds= and checkpoint= that the folder holds")
+        check_inside(file, path, trust, str(path), "checkpoint")
         checkpoints[fold] = file
     return NnUNetFolder(path, dataset_json, plans, checkpoints)
 
 
 def plans_configuration(folder: NnUNetFolder, name: str) -> dict[str, Any]:
-    """The named configuration of plans.json (checked to exist)."""
+    """The named configuration of plans.json, checked to exist and to inherit without a cycle.
+
+    nnU-Net resolves ``inherits_from`` recursively and reports a cycle without naming the
+    file; here the chain is followed first, so a cycle or a missing parent is one line
+    naming plans.json and the chain.
+    """
     configurations = folder.plans["configurations"]
+    plans_file = folder.path / "plans.json"
     if name not in configurations:
-        raise ModelCardError(f"{folder.path / 'plans.json'} has no configuration {name!r} (it has "
+        raise ModelCardError(f"{plans_file} has no configuration {name!r} (it has "
                              f"{', '.join(configurations)}), but the checkpoints were trained with it; the plans "
                              "file does not belong to these checkpoints")
-    return configurations[name]
+    chain, current = [name], name
+    while True:
+        entry = configurations[current]
+        if not isinstance(entry, dict):
+            raise ModelCardError(f"{plans_file}: configuration {current!r} must be a JSON object, got "
+                                 f"{type(entry).__name__}")
+        parent = entry.get("inherits_from")
+        if parent is None:
+            return configurations[name]
+        if not isinstance(parent, str) or parent not in configurations:
+            raise ModelCardError(f"{plans_file}: configuration {current!r} inherits_from {parent!r}, which the "
+                                 f"plans do not have (they have {', '.join(configurations)}); restore the "
+                                 "plans.json nnU-Net wrote")
+        if parent in chain:
+            cycle = " -> ".join(chain[chain.index(parent):] + [parent])
+            raise ModelCardError(f"{plans_file}: 'inherits_from' forms a cycle ({cycle}), so configuration "
+                                 f"{name!r} has no base; remove the inherits_from that closes the cycle")
+        chain.append(parent)
+        current = parent

@@ -8,44 +8,56 @@ same windows as its own prediction.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..errors import ModelCardError
 from ..loaded import LoadedModel
 from .card import nnunet_card
 from .checkpoint import mirroring_axes, read_checkpoint
-from .folder import plans_configuration, read_folder
+from .folder import NnUNetFolder, plans_configuration, read_folder
 from .labels import channel_labels
 from .library import nnunetv2
-from .network import build_network, check_architecture_trusted, load_weights, trainer_class
+from .names import check_helpers, resolve_architecture
+from .network import build_network, load_weights, trainer_class
 from .pipeline import NnUNetPipeline
 
 
-def load_nnunet(source, trust: bool = False, folds: Sequence | int | str | None = None,
-                checkpoint: str = "checkpoint_final.pth", mirroring: bool = False, **unknown) -> LoadedModel:
-    """Load an nnU-Net v2 trained-model folder.
+@dataclass(frozen=True)
+class NnUNetPlan:
+    """Everything read and checked from a folder before a network is built."""
 
-    folds       fold numbers (or "all"); None: every fold that has ``checkpoint``
-    checkpoint  "checkpoint_final.pth" (default) or "checkpoint_best.pth"
-    mirroring   include nnU-Net's test-time mirroring (along the axes the checkpoint allows)
-                in predictions and maps: each window is also run mirrored, the outputs and
-                maps mirrored back and averaged. Off by default (2 to 8 times the cost).
-    trust       allow checkpoints that need full unpickling and plans whose architecture
-                lies outside dynamic_network_architectures / torch.nn
+    folder: NnUNetFolder
+    plans_manager: Any
+    configuration_manager: Any
+    label_manager: Any
+    checkpoints: dict  # fold -> the checkpoint's dictionary
+    configuration: str
+    trainer_name: str
+    trainer: type
 
-    The networks are on the CPU (``load_model(..., device=)`` moves them).
+
+def inspect_nnunet(source, trust: bool = False, folds: Sequence | int | str | None = None,
+                   checkpoint: str = "checkpoint_final.pth", mirroring: bool = False, *, mmap: bool = False,
+                   **unknown) -> NnUNetPlan:
+    """Read and check an nnU-Net folder without building or running anything it names.
+
+    Every file is checked to lie inside the folder, every checkpoint is read as data, every
+    name in plans.json is resolved by us (:mod:`.names`) and the trainer found in nnunetv2;
+    whatever needs trust raises ``UntrustedModelError`` here, before any network exists.
+    ``mmap`` maps the checkpoints' tensors instead of reading them (for questions that need
+    only their fields, such as whether trust is needed).
     """
     if unknown:
         raise TypeError(f"unknown option(s) {sorted(unknown)} for an nnU-Net folder; it takes folds=, "
                         "checkpoint= and mirroring=")
     if not isinstance(mirroring, bool):
         raise TypeError(f"mirroring must be True or False, got {mirroring!r}")
-    folder = read_folder(source, folds, checkpoint)
+    folder = read_folder(source, folds, checkpoint, trust=trust)
     plans_handler = nnunetv2("utilities.plans_handling.plans_handler")
-    label_handling = nnunetv2("utilities.label_handling.label_handling")
     plans_manager = plans_handler.PlansManager(folder.plans)
-    checkpoints = {fold: read_checkpoint(path, trust) for fold, path in folder.checkpoints.items()}
+    checkpoints = {fold: read_checkpoint(path, trust, mmap=mmap) for fold, path in folder.checkpoints.items()}
     first_fold, first = next(iter(checkpoints.items()))
     configuration, trainer_name = first["init_args"]["configuration"], first["trainer_name"]
     for fold, data in checkpoints.items():
@@ -57,23 +69,45 @@ def load_nnunet(source, trust: bool = False, folds: Sequence | int | str | None 
     plans_configuration(folder, configuration)
     configuration_manager = plans_manager.get_configuration(configuration)
     _check_supported(folder, configuration, configuration_manager)
-    check_architecture_trusted(configuration_manager, folder.path / "plans.json", trust)
+    resolve_architecture(configuration_manager, folder.path / "plans.json", trust)
+    check_helpers(plans_manager, configuration_manager, folder.path / "plans.json")
     try:
         label_manager = plans_manager.get_label_manager(folder.dataset_json)
     except (AssertionError, RuntimeError, KeyError) as exc:
         raise ModelCardError(f"{folder.path / 'dataset.json'}: nnU-Net cannot read its labels ({exc})") from exc
-    trainer = trainer_class(trainer_name)
+    return NnUNetPlan(folder, plans_manager, configuration_manager, label_manager, checkpoints, configuration,
+                      trainer_name, trainer_class(trainer_name))
+
+
+def load_nnunet(source, trust: bool = False, folds: Sequence | int | str | None = None,
+                checkpoint: str = "checkpoint_final.pth", mirroring: bool = False, **unknown) -> LoadedModel:
+    """Load an nnU-Net v2 trained-model folder.
+
+    folds       fold numbers (or "all"); None: every fold that has ``checkpoint``
+    checkpoint  "checkpoint_final.pth" (default) or "checkpoint_best.pth"
+    mirroring   include nnU-Net's test-time mirroring (along the axes the checkpoint allows)
+                in predictions and maps: each window is also run mirrored, the outputs and
+                maps mirrored back and averaged. Off by default (2 to 8 times the cost).
+    trust       allow checkpoints that need full unpickling, files outside the folder, and
+                plans whose architecture lies outside dynamic_network_architectures / torch.nn
+
+    The networks are on the CPU (``load_model(..., device=)`` moves them).
+    """
+    plan = inspect_nnunet(source, trust, folds, checkpoint, mirroring, **unknown)
+    folder, plans_manager, configuration_manager = plan.folder, plan.plans_manager, plan.configuration_manager
     networks = []
-    for fold, data in checkpoints.items():
-        network = build_network(trainer, plans_manager, configuration_manager, folder.dataset_json)
-        load_weights(network, data["network_weights"], folder.checkpoints[fold], configuration)
+    for fold, data in plan.checkpoints.items():
+        network = build_network(plan.trainer, plans_manager, configuration_manager, folder.dataset_json)
+        load_weights(network, data["network_weights"], folder.checkpoints[fold], plan.configuration)
         networks.append(network.eval())
-    labels = channel_labels(folder.dataset_json, label_manager)
+    label_handling = nnunetv2("utilities.label_handling.label_handling")
+    labels = channel_labels(folder.dataset_json, plan.label_manager)
     channels = label_handling.determine_num_input_channels(plans_manager, configuration_manager, folder.dataset_json)
-    card = nnunet_card(folder.path, plans_manager.dataset_name, configuration, configuration_manager, channels,
-                       labels, networks[0], folder.checkpoints[first_fold], folder.folds, trainer_name)
+    first_fold, first = next(iter(plan.checkpoints.items()))
+    card = nnunet_card(folder.path, plans_manager.dataset_name, plan.configuration, configuration_manager, channels,
+                       labels, networks[0], folder.checkpoints[first_fold], folder.folds, plan.trainer_name)
     axes = mirroring_axes(first) if mirroring else ()
-    pipeline = NnUNetPipeline(plans_manager, configuration_manager, folder.dataset_json, label_manager, axes)
+    pipeline = NnUNetPipeline(plans_manager, configuration_manager, folder.dataset_json, plan.label_manager, axes)
     return LoadedModel(module=networks[0], card=card, kind="nnunet", source=Path(folder.path),
                        weights_sha256=_sha256(folder.checkpoints[first_fold]), ensemble=tuple(networks[1:]),
                        pipeline=pipeline)

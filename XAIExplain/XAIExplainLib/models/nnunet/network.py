@@ -2,12 +2,10 @@
 
 The network comes from the trainer's own ``build_network_architecture`` (nnU-Net's
 convention: a trainer that changes the architecture overrides it) on nnU-Net's
-``PlansManager`` / ``ConfigurationManager``. plans.json is data, and the plans name the
-network class and its building blocks (``conv_op``, ``norm_op``, ...) as import paths that
-nnU-Net imports and calls; classes outside ``dynamic_network_architectures`` and
-``torch.nn`` therefore need ``trust=True``. Only the one trainer module that defines the
-checkpoint's trainer is imported (nnU-Net's own lookup imports every trainer variant,
-some of which need torchvision).
+``PlansManager`` / ``ConfigurationManager``, after :mod:`.names` has replaced every class
+name in the plans by the canonical name of a class it resolved and checked. Only the one
+trainer module that defines the checkpoint's trainer is imported (nnU-Net's own lookup
+imports every trainer variant, some of which need torchvision).
 """
 from __future__ import annotations
 
@@ -18,12 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ModelCardError, UntrustedModelError
-from ..loading import apply_state_dict
+from ..errors import ModelCardError
+from ..weights_io import apply_state_dict
 from .library import nnunetv2
-
-TRUSTED_ARCHITECTURE_PREFIXES = ("dynamic_network_architectures.",)
-TRUSTED_BLOCK_PREFIXES = ("torch.nn.", "dynamic_network_architectures.")
 
 
 def trainer_class(name: str):
@@ -44,22 +39,6 @@ def trainer_class(name: str):
                 return found
     raise ModelCardError(f"the checkpoint was trained with trainer {name!r}, which this nnunetv2 installation "
                          "does not define; install the nnunetv2 version (or the package) that has it")
-
-
-def check_architecture_trusted(configuration_manager, plans_file: Path, trust: bool) -> None:
-    """Refuse plans that make nnU-Net import and call classes outside the network libraries."""
-    names = [("network_class_name", configuration_manager.network_arch_class_name, TRUSTED_ARCHITECTURE_PREFIXES)]
-    kwargs = configuration_manager.network_arch_init_kwargs
-    for key in configuration_manager.network_arch_init_kwargs_req_import:
-        if kwargs.get(key) is not None:
-            names.append((key, kwargs[key], TRUSTED_BLOCK_PREFIXES))
-    outside = [f"{key}={value!r}" for key, value, prefixes in names
-               if not isinstance(value, str) or not value.startswith(prefixes)]
-    if outside and not trust:
-        raise UntrustedModelError(
-            f"{plans_file}: the architecture names {', '.join(outside)}, outside dynamic_network_architectures "
-            "and torch.nn; nnU-Net would import and call it while building the network, which can run "
-            "arbitrary code. Load with trust=True only if you trust where the model came from")
 
 
 def build_network(trainer, plans_manager, configuration_manager, dataset_json: dict) -> nn.Module:

@@ -46,8 +46,13 @@ class NnUNetPipeline:
         return {"patch_size": [int(p) for p in self.configuration_manager.patch_size], "batch_size": 1,
                 "overlap": 1.0 - NNUNET_TILE_STEP, "tiling": NNUNET_TILING, "mirror_axes": self.mirror_axes}
 
-    def prepare(self, image: sitk.Image, slice_axis=None, spacing=None) -> "NnUNetPrepared":
-        """nnU-Net's preprocessing of ``image`` (``slice_axis`` does not apply: 3D models only)."""
+    def prepare(self, image: sitk.Image, slice_axis=None, spacing=None,
+                memory_budget_mb: float | None = None) -> "NnUNetPrepared":
+        """nnU-Net's preprocessing of ``image`` (``slice_axis`` does not apply: 3D models only).
+
+        The grid nnU-Net will resample to is checked against ``memory_budget_mb`` (or the memory
+        available) before its preprocessor runs (:func:`models.preprocessing.check_model_grid_bytes`).
+        """
         if spacing is not None:
             raise TypeError("an nnU-Net model takes a SimpleITK.Image, whose spacing it reads; spacing= does "
                             "not apply")
@@ -60,6 +65,7 @@ class NnUNetPipeline:
             names = ", ".join(self.dataset_json["channel_names"].values())
             raise ValueError(f"the model takes {self.channels} channel(s) ({names}, dataset.json channel_names) "
                              f"but the image has {components} component(s) per voxel")
+        self._check_grid(image, memory_budget_mb)
         array = sitk.GetArrayFromImage(image)
         array = array[None] if components == 1 else np.moveaxis(array, -1, 0)
         properties = {"spacing": list(image.GetSpacing())[::-1]}
@@ -67,6 +73,20 @@ class NnUNetPipeline:
         data, _, properties = preprocessor.run_case_npy(array, None, properties, self.plans_manager,
                                                         self.configuration_manager, self.dataset_json)
         return NnUNetPrepared(np.ascontiguousarray(data, dtype=np.float32), properties, image, self)
+
+
+    def _check_grid(self, image: sitk.Image, memory_budget_mb: float | None) -> None:
+        """The shape nnU-Net's preprocessor resamples to (its ``compute_new_shape`` before the crop, an upper
+        bound) against the budget, before any copy of the image is made."""
+        from ..preprocessing import check_model_grid_bytes
+
+        forward = list(self.plans_manager.transpose_forward)
+        shape = np.asarray(image.GetSize()[::-1], dtype=float)[forward]
+        spacing = np.asarray(image.GetSpacing()[::-1], dtype=float)[forward]
+        target = np.asarray(self.configuration_manager.spacing, dtype=float)
+        new_shape = np.round(spacing / target * shape).astype(np.int64)
+        check_model_grid_bytes(f"nnU-Net model '{self.dataset_json.get('name', 'nnU-Net')}'", self.channels,
+                               shape.astype(np.int64), spacing, new_shape, target, memory_budget_mb)
 
 
 class NnUNetPrepared:

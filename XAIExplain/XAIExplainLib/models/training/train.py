@@ -33,7 +33,7 @@ from ...imaging.phantoms import PHASES
 from . import datasets as ds
 from ..architectures import SliceClassifier, UNet
 from ..card import ModelCard, save_card
-from ..loading import bundled_models_dir
+from ..search_paths import bundled_models_dir
 
 TRAIN_SEEDS = {"ct-phase-2d": 1000, "lung-nodule-2d": 1100, "lung-nodule-seg-3d": 1200}
 VALIDATION_SEEDS = {"ct-phase-2d": 2000, "lung-nodule-2d": 2100, "lung-nodule-seg-3d": 2200}

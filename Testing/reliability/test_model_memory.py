@@ -1,0 +1,123 @@
+"""A model file's patch and grid are checked against the budget or the free memory before allocation (issue 20 class 6).
+
+An nnU-Net plan with ``patch_size [384, 384, 384]`` on a small CT used to allocate until the machine refused
+(``allocate 1811939328 bytes``); a budget made every nnU-Net input fail with ``prepare() got an unexpected
+keyword argument``. Now the window's working memory (estimated on a scaled probe, compared here with a
+full-size count) and the grid nnU-Net resamples to are refused with the numbers, through the API and the CLI,
+and a normal nnU-Net model runs with a budget.
+"""
+from __future__ import annotations
+
+import resource
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from XAIExplainLib import cli
+from XAIExplainLib import engine
+from XAIExplainLib.engine.memory_estimate import activation_bytes
+from XAIExplainLib.imaging import reading
+from XAIExplainLib.models import explain_image, load_model, predict_image
+from XAIExplainLib.models.working_memory import patch_activation_bytes
+
+from .hostile import model_folder, volume
+
+pytest.importorskip("nnunetv2")
+from Testing.support.nnunet_folders import ct_image, write_nnunet_folder  # noqa: E402
+
+HUGE = (384, 384, 384)
+
+
+def _forbid_windows(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("no window may run for this model")
+    monkeypatch.setattr(engine, "explain_volume", refuse)
+    monkeypatch.setattr(engine, "predict_volume", refuse)
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@pytest.fixture(scope="module")
+def huge_patch_nnunet(tmp_path_factory):
+    return load_model(write_nnunet_folder(tmp_path_factory.mktemp("nn") / "huge", patch=HUGE))
+
+
+def test_a_huge_nnunet_patch_is_refused_with_the_numbers_before_allocation(huge_patch_nnunet, monkeypatch):
+    _forbid_windows(monkeypatch)
+    before = _peak_mb()
+    with pytest.raises(ValueError, match=r"model '.*' \(.*huge\): one 384 x 384 x 384 window with 1 channel\(s\) "
+                                         r"needs estimated [0-9.]+ GB of working memory \(activations, gradients and "
+                                         r"input\), more than the memory budget of 2000 MB\. .*lower the patch size"):
+        explain_image(huge_patch_nnunet, ct_image(), "saliency", device="cpu", memory_budget_mb=2000)
+    assert _peak_mb() - before < 400  # 384^3 x 4 channels of float32 alone is 905 MB
+
+
+def test_without_a_budget_the_free_memory_bounds_the_window_for_explain_and_predict(huge_patch_nnunet,
+                                                                                    monkeypatch):
+    _forbid_windows(monkeypatch)
+    monkeypatch.setattr(reading, "available_memory_bytes", lambda: 2**30)
+    with pytest.raises(ValueError, match=r"384 x 384 x 384 window .* more than the memory available on cpu "
+                                         r"\(1\.0 GB\)"):
+        explain_image(huge_patch_nnunet, ct_image(), "gradcam", device="cpu")
+    with pytest.raises(ValueError, match=r"384 x 384 x 384 window .*\(activations and input\), more than the "
+                                         r"memory available on cpu"):
+        predict_image(huge_patch_nnunet, ct_image(), device="cpu")
+
+
+def test_the_scaled_probe_counts_what_a_full_size_forward_holds(huge_patch_nnunet, tmp_path):
+    """Independent reference: the engine's own count on a real forward of the full patch."""
+    card_network = load_model(model_folder(tmp_path / "m3", spatial_dims=3)).module
+    for network, patch in ((huge_patch_nnunet.module, (32, 48, 48)), (card_network, (32, 64, 64))):
+        full = activation_bytes(network, torch.zeros((1, 1) + patch))
+        scaled, exact = patch_activation_bytes(network, 1, patch)
+        assert exact and scaled == pytest.approx(full, rel=0.02)
+
+
+def test_a_card_with_a_huge_patch_is_refused_the_same_way(tmp_path, monkeypatch):
+    """Every windowed form goes through the same check: a card whose patch_size is 384^3."""
+    import json
+
+    folder = model_folder(tmp_path / "card", spatial_dims=3)
+    card = json.loads((folder / "card.json").read_text())
+    card["input"]["patch_size"] = list(HUGE)
+    card["input"].pop("size", None)
+    (folder / "card.json").write_text(json.dumps(card))
+    _forbid_windows(monkeypatch)
+    with pytest.raises(ValueError, match=r"one 384 x 384 x 384 window .* more than the memory budget of 500 MB"):
+        explain_image(load_model(folder), volume(shape=(16, 16, 16)), "saliency", device="cpu", memory_budget_mb=500)
+
+
+def test_an_nnunet_plan_resampling_a_small_ct_to_a_huge_grid_is_refused_before_preprocessing(tmp_path, monkeypatch):
+    model = load_model(write_nnunet_folder(tmp_path / "fine", spacing=(0.05, 0.05, 0.05)))
+
+    from XAIExplainLib.models.nnunet import pipeline
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("no copy of the image may be made for nnU-Net's preprocessor")
+    monkeypatch.setattr(pipeline.sitk, "GetArrayFromImage", refuse)
+    with pytest.raises(ValueError, match=r"nnU-Net model .* would resample this 30 x 36 x 20 image \(spacing 0\.8 x "
+                                         r"0\.9 x 2\.5 mm\) to a 480 x 648 x 1000 grid at 0\.05 x 0\.05 x 0\.05 mm: "
+                                         r"311040000 voxels, .* more than the memory budget of 3000 MB"):
+        explain_image(model, ct_image(), "saliency", device="cpu", memory_budget_mb=3000)
+
+
+def test_cli_memory_budget_runs_an_nnunet_model_and_refuses_the_huge_patch(tmp_path, capsys):
+    sitk.WriteImage(ct_image(), str(tmp_path / "ct.nrrd"))
+    folder = write_nnunet_folder(tmp_path / "nnunet")
+    status = cli.main(["explain", str(tmp_path / "ct.nrrd"), "--model", str(folder), "--method", "saliency",
+                       "--output-dir", str(tmp_path / "out"), "--quiet", "--memory-budget", "1500",
+                       "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    maps = list((tmp_path / "out").rglob("*saliency*.nrrd"))
+    assert maps and np.isfinite(sitk.GetArrayFromImage(sitk.ReadImage(str(maps[0])))).all()
+    huge = write_nnunet_folder(tmp_path / "huge", patch=HUGE)
+    status = cli.main(["explain", str(tmp_path / "ct.nrrd"), "--model", str(huge), "--method", "saliency",
+                       "--output-dir", str(tmp_path / "out2"), "--quiet", "--memory-budget", "1500",
+                       "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert status == 2 and "384 x 384 x 384 window" in err and "more than the memory budget" in err, err
