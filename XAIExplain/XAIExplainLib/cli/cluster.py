@@ -188,8 +188,11 @@ def _killed_without_starting(future, result, item: InputItem, folder) -> bool:
     """Dask gave up on ``item`` for killing workers, yet its work never started on any of them."""
     from .staging import stage_of
 
-    error = result if isinstance(result, BaseException) else None
-    if future.status != "error" or type(error).__name__ != "KilledWorker":
+    if future.status != "error":
+        return False
+    # as_completed(with_results=True) hands an error over as (type, exception, traceback)
+    error = result if isinstance(result, BaseException) else future.exception()
+    if type(error).__name__ != "KilledWorker":
         return False
     try:
         return not any(stage_of(item.stem, entry.name) for entry in Path(folder).iterdir())
