@@ -219,13 +219,17 @@ def test_an_input_that_kills_every_worker_is_reported_not_retried_forever(reques
     client = request.getfixturevalue("client" if workers == 2 else "one_worker")
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import it
     client.register_plugin(KillOnPoison())
+    errors, result = io.StringIO(), {}
+    run = threading.Thread(target=lambda: result.update(summary=explain_cohort(
+        MODEL, inputs, tmp_path / "out", ["gradcam"], client=client, stderr=errors)), daemon=True)
     try:
-        errors = io.StringIO()
-        summary = explain_cohort(MODEL, inputs, tmp_path / "out", ["gradcam"], client=client,
-                                 stderr=errors)
+        run.start()
+        run.join(timeout=900)  # a guard against a hang (a worker that never came back), not a timing
     finally:
         client.unregister_worker_plugin(KillOnPoison.name)
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert not run.is_alive(), "the cohort did not finish: no worker came back after a death"
+    summary = result["summary"]
     assert [r.status for r in summary.records] == ["ok" if p != poison else "failed" for p in inputs], \
         [r.error for r in summary.records]
     message = (f"{poison}: the worker explaining it died each time it was tried (killed, or out "
