@@ -80,7 +80,7 @@ class XAIExplainParameterNode:
     device: str = "auto"
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
     labelMapOutput: bool = False
-    labelThreshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    labelThreshold: Annotated[float, WithinRange(0.0, 0.95)] = 0.5  # imaging.thresholds: [0, 1), in 0.05 steps
     useOtsu: bool = False
     predictionSegmentation: bool = True
     keepExisting: bool = False
@@ -365,7 +365,7 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onLoadModelFile(self):
         path = qt.QFileDialog.getOpenFileName(self.parent, "Choose a model file", "",
-                                              "Model files (*.json *.pt *.pth *.ts *.zip);;All files (*)")
+                                              "Model files (*.json *.pt *.pth *.ts *.zip *.onnx *.pt2);;All files (*)")
         if path:
             self.useModelSource(path)
 

@@ -286,19 +286,33 @@ def test_without_dask_the_cluster_option_says_how_to_install_it(volumes, tmp_pat
 # ---- issue 15: resumable -------------------------------------------------------------------
 
 def test_a_killed_run_resumes_without_recomputing_complete_inputs(volumes, tmp_path, capsys):
-    out = tmp_path / "out"
+    """The run is held (not timed) where the kill must land: ct0 committed, ct1 being read. Before,
+    the test polled for the first manifest and killed then, and a busy machine let the run finish
+    more inputs (or all of them) before the kill arrived."""
+    out, held = tmp_path / "out", tmp_path / "held"
+    hold_at_ct1 = f"""
+        import time
+        from XAIExplainLib.cli import reading
+        real = reading.read_item
+        def read_item(item, *args, **kwargs):
+            if item.stem == "ct1":  # inputs are read in turn (--jobs 0): ct0 is committed by now
+                open({str(held)!r}, "w").close()
+                while True:  # held until the test kills the process
+                    time.sleep(0.05)
+            return real(item, *args, **kwargs)
+        reading.read_item = read_item
+    """
     args = ["explain", *volumes, "--model", MODEL, "--method", "integrated_gradients",
-            "--method", "gradcam", "--output-dir", out, "--quiet"]
-    process = cli_process(*args)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if any(out.glob("*" + MANIFEST_ENDING)):
-            break
+            "--method", "gradcam", "--output-dir", out, "--quiet", "--jobs", "0"]
+    process = cli_process(*args, script=hold_at_ct1)
+    deadline = time.monotonic() + 300
+    while not held.exists() and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=60)
     done = {m.name[: -len(MANIFEST_ENDING)] for m in out.glob("*" + MANIFEST_ENDING)}
-    assert done and len(done) < len(volumes), "the kill did not land mid-run"
+    assert done == {"ct0"}, "the kill did not land after the first input"
     # Only complete inputs are visible: every file belongs to a manifest.
     assert visible(out) <= listed_in_manifests(out)
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if not p.name.startswith(".")}

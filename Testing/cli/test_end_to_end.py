@@ -128,7 +128,7 @@ def test_demo_runs_out_of_the_box_and_says_where_the_outputs_are(tmp_path):
                                           "sample_abdomen_ct_saliency.png"]
     assert str(Path("xaiexplain-output") / "demo" / pictures[0].name) in done.stdout
     summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    assert summary["counts"] == {"inputs": 1, "ok": 1, "failed": 0, "skipped": 0}
+    assert summary["counts"] == {"inputs": 1, "ok": 1, "failed": 0, "partial": 0, "skipped": 0}
     assert summary["inputs"][0]["prediction"]["predicted_class"] == "arterial"
 
 
@@ -208,7 +208,7 @@ def test_explain_real_lung_ct_and_evaluate_against_its_nodule_mask(tmp_path, cap
     rows = (out / "lung1_image_evaluation.csv").read_text(encoding="utf-8").splitlines()
     header, values = rows[0].split(","), rows[1].split(",")
     assert header == ["input", "method", "target", "pointing_game", "energy_pointing_game",
-                      "prediction_preserved"]
+                      "pointing_game_slice_mean", "energy_pointing_game_slice_mean", "prediction_preserved"]
     energy = float(values[header.index("energy_pointing_game")])
     assert 0.0 <= energy <= 1.0
     # A per-slice model is scored slice by slice on its own grid; the CSV holds the mean.
@@ -216,6 +216,9 @@ def test_explain_real_lung_ct_and_evaluate_against_its_nodule_mask(tmp_path, cap
     assert len(row["prediction_preserved_per_slice"]) == reference.GetDepth()
     assert row["prediction_preserved"] == pytest.approx(
         np.mean(row["prediction_preserved_per_slice"]))
+    # The README's claim: Grad-CAM peaks inside the expert nodule on all three nodule slices.
+    assert row["mask_slices"] == [32, 33, 34]
+    assert row["pointing_game_mask_slices"] == [1.0, 1.0, 1.0] and row["pointing_game_slice_mean"] == 1.0
 
 
 # ---- bad input and safety ------------------------------------------------------------------
@@ -260,18 +263,25 @@ def test_each_bad_input_is_one_line_with_exit_status_2(case, model, message, vol
     (["--model", "no-such-model", "--method", "gradcam"],
      "--model no-such-model: no model named 'no-such-model'"),
     (["--model", CLASSIFIER, "--method", "gradcan"],
-     "--method gradcan: unknown method; available methods: ablationcam, cam, crm, deeplift"),
+     "--method gradcan: unknown method 'gradcan'; available methods: ablationcam, cam, crm, deeplift"),
     (["--model", CLASSIFIER, "--method", "kwc"],
      f"--method kwc: does not apply to '{CLASSIFIER}': 'kwc' explains segmentation models, not classification models; methods for this model: ablationcam, cam, crm"),
     (["--model", CLASSIFIER, "--method", "gradcam", "--target", "liver"],
      f"--target liver: unknown class; classes of '{CLASSIFIER}': 0 non_contrast"),
     (["--model", CLASSIFIER, "--method", "rise", "--option", "composite=epsilon"],
      "--option composite=epsilon: 'composite' is not an option of the chosen method(s) (rise: masks, cells, "
-     "keep_probability, seed; for every method: output_key, reshape, token_patch_size)"),
+     "keep_probability, seed, score_baseline; for every method: output_key, reshape, token_patch_size)"),
     (["--model", CLASSIFIER, "--method", "rise", "--option", "masks"],
      "--option masks: give NAME=VALUE, e.g. --option masks=2000"),
     (["--model", CLASSIFIER, "--method", "gradcam", "--mode", "volume"],
      f"--mode volume: model '{CLASSIFIER}' is a 2D model, so it runs in mode 'slices', not 'volume'"),
+    # the registry's one duplicate policy (the CLI dropped a repeated method silently before)
+    (["--model", CLASSIFIER, "--method", "gradcam", "--method", "gradcam"],
+     "--method gradcam: method 'gradcam' is asked for twice; give each method once"),
+    # engine.devices' rule: cuda:N is a device (argparse refused it before), checked against the GPUs here
+    (["--model", CLASSIFIER, "--method", "gradcam", "--device", "cuda:7"], "--device cuda:7: device 'cuda:7'"),
+    (["--model", CLASSIFIER, "--method", "gradcam", "--device", "tpu"],
+     "--device tpu: device must be 'auto', 'cpu', 'cuda' (or 'gpu'), 'cuda:N' or a torch.device; got 'tpu'"),
 ])
 def test_unknown_model_method_or_class_lists_the_valid_ones(args, message, volumes, tmp_path,
                                                             capsys):
@@ -366,7 +376,7 @@ def test_batch_with_bad_inputs_completes_the_others_and_exits_1(volumes, tmp_pat
     assert (out / "plain_ct_gradcam.nrrd").is_file() and (out / "oblique_ct_gradcam.nrrd").is_file()
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert [r["status"] for r in summary["inputs"]] == ["ok", "failed", "failed", "ok"]
-    assert summary["counts"] == {"inputs": 4, "ok": 2, "failed": 2, "skipped": 0}
+    assert summary["counts"] == {"inputs": 4, "ok": 2, "failed": 2, "partial": 0, "skipped": 0}
     single = xaiexplain("explain", files["nan"], "--model", CLASSIFIER, "--method", "gradcam",
                         "--output-dir", tmp_path / "single")
     assert single.returncode == 2

@@ -50,13 +50,15 @@ def test_cli_evaluate_accepts_the_new_map_and_model_metrics(tmp_path, capsys):
     assert row["average_drop"] == pytest.approx(np.mean(row["average_drop_per_slice"]))
     header = (tmp_path / "out" / "chest_evaluation.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
     assert sorted(header[3:]) == sorted(["relevance_mass", "relevance_rank", "road_morf", "road_morf_accuracy",
-                                         "average_drop", "increase_in_confidence", "random_logit", "infidelity"])
+                                         "average_drop", "increase_in_confidence", "random_logit", "infidelity",
+                                         # a per-slice model: map-vs-mask metrics on the slices with the mask
+                                         "relevance_mass_slice_mean", "relevance_rank_slice_mean"])
 
 
 def test_cli_lists_every_metric_and_the_map_only_split():
-    from XAIExplainLib.cli.evaluate_run import MAP_METRICS
+    from XAIExplainLib.cli import evaluate_run
 
-    assert set(MAP_METRICS) <= set(MAP_ONLY_METRICS)
+    assert evaluate_run._check_metrics(None, METRICS) == list(MAP_ONLY_METRICS)  # the default: evaluation's list
     for name in ("road_morf", "road_lerf", "average_drop", "increase_in_confidence", "faithfulness_correlation",
                  "max_sensitivity", "infidelity", "relevance_mass", "relevance_rank", "random_logit",
                  "parameter_randomization"):

@@ -66,11 +66,11 @@ def test_crm_is_upsampled_to_the_input_and_refuses_what_it_cannot_explain():
 def test_class_roi_map_is_the_mean_of_max_normalised_crm():
     model = classifier(2, seed=5)
     x = inputs(2, n=5, seed=9)
-    roi = xai.crm_roi_map(model, x, layer="features.3", batch_size=2)
+    roi = xai.engine.crm_roi_map(model, x, layer="features.3", batch_size=2)
     raw = xai.explain(model, x, "crm", layer="features.3", normalize=False)
     expected = (raw / raw.flatten(1).amax(1)[:, None, None]).mean(dim=0)
     assert roi.shape == (16, 16) and torch.allclose(roi, expected, atol=1e-6)
     batches = [x[:3], x[3:]]
-    assert torch.allclose(xai.crm_roi_map(model, batches, layer="features.3"), expected, atol=1e-6)
+    assert torch.allclose(xai.engine.crm_roi_map(model, batches, layer="features.3"), expected, atol=1e-6)
     with pytest.raises(ValueError, match="empty"):
-        xai.crm_roi_map(model, [], layer="features.3")
+        xai.engine.crm_roi_map(model, [], layer="features.3")

@@ -11,7 +11,7 @@ DECODER = ["up2", "dec2.0", "up1", "dec1.0"]
 
 @pytest.mark.parametrize("dims", [2, 3])
 def test_decoder_is_every_convolution_after_the_bottleneck_except_the_head(dims):
-    assert xai.decoder_layers(unet(dims), inputs(dims)) == DECODER
+    assert xai.engine.decoder_layers(unet(dims), inputs(dims)) == DECODER
 
 
 def test_decoder_of_a_classifier_is_a_clear_error():

@@ -60,6 +60,22 @@ def test_unknown_method_lists_the_available_ones(model):
         xai.explain(model, inputs(), "gradcam2")
 
 
+@pytest.mark.parametrize("methods, match", [
+    (["gradcam", "hirescam", "gradcam"], "method 'gradcam' is asked for twice; give each method once"),
+    ([], "no method given: give a method name or a non-empty list of names; available methods: "),
+    (["gradcam", "nope"], "unknown method 'nope'; available methods: "),
+])
+def test_every_entry_point_checks_a_method_list_by_one_rule(model, methods, match):
+    """explain_many, explain_volume and the registry give one message and one duplicate policy
+    (before: the engine dropped a repeated method silently while the logic refused it)."""
+    from XAIExplainLib.engine.registry import MethodChoiceError, check_methods
+
+    for call in (lambda: check_methods(methods), lambda: xai.explain_many(model, inputs(), methods),
+                 lambda: xai.explain_volume(model, np.zeros((4, 16, 16), np.float32), methods)):
+        with pytest.raises(MethodChoiceError, match=match):
+            call()
+
+
 def test_target_out_of_range(model):
     with pytest.raises(ValueError, match=r"target class 3 is out of range: the model has 3 output classes \(0..2\)"):
         xai.explain(model, inputs(), "gradcam", target=3)

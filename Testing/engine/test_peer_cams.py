@@ -13,6 +13,7 @@ from torch import nn
 
 import XAIExplainLib as xai
 from Testing.support.models import SmallCNN, inputs, make, pearson, unet
+from XAIExplainLib.engine.api import explain_batch
 
 MODES = {2: "bilinear", 3: "trilinear"}
 
@@ -111,8 +112,8 @@ def test_eigencam_runs_the_whole_forward_when_the_output_is_read():
     x = inputs(2, size=16)
     calls, handle = _later_calls(model)
     try:
-        maps, info = xai.explain_many(model, x, ["eigencam"], layer="features.3", return_info=True,
-                                      with_output=True)
+        maps, info = explain_batch(model, x, ["eigencam"], layer="features.3", return_info=True,
+                                   with_output=True)
         assert len(calls) == 1
         with torch.no_grad():
             assert torch.allclose(info["output"], model(x))

@@ -92,7 +92,7 @@ def test_fullgrad_refuses_a_model_whose_biased_layer_runs_twice():
 def test_the_methods_are_listed_with_their_options():
     assert set(NEW_METHODS) <= set(xai.METHODS)
     assert xai.METHODS["lrp"].options == ("composite",)
-    assert xai.METHODS["rise"].options == ("masks", "cells", "keep_probability", "seed")
+    assert xai.METHODS["rise"].options == ("masks", "cells", "keep_probability", "seed", "score_baseline")
     assert xai.METHODS["eigencam"].needs_layer and xai.METHODS["eigencam"].cost == "1 forward"
     assert xai.METHODS["input_x_gradient"].signed and not xai.METHODS["fullgrad"].needs_layer
     assert xai.METHODS["kpcacam"].options == ("kernel", "gamma") and xai.METHODS["kpcacam"].label == "KPCA-CAM"

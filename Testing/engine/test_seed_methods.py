@@ -52,6 +52,6 @@ def test_model_is_left_as_found_when_the_replay_fails():
 
 def test_new_methods_and_exports_are_registered():
     assert set(SEED_METHODS) <= set(xai.METHODS)
-    assert {"SegmentationTarget", "crm_roi_map", "decoder_layers"} <= set(xai.__all__)
+    assert "SegmentationTarget" in xai.__all__ and {"crm_roi_map", "decoder_layers"} <= set(xai.engine.__all__)
     assert xai.METHODS["kwc"].tasks == ("segmentation",) and xai.METHODS["crm"].tasks == ("classification",)
     assert xai.METHODS["integrated_gradients"].signed and xai.METHODS["occlusion"].signed

@@ -151,6 +151,29 @@ def test_bad_segmentation_targets_are_refused_with_what_is_accepted():
         _bind(torch.zeros(1, 1, 4, 4), class_index=0, activation="softmax", region="all")
 
 
+def test_one_channel_rules_live_in_engine_activations():
+    """A one-channel output is a sigmoid and a softmax over it is refused with one message, whether a
+    segmentation target, the metrics' "auto" or a plain module's card decides it (the target had its
+    own shorter message before, and three files restated "one channel means sigmoid")."""
+    from XAIExplainLib.engine.activations import OUTPUT_ACTIVATIONS, activation_for_channels, resolve_activation
+    from XAIExplainLib.models import card
+    from XAIExplainLib.models.plain_module import module_model
+
+    one = torch.zeros(1, 1, 4, 4)
+    with pytest.raises(ValueError) as from_target:
+        _bind(one, class_index=0, activation="softmax", region="all")
+    with pytest.raises(ValueError) as from_metrics:
+        resolve_activation("softmax", one)
+    assert str(from_target.value) == str(from_metrics.value)
+    assert resolve_activation("auto", one) == activation_for_channels(1) == "sigmoid"
+    assert resolve_activation("auto", torch.zeros(1, 3, 4, 4)) == activation_for_channels(3) == "softmax"
+    assert _bind(torch.randn(1, 1, 4, 4), class_index=0, region="all").prediction == "sigmoid"
+    assert card.ACTIVATIONS == OUTPUT_ACTIVATIONS
+    for channels, expected in ((1, "sigmoid"), (3, "softmax")):
+        described = module_model(nn.Conv2d(1, channels, 1))
+        assert described.card.output_activation == expected
+
+
 class BelowThresholdPerturbed(nn.Module):
     """The segmenter with the logits of voxels outside ``keep`` lowered by a function of the decoder features.
 

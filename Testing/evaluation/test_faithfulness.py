@@ -246,15 +246,15 @@ def test_perturbation_freezes_the_target_and_batches_consistently():
 
 def test_baselines():
     x = torch.arange(8.0).reshape(1, 2, 2, 2)
-    assert ev.baseline_like(x, 0.5).unique().tolist() == [0.5]
-    assert ev.baseline_like(x, "mean")[0, :, 0, 0].tolist() == [1.5, 5.5]
-    assert ev.baseline_like(x, "min")[0, :, 0, 0].tolist() == [0.0, 4.0]
-    assert torch.equal(ev.baseline_like(x, torch.tensor([1.0, 2.0]).view(1, 2, 1, 1))[0, :, 1, 1],
+    assert ev.perturbation.baseline_like(x, 0.5).unique().tolist() == [0.5]
+    assert ev.perturbation.baseline_like(x, "mean")[0, :, 0, 0].tolist() == [1.5, 5.5]
+    assert ev.perturbation.baseline_like(x, "min")[0, :, 0, 0].tolist() == [0.0, 4.0]
+    assert torch.equal(ev.perturbation.baseline_like(x, torch.tensor([1.0, 2.0]).view(1, 2, 1, 1))[0, :, 1, 1],
                        torch.tensor([1.0, 2.0]))
     with pytest.raises(ValueError, match="mean"):
-        ev.baseline_like(x, "blur")
+        ev.perturbation.baseline_like(x, "blur")
     with pytest.raises(ValueError, match="does not broadcast"):
-        ev.baseline_like(x, torch.ones(3))
+        ev.perturbation.baseline_like(x, torch.ones(3))
 
 
 # --- sanity check ---------------------------------------------------------------------------------
@@ -278,12 +278,12 @@ class TwoPath(nn.Module):
 def test_rank_correlation_known_answers_and_ties_match_scipy():
     stats = pytest.importorskip("scipy.stats")
     m = torch.rand(2, 6, 6, generator=torch.Generator().manual_seed(3))
-    assert ev.rank_correlation(m, m).tolist() == pytest.approx([1.0, 1.0])
-    assert ev.rank_correlation(m, -m).tolist() == pytest.approx([-1.0, -1.0])
-    assert ev.rank_correlation(m, m ** 3 + 5).tolist() == pytest.approx([1.0, 1.0])
-    assert ev.rank_correlation(m, torch.zeros_like(m)).tolist() == [0.0, 0.0]
+    assert ev.sanity.rank_correlation(m, m).tolist() == pytest.approx([1.0, 1.0])
+    assert ev.sanity.rank_correlation(m, -m).tolist() == pytest.approx([-1.0, -1.0])
+    assert ev.sanity.rank_correlation(m, m ** 3 + 5).tolist() == pytest.approx([1.0, 1.0])
+    assert ev.sanity.rank_correlation(m, torch.zeros_like(m)).tolist() == [0.0, 0.0]
     a, b = torch.round(m * 4), torch.round(torch.rand(2, 6, 6, generator=torch.Generator().manual_seed(4)) * 3)
-    ours = ev.rank_correlation(a, b)
+    ours = ev.sanity.rank_correlation(a, b)
     for i in range(2):
         assert ours[i].item() == pytest.approx(stats.spearmanr(a[i].flatten(), b[i].flatten())[0], abs=1e-6)
 
@@ -294,7 +294,7 @@ def test_sanity_randomization_cascade(dims):
     model = TwoPath(dims).train()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.rand((2, 1) + (12,) * dims, generator=torch.Generator().manual_seed(5))
-    assert ev.parameterized_layers(model, x) == ["aux", "features.0", "features.2", "head"]
+    assert ev.sanity.parameterized_layers(model, x) == ["aux", "features.0", "features.2", "head"]
     result = ev.sanity_randomization(model, x, "gradcam", layer="features.2")
     assert result.layers == ["head", "features.2", "features.0", "aux"]
     assert result.correlation.shape == (4, 2)

@@ -190,6 +190,8 @@ def test_logic_cancel_stops_the_run_and_changes_nothing(scene):
     ({"axis": 3, "mode": "slices"}, ValueError, "axis"),
     ({"device": "tpu"}, ValueError, "device"),
     ({"labelThreshold": "median"}, ValueError, "threshold"),
+    ({"labelThreshold": 1.0}, ValueError, r"\[0, 1\)"),  # the CLI's range (the logic took 1.0 before)
+    ({"labelThreshold": -0.2}, ValueError, r"\[0, 1\)"),
     ({"labelOutput": "mesh"}, ValueError, "labelOutput"),
     ({"opacity": 1.5}, ValueError, "opacity"),
     ({"progress": "yes"}, TypeError, "progress"),
@@ -260,7 +262,7 @@ def test_single_slice_volumes_of_any_scalar_type_are_explained(scene, dtype):
     np.testing.assert_array_equal(values > 0.5, voxels > 0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
 def test_gpu_run_matches_cpu_and_leaves_the_model_on_its_device(scene):
     node = add_volume(box_volume(), GRIDS["oblique"])
     model = bright_spot_model(2)
@@ -282,8 +284,13 @@ def test_unknown_layer_is_refused_with_suggestions(scene):
 
 
 def test_name_says_the_predicted_class_when_every_slice_agrees(scene):
+    # Slices that disagree no longer mix classes: the volume explains the class with the highest
+    # probability on any slice (models.explained_class), and the name says which.
     mixed = run(add_volume(box_volume(), name="mixed"), methods=["gradcam"])
-    assert mixed.heatmaps["gradcam"].GetName() == "mixed Grad-CAM predicted features"
+    probabilities = np.asarray(mixed.probabilities)
+    assert len(set(np.argmax(probabilities, axis=1).tolist())) == 2
+    chosen = mixed.classNames[int(np.unravel_index(np.argmax(probabilities), probabilities.shape)[1])]
+    assert mixed.heatmaps["gradcam"].GetName() == f"mixed Grad-CAM {chosen} features"
     everywhere = box_volume(box=((0, 12), (6, 12), (14, 20)))
     agreed = run(add_volume(everywhere, name="agreed"), methods=["gradcam"])
     assert agreed.heatmaps["gradcam"].GetName() == "agreed Grad-CAM bright features"

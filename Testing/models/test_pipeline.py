@@ -166,6 +166,8 @@ def test_errors_name_the_problem(classifier_dir, segmenter_dir):
         explain_image(load_model(segmenter_dir), _image(), methods="cam")
     with pytest.raises(ValueError, match="unknown method 'gradcam2'"):
         explain_image(load_model(classifier_dir), _image(), methods="gradcam2")
+    with pytest.raises(ValueError, match="method 'gradcam' is asked for twice"):  # was dropped silently
+        explain_image(load_model(classifier_dir), _image(), methods=["gradcam", "gradcam"])
 
 
 def test_models_package_exports_the_pipeline():
@@ -186,7 +188,8 @@ def test_explain_image_predicts_and_explains_in_one_pass(which, classifier_dir, 
     image = _image(shape=(5, 30, 34)) if which == "classifier" else _image(shape=(20, 30, 34))
     calls, handle = _counting_forwards(loaded.module)
     try:
-        result = explain_image(loaded, image, methods=["gradcam"], device="cpu")
+        target = 0 if which == "classifier" else None  # a class given: nothing to predict first
+        result = explain_image(loaded, image, methods=["gradcam"], device="cpu", target=target)
         explaining = len(calls)
         calls.clear()
         alone = predict_image(loaded, image, device="cpu")
@@ -195,6 +198,15 @@ def test_explain_image_predicts_and_explains_in_one_pass(which, classifier_dir, 
         handle.remove()
     assert explaining == predicting  # one forward per batch / window, as a plain prediction
     if which == "classifier":
+        # Without an explicit class or a card's class_of_interest, a per-slice classifier's one
+        # explained class (models.explained_class) needs the prediction first: one extra pass.
+        calls, handle = _counting_forwards(loaded.module)
+        try:
+            default = explain_image(loaded, image, methods=["gradcam"], device="cpu", target=None)
+        finally:
+            handle.remove()
+        assert default.target == int(np.unravel_index(np.argmax(alone), alone.shape)[1])
+        assert len(calls) == 2 * predicting
         np.testing.assert_allclose(result.prediction, alone, rtol=1e-5, atol=1e-6)
     else:
         np.testing.assert_array_equal(sitk.GetArrayFromImage(result.prediction), sitk.GetArrayFromImage(alone))

@@ -1,8 +1,9 @@
 """Every import inside XAIExplainLib follows the dependency direction of DESIGN.md section 1.
 
 engine <- evaluation <- models <- logic, cli; imaging and mrml are leaves; nothing in the
-library imports logic or cli; no module imports the package's own top level. Function-level
-(lazy) imports count too: they are dependencies all the same.
+library imports logic or cli; no module imports the package's own top level; no two modules
+import each other in a circle, however long. Function-level (lazy) imports count too: they are
+dependencies all the same.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "XAIExplain" / "XAIExplainLib"
 # which top-level parts of the package each part may import (besides itself)
 ALLOWED = {
     "engine": set(),
-    "evaluation": {"engine"},
+    "evaluation": {"engine", "imaging"},  # imaging.thresholds: the one Otsu
     "imaging": set(),
     "mrml": {"resources", "imaging"},  # the two leaves: mrml reuses imaging's SimpleITK helpers
     "models": {"engine", "evaluation", "imaging", "resources"},
@@ -103,3 +104,114 @@ def test_the_checker_sees_a_wrong_import(tmp_path):
             test_imports_follow_the_dependency_direction(fake)
     finally:
         fake.unlink()
+
+
+def _import_graph(files) -> dict[str, set[str]]:
+    """module -> the package's modules it imports (lazy imports included).
+
+    ``from pkg import name`` is an edge to ``pkg.name`` when that is a module, else to ``pkg``
+    (its ``__init__``). Parent packages that Python initialises on the way are not edges:
+    they are what "importing a module" costs, not a dependency the file chose.
+    """
+    modules = {_module_name(p): p for p in files}
+    graph = {}
+    for name, path in modules.items():
+        graph[name] = set()
+        for module, _ in _imports(path):
+            if module in modules and module != name:
+                graph[name].add(module)
+            elif module.rsplit(".", 1)[0] in modules and module.rsplit(".", 1)[0] != name:
+                graph[name].add(module.rsplit(".", 1)[0])  # "from pkg import function"
+    return graph
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan, iterative)."""
+    index, low, on_stack, stack, circles = {}, {}, set(), [], []
+    counter = 0
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, successors = work[-1]
+            for nxt in successors:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = counter
+                    counter += 1
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, iter(sorted(graph.get(nxt, ())))))
+                    break
+                if nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    if len(component) > 1:
+                        circles.append(sorted(component))
+    return sorted(circles)
+
+
+def _one_cycle(graph, component) -> list[str]:
+    """A shortest path round the circle from its first module, to show in the message."""
+    members = set(component)
+    start = component[0]
+    previous, frontier = {start: None}, [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for nxt in sorted(graph[node] & members):
+                if nxt == start:
+                    path = [node]
+                    while previous[path[-1]] is not None:
+                        path.append(previous[path[-1]])
+                    return [start] + path[::-1][1:] + [start]
+                if nxt not in previous:
+                    previous[nxt] = node
+                    following.append(nxt)
+        frontier = following
+    return component
+
+
+def _describe(graph, circles) -> str:
+    short = lambda m: m.removeprefix("XAIExplainLib.")  # noqa: E731
+    return "\n".join(f"{len(c)} modules import each other: {', '.join(map(short, c))}\n"
+                     f"  e.g. {' -> '.join(map(short, _one_cycle(graph, c)))}" for c in circles)
+
+
+def test_no_two_modules_import_each_other_in_a_circle():
+    graph = _import_graph(FILES)
+    circles = import_circles(graph)
+    assert not circles, "import circles (lazy imports count):\n" + _describe(graph, circles)
+
+
+def test_the_circle_checker_sees_a_circle():
+    """The check is able to fail: a circle of three lazy imports, a self-import and a tail that is no circle."""
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"e", "a"}}
+    assert import_circles(graph) == [["a", "b", "c"]]
+    assert _one_cycle(graph, ["a", "b", "c"]) == ["a", "b", "c", "a"]
+    fake = PACKAGE / "engine" / "_probe_circle_a.py"
+    other = PACKAGE / "engine" / "_probe_circle_b.py"
+    assert not fake.exists() and not other.exists()
+    try:
+        fake.write_text("def f():\n    from . import _probe_circle_b\n", encoding="utf-8")
+        other.write_text("from ._probe_circle_a import f\n", encoding="utf-8")
+        graph = _import_graph([fake, other])
+        assert import_circles(graph) == [["XAIExplainLib.engine._probe_circle_a", "XAIExplainLib.engine._probe_circle_b"]]
+    finally:
+        fake.unlink()
+        other.unlink()

@@ -77,8 +77,7 @@ def test_the_scaled_probe_counts_what_a_full_size_forward_holds(huge_patch_nnune
         assert exact and scaled == pytest.approx(full, rel=0.02)
 
 
-def test_a_card_with_a_huge_patch_is_refused_the_same_way(tmp_path, monkeypatch):
-    """Every windowed form goes through the same check: a card whose patch_size is 384^3."""
+def _huge_patch_card(tmp_path):
     import json
 
     folder = model_folder(tmp_path / "card", spatial_dims=3)
@@ -86,9 +85,51 @@ def test_a_card_with_a_huge_patch_is_refused_the_same_way(tmp_path, monkeypatch)
     card["input"]["patch_size"] = list(HUGE)
     card["input"].pop("size", None)
     (folder / "card.json").write_text(json.dumps(card))
+    return folder
+
+
+def test_a_card_with_a_huge_patch_is_refused_the_same_way(tmp_path, monkeypatch):
+    """Every windowed form goes through the same check: a card whose patch_size is 384^3."""
+    folder = _huge_patch_card(tmp_path)
     _forbid_windows(monkeypatch)
     with pytest.raises(ValueError, match=r"one 384 x 384 x 384 window .* more than the memory budget of 500 MB"):
-        explain_image(load_model(folder), volume(shape=(16, 16, 16)), "saliency", device="cpu", memory_budget_mb=500)
+        explain_image(load_model(folder, check=False), volume(shape=(16, 16, 16)), "saliency", device="cpu",
+                      memory_budget_mb=500)
+
+
+def test_loading_a_card_does_not_run_its_test_forward_on_a_patch_memory_cannot_hold(tmp_path, monkeypatch):
+    monkeypatch.setattr(reading, "available_memory_bytes", lambda: 2**30)
+    before = _peak_mb()
+    with pytest.raises(ValueError, match=r"card\.json \(field 'input\.patch_size'\): one 384 x 384 x 384 window "
+                                         r"with 1 channel\(s\) needs estimated .* \(activations and input\), more "
+                                         r"than the memory available on cpu \(1\.0 GB\)"):
+        load_model(_huge_patch_card(tmp_path))
+    assert _peak_mb() - before < 400
+
+
+def test_a_bundle_with_a_huge_inferer_window_is_refused_at_load_and_its_grid_before_preprocessing(tmp_path,
+                                                                                                 monkeypatch):
+    pytest.importorskip("monai")
+    pytest.importorskip("nibabel")
+    import copy
+
+    from Testing.models.test_monai_bundle import CONFIG, _image, _write_bundle
+
+    config = copy.deepcopy(CONFIG)
+    config["inferer"]["roi_size"] = list(HUGE)
+    monkeypatch.setattr(reading, "available_memory_bytes", lambda: 2**30)
+    with pytest.raises(ValueError, match=r"inference\.json \(the inferer's roi_size\): one 384 x 384 x 384 window "
+                                         r".* more than the memory available on cpu"):
+        load_model(_write_bundle(tmp_path / "huge", config), trust=True)
+    monkeypatch.undo()
+
+    fine = copy.deepcopy(CONFIG)
+    fine["preprocessing"]["transforms"][3]["pixdim"] = [0.05, 0.05, 0.05]
+    bundle = load_model(_write_bundle(tmp_path / "fine", fine), trust=True)
+    with pytest.raises(ValueError, match=r"MONAI bundle 'tiny-spleen' would resample this 24 x 28 x 20 image "
+                                         r"\(spacing 1\.2 x 0\.9 x 2\.5 mm\) to a 576 x 504 x 1000 grid at "
+                                         r"0\.05 x 0\.05 x 0\.05 mm: .* more than the memory budget of 2000 MB"):
+        explain_image(bundle, _image(), "saliency", device="cpu", memory_budget_mb=2000)
 
 
 def test_an_nnunet_plan_resampling_a_small_ct_to_a_huge_grid_is_refused_before_preprocessing(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ from torch import nn
 
 from XAIExplainLib import cli
 from XAIExplainLib.engine import explain_many, explain_volume, predict_volume
+from XAIExplainLib.engine.api import explain_batch
 from XAIExplainLib.models import WeightsError, explain_image, load_model
 import SimpleITK as sitk
 
@@ -67,7 +68,7 @@ def test_a_nan_output_is_an_error_naming_the_model_in_every_entry_point():
     with pytest.raises(ValueError, match=r"model NaNOutput produced \d+ NaN or infinite value\(s\) in its "):
         explain_volume(model, array, "saliency", return_outputs=True)
     with pytest.raises(ValueError, match=message):
-        explain_many(model, torch.from_numpy(array[:, None]), ["saliency"], with_output=True)
+        explain_batch(model, torch.from_numpy(array[:, None]), ["saliency"], with_output=True)
 
 
 def test_a_nan_map_is_an_error_naming_the_model_and_method():

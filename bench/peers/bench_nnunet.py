@@ -37,6 +37,9 @@ PLANS = {
                  strides=((1, 1, 1),) + ((2, 2, 2),) * 5, kernels=((3, 3, 3),) * 6, ct_shape=(256, 320, 320)),
     "reduced": dict(patch=(64, 96, 96), features=(8, 16, 32, 64, 80), strides=((1, 1, 1),) + ((2, 2, 2),) * 4,
                     kernels=((3, 3, 3),) * 5, ct_shape=(96, 192, 192)),
+    # bench/gpu.sh --dry-run: that every row starts, in seconds on a CPU
+    "tiny": dict(patch=(16, 16, 16), features=(4, 8, 8), strides=((1, 1, 1),) + ((2, 2, 2),) * 2,
+                 kernels=((3, 3, 3),) * 3, ct_shape=(20, 24, 24)),
 }
 
 
@@ -98,13 +101,16 @@ def _row(name: str, folder: Path, plan: dict, device: str, threads: int) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="nnU-Net's default CT plan (GPU sized)")
+    parser.add_argument("--plan", choices=sorted(PLANS), help="the plan by name (--full is --plan full)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "nnunet.json")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the median is reported")
     parser.add_argument("--row", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    plan = PLANS["full" if args.full else "reduced"]
+    plan_name = args.plan or ("full" if args.full else "reduced")
+    plan = PLANS[plan_name]
     if args.row:
         print(json.dumps(_row(args.row, Path(args.folder), plan, args.device, args.threads)))
         return
@@ -115,7 +121,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for row in ROWS:
                 command = [sys.executable, "-m", "bench.peers.bench_nnunet", "--row", row, "--folder", str(folder), "--device", args.device,
-                           "--threads", str(args.threads)] + (["--full"] if args.full else [])
+                           "--threads", str(args.threads), "--plan", plan_name]
                 env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
                 out = subprocess.run(command, capture_output=True, text=True, env=env, check=True, cwd=ROOT)
                 runs[row].append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -125,15 +131,14 @@ def main() -> None:
         seconds = statistics.median(r["seconds"] for r in runs[row])
         table.append({"row": row, "seconds": seconds, "x_nnunet": seconds / base,
                       "peak_mb": max(r["peak_mb"] for r in runs[row]), "memory": runs[row][0]["memory"]})
-    print(f"plan {'full' if args.full else 'reduced'} 3d_fullres, patch {plan['patch']}, CT {plan['ct_shape']}, "
+    print(f"plan {plan_name} 3d_fullres, patch {plan['patch']}, CT {plan['ct_shape']}, "
           f"{args.device}, {args.threads} thread(s), median of {args.rounds}")
     print(f"{'row':<24}{'seconds':>10}{'x nnU-Net':>11}{'peak MB':>10}")
     for r in table:
         print(f"{r['row']:<24}{r['seconds']:>10.2f}{r['x_nnunet']:>11.2f}{r['peak_mb']:>10.0f}")
-    results = ROOT / "bench" / "results"
-    results.mkdir(exist_ok=True)
-    (results / "nnunet.json").write_text(json.dumps({
-        "plan": "full" if args.full else "reduced", "patch": plan["patch"], "ct_shape": plan["ct_shape"],
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "plan": plan_name, "patch": plan["patch"], "ct_shape": plan["ct_shape"],
         "device": args.device, "threads": args.threads, "rounds": args.rounds, "platform": platform.platform(),
         "rows": table}, indent=2) + "\n")
 

@@ -46,7 +46,7 @@ def _top_fraction_scores(maps: np.ndarray, used: np.ndarray) -> tuple[np.ndarray
         low, high = float(m.min()), float(m.max())
         norm = (m - low) / (high - low) if high > low else np.zeros_like(m)
         threshold = min(float(np.quantile(norm, 1 - TOP_FRACTION)), 0.999999)
-        result = xai.specificity_sensitivity(torch.from_numpy(m[None]), torch.from_numpy(u[None]), threshold)
+        result = xai.evaluation.specificity_sensitivity(torch.from_numpy(m[None]), torch.from_numpy(u[None]), threshold)
         spec.append(float(result.specificity[0]))
         sens.append(float(result.sensitivity[0]))
     return np.asarray(spec), np.asarray(sens)
@@ -55,13 +55,13 @@ def _top_fraction_scores(maps: np.ndarray, used: np.ndarray) -> tuple[np.ndarray
 def _scores(maps: np.ndarray, used: np.ndarray) -> dict:
     spec_top, sens_top = _top_fraction_scores(maps, used)
     t_maps, t_used = torch.from_numpy(maps), torch.from_numpy(used)
-    otsu = xai.specificity_sensitivity(t_maps, t_used, "otsu")
+    otsu = xai.evaluation.specificity_sensitivity(t_maps, t_used, "otsu")
     return {
         "spec_top10": spec_top, "sens_top10": sens_top,
         "spec_otsu": otsu.specificity.double().numpy(), "sens_otsu": otsu.sensitivity.double().numpy(),
         "selected_otsu": np.asarray([float((m > t).mean()) for m, t in
                                      zip(_norm(maps), otsu.threshold.double().numpy())]),
-        "energy_in_used": xai.energy_pointing_game(t_maps, t_used).double().numpy(),
+        "energy_in_used": xai.evaluation.energy_pointing_game(t_maps, t_used).double().numpy(),
         "auroc": np.asarray([auroc(m, u) for m, u in zip(maps, used)]),
     }
 

@@ -36,12 +36,12 @@ OCCLUSION_OPTIONS = {"window": 16, "stride": 8, "baseline": 0.0}
 def localisation(maps: np.ndarray, masks: np.ndarray, spacing) -> dict:
     """Pointing game (exact and within TOLERANCE_MM), energy, Dice (best, at 20 % of max, Otsu)."""
     t_maps, t_masks = torch.from_numpy(maps), torch.from_numpy(masks)
-    sweep = xai.dice_sweep(t_maps, t_masks)
+    sweep = xai.evaluation.dice_sweep(t_maps, t_masks)
     at20 = [i for i, t in enumerate(sweep.thresholds.tolist()) if abs(t - 0.2) < 1e-6][0]
     return {
-        "pointing": xai.pointing_game(t_maps, t_masks).double().numpy(),
-        "pointing_tol": xai.pointing_game(t_maps, t_masks, spacing=spacing, tolerance_mm=TOLERANCE_MM).double().numpy(),
-        "energy": xai.energy_pointing_game(t_maps, t_masks).double().numpy(),
+        "pointing": xai.evaluation.pointing_game(t_maps, t_masks).double().numpy(),
+        "pointing_tol": xai.evaluation.pointing_game(t_maps, t_masks, spacing=spacing, tolerance_mm=TOLERANCE_MM).double().numpy(),
+        "energy": xai.evaluation.energy_pointing_game(t_maps, t_masks).double().numpy(),
         "dice_best": sweep.best_dice.double().numpy(),
         "dice_at_0.2": sweep.dice[:, at20].double().numpy(),
         "dice_otsu": sweep.otsu_dice.double().numpy(),
@@ -155,7 +155,7 @@ def run(ctx: Context) -> Section:
     for c, name in enumerate(loaded.card.class_names):
         members = x[y == c]
         if len(members):
-            roi[name] = xai.crm_roi_map(module, torch.from_numpy(members), class_index=c, layer=LAYER).numpy()
+            roi[name] = xai.engine.crm_roi_map(module, torch.from_numpy(members), class_index=c, layer=LAYER).numpy()
     frequency = masks[y == NODULE].mean(0) if np.any(y == NODULE) else np.zeros(x.shape[2:])
     body = x[:, 0].mean(0)
     roi_stats = {}

@@ -39,11 +39,11 @@ def targets() -> dict:
 
 def localisation(maps: np.ndarray, mask: np.ndarray) -> dict:
     t_maps, t_mask = torch.from_numpy(maps), torch.from_numpy(mask)
-    sweep = xai.dice_sweep(t_maps, t_mask)
+    sweep = xai.evaluation.dice_sweep(t_maps, t_mask)
     return {"dice_best": sweep.best_dice.double().numpy(), "dice_otsu": sweep.otsu_dice.double().numpy(),
-            "energy": xai.energy_pointing_game(t_maps, t_mask).double().numpy(),
-            "pointing": xai.pointing_game(t_maps, t_mask).double().numpy(),
-            "rfa": xai.relative_foreground(t_maps, t_mask).double().numpy()}
+            "energy": xai.evaluation.energy_pointing_game(t_maps, t_mask).double().numpy(),
+            "pointing": xai.evaluation.pointing_game(t_maps, t_mask).double().numpy(),
+            "rfa": xai.evaluation.relative_foreground(t_maps, t_mask).double().numpy()}
 
 
 def run(ctx: Context) -> Section:
@@ -85,7 +85,7 @@ def run(ctx: Context) -> Section:
             pair[name] = maps
             results[(name, layer)] = localisation(maps, mask)
             maps_all[(name, layer)] = maps
-        similarity[layer] = xai.rank_correlation(torch.from_numpy(pair["thresholded Grad-CAM"]),
+        similarity[layer] = xai.evaluation.sanity.rank_correlation(torch.from_numpy(pair["thresholded Grad-CAM"]),
                                                  torch.from_numpy(pair["Seg-Grad-CAM"])).double().numpy()
     rows = []
     for (name, layer), r in results.items():

@@ -24,16 +24,16 @@ POOR_DICE = 0.5  # "not an optimal segmentation": mean Dice at the best common t
 
 def sweep_stats(maps: np.ndarray, masks: np.ndarray, spacing) -> dict:
     t_maps, t_masks = torch.from_numpy(maps), torch.from_numpy(masks)
-    sweep = xai.dice_sweep(t_maps, t_masks)
+    sweep = xai.evaluation.dice_sweep(t_maps, t_masks)
     curve = sweep.dice.double().numpy()  # (N, T)
     best_index = int(np.argmax(curve.mean(0)))
     return {"thresholds": sweep.thresholds.double().numpy(), "curve_mean": curve.mean(0),
             "curve_sd": curve.std(0), "best_common_t": float(sweep.thresholds[best_index]),
             "dice_best_common_t": curve[:, best_index], "dice_oracle_t": sweep.best_dice.double().numpy(),
             "dice_otsu": sweep.otsu_dice.double().numpy(), "otsu_t": sweep.otsu_threshold.double().numpy(),
-            "pointing_tol": xai.pointing_game(t_maps, t_masks, spacing=spacing,
+            "pointing_tol": xai.evaluation.pointing_game(t_maps, t_masks, spacing=spacing,
                                               tolerance_mm=TOLERANCE_MM).double().numpy(),
-            "energy": xai.energy_pointing_game(t_maps, t_masks).double().numpy(),
+            "energy": xai.evaluation.energy_pointing_game(t_maps, t_masks).double().numpy(),
             "chance_dice": 2 * masks.reshape(len(masks), -1).mean(1) / (1 + masks.reshape(len(masks), -1).mean(1))}
 
 

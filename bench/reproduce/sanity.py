@@ -1,6 +1,6 @@
 """Sanity check for every method (Adebayo et al., NeurIPS 2018): do maps change with the weights?
 
-Cascading randomisation from the output layer down (``xai.sanity_randomization``)
+Cascading randomisation from the output layer down (``xai.evaluation.sanity_randomization``)
 and the Spearman rank correlation between the trained model's map and each
 randomised model's map.  Classification methods run on ``ct-phase-2d``;
 segmentation-only KWC (and Grad-CAM for comparison) on ``lung-nodule-seg-3d``.
@@ -30,12 +30,12 @@ SEG_ROWS = [("kwc", "decoder.up1.conv2.conv"), ("gradcam", "decoder.up1.conv2.co
 
 
 def _cascade(model, x, quick: bool):
-    order = xai.parameterized_layers(model, x)[::-1]
+    order = xai.evaluation.sanity.parameterized_layers(model, x)[::-1]
     return order[:3] if quick else order
 
 
 def _run_method(model, x, method, target, layer, cascade, options) -> dict:
-    result = xai.sanity_randomization(model, x, method, target=target, layer=layer, layers=cascade, seed=0,
+    result = xai.evaluation.sanity_randomization(model, x, method, target=target, layer=layer, layers=cascade, seed=0,
                                       **options)
     corr = result.correlation.double().numpy()  # (stages, N)
     return {"layers": result.layers, "per_stage": corr.mean(1), "top": corr[0], "full": corr[-1]}

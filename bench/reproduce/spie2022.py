@@ -42,10 +42,10 @@ def rows():
 
 def faithfulness(module, x: np.ndarray, maps: np.ndarray, mask: np.ndarray) -> dict:
     t_x, t_maps = torch.from_numpy(x), torch.from_numpy(maps)
-    kept = xai.preservation(module, t_x, t_maps, target(), activation="softmax")
+    kept = xai.evaluation.preservation(module, t_x, t_maps, target(), activation="softmax")
     return {"pp": kept.prediction_preserved.double().numpy(), "ep": kept.excess_prediction.double().numpy(),
-            "ip": xai.image_preserved(t_maps).double().numpy(),
-            "rfa": xai.relative_foreground(t_maps, torch.from_numpy(mask)).double().numpy()}
+            "ip": xai.evaluation.image_preserved(t_maps).double().numpy(),
+            "rfa": xai.evaluation.relative_foreground(t_maps, torch.from_numpy(mask)).double().numpy()}
 
 
 def run(ctx: Context) -> Section:
@@ -69,7 +69,7 @@ def run(ctx: Context) -> Section:
         "Target (the paper's): T = sum over all voxels of the nodule-class softmax probability, no threshold.",
         f"Layers: bottleneck = `{LAYERS['bottleneck']}`, last conv = `{LAYERS['last conv']}` (the last "
         f"convolution before the 1x1 head), all decoder = every post-bottleneck convolution "
-        f"({', '.join(xai.decoder_layers(module, torch.from_numpy(x[:1])))}), each map resized to the "
+        f"({', '.join(xai.engine.decoder_layers(module, torch.from_numpy(x[:1])))}), each map resized to the "
         "input, min-max scaled and averaged (equal weights).",
         "PP = sum min(P, P~) / sum P with P~ = model(x * M), M the min-max normalised map (continuous); IP = "
         "mean(M). Also Excess Prediction (EP) and Relative Foreground Attribution against the nodule mask "

@@ -178,7 +178,10 @@ def _dispatch(items, todo, spec, folder, model, client, cluster, jobs, progress,
 
 
 def _report(progress: Progress, index: int, record: InputRecord, stderr) -> None:
-    if record.status != "ok":
+    if record.status == "partial":  # written, but some methods could not run
+        progress.close()
+        print(f"{PROG}: error: {record.error}", file=stderr)
+    elif record.status != "ok":
         progress.close()
         if record.traceback:
             stderr.write(record.traceback)

@@ -6,7 +6,10 @@ the mask was drawn, with the voxel spacing in millimetres.  Metrics that
 re-run the model on perturbed inputs (prediction preserved, deletion and
 insertion, the sanity check) need the model's input: the image as the card
 preprocesses it and the map resampled onto that grid; a per-slice model gets
-one row per slice and the CSV reports their mean.  Results go to
+one row per slice and the CSV reports their mean.  A per-slice model's map-versus-mask
+metrics are also scored slice by slice on the slices the mask is present on
+(``<metric>_slice_mean`` beside the volume's number, the values per slice in the JSON),
+for the class the maps explain (one class per volume, models.explained_class).  Results go to
 ``<stem>_evaluation.csv`` (a row per method and class) and ``.json``, and a
 table is printed.
 """
@@ -29,10 +32,6 @@ from .options import (check_device, check_methods, check_methods_for, load_model
 from .outputs import on_input_grid
 from .reading import read_item, read_mask
 from .writing import OutputFolder
-
-#: Metrics computed without the model; the default set when ``--metric`` is not given.
-MAP_METRICS = ("dice_sweep", "pointing_game", "energy_pointing_game", "relative_foreground",
-               "image_preserved", "specificity", "sensitivity", "relevance_mass", "relevance_rank")
 
 
 def run_evaluate(args: argparse.Namespace, stdout=None) -> int:
@@ -80,14 +79,20 @@ def _evaluate(args, out: OutputFolder, item, csv_name: str, json_name: str, metr
                                    layer=args.layer, device=device)
         except (ValueError, TypeError, OSError) as exc:
             raise UserError(item.source, one_line(exc)) from exc
+        explained = result.target if isinstance(result.target, (int, np.integer)) else choice.index
+        target_name = choice.name if explained is None else model.card.class_names[int(explained)]
         for method in methods:
             heat = on_input_grid(result.maps[method], image, "heatmap")
-            values = score_on_input_grid(heat, mask, [m for m in metrics if m in MAP_ONLY_METRICS])
+            map_metrics = [m for m in metrics if m in MAP_ONLY_METRICS]
+            values = score_on_input_grid(heat, mask, map_metrics)
+            if model.card.spatial_dims == 2 and heat.GetDimension() == 3:
+                axis = model.card.slice_axis or 0
+                values.update(score_per_slice(heat, mask, map_metrics, axis))
             model_metrics = [m for m in metrics if m not in MAP_ONLY_METRICS]
             if model_metrics:
                 values.update(score_on_model_grid(model, result.prepared, heat, choice.index,
                                                   method, args.layer, model_metrics))
-            rows.append({"input": item.source, "method": method, "target": choice.name,
+            rows.append({"input": item.source, "method": method, "target": target_name,
                          **values})
     out.write_text(_csv(rows), csv_name)
     out.write_text(json.dumps({"input": item.source, "mask": str(args.mask),
@@ -102,7 +107,9 @@ def _evaluate(args, out: OutputFolder, item, csv_name: str, json_name: str, metr
 
 def _check_metrics(requested, known) -> list[str]:
     if not requested:
-        return list(MAP_METRICS)
+        from ..evaluation import MAP_ONLY_METRICS
+
+        return list(MAP_ONLY_METRICS)
     chosen = list(dict.fromkeys(requested))
     unknown = [m for m in chosen if m not in known]
     if unknown:
@@ -127,6 +134,43 @@ def score_on_input_grid(heat: sitk.Image, mask: sitk.Image, metrics: list[str]) 
     except ValueError as exc:
         raise UserError("--metric", one_line(exc)) from exc
     return {name: values[0] for name, values in columns.items()}
+
+
+def score_per_slice(heat: sitk.Image, mask: sitk.Image, metrics: list[str], axis: int) -> dict[str, Any]:
+    """A per-slice model's localisation metrics on each slice the mask is present on, and their mean.
+
+    Each slice's map is a 2D explanation of its own; scoring the volume as one map asks
+    whether the single highest voxel of all slices lies in the mask, which says little
+    about a model that only ever saw one slice. Keys: ``mask_slices`` (the slice indices,
+    numpy axis ``axis`` of the image array), ``<key>_mask_slices`` (one value per such slice)
+    and ``<key>_slice_mean``.
+    """
+    import torch
+
+    from ..evaluation import evaluate
+
+    if not metrics:
+        return {}
+    heat_array = np.moveaxis(sitk.GetArrayFromImage(heat).astype(np.float32), axis, 0)
+    mask_array = np.moveaxis(sitk.GetArrayFromImage(mask) != 0, axis, 0)
+    present = [int(i) for i in np.flatnonzero(mask_array.reshape(len(mask_array), -1).any(axis=1))]
+    if not present:
+        return {"mask_slices": []}
+    spacing = [float(v) for v in reversed(heat.GetSpacing())]
+    del spacing[axis]
+    try:
+        columns = evaluate(None, None, torch.from_numpy(heat_array[present]),
+                           mask=torch.from_numpy(mask_array[present]), metrics=metrics, spacing=tuple(spacing))
+    except ValueError as exc:
+        raise UserError("--metric", one_line(exc)) from exc
+    values: dict[str, Any] = {"mask_slices": present}
+    for name, column in columns.items():
+        if name.endswith("_threshold"):
+            continue
+        values[f"{name}_mask_slices"] = [float(v) for v in column]
+        finite = [v for v in column if math.isfinite(v)]
+        values[f"{name}_slice_mean"] = float(np.mean(finite)) if finite else math.nan
+    return values
 
 
 def score_on_model_grid(model, prepared, heat: sitk.Image, class_index, method: str, layer,

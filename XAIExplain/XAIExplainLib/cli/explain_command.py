@@ -62,12 +62,16 @@ def finish(summary: RunSummary, output_dir: Path, quiet: bool, stdout, stderr) -
         print(f"{PROG}: error: {problem}", file=stderr)
     if not quiet and ok:
         skipped = f" ({len(summary.skipped)} complete from an earlier run)" if summary.skipped else ""
+        if summary.partial:
+            skipped += f" ({len(summary.partial)} with method(s) that could not run: see above)"
         where = ("summary.json, summary.csv" if not summary.problems
                  else "summary.json and summary.csv NOT written")
         print(f"Explained {ok} of {total} input(s){skipped} in {summary.seconds:.1f} s on "
               f"{summary.device}; outputs in {output_dir}/ ({where})", file=stdout)
-    if ok == total and not summary.problems:
+    if ok == total and not summary.problems and not summary.partial:
         return EXIT_OK
+    if summary.partial:
+        return EXIT_SOME_FAILED  # some methods were written, others could not run
     return EXIT_SOME_FAILED if ok else EXIT_BAD_INPUT
 
 

@@ -110,7 +110,8 @@ def explain_one(item: InputItem, spec: ExplainSettings, output_dir: str | os.Pat
         if image is None:
             image = read_item(item)
         explain_input(replace(job, out=stage), item, image, record, progress or _Silent())
-        record.status = "ok"
+        if record.status != "partial":  # "partial": some methods could not run (record.error says which)
+            record.status = "ok"
         record.seconds = time.monotonic() - began
         stage.commit(record, spec.fingerprint, identity)
     except KeyboardInterrupt:

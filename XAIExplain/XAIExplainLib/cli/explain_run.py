@@ -10,13 +10,14 @@ settings and their checks are :mod:`.run_plan`.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from .discovery import InputItem
 from .errors import UserError, one_line
-from .montage import peak_index, render_overlay
+from .montage import render_overlay
 from .options import ClassChoice, numpy_axis, options_for, output_ending
 from .outputs import (OutputNames, check_region_mask, prediction_record, threshold_label,
                       write_heatmap, write_prediction)
@@ -33,6 +34,7 @@ def explain_input(job: LoadedRun, item: InputItem, image: sitk.Image, record: In
     forward and one backward for all of them), every other method alone, so
     the summary can say what each method cost without giving up the sharing.
     """
+    from ..engine.progress import progress_fraction
     from ..models import explain_image
 
     card = job.card
@@ -45,15 +47,24 @@ def explain_input(job: LoadedRun, item: InputItem, image: sitk.Image, record: In
     groups = method_groups(job.methods)
     steps = [(choice, group) for choice in job.choices for group in groups]
     prediction = None
+    failures: list[str] = []
     for number, (choice, group) in enumerate(steps):
         def report(*args, _offset=number):
-            progress.step((_offset + _fraction(*args)) / len(steps), "+".join(group))
+            progress.step((_offset + progress_fraction(*args)) / len(steps), "+".join(group))
 
-        result = explain_image(job.model, image, methods=list(group),
-                               target=_target(choice, job, image), layer=job.layer,
-                               mode=job.mode, axis=axis, device=job.device, progress=report,
-                               **options_for(group, job.method_options),
-                               **({"memory_budget_mb": job.memory_budget_mb} if job.memory_budget_mb else {}))
+        try:
+            result = explain_image(job.model, image, methods=list(group),
+                                   target=_target(choice, job, image), layer=job.layer,
+                                   mode=job.mode, axis=axis, device=job.device, progress=report,
+                                   **options_for(group, job.method_options),
+                                   **({"memory_budget_mb": job.memory_budget_mb} if job.memory_budget_mb else {}))
+        except (ValueError, TypeError, RuntimeError) as exc:
+            # One method that cannot run does not sink the others: it is reported, they are written.
+            if len(steps) == 1:
+                raise
+            label = "+".join(group) + (f" (target {choice.name})" if choice.suffix else "")
+            failures.append(f"{label}: {one_line(exc)}")
+            continue
         if prediction is None:
             prediction = result.prediction
             write_prediction(job.out, prediction, card, image, names.prediction(card.task))
@@ -64,23 +75,54 @@ def explain_input(job: LoadedRun, item: InputItem, image: sitk.Image, record: In
                     record.timings[stage] = float(result.timings[stage])
         suffix = f"_{choice.suffix}" if choice.suffix else ""
         record.timings["+".join(group) + suffix] = float(result.timings.get("explain", math.nan))
+        explained = _explained_index(choice, result.target)
+        if card.task == "classification":
+            _record_explained(record, choice, explained, card)
         for method in group:
             _write_method(job, method, choice, result.maps[method], image, prediction, names,
-                          record, axis, result.layer)
+                          record, axis, result.layers.get(method, result.layer), explained)
+    if failures and len(failures) == len(steps):
+        raise ValueError("; ".join(failures))
+    if failures:
+        record.status, record.error = "partial", f"{item.source}: not written: " + "; ".join(failures)
 
 
 def method_groups(methods: list[str]) -> list[tuple[str, ...]]:
-    """CAM-family methods together (they share one pass), every other method on its own."""
+    """CAM-family methods together (they share one pass), the attention methods together (one
+    attention pass), every other method on its own.
+
+    CAM needs a layer that feeds the global average pool, which may not be the others' layer,
+    so it runs on its own too (and cannot sink the others when it cannot run).
+    """
     from ..engine import METHODS
 
-    shared = tuple(m for m in methods if METHODS[m].family == "cam")
-    alone = [(m,) for m in methods if METHODS[m].family != "cam"]
-    return ([shared] if shared else []) + alone
+    together = [m for m in methods if METHODS[m].family == "cam" and not METHODS[m].needs_gap_head]
+    attention = [m for m in methods if METHODS[m].family == "attention"]  # one attention pass for all
+    alone = [(m,) for m in methods if m not in together and m not in attention]
+    return [tuple(group) for group in (together, attention) if group] + alone
+
+
+def _explained_index(choice: ClassChoice, engine_target) -> int | None:
+    """The one class the maps explain (None: each slice its own predicted class)."""
+    if isinstance(engine_target, (int, np.integer)) and not isinstance(engine_target, bool):
+        return int(engine_target)
+    return choice.index
+
+
+def _record_explained(record: InputRecord, choice: ClassChoice, explained: int | None, card) -> None:
+    """``explained_class`` in the summary: the class name, or "per-slice" (each slice its own)."""
+    from ..models.explained_class import PER_SLICE
+
+    name = PER_SLICE if explained is None else card.class_names[explained]
+    previous = record.prediction.get("explained_class")
+    if previous and name not in previous.split(";"):
+        name = f"{previous};{name}"
+    record.prediction["explained_class"] = name
 
 
 def _write_method(job: LoadedRun, method: str, choice: ClassChoice, heat: sitk.Image,
                   image: sitk.Image, prediction, names: OutputNames, record: InputRecord,
-                  axis: int | None, layer: str | None) -> None:
+                  axis: int | None, layer: str | None, explained: int | None = None) -> None:
     heat = write_heatmap(job.out, heat, image, names.heatmap(method, choice))
     record.outputs.append(names.heatmap(method, choice))
     if job.label_threshold is not None:
@@ -89,21 +131,30 @@ def _write_method(job: LoadedRun, method: str, choice: ClassChoice, heat: sitk.I
         record.outputs.append(names.label(method, choice))
         record.prediction.setdefault("label_threshold", {})[names.base(method, choice)] = used
     if job.overlay:
-        title, subtitle = overlay_titles(job, names.stem, method, choice, heat, prediction,
-                                         axis, layer)
         from ..engine import METHODS
 
         contour = _contour(job, choice, prediction, image)
+        focus, caption, strip = overlay_focus(job, heat, prediction, explained, axis, contour)
+        title, subtitle = overlay_titles(job, names.stem, method, explained, prediction, focus,
+                                         axis, layer)
+        outline = _outline_label(job, choice, prediction) if contour is not None else ""
+        if method == "rise" and strip is not None and job.method_options.get("score_baseline", "mean") == "mean":
+            caption += "; RISE shown relative to each slice's mean masked score"
         window = _display_window(job.card)
         spiky = METHODS[method].family == "gradient"  # voxel-level input gradients
         job.out.write_with(lambda path: render_overlay(image, heat, path, title, subtitle, window,
-                                                       contour, spiky),
+                                                       contour, spiky, focus, caption, strip, outline),
                            names.overlay(method, choice))
         record.outputs.append(names.overlay(method, choice))
 
 
 def _target(choice: ClassChoice, job: LoadedRun, image: sitk.Image):
-    """What explain_image explains: a class index (None = predicted) or a region on a segmenter."""
+    """What explain_image explains: a class index, None (its default: one class per volume for a
+    per-slice classifier, models.explained_class), "per-slice", or a region on a segmenter."""
+    from ..models.explained_class import is_per_slice
+
+    if is_per_slice(choice.name) and choice.index is None:
+        return choice.name
     if job.card.task == "segmentation" and job.region is not None:
         from ..engine import SegmentationTarget
 
@@ -119,22 +170,13 @@ def _check_dimensions(image: sitk.Image, card, source: str) -> None:
                                 "volume")
 
 
-def _fraction(*args) -> float:
-    """Progress as a fraction, from ``(fraction)`` or ``(done, total[, message])`` calls."""
-    numbers = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
-    if len(numbers) >= 2 and numbers[1]:
-        return float(numbers[0]) / float(numbers[1])
-    return float(numbers[0]) if numbers else 0.0
-
-
-def overlay_titles(job: LoadedRun, stem: str, method: str, choice: ClassChoice,
-                   heat: sitk.Image, prediction, axis: int | None,
-                   layer: str | None) -> tuple[str, str]:
+def overlay_titles(job: LoadedRun, stem: str, method: str, explained: int | None, prediction,
+                   focus, axis: int | None, layer: str | None) -> tuple[str, str]:
     """Title: input, method and class; subtitle: model, the layer used, device."""
     from ..engine import METHODS
 
     method_name = METHODS[method].label
-    what = explained_class(job, choice, heat, prediction, axis)
+    what = explained_class(job, explained, prediction, focus, axis)
     parts = [f"model {job.card.name}"]
     if METHODS[method].needs_layer and layer:
         parts.append(f"layer {layer}")
@@ -142,30 +184,86 @@ def overlay_titles(job: LoadedRun, stem: str, method: str, choice: ClassChoice,
     return f"{stem} · {method_name} · {what}", " · ".join(parts)
 
 
-def explained_class(job: LoadedRun, choice: ClassChoice, heat: sitk.Image, prediction,
+def explained_class(job: LoadedRun, explained: int | None, prediction, focus,
                     axis: int | None) -> str:
-    """The class the picture explains, with its score where the model gives one."""
+    """The class the picture explains, with its score on the pictured slice where the model gives one."""
     names = list(job.card.class_names)
     if isinstance(prediction, sitk.Image):
-        if choice.index is not None:
-            return f"class {choice.name}"
-        counts = np.bincount(sitk.GetArrayViewFromImage(prediction).ravel().astype(np.int64))
-        counts[0] = 0
-        if counts.sum() == 0:
+        if explained is not None:
+            return f"class {names[explained]}"
+        top = _predicted_label(prediction)
+        if top is None:
             return "predicted class (none found)"
-        top = int(np.argmax(counts))
         return f"class {names[top] if top < len(names) else top} (predicted region)"
     scores = np.asarray(prediction, dtype=np.float64)
     where = ""
     if scores.ndim == 2:
-        peak = peak_index(sitk.GetArrayViewFromImage(heat))
-        slice_axis = axis if axis is not None else (job.card.slice_axis or 0)
-        index = peak[slice_axis] if len(peak) == 3 else 0
+        slice_axis = _slice_axis(job, axis)
+        index = int(focus[slice_axis]) if focus is not None and len(focus) == 3 else 0
         scores = scores[min(index, len(scores) - 1)]
         where = f" on slice {index}"
-    chosen = int(np.argmax(scores)) if choice.index is None else choice.index
-    label = "predicted " if choice.index is None else ""
-    return f"{label}class {names[chosen]} (p = {scores[chosen]:.2f}{where})"
+    if explained is None:  # --target per-slice: the pictured slice's own predicted class
+        chosen = int(np.argmax(scores))
+        return f"per-slice predicted class, here {names[chosen]} (p = {scores[chosen]:.2f}{where})"
+    return f"class {names[explained]} (p = {scores[explained]:.2f}{where})"
+
+
+def overlay_focus(job: LoadedRun, heat: sitk.Image, prediction, explained: int | None,
+                  axis: int | None, contour: sitk.Image | None):
+    """``(focus voxel, caption, strip)``: where the picture cuts and why.
+
+    A 2D classifier run per slice: the slice with the highest probability of the
+    explained class (models.explained_class.evidence_slice), its probabilities as a
+    strip; a segmenter: the map's peak inside the outlined region; else the map's peak.
+    """
+    from ..models.explained_class import evidence_slice
+    from .montage import SliceStrip, focus_voxel
+
+    values = sitk.GetArrayViewFromImage(heat)
+    names = list(job.card.class_names)
+    if isinstance(prediction, sitk.Image):
+        region = sitk.GetArrayViewFromImage(contour) > 0 if contour is not None else None
+        if region is not None and region.any():
+            return focus_voxel(values, region=region), "views through the map's peak inside the outlined region", None
+        return focus_voxel(values), "views through the map's peak (no region outlined)", None
+    scores = np.asarray(prediction, dtype=np.float64)
+    if scores.ndim == 2 and values.ndim == 3 and len(scores) > 1:
+        slice_axis = _slice_axis(job, axis)
+        view = {0: "axial", 1: "coronal", 2: "sagittal"}.get(slice_axis, "")
+        if explained is None:
+            per_slice = scores.max(axis=1)
+            index = int(np.argmax(per_slice))
+            label, why = "p(predicted)", "the highest probability of its own predicted class"
+        else:
+            per_slice = scores[:, explained]
+            index = evidence_slice(scores, explained)
+            label, why = f"p({names[explained]})", f"the highest p({names[explained]})"
+        focus = focus_voxel(values, slice_axis=slice_axis, slice_index=index)
+        caption = (f"{view} slice {index} of {len(scores)}: {why} = {per_slice[index]:.2f}; "
+                   "views cross at the map's peak in that slice")
+        return focus, caption, SliceStrip(per_slice, index, label)
+    return focus_voxel(values), "views through the map's peak", None
+
+
+def _slice_axis(job: LoadedRun, axis: int | None) -> int:
+    return axis if axis is not None else (job.card.slice_axis or 0)
+
+
+def _predicted_label(prediction: sitk.Image) -> int | None:
+    """The most frequent non-background label of a segmenter's prediction (None: only background)."""
+    counts = np.bincount(sitk.GetArrayViewFromImage(prediction).ravel().astype(np.int64))
+    counts[0] = 0
+    return int(np.argmax(counts)) if counts.sum() else None
+
+
+def _outline_label(job: LoadedRun, choice: ClassChoice, prediction) -> str:
+    """What the overlay's outline is."""
+    if job.region is not None:
+        return f"region given with --region ({Path(job.region_source).name})"
+    names = list(job.card.class_names)
+    index = choice.index if choice.index is not None else _predicted_label(prediction)
+    name = names[index] if index is not None and index < len(names) else "foreground"
+    return f"the model's predicted {name} region"
 
 
 def _contour(job: LoadedRun, choice: ClassChoice, prediction, image: sitk.Image):

@@ -43,16 +43,25 @@ def _search_hint() -> str:
             f"${MODEL_PATH_ENV}.")
 
 
-def print_methods(task: str | None = None, stream: TextIO | None = None) -> int:
-    """One line per method: name, what it computes, which models, whether it needs a layer, its options."""
+def print_methods(task: str | None = None, stream: TextIO | None = None, model=None) -> int:
+    """One line per method: name, what it computes, which models, whether it needs a layer, its options.
+
+    ``model`` (a LoadedModel): only the methods that apply to it (``MethodInfo.applicable``).
+    """
     from ..engine import METHODS
 
     stream = stream or sys.stdout
     names = sorted(n for n, m in METHODS.items() if task is None or task in m.tasks)
+    if model is not None:
+        card = model.card
+        names = [n for n in names
+                 if METHODS[n].applicable(card.task, card.spatial_dims, model.scripted, model.module) is None]
     width = max(len(n) for n in names) + 2
     for name in names:
         info = METHODS[name]
         tasks = "any model" if len(info.tasks) > 1 else f"{info.tasks[0]} only"
+        if info.family == "attention" and model is None:
+            tasks += " with global self-attention"
         options = f"; --option {', '.join(info.options)}" if info.options else ""
         detail = f"{info.description} [{tasks}; {'layer' if info.needs_layer else 'no layer'}{options}]"
         lines = textwrap.wrap(detail, _WIDTH - width)

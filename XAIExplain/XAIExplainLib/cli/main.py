@@ -17,6 +17,11 @@ from typing import Sequence
 from .errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUS_HELP, UserError,
                            one_line)
 from .signals import Terminated
+from ..imaging.orientation import ORIENTATIONS
+
+#: engine.modes.MODES (importing the engine loads torch, which `--help` must not wait for);
+#: Testing/cli checks that the two agree.
+ENGINE_MODES = ("slices", "volume")
 
 PROG = "xaiexplain"
 
@@ -74,9 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_STATUS_HELP)
     demo.add_argument("--output-dir", metavar="DIR",
                       help="where to write (default: a new folder xaiexplain-output/demo[-N])")
-    demo.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+    demo.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
                       help="where the model runs (default: auto = CUDA when available)")
     demo.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    demo.add_argument("--model", default=None, metavar="NAME",
+                      help="the bundled model to explain: ct-phase-2d (default) or liver-seg-3d "
+                           "(pyliverlesionseg's published liver network; minutes on a CPU)")
     demo.set_defaults(handler=_run_demo)
 
     explain = commands.add_parser(
@@ -96,10 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="segmentation models: the voxels whose class score is explained: "
                               "the predicted region of the class (default) or a mask file on the "
                               "input's grid")
-    explain.add_argument("--mode", choices=("slices", "volume"),
+    explain.add_argument("--mode", choices=ENGINE_MODES,
                          help="per-slice (2D model) or volumetric (3D model); default from the "
                               "model card")
-    explain.add_argument("--axis", choices=("axial", "coronal", "sagittal"),
+    explain.add_argument("--axis", choices=ORIENTATIONS,
                          help="slice direction for per-slice models (default from the card)")
     explain.add_argument("--format", default=None, choices=("nrrd", "nii.gz"),
                          help="image format of the outputs (default: nii.gz for NIfTI inputs, "
@@ -149,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="only methods for this kind of model")
     methods.add_argument("--metrics", action="store_true",
                          help="list the evaluation metrics instead")
+    methods.add_argument("--model", metavar="NAME|PATH",
+                         help="only the methods that apply to this model (e.g. the attention methods only "
+                              "for transformers with global self-attention)")
+    methods.add_argument("--trust-model", action="store_true",
+                         help="allow loading a --model that needs trust (see 'xaiexplain explain --help')")
     methods.set_defaults(handler=_run_methods)
     return parser
 
@@ -162,12 +175,14 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", action="append", dest="methods", required=True,
                         metavar="METHOD", help="attribution method (repeatable; see "
                                                "'xaiexplain methods')")
-    parser.add_argument("--target", action="append", dest="targets", metavar="predicted|INT|NAME",
-                        help="class to explain: the predicted one (default), a class index or "
-                             "a class name (repeatable)")
+    parser.add_argument("--target", action="append", dest="targets", metavar="predicted|per-slice|INT|NAME",
+                        help="class to explain: 'predicted' (default; a per-slice classifier explains "
+                             "one class for the whole volume: the card's class of interest, else the "
+                             "class with the highest probability on any slice), 'per-slice' (each "
+                             "slice its own predicted class), a class index or a class name (repeatable)")
     parser.add_argument("--layer", metavar="NAME",
                         help="layer for layer-based methods (default from the model card)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
                         help="where the model runs (default: auto = CUDA when available)")
     parser.add_argument("--trust-model", action="store_true",
                         help="allow what can run code or reach outside the model: a pickled "
@@ -215,7 +230,14 @@ def _run_models(args: argparse.Namespace) -> int:
 def _run_methods(args: argparse.Namespace) -> int:
     from .listing import print_methods, print_metrics
 
-    return print_metrics() if args.metrics else print_methods(args.task)
+    if args.metrics:
+        return print_metrics()
+    model = None
+    if args.model is not None:
+        from .options import load_model_or_fail
+
+        model = load_model_or_fail(args.model, "cpu", args.trust_model)
+    return print_methods(args.task, model=model)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -153,6 +153,8 @@ def resume_state(folder: Path, stem: str, fingerprint: dict[str, Any],
         path = folder / entry["name"]
         if not path.is_file() or path.stat().st_size != entry["bytes"]:
             return MISSING, f"{entry['name']} is missing or changed"
+    if (data.get("record") or {}).get("status") == "partial":
+        return MISSING, "some methods could not run"  # retried with the rest
     return COMPLETE, ""
 
 

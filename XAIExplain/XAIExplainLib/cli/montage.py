@@ -1,4 +1,11 @@
-"""The overlay PNG: axial, coronal and sagittal views through the heatmap's peak.
+"""The overlay PNG: axial, coronal and sagittal views through where the evidence is.
+
+The views cross at a ``focus`` voxel the caller chooses and states in a caption
+(the command line cuts a 2D classifier's volume through the slice with the highest
+probability of the explained class, a segmenter's through the map's peak inside the
+predicted region; :func:`focus_voxel`), else at the map's maximum. A per-slice
+classifier's picture also shows the per-slice probabilities of the explained class
+as a strip with the chosen slice marked, and an outline is named in a legend.
 
 This is the picture a user opens first to judge an explanation without a
 viewer, so it follows radiological habits: the volume is reoriented to the
@@ -53,29 +60,50 @@ class View:
     letters: tuple[str, str, str, str]  # left, right, top, bottom
 
 
+@dataclass(frozen=True)
+class SliceStrip:
+    """Per-slice probabilities of the explained class, drawn under the views."""
+
+    values: Sequence[float]
+    chosen: int
+    label: str  # e.g. "p(nodule)"
+
+
 def render_overlay(image: sitk.Image, heatmap: sitk.Image, path: str | Path, title: str,
                    subtitle: str = "", window: Sequence[float] | None = None,
-                   contour: sitk.Image | None = None, spiky: bool = False) -> None:
+                   contour: sitk.Image | None = None, spiky: bool = False,
+                   focus: Sequence[int] | None = None, caption: str = "",
+                   strip: SliceStrip | None = None, outline_label: str = "") -> None:
     """Draw ``heatmap`` (values in [0, 1]) over ``image`` and save a PNG at ``path``.
 
     ``window`` is the (low, high) display range of the image (default: its
     0.5 and 99.5 percentiles); ``contour`` an optional mask on the same grid
-    drawn as an outline (a predicted or reference region); ``spiky`` allows
-    the capped colour scale of input-gradient maps (module docstring).
+    drawn as an outline (a predicted or reference region) that ``outline_label``
+    names; ``spiky`` allows the capped colour scale of input-gradient maps
+    (module docstring); ``focus`` the voxel (numpy order of the image array)
+    the views cross at, default the map's maximum, and ``caption`` says why;
+    ``strip`` the per-slice probabilities of a per-slice classifier.
     """
     figure_class, canvas_class, colormaps, colors = _matplotlib()
-    views = views_through_peak(image, heatmap, contour)
+    views = views_through_peak(image, heatmap, contour, focus)
     low, high = _window(image, window)
     top = display_top(sitk.GetArrayViewFromImage(heatmap)) if spiky else 1.0
     cmap = colormaps[_COLORMAP]
     n = len(views)
-    figure = figure_class(figsize=(4.0 * n + 1.0, 4.9), dpi=100, facecolor="black")
+    height = 4.9 + (1.3 if strip is not None else 0.0) + (0.3 if caption or outline_label else 0.0)
+    figure = figure_class(figsize=(4.0 * n + 1.0, height), dpi=100, facecolor="black")
     canvas_class(figure)
+    bottom = (1.55 if strip is not None else 0.04 * 4.9) + (0.3 if caption or outline_label else 0.0)
     grid = figure.add_gridspec(1, n + 1, width_ratios=[1.0] * n + [0.05], left=0.02, right=0.94,
-                               top=0.8, bottom=0.04, wspace=0.12)
+                               top=1.0 - 0.98 / height, bottom=bottom / height, wspace=0.12)
     for column, view in enumerate(views):
         axes = figure.add_subplot(grid[0, column])
         _draw_view(axes, view, low, high, cmap, top)
+    if strip is not None:
+        _draw_strip(figure.add_axes((0.08, 0.45 / height, 0.84, 0.8 / height)), strip)
+    notes = " · ".join(text for text in (caption, f"outline: {outline_label}" if outline_label else "") if text)
+    if notes:
+        figure.text(0.48, (bottom - 0.22) / height, notes, color="#e0e0e0", fontsize=9, ha="center")
     bar_axes = figure.add_subplot(grid[0, n])
     bar = figure.colorbar(_mappable(colors, cmap, top), cax=bar_axes,
                           extend="max" if top < 1.0 else "neither")
@@ -85,17 +113,54 @@ def render_overlay(image: sitk.Image, heatmap: sitk.Image, path: str | Path, tit
     bar.set_label(label, color="white", fontsize=9)
     bar.ax.tick_params(colors="white", labelsize=8)
     bar.outline.set_edgecolor("white")
-    figure.suptitle(title, color="white", fontsize=13, y=0.975)
+    figure.suptitle(title, color="white", fontsize=13, y=1.0 - 0.12 / height)
     if subtitle:
-        figure.text(0.48, 0.885, subtitle, color="#c8c8c8", fontsize=9, ha="center")
+        figure.text(0.48, 1.0 - 0.56 / height, subtitle, color="#c8c8c8", fontsize=9, ha="center")
     figure.savefig(str(path), format="png", facecolor="black")
 
 
+def _draw_strip(axes, strip: SliceStrip) -> None:
+    """The explained class's probability on every slice, the pictured slice marked."""
+    values = np.asarray(strip.values, dtype=np.float64)
+    index = np.arange(len(values))
+    axes.set_facecolor("black")
+    axes.bar(index, values, width=0.8, color="#8f8f8f")
+    axes.bar([strip.chosen], [values[strip.chosen]], width=0.8, color="#ffb000")
+    axes.set_xlim(-0.5, len(values) - 0.5)
+    axes.set_ylim(0.0, 1.0)
+    axes.set_yticks([0.0, 0.5, 1.0])
+    axes.tick_params(colors="white", labelsize=7)
+    axes.set_ylabel(strip.label, color="white", fontsize=8)
+    axes.set_xlabel(f"slice (pictured: {strip.chosen}, highlighted)", color="white", fontsize=8)
+    for spine in axes.spines.values():
+        spine.set_color("#808080")
+
+
+def focus_voxel(heat: np.ndarray, slice_axis: int | None = None, slice_index: int | None = None,
+                region: np.ndarray | None = None) -> tuple[int, ...]:
+    """Where the views cross (numpy index of ``heat``): the map's peak within ``slice_index``
+    along ``slice_axis`` when given (the slice of strongest evidence), else within ``region``
+    when it holds any voxel (a segmenter's predicted region), else over the whole map."""
+    heat = np.nan_to_num(np.asarray(heat, dtype=np.float32))
+    if slice_axis is not None and slice_index is not None and heat.ndim == 3:
+        plane = np.take(heat, slice_index, axis=slice_axis)
+        inside = list(peak_index(plane))
+        inside.insert(slice_axis, int(slice_index))
+        return tuple(inside)
+    if region is not None and np.any(region):
+        masked = np.where(region, heat, -np.inf)
+        return tuple(int(i) for i in np.unravel_index(int(np.argmax(masked)), heat.shape))
+    return peak_index(heat)
+
+
 def views_through_peak(image: sitk.Image, heatmap: sitk.Image,
-                       contour: sitk.Image | None = None) -> list[View]:
-    """Axial, coronal and sagittal views (one view for a 2D image) through the map's maximum."""
+                       contour: sitk.Image | None = None,
+                       focus: Sequence[int] | None = None) -> list[View]:
+    """Axial, coronal and sagittal views (one view for a 2D image) through ``focus`` (a numpy
+    index of the image array), by default the map's maximum."""
     if image.GetDimension() == 2:
-        return [_view_2d(image, heatmap, contour)]
+        return [_view_2d(image, heatmap, contour, focus)]
+    original = heatmap
     image, heatmap = _lps(_first_component(image)), _lps(heatmap)
     contour = _lps(contour) if contour is not None else None
     img = sitk.GetArrayFromImage(image).astype(np.float32)
@@ -103,7 +168,11 @@ def views_through_peak(image: sitk.Image, heatmap: sitk.Image,
     mask = sitk.GetArrayFromImage(contour) > 0 if contour is not None else None
     sx, sy, sz = heatmap.GetSpacing()
     nz, ny, nx = heat.shape
-    z, y, x = peak_index(heat)
+    if focus is None:
+        z, y, x = peak_index(heat)
+    else:  # the same voxel in the reoriented arrays: through its physical point
+        point = original.TransformIndexToPhysicalPoint([int(v) for v in reversed(tuple(focus))])
+        z, y, x = reversed(heatmap.TransformPhysicalPointToIndex(point))
 
     def cut(array, index):
         return None if array is None else array[index]
@@ -127,12 +196,13 @@ def peak_index(heat: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(heat)), heat.shape))
 
 
-def _view_2d(image: sitk.Image, heatmap: sitk.Image, contour: sitk.Image | None) -> View:
+def _view_2d(image: sitk.Image, heatmap: sitk.Image, contour: sitk.Image | None,
+             focus: Sequence[int] | None = None) -> View:
     img = sitk.GetArrayFromImage(_first_component(image)).astype(np.float32)
     heat = np.nan_to_num(sitk.GetArrayFromImage(heatmap).astype(np.float32))
     mask = sitk.GetArrayFromImage(contour) > 0 if contour is not None else None
     sx, sy = heatmap.GetSpacing()
-    y, x = peak_index(heat)
+    y, x = peak_index(heat) if focus is None else (int(focus[-2]), int(focus[-1]))
     ny, nx = heat.shape
     return View("image", img, heat, mask, (0.0, nx * sx, ny * sy, 0.0),
                 ((x + 0.5) * sx, (y + 0.5) * sy), ("", "", "", ""))

@@ -7,7 +7,6 @@ fails in a second with one clear line, not after the first hour of work.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -15,11 +14,12 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from ..imaging.orientation import ORIENTATIONS
 from .discovery import safe_name
 from .errors import UserError, one_line
 
-#: ``--axis`` names; the numpy axis they select depends on the image's direction matrix.
-AXIS_NAMES = ("axial", "coronal", "sagittal")
+#: ``--axis`` names (``imaging.orientation``'s); the numpy axis they select depends on the image's direction.
+AXIS_NAMES = ORIENTATIONS
 
 
 @dataclass(frozen=True)
@@ -32,15 +32,13 @@ class ClassChoice:
 
 
 def check_methods(methods: Sequence[str]) -> list[str]:
-    """Method names in the given order without duplicates; an unknown one lists the valid ones."""
-    from ..engine import METHODS
+    """``--method`` values: the registry's one check (known names, each once), as a one-line error."""
+    from ..engine.registry import MethodChoiceError, check_methods as registry_check
 
-    chosen = list(dict.fromkeys(methods))
-    unknown = [m for m in chosen if m not in METHODS]
-    if unknown:
-        raise UserError(f"--method {unknown[0]}", f"unknown method; available methods: "
-                                                 f"{', '.join(sorted(METHODS))}")
-    return chosen
+    try:
+        return registry_check(methods)
+    except MethodChoiceError as exc:
+        raise UserError(f"--method {exc.method}" if exc.method else "--method", str(exc)) from None
 
 
 def parse_method_options(pairs: Sequence[str] | None, methods: Sequence[str]) -> dict:
@@ -93,9 +91,10 @@ def check_methods_for(methods: Sequence[str], model) -> None:
 
     card = model.card
     for name in methods:
-        reason = METHODS[name].applicable(card.task, card.spatial_dims, model.scripted)
+        reason = METHODS[name].applicable(card.task, card.spatial_dims, model.scripted, model.module)
         if reason is not None:
-            valid = [n for n, m in METHODS.items() if m.applicable(card.task, card.spatial_dims, model.scripted) is None]
+            valid = [n for n, m in METHODS.items()
+                     if m.applicable(card.task, card.spatial_dims, model.scripted, model.module) is None]
             raise UserError(f"--method {name}", f"does not apply to '{card.name}': {reason}; methods for this "
                                                 f"model: {', '.join(sorted(valid))}")
 
@@ -118,7 +117,13 @@ def check_layer(methods: Sequence[str], model, layer: str | None) -> None:
 
 
 def resolve_targets(values: Sequence[str] | None, card) -> list[ClassChoice]:
-    """``--target`` values -> class choices; names are matched case-insensitively."""
+    """``--target`` values -> class choices; names are matched case-insensitively.
+
+    ``predicted`` (the default) lets explain_image choose: one class for the whole volume of
+    a per-slice classifier (models.explained_class); ``per-slice``: each slice its own class.
+    """
+    from ..models.explained_class import PER_SLICE, is_per_slice
+
     names = list(card.class_names)
     listing = ", ".join(f"{i} {n}" for i, n in enumerate(names))
     choices: list[ClassChoice] = []
@@ -126,6 +131,10 @@ def resolve_targets(values: Sequence[str] | None, card) -> list[ClassChoice]:
         text = str(value).strip()
         if text.lower() == "predicted":
             choice = ClassChoice(None, "predicted", "")
+        elif is_per_slice(text):
+            if card.task != "classification":
+                raise UserError(f"--target {text}", f"applies to classifiers; '{card.name}' is a {card.task} model")
+            choice = ClassChoice(None, PER_SLICE, "per_slice")
         else:
             try:
                 index = card.class_index(int(text) if _is_int(text) else text)
@@ -136,9 +145,9 @@ def resolve_targets(values: Sequence[str] | None, card) -> list[ClassChoice]:
             choice = ClassChoice(index, names[index], safe_name(names[index]))
         if choice not in choices:
             choices.append(choice)
-    if len(choices) > 1 and any(c.index is None for c in choices):
+    if len(choices) > 1 and any(c.index is None and c.name == "predicted" for c in choices):
         # Explicit classes get a suffix; give the predicted one a name too so files differ.
-        choices = [c if c.index is not None else ClassChoice(None, "predicted", "predicted")
+        choices = [c if c.name != "predicted" else ClassChoice(None, "predicted", "predicted")
                    for c in choices]
     return choices
 
@@ -152,20 +161,16 @@ def _is_int(text: str) -> bool:
 
 
 def parse_label_threshold(value: str | None) -> float | str | None:
-    """``--label-threshold``: None, ``"otsu"`` or a number in [0, 1)."""
+    """``--label-threshold``: None, ``"otsu"`` or a number in [0, 1) (``imaging.thresholds``' rule)."""
+    from ..imaging.thresholds import ACCEPTED, check_threshold
+
     if value is None:
         return None
-    text = str(value).strip().lower()
-    if text == "otsu":
-        return "otsu"
+    text = str(value).strip()
     try:
-        number = float(text)
-    except ValueError:
-        number = math.nan
-    if not (math.isfinite(number) and 0.0 <= number < 1.0):
-        raise UserError(f"--label-threshold {value}", "must be a number in [0, 1) (heatmaps are "
-                                                      "normalised to [0, 1]) or 'otsu'")
-    return number
+        return check_threshold(text if text.lower() == "otsu" else float(text))
+    except (TypeError, ValueError):
+        raise UserError(f"--label-threshold {value}", f"must be {ACCEPTED}") from None
 
 
 def check_jobs(jobs: int) -> int:
@@ -176,15 +181,14 @@ def check_jobs(jobs: int) -> int:
 
 
 def check_device(device: str) -> str:
-    """``auto`` | ``cpu`` | ``cuda``; asking for CUDA on a machine without it is an error."""
-    import torch
+    """``--device``: ``engine.devices.resolve_device``'s rule (``auto``, ``cpu``, ``cuda``, ``cuda:N``);
+    asking for a GPU that is not there is a one-line error, never a silent CPU run."""
+    from ..engine.devices import resolve_device
 
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda", "no CUDA GPU is available here; use --device cpu or "
-                                         "--device auto")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    try:
+        return str(resolve_device(device))
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"--device {device}", one_line(exc)) from None
 
 
 def load_model_or_fail(source: str, device: str, trust: bool):

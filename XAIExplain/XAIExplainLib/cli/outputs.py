@@ -76,14 +76,10 @@ def write_heatmap(out: OutputFolder, heat: sitk.Image, image: sitk.Image, name: 
 
 def threshold_label(heat: sitk.Image, threshold: float | str) -> tuple[sitk.Image, float]:
     """Label map (uint8, 1 where heat > t) and the threshold t used (Otsu's when asked)."""
-    values = sitk.GetArrayViewFromImage(heat)
-    if threshold == "otsu":
-        from ..imaging.thresholds import otsu_threshold
+    from ..imaging.thresholds import threshold_map
 
-        value = otsu_threshold(values)
-    else:
-        value = float(threshold)
-    label = sitk.GetImageFromArray((values > value).astype(np.uint8))
+    mask, value = threshold_map(sitk.GetArrayViewFromImage(heat), threshold)
+    label = sitk.GetImageFromArray(mask)
     label.CopyInformation(heat)
     return label, value
 

@@ -20,6 +20,8 @@ import time
 from typing import TextIO
 
 _BAR_WIDTH = 24
+#: Without a terminal, a progress line at this interval while an input runs.
+LINE_INTERVAL_S = 5.0
 
 
 class Progress:
@@ -41,11 +43,12 @@ class Progress:
         # Never wider than the terminal: a wrapped line cannot be redrawn in place.
         self._width = max(20, min(shutil.get_terminal_size((120, 24)).columns - 1, 119))
         self.done = self.failed = self.skipped = 0
-        self._began = time.monotonic()
+        self._began = self._input_began = self._last_line = time.monotonic()
 
     def start(self, index: int, name: str) -> None:
         """Input number ``index`` (1-based) named ``name`` begins."""
         self.index, self.name = index, name
+        self._input_began = self._last_line = time.monotonic()
         if not self.enabled:
             return
         if self.interactive:
@@ -54,14 +57,32 @@ class Progress:
             self._line(f"[{index}/{self.total}] {name}")
 
     def step(self, fraction: float, what: str = "") -> None:
-        """The current input is ``fraction`` (0..1) done; drawn on terminals only, throttled."""
-        if not (self.enabled and self.interactive):
+        """The current input is ``fraction`` (0..1) done, with an estimate of the time left.
+
+        Redrawn in place on a terminal (throttled to 10 per second); elsewhere (a log) a
+        line every ``LINE_INTERVAL_S`` seconds while the input runs.
+        """
+        if not self.enabled:
             return
         now = time.monotonic()
+        fraction = min(max(fraction, 0.0), 1.0)
+        if not self.interactive:
+            if fraction < 1.0 and now - self._last_line >= LINE_INTERVAL_S:
+                self._last_line = now
+                self._line(f"[{self.index}/{self.total}] {self.name}: {fraction * 100:3.0f}% {what}"
+                           f"{self._estimate(fraction, now)}".rstrip())
+            return
         if fraction < 1.0 and now - self._last_draw < 0.1:
             return
         self._last_draw = now
-        self._draw(min(max(fraction, 0.0), 1.0), what)
+        self._draw(fraction, what + self._estimate(fraction, now))
+
+    def _estimate(self, fraction: float, now: float) -> str:
+        """``, ETA 1:05`` for the current input once it is measurable (linear in the fraction done)."""
+        elapsed = now - self._input_began
+        if fraction <= 0.0 or fraction >= 1.0 or elapsed < 0.5:
+            return ""
+        return f", ETA {_clock(elapsed * (1.0 - fraction) / fraction)}"
 
     def finish(self, ok: bool, detail: str) -> None:
         """The current input ended: ``detail`` is its timing or its error."""

@@ -28,7 +28,7 @@ class InputRecord:
 
     input: str
     stem: str
-    status: str = "pending"  # "ok" or "failed"
+    status: str = "pending"  # "ok", "partial" (some methods written, ``error`` names the rest) or "failed"
     error: str = ""
     prediction: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -87,11 +87,16 @@ class RunSummary:
 
     @property
     def failed(self) -> list[InputRecord]:
-        return [r for r in self.records if r.status != "ok"]
+        return [r for r in self.records if r.status not in ("ok", "partial")]
 
     @property
     def succeeded(self) -> list[InputRecord]:
-        return [r for r in self.records if r.status == "ok"]
+        """Inputs whose outputs were written (``partial`` ones included: some methods failed)."""
+        return [r for r in self.records if r.status in ("ok", "partial")]
+
+    @property
+    def partial(self) -> list[InputRecord]:
+        return [r for r in self.records if r.status == "partial"]
 
     @property
     def skipped(self) -> list[InputRecord]:
@@ -110,7 +115,8 @@ class RunSummary:
             "interrupted": self.interrupted,
             "host": {"python": platform.python_version(), "platform": platform.platform()},
             "counts": {"inputs": len(self.records), "ok": len(self.succeeded),
-                       "failed": len(self.failed), "skipped": len(self.skipped)},
+                       "failed": len(self.failed), "partial": len(self.partial),
+                       "skipped": len(self.skipped)},
             "inputs": [r.saved() for r in self.records],
         }
         return json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n"

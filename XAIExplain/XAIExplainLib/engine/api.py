@@ -10,7 +10,7 @@ from torch import nn
 from . import methods as _methods  # noqa: F401  (importing it registers every method)
 from .normalize import display_values, minmax
 from .reading import READING_OPTIONS, split_options
-from .registry import check_applicable, get_method
+from .registry import check_applicable, check_methods, get_method
 from .request import Request
 from .validation import check_finite, check_input, check_model, is_in_place_input_error, writes_into_input
 
@@ -19,6 +19,26 @@ def model_device_dtype(model: nn.Module, fallback: torch.Tensor) -> tuple[torch.
     """Where and in which precision the model computes: its first parameter or buffer."""
     tensor = next((t for t in itertools.chain(model.parameters(), model.buffers()) if t.is_floating_point()), None)
     return (fallback.device, fallback.dtype) if tensor is None else (tensor.device, tensor.dtype)
+
+
+def as_network(model, layer=None):
+    """``(torch module, layer)`` of what a caller passed as the model.
+
+    A ``LoadedModel`` (what ``load_model`` returns: an object holding its network as
+    ``module`` and its card as ``card``) explains its network at the card's default
+    layer unless a layer is given; a torch module is used as it is. A model of several
+    networks (nnU-Net folds) is refused here: ``explain_image`` averages their maps.
+    """
+    if isinstance(model, nn.Module) or not isinstance(getattr(model, "module", None), nn.Module) \
+            or not hasattr(model, "card"):
+        return model, layer
+    if getattr(model, "ensemble", ()):
+        raise ValueError(f"{type(model).__name__} '{model.card.name}' runs {1 + len(model.ensemble)} networks "
+                         "(an ensemble); use XAIExplainLib.explain_image, which averages their maps, or explain "
+                         "one of model.modules")
+    if layer is None:
+        layer = model.card.target_layers.default
+    return model.module, layer
 
 
 def _check_options(methods: Sequence[str], options: dict) -> None:
@@ -30,10 +50,10 @@ def _check_options(methods: Sequence[str], options: dict) -> None:
                         f"for every method: {', '.join(READING_OPTIONS)}")
 
 
-def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], target=None, layer=None,
-                 normalize: bool = True, return_info: bool = False, layer_resolution: bool = False,
-                 with_output: bool = False, **options):
-    """Several maps for the same input, sharing passes: all CAM-family maps cost one forward + one backward.
+def explain_batch(model: nn.Module, x: torch.Tensor, methods: Sequence[str], target=None, layer=None,
+                  normalize: bool = True, return_info: bool = False, layer_resolution: bool = False,
+                  with_output: bool = False, **options):
+    """:func:`explain_many` with the engine's internal flags (for ``explain_volume``'s batches).
 
     Returns a dict method name -> float32 tensor (N, *x.shape[2:]) on x's device; with
     ``return_info=True`` a pair (maps, info) where info holds per-method extras (e.g. the
@@ -48,12 +68,9 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
     """
     if layer_resolution and normalize:
         raise ValueError("layer_resolution=True returns raw layer maps; pass normalize=False with it")
+    model, layer = as_network(model, layer)
     check_model(model)
-    if isinstance(methods, str):
-        methods = [methods]
-    methods = list(dict.fromkeys(methods))
-    if not methods:
-        raise ValueError("no method given; pick from XAIExplainLib.METHODS")
+    methods = check_methods(methods)
     infos = [get_method(name) for name in methods]
     if isinstance(model, torch.jit.ScriptModule):
         check_applicable(methods, scripted=True, model_name="a TorchScript module")
@@ -67,7 +84,8 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
     version = None if inputs.is_inference() else inputs._version  # inference tensors keep no counter
     request = Request(model, inputs, target=target, layer=layer, options=options, reading=reading,
                       full_cam_pass=any(info.family == "cam" and info.needs_gradients for info in infos),
-                      output_needed=with_output or any(info.needs_output for info in infos))
+                      output_needed=with_output or any(info.needs_output for info in infos),
+                      methods=tuple(methods))
     from .capture import explaining
     maps = {}
     try:
@@ -99,11 +117,28 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
     return maps
 
 
+def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], target=None, layer=None,
+                 normalize: bool = True, return_info: bool = False, **options):
+    """Several maps for the same input, sharing passes: all CAM-family maps cost one forward + one backward.
+
+    Returns a dict method name -> float32 tensor (N, *x.shape[2:]) on x's device; with
+    ``return_info=True`` a pair (maps, info) where info holds per-method extras (e.g. the
+    completeness error of Integrated Gradients) and the layers used. Arguments as :func:`explain`.
+    Grad-CAM, Grad-CAM++, HiResCAM, XGrad-CAM and LayerCAM all weight one layer's activations
+    by its gradients (Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
+    Gradient-based Localization", ICCV 2017, https://arxiv.org/abs/1610.02391), so they share
+    one forward and one backward.
+    """
+    return explain_batch(model, x, methods, target=target, layer=layer, normalize=normalize,
+                         return_info=return_info, **options)
+
+
 def explain(model: nn.Module, x: torch.Tensor, method: str = "gradcam", target=None, layer=None,
             normalize: bool = True, return_info: bool = False, **options):
     """One attribution map per sample: float32 (N, *x.shape[2:]) on x's device.
 
-    model   a torch.nn.Module (2D or 3D; classifier (N, K) or segmenter (N, K, *S) output)
+    model   a torch.nn.Module (2D or 3D; classifier (N, K) or segmenter (N, K, *S) output), or a
+            LoadedModel (its network, at the card's default layer unless ``layer`` is given)
     x       (N, C, H, W) or (N, C, D, H, W) float tensor, preprocessed for the model
     method  a name from XAIExplainLib.METHODS
     target  None (predicted class), an int, N ints, or a segmentation target

@@ -1,6 +1,6 @@
 """Lean capture of activations and gradients, and leaving the model exactly as found.
 
-Design (DESIGN.md section 2):
+Design:
 - parameters are frozen during an explanation, so no parameter gradient is ever built;
 - a forward hook replaces the target layer's output by a detached leaf that requires
   grad, so the layers *before* the target build no autograd graph at all;

@@ -1,6 +1,6 @@
-"""Finding the decoder of a U-Net-like model: ``layer="decoder"`` (multi-layer attribution, seed 002).
+"""Finding the decoder of a U-Net-like model: ``layer="decoder"`` (multi-layer attribution).
 
-Mullan & Sonka (SPIE 2022) explain a segmentation U-Net at every post-bottleneck layer
+Mullan & Sonka ("Kernel-weighted contribution", SPIE Medical Imaging 2022) explain a segmentation U-Net at every post-bottleneck layer
 and average the min-max scaled maps. Which layers those are is read from one probe
 forward: the convolutions (``Conv*d`` and ``ConvTranspose*d``) in execution order with
 their output sizes. The bottleneck is the last convolution at the lowest spatial

@@ -32,6 +32,12 @@ def resolve_device(device="auto") -> torch.device:
     return resolved
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an accelerator running out of memory (the one test: the engine halves
+    its batch on it, the Slicer job turns it into advice)."""
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
 def device_choices() -> list[tuple[str, str]]:
     """``(value, text)`` pairs for a device menu; GPU entries name the GPU and its free memory."""
     choices = [("auto", "Auto (CPU: no CUDA GPU found)"), ("cpu", "CPU")]

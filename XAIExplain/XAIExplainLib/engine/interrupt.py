@@ -20,11 +20,33 @@ from typing import Callable, Iterator
 _CALLBACK: contextvars.ContextVar = contextvars.ContextVar("xaiexplain_checkpoint", default=None)
 
 
-def checkpoint() -> None:
-    """Give the installed callback a chance to report progress or cancel (by raising)."""
+_PART: contextvars.ContextVar = contextvars.ContextVar("xaiexplain_part_progress", default=None)
+
+
+def checkpoint(done: float | None = None, total: float | None = None) -> None:
+    """Give the installed callback a chance to report progress or cancel (by raising).
+
+    ``done`` of ``total``: how far a long method is inside the current batch (RISE's masks);
+    the engine's batch loop turns it into progress of the whole run (:func:`part_progress`),
+    so a run whose batches take minutes still reports every few seconds.
+    """
     callback = _CALLBACK.get()
     if callback is not None:
         callback()
+    if done is not None and total:
+        part = _PART.get()
+        if part is not None:
+            part(min(max(float(done) / float(total), 0.0), 1.0))
+
+
+@contextlib.contextmanager
+def part_progress(report: Callable[[float], None] | None) -> Iterator[None]:
+    """Install ``report(fraction of the current batch)`` for ``checkpoint(done, total)`` calls in this context."""
+    token = _PART.set(report)
+    try:
+        yield
+    finally:
+        _PART.reset(token)
 
 
 @contextlib.contextmanager

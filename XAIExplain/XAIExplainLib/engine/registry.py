@@ -20,7 +20,9 @@ class MethodInfo:
     (forward hooks, activation swaps, layer replay), which TorchScript modules do not allow;
     by default every layer method needs them. ``needs_output``: it reads the model's output
     (its target's score); False for Eigen-CAM, whose forward (under inference mode, no graph)
-    may stop once its layers ran and needs no frozen parameters.
+    may stop once its layers ran and needs no frozen parameters. ``needs_gap_head``: its layer
+    must feed a global average pool and the Linear head (CAM, CRM); callers that choose a
+    layer for the user pick the model's GAP-fed layer for it, not the card's default.
     """
 
     name: str
@@ -40,6 +42,10 @@ class MethodInfo:
     needs_gradients: bool = True
     needs_hooks: bool | None = None
     needs_output: bool = True
+    needs_gap_head: bool = False
+    #: ``model_check(module) -> reason or None``: whether the method applies to this network
+    #: (the attention methods: only models with global self-attention modules).
+    model_check: Callable | None = None
 
     def __post_init__(self):
         if not self.label:
@@ -53,12 +59,13 @@ class MethodInfo:
         return f"{self.name}: {self.description} [{', '.join(self.tasks)}; {layer}; {self.cost}]"
 
     def applicable(self, task: str | None = None, spatial_dims: int | None = None,
-                   scripted: bool = False) -> str | None:
+                   scripted: bool = False, module=None) -> str | None:
         """None when the method can explain such a model, else the reason it cannot.
 
         ``task`` ("classification" / "segmentation") and ``spatial_dims`` (2 / 3) may be
         None when unknown (a plain module before its first forward); ``scripted``: the model
-        is TorchScript, which takes no hooks.
+        is TorchScript, which takes no hooks; ``module``: the network itself, for methods
+        with a ``model_check`` (None: not known, not checked).
         """
         if task is not None and task not in self.tasks:
             return f"'{self.name}' explains {' and '.join(self.tasks)} models, not {task} models"
@@ -67,6 +74,12 @@ class MethodInfo:
         if scripted and self.needs_hooks:
             return (f"'{self.name}' needs hooks on the network's layers, which a TorchScript module does not allow; "
                     f"methods that work on TorchScript: {', '.join(scripted_methods())}")
+        if module is not None and self.model_check is not None:
+            reason = self.model_check(module)
+            if reason is not None:
+                working = [name for name, info in METHODS.items()
+                           if info.model_check is None and info.applicable(task, spatial_dims, scripted) is None]
+                return f"'{self.name}' does not apply: {reason}; methods that work on this model: {', '.join(working)}"
         return None
 
 
@@ -80,12 +93,45 @@ def register(info: MethodInfo) -> MethodInfo:
     return info
 
 
+class MethodChoiceError(ValueError):
+    """A method list that cannot run: empty, an unknown name, or a name given twice.
+
+    ``method`` is the offending name (None for an empty list), for callers that point at
+    the argument that held it (the CLI's ``--method NAME``)."""
+
+    def __init__(self, message: str, method: str | None = None):
+        super().__init__(message)
+        self.method = method
+
+
 def get_method(name) -> MethodInfo:
     if not isinstance(name, str):
         raise TypeError(f"a method is given by name (str), got {type(name).__name__}")
     if name not in METHODS:
-        raise ValueError(f"unknown method '{name}'; available methods: {', '.join(sorted(METHODS))}")
+        raise MethodChoiceError(f"unknown method '{name}'; available methods: {', '.join(sorted(METHODS))}", name)
     return METHODS[name]
+
+
+def check_methods(methods) -> list[str]:
+    """The one check of a method choice: a name or a non-empty list of known names, each once.
+
+    Returns the names as a list in the given order. A name given twice is refused (not
+    dropped): two requests for one map are a mistake in the caller's list, and the one
+    policy for the CLI, the logic, the pipeline and the engine.
+    """
+    if isinstance(methods, str):
+        methods = [methods]
+    chosen = list(methods or ())
+    if not chosen:
+        raise MethodChoiceError("no method given: give a method name or a non-empty list of names; "
+                                f"available methods: {', '.join(sorted(METHODS))}")
+    seen = set()
+    for name in chosen:
+        get_method(name)
+        if name in seen:
+            raise MethodChoiceError(f"method '{name}' is asked for twice; give each method once", name)
+        seen.add(name)
+    return chosen
 
 
 def scripted_methods() -> list[str]:
@@ -94,9 +140,9 @@ def scripted_methods() -> list[str]:
 
 
 def check_applicable(methods, task: str | None = None, spatial_dims: int | None = None,
-                     scripted: bool = False, model_name: str = "this model") -> None:
+                     scripted: bool = False, model_name: str = "this model", module=None) -> None:
     """ValueError naming the first method that cannot explain such a model, and why."""
     for name in methods:
-        reason = get_method(name).applicable(task, spatial_dims, scripted)
+        reason = get_method(name).applicable(task, spatial_dims, scripted, module)
         if reason is not None:
             raise ValueError(f"method {reason} ({model_name})")

@@ -42,6 +42,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
+from .validation import replayed_rows
+
 CACHED, LAYER, RUN = "cached", "layer", "run"
 _TAG = "_xaiexplain_replay"
 _INPLACE_DUNDERS = {"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__",
@@ -242,7 +244,7 @@ class LayerReplay:
             for module in self._actions:
                 saved[module] = module.__dict__.get("forward")
                 module.forward = replacement(module, module.forward)
-            with mode:
+            with mode, replayed_rows(copies):
                 output = self.model(x.detach().clone())
         finally:
             for module, previous in saved.items():

@@ -47,6 +47,7 @@ class Request:
     full_cam_pass: bool = False  # set when some method of the request needs layer gradients
     output_needed: bool = True  # False: nothing reads the output, a forward-only pass may stop at its layers
     upsample_single_layer: bool = True  # False: a one-layer map stays at the layer's resolution
+    methods: tuple = ()  # every method of the request, so one method may run a pass the others can share
     _passes: dict = field(default_factory=dict)
     _layers: list | None = None
 
@@ -122,7 +123,7 @@ class Request:
         """Apply ``layer_map(name, module) -> (N, *s)`` to each target layer, upsample, combine.
 
         One layer: its upsampled map (its raw map when ``upsample_single_layer`` is False).
-        Several layers (multi-layer attribution, seed 002): each map is resized to the
+        Several layers (multi-layer attribution, Mullan & Sonka, SPIE Medical Imaging 2022): each map is resized to the
         input, min-max scaled to [0, 1], then averaged.
         """
         layers = self.layers()

@@ -5,6 +5,8 @@ wrong type) whose message says what was wrong and what is accepted.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
 
 import torch
@@ -149,6 +151,21 @@ def check_finite(model: nn.Module, tensor: torch.Tensor, what: str) -> None:
             )
 
 
+#: Output rows per input row the current forward legitimately returns: 1, except inside a layer replay
+#: (:mod:`.replay`), where the layer hands out ``copies`` perturbed activations per sample.
+_ROWS_PER_INPUT: contextvars.ContextVar[int] = contextvars.ContextVar("xaiexplain_rows_per_input", default=1)
+
+
+@contextlib.contextmanager
+def replayed_rows(copies: int):
+    """For the duration, a forward returns ``copies`` output rows per input row (a replayed suffix)."""
+    token = _ROWS_PER_INPUT.set(int(copies))
+    try:
+        yield
+    finally:
+        _ROWS_PER_INPUT.reset(token)
+
+
 def check_output_rows(model: nn.Module, output, rows: int) -> None:
     """Refuse a model output whose batch size is not the input's, naming the model.
 
@@ -157,6 +174,7 @@ def check_output_rows(model: nn.Module, output, rows: int) -> None:
     no sample. Checked on every forward the engine runs (:func:`engine.reading.reading_output`), on
     the optimised copy's batches and on a TorchScript model's outputs.
     """
+    rows = rows * _ROWS_PER_INPUT.get()
     if isinstance(output, torch.Tensor) and output.dim() >= 1 and output.shape[0] != rows:
         raise ValueError(
             f"model {type(model).__name__} returned {output.shape[0]} row(s) for a batch of {rows} "

@@ -15,16 +15,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .api import explain_many, model_device_dtype
+from .api import as_network, explain_batch, model_device_dtype
 from .capture import eval_mode
-from .devices import resolve_device
-from .interrupt import checkpoint
+from .devices import is_out_of_memory, resolve_device
+from .interrupt import checkpoint, part_progress
 from .memory_estimate import activation_bytes
 from .modes import resolve_mode
 from .normalize import volume_minmax
 from .request import upsample
 from .reading import reading_output
-from .registry import get_method
+from .registry import check_methods, get_method
 from .targets import resolve_target
 from .validation import check_finite, check_model, non_finite_problem
 from .windows import Tiling, gaussian_weights, window_grid
@@ -96,10 +96,6 @@ def _resolve_device(model: nn.Module, device) -> torch.device:
     return model_device_dtype(model, torch.empty(0))[0] if device is None else resolve_device(device)
 
 
-def _is_out_of_memory(error: Exception) -> bool:
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
-
-
 class _Batches:
     """Runs ``work(start, stop)`` over [0, total) in batches; on CUDA OOM halves the batch and retries."""
 
@@ -116,9 +112,10 @@ class _Batches:
             checkpoint()  # cancel / heartbeat hook (engine/interrupt.py)
             stop = min(start + self.size, self.total)
             try:
-                work(start, stop)
+                with part_progress(self._within(start, stop)):
+                    work(start, stop)
             except RuntimeError as error:
-                if self.device.type != "cuda" or not _is_out_of_memory(error) or self.size == 1:
+                if self.device.type != "cuda" or not is_out_of_memory(error) or self.size == 1:
                     raise
                 torch.cuda.empty_cache()
                 self.size = max(1, self.size // 2)
@@ -126,6 +123,14 @@ class _Batches:
             start = stop
             if self.progress is not None:
                 self.progress(start, self.total)
+
+
+    def _within(self, start: int, stop: int):
+        """Progress inside batch [start, stop) from a method's ``checkpoint(done, total)`` (RISE)."""
+        if self.progress is None:
+            return None
+        progress, total = self.progress, self.total
+        return lambda fraction: progress(start + (stop - start) * fraction, total)
 
 
 class _PerPartTarget:
@@ -214,11 +219,10 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
                 along; every combination of them is explained too, its maps (and outputs)
                 mirrored back and averaged with the plain window's (test-time augmentation)
     """
+    model, layer = as_network(model, layer)  # a LoadedModel: its network at the card's layer
     check_model(model)
     single = isinstance(methods, str)
-    method_list = [methods] if single else list(methods)
-    for name in method_list:
-        get_method(name)
+    method_list = check_methods(methods)
     mode, axis = resolve_mode(mode, axis)
     tiling, flips = _check_windows(mode, tiling, mirror_axes)
     _check_progress(progress)
@@ -260,7 +264,7 @@ def _explain_slices(model, data, methods, axis, target, layer, batch_size, devic
 
     def work(start, stop):
         batch = _slices_of(data, axis, start, stop).to(device)
-        result, info = explain_many(model, batch, methods, target=_slice_target(target, start, stop, axis),
+        result, info = explain_batch(model, batch, methods, target=_slice_target(target, start, stop, axis),
                                     layer=layer, normalize=False, layer_resolution=True, return_info=True,
                                     with_output=outputs is not None, **options)
         if outputs is not None:
@@ -401,12 +405,12 @@ def _explain_windows(model, data, methods, maps, patch_size, overlap, target, la
     def work(start, stop):
         batch = torch.stack([padded[(slice(None),) + w] for w in windows[start:stop]]).to(device)
         batch_target = _window_target(target, windows[start:stop])
-        result, info = explain_many(model, batch, methods, target=batch_target, layer=layer, normalize=False,
+        result, info = explain_batch(model, batch, methods, target=batch_target, layer=layer, normalize=False,
                                     return_info=True, with_output=blended is not None, **options)
         output = info.get("output")
         for axes in flips:  # mirrored windows: explained in their own frame, mirrored back, averaged in
             dims = [a + 2 for a in axes]
-            flipped, flipped_info = explain_many(model, torch.flip(batch, dims), methods,
+            flipped, flipped_info = explain_batch(model, torch.flip(batch, dims), methods,
                                                  target=_flip_target(batch_target, axes, patch), layer=layer,
                                                  normalize=False, return_info=True,
                                                  with_output=blended is not None, **options)
@@ -474,6 +478,7 @@ def predict_volume(model: nn.Module, volume, mode: str = "slices", axis: int = 0
     ``mirror_axes`` each window's logits are the mean over its mirrored copies, as in
     nnU-Net's test-time mirroring).
     """
+    model, _ = as_network(model)
     check_model(model)
     mode, axis = resolve_mode(mode, axis)
     tiling, flips = _check_windows(mode, tiling, mirror_axes)

@@ -4,6 +4,9 @@ Every metric works on maps (N, *S), 2D or 3D, batched over N, with torch ops
 on the maps' device.  ``evaluate`` runs several at once and returns plain
 per-sample columns; the individual functions return tensors and, where a
 metric has more to say (a sweep, a curve), a small result object.
+
+``__all__`` is the metrics, their result types and ``evaluate``; helpers they share
+(rank correlation, baselines, imputation) stay in their modules (``evaluation.sanity``, ...).
 """
 from .api import MAP_ONLY_METRICS, METRICS, ON_REQUEST, evaluate
 from .confidence import ConfidenceChange, average_drop, confidence_change, increase_in_confidence
@@ -28,8 +31,7 @@ from .localisation import (
     specificity,
     specificity_sensitivity,
 )
-from .perturbation import BASELINES, PerturbationCurve, baseline_like, deletion_auc, insertion_auc, perturbation_curve
-from .imputation import noisy_linear_imputation
+from .perturbation import PerturbationCurve, deletion_auc, insertion_auc, perturbation_curve
 from .relevance import relevance_mass_accuracy, relevance_rank_accuracy
 from .road import DEFAULT_PERCENTILES, RoadCurve, road, road_curve
 from .robustness import Infidelity, MaxSensitivity, infidelity, max_sensitivity
@@ -37,9 +39,7 @@ from .sanity import (
     RandomLogitResult,
     SanityResult,
     parameter_randomization,
-    parameterized_layers,
     random_logit,
-    rank_correlation,
     sanity_randomization,
 )
 from .usage import occlusion_usage_mask
@@ -51,10 +51,10 @@ __all__ = [
     "pointing_game", "energy_pointing_game",
     "Preservation", "preservation", "prediction_preserved", "excess_prediction", "image_preserved",
     "relative_foreground",
-    "BASELINES", "baseline_like", "PerturbationCurve", "perturbation_curve", "deletion_auc", "insertion_auc",
-    "SanityResult", "sanity_randomization", "rank_correlation", "parameterized_layers",
+    "PerturbationCurve", "perturbation_curve", "deletion_auc", "insertion_auc",
+    "SanityResult", "sanity_randomization",
     "parameter_randomization", "RandomLogitResult", "random_logit",
-    "RoadCurve", "road_curve", "road", "DEFAULT_PERCENTILES", "noisy_linear_imputation",
+    "RoadCurve", "road_curve", "road", "DEFAULT_PERCENTILES",
     "ConfidenceChange", "confidence_change", "average_drop", "increase_in_confidence",
     "FaithfulnessCorrelation", "faithfulness_correlation",
     "MaxSensitivity", "max_sensitivity", "Infidelity", "infidelity",

@@ -139,9 +139,11 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
     """Compute the requested metrics of ``maps`` (N, *S) and return per-sample columns.
 
     model, x        the model and its input (N, C, *S); both may be None for map-only metrics
-    maps            attribution maps on the input grid, one per sample
+    maps            attribution maps on the input grid, one per sample; or one SimpleITK image
+                    (what ``explain_image`` returns): one sample, ``spacing`` taken from it
     target          what the maps explain (None: predicted class); frozen on the unperturbed output
-    mask            ground-truth mask (N, *S) or (*S), nonzero = inside
+    mask            ground-truth mask (N, *S) or (*S), nonzero = inside; or a SimpleITK image on
+                    the map image's grid (size, origin, spacing and direction are checked)
     metrics         names from ``METRICS``; None = every metric whose inputs are given, except
                     those in ``ON_REQUEST``
     spacing         voxel size in mm along the tensor's spatial axes (pointing game)
@@ -165,6 +167,7 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
 
     Returns ``{key: [float] * N}``; the module docstring lists the keys per metric.
     """
+    maps, mask, spacing = _from_images(maps, mask, spacing)
     maps = as_maps(maps)
     available = {"maps"}
     if mask is not None:
@@ -287,3 +290,52 @@ def _metric_options(metric_options: Optional[Dict[str, dict]], requested: List[s
             raise TypeError(f"metric_options[{name!r}] must be a dict of keyword arguments, got "
                             f"{type(options).__name__}")
     return dict(metric_options)
+
+
+def _is_image(value) -> bool:
+    """A SimpleITK image, recognised without importing SimpleITK for torch-only callers."""
+    return type(value).__module__.split(".")[0] == "SimpleITK" and hasattr(value, "GetSpacing")
+
+
+def _from_images(maps, mask, spacing):
+    """SimpleITK maps / mask -> arrays, their grids checked, the map's spacing (mm) used by default.
+
+    ``explain_image`` returns maps as SimpleITK images on the input's grid and masks are read
+    as images; a mask on another grid would silently score the wrong voxels, so it is refused.
+    """
+    import numpy as np
+
+    if not _is_image(maps) and not _is_image(mask):
+        return maps, mask, spacing
+    import SimpleITK as sitk
+
+    reference = maps if _is_image(maps) else mask
+    if _is_image(maps) and _is_image(mask):
+        problem = _grid_difference(maps, mask)
+        if problem:
+            raise ValueError(f"mask is not on the map's grid ({problem}); resample it onto the map "
+                             "(sitk.Resample(mask, map, sitk.Transform(), sitk.sitkNearestNeighbor)) first")
+    if spacing is None:
+        spacing = tuple(float(v) for v in reversed(reference.GetSpacing()))
+    if _is_image(maps):
+        if maps.GetNumberOfComponentsPerPixel() != 1:
+            raise ValueError("maps must be a scalar SimpleITK image (one value per voxel), got "
+                             f"{maps.GetNumberOfComponentsPerPixel()} components")
+        maps = sitk.GetArrayFromImage(maps).astype(np.float32)[None]
+    if _is_image(mask):
+        mask = sitk.GetArrayFromImage(mask) != 0
+    return maps, mask, spacing
+
+
+def _grid_difference(a, b) -> str:
+    """What differs between two images' grids ("" when they match to 1e-4 relative)."""
+    import numpy as np
+
+    if a.GetSize() != b.GetSize():
+        return f"size {a.GetSize()} vs {b.GetSize()}"
+    for name in ("Spacing", "Origin", "Direction"):
+        first, second = (np.asarray(getattr(image, f"Get{name}")(), dtype=float) for image in (a, b))
+        scale = max(1.0, float(np.abs(first).max(initial=0.0)))
+        if not np.allclose(first, second, rtol=0.0, atol=1e-4 * scale):
+            return f"{name.lower()} {tuple(first.round(4))} vs {tuple(second.round(4))}"
+    return ""

@@ -1,4 +1,7 @@
-"""Faithfulness of a map as a soft input mask (seed 002, Mullan & Sonka).
+"""Faithfulness of a map as a soft input mask.
+
+From Mullan & Sonka, "Kernel-weighted contribution: a method of visual attribution for 3D deep
+learning segmentation in medical imaging", SPIE Medical Imaging 2022.
 
 The map, min-max normalised to M in [0, 1], is used as a continuous mask on
 the input: the model is re-run on ``x * M`` (or ``M * x + (1 - M) * b`` for a
@@ -14,7 +17,7 @@ Image Preserved).
 
 For a classifier P is the probability of the target class.  For a
 segmentation model P is the probability map of the target class, summed over
-every output voxel (as in seed 002) or over a region frozen on the
+every output voxel (as Mullan & Sonka do) or over a region frozen on the
 unperturbed output.
 """
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Optional, Union
 import torch
 
 from ..engine import resolve_target
+from ..engine.activations import SIGMOID, activation_for_channels
 from ._checks import as_maps, as_masks, check_input, minmax_normalize, require_nonempty
 from ._model import activate, check_model, frozen_inference, resolve_activation
 from .perturbation import baseline_like
@@ -79,7 +83,7 @@ def _region(region: RegionSpec, prob: torch.Tensor, bound, activation: Optional[
         if region != "predicted":
             raise ValueError(f"region must be None, 'predicted' or a bool mask, got {region!r}")
         channel = _class_channel(prob, bound)
-        if activation == "sigmoid" or prob.shape[1] == 1:
+        if SIGMOID in (activation, activation_for_channels(prob.shape[1])):
             return channel > 0.5
         classes = torch.as_tensor(bound.classes, device=prob.device).view(-1, *([1] * (prob.dim() - 2)))
         return prob.argmax(dim=1) == classes
@@ -104,7 +108,7 @@ def preservation(model, x: torch.Tensor, maps, target=None, activation: Optional
     probabilities: ``"auto"`` (the target's activation, else sigmoid for one output
     channel and softmax for several), ``"softmax"``, ``"sigmoid"`` or None if the model
     already outputs probabilities.  ``region`` applies to segmentation outputs only:
-    None scores every output voxel of the target class (seed 002),
+    None scores every output voxel of the target class (as Mullan & Sonka do),
     ``"predicted"`` the voxels predicted as that class on x, or a bool mask
     (N, *S_out).  ``baseline`` is what a masked-out voxel becomes (0: the
     paper's ``x * M``; see ``baseline_like`` for the choices).

@@ -1,10 +1,13 @@
 """Localisation metrics: how well a map agrees with a mask, without running a model.
 
-* ``dice_sweep`` reads the map as a soft segmentation (seed 004, Guan & Loew):
+* ``dice_sweep`` reads the map as a soft segmentation (Guan & Loew, "A Sneak Attack on
+  Segmentation of Medical Images Using Deep Neural Network Classifiers", arXiv 2022,
+  https://arxiv.org/abs/2201.02771):
   threshold the min-max normalised map and score the Dice overlap with a
   ground-truth mask, over a sweep of thresholds and at Otsu's threshold.
 * ``specificity`` / ``sensitivity`` compare the thresholded map with the voxels
-  the model really uses (seed 000): a specific map does not light up voxels
+  the model really uses (Philbrick et al., AJR 2018, https://doi.org/10.2214/AJR.18.20331):
+  a specific map does not light up voxels
   the model ignores.
 * ``pointing_game`` asks whether the map's maximum lies in the mask (within a
   tolerance in mm); ``energy_pointing_game`` is the share of map mass inside.
@@ -35,7 +38,7 @@ __all__ = [
     "energy_pointing_game",
 ]
 
-#: The sweep of seed 004: 0.05, 0.10, ..., 0.95 on the min-max normalised map.
+#: Guan & Loew's sweep (arXiv 2201.02771): 0.05, 0.10, ..., 0.95 on the min-max normalised map.
 DEFAULT_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 
 _OTSU_BINS = 256
@@ -80,35 +83,22 @@ def _dice(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 def otsu_threshold(maps, bins: int = _OTSU_BINS) -> torch.Tensor:
     """Otsu's threshold of each min-max normalised map, in [0, 1].
 
-    The threshold maximises the between-class variance of a ``bins``-bin
-    histogram.  When several cuts tie (empty bins between two modes, as in a
-    binary map), the middle of the tied run is returned, so a 0/1 map is cut
-    at 0.5 rather than just above 0.  A constant map normalises to zeros, every
-    cut ties, and the threshold of 0.5 selects nothing.
+    The rule is ``imaging.thresholds``' (the one the label maps use, so ``dice_otsu`` and a
+    label map cut a map at the same place): a ``bins``-bin histogram, the cut that maximises
+    the between-class variance, the middle of tied cuts (a 0/1 map is cut at 0.5). A constant
+    map normalises to zeros, every cut ties, and the threshold of 0.5 selects nothing. The
+    histogram is counted on the maps' device; only its ``bins`` counts per map go to the host.
     """
+    from ..imaging.thresholds import otsu_cut
+
     maps = minmax_normalize(as_maps(maps))
     n = maps.shape[0]
     flat = maps.reshape(n, -1)
     index = (flat * bins).long().clamp_(0, bins - 1)
     hist = torch.zeros(n, bins, dtype=torch.float64, device=maps.device)
     hist.scatter_add_(1, index, torch.ones_like(flat, dtype=torch.float64))
-    prob = hist / flat.shape[1]
-    centres = (torch.arange(bins, dtype=torch.float64, device=maps.device) + 0.5) / bins
-    # Cut after bin k (k = 0 .. bins-2): class 0 holds bins 0..k.
-    w0 = prob.cumsum(dim=1)[:, :-1]
-    mu = (prob * centres).cumsum(dim=1)
-    mu_total = mu[:, -1:]
-    mu = mu[:, :-1]
-    denom = w0 * (1.0 - w0)
-    between = torch.where(denom > 0, (mu_total * w0 - mu) ** 2 / denom.clamp_min(1e-300), torch.zeros_like(w0))
-    best = between.max(dim=1, keepdim=True).values
-    is_best = between == best
-    steps = torch.arange(bins - 1, device=maps.device).expand(n, -1)
-    first = torch.where(is_best, steps, torch.full_like(steps, bins)).min(dim=1).values
-    after = (~is_best) & (steps > first.unsqueeze(1))
-    end = torch.where(after, steps, torch.full_like(steps, bins - 1)).min(dim=1).values - 1
-    edges = (torch.stack([first, end], dim=1).double() + 1.0) / bins
-    return edges.mean(dim=1).to(maps.dtype)
+    cuts = otsu_cut(hist.cpu().numpy())
+    return torch.as_tensor(cuts, dtype=maps.dtype, device=maps.device)
 
 
 def dice_sweep(maps, masks, thresholds: Optional[Sequence[float]] = None) -> DiceSweep:

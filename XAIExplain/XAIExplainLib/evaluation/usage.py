@@ -1,4 +1,8 @@
-"""Estimating the voxels a model uses, when no phantom tells us (seed 000).
+"""Estimating the voxels a model uses, when no phantom tells us.
+
+The specificity of a map (Philbrick et al., "What Does Deep Learning See? Insights From a
+Classifier Trained to Predict Contrast Enhancement Phase From CT Images", AJR 2018,
+https://doi.org/10.2214/AJR.18.20331) compares it with the voxels the model uses.
 
 Specificity needs the set of voxels the model really relies on.  In a phantom
 that set is known by construction; on real data it is estimated by occlusion:

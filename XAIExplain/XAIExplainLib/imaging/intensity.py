@@ -9,12 +9,19 @@ from __future__ import annotations
 import numpy as np
 
 
-def window(array: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Clip to ``[low, high]`` and scale linearly to ``[0, 1]``."""
+def window(array: np.ndarray, low: float, high: float, to: tuple[float, float] | None = None) -> np.ndarray:
+    """Clip to ``[low, high]`` and scale linearly to ``[0, 1]``, or onto ``to = (a, b)``."""
     if not high > low:
         raise ValueError(f"window needs low < high, got low={low}, high={high}")
     out = (np.asarray(array, dtype=np.float32) - np.float32(low)) / np.float32(high - low)
-    return np.clip(out, 0.0, 1.0, out=out)
+    np.clip(out, 0.0, 1.0, out=out)
+    if to is not None:
+        a, b = (float(v) for v in to)
+        if not b > a:
+            raise ValueError(f"window needs an output range a < b, got {to!r}")
+        out *= np.float32(b - a)
+        out += np.float32(a)
+    return out
 
 
 def scale(array: np.ndarray, mean: float, std: float) -> np.ndarray:

@@ -19,6 +19,7 @@ heartbeat, so the progress changes at least once per chunk of work.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from typing import Callable
@@ -35,9 +36,13 @@ HEARTBEAT_INTERVAL = 0.2
 
 def out_of_memory_message(error: BaseException) -> str | None:
     """A clear message for a CUDA out-of-memory error (after the engine's smaller batches failed too)."""
-    text = str(error)
-    if type(error).__name__ != "OutOfMemoryError" and "out of memory" not in text.lower():
+    if "torch" not in sys.modules:  # no engine ran, so no GPU memory was asked for
         return None
+    from ..engine.devices import is_out_of_memory
+
+    if not is_out_of_memory(error):
+        return None
+    text = str(error)
     return ("The GPU ran out of memory even with the smallest batch. Choose the CPU as device, a layer "
             "nearer the output (smaller activations), or close other programs using the GPU. "
             f"({text.splitlines()[0] if text else type(error).__name__})")

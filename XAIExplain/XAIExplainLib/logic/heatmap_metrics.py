@@ -2,7 +2,7 @@
 
 The Slicer-facing side of ``XAIExplainLib.evaluation``: the user picks a heatmap and
 the ground truth (a label map volume, or one segment of a segmentation) and gets the
-map-only metrics of DESIGN.md section 4 in a table. The scene is changed only by the
+map-only metrics (``evaluation.MAP_ONLY_METRICS``) in a table. The scene is changed only by the
 one table node created (or updated) at the end.
 """
 from __future__ import annotations
@@ -10,10 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..mrml import geometry, labels, tables, volumes
-
-#: Metrics that need only the map and the mask (model-based ones run from the engine API).
-MAP_METRICS = ("dice_sweep", "pointing_game", "energy_pointing_game", "relative_foreground", "image_preserved",
-               "relevance_mass", "relevance_rank")
 
 
 def ground_truth_mask(mask_node, reference_node, segment_id=None, label_value=None) -> np.ndarray:
@@ -39,11 +35,14 @@ def ground_truth_mask(mask_node, reference_node, segment_id=None, label_value=No
 
 
 def evaluate_heatmap_node(scene, heatmap_node, mask_node, segment_id=None, label_value=None,
-                          metrics=MAP_METRICS, tolerance_mm: float = 0.0, table_node=None):
-    """Compute ``metrics`` of the heatmap against the mask; return (table node, {metric: value})."""
+                          metrics=None, tolerance_mm: float = 0.0, table_node=None):
+    """Compute ``metrics`` of the heatmap against the mask; return (table node, {metric: value}).
+
+    ``metrics`` None: evaluation's ``MAP_ONLY_METRICS`` (the one list of what needs no model;
+    the command line's default too), the mask standing for the voxels used (specificity)."""
     import torch
 
-    from ..evaluation import evaluate
+    from ..evaluation import MAP_ONLY_METRICS, evaluate
 
     volumes.check_scalar_volume(heatmap_node)
     heatmap = volumes.volume_array(heatmap_node).astype(np.float32)
@@ -53,7 +52,7 @@ def evaluate_heatmap_node(scene, heatmap_node, mask_node, segment_id=None, label
                          "pick a non-empty segment or label")
     spacing = tuple(reversed(heatmap_node.GetSpacing()))  # (z, y, x) like the array
     columns = evaluate(None, None, torch.from_numpy(heatmap)[None], mask=torch.from_numpy(mask)[None],
-                           metrics=list(metrics), spacing=spacing, tolerance_mm=tolerance_mm)
+                           metrics=list(MAP_ONLY_METRICS if metrics is None else metrics), spacing=spacing, tolerance_mm=tolerance_mm)
     rows = {key: values[0] for key, values in columns.items()}
     name = f"{heatmap_node.GetName()} metrics vs {mask_node.GetName()}"
     return tables.write_table(scene, rows, name, node=table_node), rows

@@ -172,7 +172,7 @@ class ModelCatalogue:
         card = loaded.card
         rows = []
         for name, info in METHODS.items():
-            reason = info.applicable(card.task, card.spatial_dims, loaded.scripted) or ""
+            reason = info.applicable(card.task, card.spatial_dims, loaded.scripted, loaded.module) or ""
             rows.append((name, info.label, not reason, reason))
         return rows
 
@@ -207,8 +207,9 @@ class ModelCatalogue:
     def example_input(loaded):
         import torch
 
+        from ..models.card import trial_input_shape
+
         card = loaded.card
-        size = card.input.size or card.input.patch_size
-        shape = tuple(size) if size else (32,) * card.spatial_dims
+        shape = trial_input_shape(card)
         device = next((p.device for p in loaded.module.parameters()), torch.device("cpu"))
         return torch.zeros((1, card.input.channels) + shape, device=device)

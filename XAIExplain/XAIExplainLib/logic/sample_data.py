@@ -37,6 +37,9 @@ SAMPLES = (
     SampleSpec("XAIExplain abdomen (portal venous)", "Abdominal CT phantom, portal venous phase (for ct-phase-2d)",
                "XAIExplain abdomen portal venous", "ct-phase-2d", "abdominal_phantom",
                {"seed": 7, "phase": "portal_venous"}),
+    SampleSpec("XAIExplain abdomen (liver)", "Abdominal CT phantom, portal venous phase (for liver-seg-3d, "
+               "pyliverlesionseg's published whole-liver network)", "XAIExplain abdomen liver", "liver-seg-3d",
+               "abdominal_phantom", {"seed": 7, "phase": "portal_venous"}),
     SampleSpec("XAIExplain chest with nodule", "Chest CT phantom with one lung nodule (for lung-nodule-2d and "
                "lung-nodule-seg-3d)", "XAIExplain chest nodule", "lung-nodule-2d", "chest_phantom",
                {"seed": 1, "nodules": 1}),

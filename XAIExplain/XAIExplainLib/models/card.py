@@ -16,6 +16,12 @@ Conventions
   reverse of SimpleITK's ``(x, y, z)``.
 * ``input.divisible_by`` (3D models): the model grid grows (centred) until
   each size is a multiple of it, for networks that halve the grid n times.
+* ``input.intensity.range`` (mode ``window``): the interval the window maps onto,
+  ``[0, 1]`` unless given (pyliverlesionseg's CT networks take ``[-0.5, 0.5]``).
+* ``input.orientation`` ``"LPS"``: the network learned anatomy on axis-aligned LPS
+  volumes (x to the patient's left, y to the back, z up: SimpleITK's identity
+  direction); images with another direction are refused with the way to reorient
+  them, rather than fed with the anatomy mirrored or rotated.
 * ``slice_axis`` (2D models only) is the numpy axis of a ``(Z, Y, X)`` volume
   along which the model runs slice by slice; 0 means axial slices.
 """
@@ -27,12 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..engine.activations import OUTPUT_ACTIVATIONS
 from .errors import ModelCardError
 
 TASKS = ("classification", "segmentation")
-WEIGHT_FORMATS = ("state_dict", "torchscript", "pickle")
-ACTIVATIONS = ("softmax", "sigmoid", "none")
+WEIGHT_FORMATS = ("state_dict", "torchscript", "pickle", "onnx", "exported_program")
+ACTIVATIONS = OUTPUT_ACTIVATIONS  # engine.activations: the one vocabulary
 INTENSITY_MODES = ("window", "zscore", "scale", "none")
+ORIENTATIONS = ("LPS",)
 CARD_FILENAME = "card.json"
 
 
@@ -40,7 +48,7 @@ CARD_FILENAME = "card.json"
 class IntensitySpec:
     """How raw intensities (HU for CT) become network inputs.
 
-    ``window``: clip to ``[low, high]`` and scale linearly to ``[0, 1]``.
+    ``window``: clip to ``[low, high]`` and scale linearly to ``[0, 1]`` (or to ``range``).
     ``zscore``: subtract the volume's mean and divide by its standard deviation.
     ``scale``: ``(x - mean) / std`` with fixed values from the card.
     ``none``: feed the values unchanged.
@@ -50,11 +58,14 @@ class IntensitySpec:
     window: tuple[float, float] | None = None
     mean: float | None = None
     std: float | None = None
+    range: tuple[float, float] | None = None
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"mode": self.mode}
         if self.window is not None:
             out["window"] = list(self.window)
+        if self.range is not None:
+            out["range"] = list(self.range)
         if self.mean is not None:
             out["mean"] = self.mean
         if self.std is not None:
@@ -73,6 +84,7 @@ class InputSpec:
     intensity: IntensitySpec
     pad_value: float | None
     divisible_by: tuple[int, ...] | None = None
+    orientation: str | None = None
 
     def to_dict(self) -> dict:
         out = {
@@ -85,6 +97,8 @@ class InputSpec:
         }
         if self.divisible_by is not None:
             out["divisible_by"] = list(self.divisible_by)
+        if self.orientation is not None:
+            out["orientation"] = self.orientation
         return out
 
 
@@ -411,8 +425,14 @@ def _parse_input(r: _Reader, data: Mapping, dims: int) -> InputSpec:
             divisible = [divisible] * dims
         divisible = r.vector(divisible, "input.divisible_by", dims, "int")
     intensity = _parse_intensity(r, data.get("intensity", {"mode": "none"}))
+    orientation = data.get("orientation")
+    if orientation is not None:
+        if dims != 3:
+            raise r.fail("input.orientation", f"only applies to 3D models, got {_show(orientation)}")
+        orientation = r.string(orientation, "input.orientation", ORIENTATIONS)
     return InputSpec(channels=channels, spacing=spacing, size=size, patch_size=patch,
-                     intensity=intensity, pad_value=pad_value, divisible_by=divisible)
+                     intensity=intensity, pad_value=pad_value, divisible_by=divisible,
+                     orientation=orientation)
 
 
 def _parse_intensity(r: _Reader, data: Any) -> IntensitySpec:
@@ -427,7 +447,16 @@ def _parse_intensity(r: _Reader, data: Any) -> IntensitySpec:
         high = r.number(window[1], "input.intensity.window[1]")
         if not low < high:
             raise r.fail("input.intensity.window", f"must have low < high, got [{low}, {high}]")
-        return IntensitySpec(mode="window", window=(low, high))
+        out_range = data.get("range")
+        if out_range is not None:
+            if not isinstance(out_range, (list, tuple)) or len(out_range) != 2:
+                raise r.fail("input.intensity.range", "must be [low, high] (two numbers, low < high): "
+                                                      f"what the window maps onto, got {_show(out_range)}")
+            out_range = (r.number(out_range[0], "input.intensity.range[0]"),
+                         r.number(out_range[1], "input.intensity.range[1]"))
+            if not out_range[0] < out_range[1]:
+                raise r.fail("input.intensity.range", f"must have low < high, got {list(out_range)}")
+        return IntensitySpec(mode="window", window=(low, high), range=out_range)
     if mode == "scale":
         mean = r.number(r.require(data, "mean", "input.intensity."), "input.intensity.mean")
         std = r.number(r.require(data, "std", "input.intensity."), "input.intensity.std",
@@ -486,9 +515,12 @@ def _parse_weights(r: _Reader, data: Any, base_dir: Path | None) -> WeightsSpec:
 
 
 def _guess_format(path: Path) -> str:
-    """TorchScript when the file is a TorchScript archive; anything else is a state_dict."""
+    """ONNX and torch.export programs by ending, TorchScript when the file is a TorchScript
+    archive; anything else is a state_dict."""
     from .weights_io import is_torchscript_archive
 
+    if path.suffix.lower() in (".onnx", ".pt2"):
+        return "onnx" if path.suffix.lower() == ".onnx" else "exported_program"
     if path.suffix.lower() != ".safetensors" and is_torchscript_archive(path):
         return "torchscript"
     return "state_dict"
@@ -520,3 +552,13 @@ def _parse_target_layers(r: _Reader, data: Any) -> TargetLayers:
                                                 f"{_show(suggested)}")
     suggested = tuple(r.string(s, f"target_layers.suggested[{i}]") for i, s in enumerate(suggested))
     return TargetLayers(default=default, suggested=suggested)
+
+
+def trial_input_shape(card: ModelCard) -> tuple[int, ...]:
+    """The spatial shape of the one trial input a model is probed with (the load-time dry run,
+    the layer list): its patch size, else its input size, else 64 x 64 (2D) or 32^3 (3D)."""
+    if card.input.patch_size is not None:
+        return tuple(card.input.patch_size)
+    if card.input.size is not None:
+        return tuple(card.input.size)
+    return (64, 64) if card.spatial_dims == 2 else (32, 32, 32)

@@ -72,6 +72,14 @@ def load_module(card: ModelCard, trust: bool = False) -> tuple[nn.Module, bool]:
         scripted = load_torchscript_archive(path)
         check_module_weights(scripted, path)
         return scripted, True
+    if fmt == "onnx":
+        from .onnx_network import convert_onnx
+
+        return convert_onnx(path, trust), False
+    if fmt == "exported_program":
+        from .exported_program_network import load_exported_program
+
+        return load_exported_program(path, trust)
     if fmt == "pickle":
         pickled = load_pickled_module(path, trust)
         check_module_weights(pickled, path)

@@ -3,7 +3,7 @@
 ``load_model`` asks every form in :data:`FORMS`, in order, whether a path is one of
 its own (``detect``) and hands the path to the first that says yes (``load``). A form
 is a small module of its own (the card loader, nnU-Net folders, MONAI bundles,
-TorchScript and state-dict files); adding one means adding its entry here. A path that
+TorchScript, ONNX, torch.export and state-dict files); adding one means adding its entry here. A path that
 no form recognises gets an error that lists what each form looks for.
 """
 from __future__ import annotations
@@ -86,6 +86,30 @@ def _load_state_dict(path: Path, **kwargs):
     return load_state_dict_file(path, **kwargs)
 
 
+def _is_onnx(path: Path) -> bool:
+    from .onnx_file import is_onnx_file
+
+    return is_onnx_file(path)
+
+
+def _load_onnx(path: Path, **kwargs):
+    from .onnx_file import load_onnx_file
+
+    return load_onnx_file(path, **kwargs)
+
+
+def _is_exported_program(path: Path) -> bool:
+    from .exported_program_file import is_exported_program_file
+
+    return is_exported_program_file(path)
+
+
+def _load_exported_program(path: Path, **kwargs):
+    from .exported_program_file import load_exported_program_file
+
+    return load_exported_program_file(path, **kwargs)
+
+
 FORMS: list[ModelForm] = [
     ModelForm("card", f"a folder with {CARD_FILENAME}, or a model card .json file", _is_card, _load_card),
     ModelForm("monai-bundle", "a MONAI bundle folder with configs/metadata.json and configs/inference.json "
@@ -94,6 +118,9 @@ FORMS: list[ModelForm] = [
               _is_nnunet, _load_nnunet),
     ModelForm("torchscript", "a TorchScript file (torch.jit.save archive)", _is_torchscript,
               _load_torchscript),
+    ModelForm("onnx", "an ONNX file (.onnx, converted with onnx2torch)", _is_onnx, _load_onnx),
+    ModelForm("exported-program", "a torch.export program (.pt2, torch.export.save)", _is_exported_program,
+              _load_exported_program),
     ModelForm("module", "a state-dict file (.pt, .pth, .bin, .ckpt, .safetensors) with "
               "architecture='module:Class'", _is_state_dict, _load_state_dict),
 ]

@@ -271,6 +271,9 @@ class BundlePipeline:
                                  "2 or 3 sizes when the config's inferer has no roi_size, got "
                                  f"{inputs.get('spatial_shape')!r}")
         channels = int(inputs.get("num_channels", 1))
+        from .working_memory import check_window_memory
+
+        check_window_memory(module, channels, shape, f"{self.config} (the inferer's roi_size)", gradients=False)
         probe = torch.zeros((1, channels) + shape)
         try:
             with torch.inference_mode():

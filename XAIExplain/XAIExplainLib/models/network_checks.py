@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from ..engine.reading import select_output
-from .card import ModelCard
+from .card import ModelCard, trial_input_shape
 from .errors import ModelCardError, first_line
+from .working_memory import check_window_memory
 
 
 def check_module(card: ModelCard, module: nn.Module, scripted: bool) -> None:
@@ -35,7 +36,11 @@ def check_module(card: ModelCard, module: nn.Module, scripted: bool) -> None:
                 raise ModelCardError(f"{where}: field 'input.channels' is {card.input.channels} but "
                                      f"the network's first convolution '{name}' takes "
                                      f"{first.in_channels} channel(s)")
-    shape = _probe_shape(card)
+    shape = trial_input_shape(card)
+    # the test forward runs at the card's patch size: a patch no memory can hold is refused with the
+    # numbers here, before the forward allocates it (models.working_memory)
+    check_window_memory(module, card.input.channels, shape, f"{where} (field 'input.patch_size')",
+                        gradients=False)
     x = torch.zeros((1, card.input.channels) + shape)
     try:
         with torch.inference_mode():
@@ -62,11 +67,3 @@ def check_module(card: ModelCard, module: nn.Module, scripted: bool) -> None:
     if card.task == "classification" and y.ndim != 2:
         raise ModelCardError(f"{where}: task is classification but the network output has shape "
                              f"{tuple(y.shape)}; expected (N, classes)")
-
-
-def _probe_shape(card: ModelCard) -> tuple[int, ...]:
-    if card.input.patch_size is not None:
-        return tuple(card.input.patch_size)
-    if card.input.size is not None:
-        return tuple(card.input.size)
-    return (64,) * card.spatial_dims if card.spatial_dims == 2 else (32,) * 3

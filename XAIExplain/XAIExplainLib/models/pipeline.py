@@ -27,6 +27,8 @@ from .loaded import LoadedModel
 from ..engine.devices import resolve_device
 from ..engine.interrupt import checkpoint
 from .loading import load_model
+from .explained_class import (PER_SLICE, class_of_interest, explains_one_class_per_volume, is_per_slice,
+                              volume_class)
 from .pipeline_protocol import PreparedImage, check_prepared
 
 
@@ -41,8 +43,12 @@ class ExplainResult:
                 segmenter: ``SimpleITK.Image`` label map (uint8) on the input grid
     card        the model card
     timings     seconds per stage (load, preprocess, predict, explain, postprocess, total)
-    layer       the layer the layer-based methods used (None if none did)
-    target      the target the engine explained (after class names were resolved)
+    layer       the layer the layer-based methods used (None if none did); with CAM or CRM
+                beside other layer methods and no layer given, the other methods' layer
+    layers      method name -> the layer it used (layer-based methods only)
+    target      the target the engine explained (after class names were resolved): for a 2D
+                classifier run per slice, the one class of the whole volume
+                (:mod:`models.explained_class`) unless ``target="per-slice"`` was asked
     prepared    the model-grid input, for metrics on the model's own grid
     """
 
@@ -53,6 +59,7 @@ class ExplainResult:
     layer: str | None = None
     target: Any = None
     prepared: PreparedImage | None = None
+    layers: dict[str, Any] = field(default_factory=dict)
 
     @property
     def class_names(self) -> list[str]:
@@ -80,7 +87,10 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
     methods:
         A method name or a list of names from ``XAIExplainLib.METHODS``.
     target:
-        None (the predicted class of each slice / window), a class index, a
+        None (a 2D classifier run per slice: ONE class for the whole volume, the
+        card's ``class_of_interest`` else the class with the highest probability
+        on any slice; otherwise the predicted class of the volume / window),
+        ``"per-slice"`` (each slice its own predicted class), a class index, a
         class name from the card, one index per slice, or for a segmenter a
         ``SegmentationTarget`` (a region mask given on the input grid is
         resampled to the model grid).
@@ -95,6 +105,9 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
         ``progress(done, total)`` from the engine; raising from it cancels.
     overlap:
         Sliding-window overlap in volume mode; None uses the model's own (its pipeline's).
+    options:
+        The methods' options. Per slice, RISE defaults to ``score_baseline="mean"``: each
+        slice's map relative to that slice's mean masked score (``"none"``: the paper's map).
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -111,10 +124,31 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
     card = loaded.card
     image = _as_image(image)
     method_list = _check_methods(loaded, methods)
+    gap_methods = _gap_head_methods(method_list) if layer is None else []
+    if gap_methods and len(gap_methods) < len(method_list):
+        # CAM / CRM explain the GAP-fed layer, the others the card's default: one run per layer
+        shared = dict(target=target, layer=None, mode=mode, axis=axis, device=device, progress=progress,
+                      batch_size=batch_size, overlap=overlap, normalize=normalize, **options)
+        result = explain_image(loaded, image, [m for m in method_list if m not in gap_methods], **shared)
+        gap = explain_image(loaded, image, gap_methods, **shared)
+        result.maps.update(gap.maps)
+        result.maps = {name: result.maps[name] for name in method_list}
+        result.layers.update(gap.layers)
+        result.timings = {name: result.timings.get(name, 0.0) + gap.timings.get(name, 0.0)
+                          for name in result.timings}
+        return result
     mode, axis = _check_mode(card, mode, axis)
+    per_slice = is_per_slice(target)
+    if per_slice:
+        if card.task != "classification":
+            raise ValueError(f"target='{PER_SLICE}' applies to classifiers; '{card.name}' is a {card.task} model")
+        target = None
     layer = _layer_for(loaded, method_list, layer)
     run_device = resolve_device(device)
 
+    if mode == "slices" and "rise" in method_list:
+        # each slice's RISE map relative to that slice's mean score (engine/methods/rise.py)
+        options.setdefault("score_baseline", "mean")
     budget = options.pop("memory_budget_mb", None)
     if budget is not None:
         from ..engine.volume import check_memory_budget
@@ -125,6 +159,12 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
     prepared = _prepare(loaded, image, axis, budget)
     engine_target = _engine_target(card, _model_grid_target(card, target, prepared))
     lap("preprocess")
+    if engine_target is None and not per_slice and explains_one_class_per_volume(card, mode):
+        engine_target = class_of_interest(card)
+        if engine_target is None:  # the class with the highest probability on any slice needs a prediction
+            _, logits = run_networks(loaded, prepared.array, mode, axis, run_device, batch_size, overlap)
+            engine_target = volume_class(card, _prediction(loaded, logits, prepared))
+        lap("class")
     maps, logits = run_networks(loaded, prepared.array, mode, axis, run_device, batch_size, overlap, progress,
                                 methods=method_list, target=engine_target, layer=layer, normalize=normalize,
                                 **options)
@@ -133,7 +173,10 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
     prediction = _prediction(loaded, logits, prepared)
     lap("postprocess")
     timings["total"] = time.perf_counter() - started
-    return ExplainResult(out_maps, prediction, card, timings, layer, engine_target, prepared)
+    from ..engine import METHODS
+
+    layers = {name: layer for name in method_list if METHODS[name].needs_layer}
+    return ExplainResult(out_maps, prediction, card, timings, layer, engine_target, prepared, layers)
 
 
 def predict_image(model, image, mode: str | None = None, axis: int | None = None,
@@ -284,18 +327,13 @@ def _as_image(image) -> sitk.Image:
 
 
 def _check_methods(loaded: LoadedModel, methods) -> list[str]:
-    from ..engine import METHODS
-    from ..engine.registry import check_applicable
+    from ..engine.registry import check_applicable, check_methods
 
-    method_list = [methods] if isinstance(methods, str) else list(methods)
-    if not method_list:
-        raise ValueError("no method given; pick one or more from XAIExplainLib.METHODS")
+    method_list = check_methods(methods)
     card = loaded.card
-    for name in method_list:
-        if not isinstance(name, str) or name not in METHODS:
-            raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
-    check_applicable(method_list, card.task, card.spatial_dims, loaded.scripted, f"model '{card.name}'")
-    return list(dict.fromkeys(method_list))
+    check_applicable(method_list, card.task, card.spatial_dims, loaded.scripted, f"model '{card.name}'",
+                     loaded.module)
+    return method_list
 
 
 def _check_mode(card: ModelCard, mode, axis) -> tuple[str, int | None]:
@@ -313,7 +351,28 @@ def _layer_for(loaded: LoadedModel, methods: list[str], layer):
                          "method (saliency, smoothgrad, integrated_gradients, occlusion)")
     if not any(METHODS[m].needs_layer for m in methods):
         return layer
-    return layer if layer is not None else loaded.card.target_layers.default
+    if layer is not None:
+        return layer
+    if _gap_head_methods(methods) == [m for m in methods if METHODS[m].needs_layer]:
+        return gap_fed_layer(loaded)
+    return loaded.card.target_layers.default
+
+
+def _gap_head_methods(methods: list[str]) -> list[str]:
+    from ..engine import METHODS
+
+    return [m for m in methods if METHODS[m].needs_gap_head]
+
+
+def gap_fed_layer(loaded: LoadedModel) -> str | None:
+    """The card's layer that feeds the global average pool (CAM, CRM): the deepest of the card's
+    layers in the network's module order; None (the engine's last spatial layer) when the card
+    names none. CAM and CRM check numerically that it does feed the pool and the Linear head."""
+    card_layers = [name for name in (loaded.card.target_layers.default, *loaded.card.target_layers.suggested)
+                   if isinstance(name, str) and name]
+    order = {name: index for index, (name, _) in enumerate(loaded.module.named_modules())}
+    known = [name for name in card_layers if name in order]
+    return max(known, key=order.__getitem__) if known else None
 
 
 def _class_index(card: ModelCard, value):

@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..engine.activations import activation_for_channels
 from .card import ClassSpec, InputSpec, IntensitySpec, ModelCard, WeightsSpec
 from .loaded import LoadedModel
 
@@ -51,7 +52,7 @@ def module_model(module: nn.Module, class_names: Sequence[str] | None = None, na
                          "(N, classes) and a segmenter (N, classes, *spatial)")
     task = "classification" if output.dim() == 2 else "segmentation"
     outputs = int(output.shape[1])
-    activation = "sigmoid" if outputs == 1 else "softmax"
+    activation = activation_for_channels(outputs)
     names = _class_names(class_names, outputs, task, activation)
     card = ModelCard(
         name=name or type(module).__name__, task=task, spatial_dims=dims,

@@ -238,6 +238,22 @@ def check_model_grid_bytes(model: str, channels: int, input_shape: Sequence[int]
             "(a wrong header?), or raise the budget")
 
 
+def check_orientation(card: ModelCard, grid: Grid) -> None:
+    """Refuse an image whose axes are not the ones a card's ``input.orientation`` requires.
+
+    The model grid keeps the input's direction, so a network that learned anatomy on LPS
+    volumes would see a mirrored or rotated body on, e.g., a RAS-stored NIfTI.
+    """
+    if card.input.orientation != "LPS":
+        return
+    direction = np.asarray(grid.direction, dtype=float).reshape(3, 3)
+    if not np.allclose(direction, np.eye(3), atol=1e-3):
+        rows = "; ".join(" ".join(f"{v:g}" for v in row) for row in np.round(direction, 3))
+        raise ValueError(f"model '{card.name}' was trained on axis-aligned LPS volumes (identity direction) but "
+                         f"this image has direction [{rows}]; reorient it first, e.g. "
+                         "SimpleITK.DICOMOrient(image, 'LPS'), or in Slicer with the Orient Scalar Volume module")
+
+
 def prepare(card: ModelCard, image, spacing: Sequence[float] | None = None,
             slice_axis: int | None = None, memory_budget_mb: float | None = None) -> PreparedInput:
     """Resample and normalise ``image`` as ``card`` prescribes.
@@ -263,6 +279,7 @@ def prepare(card: ModelCard, image, spacing: Sequence[float] | None = None,
         raise ValueError(f"model '{card.name}' would run along slice axis {axis}; a 2D image only "
                          "has one slice (axis 0)")
     input_grid = Grid.from_image(volumes[0])
+    check_orientation(card, input_grid)
     model_grid = model_grid_for(card, input_grid, axis if card.spatial_dims == 2 else None)
     check_grid_memory(card, input_grid, model_grid, memory_budget_mb)
     arrays = []
@@ -281,7 +298,7 @@ def prepare(card: ModelCard, image, spacing: Sequence[float] | None = None,
 def _apply_intensity(card: ModelCard, array: np.ndarray) -> np.ndarray:
     spec = card.input.intensity
     if spec.mode == "window":
-        return _intensity.window(array, *spec.window)
+        return _intensity.window(array, *spec.window, to=spec.range)
     if spec.mode == "scale":
         return _intensity.scale(array, spec.mean, spec.std)
     if spec.mode == "zscore":

@@ -11,6 +11,12 @@ otherwise:
 * TorchScript: a scripted module is a program (it can call
   ``torch.from_file(path, shared=True, ...)``, which creates or overwrites any
   file the user can write), and loading it is followed by a test forward pass;
+* ``torch.export`` programs (``.pt2``): ``torch.export.load`` unpickles the
+  archive's pickled weights and constants (``torch.load(..., weights_only=False)``,
+  ``pickle.loads``), so a crafted file runs code while it loads, and its graph
+  may call custom operators that other code registers;
+* ONNX files naming custom operator domains (operators implemented by code
+  outside the file); standard ONNX is data and loads without trust;
 * files a card or sidecar names outside its own folder (``../../secret.pt`` or
   an absolute path), and files that are links leading out of it: a downloaded
   model folder must be self-contained, whatever its form;
@@ -69,6 +75,35 @@ def check_torchscript(path: Path, trust: bool) -> None:
         "pass, and TorchScript can read and overwrite files (torch.from_file(..., "
         "shared=True)). Load it with trust=True (--trust-model) only if you trust where it "
         "came from, or use a state_dict/safetensors file with a named architecture")
+
+
+def check_exported_program(path: Path, trust: bool) -> None:
+    """Refuse to load a ``torch.export`` archive unless trusted: loading it unpickles."""
+    if trust:
+        return
+    raise UntrustedModelError(
+        f"{path}: is a torch.export program (.pt2); torch.export.load unpickles its pickled "
+        "weights and constants (torch.load with weights_only=False, pickle.loads), which can run "
+        "any code on this machine. Load it with trust=True (--trust-model) only if you trust where "
+        "it came from, or export the model to ONNX or a state_dict/safetensors file")
+
+
+def check_onnx_model(path: Path, domains: list[str], external_files: list[str], trust: bool) -> None:
+    """What an ONNX model needs trust for: custom operator ``domains``, ``external_files`` outside.
+
+    Standard ONNX is data: operators of the ONNX standard and tensors.  A custom domain
+    names operators whose implementation is code outside the file; tensors stored in
+    other files must lie in the .onnx file's folder (:func:`check_inside`).
+    """
+    path = Path(path)
+    for location in external_files:
+        check_inside(path.parent / location, path.parent, trust, str(path), "external tensor data")
+    if domains and not trust:
+        raise UntrustedModelError(
+            f"{path}: uses custom ONNX operator domain(s) {', '.join(domains)}, whose operators are "
+            "implemented by code outside the file (a runtime's or plug-in's library), not by the "
+            "ONNX standard. Load it with trust=True (--trust-model) only if you trust where it came "
+            "from, or re-export it with standard operators")
 
 
 def check_inside(path: Path, folder: Path | None, trust: bool, where: str, field: str) -> None:
@@ -223,6 +258,8 @@ def check_card(card: "ModelCard", trust: bool = False) -> None:
     check_inside(card.weights.file, card.base_dir, trust, where, "weights file")
     if card.weights.format == "torchscript":
         check_torchscript(card.weights.file, trust)
+    elif card.weights.format == "exported_program":
+        check_exported_program(card.weights.file, trust)
     elif card.weights.format == "pickle" and not trust:
         raise UntrustedModelError(
             f"{card.weights.file}: is a pickled full module; unpickling it can run arbitrary code on this "

@@ -6,7 +6,8 @@ no network is built, no module outside the allow-list is imported, no checkpoint
 unpickled, no TorchScript or bundle config is run. Each form answers with the same checks
 its loader makes first (:func:`.trust.check_card` for cards and bare state-dict files,
 :func:`.nnunet.loader.inspect_nnunet` for nnU-Net folders, the bundle loader's own refusal,
-:func:`.trust.check_torchscript`), so the answer and the loader can never disagree.
+:func:`.trust.check_torchscript`, :func:`.trust.check_exported_program`,
+:func:`.onnx_network.read_onnx`), so the answer and the loader can never disagree.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from .card import ModelCard
 from .errors import UntrustedModelError
-from .trust import check_card, check_torchscript
+from .trust import check_card, check_exported_program, check_torchscript
 
 
 def trust_needed(source, **options) -> str:
@@ -57,6 +58,12 @@ def _check(source, options: dict) -> None:
         load_bundle(path, trust=False, **options)  # refuses, with its reason, before the config is parsed
     elif form.kind == "torchscript":
         check_torchscript(path, False)
+    elif form.kind == "exported-program":
+        check_exported_program(path, False)
+    elif form.kind == "onnx":
+        from .onnx_network import read_onnx
+
+        read_onnx(path, trust=False)  # reads the protobuf (data) and applies the ONNX trust rules
     else:
         from .file_description import describe_file
 

@@ -10,12 +10,14 @@ The estimate runs the network once on a probe patch a whole factor smaller per a
 bytes of every module output by the voxel ratio: a convolutional network's activations are linear in
 the number of input voxels when every stride divides the probe (the probe sizes tried are whole
 fractions of the patch, largest fraction first, so the network's own divisibility holds). A network
-that accepts no smaller probe is counted by its input alone, a lower bound. Per window the engine holds
+that accepts no smaller probe is counted by its input alone, a lower bound. The estimate is kept per
+network and patch (activation sizes do not depend on the weights). Per window the engine holds
 the activations and their gradients plus the input and its gradient (the same estimate as
 ``engine.volume.batch_size_for_budget``).
 """
 from __future__ import annotations
 
+import weakref
 from typing import Sequence
 
 import numpy as np
@@ -24,8 +26,8 @@ from torch import nn
 
 from ..engine.memory_estimate import activation_bytes as count_bytes
 
-#: Patches with fewer input elements than this are probed at full size (a few MB at most).
-FULL_PROBE_ELEMENTS = 1 << 18
+#: Patches with fewer input elements than this are probed at full size (16^3 voxels).
+FULL_PROBE_ELEMENTS = 1 << 12
 #: Whole factors per axis tried for the probe, largest first.
 PROBE_FACTORS = (8, 4, 2)
 
@@ -51,10 +53,24 @@ def patch_activation_bytes(model: nn.Module, channels: int, patch: Sequence[int]
     return elements * torch.tensor([], dtype=dtype).element_size(), False
 
 
+#: Estimates per network: (patch, channels, dtype, module types) -> (bytes, exact). Activation sizes depend
+#: on the architecture and the patch, not on the weights, so a volume explained again costs no probe.
+_ESTIMATES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _cached_activation_bytes(model: nn.Module, channels: int, patch: tuple[int, ...], dtype: torch.dtype,
+                             device) -> tuple[int, bool]:
+    key = (patch, channels, dtype, tuple(type(m) for m in model.modules()))
+    known = _ESTIMATES.setdefault(model, {})
+    if key not in known:
+        known[key] = patch_activation_bytes(model, channels, patch, dtype, device)
+    return known[key]
+
+
 def window_bytes(model: nn.Module, channels: int, patch: Sequence[int], dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu", gradients: bool = True) -> tuple[int, bool]:
     """``(bytes, exact)`` one window needs: activations (and their gradients when explaining) and the input."""
-    activations, exact = patch_activation_bytes(model, channels, patch, dtype, device)
+    activations, exact = _cached_activation_bytes(model, channels, tuple(int(p) for p in patch), dtype, device)
     element = torch.tensor([], dtype=dtype).element_size()
     inputs = channels * int(np.prod([int(p) for p in patch], dtype=np.int64)) * element
     return ((2 * activations + 3 * inputs) if gradients else (activations + inputs)), exact

@@ -115,9 +115,35 @@ def create_headless_scene(set_current: bool = True):
     slicer = _slicer()
     scene = slicer.vtkMRMLScene()
     _HEADLESS_LOGICS[id(scene)] = HeadlessLogics(scene)
+    _release_at_exit()
     if set_current:
         slicer.mrmlScene = scene
     return scene
+
+
+_EXIT_HOOK = []
+
+
+def _release_at_exit() -> None:
+    """Release every headless scene still held when the interpreter exits (registered once).
+
+    Without it a script that builds a scene, runs the logic and ends crashed in
+    ``Segmentation fault``: at interpreter shutdown the VTK objects were destroyed in an
+    arbitrary order, the scene after logics that still observed it. Releasing them here, in
+    the order :func:`release_headless_scene` uses, while Python and VTK are whole, avoids it.
+    """
+    if _EXIT_HOOK:
+        return
+    import atexit
+
+    atexit.register(release_all_headless_scenes)
+    _EXIT_HOOK.append(True)
+
+
+def release_all_headless_scenes() -> None:
+    """Release every scene made by :func:`create_headless_scene` that was not released yet."""
+    for logics in list(_HEADLESS_LOGICS.values()):
+        release_headless_scene(logics.scene)
 
 
 def release_headless_scene(scene) -> None:

@@ -7,33 +7,11 @@ on the input volume's grid, with named and coloured segments.
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from ..imaging.thresholds import otsu_threshold
+from ..imaging.thresholds import resolve_threshold, threshold_map  # noqa: F401  (the one rule, re-exported)
 from .colors import fallback_color, parse_color
 from .volumes import node_ijk_to_ras
-
-
-def resolve_threshold(values: np.ndarray, threshold) -> float:
-    """A numeric threshold from a number or the string ``"otsu"``."""
-    if isinstance(threshold, str):
-        if threshold.strip().lower() != "otsu":
-            raise ValueError(f"label threshold must be a number or 'otsu', got {threshold!r}")
-        return otsu_threshold(values)
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise TypeError(f"label threshold must be a number or 'otsu', got {type(threshold).__name__}")
-    value = float(threshold)
-    if not np.isfinite(value):
-        raise ValueError(f"label threshold must be finite, got {threshold!r}")
-    return value
-
-
-def threshold_map(values: np.ndarray, threshold) -> tuple:
-    """``(mask, t)``: uint8 mask of voxels with ``value > t`` and the threshold used."""
-    t = resolve_threshold(values, threshold)
-    return (np.asarray(values) > t).astype(np.uint8), t
 
 
 def oriented_image_from_array(array: np.ndarray, ijk_to_ras: np.ndarray):

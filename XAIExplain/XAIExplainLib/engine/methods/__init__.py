@@ -23,3 +23,6 @@ from . import integrated_gradients  # noqa: F401
 from . import sam  # noqa: F401
 from . import crm  # noqa: F401
 from . import kwc  # noqa: F401
+from . import attention_rollout  # noqa: F401  (Abnar & Zuidema 2020)
+from . import attention_gradient_rollout  # noqa: F401  (Chefer et al. 2021)
+from . import attention_legrad  # noqa: F401  (Bousselham et al. 2024)

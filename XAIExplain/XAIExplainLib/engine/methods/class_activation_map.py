@@ -66,5 +66,5 @@ def _class_activation_map(request: Request):
 register(MethodInfo(
     "cam", "CAM: class weights of a global-average-pool + Linear head times the layer's activations",
     compute=_class_activation_map, tasks=(CLASSIFICATION,), signed=True, cost="1 forward", needs_gradients=False,
-    layer_map_only=True,
+    layer_map_only=True, needs_gap_head=True,
 ))

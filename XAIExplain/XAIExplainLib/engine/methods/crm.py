@@ -99,5 +99,5 @@ def compute(request) -> torch.Tensor:
 register(MethodInfo(
     "crm", "CRM: squared change of every class score when one location of the last conv map is removed",
     compute=compute, family="relevance", tasks=(CLASSIFICATION,), cost="1 forward (head re-run in forward mode)",
-    options=("crm_mode", "crm_classes"), needs_gradients=False,
+    options=("crm_mode", "crm_classes"), needs_gradients=False, needs_gap_head=True,
 ))

@@ -1,6 +1,10 @@
 """CAM-family maps from one layer's activations A (N, K, *s) and gradients g = dy/dA.
 
-Exact definitions: DESIGN.md section 3. Every function returns raw maps (N, *s) at the
+Papers: Grad-CAM (Selvaraju et al., ICCV 2017, https://arxiv.org/abs/1610.02391), Grad-CAM++
+(Chattopadhay et al., WACV 2018, https://arxiv.org/abs/1710.11063; eq. 19 with exp(score)),
+HiResCAM (Draelos & Carin, arXiv 2020, https://arxiv.org/abs/2011.08891), XGrad-CAM (Fu et
+al., BMVC 2020, https://arxiv.org/abs/2008.02312), LayerCAM (Jiang et al., IEEE TIP 2021,
+https://doi.org/10.1109/TIP.2021.3089943). Every function returns raw maps (N, *s) at the
 layer's resolution; upsampling and normalisation happen in the caller. Because all of
 them read the same A and g, asking for several costs one forward and one backward.
 """

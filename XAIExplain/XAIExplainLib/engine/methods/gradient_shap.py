@@ -66,7 +66,7 @@ def _gradient_shap(request):
     indices, unit, alphas = gradient_shap_draws(tuple(x.shape[1:]), references.shape[0], samples, seed)
     total = torch.zeros_like(x)
     for start, stop in chunks(samples, copies_per_forward(n * x[0].numel(), samples)):
-        checkpoint()  # cancel / heartbeat hook (engine/interrupt.py)
+        checkpoint(start, samples)  # cancel / heartbeat / progress hook (engine/interrupt.py)
         count = stop - start
         broadcast = (count, 1) + (1,) * (x.dim() - 1)
         noisy = x[None] + stdev * unit[start:stop].to(device=x.device, dtype=x.dtype)[:, None]  # (b, N, C, *S)

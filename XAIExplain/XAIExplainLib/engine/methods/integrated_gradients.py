@@ -33,7 +33,7 @@ def integrated_gradients(request) -> torch.Tensor:
     alphas, weights = gauss_legendre(steps)
     path_gradient = torch.zeros_like(x)
     for start, stop in chunks(steps, copies_per_forward(n * x[0].numel(), steps)):
-        checkpoint()  # cancel / heartbeat hook (engine/interrupt.py)
+        checkpoint(start, steps)  # cancel / heartbeat / progress hook (engine/interrupt.py)
         alpha = torch.tensor(alphas[start:stop], dtype=x.dtype, device=x.device).reshape((-1, 1) + (1,) * (x.dim() - 1))
         weight = torch.tensor(weights[start:stop], dtype=x.dtype, device=x.device).reshape(alpha.shape)
         inputs = (x0[None] + alpha * (x - x0)[None]).flatten(0, 1)

@@ -2,7 +2,7 @@
 
 The paper's formula was not available to us (only its abstract: SAM identifies the
 input voxels a layer used, and is more specific than guided backprop, CAM and
-Grad-CAM). What is implemented is OUR READING of it, as DESIGN.md section 3 defines:
+Grad-CAM). What is implemented is OUR READING of it (https://doi.org/10.2214/AJR.18.20331):
 
 - layer mode (``sam_mode="layer"``, default): what layer l responds to, whatever the
   class: SAM_l(x) = | d( sum over channels and space of ReLU(A^l) ) / dx |, max over

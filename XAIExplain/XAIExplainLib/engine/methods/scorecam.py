@@ -1,11 +1,12 @@
-"""Score-CAM (Wang et al. 2020), with the masked copies batched.
+"""Score-CAM, with the masked copies batched (Wang et al., "Score-CAM: Score-Weighted Visual
+Explanations for Convolutional Neural Networks", CVPR Workshops 2020, https://arxiv.org/abs/1910.01279).
 
 It scores many masked copies of the input against the target frozen from the
 unperturbed output (``bound.score(output, rows)``); copies are stacked into forwards
 of ``batching.copies_per_forward`` copies, the row layout being copy-major
 (row = copy * N + sample), run by ``request.batch_model``.
 
-Score-CAM (DESIGN.md section 3): mask M_k = upsampled A_k min-max scaled to [0, 1];
+Score-CAM: mask M_k = upsampled A_k min-max scaled to [0, 1];
 s_k = softmax(f(x * M_k))^c for classifiers; for segmentation targets s_k is the
 target's own score of f(x * M_k) (the sum over its frozen region of the class channel
 through the target's activation: pass ``activation="sigmoid"`` / ``"softmax"`` to score

@@ -48,7 +48,7 @@ def smoothgrad(request) -> torch.Tensor:
     stream = noise_stream(tuple(x.shape[1:]), seed)
     total = torch.zeros((n,) + tuple(x.shape[2:]), dtype=x.dtype, device=x.device)
     for start, stop in chunks(samples, copies_per_forward(n * x[0].numel(), samples)):
-        checkpoint()  # cancel / heartbeat hook (engine/interrupt.py)
+        checkpoint(start, samples)  # cancel / heartbeat / progress hook (engine/interrupt.py)
         unit = torch.stack([next(stream) for _ in range(stop - start)]).to(device=x.device, dtype=x.dtype)
         inputs = (x[None] + sigma * unit[:, None]).flatten(0, 1)  # (copies * N, C, *S)
         grad = copy_gradients(request.model, bound, inputs, n)

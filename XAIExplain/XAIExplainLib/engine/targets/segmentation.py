@@ -26,12 +26,18 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 
+from ..activations import LOGITS, SIGMOID, SOFTMAX, activation_for_channels, check_softmax_channels
 from .regions import largest_component
 from .classes import class_indices
 
 REGIONS = ("predicted", "all", "largest_component", "threshold")
-ACTIVATIONS = ("logits", "sigmoid", "softmax")
-PREDICTIONS = ("argmax", "sigmoid")
+ACTIVATIONS = (LOGITS, SIGMOID, SOFTMAX)  # engine.activations' words; "logits": no activation
+PREDICTIONS = ("argmax", SIGMOID)
+
+
+def _model_probability(prediction: str) -> str:
+    """The activation of a model that predicts by ``prediction``: softmax for argmax, else sigmoid."""
+    return SOFTMAX if prediction == "argmax" else SIGMOID
 
 
 def _gather_class(values: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
@@ -90,8 +96,8 @@ class BoundSegmentationTarget:
         """
         classes, region = self._rows(rows)
         activation = self.activation
-        if activation == "logits":
-            activation = "softmax" if self.prediction == "argmax" else "sigmoid"
+        if activation == LOGITS:
+            activation = _model_probability(self.prediction)
         return self._masked(_activated(output, classes, activation), region)
 
     def subset(self, rows) -> "BoundSegmentationTarget":
@@ -181,12 +187,12 @@ class SegmentationTarget:
             )
         output = output.detach()
         n, k = output.shape[:2]
-        prediction = self.prediction or ("sigmoid" if self.activation == "sigmoid" or k == 1 else "argmax")
+        prediction = self.prediction or (SIGMOID if SIGMOID in (self.activation, activation_for_channels(k))
+                                          else "argmax")
         if prediction == "argmax" and k == 1:
             raise ValueError("prediction='argmax' needs at least 2 output channels; this model has 1 "
                              "(a sigmoid model): use prediction='sigmoid' or leave it None")
-        if self.activation == "softmax" and k == 1:
-            raise ValueError("activation='softmax' over a single output channel is always 1; use 'sigmoid'")
+        check_softmax_channels(self.activation, k)
         classes = self._classes(output, prediction)
         region = self._region(output, classes, prediction)
         self._check_not_empty(region, classes)
@@ -227,8 +233,8 @@ class SegmentationTarget:
             return torch.ones((n,) + spatial, dtype=torch.bool, device=output.device)
         if self.region == "threshold":
             activation = self.activation
-            if activation == "logits":
-                activation = "softmax" if prediction == "argmax" else "sigmoid"
+            if activation == LOGITS:
+                activation = _model_probability(prediction)
             return _activated(output, classes, activation) > self.threshold
         predicted = self._predicted(output, classes, prediction)
         return largest_component(predicted) if self.region == "largest_component" else predicted

@@ -191,6 +191,7 @@ def _nodule_card(name: str) -> dict:
                   "intensity": {"mode": "window", "window": list(g["window"])}, "pad_value": -1024},
         "output": {"activation": "softmax"},
         "classes": [{"name": "no_nodule"}, {"name": "nodule", "color": [230, 80, 60]}],
+        "class_of_interest": "nodule",  # one class per volume by default (models.explained_class)
         "architecture": {"class": "XAIExplainLib.models.architectures:SliceClassifier",
                          "kwargs": {"in_channels": 1, "num_classes": 2, "widths": [16, 32, 48, 64],
                                     "pools": [False, True, True, False]}},
