@@ -76,7 +76,7 @@ def test_one_settings_class_travels_and_the_cli_has_no_explain_job():
     """The CLI's settings are one frozen dataclass; ``ExplainJob`` is only the logic's worker job."""
     from XAIExplainLib.cli import explain_one, explain_run, run_plan
 
-    settings = run_plan.explain_settings("ct-phase-2d", ["gradcam", "gradcam"],
+    settings = run_plan.explain_settings("ct-phase-2d", ["gradcam"],
                                          label_threshold="0.5")
     assert settings.methods == ("gradcam",) and settings.label_threshold == 0.5
     with pytest.raises(dataclasses.FrozenInstanceError):
