@@ -26,7 +26,8 @@ import SimpleITK as sitk
 distributed = pytest.importorskip("distributed")
 
 from XAIExplainLib.cli.cohort import explain_cohort  # noqa: E402
-from XAIExplainLib.cli.explain_one import CohortSpec, model_loads  # noqa: E402
+from XAIExplainLib.cli.explain_one import model_loads  # noqa: E402
+from XAIExplainLib.cli.run_plan import ExplainSettings  # noqa: E402
 from XAIExplainLib.cli.manifest import MANIFEST_ENDING  # noqa: E402
 from XAIExplainLib.cli.staging import STAGE_PREFIX  # noqa: E402
 
@@ -39,8 +40,8 @@ MODEL = "ct-phase-2d"
 def client():
     from XAIExplainLib.cli.cluster import start_local_cluster
 
-    cluster, _ = start_local_cluster(2, CohortSpec(model=MODEL, methods=("gradcam",),
-                                                   device="cpu"))
+    cluster, _ = start_local_cluster(2, ExplainSettings(model=MODEL, methods=("gradcam",),
+                                                        device="cpu"))
     with cluster, distributed.Client(cluster) as connected:
         yield connected
 
@@ -187,28 +188,53 @@ class KillOnPoison(distributed.WorkerPlugin):
         reading.read_item = read_item
 
 
-def test_an_input_that_kills_every_worker_is_reported_not_retried_forever(client, cohort,
-                                                                         tmp_path):
+@pytest.fixture(scope="module")
+def one_worker():
+    """A cluster of one worker process."""
+    from XAIExplainLib.cli.cluster import start_local_cluster
+
+    cluster, _ = start_local_cluster(1, ExplainSettings(model=MODEL, methods=("gradcam",),
+                                                        device="cpu"))
+    with cluster, distributed.Client(cluster) as connected:
+        yield connected
+
+
+@pytest.mark.parametrize("workers, order", [(2, "healthy-first"), (1, "poison-first")])
+def test_an_input_that_kills_every_worker_is_reported_not_retried_forever(request, cohort,
+                                                                         tmp_path, workers, order):
+    """Only the poison is reported, also for the healthy inputs that waited behind it.
+
+    Dask counts a worker's death against every input in that worker's queue, not only the one
+    running. The flaky failure of issue 25 (the healthy input reported as killing its worker) was
+    a healthy input queued behind the poison three times; on one worker with the poison first
+    it is queued behind it every time, so this case failed on every run before the fix.
+    """
     import cloudpickle
 
     from XAIExplainLib.cli.cluster import MAX_WORKER_DEATHS
 
     poison = tmp_path / "poison.nrrd"
     poison.write_bytes(cohort[0].read_bytes())
-    inputs = [cohort[0], poison, cohort[1]]
+    inputs = [cohort[0], poison, cohort[1]] if order == "healthy-first" else [poison, cohort[0]]
+    client = request.getfixturevalue("client" if workers == 2 else "one_worker")
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import it
     client.register_plugin(KillOnPoison())
+    errors, result = io.StringIO(), {}
+    run = threading.Thread(target=lambda: result.update(summary=explain_cohort(
+        MODEL, inputs, tmp_path / "out", ["gradcam"], client=client, stderr=errors)), daemon=True)
     try:
-        errors = io.StringIO()
-        summary = explain_cohort(MODEL, inputs, tmp_path / "out", ["gradcam"], client=client,
-                                 stderr=errors)
+        run.start()
+        run.join(timeout=900)  # a guard against a hang (a worker that never came back), not a timing
     finally:
         client.unregister_worker_plugin(KillOnPoison.name)
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    assert [r.status for r in summary.records] == ["ok", "failed", "ok"], [r.error for r in summary.records]
+    assert not run.is_alive(), "the cohort did not finish: no worker came back after a death"
+    summary = result["summary"]
+    assert [r.status for r in summary.records] == ["ok" if p != poison else "failed" for p in inputs], \
+        [r.error for r in summary.records]
     message = (f"{poison}: the worker explaining it died each time it was tried (killed, or out "
                "of memory); not retried further")
-    assert summary.records[1].error == message
+    assert summary.records[inputs.index(poison)].error == message
     assert errors.getvalue() == f"xaiexplain: error: {message}\n"
     assert client.cluster.scheduler.allowed_failures == MAX_WORKER_DEATHS
     assert hidden(tmp_path / "out") == []

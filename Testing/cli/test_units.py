@@ -77,7 +77,7 @@ def test_list_file_resolves_relative_paths_comments_and_reports_missing(tmp_path
     assert "cohort.txt:5" in str(items[2].error) and "no such file" in str(items[2].error)
 
 
-def test_colliding_stems_get_the_parent_folder_name_and_duplicates_run_once(tmp_path):
+def test_colliding_stems_get_the_parent_folder_names_and_duplicates_run_once(tmp_path):
     for site, patient in (("a", "p01"), ("a", "p02"), ("b", "p02")):
         (tmp_path / site / patient).mkdir(parents=True)
         sitk.WriteImage(_volume(), str(tmp_path / site / patient / "ct.nrrd"))
@@ -85,7 +85,10 @@ def test_colliding_stems_get_the_parent_folder_name_and_duplicates_run_once(tmp_
              tmp_path / "b" / "p02" / "ct.nrrd"]
     same_again = tmp_path / "a" / "p01" / ".." / "p01" / "ct.nrrd"
     items = discover([str(p) for p in paths] + [str(same_again)])
-    assert [i.stem for i in items] == ["p01_ct", "p02_ct", "p02_ct_2"]
+    # p02 still collides after one parent, so both take the next one (never a number by order)
+    assert [i.stem for i in items] == ["p01_ct", "a_p02_ct", "b_p02_ct"]
+    assert [i.stem for i in discover([str(p) for p in reversed(paths)])] == \
+        ["b_p02_ct", "a_p02_ct", "p01_ct"]
 
 
 def test_folder_with_two_dicom_series_gives_two_inputs_with_their_geometry(tmp_path):

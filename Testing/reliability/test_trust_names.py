@@ -215,13 +215,13 @@ def test_the_resolver_takes_exactly_one_attribute_after_an_allowed_module():
 
 
 def test_a_cohort_worker_loading_the_model_runs_nothing(clean, tmp_path):
-    """What each Dask worker runs (``build_job`` loads the model there); the parent refuses first too."""
-    from XAIExplainLib.cli.explain_one import CohortSpec
-    from XAIExplainLib.cli.explain_run import build_job
+    """What each Dask worker runs (``run_plan.load_run`` loads the model there); the parent refuses first too."""
+    from XAIExplainLib.cli.run_plan import ExplainSettings
+    from XAIExplainLib.cli.run_plan import load_run
     from XAIExplainLib.cli.errors import UserError
 
     marker = tmp_path / "MARKER"
     folder = _hostile(clean, tmp_path, "nonlin", WALK, marker)
     with pytest.raises(UserError, match="cannot import module 'torch.nn.modules.module.torch.os'"):
-        build_job(CohortSpec(model=str(folder), methods=("gradcam",), device="cpu"), tmp_path / "out")
+        load_run(ExplainSettings(model=str(folder), methods=("gradcam",), device="cpu"), tmp_path / "out")
     assert not marker.exists()

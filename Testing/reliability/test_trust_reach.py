@@ -175,15 +175,15 @@ def test_loading_each_form_writes_no_cache_and_opens_no_socket(nnunet, tmp_path,
 
 
 def test_a_cohort_worker_refuses_a_linked_checkpoint_without_trust(nnunet, tmp_path):
-    """What each Dask worker runs to load the model (``build_job``), with the spec's trust."""
+    """What each Dask worker runs to load the model (``run_plan.load_run``), with the spec's trust."""
     from XAIExplainLib.cli.errors import UserError
-    from XAIExplainLib.cli.explain_one import CohortSpec
-    from XAIExplainLib.cli.explain_run import build_job
+    from XAIExplainLib.cli.run_plan import ExplainSettings
+    from XAIExplainLib.cli.run_plan import load_run
 
     folder = _linked_copy(nnunet, tmp_path, "fold_0/checkpoint_final.pth")
     with pytest.raises(UserError, match="lies outside the model folder"):
-        build_job(CohortSpec(model=str(folder), methods=("gradcam",), device="cpu"), tmp_path / "out")
-    job = build_job(CohortSpec(model=str(folder), methods=("gradcam",), device="cpu", trust=True), tmp_path / "out")
+        load_run(ExplainSettings(model=str(folder), methods=("gradcam",), device="cpu"), tmp_path / "out")
+    job = load_run(ExplainSettings(model=str(folder), methods=("gradcam",), device="cpu", trust=True), tmp_path / "out")
     assert job.model.kind == "nnunet"
 
 

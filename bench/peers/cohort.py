@@ -70,7 +70,7 @@ def main() -> None:
 
     from XAIExplainLib.cli.cluster import cpu_cores, start_local_cluster
     from XAIExplainLib.cli.cohort import explain_cohort
-    from XAIExplainLib.cli.explain_one import CohortSpec
+    from XAIExplainLib.cli.run_plan import ExplainSettings
 
     cores = cpu_cores()
     torch.set_num_threads(cores)
@@ -90,7 +90,7 @@ def main() -> None:
                                        "identical": True})
             for workers in (1, 2):
                 began = time.perf_counter()
-                cluster, spec = start_local_cluster(workers, CohortSpec(
+                cluster, spec = start_local_cluster(workers, ExplainSettings(
                     model=args.model, methods=tuple(args.methods), device="cpu"))
                 with cluster, Client(cluster) as client:
                     started = time.perf_counter() - began

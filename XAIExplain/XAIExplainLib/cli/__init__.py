@@ -6,10 +6,12 @@ computation), ``writing`` (atomic, non-clobbering outputs), ``staging`` (an
 input's files appear together), ``manifest`` (what made an input's files, for
 resuming), ``folder_lock`` (one run per output folder), ``signals`` (SIGTERM as
 Ctrl-C), ``montage`` (the overlay PNG), ``summary`` (summary.json /
-summary.csv), ``progress`` (stderr display), ``explain_one`` (one input: the
-unit of work), ``cohort`` (resume, dispatch, summary; ``explain_cohort``),
-``cluster`` (Dask), ``explain_run`` / ``evaluate_run`` / ``demo`` /
-``listing`` (the commands).  ``main`` only parses arguments and dispatches to them.
+summary.csv), ``progress`` (stderr display), ``run_plan`` (an explain run's
+settings, checked once, and the model loaded per process), ``explain_run``
+(one input's maps and files), ``explain_one`` (one input: the unit of work),
+``cohort`` (resume, dispatch, summary; ``explain_cohort``), ``cluster``
+(Dask), ``explain_command`` / ``evaluate_run`` / ``demo`` / ``listing`` (the
+commands).  ``main`` only parses arguments and dispatches to them.
 """
 
 from .main import main

@@ -8,6 +8,9 @@ workers (each runs one input at a time with cores // N torch threads).
 ``dask scheduler``); its workers must see the inputs, the model and the
 output folder at the same paths.
 
+The settings are :class:`.run_plan.ExplainSettings` (not imported: the
+unit of work arrives as an argument, so this module imports neither).
+
 A worker that dies while explaining an input (killed, out of memory) has the
 input rescheduled by Dask on another worker, at most
 :data:`MAX_WORKER_DEATHS` times on a local cluster (a scheduler elsewhere uses
@@ -28,11 +31,12 @@ from typing import Iterator, Sequence
 from ..extras import install_hint
 from .discovery import InputItem
 from .errors import UserError, one_line
-from .explain_one import CohortSpec, explain_one
 from .summary import InputRecord
 
 #: How many times a local cluster reschedules an input whose worker died.
 MAX_WORKER_DEATHS = 2
+#: How many times an input Dask gave up on, but which never started, is submitted again.
+MAX_REQUEUES = 3
 
 _INSTALL = install_hint("cluster")
 
@@ -63,7 +67,8 @@ def require_dask():
 
 
 @contextlib.contextmanager
-def open_client(text: str, spec: CohortSpec, stderr) -> Iterator[tuple[object, CohortSpec]]:
+def open_client(text: str, spec: ExplainSettings,
+                stderr) -> Iterator[tuple[object, ExplainSettings]]:
     """A client of the asked-for cluster, and ``spec`` with the workers' thread count."""
     kind, value = parse_cluster(text)
     distributed = require_dask()
@@ -84,7 +89,7 @@ def open_client(text: str, spec: CohortSpec, stderr) -> Iterator[tuple[object, C
         yield client, spec
 
 
-def start_local_cluster(workers: int, spec: CohortSpec):
+def start_local_cluster(workers: int, spec: ExplainSettings):
     """A ``LocalCluster`` of ``workers`` processes, one GPU or cores // N threads each."""
     import dask
     from distributed import LocalCluster
@@ -138,32 +143,72 @@ def dashboard_line(cluster) -> str:
     return f"dashboard at {cluster.dashboard_link}"
 
 
-def run_on_cluster(client, items: Sequence[InputItem], todo: Sequence[int], spec: CohortSpec,
-                   folder) -> Iterator[tuple[int, InputRecord]]:
-    """Submit the inputs ``todo``; yield ``(index, record)`` as each finishes, in any order."""
+def run_on_cluster(client, items: Sequence[InputItem], todo: Sequence[int],
+                   spec: ExplainSettings, folder, work) -> Iterator[tuple[int, InputRecord]]:
+    """Submit ``work(item, spec, folder)`` for the inputs ``todo`` (the unit of work,
+    :func:`.explain_one.explain_one`); yield ``(index, record)`` as each finishes, in any order.
+
+    Dask counts a worker's death against every input assigned to that worker,
+    also those only waiting in its queue: a healthy input queued behind one
+    that kills its worker collects the same count and was reported as killing
+    workers itself (on a loaded machine, or always on a one-worker cluster).
+    An input reported so whose work never started (it leaves its staging
+    folder behind only when its worker dies under it) is innocent: it is
+    submitted again, at most :data:`MAX_REQUEUES` times.
+    """
     from distributed import as_completed
 
-    futures = {}
-    for index in todo:
+    futures: dict = {}
+
+    def submit(index: int):
         item = items[index]
-        future = client.submit(explain_one, item, spec, str(folder), pure=False,
+        future = client.submit(work, item, spec, str(folder), pure=False,
                                key=f"xaiexplain-{item.stem}-{os.urandom(4).hex()}")
         futures[future] = index
+        return future
+
+    for index in todo:
+        submit(index)
+    requeued: dict[int, int] = {}
+    # Results are gathered as each input finishes: a worker that dies later takes nothing with it.
+    finished = as_completed(list(futures), with_results=True, raise_errors=False)
     try:
-        # Results are gathered as each input finishes: a worker that dies later takes nothing with it.
-        for future, result in as_completed(list(futures), with_results=True, raise_errors=False):
-            index = futures[future]
+        for future, result in finished:
+            index = futures.pop(future)
+            if _killed_without_starting(future, result, items[index], folder) \
+                    and requeued.get(index, 0) < MAX_REQUEUES:
+                requeued[index] = requeued.get(index, 0) + 1
+                finished.add(submit(index))
+                continue
             yield index, _record(future, result, items[index], spec, folder)
     finally:
         client.cancel([f for f in futures if not f.done()])
 
 
-def _record(future, result, item: InputItem, spec: CohortSpec, folder) -> InputRecord:
+def _killed_without_starting(future, result, item: InputItem, folder) -> bool:
+    """Dask gave up on ``item`` for killing workers, yet its work never started on any of them."""
+    from .staging import stage_of
+
+    if future.status != "error":
+        return False
+    # as_completed(with_results=True) hands an error over as (type, exception, traceback)
+    error = result if isinstance(result, BaseException) else future.exception()
+    if type(error).__name__ != "KilledWorker":
+        return False
+    try:
+        return not any(stage_of(item.stem, entry.name) for entry in Path(folder).iterdir())
+    except OSError:
+        return False
+
+
+def _record(future, result, item: InputItem, spec: ExplainSettings, folder) -> InputRecord:
     if future.status == "finished" and isinstance(result, InputRecord):
         return result
+    from .identity import input_identity
     from .manifest import COMPLETE, record_from_manifest, resume_state
 
-    if item.error is None and resume_state(Path(folder), item.stem, spec.fingerprint)[0] == COMPLETE:
+    if item.error is None and resume_state(Path(folder), item.stem, spec.fingerprint,
+                                           input_identity(item))[0] == COMPLETE:
         # the input was finished and committed, but the worker holding its row died before the
         # row was gathered (it was then lost with the worker): the manifest has the row
         return record_from_manifest(Path(folder), item.stem).name_input(item)

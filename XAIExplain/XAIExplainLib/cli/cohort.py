@@ -12,28 +12,30 @@ worker finished first.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .discovery import InputItem
 from .errors import UserError
-from .explain_one import CohortSpec, explain_one, forget_jobs
+from .explain_one import explain_one, forget_jobs
 from .folder_lock import FolderLock
-from .manifest import COMPLETE, DIFFERENT, file_sha256, manifest_name, record_from_manifest, \
-    resume_state
+from .identity import input_identity
+from .manifest import COMPLETE, DIFFERENT, manifest_name, record_from_manifest, resume_state
 from .prefetch import prefetch
 from .progress import Progress
+from .run_plan import ExplainSettings, explain_settings, plan
+from .small_files import read_small_text
 from .staging import clean_folder
 from .summary import SUMMARY_CSV, SUMMARY_JSON, InputRecord, RunSummary
 from .writing import OutputFolder
 
 PROG = "xaiexplain"
+#: Largest summary.json read back to see whether an earlier run of ours wrote it.
+SUMMARY_LIMIT = 256 << 20
 
 
 def explain_cohort(model: str | os.PathLike, inputs: Sequence[str | os.PathLike],
@@ -55,29 +57,30 @@ def explain_cohort(model: str | os.PathLike, inputs: Sequence[str | os.PathLike]
     inputs that are complete.  Bad options raise :class:`UserError`; failed
     inputs are rows with ``status == "failed"``.
     """
-    from .explain_run import plan
-
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError("model must be a model name, a model folder or a card.json path (the "
                         f"workers load it themselves), got {type(model).__name__}")
-    names = [methods] if isinstance(methods, str) else list(methods)
-    args = argparse.Namespace(
-        inputs=[str(i) for i in inputs], model=str(model), methods=names,
-        targets=[str(t) for t in targets] if targets else None, layer=layer, mode=mode,
-        axis=axis, device=device, format=format,
-        label_threshold=None if label_threshold is None else str(label_threshold),
-        overlay=overlay, region=None if region is None else str(region), trust_model=trust,
-        overwrite=overwrite, jobs=jobs, cluster=cluster, output_dir=str(output_dir),
-        quiet=not progress, debug=False)
+    settings = explain_settings(model, methods, targets=targets, layer=layer, mode=mode,
+                                axis=axis, device=device, format=format,
+                                label_threshold=label_threshold, overlay=overlay, region=region,
+                                trust=trust, overwrite=overwrite, cluster=cluster, jobs=jobs)
     stderr = stderr or sys.stderr
-    spec, items, loaded = plan(args, remote=client is not None or cluster is not None)
+    settings, items, loaded, notes = plan(settings, inputs, output_dir, remote=client is not None)
+    for note in notes:
+        print(f"{PROG}: note: {note}", file=stderr)
     shown = Progress(len(items), stream=stderr, enabled=progress)
-    options = {k: v for k, v in vars(args).items() if k not in ("quiet", "debug", "inputs")}
-    return run_cohort(spec, items, output_dir, model=loaded, client=client, cluster=cluster,
+    options = {"model": str(model), "methods": list(settings.methods),
+               "targets": list(settings.targets) if settings.targets else None, "layer": layer,
+               "mode": mode, "axis": axis, "device": device, "format": format,
+               "label_threshold": None if label_threshold is None else str(label_threshold),
+               "overlay": overlay, "region": None if region is None else str(region),
+               "trust_model": trust, "overwrite": overwrite, "jobs": jobs, "cluster": cluster,
+               "output_dir": str(output_dir)}
+    return run_cohort(settings, items, output_dir, model=loaded, client=client, cluster=cluster,
                       jobs=jobs, progress=shown, stderr=stderr, options=options)
 
 
-def run_cohort(spec: CohortSpec, items: Sequence[InputItem], output_dir: str | os.PathLike, *,
+def run_cohort(spec: ExplainSettings, items: Sequence[InputItem], output_dir: str | os.PathLike, *,
                model=None, client=None, cluster: str | None = None, jobs: int = 1,
                progress: Progress | None = None, stderr=None,
                options: dict[str, Any] | None = None) -> RunSummary:
@@ -129,43 +132,7 @@ def run_cohort(spec: CohortSpec, items: Sequence[InputItem], output_dir: str | o
     return summary
 
 
-def fingerprint(spec: CohortSpec, model) -> CohortSpec:
-    """``spec`` with what makes its outputs: the model's hashes, the methods, the options."""
-    from .options import resolve_targets
-
-    card = model.card
-    options = {
-        "targets": [c.name for c in resolve_targets(spec.targets, card)],
-        "layer": spec.layer, "mode": spec.mode, "axis": spec.axis, "format": spec.fmt,
-        "label_threshold": spec.label_threshold, "overlay": spec.overlay,
-        "region_sha256": file_sha256(spec.region) if spec.region else None,
-        "method_options": dict(spec.method_options),
-    }
-    return replace(spec, fingerprint={
-        "model": card.name, "weights_sha256": weights_digest(model),
-        "card_sha256": file_sha256(card.path) if card.path else None,
-        "methods": list(spec.methods), "options": options})
-
-
-def weights_digest(model) -> str | None:
-    """SHA-256 of the model's weights: the loader's, the card's checked value, or the file's."""
-    known = getattr(model, "weights_sha256", None) or model.card.weights.sha256
-    if known:
-        return known
-    path = getattr(model.card.weights, "file", None)
-    return file_sha256(path) if path is not None and Path(path).is_file() else None
-
-
-def check_same_model(spec: CohortSpec, model) -> None:
-    """A worker's model must be the one the run was checked with (a shared file may change)."""
-    expected = spec.fingerprint.get("weights_sha256")
-    if expected and weights_digest(model) != expected:
-        raise ValueError(f"the weights of model {spec.model} seen by this worker "
-                         f"({weights_digest(model)[:12]}...) differ from those the run was "
-                         f"started with ({expected[:12]}...)")
-
-
-def _resume(items: Sequence[InputItem], folder: Path, spec: CohortSpec,
+def _resume(items: Sequence[InputItem], folder: Path, spec: ExplainSettings,
             records: list[InputRecord | None], progress: Progress) -> list[int]:
     """Fill ``records`` with the complete inputs; the indices of those left to compute."""
     todo = []
@@ -173,12 +140,12 @@ def _resume(items: Sequence[InputItem], folder: Path, spec: CohortSpec,
         if item.error is not None:
             todo.append(index)
             continue
-        state, difference = resume_state(folder, item.stem, spec.fingerprint)
+        state, difference = resume_state(folder, item.stem, spec.fingerprint,
+                                         input_identity(item))
         if state == DIFFERENT and not spec.overwrite:
             raise UserError(folder / manifest_name(item.stem),
-                            f"the outputs of {item.source} were made with other settings "
-                            f"({difference}); pass --overwrite to replace them or choose "
-                            "another --output-dir")
+                            f"the outputs of {item.source} {difference}; pass --overwrite to "
+                            "replace them or choose another --output-dir")
         if state == COMPLETE:
             record = record_from_manifest(folder, item.stem).name_input(item)
             record.skipped = True
@@ -194,12 +161,12 @@ def _dispatch(items, todo, spec, folder, model, client, cluster, jobs, progress,
     if client is not None:
         from .cluster import run_on_cluster
 
-        yield from run_on_cluster(client, items, todo, spec, folder)
+        yield from run_on_cluster(client, items, todo, spec, folder, explain_one)
     elif cluster is not None:
         from .cluster import open_client, run_on_cluster
 
         with open_client(cluster, spec, stderr) as (client, spec):
-            yield from run_on_cluster(client, items, todo, spec, folder)
+            yield from run_on_cluster(client, items, todo, spec, folder, explain_one)
     else:
         from .reading import read_item
 
@@ -229,10 +196,10 @@ def _report(progress: Progress, index: int, record: InputRecord, stderr) -> None
 def _check_summary_replaceable(out: OutputFolder) -> None:
     """The summary of an earlier run into the folder is replaced; any other file is not."""
     path = out.destination(SUMMARY_JSON)
-    if path.is_file():
+    if os.path.lexists(path):
         try:
-            ours = json.loads(path.read_text(encoding="utf-8")).get("command") == "explain"
-        except (OSError, ValueError, AttributeError):
+            ours = json.loads(read_small_text(path, SUMMARY_LIMIT)).get("command") == "explain"
+        except (OSError, ValueError, AttributeError):  # NotAFileError is a ValueError
             ours = False
         if ours:
             return

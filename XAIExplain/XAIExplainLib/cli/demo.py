@@ -36,7 +36,7 @@ DEFAULT_PARENT = Path("xaiexplain-output")
 
 def run_demo(args: argparse.Namespace, stdout=None, stderr=None) -> int:
     """Generate the sample volume, explain it, and print where the outputs are."""
-    from .explain_run import run_explain
+    from .explain_command import run_explain
 
     stdout = stdout or sys.stdout
     started = time.monotonic()

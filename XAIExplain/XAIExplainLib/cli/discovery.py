@@ -20,12 +20,17 @@ import SimpleITK as sitk
 
 from ..imaging.reading import quiet_itk
 from .errors import UserError
+from .manifest import listed_outputs
+from .small_files import LIST_LIMIT, NotAFileError, read_small_text
 
 #: File name endings read as images, longest first so ``.nii.gz`` wins over ``.gz``.
 IMAGE_SUFFIXES = (".nii.gz", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd", ".hdr", ".dcm", ".dicom",
                   ".ima", ".tif", ".tiff", ".png", ".vtk", ".gipl", ".mnc")
 #: File name endings read as lists of inputs.
 LIST_SUFFIXES = (".txt", ".lst", ".list")
+
+#: Hidden names this tool writes into an output folder (temporary files, staging folders).
+TOOL_HIDDEN_PREFIX = ".xaiexplain-"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -100,12 +105,21 @@ def is_list_name(path: Path) -> bool:
     return path.suffix.lower() in LIST_SUFFIXES
 
 
-def discover(arguments: Sequence[str]) -> list[InputItem]:
-    """Expand INPUT arguments into input items with unique stems, in the order given."""
+def discover(arguments: Sequence[str], output_dir: str | os.PathLike | None = None,
+             notes: list[str] | None = None) -> list[InputItem]:
+    """Expand INPUT arguments into input items with unique stems, in the order given.
+
+    Outputs of this tool (files an ``*.xaiexplain.json`` manifest lists) are
+    never inputs: in a folder they are skipped with a line in ``notes``, named
+    on their own they are inputs that fail with the reason.  ``output_dir``
+    is the run's output folder, noted when it lies inside an input folder.
+    """
+    notes = [] if notes is None else notes
+    context = _Context(real_path(Path(output_dir)) if output_dir is not None else None, notes)
     items: list[InputItem] = []
     seen: set[tuple] = set()
     for argument in arguments:
-        for item in _expand(str(argument), Path(argument), from_list=None):
+        for item in _expand(str(argument), Path(argument), from_list=None, context=context):
             # The same volume named twice (in a list and on the command line) is explained once.
             key = (real_path(item.path), item.files, item.error is None)
             if item.error is None and key in seen:
@@ -115,7 +129,26 @@ def discover(arguments: Sequence[str]) -> list[InputItem]:
     return unique_stems(items)
 
 
-def _expand(source: str, path: Path, from_list: Path | None, relative: bool = False) -> list[InputItem]:
+@dataclass
+class _Context:
+    """What discovery carries along: the output folder and the notes for the user."""
+
+    output_dir: Path | None
+    notes: list[str]
+    outputs: dict[Path, set[str]] = field(default_factory=dict)
+
+    def outputs_in(self, folder: Path) -> set[str]:
+        """Names the manifests in ``folder`` list as outputs of this tool (read once per folder)."""
+        key = real_path(folder)
+        if key not in self.outputs:
+            names, problems = listed_outputs(folder)
+            self.notes.extend(f"{p} (its files are not recognised as outputs)" for p in problems)
+            self.outputs[key] = names
+        return self.outputs[key]
+
+
+def _expand(source: str, path: Path, from_list: Path | None,
+            context: _Context, relative: bool = False) -> list[InputItem]:
     where = ""
     if from_list is not None:
         where = f" (listed in {from_list}" + ("; a relative path is read from the list's folder)" if relative else ")")
@@ -125,24 +158,30 @@ def _expand(source: str, path: Path, from_list: Path | None, relative: bool = Fa
                                           f"links or a missing target){where}")]
         return [_failed(source, path, f"no such file or folder{where}")]
     if path.is_dir():
-        return _expand_folder(source, path, where)
+        return _expand_folder(source, path, where, context)
     if is_list_name(path):
         if from_list is not None:
             return [_failed(source, path, f"a list file cannot name another list file{where}")]
-        return list(_expand_list(path))
+        return list(_expand_list(path, context))
+    if path.name in context.outputs_in(path.parent):
+        return [_failed(source, path, f"is an output of an earlier xaiexplain run (its manifest in "
+                                      f"{path.parent} lists it){where}; give the scan it was "
+                                      "made from")]
     return [InputItem(source, path, image_stem(path))]
 
 
-def _expand_list(list_path: Path) -> Iterable[InputItem]:
+def _expand_list(list_path: Path, context: _Context) -> Iterable[InputItem]:
     """Inputs named in a text file: one per line, ``#`` comments, paths relative to the file."""
     try:
-        text = list_path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not a path
+        # a BOM (Windows editors) is not a path
+        text = read_small_text(list_path, LIST_LIMIT, encoding="utf-8-sig")
     except UnicodeDecodeError:
         yield _failed(str(list_path), list_path, "is not a UTF-8 text file; a list file names "
                                                  "one input path per line")
         return
-    except OSError as exc:
-        yield _failed(str(list_path), list_path, f"cannot be read ({exc.strerror or exc})")
+    except NotAFileError as exc:
+        yield _failed(str(list_path), list_path, f"{exc.problem}; a list file is a text file "
+                                                 "naming one input path per line")
         return
     found = False
     for number, line in enumerate(text.splitlines(), start=1):
@@ -156,27 +195,56 @@ def _expand_list(list_path: Path) -> Iterable[InputItem]:
             path = list_path.parent / path
         # messages name the line and the path as resolved (what was looked for), the summary the path alone
         line = f"{list_path}:{number}"
-        for item in _expand(f"{line}: {path}", path, from_list=list_path, relative=relative):
+        for item in _expand(f"{line}: {path}", path, from_list=list_path, context=context,
+                            relative=relative):
             yield replace(item, listed_in=line)
     if not found:
         yield _failed(str(list_path), list_path, "lists no inputs (one path per line, # starts "
                                                  "a comment)")
 
 
-def _expand_folder(source: str, folder: Path, where: str) -> list[InputItem]:
+def _expand_folder(source: str, folder: Path, where: str, context: _Context) -> list[InputItem]:
+    """One input per DICOM series in ``folder`` and one per image file outside those series.
+
+    Outputs of this tool and its temporary files are skipped with a note;
+    subfolders are not searched (the output folder among them is named in a note).
+    """
+    items: list[InputItem] = []
     series = dicom_series(folder)
+    in_series = {real_path(Path(f)) for _, files in series for f in files}
     if series:
         base = safe_name(real_path(folder).name)
         if len(series) == 1:
-            return [InputItem(source, folder, base, series[0][1])]
-        return [InputItem(f"{source} (series {uid})", folder, f"{base}_{number}", files)
-                for number, (uid, files) in enumerate(series, start=1)]
-    images = sorted(p for p in folder.iterdir() if is_image_name(p) and (p.is_file() or
-                                                                          p.is_symlink()))
-    if images:
-        # A link among them that leads nowhere is an input that fails, not one left out.
-        return [InputItem(str(p), p, image_stem(p)) if p.exists() else _expand(str(p), p, None)[0]
-                for p in images]
+            items.append(InputItem(source, folder, base, series[0][1]))
+        else:
+            items.extend(InputItem(f"{source} (series {uid})", folder, f"{base}_{number}", files)
+                         for number, (uid, files) in enumerate(series, start=1))
+    ours = context.outputs_in(folder)
+    skipped = []
+    images = []
+    for path in sorted(folder.iterdir()):
+        if not is_image_name(path) or not (path.is_file() or path.is_symlink()):
+            continue
+        if path.name in ours or path.name.startswith(TOOL_HIDDEN_PREFIX):
+            skipped.append(path.name)
+        elif real_path(path) not in in_series:
+            images.append(path)
+    if skipped:
+        context.notes.append(f"{source}: skipped {len(skipped)} file(s) written by xaiexplain "
+                             "(outputs its manifests list, or temporary files), which are never "
+                             "inputs")
+    out = context.output_dir
+    if out is not None and out != real_path(folder) and real_path(folder) in out.parents:
+        context.notes.append(f"{source}: the output folder {out} inside it is not searched for "
+                             "inputs (subfolders never are)")
+    # A link among them that leads nowhere is an input that fails, not one left out.
+    items.extend(InputItem(str(p), p, image_stem(p)) if p.exists()
+                 else _expand(str(p), p, None, context)[0] for p in images)
+    if items:
+        return items
+    if skipped:
+        return [_failed(source, folder, f"folder holds only files written by xaiexplain{where}; "
+                                        "give the folder of the scans")]
     return [_failed(source, folder, f"folder holds no DICOM series and no image files{where}")]
 
 
@@ -193,30 +261,59 @@ def _failed(source: str, path: Path, problem: str) -> InputItem:
 
 
 def unique_stems(items: list[InputItem]) -> list[InputItem]:
-    """Make output stems unique across a run.
+    """Make output stems unique across a run, whatever the order of the inputs.
 
     Cohorts often hold ``patient01/ct.nrrd``, ``patient02/ct.nrrd``: colliding
-    stems get their parent folder's name in front, and a number after if that
-    is still not enough, so no input's outputs overwrite another's.
+    stems get their parent folders' names in front, one more level each round
+    until they differ (``x/scan/ct.nrrd`` and ``y/scan/ct.nrrd`` become
+    ``x_scan_ct`` and ``y_scan_ct``).  What still collides (names that differ
+    only in characters unsafe in file names) is numbered in the order of the
+    resolved paths.  A stem so depends on the set of inputs, never on the
+    order of the arguments, so a re-run in another order finds each input's
+    own outputs.
     """
-    counts: dict[str, int] = {}
-    for item in items:
-        counts[item.stem] = counts.get(item.stem, 0) + 1
-    renamed = []
-    for item in items:
-        stem = item.stem
-        if counts[stem] > 1:
-            # A series is named after its folder, so its distinguishing name is one level up.
-            parent = real_path(item.path).parent
-            stem = safe_name(f"{parent.name}_{stem}")
-        renamed.append(replace(item, stem=stem))
-    used: set[str] = set()
-    result = []
-    for item in renamed:
-        stem, number = item.stem, 1
-        while stem in used:
-            number += 1
-            stem = f"{item.stem}_{number}"
-        used.add(stem)
-        result.append(replace(item, stem=stem))
-    return result
+    depth = [0] * len(items)
+    stems = [item.stem for item in items]
+    for _ in range(_MAX_PARENTS):
+        groups = _collisions(stems)
+        if not groups:
+            break
+        for group in groups:
+            for index in group:
+                depth[index] += 1
+                stems[index] = _with_parents(items[index], depth[index])
+    for group in _collisions(stems):
+        group.sort(key=lambda i: _order_key(items[i]))
+        used = set(stems)
+        for number, index in enumerate(group[1:], start=2):
+            stem = f"{stems[index]}_{number}"
+            while stem in used:
+                number += 1
+                stem = f"{stems[index]}_{number}"
+            used.add(stem)
+            stems[index] = stem
+    return [replace(item, stem=stem) for item, stem in zip(items, stems)]
+
+
+#: How many parent folders a stem may take in front before colliding ones are numbered.
+_MAX_PARENTS = 4
+
+
+def _collisions(stems: list[str]) -> list[list[int]]:
+    where: dict[str, list[int]] = {}
+    for index, stem in enumerate(stems):
+        where.setdefault(stem, []).append(index)
+    return [group for group in where.values() if len(group) > 1]
+
+
+def _with_parents(item: InputItem, depth: int) -> str:
+    """``item``'s stem after the names of its ``depth`` nearest parent folders.
+
+    A series is named after its folder, so its distinguishing names are one level up too.
+    """
+    parents = [p.name for p in list(real_path(item.path).parents)[:depth] if p.name]
+    return safe_name("_".join(reversed(parents)) + "_" + item.stem) if parents else item.stem
+
+
+def _order_key(item: InputItem) -> tuple:
+    return (str(real_path(item.path)), item.files, item.source)

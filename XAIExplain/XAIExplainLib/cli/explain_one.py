@@ -3,7 +3,7 @@
 The in-process loop and the Dask workers both call :func:`explain_one`, so
 a cohort gives the same files and rows however it is run.  What travels to a
 worker is small and picklable: the input's path (never its voxels), a
-:class:`CohortSpec` of the run's options, and the output folder's path.  The
+:class:`~.run_plan.ExplainSettings` of the run's options, and the output folder's path.  The
 worker reads the input itself, writes its files through the staging folder
 (all of an input's files appear together, then its manifest) and returns the
 :class:`InputRecord`.  The model is loaded once per process and kept
@@ -16,49 +16,19 @@ import socket
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import SimpleITK as sitk
 
 from .discovery import InputItem
+from .identity import input_identity
 from .manifest import COMPLETE, MISSING, record_from_manifest, recorded_files, resume_state
+from .run_plan import ExplainSettings, load_run
 from .staging import InputStage, rollback
 from .summary import InputRecord
 from .writing import OutputFolder
-
-
-@dataclass(frozen=True)
-class CohortSpec:
-    """Every option of an explain run, checked once by the caller; travels to the workers."""
-
-    model: str
-    methods: tuple[str, ...]
-    targets: tuple[str, ...] | None = None
-    layer: str | None = None
-    mode: str | None = None
-    axis: str | None = None
-    device: str = "auto"
-    fmt: str | None = None
-    label_threshold: float | str | None = None
-    overlay: bool = False
-    region: str | None = None
-    trust: bool = False
-    overwrite: bool = False
-    debug: bool = False
-    memory_budget_mb: float | None = None
-    #: ``--option`` values of the methods, as sorted (name, value) pairs (see options.parse_method_options).
-    method_options: tuple[tuple[str, Any], ...] = ()
-    #: torch CPU threads of the process that runs the inputs (None: leave torch's default).
-    threads: int | None = None
-    #: What made the outputs (weights and card hashes, methods, options): see run_plan.fingerprint.
-    fingerprint: dict[str, Any] = field(default_factory=dict, compare=False)
-    #: Which model ran (form, resolved path, weights SHA-256), for the summary: see summary.model_source.
-    source: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    def model_key(self) -> tuple:
-        return (self.model, self.trust, self.device, self.fingerprint.get("weights_sha256"))
 
 
 _JOBS: dict[tuple, Any] = {}
@@ -66,8 +36,8 @@ _LOADS: dict[tuple, int] = {}
 _LOCK = threading.Lock()
 
 
-def job_for(spec: CohortSpec, output_dir: Path, model=None):
-    """The run's :class:`ExplainJob` in this process, loading the model on first use only.
+def job_for(spec: ExplainSettings, output_dir: Path, model=None):
+    """The run's :class:`~.run_plan.LoadedRun` in this process, loading the model on first use only.
 
     ``model`` hands over a model the caller already loaded (the in-process
     run checked the options with it), so it is not loaded twice.
@@ -76,13 +46,11 @@ def job_for(spec: CohortSpec, output_dir: Path, model=None):
     with _LOCK:
         job = _JOBS.get(key)
         if job is None:
-            from .explain_run import build_job
-
             if spec.threads:
                 import torch
 
                 torch.set_num_threads(spec.threads)
-            job = build_job(spec, output_dir, model)
+            job = load_run(spec, output_dir, model)
             _JOBS[key] = job
             if model is None:
                 _LOADS[spec.model_key()] = _LOADS.get(spec.model_key(), 0) + 1
@@ -100,7 +68,7 @@ def forget_jobs() -> None:
         _JOBS.clear()
 
 
-def explain_one(item: InputItem, spec: CohortSpec, output_dir: str | os.PathLike,
+def explain_one(item: InputItem, spec: ExplainSettings, output_dir: str | os.PathLike,
                 image: sitk.Image | None = None, read_error: BaseException | None = None,
                 progress=None, model=None) -> InputRecord:
     """Explain ``item`` with ``spec`` into ``output_dir``; failures become the record's error.
@@ -124,23 +92,26 @@ def explain_one(item: InputItem, spec: CohortSpec, output_dir: str | os.PathLike
         if spec.region:
             protected.append(Path(spec.region))
         out = OutputFolder(output_dir, overwrite=spec.overwrite, protected=protected)
-        state, _ = resume_state(output_dir, item.stem, spec.fingerprint)
+        identity = input_identity(item) if item.error is None else None
+        state, _ = resume_state(output_dir, item.stem, spec.fingerprint, identity)
         if state == COMPLETE and read_error is None and item.error is None:
             # a retry of an input already committed (the worker holding its row died before the
             # row was gathered): its outputs are complete and its row is in the manifest
             return record_from_manifest(output_dir, item.stem).name_input(item)
         own = recorded_files(output_dir, item.stem) if state == MISSING else []
         stage = InputStage(out, item.stem, replaceable=own)
+        # Made before the input is read: a worker that dies on this input leaves it behind,
+        # which is how the cluster tells an input that kills workers from one queued behind it.
+        stage.prepare()
         if read_error is not None:
             raise read_error
         if image is None:
             image = read_item(item)
-        stage.prepare()
         explain_input(replace(job, out=stage), item, image, record, progress or _Silent())
         if record.status != "partial":  # "partial": some methods could not run (record.error says which)
             record.status = "ok"
         record.seconds = time.monotonic() - began
-        stage.commit(record, spec.fingerprint)
+        stage.commit(record, spec.fingerprint, identity)
     except KeyboardInterrupt:
         if stage is not None:
             stage.discard()

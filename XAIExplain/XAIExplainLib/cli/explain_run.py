@@ -1,167 +1,32 @@
-"""``xaiexplain explain``: check the command, then hand the cohort to :mod:`.cohort`.
+"""Explain one input with a run's :class:`~.run_plan.LoadedRun` and write all its files.
 
-Everything that does not depend on an input is checked here, before the first
-input is read: methods, classes, the layer of every layer-based method, the
-label threshold, the cluster, the output folder.  The per-input work
-(:func:`explain_input`) is run by :func:`.explain_one.explain_one`, in this
-process or on Dask workers.
+:func:`explain_input` is the per-input work that :func:`.explain_one.explain_one`
+runs, in this process or on Dask workers: every class choice and method group
+through :func:`models.explain_image`, then the heatmaps, label maps, overlay
+pictures and the prediction, each named by :class:`.outputs.OutputNames`.
+The command itself (``xaiexplain explain``) is :mod:`.explain_command`; the
+settings and their checks are :mod:`.run_plan`.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import math
-import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
-from .discovery import InputItem, discover
-from .errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SOME_FAILED, UserError, one_line
-from .explain_one import CohortSpec
+from .discovery import InputItem
+from .errors import UserError, one_line
 from .montage import render_overlay
-from .options import (ClassChoice, check_device, check_jobs, check_layer, check_methods,
-                      check_methods_for, load_model_or_fail, numpy_axis, options_for, output_ending,
-                      parse_label_threshold, parse_method_options, resolve_targets)
+from .options import ClassChoice, numpy_axis, options_for, output_ending
 from .outputs import (OutputNames, check_region_mask, prediction_record, threshold_label,
                       write_heatmap, write_prediction)
 from .progress import Progress
-from .reading import read_image
-from .summary import InputRecord, RunSummary, model_source
-from .writing import OutputFolder
-
-PROG = "xaiexplain"
+from .run_plan import LoadedRun
+from .summary import InputRecord
 
 
-@dataclass
-class ExplainJob:
-    """Everything fixed for the whole run, checked before the first input is read."""
-
-    model: Any
-    methods: list[str]
-    choices: list[ClassChoice]
-    layer: str | None
-    mode: str | None
-    axis_name: str | None
-    device: str
-    fmt: str | None
-    label_threshold: float | str | None
-    overlay: bool
-    region: sitk.Image | None
-    region_source: str
-    out: OutputFolder
-    debug: bool = False
-    memory_budget_mb: float | None = None
-    method_options: dict = dataclasses.field(default_factory=dict)
-
-    @property
-    def card(self):
-        return self.model.card
-
-
-def run_explain(args: argparse.Namespace, stdout=None, stderr=None) -> int:
-    """Run ``explain`` for parsed arguments; returns the exit status."""
-    from .cohort import run_cohort
-    from .signals import sigterm_as_interrupt
-
-    stdout = stdout or sys.stdout
-    stderr = stderr or sys.stderr
-    with sigterm_as_interrupt():
-        spec, items, model = plan(args)
-        progress = Progress(len(items), stream=stderr, enabled=not args.quiet)
-        if len(items) == 1 and not progress.interactive:
-            progress.enabled = False  # "[1/1] x: ok" lines add nothing; errors still print
-        summary = run_cohort(spec, items, args.output_dir, model=model,
-                             cluster=getattr(args, "cluster", None), jobs=args.jobs,
-                             progress=progress, stderr=stderr, options=_options(args))
-    return finish(summary, Path(args.output_dir), args.quiet, stdout, stderr)
-
-
-def plan(args: argparse.Namespace,
-         remote: bool = False) -> tuple[CohortSpec, list[InputItem], Any]:
-    """Validate every option, load the model once to check them, discover the inputs.
-
-    ``remote``: the inputs run on a Dask cluster, whose workers load the model
-    themselves; the model loaded here (on the CPU) is then not returned.
-    """
-    from .cohort import fingerprint
-
-    methods = check_methods(args.methods)
-    method_options = parse_method_options(getattr(args, "options", None), methods)
-    label_threshold = parse_label_threshold(args.label_threshold)
-    check_jobs(args.jobs)
-    budget = getattr(args, "memory_budget", None)
-    if budget is not None and not budget > 0:
-        raise UserError(f"--memory-budget {budget:g}", "must be a positive number of megabytes")
-    cluster = getattr(args, "cluster", None)
-    if cluster is not None:
-        from .cluster import parse_cluster, require_dask
-
-        parse_cluster(cluster)
-        require_dask()
-    remote = remote or cluster is not None
-    # A scheduler elsewhere has its own devices: "cuda" is checked there, by the workers.
-    device = args.device if cluster and "://" in cluster else check_device(args.device)
-    items = discover(args.inputs)
-    region_path = None
-    if args.region is not None and args.region.strip().lower() != "predicted":
-        region_path = Path(args.region)
-    # A cluster's workers load the model themselves; here it only checks the options.
-    model = load_model_or_fail(args.model, "cpu" if remote else device,
-                               getattr(args, "trust_model", False))
-    card = model.card
-    check_methods_for(methods, model)
-    check_layer(methods, model, args.layer)
-    resolve_targets(args.targets, card)
-    _check_mode(args.mode, card)
-    if region_path is not None:
-        if card.task != "segmentation":
-            raise UserError(f"--region {args.region}", f"applies to segmentation models; "
-                                                       f"'{card.name}' is a {card.task} model")
-        read_image(region_path)
-    spec = CohortSpec(model=str(args.model), methods=tuple(methods),
-                      targets=tuple(args.targets) if args.targets else None, layer=args.layer,
-                      mode=args.mode, axis=args.axis, device=args.device if remote else device,
-                      fmt=args.format, label_threshold=label_threshold, overlay=args.overlay,
-                      region=str(region_path) if region_path is not None else None,
-                      trust=getattr(args, "trust_model", False), overwrite=args.overwrite,
-                      debug=getattr(args, "debug", False), memory_budget_mb=budget,
-                      method_options=tuple(sorted(method_options.items())))
-    spec = dataclasses.replace(fingerprint(spec, model), source=model_source(model))
-    return spec, items, (None if remote else model)
-
-
-def build_job(spec: CohortSpec, output_dir: Path, model=None) -> ExplainJob:
-    """The :class:`ExplainJob` of ``spec`` in this process (a worker loads the model here)."""
-    from .cohort import check_same_model
-
-    device = check_device(spec.device)
-    if model is None:
-        model = load_model_or_fail(spec.model, device, spec.trust)
-        check_same_model(spec, model)
-    region = read_image(Path(spec.region)) if spec.region else None
-    return ExplainJob(model=model, methods=list(spec.methods),
-                      choices=resolve_targets(spec.targets, model.card), layer=spec.layer,
-                      mode=spec.mode, axis_name=spec.axis, device=device, fmt=spec.fmt,
-                      label_threshold=spec.label_threshold, overlay=spec.overlay, region=region,
-                      region_source=spec.region or "",
-                      out=OutputFolder(output_dir, overwrite=spec.overwrite), debug=spec.debug,
-                      memory_budget_mb=spec.memory_budget_mb, method_options=dict(spec.method_options))
-
-
-def _check_mode(mode: str | None, card) -> None:
-    from ..engine.modes import resolve_mode
-
-    try:
-        resolve_mode(mode, None, card.spatial_dims, model_name=f"model '{card.name}'")
-    except ValueError as error:
-        raise UserError(f"--mode {mode}", str(error)) from None
-
-
-def explain_input(job: ExplainJob, item: InputItem, image: sitk.Image, record: InputRecord,
+def explain_input(job: LoadedRun, item: InputItem, image: sitk.Image, record: InputRecord,
                   progress: Progress) -> None:
     """Explain one input for every class choice and method group, and write all its files.
 
@@ -255,7 +120,7 @@ def _record_explained(record: InputRecord, choice: ClassChoice, explained: int |
     record.prediction["explained_class"] = name
 
 
-def _write_method(job: ExplainJob, method: str, choice: ClassChoice, heat: sitk.Image,
+def _write_method(job: LoadedRun, method: str, choice: ClassChoice, heat: sitk.Image,
                   image: sitk.Image, prediction, names: OutputNames, record: InputRecord,
                   axis: int | None, layer: str | None, explained: int | None = None) -> None:
     heat = write_heatmap(job.out, heat, image, names.heatmap(method, choice))
@@ -283,7 +148,7 @@ def _write_method(job: ExplainJob, method: str, choice: ClassChoice, heat: sitk.
         record.outputs.append(names.overlay(method, choice))
 
 
-def _target(choice: ClassChoice, job: ExplainJob, image: sitk.Image):
+def _target(choice: ClassChoice, job: LoadedRun, image: sitk.Image):
     """What explain_image explains: a class index, None (its default: one class per volume for a
     per-slice classifier, models.explained_class), "per-slice", or a region on a segmenter."""
     from ..models.explained_class import is_per_slice
@@ -305,7 +170,7 @@ def _check_dimensions(image: sitk.Image, card, source: str) -> None:
                                 "volume")
 
 
-def overlay_titles(job: ExplainJob, stem: str, method: str, explained: int | None, prediction,
+def overlay_titles(job: LoadedRun, stem: str, method: str, explained: int | None, prediction,
                    focus, axis: int | None, layer: str | None) -> tuple[str, str]:
     """Title: input, method and class; subtitle: model, the layer used, device."""
     from ..engine import METHODS
@@ -319,7 +184,7 @@ def overlay_titles(job: ExplainJob, stem: str, method: str, explained: int | Non
     return f"{stem} · {method_name} · {what}", " · ".join(parts)
 
 
-def explained_class(job: ExplainJob, explained: int | None, prediction, focus,
+def explained_class(job: LoadedRun, explained: int | None, prediction, focus,
                     axis: int | None) -> str:
     """The class the picture explains, with its score on the pictured slice where the model gives one."""
     names = list(job.card.class_names)
@@ -343,7 +208,7 @@ def explained_class(job: ExplainJob, explained: int | None, prediction, focus,
     return f"class {names[explained]} (p = {scores[explained]:.2f}{where})"
 
 
-def overlay_focus(job: ExplainJob, heat: sitk.Image, prediction, explained: int | None,
+def overlay_focus(job: LoadedRun, heat: sitk.Image, prediction, explained: int | None,
                   axis: int | None, contour: sitk.Image | None):
     """``(focus voxel, caption, strip)``: where the picture cuts and why.
 
@@ -380,7 +245,7 @@ def overlay_focus(job: ExplainJob, heat: sitk.Image, prediction, explained: int 
     return focus_voxel(values), "views through the map's peak", None
 
 
-def _slice_axis(job: ExplainJob, axis: int | None) -> int:
+def _slice_axis(job: LoadedRun, axis: int | None) -> int:
     return axis if axis is not None else (job.card.slice_axis or 0)
 
 
@@ -391,7 +256,7 @@ def _predicted_label(prediction: sitk.Image) -> int | None:
     return int(np.argmax(counts)) if counts.sum() else None
 
 
-def _outline_label(job: ExplainJob, choice: ClassChoice, prediction) -> str:
+def _outline_label(job: LoadedRun, choice: ClassChoice, prediction) -> str:
     """What the overlay's outline is."""
     if job.region is not None:
         return f"region given with --region ({Path(job.region_source).name})"
@@ -401,7 +266,7 @@ def _outline_label(job: ExplainJob, choice: ClassChoice, prediction) -> str:
     return f"the model's predicted {name} region"
 
 
-def _contour(job: ExplainJob, choice: ClassChoice, prediction, image: sitk.Image):
+def _contour(job: LoadedRun, choice: ClassChoice, prediction, image: sitk.Image):
     """Outline drawn on the overlay: the user's region, or the segmenter's predicted class."""
     if job.region is not None:
         return job.region
@@ -432,30 +297,3 @@ def input_error(item: InputItem, error: BaseException) -> str:
         return f"{item.source}: {one_line(error)}"
     return (f"{item.source}: unexpected {type(error).__name__}: {one_line(error)} "
             "(run with --debug for the traceback)")
-
-
-def finish(summary: RunSummary, output_dir: Path, quiet: bool, stdout, stderr) -> int:
-    """Report where the outputs are; the exit status says whether everything was written."""
-    ok, total = len(summary.succeeded), len(summary.records)
-    for problem in summary.problems:
-        print(f"{PROG}: error: {problem}", file=stderr)
-    if not quiet and ok:
-        skipped = f" ({len(summary.skipped)} complete from an earlier run)" if summary.skipped else ""
-        if summary.partial:
-            skipped += f" ({len(summary.partial)} with method(s) that could not run: see above)"
-        where = ("summary.json, summary.csv" if not summary.problems
-                 else "summary.json and summary.csv NOT written")
-        print(f"Explained {ok} of {total} input(s){skipped} in {summary.seconds:.1f} s on "
-              f"{summary.device}; outputs in {output_dir}/ ({where})", file=stdout)
-    if ok == total and not summary.problems and not summary.partial:
-        return EXIT_OK
-    if summary.partial:
-        return EXIT_SOME_FAILED  # some methods were written, others could not run
-    return EXIT_SOME_FAILED if ok else EXIT_BAD_INPUT
-
-
-def _options(args: argparse.Namespace) -> dict[str, Any]:
-    keep = ("model", "methods", "options", "targets", "region", "layer", "mode", "axis", "device", "format",
-            "label_threshold", "overlay", "jobs", "cluster", "memory_budget", "output_dir", "overwrite")
-    return {k: getattr(args, k) for k in keep if hasattr(args, k)}
-

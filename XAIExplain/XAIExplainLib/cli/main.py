@@ -276,7 +276,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_explain(args: argparse.Namespace) -> int:
-    from .explain_run import run_explain
+    from .explain_command import run_explain
 
     return run_explain(args)
 

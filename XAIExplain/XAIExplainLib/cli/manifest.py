@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, one_line
+from .identity import identity_difference
+from .small_files import MANIFEST_LIMIT, NotAFileError, plain_name, read_small_text
 from .summary import InputRecord, json_safe
 
 MANIFEST_ENDING = ".xaiexplain.json"
@@ -40,37 +43,113 @@ def file_sha256(path: str | Path) -> str:
 
 
 def manifest_text(record: InputRecord, fingerprint: dict[str, Any],
-                  sizes: dict[str, int]) -> str:
-    data = {"format": MANIFEST_FORMAT, "fingerprint": fingerprint,
+                  sizes: dict[str, int], identity: dict[str, Any] | None = None) -> str:
+    data = {"format": MANIFEST_FORMAT, "fingerprint": fingerprint, "input": identity,
             "files": [{"name": name, "bytes": sizes[name]} for name in record.outputs],
             "record": record.saved()}
     return json.dumps(json_safe(data), indent=2, allow_nan=False, sort_keys=False) + "\n"
 
 
 def read_manifest(folder: Path, stem: str) -> dict[str, Any] | None:
-    """The parsed manifest of ``stem``, or None when there is none (or it is not ours)."""
+    """The checked manifest of ``stem``, or None when there is none.
+
+    A manifest is untrusted input (anyone who can write into the folder can
+    write one, and a copied folder may hold another tool's file of that name):
+    it is read with a size limit, only from a regular file, and every file
+    name it lists must be a plain name of one of ``stem``'s outputs, all
+    checked before anything acts on it.  Anything else is one
+    :class:`UserError` naming the manifest.
+    """
     path = folder / manifest_name(stem)
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_small_text(path, MANIFEST_LIMIT))
+    except NotAFileError as exc:
+        raise UserError(path, f"{exc.problem}; an xaiexplain manifest is a small JSON file: "
+                              "remove it or choose another --output-dir") from exc
     except (OSError, ValueError) as exc:
-        raise UserError(path, f"is not a readable xaiexplain manifest ({exc}); remove it or "
-                              "choose another --output-dir") from exc
+        raise UserError(path, f"is not a readable xaiexplain manifest ({one_line(exc)}); remove "
+                              "it or choose another --output-dir") from exc
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         raise UserError(path, "is not an xaiexplain manifest of this version; remove it or "
+                              "choose another --output-dir")
+    problem = _manifest_problem(data, stem)
+    if problem:
+        raise UserError(path, f"is not a valid xaiexplain manifest ({problem}); remove it or "
                               "choose another --output-dir")
     return data
 
 
-def resume_state(folder: Path, stem: str, fingerprint: dict[str, Any]) -> tuple[str, str]:
-    """``(COMPLETE | MISSING | DIFFERENT, what differs)`` for the outputs of ``stem``."""
+def listed_outputs(folder: Path) -> tuple[set[str], list[str]]:
+    """The files the manifests in ``folder`` list (outputs of this tool), and the manifests
+    that could not be read (each one line)."""
+    names: set[str] = set()
+    problems: list[str] = []
+    try:
+        manifests = sorted(p.name for p in folder.iterdir() if p.name.endswith(MANIFEST_ENDING))
+    except OSError:
+        return names, problems
+    for manifest in manifests:
+        try:
+            names.update(recorded_files(folder, manifest[: -len(MANIFEST_ENDING)]))
+        except UserError as exc:
+            problems.append(str(exc))
+    return names, problems
+
+
+def output_of(stem: str, name: object) -> bool:
+    """``name`` is a plain file name that an output of ``stem`` can have (``<stem>_...``,
+    ``<stem>.<ending>``), so a manifest or journal cannot point anywhere else."""
+    return plain_name(name) and len(name) > len(stem) + 1 and name.startswith(stem) \
+        and name[len(stem)] in "_." and name != manifest_name(stem)
+
+
+def _manifest_problem(data: dict, stem: str) -> str:
+    """What is wrong with the parts of a manifest a run acts on, or ``""``."""
+    if not isinstance(data.get("fingerprint"), dict):
+        return "its fingerprint is not an object"
+    files = data.get("files")
+    if not isinstance(files, list):
+        return "its files are not a list"
+    for number, entry in enumerate(files):
+        if not isinstance(entry, dict):
+            return f"files[{number}] is not an object with a name and a size"
+        name, size = entry.get("name"), entry.get("bytes")
+        if not output_of(stem, name):
+            return f"files[{number}] names {name!r}, which is not a file name of {stem}'s outputs"
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            return f"files[{number}] has no size in bytes"
+    if not isinstance(data.get("record", {}), dict):
+        return "its record is not an object"
+    identity = data.get("input")
+    if identity is not None and not isinstance(identity, dict):
+        return "its input is not an object"
+    return ""
+
+
+def resume_state(folder: Path, stem: str, fingerprint: dict[str, Any],
+                 identity: dict[str, Any] | None = None) -> tuple[str, str]:
+    """``(COMPLETE | MISSING | DIFFERENT, what differs)`` for the outputs of ``stem``.
+
+    What differs is said to follow "the outputs of <input>": ``were made with
+    other settings (...)``, ``were made from another input (...)``.
+
+    ``identity`` (:func:`.identity.input_identity`) is the input the outputs
+    are for: outputs made from another scan, or from this file before it was
+    rewritten, are DIFFERENT, never COMPLETE.
+    """
     data = read_manifest(folder, stem)
     if data is None:
         return MISSING, ""
+    if identity is not None:
+        changed = identity_difference(data.get("input"), identity)
+        if changed:
+            return DIFFERENT, changed
     if data.get("fingerprint") != json_safe(fingerprint):
-        return DIFFERENT, _difference(data.get("fingerprint") or {}, json_safe(fingerprint))
-    for entry in data.get("files", []):
+        return DIFFERENT, "were made with other settings (" + \
+            _difference(data.get("fingerprint") or {}, json_safe(fingerprint)) + ")"
+    for entry in data["files"]:
         path = folder / entry["name"]
         if not path.is_file() or path.stat().st_size != entry["bytes"]:
             return MISSING, f"{entry['name']} is missing or changed"
@@ -82,14 +161,24 @@ def resume_state(folder: Path, stem: str, fingerprint: dict[str, Any]) -> tuple[
 def recorded_files(folder: Path, stem: str) -> list[str]:
     """The file names the manifest of ``stem`` lists (none without a manifest)."""
     data = read_manifest(folder, stem)
-    return [entry["name"] for entry in data.get("files", [])] if data else []
+    return [entry["name"] for entry in data["files"]] if data else []
 
 
 def record_from_manifest(folder: Path, stem: str) -> InputRecord:
-    """The summary row an earlier run wrote for ``stem``."""
-    data = read_manifest(folder, stem) or {}
-    known = {f.name for f in fields(InputRecord)}
-    return InputRecord(**{k: v for k, v in data.get("record", {}).items() if k in known})
+    """The summary row an earlier run wrote for ``stem`` (fields of another type are left out)."""
+    data = read_manifest(folder, stem) or {"files": [], "record": {}}
+    defaults = InputRecord("", stem)
+    kept = {}
+    for item in fields(InputRecord):
+        value = data.get("record", {}).get(item.name)
+        default = getattr(defaults, item.name)
+        if value is not None and (type(value) is type(default)
+                                  or (isinstance(default, float) and isinstance(value, int)
+                                      and not isinstance(value, bool))):
+            kept[item.name] = value
+    kept["stem"] = stem
+    kept["outputs"] = [entry["name"] for entry in data["files"]]
+    return InputRecord(**{"input": "", **kept})
 
 
 def _difference(old: dict[str, Any], new: dict[str, Any]) -> str:

@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
 from typing import Iterable
 
 from .errors import UserError, one_line
-from .manifest import manifest_name, manifest_text, recorded_files
+from .manifest import manifest_name, manifest_text, output_of, recorded_files
+from .small_files import MANIFEST_LIMIT, NotAFileError, read_small_text
 from .summary import InputRecord
-from .writing import OutputFolder
+from .writing import PROBE_NAME, TEMP_NAME, OutputFolder, temp_name
 
 STAGE_PREFIX = ".xaiexplain-stage-"
+#: ``<STAGE_PREFIX><stem>-<8 hex digits>``: the staging folders of :class:`InputStage`.
+STAGE_NAME = re.compile(re.escape(STAGE_PREFIX) + r".+-[0-9a-f]{8}\Z")
 JOURNAL_ENDING = ".xaiexplain-commit.json"
 
 
@@ -65,7 +69,7 @@ class InputStage(OutputFolder):
             self._names.append(name)
         return self.path / name
 
-    def commit(self, record: InputRecord, fingerprint: dict) -> None:
+    def commit(self, record: InputRecord, fingerprint: dict, identity: dict | None = None) -> None:
         """Move every staged file into place, then write the manifest that marks them complete."""
         final = self.final.path
         sizes = {name: (self.path / name).stat().st_size for name in record.outputs}
@@ -76,7 +80,7 @@ class InputStage(OutputFolder):
             for name in record.outputs:
                 os.replace(self.path / name, final / name)
             _atomic_text(final / manifest_name(self.stem),
-                         manifest_text(record, fingerprint, sizes))
+                         manifest_text(record, fingerprint, sizes, identity))
         except OSError as exc:
             rollback(final, self.stem)
             raise UserError(final / record.outputs[0] if record.outputs else final,
@@ -91,25 +95,51 @@ class InputStage(OutputFolder):
 
 
 def rollback(folder: Path, stem: str) -> None:
-    """Undo an interrupted commit of ``stem``: remove the files its journal lists."""
+    """Undo an interrupted commit of ``stem``: remove the files its journal lists.
+
+    The journal is read back like a manifest (untrusted, size-limited, from a
+    regular file only): every name it lists must be one of ``stem``'s output
+    names and its staging folder one of ``stem``'s, all checked before
+    anything is removed; a journal that is not ours is an error naming it.
+    """
     journal = folder / journal_name(stem)
+    if not os.path.lexists(journal):
+        return
     try:
-        data = json.loads(journal.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = None
-    if isinstance(data, dict):
-        for name in data.get("files", []):
-            _remove(folder / Path(str(name)).name)
-        _remove(folder / manifest_name(stem))
-        stage = Path(str(data.get("stage", ""))).name
-        if stage.startswith(STAGE_PREFIX):
-            shutil.rmtree(folder / stage, ignore_errors=True)
+        data = json.loads(read_small_text(journal, MANIFEST_LIMIT))
+    except NotAFileError as exc:
+        raise UserError(journal, f"{exc.problem}; it is not a commit journal of xaiexplain: "
+                                 "remove it or choose another --output-dir") from exc
+    except (OSError, ValueError) as exc:
+        raise UserError(journal, f"is not a readable commit journal of xaiexplain "
+                                 f"({one_line(exc)}); remove it or choose another "
+                                 "--output-dir") from exc
+    files = data.get("files") if isinstance(data, dict) else None
+    stage = data.get("stage") if isinstance(data, dict) else None
+    if not isinstance(files, list) or not all(output_of(stem, name) for name in files) \
+            or not (stage == "" or isinstance(stage, str) and stage_of(stem, stage)):
+        raise UserError(journal, f"is not a commit journal of xaiexplain for {stem} (it names "
+                                 "files that are not its outputs); remove it or choose another "
+                                 "--output-dir")
+    for name in files:
+        _remove(folder / name)
+    _remove(folder / manifest_name(stem))
+    if stage:
+        _remove_stage(folder / stage)
     _remove(journal)
 
 
-def clean_folder(folder: Path) -> None:
-    """Remove what killed runs left: staging folders, temporary files, half-done commits.
+def stage_of(stem: str, name: str) -> bool:
+    """``name`` is a staging folder name :class:`InputStage` makes for ``stem``."""
+    return STAGE_NAME.match(name) is not None and name[len(STAGE_PREFIX):-9] == stem
 
+
+def clean_folder(folder: Path) -> None:
+    """Remove what killed runs of this tool left: staging folders, temporary files, half commits.
+
+    Only names this tool makes are touched (:data:`STAGE_NAME`,
+    :data:`.writing.TEMP_NAME`, :data:`.writing.PROBE_NAME`, commit
+    journals): a user's own hidden file, ``.notes.partial.txt`` say, stays.
     Only called while the folder's lock is held, so none of it belongs to a
     live run.
     """
@@ -121,14 +151,23 @@ def clean_folder(folder: Path) -> None:
             rollback(folder, name[1:-len(JOURNAL_ENDING)])
     for entry in folder.iterdir():
         name = entry.name
-        if name.startswith(STAGE_PREFIX) and entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        elif name.startswith(".") and ".partial" in name and entry.is_file():
+        if STAGE_NAME.match(name):
+            _remove_stage(entry)
+        elif (TEMP_NAME.match(name) or PROBE_NAME.match(name)) and not entry.is_dir():
             _remove(entry)
 
 
+def _remove_stage(path: Path) -> None:
+    """Remove a staging folder (never through a symbolic link of that name)."""
+    if path.is_symlink() or not path.is_dir():
+        if path.is_symlink():
+            _remove(path)
+        return
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _atomic_text(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+    temp = path.with_name(temp_name(path.name))
     try:
         temp.write_text(text, encoding="utf-8")
         os.replace(temp, path)

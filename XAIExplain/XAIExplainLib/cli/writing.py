@@ -9,6 +9,7 @@ with ``overwrite``.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -19,6 +20,14 @@ import SimpleITK as sitk
 
 from .discovery import quiet_itk, real_path
 from .errors import UserError, one_line
+
+#: Temporary files are ``<TEMP_PREFIX><8 hex digits>-<final name>`` (the final ending kept for
+#: SimpleITK and matplotlib): a name the clean-up of a crashed run recognises as ours.
+TEMP_PREFIX = ".xaiexplain-partial-"
+TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{8}-[^/\\]+\Z")
+#: The probe file :meth:`OutputFolder.prepare` writes (tempfile adds 8 characters).
+PROBE_PREFIX = ".xaiexplain-probe-"
+PROBE_NAME = re.compile(re.escape(PROBE_PREFIX) + r"[a-z0-9_]{8}\Z")
 
 #: ``--format`` values and the file ending each writes.
 FORMATS = {"nrrd": ".nrrd", "nii.gz": ".nii.gz"}
@@ -46,7 +55,7 @@ class OutputFolder:
             raise UserError(self.path, f"cannot create the output folder "
                                        f"({exc.strerror or one_line(exc)})") from exc
         try:
-            with tempfile.NamedTemporaryFile(dir=self.path, prefix=".xaiexplain-probe-"):
+            with tempfile.NamedTemporaryFile(dir=self.path, prefix=PROBE_PREFIX):
                 pass
         except OSError as exc:
             raise UserError(self.path, f"output folder is not writable "
@@ -80,9 +89,7 @@ class OutputFolder:
         """
         self.check_free([name])
         final = self.destination(name)
-        ending = _ending(name)
-        token = uuid.uuid4().hex[:8]
-        temp = self.path / f".{name[: len(name) - len(ending)]}.{token}.partial{ending}"
+        temp = self.path / temp_name(name)
         try:
             yield temp
             os.replace(temp, final)
@@ -114,9 +121,6 @@ class OutputFolder:
         return self.destination(name)
 
 
-def _ending(name: str) -> str:
-    lower = name.lower()
-    for ending in (".nii.gz", ".tar.gz"):
-        if lower.endswith(ending):
-            return name[-len(ending):]
-    return os.path.splitext(name)[1]
+def temp_name(name: str) -> str:
+    """A fresh temporary name for writing ``name`` (see :data:`TEMP_PREFIX`)."""
+    return f"{TEMP_PREFIX}{uuid.uuid4().hex[:8]}-{name}"

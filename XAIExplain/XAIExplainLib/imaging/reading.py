@@ -18,6 +18,7 @@ import contextlib
 import gzip
 import os
 import re
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -87,11 +88,25 @@ def read_image(path: str | os.PathLike, files: Sequence[str] = ()) -> sitk.Image
     if path.is_dir():
         raise ImageReadError(path, "is a folder; give an image file")
     if not path.is_file():
-        raise ImageReadError(path, "is not a regular file (a device, pipe or socket); give an image file")
+        raise ImageReadError(path, f"is {file_kind(path)}, not a regular file; give an image file")
     if path.stat().st_size == 0:
         raise ImageReadError(path, "is an empty file (0 bytes)")
     check_declared_size(path)
     return _execute(path, lambda: sitk.ReadImage(str(path)))
+
+
+def file_kind(path: str | os.PathLike) -> str:
+    """What ``path`` is when it is not a regular file, in words (``a FIFO (named pipe)``...)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "missing or unreadable"
+    for test, words in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"),
+                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                        (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return words
+    return "not a regular file"
 
 
 def _execute(subject, read):
@@ -151,6 +166,9 @@ def _check_length(path: Path, declared: int, data_file: Path, offset: int, compr
     """The voxel data of ``path`` is ``declared`` bytes from ``offset`` of ``data_file`` (after
     ``stream_offset`` bytes of the decompressed stream, for a gzip file holding its header too)."""
     if data_file != path and not data_file.is_file():
+        if os.path.exists(data_file):  # /dev/zero, a FIFO: never read (endless, or blocking)
+            raise ImageReadError(path, f"its detached data file {data_file} is {file_kind(data_file)}, "
+                                       "not a regular file; point the header at the file holding its voxels")
         raise ImageReadError(path, f"its detached data file {data_file.name} is missing (looked for "
                                    f"{data_file}); keep the header and its data file together")
     if compression == "present":
@@ -328,7 +346,7 @@ def check_dicom_series(files: Sequence[str]) -> None:
     if not files:
         raise ImageReadError("DICOM series", "has no slice files")
     subject = Path(files[0]).parent
-    positions, normal = [], None
+    positions, normal, sizes = [], None, []
     for name in files:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(name))
@@ -338,6 +356,7 @@ def check_dicom_series(files: Sequence[str]) -> None:
         except RuntimeError as exc:
             raise ImageReadError(subject, f"slice file {Path(name).name} cannot be read ({itk_reason(exc)}); "
                                           "the series is incomplete: remove or replace that file") from exc
+        sizes.append((tuple(reader.GetSize()[:2]), Path(name).name))
         if not reader.HasMetaDataKey("0020|0032") or not reader.HasMetaDataKey("0020|0037"):
             if len(files) > 1:
                 raise ImageReadError(subject, f"slice file {Path(name).name} has no image position or "
@@ -352,6 +371,7 @@ def check_dicom_series(files: Sequence[str]) -> None:
             raise ImageReadError(subject, f"slice file {Path(name).name} has a malformed image position or "
                                           "orientation") from exc
         positions.append((float(position @ normal), Path(name).name))
+    _check_slice_sizes(subject, sizes)
     if len(positions) < 2:
         return
     positions.sort()
@@ -369,3 +389,18 @@ def check_dicom_series(files: Sequence[str]) -> None:
                                       f"{positions[i + 1][1]} is {steps[i]:.6g} mm where the other slices are "
                                       f"{typical:.6g} mm apart (a missing or extra slice?); the volume would "
                                       "be placed on a wrong grid. Complete the series")
+
+
+def _check_slice_sizes(subject: Path, sizes: list[tuple[tuple[int, ...], str]]) -> None:
+    """Every slice of a series has the rows and columns of the others (ITK would name only
+    itself, with its source location)."""
+    if len({size for size, _ in sizes}) < 2:
+        return
+    counts: dict[tuple[int, ...], int] = {}
+    for size, _ in sizes:
+        counts[size] = counts.get(size, 0) + 1
+    typical = max(counts, key=lambda size: (counts[size], size == sizes[0][0]))
+    size, name = next((size, name) for size, name in sizes if size != typical)
+    raise ImageReadError(subject, f"slice file {name} is {size[0]} x {size[1]} pixels where the other slices are "
+                                  f"{typical[0]} x {typical[1]}; it belongs to another image: remove it from "
+                                  "the series' folder")
