@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .file_description import describe_file
+from .file_description import describe_self_contained
 from .loaded import LoadedModel
 from .trust import check_exported_program
 
@@ -28,12 +28,5 @@ def load_exported_program_file(path: Path, *, trust: bool = False, check: bool =
     from .card_loader import load_described
 
     check_exported_program(path, trust)
-    for option in ("architecture", "architecture_kwargs"):
-        if options.get(option) is not None:
-            raise ValueError(f"{path}: is a torch.export program, which carries its own network; "
-                             f"{option}= applies to state-dict files only. Remove it")
-    card = describe_file(path, "exported_program", options, sidecar)
-    if card.architecture is not None:
-        raise ValueError(f"{card.path}: names an architecture, but {path} is a torch.export program "
-                         "that carries its own network; remove the sidecar's 'architecture'")
+    card = describe_self_contained(path, "exported_program", "a torch.export program", options, sidecar)
     return load_described(card, trust=trust, check=check, kind="exported-program", source=path)

@@ -81,6 +81,24 @@ def describe_file(path: Path, weights_format: str, options: Mapping[str, Any],
     return ModelCard.from_dict(data, base_dir=path.parent, source=where)
 
 
+def describe_self_contained(path: Path, weights_format: str, what: str, options: Mapping[str, Any],
+                            sidecar: str | Path | None = None) -> ModelCard:
+    """:func:`describe_file` for a file that carries its own network (TorchScript, ONNX, ``.pt2``).
+
+    Such a file has no architecture to name: ``architecture=`` options and a sidecar's
+    ``architecture`` are refused, naming ``what`` the file is.
+    """
+    for option in ("architecture", "architecture_kwargs"):
+        if options.get(option) is not None:
+            raise ValueError(f"{path}: is {what}, which carries its own network; "
+                             f"{option}= applies to state-dict files only. Remove it")
+    card = describe_file(path, weights_format, options, sidecar)
+    if card.architecture is not None:
+        raise ValueError(f"{card.path}: names an architecture, but {path} is {what} that "
+                         "carries its own network; remove the sidecar's 'architecture'")
+    return card
+
+
 def _read_sidecar(side: Path, path: Path) -> dict:
     try:
         data = json.loads(side.read_text(encoding="utf-8"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .file_description import describe_file
+from .file_description import describe_self_contained
 from .loaded import LoadedModel
 
 ONNX_SUFFIX = ".onnx"
@@ -27,12 +27,5 @@ def load_onnx_file(path: Path, *, trust: bool = False, check: bool = True,
     """Load an ONNX file described by ``options`` and/or its sidecar JSON."""
     from .card_loader import load_described
 
-    for option in ("architecture", "architecture_kwargs"):
-        if options.get(option) is not None:
-            raise ValueError(f"{path}: is an ONNX file, which carries its own network; "
-                             f"{option}= applies to state-dict files only. Remove it")
-    card = describe_file(path, "onnx", options, sidecar)
-    if card.architecture is not None:
-        raise ValueError(f"{card.path}: names an architecture, but {path} is an ONNX file that "
-                         "carries its own network; remove the sidecar's 'architecture'")
+    card = describe_self_contained(path, "onnx", "an ONNX file", options, sidecar)
     return load_described(card, trust=trust, check=check, kind="onnx", source=path)

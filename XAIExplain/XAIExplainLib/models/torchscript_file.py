@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .file_description import describe_file
+from .file_description import describe_self_contained
 from .loaded import LoadedModel
 from .trust import check_torchscript
 
@@ -20,19 +20,12 @@ def load_torchscript_file(path: Path, *, trust: bool = False, check: bool = True
     from .card_loader import load_described
 
     check_torchscript(path, trust)
-    for option in ("architecture", "architecture_kwargs"):
-        if options.get(option) is not None:
-            raise ValueError(f"{path}: is a TorchScript file, which carries its own network; "
-                             f"{option}= applies to state-dict files only. Remove it")
     if options.get("layer") is not None:
         raise ValueError(f"{path}: is a TorchScript file, which takes no hooks, so it has no "
                          f"usable layer (got layer={options['layer']!r}); remove layer= and use "
                          "the input-gradient methods, or load the network from a state dict "
                          "with architecture=")
-    card = describe_file(path, "torchscript", options, sidecar)
-    if card.architecture is not None:
-        raise ValueError(f"{card.path}: names an architecture, but {path} is a TorchScript file "
-                         "that carries its own network; remove the sidecar's 'architecture'")
+    card = describe_self_contained(path, "torchscript", "a TorchScript file", options, sidecar)
     if card.target_layers.default is not None:
         raise ValueError(f"{card.path}: names target layer {card.target_layers.default!r}, but "
                          f"{path} is a TorchScript file, which takes no hooks; remove it")
