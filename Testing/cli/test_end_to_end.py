@@ -263,7 +263,7 @@ def test_each_bad_input_is_one_line_with_exit_status_2(case, model, message, vol
     (["--model", "no-such-model", "--method", "gradcam"],
      "--model no-such-model: no model named 'no-such-model'"),
     (["--model", CLASSIFIER, "--method", "gradcan"],
-     "--method gradcan: unknown method 'gradcan'; available methods: ablationcam, cam, crm, deeplift"),
+     "--method gradcan: unknown method 'gradcan'; available methods: ablationcam, attention_rollout, cam, crm"),
     (["--model", CLASSIFIER, "--method", "kwc"],
      f"--method kwc: does not apply to '{CLASSIFIER}': 'kwc' explains segmentation models, not classification models; methods for this model: ablationcam, cam, crm"),
     (["--model", CLASSIFIER, "--method", "gradcam", "--target", "liver"],

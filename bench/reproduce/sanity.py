@@ -54,7 +54,8 @@ def run(ctx: Context) -> Section:
         x = torch.from_numpy(data["x"])
         cascade = _cascade(loaded.module, x, ctx.quick)
         cascades["ct-phase-2d"] = cascade
-        methods = [m for m, info in sorted(xai.METHODS.items()) if CLASSIFICATION in info.tasks]
+        methods = [m for m, info in sorted(xai.METHODS.items())
+                   if info.applicable(CLASSIFICATION, 2, module=loaded.module) is None]
         for method in methods:
             images = x[:1] if method in ONE_IMAGE else x
             results[("ct-phase-2d", method, "default")] = _run_method(
