@@ -134,7 +134,7 @@ def test_missing_nnunetv2_names_the_extra(two_folds, monkeypatch):
     for name in [m for m in sys.modules if m == "nnunetv2" or m.startswith("nnunetv2.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "nnunetv2", None)
-    with pytest.raises(ImportError, match=r'needs the nnunetv2 package \(pip install "xaiexplain\[nnunet\]"\)'):
+    with pytest.raises(ImportError, match=r'needs the nnunetv2 package \(pip install "\.\[nnunet\]" in the XAIExplain checkout'):
         load_nnunet(two_folds)
 
 
