@@ -30,6 +30,23 @@ MANIFEST_FORMAT = 1
 COMPLETE, MISSING, DIFFERENT = "complete", "missing", "different"
 
 
+def read_record_json(path: Path, *, not_a_file: str, unreadable: str) -> Any:
+    """JSON this tool wrote into an output folder, read back as untrusted input.
+
+    Read from a regular file only and with a size limit (:func:`small_files.read_small_text`);
+    anything else is one :class:`UserError` naming ``path``: ``not_a_file`` after what the
+    path is (a device, a FIFO ...), ``unreadable`` before the parser's reason.
+    """
+    try:
+        return json.loads(read_small_text(path, MANIFEST_LIMIT))
+    except NotAFileError as exc:
+        raise UserError(path, f"{exc.problem}; {not_a_file}: remove it or choose another "
+                              "--output-dir") from exc
+    except (OSError, ValueError) as exc:
+        raise UserError(path, f"{unreadable} ({one_line(exc)}); remove it or choose another "
+                              "--output-dir") from exc
+
+
 def manifest_name(stem: str) -> str:
     return stem + MANIFEST_ENDING
 
@@ -63,14 +80,8 @@ def read_manifest(folder: Path, stem: str) -> dict[str, Any] | None:
     path = folder / manifest_name(stem)
     if not os.path.lexists(path):
         return None
-    try:
-        data = json.loads(read_small_text(path, MANIFEST_LIMIT))
-    except NotAFileError as exc:
-        raise UserError(path, f"{exc.problem}; an xaiexplain manifest is a small JSON file: "
-                              "remove it or choose another --output-dir") from exc
-    except (OSError, ValueError) as exc:
-        raise UserError(path, f"is not a readable xaiexplain manifest ({one_line(exc)}); remove "
-                              "it or choose another --output-dir") from exc
+    data = read_record_json(path, not_a_file="an xaiexplain manifest is a small JSON file",
+                            unreadable="is not a readable xaiexplain manifest")
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         raise UserError(path, "is not an xaiexplain manifest of this version; remove it or "
                               "choose another --output-dir")

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .errors import UserError, one_line
-from .manifest import manifest_name, manifest_text, output_of, recorded_files
-from .small_files import MANIFEST_LIMIT, NotAFileError, read_small_text
+from .manifest import manifest_name, manifest_text, output_of, read_record_json, recorded_files
 from .summary import InputRecord
 from .writing import PROBE_NAME, TEMP_NAME, OutputFolder, temp_name
 
@@ -105,15 +104,8 @@ def rollback(folder: Path, stem: str) -> None:
     journal = folder / journal_name(stem)
     if not os.path.lexists(journal):
         return
-    try:
-        data = json.loads(read_small_text(journal, MANIFEST_LIMIT))
-    except NotAFileError as exc:
-        raise UserError(journal, f"{exc.problem}; it is not a commit journal of xaiexplain: "
-                                 "remove it or choose another --output-dir") from exc
-    except (OSError, ValueError) as exc:
-        raise UserError(journal, f"is not a readable commit journal of xaiexplain "
-                                 f"({one_line(exc)}); remove it or choose another "
-                                 "--output-dir") from exc
+    data = read_record_json(journal, not_a_file="it is not a commit journal of xaiexplain",
+                            unreadable="is not a readable commit journal of xaiexplain")
     files = data.get("files") if isinstance(data, dict) else None
     stage = data.get("stage") if isinstance(data, dict) else None
     if not isinstance(files, list) or not all(output_of(stem, name) for name in files) \
