@@ -19,6 +19,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -197,14 +198,19 @@ def check_cmakelists_content(name: str, metadata: dict, root: Path) -> dict:
 
 
 def repository_size_mb(root: Path) -> float:
-    """What a full clone checks out: the tracked files plus git's object store (the index sums every file
-    under the clone, .git included)."""
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
-    files = sum((root / p).stat().st_size for p in listed.decode("utf-8").split("\0") if p and (root / p).is_file())
-    counts = subprocess.run(["git", "count-objects", "-v"], cwd=root, capture_output=True, text=True,
-                            check=True).stdout
-    kib = {k: int(v) for k, v in (line.split(": ") for line in counts.splitlines()) if k in ("size", "size-pack")}
-    return (files + 1024 * sum(kib.values())) / (1024 * 1024)
+    """``check_repository_size`` measures its clone: every file under it, ``.git`` included.
+
+    The index clones over the network, so its ``.git`` holds one pack the server computed for the
+    clone. A checkout's own object store can hold the same objects several times over (one pack per
+    fetch, loose objects), so it is not measured directly: a ``--no-local`` clone of it receives the
+    pack a server would send, and its files are summed the way the index sums them.
+    """
+    with tempfile.TemporaryDirectory(prefix="extension-size-") as scratch:
+        clone = Path(scratch) / "clone"
+        subprocess.run(["git", "clone", "--quiet", "--no-local", str(root), str(clone)], capture_output=True,
+                       check=True)
+        total = sum(path.stat().st_size for path in clone.rglob("*") if path.is_file())
+    return total / (1024 * 1024)
 
 
 def check_repository_size(size_mb: float) -> None:
