@@ -393,16 +393,27 @@ def _model_grid_target(card: ModelCard, target, prepared):
 
 
 def _engine_target(card: ModelCard, target):
-    """Segmenters explain the predicted region of a class (Seg-Grad-CAM) unless told otherwise."""
+    """Segmenters explain the predicted region of a class (Seg-Grad-CAM) unless told otherwise.
+
+    The target counts the card's classes (``num_classes``), so a class index or name means the
+    same on every output form: a sigmoid output listed as ``[background, X, ...]`` has one
+    channel fewer than classes, and the engine's target maps class c to its channel (and the
+    background of a single channel to its complement).
+    """
     from ..engine import SegmentationTarget
 
-    if card.task == "segmentation" and not isinstance(target, SegmentationTarget):
-        if isinstance(target, (list, tuple)):
-            raise ValueError("a segmentation model takes one class (index or name) or a "
-                             "SegmentationTarget, not a list")
-        prediction = "sigmoid" if card.output_activation == "sigmoid" else None
-        return SegmentationTarget(target, region="predicted", prediction=prediction)
-    return target
+    if card.task != "segmentation":
+        return target
+    prediction = "sigmoid" if card.output_activation == "sigmoid" else None
+    if isinstance(target, SegmentationTarget):
+        changes = {"num_classes": target.num_classes or card.num_classes}
+        if target.prediction is None:
+            changes["prediction"] = prediction
+        return target._replace(**changes)
+    if isinstance(target, (list, tuple)):
+        raise ValueError("a segmentation model takes one class (index or name) or a "
+                         "SegmentationTarget, not a list")
+    return SegmentationTarget(target, region="predicted", prediction=prediction, num_classes=card.num_classes)
 
 
 def _prediction(loaded: LoadedModel, logits: np.ndarray, prepared: PreparedImage):

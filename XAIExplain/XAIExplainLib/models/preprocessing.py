@@ -33,6 +33,8 @@ class PreparedInput:
     input_grid: Grid
     was_2d: bool
     from_numpy: bool
+    #: the card's output activation: what a probability channel outside the model grid holds
+    activation: str = "softmax"
 
     @property
     def spatial_shape(self) -> tuple[int, int, int]:
@@ -52,14 +54,18 @@ class PreparedInput:
     def restore_probabilities(self, probabilities: np.ndarray) -> np.ndarray:
         """``(K, Z, Y, X)`` class probabilities on the model grid -> same on the input grid.
 
-        Outside the model grid class 0 (background) gets probability 1.
+        Outside the model grid the model saw nothing, so every voxel there is background: a
+        softmax output's channel 0 (background) gets probability 1 and the others 0; a sigmoid
+        output's channels are all foreground classes (a one-channel ``[background, X]`` model's
+        channel is P(X)), so each gets 0.
         """
         probabilities = np.asarray(probabilities, dtype=np.float32)
         if probabilities.ndim != 4 or probabilities.shape[1:] != self.model_grid.shape:
             shape = ", ".join(map(str, self.model_grid.shape))
             raise ValueError(f"expected probabilities of shape (K, {shape}), got "
                              f"{probabilities.shape}")
-        return np.stack([self._to_input_grid(channel, 1.0 if k == 0 else 0.0)
+        background = None if self.activation == "sigmoid" else 0
+        return np.stack([self._to_input_grid(channel, 1.0 if k == background else 0.0)
                          for k, channel in enumerate(probabilities)])
 
     def restore_labels(self, probabilities: np.ndarray, activation: str = "softmax",
@@ -292,7 +298,7 @@ def prepare(card: ModelCard, image, spacing: Sequence[float] | None = None,
         on_grid = volume if same else resample(volume, model_grid, "linear", pad, antialias=True)
         arrays.append(_apply_intensity(card, sitk.GetArrayFromImage(on_grid)))
     return PreparedInput(np.stack(arrays).astype(np.float32), model_grid, input_grid, was_2d,
-                         from_numpy)
+                         from_numpy, card.output_activation)
 
 
 def _apply_intensity(card: ModelCard, array: np.ndarray) -> np.ndarray:
