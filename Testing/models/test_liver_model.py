@@ -34,9 +34,32 @@ def their_ct_normalisation(hu):
 
 @pytest.fixture(scope="module")
 def models(two_torch_threads):
-    # check=False: the dry run at the full 189 x 162 x 162 segment costs minutes on 2 cores;
-    # the checks below run the network on real patches instead.
-    return {name: load_model(name, check=False) for name in NAMES}
+    # the load-time dry run is on the network's smallest input (see the test below), so loading is quick
+    return {name: load_model(name) for name in NAMES}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_loading_probes_the_network_on_its_smallest_input(name, monkeypatch, two_torch_threads):
+    seen = []
+    forward = LiverLesionNet.forward
+
+    def spy(self, x):
+        seen.append(tuple(x.shape))
+        return forward(self, x)
+
+    monkeypatch.setattr(LiverLesionNet, "forward", spy)
+    loaded = load_model(name)  # check=True: the trial forward runs
+    trial = loaded.module.minimum_input_size
+    assert (1, 1) + trial in seen  # the trial forward (the memory estimate may try smaller probes first)
+    assert max(np.prod(shape) for shape in seen) == np.prod(trial)
+    segment = loaded.module.numpy_input_size
+    assert np.prod(trial) * 5 < np.prod(segment), (trial, segment)  # the 189 x 162 x 162 segment took minutes
+    for axis in range(3):  # and it is the smallest: one voxel less along any axis does not fit the network
+        smaller = list(trial)
+        smaller[axis] -= 1
+        assert all(loaded.module.network.output_length(n, 2 - axis) is None for n in range(1, smaller[axis] + 1))
+        with pytest.raises(ValueError, match="the smallest it takes is"):
+            loaded.module(torch.zeros((1, 1) + tuple(smaller)))
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -554,9 +554,14 @@ def _parse_target_layers(r: _Reader, data: Any) -> TargetLayers:
     return TargetLayers(default=default, suggested=suggested)
 
 
-def trial_input_shape(card: ModelCard) -> tuple[int, ...]:
+def trial_input_shape(card: ModelCard, module: Any = None) -> tuple[int, ...]:
     """The spatial shape of the one trial input a model is probed with (the load-time dry run,
-    the layer list): its patch size, else its input size, else 64 x 64 (2D) or 32^3 (3D)."""
+    the layer list): the smallest input the network says it takes (a ``minimum_input_size``
+    attribute, numpy order: a large fixed segment would make loading cost a full forward pass),
+    else its patch size, else its input size, else 64 x 64 (2D) or 32^3 (3D)."""
+    smallest = getattr(module, "minimum_input_size", None)
+    if smallest is not None:
+        return tuple(int(n) for n in smallest)
     if card.input.patch_size is not None:
         return tuple(card.input.patch_size)
     if card.input.size is not None:
