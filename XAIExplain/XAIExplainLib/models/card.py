@@ -34,12 +34,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..activation_names import OUTPUT_ACTIVATIONS
+from .card_steps import PostprocessingSpec, ResamplingSpec, parse_postprocessing, parse_resampling
 from .errors import ModelCardError
 
 TASKS = ("classification", "segmentation")
 WEIGHT_FORMATS = ("state_dict", "torchscript", "pickle", "onnx", "exported_program")
 ACTIVATIONS = OUTPUT_ACTIVATIONS  # activation_names (re-exported by engine.activations): the one vocabulary
-INTENSITY_MODES = ("window", "zscore", "scale", "none")
+INTENSITY_MODES = ("window", "zscore", "scale", "minmax", "none")
 ORIENTATIONS = ("LPS",)
 CARD_FILENAME = "card.json"
 
@@ -51,6 +52,9 @@ class IntensitySpec:
     ``window``: clip to ``[low, high]`` and scale linearly to ``[0, 1]`` (or to ``range``).
     ``zscore``: subtract the volume's mean and divide by its standard deviation.
     ``scale``: ``(x - mean) / std`` with fixed values from the card.
+    ``minmax``: clip to the volume's ``[min, min + upper_fraction x (max - min)]`` and scale
+    linearly onto ``range`` (pyliverlesionseg's MR normalisation: fraction 0.8, range
+    ``[-0.5, 0.5]``).
     ``none``: feed the values unchanged.
     """
 
@@ -59,6 +63,7 @@ class IntensitySpec:
     mean: float | None = None
     std: float | None = None
     range: tuple[float, float] | None = None
+    upper_fraction: float | None = None
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"mode": self.mode}
@@ -70,6 +75,8 @@ class IntensitySpec:
             out["mean"] = self.mean
         if self.std is not None:
             out["std"] = self.std
+        if self.upper_fraction is not None:
+            out["upper_fraction"] = self.upper_fraction
         return out
 
 
@@ -85,6 +92,7 @@ class InputSpec:
     pad_value: float | None
     divisible_by: tuple[int, ...] | None = None
     orientation: str | None = None
+    resampling: ResamplingSpec = ResamplingSpec()
 
     def to_dict(self) -> dict:
         out = {
@@ -99,6 +107,8 @@ class InputSpec:
             out["divisible_by"] = list(self.divisible_by)
         if self.orientation is not None:
             out["orientation"] = self.orientation
+        if not self.resampling.is_default:
+            out["resampling"] = self.resampling.to_dict()
         return out
 
 
@@ -185,6 +195,7 @@ class ModelCard:
     target_layers: TargetLayers = TargetLayers()
     slice_axis: int | None = None
     output_activation: str = "softmax"
+    postprocessing: PostprocessingSpec | None = None
     description: str = ""
     version: str = ""
     path: Path | None = None
@@ -249,6 +260,8 @@ class ModelCard:
             out["slice_axis"] = self.slice_axis
         out["input"] = self.input.to_dict()
         out["output"] = {"activation": self.output_activation}
+        if self.postprocessing is not None:
+            out["output"]["postprocessing"] = self.postprocessing.to_dict()
         out["classes"] = [c.to_dict() for c in self.classes]
         if self.architecture is not None:
             out["architecture"] = self.architecture.to_dict()
@@ -383,6 +396,7 @@ def _parse_card(data: Any, base_dir: Path | None, source: Path | None) -> ModelC
     output = r.mapping(data.get("output", {}), "output")
     default_act = "softmax"
     activation = r.string(output.get("activation", default_act), "output.activation", ACTIVATIONS)
+    postprocessing = parse_postprocessing(r, output.get("postprocessing"), task)
     classes = _parse_classes(r, r.require(data, "classes"), task)
     weights = _parse_weights(r, r.require(data, "weights"), base_dir)
 
@@ -399,7 +413,7 @@ def _parse_card(data: Any, base_dir: Path | None, source: Path | None) -> ModelC
     return ModelCard(
         name=name, task=task, spatial_dims=dims, input=input_spec, classes=classes,
         weights=weights, architecture=architecture, target_layers=target_layers,
-        slice_axis=slice_axis, output_activation=activation,
+        slice_axis=slice_axis, output_activation=activation, postprocessing=postprocessing,
         description=str(data.get("description", "")), version=str(data.get("version", "")),
         path=source, folder=base_dir, extra=extra,
     )
@@ -430,9 +444,10 @@ def _parse_input(r: _Reader, data: Mapping, dims: int) -> InputSpec:
         if dims != 3:
             raise r.fail("input.orientation", f"only applies to 3D models, got {_show(orientation)}")
         orientation = r.string(orientation, "input.orientation", ORIENTATIONS)
+    resampling = parse_resampling(r, data.get("resampling"), dims, spacing)
     return InputSpec(channels=channels, spacing=spacing, size=size, patch_size=patch,
                      intensity=intensity, pad_value=pad_value, divisible_by=divisible,
-                     orientation=orientation)
+                     orientation=orientation, resampling=resampling)
 
 
 def _parse_intensity(r: _Reader, data: Any) -> IntensitySpec:
@@ -447,22 +462,35 @@ def _parse_intensity(r: _Reader, data: Any) -> IntensitySpec:
         high = r.number(window[1], "input.intensity.window[1]")
         if not low < high:
             raise r.fail("input.intensity.window", f"must have low < high, got [{low}, {high}]")
-        out_range = data.get("range")
-        if out_range is not None:
-            if not isinstance(out_range, (list, tuple)) or len(out_range) != 2:
-                raise r.fail("input.intensity.range", "must be [low, high] (two numbers, low < high): "
-                                                      f"what the window maps onto, got {_show(out_range)}")
-            out_range = (r.number(out_range[0], "input.intensity.range[0]"),
-                         r.number(out_range[1], "input.intensity.range[1]"))
-            if not out_range[0] < out_range[1]:
-                raise r.fail("input.intensity.range", f"must have low < high, got {list(out_range)}")
+        out_range = _parse_range(r, data.get("range"))
         return IntensitySpec(mode="window", window=(low, high), range=out_range)
+    if mode == "minmax":
+        fraction = r.number(r.require(data, "upper_fraction", "input.intensity."), "input.intensity.upper_fraction",
+                            positive=True)
+        if fraction > 1:
+            raise r.fail("input.intensity.upper_fraction", f"must be in (0, 1] (the share of the volume's range "
+                                                           f"kept above its minimum), got {fraction}")
+        return IntensitySpec(mode="minmax", upper_fraction=fraction, range=_parse_range(r, data.get("range")))
     if mode == "scale":
         mean = r.number(r.require(data, "mean", "input.intensity."), "input.intensity.mean")
         std = r.number(r.require(data, "std", "input.intensity."), "input.intensity.std",
                        positive=True)
         return IntensitySpec(mode="scale", mean=mean, std=std)
     return IntensitySpec(mode=mode)
+
+
+def _parse_range(r: _Reader, out_range: Any) -> tuple[float, float] | None:
+    """``input.intensity.range``: what a window or min-max normalisation maps onto (None: [0, 1])."""
+    if out_range is None:
+        return None
+    if not isinstance(out_range, (list, tuple)) or len(out_range) != 2:
+        raise r.fail("input.intensity.range", "must be [low, high] (two numbers, low < high): "
+                                              f"what the intensities map onto, got {_show(out_range)}")
+    out_range = (r.number(out_range[0], "input.intensity.range[0]"),
+                 r.number(out_range[1], "input.intensity.range[1]"))
+    if not out_range[0] < out_range[1]:
+        raise r.fail("input.intensity.range", f"must have low < high, got {list(out_range)}")
+    return out_range
 
 
 def _parse_classes(r: _Reader, data: Any, task: str) -> tuple[ClassSpec, ...]:

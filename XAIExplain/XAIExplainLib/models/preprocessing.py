@@ -19,6 +19,7 @@ import SimpleITK as sitk
 from ..imaging import intensity as _intensity
 from ..imaging.resample import Grid, as_volume, centered_grid, image_from_numpy, resample, resample_array
 from .card import ModelCard
+from .card_steps import PostprocessingSpec
 
 
 @dataclass
@@ -35,6 +36,8 @@ class PreparedInput:
     from_numpy: bool
     #: the card's output activation: what a probability channel outside the model grid holds
     activation: str = "softmax"
+    #: the card's ``output.postprocessing`` of label maps (None: labels as decided)
+    postprocessing: PostprocessingSpec | None = None
 
     @property
     def spatial_shape(self) -> tuple[int, int, int]:
@@ -77,8 +80,23 @@ class PreparedInput:
         highest such class winning), which gives smoother, more faithful
         boundaries than nearest-neighbour resampling of a coarse label map.
         """
+        if self.postprocessing is not None and self.postprocessing.largest_component:
+            return self._finish(self._restore_kept_components(probabilities, activation, threshold))
         probs = self.restore_probabilities(probabilities)
         return self._finish(decide_labels(probs, activation, threshold).astype(np.uint8))
+
+    def _restore_kept_components(self, probabilities: np.ndarray, activation: str, threshold: float) -> np.ndarray:
+        """``output.postprocessing``: labels decided on the model grid, each foreground label reduced to its
+        largest component (:func:`keep_largest_component`), its mask brought to the input grid by linear
+        interpolation and every voxel above 0 kept (pyliverlesionseg's order-1 zoom, then ``> 0``)."""
+        probabilities = np.asarray(probabilities, dtype=np.float32)
+        labels = decide_labels(probabilities, activation, threshold)
+        out = np.zeros(self.input_grid.shape, dtype=np.uint8)
+        for label in range(1, int(labels.max()) + 1):
+            kept = keep_largest_component(labels == label, self.postprocessing.erosion)
+            restored = self._to_input_grid(kept.astype(np.float32), 0.0)
+            out[restored > 0] = label
+        return out
 
     def _to_input_grid(self, array: np.ndarray, fill: float) -> np.ndarray:
         """Linearly resample a model-grid array onto the input grid (a new array); values come
@@ -125,6 +143,29 @@ class PreparedInput:
             return array[0] if self.was_2d else array
         image = self.input_grid.image_from_array(array)
         return image[:, :, 0] if self.was_2d else image
+
+
+def keep_largest_component(mask: np.ndarray, erosion: int = 0) -> np.ndarray:
+    """``mask`` eroded ``erosion`` times, its largest face-connected component, dilated back as often.
+
+    pyliverlesionseg's liver post-processing (Tang et al. 2020): erosion and dilation with the
+    3 x 3 x 3 structure without its corners (``generate_binary_structure(3, 2)``), so thin bridges
+    to neighbouring organs break before the largest component is chosen. The component is the
+    engine's (:func:`engine.targets.regions.largest_component`, the one rule of it). An empty
+    mask stays empty.
+    """
+    import torch
+    from scipy import ndimage
+
+    from ..engine.targets.regions import largest_component
+
+    mask = np.asarray(mask, dtype=bool)
+    structure = ndimage.generate_binary_structure(mask.ndim, 2)
+    core = ndimage.binary_erosion(mask, structure=structure, iterations=erosion) if erosion else mask
+    if not core.any():
+        return np.zeros_like(mask)
+    kept = largest_component(torch.from_numpy(core)[None])[0].numpy()
+    return ndimage.binary_dilation(kept, structure=structure, iterations=erosion) if erosion else kept
 
 
 def decide_labels(probabilities: np.ndarray, activation: str, threshold: float = 0.5) -> np.ndarray:
@@ -286,6 +327,8 @@ def prepare(card: ModelCard, image, spacing: Sequence[float] | None = None,
                          "has one slice (axis 0)")
     input_grid = Grid.from_image(volumes[0])
     check_orientation(card, input_grid)
+    if card.input.resampling.method == "zoom":
+        return _prepare_zoomed(card, volumes, input_grid, was_2d, from_numpy, memory_budget_mb)
     model_grid = model_grid_for(card, input_grid, axis if card.spatial_dims == 2 else None)
     check_grid_memory(card, input_grid, model_grid, memory_budget_mb)
     arrays = []
@@ -296,12 +339,27 @@ def prepare(card: ModelCard, image, spacing: Sequence[float] | None = None,
             pad = float(sitk.GetArrayViewFromImage(volume).min())
         same = Grid.from_image(volume) == model_grid
         on_grid = volume if same else resample(volume, model_grid, "linear", pad, antialias=True)
-        arrays.append(_apply_intensity(card, sitk.GetArrayFromImage(on_grid)))
+        arrays.append(apply_intensity(card, sitk.GetArrayFromImage(on_grid)))
     return PreparedInput(np.stack(arrays).astype(np.float32), model_grid, input_grid, was_2d,
-                         from_numpy, card.output_activation)
+                         from_numpy, card.output_activation, card.postprocessing)
 
 
-def _apply_intensity(card: ModelCard, array: np.ndarray) -> np.ndarray:
+def _prepare_zoomed(card: ModelCard, volumes: list[sitk.Image], input_grid: Grid, was_2d: bool, from_numpy: bool,
+                    memory_budget_mb: float | None) -> PreparedInput:
+    """``input.resampling.method = "zoom"``: their zooms and median filter on the whole image, the
+    intensity transform on the zoomed volume, then the segment (:mod:`models.zoom_preparation`)."""
+    from .zoom_preparation import cut_segment, zoom_grids, zoomed_array
+
+    finest, _zoomed, model_grid, offsets = zoom_grids(card, input_grid)
+    check_grid_memory(card, input_grid, finest, memory_budget_mb)
+    arrays = [cut_segment(apply_intensity(card, zoomed_array(card, volume)), offsets, model_grid.shape,
+                          card.input.resampling.segment_pad) for volume in volumes]
+    return PreparedInput(np.stack(arrays).astype(np.float32), model_grid, input_grid, was_2d, from_numpy,
+                         card.output_activation, card.postprocessing)
+
+
+def apply_intensity(card: ModelCard, array: np.ndarray) -> np.ndarray:
+    """The card's ``input.intensity`` transform on an array (float32)."""
     spec = card.input.intensity
     if spec.mode == "window":
         return _intensity.window(array, *spec.window, to=spec.range)
@@ -309,6 +367,8 @@ def _apply_intensity(card: ModelCard, array: np.ndarray) -> np.ndarray:
         return _intensity.scale(array, spec.mean, spec.std)
     if spec.mode == "zscore":
         return _intensity.zscore(array)
+    if spec.mode == "minmax":
+        return _intensity.minmax(array, spec.upper_fraction, to=spec.range)
     return np.asarray(array, dtype=np.float32)
 
 

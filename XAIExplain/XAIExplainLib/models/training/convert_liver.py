@@ -87,11 +87,12 @@ MODELS = {
 DIFFERENCES = {
     "liver-seg-3d": [
         "their crop_ct_image (body bounding box in x/y; z from the hip to the liver dome + 70 mm, found from the "
-        "lungs and the pelvis) is not done: the 489 x 408 x 408 mm output segment is centred on the image centre",
-        "their resampling is zoom to 1.5 mm, a 3 x 3 x 3 median filter, zoom to 3 mm; here one linear resampling "
-        "(antialiased) to 3 mm",
-        "their post-processing (p > 0.5, erosion, largest component, dilation) is not applied: labels are p > 0.5",
-        "CT only: their MR normalisation (per-volume min .. min + 80 % range onto [-0.5, 0.5]) has no card here",
+        "lungs and the pelvis) is not done: the zoomed whole image is cut to the 489 x 408 x 408 mm segment "
+        "around its centre voxel",
+        "their DeepVoxNet fills every voxel of the zoomed image outside the output segment with the nearest "
+        "output value; here that fill stops at the input segment (beyond it the image is background)",
+        "CT only: their MR normalisation (per-volume min .. min + 80 % range onto [-0.5, 0.5]) is the card "
+        "intensity mode 'minmax', but no MR card is bundled",
     ],
     "liver-lesion-seg-3d": [
         "their input is the CT masked by the dilated liver mask (outside set to -0.5) and cropped to the liver's "
@@ -106,6 +107,11 @@ DIFFERENCES = {
 #: [-0.5, 0.5]; their segment extraction pads with 0, i.e. 0 HU.
 CT_INTENSITY = {"mode": "window", "window": [-200.0, 200.0], "range": [-0.5, 0.5]}
 PAD_HU = 0.0
+#: Their liver pipeline's resampling (pymirc zoom3d to 1.5 mm, 3 x 3 x 3 median, zoom3d to 3 mm; the
+#: segment padded with 0 after normalisation) and post-processing (erode once, largest component,
+#: dilate once): models.card_steps.
+LIVER_RESAMPLING = {"method": "zoom", "median": {"spacing": [1.5, 1.5, 1.5], "size": 3}, "segment_pad": 0.0}
+LIVER_POSTPROCESSING = {"largest_component": True, "erosion": 1}
 
 NOTICE = """The weights in this folder are converted from the trained models of
 
@@ -180,7 +186,8 @@ def state_dict_from_hdf5(net, convolutions) -> dict:
 
 
 def card_for(name: str, spec: dict, net, spacing_xyz, hdf5_sha: str, wheel_sha: str, weights_sha: str) -> dict:
-    return {
+    liver = name == "liver-seg-3d"
+    card = {
         "name": name,
         "version": f"{PACKAGE} {VERSION}",
         "description": spec["description"],
@@ -210,6 +217,10 @@ def card_for(name: str, spec: dict, net, spacing_xyz, hdf5_sha: str, wheel_sha: 
             "differences_from_their_pipeline": DIFFERENCES[name],
         },
     }
+    if liver:
+        card["input"]["resampling"] = dict(LIVER_RESAMPLING)
+        card["output"]["postprocessing"] = dict(LIVER_POSTPROCESSING)
+    return card
 
 
 def reference_patch(ct_path: Path, input_size_xyz) -> np.ndarray:

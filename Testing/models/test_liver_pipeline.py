@@ -1,0 +1,267 @@
+"""pyliverlesionseg's preprocessing and post-processing of the liver model, step by step.
+
+Each step is compared with a naive re-implementation written here from their formulas
+(``cnn_liver_lesion_seg_CT_MR_functions.py`` and pymirc's ``zoom3d``, which their code calls):
+the zoom (voxel by voxel loops), the zoom -> 3 x 3 x 3 median -> zoom chain with their CT
+normalisation and their centred segment extraction on RAS arrays, their MR normalisation, and
+their erosion / largest component / dilation of the label map.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+
+from XAIExplainLib.imaging.intensity import minmax
+from XAIExplainLib.imaging.resample import Grid, resample_array
+from XAIExplainLib.imaging.zoom import zoom_volume, zoomed_grid
+from XAIExplainLib.models.card import ModelCard, load_card
+from XAIExplainLib.models.card_steps import PostprocessingSpec
+from XAIExplainLib.models.errors import ModelCardError
+from XAIExplainLib.models.preprocessing import PreparedInput, prepare
+from XAIExplainLib.models.search_paths import resolve_model_name
+
+
+# ---- naive references, written from their code's formulas ----------------------------------------
+
+def naive_zoom_axis0(array: np.ndarray, zoom: float) -> np.ndarray:
+    """pymirc zoom3d along the first axis, voxel by voxel (cval 0, as their calls use)."""
+    delta = 1.0 / zoom
+    if zoom > 1:
+        nb = array.shape[0]
+        ns = math.ceil(nb / delta)
+        out = np.zeros((ns,) + array.shape[1:])
+        for i in range(ns):
+            centre = delta * (i - 0.5 * ns + 0.5) + 0.5 * nb - 0.5
+            left = math.floor(centre)
+            a = array[left] * (left + 1 - centre) if left >= 0 else 0.0
+            b = array[left + 1] * (centre - left) if left + 1 < nb else 0.0
+            out[i] = a + b
+        return out
+    ns = array.shape[0]
+    nb = math.ceil(ns / delta)
+    out = np.zeros((nb,) + array.shape[1:])
+    for i in range(ns):
+        lo = (1.0 / delta) * (i - 0.5 * ns) + 0.5 * nb
+        hi = (1.0 / delta) * (i + 1 - 0.5 * ns) + 0.5 * nb
+        first, last = math.floor(lo), math.ceil(hi) - 1
+        if first == last:
+            out[first] += array[i] / delta
+        else:
+            cut = math.ceil(lo)
+            out[first] += array[i] * (cut - lo)
+            out[last] += array[i] * (hi - cut)
+    return out
+
+
+def naive_zoom3d(array_xyz: np.ndarray, zooms_xyz) -> np.ndarray:
+    """zoom3d on their (x, y, z) array: axis 0, then 1, then 2."""
+    out = np.asarray(array_xyz, dtype=np.float64)
+    for axis, zoom in enumerate(zooms_xyz):
+        if zoom != 1:
+            out = np.moveaxis(naive_zoom_axis0(np.moveaxis(out, axis, 0), zoom), 0, axis)
+    return out
+
+
+def naive_segment(image_xyz: np.ndarray, size_xyz) -> np.ndarray:
+    """Their ExtractSegment3D2 at the centre coordinates ``shape // 2`` with default value 0."""
+    segment = np.zeros(size_xyz, dtype=np.float32)
+    idx_i, idx_s = [], []
+    for d_i, d_s in zip(image_xyz.shape, size_xyz):
+        c = d_i // 2
+        n_left_s, n_right_s = d_s // 2, d_s // 2 - (1 if d_s % 2 == 0 else 0)
+        if c < n_left_s:
+            start_s, start_i = d_s // 2 - c, 0
+        else:
+            start_s, start_i = 0, c - n_left_s
+        if d_i - c - 1 < n_right_s:
+            end_s, end_i = d_s // 2 + (d_i - c - 1), d_i - 1
+        else:
+            end_s, end_i = d_s - 1, c + n_right_s
+        idx_i.append(slice(start_i, end_i + 1))
+        idx_s.append(slice(start_s, end_s + 1))
+    segment[tuple(idx_s)] = image_xyz[tuple(idx_i)]
+    return segment
+
+
+def their_liver_input(lps_zyx: np.ndarray, spacing_xyz, size_xyz) -> np.ndarray:
+    """Their liver preprocessing of an LPS volume, returned as our numpy (z, y, x) LPS segment."""
+    vol = np.asarray(lps_zyx, dtype=np.float64).transpose(2, 1, 0)  # their LPS (x, y, z) array
+    vox = np.asarray(spacing_xyz, dtype=float)
+    vol = naive_zoom3d(vol, vox / 1.5)
+    vol = ndimage.median_filter(vol, size=3)
+    vol = naive_zoom3d(vol, [1.5 / 3.0] * 3)
+    vol = np.clip(vol / 1000, -0.2, 0.2) * 2.5
+    ras = np.flip(vol, [0, 1])
+    segment = naive_segment(ras, size_xyz)
+    return np.flip(segment, [0, 1]).transpose(2, 1, 0)
+
+
+def their_postprocess(probability: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """cnn_liver_pred_postprocess before its zoom: threshold, erode, largest 6-connected component, dilate."""
+    binary = probability > threshold
+    ss = ndimage.iterate_structure(ndimage.generate_binary_structure(3, 2), 1).astype(int)
+    eroded = ndimage.binary_erosion(binary, structure=ss).astype(int)
+    labels, n = ndimage.label(eroded, structure=ndimage.generate_binary_structure(3, 1))
+    sizes = ndimage.sum(eroded, labels, range(n + 1))
+    largest = labels == np.argsort(sizes)[-1]
+    return ndimage.binary_dilation(largest, structure=ss)
+
+
+# ---- tests --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("zooms", [(2.0, 0.38, 0.5), (0.5, 1.0, 1.7), (0.3801, 2.5, 0.71)])
+def test_zoom_is_pymircs_zoom3d(zooms):
+    rng = np.random.default_rng(0)
+    array = rng.normal(0, 100, (9, 14, 11))  # numpy (z, y, x)
+    ours = zoom_volume(array, zooms)
+    theirs = naive_zoom3d(array.transpose(2, 1, 0), tuple(reversed(zooms))).transpose(2, 1, 0)
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-10)
+
+
+def test_zoomed_grid_puts_voxels_where_zoom3d_samples():
+    grid = Grid((11, 14, 9), (0.8, 0.7, 2.5), (10.0, -20.0, 5.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    zooms = (2.5 / 1.5, 0.7 / 1.5, 0.8 / 1.5)  # numpy (z, y, x)
+    new = zoomed_grid(grid, zooms)
+    ref_old, ref_new = grid.reference(), new.reference()
+    for axis_xyz, zoom in zip(range(3), reversed(zooms)):
+        n_old, n_new = grid.size[axis_xyz], new.size[axis_xyz]
+        assert n_new == math.ceil(n_old / (1.0 / zoom))
+        for i in (0, n_new - 1):
+            centre = (1.0 / zoom) * (i - 0.5 * n_new + 0.5) + 0.5 * n_old - 0.5  # zoom3d's sample position
+            index_new, index_old = [0, 0, 0], [0.0, 0.0, 0.0]
+            index_new[axis_xyz], index_old[axis_xyz] = i, centre
+            got = ref_new.TransformIndexToPhysicalPoint(index_new)[axis_xyz]  # identity direction: one
+            want = ref_old.TransformContinuousIndexToPhysicalPoint(index_old)[axis_xyz]  # coordinate per axis
+            assert got == pytest.approx(want, abs=1e-9)
+
+
+def _ct(shape_zyx=(13, 40, 36), spacing_xyz=(0.9, 0.8, 2.5)) -> sitk.Image:
+    rng = np.random.default_rng(2)
+    array = rng.normal(40, 60, shape_zyx).astype(np.float32)
+    array[4:9, 10:30, 8:22] += 150.0  # an organ brighter than the window's top
+    array[:, :5, :] = -1000.0  # air at the front
+    array[6, 20, 18] = 3000.0  # a spike the median filter removes
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing_xyz)
+    image.SetOrigin((-12.0, 30.0, -200.0))
+    return image
+
+
+def _liver_card(size_zyx) -> ModelCard:
+    card = load_card(resolve_model_name("liver-seg-3d"))
+    return dataclasses.replace(card, input=dataclasses.replace(card.input, size=tuple(size_zyx)))
+
+
+@pytest.mark.parametrize("size_zyx", [(9, 12, 13), (12, 10, 8), (14, 18, 17)])
+def test_liver_input_is_their_zoom_median_zoom_normalise_and_centred_segment(size_zyx):
+    image = _ct()
+    prepared = prepare(_liver_card(size_zyx), image)
+    want = their_liver_input(sitk.GetArrayFromImage(image), image.GetSpacing(), tuple(reversed(size_zyx)))
+    assert prepared.array.shape == (1,) + tuple(size_zyx)
+    assert np.unique(want).size > 20  # structure, not padding alone
+    np.testing.assert_allclose(prepared.array[0], want, atol=2e-6)
+
+
+def test_the_segment_sits_where_their_segment_sits():
+    """The model grid's voxels lie where their zoomed voxels lie: the segment's corner voxel holds the
+    zoomed voxel their extraction copies there, at the physical point zoom3d sampled it."""
+    image = _ct()
+    card = _liver_card((9, 12, 13))
+    prepared = prepare(card, image)
+    grid = Grid.from_image(image)
+    spacing = np.asarray(grid.spacing)
+    first = np.ceil(np.asarray(grid.size) * spacing / 1.5 - 1e-9).astype(int)  # 1.5 mm voxels (x, y, z)
+    second = np.ceil(first * 0.5 - 1e-9).astype(int)  # 3 mm voxels
+    size = np.asarray(tuple(reversed(card.input.size)))
+    # their RAS segment voxel s holds RAS zoomed voxel s - size // 2 + n // 2; RAS x and y run against LPS
+    ras_first = (0 - size // 2 + second // 2).astype(float)
+    lps_first = ras_first.copy()
+    lps_first[:2] = second[:2] - 1 - ras_first[:2] - (size[:2] - 1)  # our corner voxel (LPS index 0)
+    # continuous index of that 3 mm voxel in the 1.5 mm grid, then in the input grid (zoom3d's centres)
+    in_first = 2.0 * (lps_first - 0.5 * second + 0.5) + 0.5 * first - 0.5
+    in_image = (1.5 / spacing) * (in_first - 0.5 * first + 0.5) + 0.5 * np.asarray(grid.size) - 0.5
+    want = image.TransformContinuousIndexToPhysicalPoint([float(v) for v in in_image])
+    got = prepared.model_grid.reference().TransformIndexToPhysicalPoint([0, 0, 0])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_their_mr_normalisation_is_the_minmax_mode():
+    rng = np.random.default_rng(3)
+    volume = rng.gamma(2.0, 150.0, (6, 7, 8))
+    low, high = volume.min(), volume.max()
+    upper = low + 0.8 * (high - low)
+    theirs = (np.clip(volume, low, upper) - low) / (upper - low) - 0.5
+    np.testing.assert_allclose(minmax(volume, 0.8, to=(-0.5, 0.5)), theirs, atol=1e-6)
+    card = ModelCard.from_dict({
+        "name": "mr", "task": "segmentation", "spatial_dims": 3, "classes": ["background", "liver"],
+        "input": {"channels": 1, "intensity": {"mode": "minmax", "upper_fraction": 0.8, "range": [-0.5, 0.5]}},
+        "architecture": {"class": "XAIExplainLib.models.architectures:UNet"}, "weights": "weights.safetensors"})
+    assert ModelCard.from_dict(card.to_dict()).input.intensity == card.input.intensity
+    np.testing.assert_allclose(prepare(card, volume.astype(np.float32)).array[0], theirs, atol=1e-6)
+
+
+def _blobs(shape=(14, 20, 22)) -> np.ndarray:
+    """Foreground probabilities: a large blob, a small one, a one-voxel bridge between them, a speck."""
+    p = np.full(shape, 0.1, np.float32)
+    p[3:11, 3:12, 3:12] = 0.9
+    p[4:8, 13:17, 14:19] = 0.8
+    p[6, 12, 9:15] = 0.7  # bridge: the erosion cuts it
+    p[12, 18, 20] = 0.95  # isolated speck
+    return p
+
+
+def test_largest_component_post_processing_is_theirs_on_the_model_grid():
+    p = _blobs()
+    grid = Grid(tuple(reversed(p.shape)), (3.0, 3.0, 3.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    prepared = PreparedInput(np.zeros((1,) + p.shape, np.float32), grid, grid, False, True, "softmax",
+                             PostprocessingSpec(largest_component=True, erosion=1))
+    labels = prepared.restore_labels(np.stack([1 - p, p]), "softmax")
+    want = their_postprocess(p)
+    assert want.sum() > 0 and (p > 0.5).sum() > want.sum()  # something was removed
+    np.testing.assert_array_equal(labels, want.astype(np.uint8))
+    plain = dataclasses.replace(prepared, postprocessing=None).restore_labels(np.stack([1 - p, p]), "softmax")
+    np.testing.assert_array_equal(plain, (p > 0.5).astype(np.uint8))
+
+
+def test_post_processed_labels_go_to_the_input_grid_as_their_order_one_zoom_above_zero():
+    p = _blobs()
+    model = Grid(tuple(reversed(p.shape)), (3.0, 3.0, 3.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    fine = Grid((50, 45, 30), (1.3, 1.3, 1.4), (-1.0, -1.0, -1.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    prepared = PreparedInput(np.zeros((1,) + p.shape, np.float32), model, fine, False, True, "softmax",
+                             PostprocessingSpec(largest_component=True, erosion=1))
+    labels = prepared.restore_labels(np.stack([1 - p, p]), "softmax")
+    mask = their_postprocess(p).astype(np.float32)
+    want = resample_array(mask, model, fine, 0.0) > 0
+    assert labels.shape == fine.shape and want.sum() > 0
+    np.testing.assert_array_equal(labels, want.astype(np.uint8))
+
+
+def test_the_bundled_liver_card_declares_their_steps():
+    card = load_card(resolve_model_name("liver-seg-3d"))
+    spec = card.input.resampling
+    assert spec.method == "zoom" and spec.median_spacing == (1.5, 1.5, 1.5) and spec.median_size == 3
+    assert card.postprocessing == PostprocessingSpec(largest_component=True, erosion=1)
+    again = ModelCard.from_dict(card.to_dict(), base_dir=card.base_dir)
+    assert again.input.resampling == spec and again.postprocessing == card.postprocessing
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"input": {"resampling": {"method": "cubic"}}}, "input.resampling.method"),
+    ({"input": {"resampling": {"method": "zoom", "median": {"size": 3}}}}, "input.resampling.median.spacing"),
+    ({"input": {"resampling": {"method": "zoom", "medain": {}}}}, "input.resampling"),
+    ({"output": {"postprocessing": {"largest_component": "yes"}}}, "output.postprocessing.largest_component"),
+    ({"output": {"postprocessing": {"erosion": 1}}}, "output.postprocessing.erosion"),
+    ({"input": {"intensity": {"mode": "minmax", "upper_fraction": 1.5}}}, "input.intensity.upper_fraction"),
+])
+def test_bad_pipeline_fields_name_the_field(change, field):
+    data = load_card(resolve_model_name("liver-seg-3d")).to_dict()
+    for key, value in change.items():
+        data[key] = {**data[key], **value}
+    with pytest.raises(ModelCardError, match=f"field '{field}'"):
+        ModelCard.from_dict(data, base_dir=resolve_model_name("liver-seg-3d"))

@@ -1,0 +1,114 @@
+"""The optional steps of a card's pipeline beyond spacing and intensity: how to resample, how to
+finish a label map.
+
+Both fields exist so that a published model's own prediction code can be followed where it
+differs from the default pipeline (one linear resampling; labels by argmax or threshold):
+pyliverlesionseg's liver network (Tang et al., Eur J Nucl Med Mol Imaging 47, 2020) sees a CT
+zoomed to 1.5 mm, median filtered, zoomed to 3 mm, and keeps the largest connected component
+of its prediction.
+
+``input.resampling``::
+
+    {"method": "zoom",                     # "linear" (default): one antialiased linear resampling
+     "median": {"spacing": [1.5, 1.5, 1.5], "size": 3},   # optional: zoom there, median filter, zoom on
+     "segment_pad": 0.0}                   # the segment's value beyond the zoomed image (model units)
+
+``"zoom"`` is pymirc's ``zoom3d`` (:mod:`imaging.zoom`); the intensity transform then runs on
+the whole zoomed volume and the card's ``size`` (or ``patch_size``) segment is cut from it
+around its centre voxel, as their ``ExtractSegment3D2`` does.
+
+``output.postprocessing``::
+
+    {"largest_component": true, "erosion": 1}
+
+Each foreground label is eroded ``erosion`` times (3 x 3 x 3 structure without its corners), only
+its largest face-connected component kept, dilated back the same number of times, and brought to
+the input grid by linear interpolation of the mask, every voxel above 0 kept.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+RESAMPLING_METHODS = ("linear", "zoom")
+
+
+@dataclass(frozen=True)
+class ResamplingSpec:
+    """How an image reaches the model's spacing (see the module notes)."""
+
+    method: str = "linear"
+    median_spacing: tuple[float, ...] | None = None
+    median_size: int | None = None
+    segment_pad: float = 0.0
+
+    @property
+    def is_default(self) -> bool:
+        return self == ResamplingSpec()
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"method": self.method}
+        if self.median_spacing is not None:
+            out["median"] = {"spacing": list(self.median_spacing), "size": self.median_size}
+        if self.method == "zoom":
+            out["segment_pad"] = self.segment_pad
+        return out
+
+
+@dataclass(frozen=True)
+class PostprocessingSpec:
+    """What is done to a label map before it goes back to the input grid (see the module notes)."""
+
+    largest_component: bool = False
+    erosion: int = 0
+
+    def to_dict(self) -> dict:
+        return {"largest_component": self.largest_component, "erosion": self.erosion}
+
+
+def parse_resampling(r, data: Any, dims: int, spacing) -> ResamplingSpec:
+    """``input.resampling`` read with the card reader ``r`` (its messages name the field)."""
+    if data is None:
+        return ResamplingSpec()
+    data = r.mapping(data, "input.resampling")
+    unknown = sorted(set(data) - {"method", "median", "segment_pad"})
+    if unknown:
+        raise r.fail("input.resampling", f"has unknown key(s) {unknown}; it takes method, median and segment_pad")
+    method = r.string(data.get("method", "linear"), "input.resampling.method", RESAMPLING_METHODS)
+    if method == "linear":
+        if len(data) > 1:
+            raise r.fail("input.resampling", "takes median and segment_pad only with method 'zoom'")
+        return ResamplingSpec()
+    if dims != 3 or spacing is None:
+        raise r.fail("input.resampling.method", "'zoom' needs a 3D model with input.spacing (the voxel size "
+                                                "it zooms to)")
+    median_spacing = median_size = None
+    if data.get("median") is not None:
+        median = r.mapping(data["median"], "input.resampling.median")
+        median_spacing = r.vector(r.require(median, "spacing", "input.resampling.median."),
+                                  "input.resampling.median.spacing", dims, "float")
+        median_size = r.integer(r.require(median, "size", "input.resampling.median."),
+                                "input.resampling.median.size", minimum=1)
+    pad = r.number(data.get("segment_pad", 0.0), "input.resampling.segment_pad")
+    return ResamplingSpec("zoom", median_spacing, median_size, pad)
+
+
+def parse_postprocessing(r, data: Any, task: str) -> PostprocessingSpec | None:
+    """``output.postprocessing`` read with the card reader ``r``; None when absent."""
+    if data is None:
+        return None
+    data: Mapping = r.mapping(data, "output.postprocessing")
+    if task != "segmentation":
+        raise r.fail("output.postprocessing", f"applies to label maps (task 'segmentation'), not to a {task} model")
+    unknown = sorted(set(data) - {"largest_component", "erosion"})
+    if unknown:
+        raise r.fail("output.postprocessing", f"has unknown key(s) {unknown}; it takes largest_component and "
+                                              "erosion")
+    keep = data.get("largest_component", False)
+    if not isinstance(keep, bool):
+        raise r.fail("output.postprocessing.largest_component", f"must be true or false, got {keep!r}")
+    erosion = r.integer(data.get("erosion", 0), "output.postprocessing.erosion", minimum=0)
+    if erosion and not keep:
+        raise r.fail("output.postprocessing.erosion", "only applies with largest_component true (erode, keep "
+                                                      "the largest component, dilate back)")
+    return PostprocessingSpec(keep, erosion)
