@@ -265,3 +265,84 @@ def test_bad_pipeline_fields_name_the_field(change, field):
         data[key] = {**data[key], **value}
     with pytest.raises(ModelCardError, match=f"field '{field}'"):
         ModelCard.from_dict(data, base_dir=resolve_model_name("liver-seg-3d"))
+
+
+def their_lesion_input(lps_zyx: np.ndarray, liver_zyx: np.ndarray, spacing_xyz) -> np.ndarray:
+    """Their lesion preprocessing (normalise, zoom to 1 x 1 x 3 mm, dilated liver only, crop), as our
+    numpy (z, y, x) LPS array."""
+    ras = np.flip(np.asarray(lps_zyx, dtype=np.float64).transpose(2, 1, 0), (0, 1))
+    liver = np.flip(np.asarray(liver_zyx, dtype=np.float64).transpose(2, 1, 0), (0, 1))
+    zoom = np.asarray(spacing_xyz, dtype=float) / np.array([1.0, 1.0, 3.0])
+    image = naive_zoom3d(np.clip(ras / 1000, -0.2, 0.2) * 2.5, zoom)
+    liver = (naive_zoom3d(liver, zoom) > 0.5).astype("int16")
+    ss = ndimage.iterate_structure(ndimage.generate_binary_structure(3, 2), 2).astype(int)
+    dilated = ndimage.binary_dilation(liver, structure=ss).astype("int16")
+    masked = image * dilated
+    masked[np.where(dilated == 0)] = -0.5
+    masked = np.clip(masked, -0.5, 0.5)
+    x, y, z = np.where(dilated > 0)
+    crop = masked[x.min():x.max() + 1, y.min():y.max() + 1, z.min():z.max() + 1]
+    return np.flip(crop, (0, 1)).transpose(2, 1, 0)
+
+
+class _Segmenter:
+    """Stands in for liver-seg-3d inside the lesion card's pipeline: its labels are given."""
+
+    def __init__(self, labels: np.ndarray):
+        self.card = load_card(resolve_model_name("liver-seg-3d"))
+        self.labels = labels
+
+
+@pytest.mark.parametrize("patch_zyx", [(2, 6, 6), (9, 40, 30)])
+def test_lesion_input_is_their_dilated_liver_only_cropped_to_the_liver(patch_zyx, monkeypatch):
+    import XAIExplainLib.models.loading as loading
+    import XAIExplainLib.models.pipeline as pipeline
+
+    image = _ct(shape_zyx=(12, 40, 36), spacing_xyz=(0.9, 0.8, 2.5))
+    liver = np.zeros((12, 40, 36), np.uint8)
+    liver[4:9, 14:26, 10:20] = 1  # the liver, as liver-seg-3d labels it on the image's grid
+    given = sitk.GetImageFromArray(liver)
+    given.CopyInformation(image)
+    calls = []
+    monkeypatch.setattr(loading, "load_model", lambda name, **kw: calls.append(name) or _Segmenter(liver))
+    monkeypatch.setattr(pipeline, "predict_image", lambda model, img, **kw: given)
+    card = load_card(resolve_model_name("liver-lesion-seg-3d"))
+    card = dataclasses.replace(card, input=dataclasses.replace(card.input, patch_size=patch_zyx))
+    prepared = prepare(card, image)
+    assert calls == ["liver-seg-3d"]
+    want = their_lesion_input(sitk.GetArrayFromImage(image), liver, image.GetSpacing())
+    got = prepared.array[0]
+    assert (want == -0.5).any() and (want > -0.5).any()  # dilated liver and the -0.5 around it
+    grown = [g - w for g, w in zip(got.shape, want.shape)]
+    assert got.shape == tuple(max(w, p) for w, p in zip(want.shape, patch_zyx))
+    inner = tuple(slice(d // 2, d // 2 + w) for d, w in zip(grown, want.shape))
+    np.testing.assert_allclose(got[inner], want, atol=2e-6)
+    beyond = np.ones(got.shape, bool)
+    beyond[inner] = False
+    np.testing.assert_array_equal(got[beyond], 0.0)  # their segment extraction's default beyond the crop
+
+
+def test_a_lesion_card_without_liver_in_the_image_says_so(monkeypatch):
+    import XAIExplainLib.models.loading as loading
+    import XAIExplainLib.models.pipeline as pipeline
+
+    image = _ct()
+    empty = sitk.Image(image.GetSize(), sitk.sitkUInt8)
+    empty.CopyInformation(image)
+    monkeypatch.setattr(loading, "load_model", lambda name, **kw: _Segmenter(None))
+    monkeypatch.setattr(pipeline, "predict_image", lambda model, img, **kw: empty)
+    with pytest.raises(ValueError, match="'liver-seg-3d' finds no liver in this image"):
+        prepare(load_card(resolve_model_name("liver-lesion-seg-3d")), image)
+
+
+def test_lesion_labels_are_their_threshold_then_order_one_zoom_above_zero():
+    card = load_card(resolve_model_name("liver-lesion-seg-3d"))
+    assert card.postprocessing == PostprocessingSpec(largest_component=False, erosion=0)
+    p = _blobs()
+    model = Grid(tuple(reversed(p.shape)), (1.0, 1.0, 3.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    fine = Grid((30, 25, 50), (0.8, 0.8, 1.0), (-1.0, -1.0, -1.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    prepared = PreparedInput(np.zeros((1,) + p.shape, np.float32), model, fine, False, True, "softmax",
+                             card.postprocessing)
+    labels = prepared.restore_labels(np.stack([1 - p, p]), "softmax")
+    want = resample_array((p > 0.5).astype(np.float32), model, fine, 0.0) > 0
+    np.testing.assert_array_equal(labels, want.astype(np.uint8))

@@ -11,19 +11,28 @@ of its prediction.
 
     {"method": "zoom",                     # "linear" (default): one antialiased linear resampling
      "median": {"spacing": [1.5, 1.5, 1.5], "size": 3},   # optional: zoom there, median filter, zoom on
-     "segment_pad": 0.0}                   # the segment's value beyond the zoomed image (model units)
+     "intensity": "after",                 # the intensity transform after the zoom (default) or "before"
+     "segment_pad": 0.0,                   # the segment's value beyond the zoomed image (model units)
+     "mask": {"model": "liver-seg-3d", "class": "liver", "dilation": 2, "outside": -0.5}}   # optional
 
-``"zoom"`` is pymirc's ``zoom3d`` (:mod:`imaging.zoom`); the intensity transform then runs on
-the whole zoomed volume and the card's ``size`` (or ``patch_size``) segment is cut from it
-around its centre voxel, as their ``ExtractSegment3D2`` does.
+``"zoom"`` is pymirc's ``zoom3d`` (:mod:`imaging.zoom`); the intensity transform runs on the
+whole volume (before or after the zoom, as their code does it for this network) and the card's
+``size`` (or ``patch_size``) segment is cut from it around its centre voxel, as their
+``ExtractSegment3D2`` does. With a ``mask`` the named model segments the image first (its own
+pipeline, post-processing included); its class mask is zoomed alike (kept above 0.5), dilated
+once with the 18-neighbourhood structure grown ``dilation - 1`` times, the input set to
+``outside`` beyond it (and clipped to the intensity range), and the model grid becomes the
+mask's bounding box (grown, centred, to the patch): the liver-masked input of their lesion
+network.
 
 ``output.postprocessing``::
 
     {"largest_component": true, "erosion": 1}
 
-Each foreground label is eroded ``erosion`` times (3 x 3 x 3 structure without its corners), only
-its largest face-connected component kept, dilated back the same number of times, and brought to
-the input grid by linear interpolation of the mask, every voxel above 0 kept.
+Labels are decided on the model grid. With ``largest_component`` each foreground label is eroded
+``erosion`` times (3 x 3 x 3 structure without its corners), only its largest face-connected
+component kept and dilated back the same number of times. Each label's mask goes to the input
+grid by linear interpolation, every voxel above 0 kept (their order-1 zoom, then ``> 0``).
 """
 from __future__ import annotations
 
@@ -41,6 +50,8 @@ class ResamplingSpec:
     median_spacing: tuple[float, ...] | None = None
     median_size: int | None = None
     segment_pad: float = 0.0
+    intensity_first: bool = False
+    mask: "MaskSpec | None" = None
 
     @property
     def is_default(self) -> bool:
@@ -52,7 +63,23 @@ class ResamplingSpec:
             out["median"] = {"spacing": list(self.median_spacing), "size": self.median_size}
         if self.method == "zoom":
             out["segment_pad"] = self.segment_pad
+            out["intensity"] = "before" if self.intensity_first else "after"
+        if self.mask is not None:
+            out["mask"] = self.mask.to_dict()
         return out
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """The region another model segments, fed alone (see the module notes)."""
+
+    model: str
+    label: str
+    dilation: int = 0
+    outside: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "class": self.label, "dilation": self.dilation, "outside": self.outside}
 
 
 @dataclass(frozen=True)
@@ -71,13 +98,14 @@ def parse_resampling(r, data: Any, dims: int, spacing) -> ResamplingSpec:
     if data is None:
         return ResamplingSpec()
     data = r.mapping(data, "input.resampling")
-    unknown = sorted(set(data) - {"method", "median", "segment_pad"})
+    unknown = sorted(set(data) - {"method", "median", "segment_pad", "intensity", "mask"})
     if unknown:
-        raise r.fail("input.resampling", f"has unknown key(s) {unknown}; it takes method, median and segment_pad")
+        raise r.fail("input.resampling", f"has unknown key(s) {unknown}; it takes method, median, intensity, "
+                                         "segment_pad and mask")
     method = r.string(data.get("method", "linear"), "input.resampling.method", RESAMPLING_METHODS)
     if method == "linear":
         if len(data) > 1:
-            raise r.fail("input.resampling", "takes median and segment_pad only with method 'zoom'")
+            raise r.fail("input.resampling", "takes median, intensity, segment_pad and mask only with method 'zoom'")
         return ResamplingSpec()
     if dims != 3 or spacing is None:
         raise r.fail("input.resampling.method", "'zoom' needs a 3D model with input.spacing (the voxel size "
@@ -90,7 +118,24 @@ def parse_resampling(r, data: Any, dims: int, spacing) -> ResamplingSpec:
         median_size = r.integer(r.require(median, "size", "input.resampling.median."),
                                 "input.resampling.median.size", minimum=1)
     pad = r.number(data.get("segment_pad", 0.0), "input.resampling.segment_pad")
-    return ResamplingSpec("zoom", median_spacing, median_size, pad)
+    order = r.string(data.get("intensity", "after"), "input.resampling.intensity", ("before", "after"))
+    mask = _parse_mask(r, data.get("mask"))
+    return ResamplingSpec("zoom", median_spacing, median_size, pad, order == "before", mask)
+
+
+def _parse_mask(r, data: Any) -> MaskSpec | None:
+    if data is None:
+        return None
+    data = r.mapping(data, "input.resampling.mask")
+    unknown = sorted(set(data) - {"model", "class", "dilation", "outside"})
+    if unknown:
+        raise r.fail("input.resampling.mask", f"has unknown key(s) {unknown}; it takes model, class, dilation and "
+                                              "outside")
+    model = r.string(r.require(data, "model", "input.resampling.mask."), "input.resampling.mask.model")
+    label = r.string(r.require(data, "class", "input.resampling.mask."), "input.resampling.mask.class")
+    dilation = r.integer(data.get("dilation", 0), "input.resampling.mask.dilation", minimum=0)
+    outside = r.number(data.get("outside", 0.0), "input.resampling.mask.outside")
+    return MaskSpec(model, label, dilation, outside)
 
 
 def parse_postprocessing(r, data: Any, task: str) -> PostprocessingSpec | None:

@@ -80,20 +80,22 @@ class PreparedInput:
         highest such class winning), which gives smoother, more faithful
         boundaries than nearest-neighbour resampling of a coarse label map.
         """
-        if self.postprocessing is not None and self.postprocessing.largest_component:
-            return self._finish(self._restore_kept_components(probabilities, activation, threshold))
+        if self.postprocessing is not None:
+            return self._finish(self._restore_decided(probabilities, activation, threshold))
         probs = self.restore_probabilities(probabilities)
         return self._finish(decide_labels(probs, activation, threshold).astype(np.uint8))
 
-    def _restore_kept_components(self, probabilities: np.ndarray, activation: str, threshold: float) -> np.ndarray:
+    def _restore_decided(self, probabilities: np.ndarray, activation: str, threshold: float) -> np.ndarray:
         """``output.postprocessing``: labels decided on the model grid, each foreground label reduced to its
-        largest component (:func:`keep_largest_component`), its mask brought to the input grid by linear
-        interpolation and every voxel above 0 kept (pyliverlesionseg's order-1 zoom, then ``> 0``)."""
+        largest component when asked (:func:`keep_largest_component`), its mask brought to the input grid by
+        linear interpolation and every voxel above 0 kept (pyliverlesionseg's order-1 zoom, then ``> 0``)."""
         probabilities = np.asarray(probabilities, dtype=np.float32)
         labels = decide_labels(probabilities, activation, threshold)
         out = np.zeros(self.input_grid.shape, dtype=np.uint8)
         for label in range(1, int(labels.max()) + 1):
-            kept = keep_largest_component(labels == label, self.postprocessing.erosion)
+            kept = labels == label
+            if self.postprocessing.largest_component:
+                kept = keep_largest_component(kept, self.postprocessing.erosion)
             restored = self._to_input_grid(kept.astype(np.float32), 0.0)
             out[restored > 0] = label
         return out
@@ -348,14 +350,11 @@ def _prepare_zoomed(card: ModelCard, volumes: list[sitk.Image], input_grid: Grid
                     memory_budget_mb: float | None) -> PreparedInput:
     """``input.resampling.method = "zoom"``: their zooms and median filter on the whole image, the
     intensity transform on the zoomed volume, then the segment (:mod:`models.zoom_preparation`)."""
-    from .zoom_preparation import cut_segment, zoom_grids, zoomed_array
+    from .zoom_preparation import prepare_zoomed
 
-    finest, _zoomed, model_grid, offsets = zoom_grids(card, input_grid)
-    check_grid_memory(card, input_grid, finest, memory_budget_mb)
-    arrays = [cut_segment(apply_intensity(card, zoomed_array(card, volume)), offsets, model_grid.shape,
-                          card.input.resampling.segment_pad) for volume in volumes]
-    return PreparedInput(np.stack(arrays).astype(np.float32), model_grid, input_grid, was_2d, from_numpy,
-                         card.output_activation, card.postprocessing)
+    array, model_grid = prepare_zoomed(card, volumes, input_grid, memory_budget_mb)
+    return PreparedInput(array, model_grid, input_grid, was_2d, from_numpy, card.output_activation,
+                         card.postprocessing)
 
 
 def apply_intensity(card: ModelCard, array: np.ndarray) -> np.ndarray:

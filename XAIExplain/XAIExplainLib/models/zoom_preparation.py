@@ -5,13 +5,18 @@ Their liver pipeline zooms the CT (pymirc ``zoom3d``, :mod:`imaging.zoom`) to 1.
 median filters it (3 x 3 x 3, ``scipy.ndimage.median_filter``), zooms it to 3 mm, normalises
 the intensities of that whole volume and cuts the network's input segment around its centre
 voxel (``ExtractSegment3D2`` at ``shape // 2``), filling what lies beyond the volume with 0.
+Their lesion pipeline normalises first, zooms the CT and the liver mask to 1 x 1 x 3 mm, keeps
+the dilated liver (everything else -0.5) and crops to the dilated liver's bounding box.
+
 Here the same steps run on the numpy ``(z, y, x)`` array of an LPS image; their arrays are
 RAS ``(x, y, z)``, so the centre voxel ``n // 2`` of their x and y axes is counted from the
 other end of ours: ``n - 1 - n // 2``. The model grid is the zoomed grid shifted by whole
-voxels to the segment, so the maps and labels go back to the image with the geometry the
-network saw.
+voxels to the segment, so maps and labels go back to the image with the geometry the network
+saw.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -25,36 +30,71 @@ from .card import ModelCard
 REVERSED_AXES = (False, True, True)
 
 
-def zoom_grids(card: ModelCard, input_grid: Grid) -> tuple[Grid, Grid, Grid, tuple[int, int, int]]:
-    """``(finest, zoomed, model, offsets)``: the finest grid on the way (the median filter's, for
-    the memory check), the zoomed volume's grid, the segment's grid and the zoomed voxel of the
-    segment's first voxel, per numpy axis."""
+def prepare_zoomed(card: ModelCard, volumes: Sequence[sitk.Image], input_grid: Grid,
+                   memory_budget_mb: float | None = None) -> tuple[np.ndarray, Grid]:
+    """``(array (C, *segment) float32, model grid)`` for a card with ``input.resampling.method = "zoom"``."""
+    from .preprocessing import apply_intensity, check_grid_memory
+
     spec = card.input.resampling
-    if spec.median_spacing is not None:
-        first = zoomed_grid(input_grid, zoom_factors(input_grid, spec.median_spacing))
-        zoomed = zoomed_grid(first, _second_zoom(card))
-        finest = first if np.prod(first.shape) > np.prod(zoomed.shape) else zoomed
+    finest, zoomed = zoom_grids(card, input_grid)
+    check_grid_memory(card, input_grid, finest, memory_budget_mb)
+    arrays = []
+    for volume in volumes:
+        array = sitk.GetArrayFromImage(volume)
+        if spec.intensity_first:
+            arrays.append(zoomed_array(card, apply_intensity(card, array), input_grid))
+        else:
+            arrays.append(apply_intensity(card, zoomed_array(card, array, input_grid)))
+    if spec.mask is None:
+        size = _segment_size(card, zoomed.shape)
+        offsets = tuple(centred_offset(n, s, rev) for n, s, rev in zip(zoomed.shape, size, REVERSED_AXES))
     else:
-        zoomed = finest = zoomed_grid(input_grid, zoom_factors(input_grid, card.input.spacing))
-    size = _segment_size(card, zoomed.shape)
-    offsets = tuple(_offset(n, s, rev) for n, s, rev in zip(zoomed.shape, size, REVERSED_AXES))
+        region = _mask_region(card, volumes[0], input_grid)
+        low, high = card.input.intensity.range or (0.0, 1.0)
+        arrays = [np.clip(np.where(region, a, spec.mask.outside), low, high) for a in arrays]
+        offsets, size = _box_segment(card, region)
+        arrays = [_beyond_box(a, region, spec.segment_pad) for a in arrays]
+    model = segment_grid(zoomed, offsets, size)
+    out = np.stack([cut_segment(a, offsets, size, spec.segment_pad) for a in arrays])
+    return out.astype(np.float32), model
+
+
+def zoom_grids(card: ModelCard, input_grid: Grid) -> tuple[Grid, Grid]:
+    """``(finest, zoomed)``: the finest grid on the way (the median filter's, for the memory check) and
+    the zoomed volume's grid."""
+    spec = card.input.resampling
+    if spec.median_spacing is None:
+        zoomed = zoomed_grid(input_grid, zoom_factors(input_grid, card.input.spacing))
+        return zoomed, zoomed
+    first = zoomed_grid(input_grid, zoom_factors(input_grid, spec.median_spacing))
+    zoomed = zoomed_grid(first, _second_zoom(card))
+    return (first if np.prod(first.shape) > np.prod(zoomed.shape) else zoomed), zoomed
+
+
+def zoomed_array(card: ModelCard, array: np.ndarray, grid: Grid) -> np.ndarray:
+    """``array`` on ``grid`` zoomed (and median filtered) as the card says (float64)."""
+    spec = card.input.resampling
+    if spec.median_spacing is None:
+        return zoom_as_theirs(array, zoom_factors(grid, card.input.spacing))
+    array = zoom_as_theirs(array, zoom_factors(grid, spec.median_spacing))
+    array = ndimage.median_filter(array, size=spec.median_size)
+    return zoom_as_theirs(array, _second_zoom(card))
+
+
+def zoom_as_theirs(array: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
+    """:func:`imaging.zoom.zoom_volume` on their RAS orientation of the array (x and y reversed), so that
+    every weight is computed as theirs is: a mask value of exactly 0.5 then rounds as theirs does."""
+    flip = tuple(axis for axis, reversed_axis in enumerate(REVERSED_AXES) if reversed_axis)
+    return np.flip(zoom_volume(np.flip(array, flip), zooms), flip)
+
+
+def segment_grid(zoomed: Grid, offsets: Sequence[int], size: Sequence[int]) -> Grid:
+    """The grid of ``size`` voxels (numpy order) whose first voxel is zoomed voxel ``offsets``."""
     direction = np.asarray(zoomed.direction, dtype=float).reshape(3, 3)
     shift_xyz = np.asarray(list(reversed(offsets)), dtype=float) * np.asarray(zoomed.spacing)
     origin = np.asarray(zoomed.origin) + direction @ shift_xyz
-    model = Grid(tuple(reversed(size)), zoomed.spacing, tuple(float(o) for o in origin), zoomed.direction)
-    return finest, zoomed, model, offsets
-
-
-def zoomed_array(card: ModelCard, volume: sitk.Image) -> np.ndarray:
-    """The image zoomed (and median filtered) as the card says, before the intensity transform (float64)."""
-    spec = card.input.resampling
-    grid = Grid.from_image(volume)
-    array = sitk.GetArrayFromImage(volume).astype(np.float64)
-    if spec.median_spacing is None:
-        return zoom_volume(array, zoom_factors(grid, card.input.spacing))
-    array = zoom_volume(array, zoom_factors(grid, spec.median_spacing))
-    array = ndimage.median_filter(array, size=spec.median_size)
-    return zoom_volume(array, _second_zoom(card))
+    return Grid(tuple(int(s) for s in reversed(size)), zoomed.spacing, tuple(float(o) for o in origin),
+                zoomed.direction)
 
 
 def cut_segment(array: np.ndarray, offsets, size, pad: float) -> np.ndarray:
@@ -69,6 +109,64 @@ def cut_segment(array: np.ndarray, offsets, size, pad: float) -> np.ndarray:
     return out
 
 
+def centred_offset(n: int, size: int, reversed_axis: bool) -> int:
+    """The zoomed voxel of the segment's first voxel: their centre voxel ``n // 2`` on the segment's
+    ``size // 2``, counted from the far end along an axis their arrays hold reversed."""
+    if reversed_axis:
+        return (n - 1 - n // 2) - (size - 1 - size // 2)
+    return n // 2 - size // 2
+
+
+def dilation_structure(steps: int) -> np.ndarray:
+    """Their ``iterate_structure(generate_binary_structure(3, 2), steps)``: the 18-neighbourhood grown
+    by itself ``steps - 1`` times."""
+    return ndimage.iterate_structure(ndimage.generate_binary_structure(3, 2), steps)
+
+
+def _mask_region(card: ModelCard, volume: sitk.Image, input_grid: Grid) -> np.ndarray:
+    """The mask model's class on the zoomed grid, kept above 0.5 and dilated (their lesion input)."""
+    from .loading import load_model
+    from .pipeline import predict_image
+
+    mask = card.input.resampling.mask
+    if mask.model == card.name:
+        raise ValueError(f"model '{card.name}': input.resampling.mask names the model itself; it must name "
+                         "the model that segments the region this one is fed")
+    segmenter = load_model(mask.model)
+    label = segmenter.card.class_index(mask.label)
+    labels = predict_image(segmenter, volume)
+    region = (sitk.GetArrayFromImage(labels) == label).astype(np.float64)
+    if not region.any():
+        raise ValueError(f"model '{card.name}' is fed the {mask.label} that '{mask.model}' segments, and "
+                         f"'{mask.model}' finds no {mask.label} in this image; give an image that shows it")
+    region = zoom_as_theirs(region, zoom_factors(input_grid, card.input.spacing)) > 0.5
+    if mask.dilation:
+        region = ndimage.binary_dilation(region, structure=dilation_structure(mask.dilation))
+    return region
+
+
+def _box_segment(card: ModelCard, region: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The region's bounding box as ``(offsets, size)``, grown (centred) to the card's patch size."""
+    where = np.argwhere(region)
+    low, high = where.min(axis=0), where.max(axis=0) + 1
+    size = high - low
+    patch = card.input.patch_size or card.input.size or tuple(size)
+    grown = np.maximum(size, np.asarray(patch))
+    offsets = low - (grown - size) // 2
+    return tuple(int(o) for o in offsets), tuple(int(s) for s in grown)
+
+
+def _beyond_box(array: np.ndarray, region: np.ndarray, pad: float) -> np.ndarray:
+    """``array`` with ``pad`` outside the region's bounding box: their crop, before their segment
+    extraction pads with 0 where a window runs past it."""
+    where = np.argwhere(region)
+    low, high = where.min(axis=0), where.max(axis=0) + 1
+    out = np.full(array.shape, pad, dtype=array.dtype)
+    box = tuple(slice(a, b) for a, b in zip(low, high))
+    out[box] = array[box]
+    return out
+
+
 def _second_zoom(card: ModelCard) -> tuple[float, ...]:
     """Their second zoom: median-filter spacing / model spacing (1.5 mm / 3 mm = 0.5)."""
     return tuple(m / s for m, s in zip(card.input.resampling.median_spacing, card.input.spacing))
@@ -80,11 +178,3 @@ def _segment_size(card: ModelCard, zoomed_shape) -> tuple[int, int, int]:
     if card.input.patch_size is not None:
         return tuple(max(int(n), int(p)) for n, p in zip(zoomed_shape, card.input.patch_size))
     return tuple(int(n) for n in zoomed_shape)
-
-
-def _offset(n: int, size: int, reversed_axis: bool) -> int:
-    """The zoomed voxel of the segment's first voxel: their centre voxel ``n // 2`` on the segment's
-    ``size // 2``, counted from the far end along an axis their arrays hold reversed."""
-    if reversed_axis:
-        return (n - 1 - n // 2) - (size - 1 - size // 2)
-    return n // 2 - size // 2

@@ -77,8 +77,8 @@ MODELS = {
         "description": (
             "Liver-lesion segmentation in CT (3D U-Net with residual blocks, 1 x 1 x 3 mm voxels, sliding "
             "92 x 84 x 42 output segments) from pyliverlesionseg 0.3 (Tang et al.; Apache-2.0), ported to torch "
-            "and checked against their Keras graph. Their pipeline feeds it the liver only (everything outside "
-            "the dilated liver mask set to -0.5): run it on a liver-masked CT. Not for clinical use."),
+            "and checked against their Keras graph. As their pipeline does, its card runs liver-seg-3d first and "
+            "feeds it the dilated liver only (everything else -0.5), cropped to the liver. Not for clinical use."),
     },
 }
 
@@ -95,8 +95,8 @@ DIFFERENCES = {
         "intensity mode 'minmax', but no MR card is bundled",
     ],
     "liver-lesion-seg-3d": [
-        "their input is the CT masked by the dilated liver mask (outside set to -0.5) and cropped to the liver's "
-        "bounding box: give it a liver-masked CT; the card cannot chain the liver model",
+        "the liver mask is always liver-seg-3d's prediction (their code also takes a liver RTSTRUCT drawn by a "
+        "physician)",
         "their windows tile 92 x 84 x 42 output segments without overlap; here the engine's sliding windows of the "
         "input segment (overlap 0.25, Gaussian blending; each window's margin holds its nearest output values)",
         "CT only: their MR normalisation (median and range of the liver) has no card here",
@@ -112,6 +112,12 @@ PAD_HU = 0.0
 #: dilate once): models.card_steps.
 LIVER_RESAMPLING = {"method": "zoom", "median": {"spacing": [1.5, 1.5, 1.5], "size": 3}, "segment_pad": 0.0}
 LIVER_POSTPROCESSING = {"largest_component": True, "erosion": 1}
+#: Their lesion pipeline: normalise, zoom3d to 1 x 1 x 3 mm, the liver (liver-seg-3d's labels, zoomed
+#: alike, dilated with the 18-neighbourhood grown once) kept and everything else -0.5, cropped to the
+#: liver; labels p > 0.5 on that grid, back to the image by an order-1 zoom, > 0.
+LESION_RESAMPLING = {"method": "zoom", "segment_pad": 0.0, "intensity": "before",
+                     "mask": {"model": "liver-seg-3d", "class": "liver", "dilation": 2, "outside": -0.5}}
+LESION_POSTPROCESSING = {"largest_component": False, "erosion": 0}
 
 NOTICE = """The weights in this folder are converted from the trained models of
 
@@ -217,9 +223,8 @@ def card_for(name: str, spec: dict, net, spacing_xyz, hdf5_sha: str, wheel_sha: 
             "differences_from_their_pipeline": DIFFERENCES[name],
         },
     }
-    if liver:
-        card["input"]["resampling"] = dict(LIVER_RESAMPLING)
-        card["output"]["postprocessing"] = dict(LIVER_POSTPROCESSING)
+    card["input"]["resampling"] = dict(LIVER_RESAMPLING if liver else LESION_RESAMPLING)
+    card["output"]["postprocessing"] = dict(LIVER_POSTPROCESSING if liver else LESION_POSTPROCESSING)
     return card
 
 
