@@ -14,7 +14,8 @@ import math
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from scipy import ndimage
+import torch
+from scipy import ndimage, signal
 
 from XAIExplainLib.imaging.intensity import minmax
 from XAIExplainLib.imaging.resample import Grid, resample_array
@@ -153,9 +154,12 @@ def _ct(shape_zyx=(13, 40, 36), spacing_xyz=(0.9, 0.8, 2.5)) -> sitk.Image:
     return image
 
 
-def _liver_card(size_zyx) -> ModelCard:
+def _liver_card(size_zyx, crop: bool = False) -> ModelCard:
+    """The bundled liver card with a small segment; its abdomen crop off unless asked (tested on its own)."""
     card = load_card(resolve_model_name("liver-seg-3d"))
-    return dataclasses.replace(card, input=dataclasses.replace(card.input, size=tuple(size_zyx)))
+    resampling = card.input.resampling if crop else dataclasses.replace(card.input.resampling, crop=None)
+    return dataclasses.replace(card, input=dataclasses.replace(card.input, size=tuple(size_zyx),
+                                                               resampling=resampling))
 
 
 @pytest.mark.parametrize("size_zyx", [(9, 12, 13), (12, 10, 8), (14, 18, 17)])
@@ -247,6 +251,9 @@ def test_the_bundled_liver_card_declares_their_steps():
     spec = card.input.resampling
     assert spec.method == "zoom" and spec.median_spacing == (1.5, 1.5, 1.5) and spec.median_size == 3
     assert card.postprocessing == PostprocessingSpec(largest_component=True, erosion=1)
+    from XAIExplainLib.models.liver_crop import CropSpec
+
+    assert spec.crop == CropSpec()  # their liver call: 489 x 408 x 408 mm, hip margin 20 mm, dome margin 70 mm
     again = ModelCard.from_dict(card.to_dict(), base_dir=card.base_dir)
     assert again.input.resampling == spec and again.postprocessing == card.postprocessing
 
@@ -258,6 +265,8 @@ def test_the_bundled_liver_card_declares_their_steps():
     ({"output": {"postprocessing": {"largest_component": "yes"}}}, "output.postprocessing.largest_component"),
     ({"output": {"postprocessing": {"erosion": 1}}}, "output.postprocessing.erosion"),
     ({"input": {"intensity": {"mode": "minmax", "upper_fraction": 1.5}}}, "input.intensity.upper_fraction"),
+    ({"input": {"resampling": {"method": "zoom", "crop": {"hip_margin": 20}}}}, "input.resampling.crop"),
+    ({"input": {"resampling": {"method": "zoom", "crop": {"required": "no"}}}}, "input.resampling.crop.required"),
 ])
 def test_bad_pipeline_fields_name_the_field(change, field):
     data = load_card(resolve_model_name("liver-seg-3d")).to_dict()
@@ -285,31 +294,14 @@ def their_lesion_input(lps_zyx: np.ndarray, liver_zyx: np.ndarray, spacing_xyz) 
     return np.flip(crop, (0, 1)).transpose(2, 1, 0)
 
 
-class _Segmenter:
-    """Stands in for liver-seg-3d inside the lesion card's pipeline: its labels are given."""
-
-    def __init__(self, labels: np.ndarray):
-        self.card = load_card(resolve_model_name("liver-seg-3d"))
-        self.labels = labels
-
-
 @pytest.mark.parametrize("patch_zyx", [(2, 6, 6), (9, 40, 30)])
-def test_lesion_input_is_their_dilated_liver_only_cropped_to_the_liver(patch_zyx, monkeypatch):
-    import XAIExplainLib.models.loading as loading
-    import XAIExplainLib.models.pipeline as pipeline
-
+def test_lesion_input_is_their_dilated_liver_only_cropped_to_the_liver(patch_zyx):
     image = _ct(shape_zyx=(12, 40, 36), spacing_xyz=(0.9, 0.8, 2.5))
     liver = np.zeros((12, 40, 36), np.uint8)
     liver[4:9, 14:26, 10:20] = 1  # the liver, as liver-seg-3d labels it on the image's grid
-    given = sitk.GetImageFromArray(liver)
-    given.CopyInformation(image)
-    calls = []
-    monkeypatch.setattr(loading, "load_model", lambda name, **kw: calls.append(name) or _Segmenter(liver))
-    monkeypatch.setattr(pipeline, "predict_image", lambda model, img, **kw: given)
     card = load_card(resolve_model_name("liver-lesion-seg-3d"))
     card = dataclasses.replace(card, input=dataclasses.replace(card.input, patch_size=patch_zyx))
-    prepared = prepare(card, image)
-    assert calls == ["liver-seg-3d"]
+    prepared = prepare(card, image, region=liver == 1)
     want = their_lesion_input(sitk.GetArrayFromImage(image), liver, image.GetSpacing())
     got = prepared.array[0]
     assert (want == -0.5).any() and (want > -0.5).any()  # dilated liver and the -0.5 around it
@@ -322,17 +314,34 @@ def test_lesion_input_is_their_dilated_liver_only_cropped_to_the_liver(patch_zyx
     np.testing.assert_array_equal(got[beyond], 0.0)  # their segment extraction's default beyond the crop
 
 
-def test_a_lesion_card_without_liver_in_the_image_says_so(monkeypatch):
-    import XAIExplainLib.models.loading as loading
+def test_predict_and_explain_run_the_liver_model_first_for_the_lesion_model(monkeypatch):
     import XAIExplainLib.models.pipeline as pipeline
+    from XAIExplainLib.models.loaded import LoadedModel
 
-    image = _ct()
-    empty = sitk.Image(image.GetSize(), sitk.sitkUInt8)
-    empty.CopyInformation(image)
-    monkeypatch.setattr(loading, "load_model", lambda name, **kw: _Segmenter(None))
-    monkeypatch.setattr(pipeline, "predict_image", lambda model, img, **kw: empty)
+    image = _ct(shape_zyx=(12, 40, 36), spacing_xyz=(0.9, 0.8, 2.5))
+    liver = np.zeros((12, 40, 36), np.uint8)
+    liver[4:9, 14:26, 10:20] = 1
+    labels = sitk.GetImageFromArray(liver)
+    labels.CopyInformation(image)
+    liver_card = load_card(resolve_model_name("liver-seg-3d"))
+    calls = []
+
+    def fake_load(name, **kw):
+        calls.append(name)
+        return LoadedModel(module=torch.nn.Identity(), card=liver_card)
+
+    monkeypatch.setattr(pipeline, "load_model", fake_load)
+    monkeypatch.setattr(pipeline, "predict_image", lambda model, img, **kw: calls.append(model.name) or labels)
+    card = load_card(resolve_model_name("liver-lesion-seg-3d"))
+    lesion = LoadedModel(module=torch.nn.Identity(), card=card)
+    prepared = pipeline._prepare(lesion, image, None, None)
+    assert calls == ["liver-seg-3d", "liver-seg-3d"]  # loaded, then its prediction
+    np.testing.assert_array_equal(prepared.array, prepare(card, image, region=liver == 1).array)
+    with pytest.raises(ValueError, match="give its region"):
+        prepare(card, image)  # alone, the card pipeline says what it needs
+    empty = np.zeros_like(liver, bool)
     with pytest.raises(ValueError, match="'liver-seg-3d' finds no liver in this image"):
-        prepare(load_card(resolve_model_name("liver-lesion-seg-3d")), image)
+        prepare(card, image, region=empty)
 
 
 def test_lesion_labels_are_their_threshold_then_order_one_zoom_above_zero():
@@ -346,3 +355,179 @@ def test_lesion_labels_are_their_threshold_then_order_one_zoom_above_zero():
     labels = prepared.restore_labels(np.stack([1 - p, p]), "softmax")
     want = resample_array((p > 0.5).astype(np.float32), model, fine, 0.0) > 0
     np.testing.assert_array_equal(labels, want.astype(np.uint8))
+
+
+# ---- their abdomen crop (crop_ct_image) ---------------------------------------------------------
+
+def _first_box(mask):
+    return ndimage.find_objects(np.asarray(mask).astype(np.int8))[0]
+
+
+def their_crop(ct, vox, size_max=(489, 408, 408), tissue=-150, air_th=-600, bone_th=500, ratio=0.7,
+               height_max=400, dome_mm=70.0, hip_mm=20.0):
+    """crop_ct_image written out straight from their steps, on their (x, y, z) LPS array."""
+    body = ndimage.binary_erosion(ct > tissue)
+    lab, n = ndimage.label(body)
+    counts = ndimage.labeled_comprehension(ct, lab, np.arange(1, n + 1), len, int, -1)
+    box1 = _first_box(lab == np.arange(1, n + 1)[np.argmax(counts)])
+    work = np.zeros(ct.shape) + ct.min()
+    work[box1] = ct[box1]
+    work[:, :, -1] = 0
+    air = work < air_th
+    air[:, :, :-1] = ndimage.binary_opening(air[:, :, :-1], np.ones((5, 5, 5)))
+    lab_air = ndimage.label(np.pad(air, ((3, 3), (3, 3), (0, 0)), constant_values=1))[0][3:-3, 3:-3, :]
+    ids = np.arange(1, lab_air.max() + 1)
+    vols = ndimage.labeled_comprehension(work, lab_air, ids, len, int, -1) * np.prod(vox)
+    ordered = np.sort(vols)
+    inner = np.logical_and(lab_air != ids[vols == ordered[-1]][0], air)
+    profile = signal.convolve(inner.sum(0).sum(0), np.ones(7), "same")
+    lo, hi = profile.min(), profile.max()
+    run = np.where(profile > lo + 0.5 * (hi - lo))[0]
+    starts = np.where(signal.convolve(run, np.array([1, -1]), "same") != 1)[0]
+    dome1 = run[0]
+    if len(starts) > 1 and np.any(profile[run[starts[1] - 1]:run[starts[1]]] < lo + 0.2 * (hi - lo)):
+        dome1 = run[starts[1]]
+    abd = _first_box(inner)
+    cx, cy = (abd[0].start + abd[0].stop + 1) // 2, (abd[1].start + abd[1].stop + 1) // 2
+    two = [ids[vols == ordered[-2]][0], ids[vols == ordered[-3]][0]]
+    lung = two[int(np.argmax([_first_box(lab_air == k)[2].start for k in two]))]
+    dome = max(dome1, _first_box(lab_air == lung)[2].start)
+    bone = signal.convolve((ct > bone_th).astype("int16").sum(0).sum(0), np.ones(7), "same")[:dome]
+    top = np.argmax(bone)
+
+    def extrema(compare, order, step):
+        found = signal.argrelextrema(bone, compare, order=order)[0]
+        while len(found) == 0:
+            order = max(1, order - step)
+            found = signal.argrelextrema(bone, compare, order=order)[0]
+        return found
+
+    mins = extrema(np.less, 15, 3)
+    bottom = mins[np.argsort(bone[mins])[0]]
+    maxs = extrema(np.greater, 15, 3)
+    ranked = np.argsort(bone[maxs])
+    second = maxs[ranked[-2]] if len(ranked) > 1 else maxs[ranked[-1]]
+    if bottom < top and bottom < second:
+        bottom = second + np.argmin(bone[second:])
+    peaks = extrema(np.greater, 5, 1)
+    r = ratio
+    tall = np.where(bone > r * (bone[top] - bone[bottom]) + bone[bottom])[0]
+    cand = np.intersect1d(peaks, tall)
+    while len(tall) == 0 or len(cand) == 0:
+        r = max(r - 0.1, 0.05)
+        tall = np.where(bone > r * (bone[top] - bone[bottom]) + bone[bottom])[0]
+        cand = np.intersect1d(peaks, tall)
+    hip = 0 if len(np.where(cand < bottom)[0]) < 2 else cand[np.where(cand < bottom)][-1]
+    if (dome - hip) * vox[2] > height_max:
+        hip = dome - int(height_max / vox[2])
+    z = slice(max(0, hip - int(hip_mm / vox[2])), min(ct.shape[2], dome + int(dome_mm / vox[2])))
+    crop = ct[box1[0], box1[1], z]
+    lab2, n2 = ndimage.label(ndimage.binary_erosion(crop > tissue, np.ones((5, 5, 5))))
+    counts2 = ndimage.labeled_comprehension(crop, lab2, np.arange(1, n2 + 1), len, int, -1)
+    box2 = _first_box(lab2 == np.arange(1, n2 + 1)[np.argmax(counts2)])
+    xs = slice(box1[0].start + box2[0].start, box1[0].start + box2[0].stop)
+    ys = slice(box1[1].start + box2[1].start, box1[1].start + box2[1].stop)
+    out = []
+    for s, c, v, m in ((xs, cx, vox[0], size_max[0]), (ys, cy, vox[1], size_max[1])):
+        size = s.stop - s.start
+        if size * v > m:
+            extra = size * v - m
+            s = slice(s.start + np.ceil((c - s.start) / size * extra / v).astype("int16"),
+                      s.stop - np.ceil((s.stop - c) / size * extra / v).astype("int16"))
+        out.append(s)
+    if (z.stop - z.start) * vox[2] > size_max[2]:
+        z = slice(z.start + np.ceil(((z.stop - z.start) * vox[2] - size_max[2]) / vox[2]).astype("int16"), z.stop)
+    return (out[0], out[1], z)
+
+
+def _torso(nz=110):
+    """A torso in their (x, y, z) order, 6 x 6 x 5 mm: body, two lungs above z = 70, bowel gas, a spine,
+    ribs around the lungs and hip bones low down with a second bone peak below them."""
+    x, y, z = np.meshgrid(np.arange(70), np.arange(60), np.arange(nz), indexing="ij")
+    ct = np.full(x.shape, -1000.0)
+    body = ((x - 35) / 30.0) ** 2 + ((y - 30) / 24.0) ** 2 < 1
+    ct[body] = 40.0
+    for cx, base in ((22, 70), (48, 74)):
+        lung = (((x - cx) / 9.0) ** 2 + ((y - 28) / 12.0) ** 2 < 1) & (z >= base) & (z < nz - 2)
+        ct[lung] = -850.0
+    ct[(abs(x - 35) < 4) & (abs(y - 22) < 4) & (abs(z - 40) < 4)] = -900.0  # bowel gas
+    spine = 2.0 + np.clip(z - 30, 0, None) / 12.0  # vertebrae widening upwards from z = 30
+    ct[((x - 35) ** 2 + (y - 46) ** 2 < spine ** 2)] = 700.0
+    ribs = body & ~(((x - 35) / 27.0) ** 2 + ((y - 30) / 21.0) ** 2 < 1) & (z >= 62) & (z % 6 < 2)
+    ct[ribs] = 700.0
+    for centre, height, radius in ((19, 9, 11.0), (4, 4, 6.0)):  # iliac wings, then femoral heads: cones
+        r = radius * np.clip(1 - abs(z - centre) / height, 0, None)
+        for cx in (12, 58):
+            ct[((x - cx) ** 2 + (y - 32) ** 2 < r ** 2)] = 700.0
+    return ct
+
+
+@pytest.mark.parametrize("which", ["torso", "phantom"])
+def test_the_abdomen_crop_is_their_crop_ct_image(which):
+    from XAIExplainLib.models.liver_crop import abdomen_box
+
+    if which == "torso":
+        ct, vox = _torso(), (6.0, 6.0, 5.0)
+    else:
+        from XAIExplainLib.imaging.phantoms import abdominal_phantom
+
+        phantom = abdominal_phantom(seed=7, phase="portal_venous", shape=(60, 128, 128), spacing=(5.0, 3.1, 3.1),
+                                    supersample=1)
+        ct, vox = sitk.GetArrayFromImage(phantom.image()).transpose(2, 1, 0), (3.1, 3.1, 5.0)
+    want = their_crop(ct, vox)
+    got = abdomen_box(ct, vox)
+    assert [(s.start, s.stop) for s in got] == [(int(s.start), int(s.stop)) for s in want]
+    if which == "torso":  # a real crop: below the top and above the bottom, inside the body
+        assert 0 < got[2].start and got[2].stop < ct.shape[2] and got[0].stop - got[0].start < ct.shape[0]
+
+
+def test_the_trim_to_the_maximum_size_is_theirs():
+    from XAIExplainLib.models.liver_crop import CropSpec, abdomen_box
+
+    ct, vox = _torso(), (6.0, 6.0, 5.0)
+    want = their_crop(ct, vox, size_max=(200, 150, 250))
+    got = abdomen_box(ct, vox, CropSpec(size_mm_max=(200.0, 150.0, 250.0)))
+    assert [(s.start, s.stop) for s in got] == [(int(s.start), int(s.stop)) for s in want]
+    assert (got[0].stop - got[0].start) * 6 <= 200 and (got[2].stop - got[2].start) * 5 <= 250
+
+
+def test_the_liver_card_crops_to_the_abdomen_before_zooming():
+    ct = _torso()
+    image = sitk.GetImageFromArray(ct.transpose(2, 1, 0).astype(np.float32))
+    image.SetSpacing((6.0, 6.0, 5.0))
+    card = _liver_card((30, 20, 24), crop=True)
+    box = their_crop(ct, (6.0, 6.0, 5.0))
+    cropped = image[box]
+    prepared = prepare(card, image)
+    want = their_liver_input(sitk.GetArrayFromImage(cropped), (6.0, 6.0, 5.0), (24, 20, 30))
+    np.testing.assert_allclose(prepared.array[0], want, atol=2e-6)
+    # the labels go back onto the whole image: the model grid lies inside the cropped part
+    corner = prepared.model_grid.reference().TransformIndexToPhysicalPoint([0, 0, 0])
+    inside = cropped.TransformPhysicalPointToContinuousIndex(corner)
+    assert inside[2] > -1.0  # not below the hip cut
+
+
+def test_a_chest_ct_without_pelvis_is_used_whole_with_a_warning():
+    from XAIExplainLib.models.liver_crop import CropError, abdomen_box
+
+    from pathlib import Path
+
+    lung1 = Path(__file__).resolve().parents[3] / "shared" / "data" / "lung1_image.nrrd"  # as test_real_ct
+    if lung1.exists():  # the shared chest CT: its lowest slices just reach the liver dome
+        real = sitk.ReadImage(str(lung1))
+        with pytest.raises(CropError, match="no slices below it"):
+            abdomen_box(sitk.GetArrayViewFromImage(real).transpose(2, 1, 0), real.GetSpacing())
+    ct = _torso()[:, :, 68:]  # from just below the lung bases up: no hip below the dome
+    with pytest.raises(CropError):
+        abdomen_box(ct, (6.0, 6.0, 5.0))
+    image = sitk.GetImageFromArray(ct.transpose(2, 1, 0).astype(np.float32))
+    image.SetSpacing((6.0, 6.0, 5.0))
+    with pytest.warns(UserWarning, match="the whole image is used instead"):
+        cropped = prepare(_liver_card((10, 20, 24), crop=True), image)
+    whole = prepare(_liver_card((10, 20, 24)), image)
+    np.testing.assert_array_equal(cropped.array, whole.array)
+    card = _liver_card((10, 20, 24), crop=True)
+    strict = dataclasses.replace(card.input.resampling, crop=dataclasses.replace(card.input.resampling.crop,
+                                                                                   required=True))
+    with pytest.raises(ValueError, match="give a CT from the lung bases to the pelvis"):
+        prepare(dataclasses.replace(card, input=dataclasses.replace(card.input, resampling=strict)), image)

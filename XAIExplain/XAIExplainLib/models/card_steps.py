@@ -13,12 +13,15 @@ of its prediction.
      "median": {"spacing": [1.5, 1.5, 1.5], "size": 3},   # optional: zoom there, median filter, zoom on
      "intensity": "after",                 # the intensity transform after the zoom (default) or "before"
      "segment_pad": 0.0,                   # the segment's value beyond the zoomed image (model units)
-     "mask": {"model": "liver-seg-3d", "class": "liver", "dilation": 2, "outside": -0.5}}   # optional
+     "mask": {"model": "liver-seg-3d", "class": "liver", "dilation": 2, "outside": -0.5},   # optional
+     "crop": {"size_mm_max": [489, 408, 408], "hip_margin_mm": 20}}   # optional: their abdomen crop
 
 ``"zoom"`` is pymirc's ``zoom3d`` (:mod:`imaging.zoom`); the intensity transform runs on the
 whole volume (before or after the zoom, as their code does it for this network) and the card's
 ``size`` (or ``patch_size``) segment is cut from it around its centre voxel, as their
-``ExtractSegment3D2`` does. With a ``mask`` the named model segments the image first (its own
+``ExtractSegment3D2`` does. With a ``crop`` the CT is first cut to the abdomen, from the hip to
+above the liver dome, as their ``crop_ct_image`` finds it (:mod:`models.liver_crop`; the keys
+override its thresholds and sizes). With a ``mask`` the named model segments the image first (its own
 pipeline, post-processing included); its class mask is zoomed alike (kept above 0.5), dilated
 once with the 18-neighbourhood structure grown ``dilation - 1`` times, the input set to
 ``outside`` beyond it (and clipped to the intensity range), and the model grid becomes the
@@ -39,6 +42,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .liver_crop import CropSpec
+
 RESAMPLING_METHODS = ("linear", "zoom")
 
 
@@ -52,6 +57,7 @@ class ResamplingSpec:
     segment_pad: float = 0.0
     intensity_first: bool = False
     mask: "MaskSpec | None" = None
+    crop: CropSpec | None = None
 
     @property
     def is_default(self) -> bool:
@@ -66,6 +72,8 @@ class ResamplingSpec:
             out["intensity"] = "before" if self.intensity_first else "after"
         if self.mask is not None:
             out["mask"] = self.mask.to_dict()
+        if self.crop is not None:
+            out["crop"] = self.crop.to_dict()
         return out
 
 
@@ -98,14 +106,15 @@ def parse_resampling(r, data: Any, dims: int, spacing) -> ResamplingSpec:
     if data is None:
         return ResamplingSpec()
     data = r.mapping(data, "input.resampling")
-    unknown = sorted(set(data) - {"method", "median", "segment_pad", "intensity", "mask"})
+    unknown = sorted(set(data) - {"method", "median", "segment_pad", "intensity", "mask", "crop"})
     if unknown:
         raise r.fail("input.resampling", f"has unknown key(s) {unknown}; it takes method, median, intensity, "
-                                         "segment_pad and mask")
+                                         "segment_pad, mask and crop")
     method = r.string(data.get("method", "linear"), "input.resampling.method", RESAMPLING_METHODS)
     if method == "linear":
         if len(data) > 1:
-            raise r.fail("input.resampling", "takes median, intensity, segment_pad and mask only with method 'zoom'")
+            raise r.fail("input.resampling", "takes median, intensity, segment_pad, mask and crop only with method "
+                                             "'zoom'")
         return ResamplingSpec()
     if dims != 3 or spacing is None:
         raise r.fail("input.resampling.method", "'zoom' needs a 3D model with input.spacing (the voxel size "
@@ -120,7 +129,29 @@ def parse_resampling(r, data: Any, dims: int, spacing) -> ResamplingSpec:
     pad = r.number(data.get("segment_pad", 0.0), "input.resampling.segment_pad")
     order = r.string(data.get("intensity", "after"), "input.resampling.intensity", ("before", "after"))
     mask = _parse_mask(r, data.get("mask"))
-    return ResamplingSpec("zoom", median_spacing, median_size, pad, order == "before", mask)
+    return ResamplingSpec("zoom", median_spacing, median_size, pad, order == "before", mask,
+                          _parse_crop(r, data.get("crop")))
+
+
+def _parse_crop(r, data: Any) -> CropSpec | None:
+    if data is None:
+        return None
+    data = r.mapping(data, "input.resampling.crop")
+    known = CropSpec().to_dict()
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise r.fail("input.resampling.crop", f"has unknown key(s) {unknown}; it takes {', '.join(known)}")
+    values = {}
+    for key, value in data.items():
+        name = f"input.resampling.crop.{key}"
+        if key == "required":
+            if not isinstance(value, bool):
+                raise r.fail(name, f"must be true or false, got {value!r}")
+            values[key] = value
+            continue
+        values[key] = (r.vector(value, name, 3, "float") if key == "size_mm_max" else
+                       r.number(value, name, positive=key not in ("tissue_hu", "air_hu", "bone_hu")))
+    return CropSpec(**values)
 
 
 def _parse_mask(r, data: Any) -> MaskSpec | None:

@@ -156,7 +156,7 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
         check_memory_budget(budget)
         options["memory_budget_mb"] = _engine_budget(budget, image, card.input.channels, len(method_list))
     _check_windows(loaded, mode, run_device, budget, gradients=True)
-    prepared = _prepare(loaded, image, axis, budget)
+    prepared = _prepare(loaded, image, axis, budget, run_device)
     engine_target = _engine_target(card, _model_grid_target(card, target, prepared))
     lap("preprocess")
     if engine_target is None and not per_slice and explains_one_class_per_volume(card, mode):
@@ -187,7 +187,7 @@ def predict_image(model, image, mode: str | None = None, axis: int | None = None
     mode, axis = _check_mode(loaded.card, mode, axis)
     run_device = resolve_device(device)
     _check_windows(loaded, mode, run_device, None, gradients=False)
-    prepared = _prepare(loaded, _as_image(image), axis, None)
+    prepared = _prepare(loaded, _as_image(image), axis, None, run_device)
     _, logits = run_networks(loaded, prepared.array, mode, axis, run_device, batch_size, overlap)
     return _prediction(loaded, logits, prepared)
 
@@ -248,9 +248,23 @@ def run_networks(loaded: LoadedModel, array: np.ndarray, mode: str, axis: int | 
     return maps, outputs
 
 
-def _prepare(loaded: LoadedModel, image: sitk.Image, axis: int | None, budget: float | None) -> PreparedImage:
-    """The form's pipeline on ``image``, through the :class:`ModelPipeline` seam (the budget bounds its grid)."""
-    prepared = loaded.pipeline.prepare(image, slice_axis=axis, memory_budget_mb=budget)
+def _prepare(loaded: LoadedModel, image: sitk.Image, axis: int | None, budget: float | None,
+             device: torch.device | str = "cpu") -> PreparedImage:
+    """The form's pipeline on ``image``, through the :class:`ModelPipeline` seam (the budget bounds its grid).
+
+    A card fed only a region another model segments (``input.resampling.mask``: pyliverlesionseg's lesion
+    network sees the liver that liver-seg-3d finds) gets that model's prediction first, on the same device.
+    """
+    extra = {}
+    mask = getattr(getattr(loaded.card.input, "resampling", None), "mask", None)
+    if mask is not None:
+        if mask.model == loaded.card.name:
+            raise ValueError(f"model '{loaded.name}': input.resampling.mask names the model itself; it must name "
+                             "the model that segments the region this one is fed")
+        segmenter = load_model(mask.model)
+        labels = predict_image(segmenter, image, device=device)
+        extra["region"] = sitk.GetArrayFromImage(labels) == segmenter.card.class_index(mask.label)
+    prepared = loaded.pipeline.prepare(image, slice_axis=axis, memory_budget_mb=budget, **extra)
     return check_prepared(prepared, f"model '{loaded.name}'")
 
 

@@ -231,8 +231,8 @@ class CardPipeline:
         self.card = card
 
     def prepare(self, image, slice_axis: int | None = None, spacing: Sequence[float] | None = None,
-                memory_budget_mb: float | None = None) -> PreparedInput:
-        return prepare(self.card, image, spacing, slice_axis, memory_budget_mb)
+                memory_budget_mb: float | None = None, region: np.ndarray | None = None) -> PreparedInput:
+        return prepare(self.card, image, spacing, slice_axis, memory_budget_mb, region)
 
     def volume_options(self) -> dict:
         """Keyword arguments of ``explain_volume`` / ``predict_volume`` in volume mode."""
@@ -304,14 +304,16 @@ def check_orientation(card: ModelCard, grid: Grid) -> None:
 
 
 def prepare(card: ModelCard, image, spacing: Sequence[float] | None = None,
-            slice_axis: int | None = None, memory_budget_mb: float | None = None) -> PreparedInput:
+            slice_axis: int | None = None, memory_budget_mb: float | None = None,
+            region: np.ndarray | None = None) -> PreparedInput:
     """Resample and normalise ``image`` as ``card`` prescribes.
 
     ``image`` is a ``SimpleITK.Image`` (2D or 3D, scalar or with one component
     per channel) or a numpy array ``(Z, Y, X)`` / ``(Y, X)``, or
     ``(C, Z, Y, X)`` for multi-channel models, with ``spacing`` in the same
     numpy axis order (defaults to 1 mm).  ``slice_axis`` overrides the card's
-    slice axis of a 2D model (numpy axis of the volume).
+    slice axis of a 2D model (numpy axis of the volume). ``region`` (boolean, on the image's
+    grid) is the region a card with ``input.resampling.mask`` is fed: the mask model's class.
     """
     from_numpy = not isinstance(image, sitk.Image)
     channels = _split_channels(card, image, spacing) if from_numpy else _sitk_channels(card, image)
@@ -330,7 +332,7 @@ def prepare(card: ModelCard, image, spacing: Sequence[float] | None = None,
     input_grid = Grid.from_image(volumes[0])
     check_orientation(card, input_grid)
     if card.input.resampling.method == "zoom":
-        return _prepare_zoomed(card, volumes, input_grid, was_2d, from_numpy, memory_budget_mb)
+        return _prepare_zoomed(card, volumes, input_grid, was_2d, from_numpy, memory_budget_mb, region)
     model_grid = model_grid_for(card, input_grid, axis if card.spatial_dims == 2 else None)
     check_grid_memory(card, input_grid, model_grid, memory_budget_mb)
     arrays = []
@@ -347,14 +349,47 @@ def prepare(card: ModelCard, image, spacing: Sequence[float] | None = None,
 
 
 def _prepare_zoomed(card: ModelCard, volumes: list[sitk.Image], input_grid: Grid, was_2d: bool, from_numpy: bool,
-                    memory_budget_mb: float | None) -> PreparedInput:
+                    memory_budget_mb: float | None, region: np.ndarray | None) -> PreparedInput:
     """``input.resampling.method = "zoom"``: their zooms and median filter on the whole image, the
     intensity transform on the zoomed volume, then the segment (:mod:`models.zoom_preparation`)."""
-    from .zoom_preparation import prepare_zoomed
+    from . import zoom_preparation as zp
 
-    array, model_grid = prepare_zoomed(card, volumes, input_grid, memory_budget_mb)
-    return PreparedInput(array, model_grid, input_grid, was_2d, from_numpy, card.output_activation,
+    spec = card.input.resampling
+    if spec.mask is not None and region is None:
+        raise ValueError(f"model '{card.name}' is fed only the {spec.mask.label} that '{spec.mask.model}' segments: "
+                         f"give its region (region=, a boolean array on the image's grid), or run the model with "
+                         "predict_image / explain_image, which segment it first")
+    full_grid = input_grid
+    if spec.crop is not None:
+        volumes = zp.crop_to_abdomen(card, volumes)
+        input_grid = Grid.from_image(volumes[0])
+    finest, zoomed = zp.zoom_grids(card, input_grid)
+    check_grid_memory(card, input_grid, finest, memory_budget_mb)
+    arrays = []
+    for volume in volumes:
+        array = sitk.GetArrayFromImage(volume)
+        if spec.intensity_first:
+            arrays.append(zp.zoomed_array(card, apply_intensity(card, array), input_grid))
+        else:
+            arrays.append(apply_intensity(card, zp.zoomed_array(card, array, input_grid)))
+    if spec.mask is None:
+        size = zp.segment_size(card, zoomed.shape)
+        offsets = tuple(zp.centred_offset(n, s, rev) for n, s, rev in zip(zoomed.shape, size, zp.REVERSED_AXES))
+    else:
+        inside = zp.mask_region(card, region, input_grid)
+        low, high = spec_range(card)
+        arrays = [zp.beyond_box(np.clip(np.where(inside, a, spec.mask.outside), low, high), inside, spec.segment_pad)
+                  for a in arrays]
+        offsets, size = zp.box_segment(card, inside)
+    model_grid = zp.segment_grid(zoomed, offsets, size)
+    array = np.stack([zp.cut_segment(a, offsets, size, spec.segment_pad) for a in arrays]).astype(np.float32)
+    return PreparedInput(array, model_grid, full_grid, was_2d, from_numpy, card.output_activation,
                          card.postprocessing)
+
+
+def spec_range(card: ModelCard) -> tuple[float, float]:
+    """What the card's intensity transform maps onto (``[0, 1]`` unless ``input.intensity.range`` says)."""
+    return tuple(card.input.intensity.range or (0.0, 1.0))
 
 
 def apply_intensity(card: ModelCard, array: np.ndarray) -> np.ndarray:

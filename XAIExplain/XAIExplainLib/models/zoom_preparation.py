@@ -16,6 +16,7 @@ saw.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -30,33 +31,23 @@ from .card import ModelCard
 REVERSED_AXES = (False, True, True)
 
 
-def prepare_zoomed(card: ModelCard, volumes: Sequence[sitk.Image], input_grid: Grid,
-                   memory_budget_mb: float | None = None) -> tuple[np.ndarray, Grid]:
-    """``(array (C, *segment) float32, model grid)`` for a card with ``input.resampling.method = "zoom"``."""
-    from .preprocessing import apply_intensity, check_grid_memory
+def crop_to_abdomen(card: ModelCard, volumes: Sequence[sitk.Image]) -> list[sitk.Image]:
+    """The volumes cut to the abdomen their crop finds in the first one (:mod:`models.liver_crop`);
+    the cut images keep their place in space, so results go back onto the whole image."""
+    from .liver_crop import CropError, abdomen_box
 
-    spec = card.input.resampling
-    finest, zoomed = zoom_grids(card, input_grid)
-    check_grid_memory(card, input_grid, finest, memory_budget_mb)
-    arrays = []
-    for volume in volumes:
-        array = sitk.GetArrayFromImage(volume)
-        if spec.intensity_first:
-            arrays.append(zoomed_array(card, apply_intensity(card, array), input_grid))
-        else:
-            arrays.append(apply_intensity(card, zoomed_array(card, array, input_grid)))
-    if spec.mask is None:
-        size = _segment_size(card, zoomed.shape)
-        offsets = tuple(centred_offset(n, s, rev) for n, s, rev in zip(zoomed.shape, size, REVERSED_AXES))
-    else:
-        region = _mask_region(card, volumes[0], input_grid)
-        low, high = card.input.intensity.range or (0.0, 1.0)
-        arrays = [np.clip(np.where(region, a, spec.mask.outside), low, high) for a in arrays]
-        offsets, size = _box_segment(card, region)
-        arrays = [_beyond_box(a, region, spec.segment_pad) for a in arrays]
-    model = segment_grid(zoomed, offsets, size)
-    out = np.stack([cut_segment(a, offsets, size, spec.segment_pad) for a in arrays])
-    return out.astype(np.float32), model
+    spec = card.input.resampling.crop
+    hu = sitk.GetArrayViewFromImage(volumes[0]).transpose(2, 1, 0)  # their (x, y, z) LPS array
+    try:
+        box = abdomen_box(hu, volumes[0].GetSpacing(), spec)
+    except CropError as exc:
+        what = (f"model '{card.name}' crops the CT to the abdomen (hip to liver dome) as pyliverlesionseg does, "
+                f"and this image has no such abdomen: {exc}")
+        if spec.required:
+            raise ValueError(what + "; give a CT from the lung bases to the pelvis") from exc
+        warnings.warn(what + "; the whole image is used instead", stacklevel=2)
+        return list(volumes)
+    return [volume[box] for volume in volumes]
 
 
 def zoom_grids(card: ModelCard, input_grid: Grid) -> tuple[Grid, Grid]:
@@ -123,29 +114,24 @@ def dilation_structure(steps: int) -> np.ndarray:
     return ndimage.iterate_structure(ndimage.generate_binary_structure(3, 2), steps)
 
 
-def _mask_region(card: ModelCard, volume: sitk.Image, input_grid: Grid) -> np.ndarray:
-    """The mask model's class on the zoomed grid, kept above 0.5 and dilated (their lesion input)."""
-    from .loading import load_model
-    from .pipeline import predict_image
-
+def mask_region(card: ModelCard, region: np.ndarray, input_grid: Grid) -> np.ndarray:
+    """The mask model's class (``region``: boolean, numpy order, on the input grid) on the zoomed grid, kept
+    above 0.5 after the zoom and dilated: their lesion network's liver."""
     mask = card.input.resampling.mask
-    if mask.model == card.name:
-        raise ValueError(f"model '{card.name}': input.resampling.mask names the model itself; it must name "
-                         "the model that segments the region this one is fed")
-    segmenter = load_model(mask.model)
-    label = segmenter.card.class_index(mask.label)
-    labels = predict_image(segmenter, volume)
-    region = (sitk.GetArrayFromImage(labels) == label).astype(np.float64)
+    region = np.asarray(region, dtype=bool)
+    if region.shape != input_grid.shape:
+        raise ValueError(f"model '{card.name}': the {mask.label} region has shape {region.shape} but the image is "
+                         f"{input_grid.shape} (z, y, x); give the region '{mask.model}' predicts for this image")
     if not region.any():
         raise ValueError(f"model '{card.name}' is fed the {mask.label} that '{mask.model}' segments, and "
                          f"'{mask.model}' finds no {mask.label} in this image; give an image that shows it")
-    region = zoom_as_theirs(region, zoom_factors(input_grid, card.input.spacing)) > 0.5
+    zoomed = zoom_as_theirs(region.astype(np.float64), zoom_factors(input_grid, card.input.spacing)) > 0.5
     if mask.dilation:
-        region = ndimage.binary_dilation(region, structure=dilation_structure(mask.dilation))
-    return region
+        zoomed = ndimage.binary_dilation(zoomed, structure=dilation_structure(mask.dilation))
+    return zoomed
 
 
-def _box_segment(card: ModelCard, region: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def box_segment(card: ModelCard, region: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The region's bounding box as ``(offsets, size)``, grown (centred) to the card's patch size."""
     where = np.argwhere(region)
     low, high = where.min(axis=0), where.max(axis=0) + 1
@@ -156,7 +142,7 @@ def _box_segment(card: ModelCard, region: np.ndarray) -> tuple[tuple[int, ...], 
     return tuple(int(o) for o in offsets), tuple(int(s) for s in grown)
 
 
-def _beyond_box(array: np.ndarray, region: np.ndarray, pad: float) -> np.ndarray:
+def beyond_box(array: np.ndarray, region: np.ndarray, pad: float) -> np.ndarray:
     """``array`` with ``pad`` outside the region's bounding box: their crop, before their segment
     extraction pads with 0 where a window runs past it."""
     where = np.argwhere(region)
@@ -172,7 +158,7 @@ def _second_zoom(card: ModelCard) -> tuple[float, ...]:
     return tuple(m / s for m, s in zip(card.input.resampling.median_spacing, card.input.spacing))
 
 
-def _segment_size(card: ModelCard, zoomed_shape) -> tuple[int, int, int]:
+def segment_size(card: ModelCard, zoomed_shape) -> tuple[int, int, int]:
     if card.input.size is not None:
         return tuple(int(s) for s in card.input.size)
     if card.input.patch_size is not None:

@@ -86,9 +86,9 @@ MODELS = {
 #: recorded in each card so a user sees it next to the model.
 DIFFERENCES = {
     "liver-seg-3d": [
-        "their crop_ct_image (body bounding box in x/y; z from the hip to the liver dome + 70 mm, found from the "
-        "lungs and the pelvis) is not done: the zoomed whole image is cut to the 489 x 408 x 408 mm segment "
-        "around its centre voxel",
+        "their crop_ct_image (body box in x/y; z from the hip to the liver dome + 70 mm, found from the lungs "
+        "and the pelvis) is the card's input.resampling.crop; where the image lacks lungs or pelvis their code "
+        "stops, here the whole image is used (with a warning)",
         "their DeepVoxNet fills every voxel of the zoomed image outside the output segment with the nearest "
         "output value; here that fill stops at the input segment (beyond it the image is background)",
         "CT only: their MR normalisation (per-volume min .. min + 80 % range onto [-0.5, 0.5]) is the card "
@@ -110,7 +110,9 @@ PAD_HU = 0.0
 #: Their liver pipeline's resampling (pymirc zoom3d to 1.5 mm, 3 x 3 x 3 median, zoom3d to 3 mm; the
 #: segment padded with 0 after normalisation) and post-processing (erode once, largest component,
 #: dilate once): models.card_steps.
-LIVER_RESAMPLING = {"method": "zoom", "median": {"spacing": [1.5, 1.5, 1.5], "size": 3}, "segment_pad": 0.0}
+LIVER_RESAMPLING = {"method": "zoom", "median": {"spacing": [1.5, 1.5, 1.5], "size": 3}, "segment_pad": 0.0,
+                    "crop": {"size_mm_max": [489.0, 408.0, 408.0], "hip_margin_mm": 20.0, "dome_margin_mm": 70.0,
+                             "required": False}}
 LIVER_POSTPROCESSING = {"largest_component": True, "erosion": 1}
 #: Their lesion pipeline: normalise, zoom3d to 1 x 1 x 3 mm, the liver (liver-seg-3d's labels, zoomed
 #: alike, dilated with the 18-neighbourhood grown once) kept and everything else -0.5, cropped to the
