@@ -267,6 +267,8 @@ def test_the_bundled_liver_card_declares_their_steps():
     ({"input": {"intensity": {"mode": "minmax", "upper_fraction": 1.5}}}, "input.intensity.upper_fraction"),
     ({"input": {"resampling": {"method": "zoom", "crop": {"hip_margin": 20}}}}, "input.resampling.crop"),
     ({"input": {"resampling": {"method": "zoom", "crop": {"required": "no"}}}}, "input.resampling.crop.required"),
+    ({"input": {"resampling": {"method": "zoom", "crop": {}, "mask": {"model": "m", "class": "c"}}}},
+     "input.resampling"),
 ])
 def test_bad_pipeline_fields_name_the_field(change, field):
     data = load_card(resolve_model_name("liver-seg-3d")).to_dict()
@@ -339,6 +341,8 @@ def test_predict_and_explain_run_the_liver_model_first_for_the_lesion_model(monk
     np.testing.assert_array_equal(prepared.array, prepare(card, image, region=liver == 1).array)
     with pytest.raises(ValueError, match="give its region"):
         prepare(card, image)  # alone, the card pipeline says what it needs
+    with pytest.raises(ValueError, match="remove the region"):
+        prepare(liver_card, image, region=liver == 1)
     empty = np.zeros_like(liver, bool)
     with pytest.raises(ValueError, match="'liver-seg-3d' finds no liver in this image"):
         prepare(card, image, region=empty)

@@ -129,6 +129,9 @@ def parse_resampling(r, data: Any, dims: int, spacing) -> ResamplingSpec:
     pad = r.number(data.get("segment_pad", 0.0), "input.resampling.segment_pad")
     order = r.string(data.get("intensity", "after"), "input.resampling.intensity", ("before", "after"))
     mask = _parse_mask(r, data.get("mask"))
+    if mask is not None and data.get("crop") is not None:
+        raise r.fail("input.resampling", "takes mask or crop, not both: the mask model's region is given on the "
+                                         "whole image (their lesion network is fed the liver, uncropped)")
     return ResamplingSpec("zoom", median_spacing, median_size, pad, order == "before", mask,
                           _parse_crop(r, data.get("crop")))
 

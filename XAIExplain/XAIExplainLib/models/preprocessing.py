@@ -331,6 +331,9 @@ def prepare(card: ModelCard, image, spacing: Sequence[float] | None = None,
                          "has one slice (axis 0)")
     input_grid = Grid.from_image(volumes[0])
     check_orientation(card, input_grid)
+    if region is not None and card.input.resampling.mask is None:
+        raise ValueError(f"model '{card.name}' is fed the whole image (its card has no input.resampling.mask); "
+                         "remove the region")
     if card.input.resampling.method == "zoom":
         return _prepare_zoomed(card, volumes, input_grid, was_2d, from_numpy, memory_budget_mb, region)
     model_grid = model_grid_for(card, input_grid, axis if card.spatial_dims == 2 else None)
