@@ -295,7 +295,8 @@ class BundlePipeline:
             name=str(self.metadata.get("name", folder.name)),
             task="segmentation" if output.dim() > 2 else "classification", spatial_dims=len(shape),
             input=InputSpec(channels=channels, spacing=None, size=None, patch_size=roi,
-                            intensity=IntensitySpec("none"), pad_value=None),
+                            intensity=IntensitySpec("none"), pad_value=None,
+                            channel_names=_input_channel_names(inputs, channels)),
             classes=tuple(ClassSpec(n) for n in names),
             weights=WeightsSpec(file=weights, format="torchscript" if scripted else "state_dict"),
             target_layers=TargetLayers(default=default, suggested=(default,) if default else ()),
@@ -410,3 +411,13 @@ class PreparedBundleInput:
             from .preprocessing import decide_labels
             labels = decide_labels(labels, activation)[None]
         return self._image(np.rint(labels[0]), np.uint8)
+
+
+def _input_channel_names(inputs: dict, channels: int) -> tuple[str, ...] | None:
+    """The image's ``channel_def`` of metadata.json (``{"0": "T1c", "1": "T1", ...}``), one name per input
+    channel in channel order; None when it names none or does not name every channel once."""
+    channel_def = inputs.get("channel_def")
+    if not isinstance(channel_def, dict) or sorted(map(str, channel_def)) != sorted(map(str, range(channels))):
+        return None
+    names = tuple(str(channel_def.get(str(i), channel_def.get(i))) for i in range(channels))
+    return names if len(set(names)) == channels else None
