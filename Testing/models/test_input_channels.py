@@ -9,75 +9,21 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from Testing.support.multichannel import BRATS_CHANNELS, nnunet_predicts, write_brats_case, write_brats_folder
 from XAIExplainLib.models import explain_image, load_model, predict_image
 from XAIExplainLib.models.architectures import UNet
 
-BRATS_CHANNELS = ("T1", "T1ce", "T2", "FLAIR")
-#: nnU-Net's BraTS datasets train on regions: whole tumour, tumour core, enhancing tumour.
-BRATS_LABELS = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}
-
-
-def _brats_like(shape=(18, 26, 22), spacing=(1.0, 1.1, 1.3), origin=(-20.0, 14.0, 3.5)) -> list[sitk.Image]:
-    """Four MRI sequences of one brain on one grid: zero outside the head (nnU-Net crops it and z-scores inside),
-    a lesion whose contrast differs per sequence."""
-    rng = np.random.default_rng(7)
-    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
-    head = (z ** 2 + y ** 2 / 0.8 + x ** 2 / 0.7) < 0.85
-    lesion = ((z - 0.1) ** 2 + (y + 0.15) ** 2 + (x - 0.1) ** 2) < 0.08
-    images = []
-    for base, bright in ((400, 380), (420, 900), (300, 800), (350, 700)):
-        array = np.where(head, base + rng.normal(0, 30, shape), 0.0)
-        array[lesion] = bright + rng.normal(0, 30, int(lesion.sum()))
-        image = sitk.GetImageFromArray(array.astype(np.float32))
-        image.SetSpacing(spacing)
-        image.SetOrigin(origin)
-        images.append(image)
-    return images
 
 
 @pytest.fixture(scope="module")
 def brats_folder(tmp_path_factory):
     pytest.importorskip("nnunetv2")
-    from Testing.support.nnunet_folders import CT_PROPERTIES, build_network, checkpoint_dict, dataset_json, plans
-
-    path = tmp_path_factory.mktemp("brats") / "Dataset137_BraTSlike"
-    (path / "fold_0").mkdir(parents=True)
-    plan = plans(normalization="ZScoreNormalization", spacing=(1.3, 1.1, 1.0), patch=(16, 16, 16))
-    configuration = plan["configurations"]["3d_fullres"]
-    configuration["normalization_schemes"] = ["ZScoreNormalization"] * 4
-    configuration["use_mask_for_norm"] = [True] * 4  # BraTS: normalise inside the head only
-    plan["foreground_intensity_properties_per_channel"] = {str(i): CT_PROPERTIES["0"] for i in range(4)}
-    dataset = dataset_json(channels=BRATS_CHANNELS)
-    dataset.update(labels=BRATS_LABELS, regions_class_order=[1, 2, 3])
-    (path / "plans.json").write_text(json.dumps(plan))
-    (path / "dataset.json").write_text(json.dumps(dataset))
-    network = build_network(plan, dataset, seed=3)
-    torch.save(checkpoint_dict(network, plan, dataset, 0), path / "fold_0" / "checkpoint_final.pth")
-    return path
+    return write_brats_folder(tmp_path_factory.mktemp("brats") / "Dataset137_BraTSlike")
 
 
 @pytest.fixture(scope="module")
 def brats_case(tmp_path_factory):
-    """CASE_0000.nii.gz ... CASE_0003.nii.gz, nnU-Net's file naming, in dataset.json's channel order."""
-    folder = tmp_path_factory.mktemp("case")
-    files = []
-    for index, image in enumerate(_brats_like()):
-        files.append(str(folder / f"CASE_{index:04d}.nii.gz"))
-        sitk.WriteImage(image, files[-1])
-    return files
-
-
-def _nnunet_predicts(folder, files) -> np.ndarray:
-    """nnU-Net's own path: its SimpleITKIO reads the channel files, its predictor segments (no mirroring)."""
-    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
-    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
-                                perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
-                                verbose_preprocessing=False, allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(str(folder), use_folds=(0,), checkpoint_name="checkpoint_final.pth")
-    array, properties = SimpleITKIO().read_images(files)
-    return predictor.predict_single_npy_array(array, properties, None, None, False)
+    return write_brats_case(tmp_path_factory.mktemp("case"), "CASE")
 
 
 def _nnunet_preprocesses(model, files) -> np.ndarray:
@@ -95,7 +41,7 @@ def _nnunet_preprocesses(model, files) -> np.ndarray:
 def test_four_channel_nnunet_agrees_with_nnunets_predictor(brats_folder, brats_case, two_torch_threads):
     model = load_model(brats_folder)
     assert model.card.input.channel_labels == BRATS_CHANNELS
-    expected = _nnunet_predicts(brats_folder, brats_case)
+    expected = nnunet_predicts(brats_folder, brats_case)
     result = explain_image(model, brats_case, ["gradcam", "saliency"], device="cpu")
     labels = sitk.GetArrayFromImage(result.prediction)
     assert labels.shape == expected.shape and len(np.unique(expected)) > 2

@@ -17,10 +17,16 @@ from ..imaging.resample import grid_mismatch
 from .discovery import InputItem
 from .errors import UserError
 
-def read_item(item: InputItem) -> sitk.Image:
-    """The image of ``item`` (a file or a DICOM series), checked by :func:`check_image`."""
+def read_item(item: InputItem) -> sitk.Image | list[sitk.Image]:
+    """The image of ``item`` (a file or a DICOM series), checked by :func:`check_image`; for an input of one
+    file per input channel, the list of their images in channel order, each checked."""
     if item.error is not None:
         raise item.error
+    if item.channel_paths:
+        images = [read_image(path, str(path)) for path in item.channel_paths]
+        for image, path in zip(images, item.channel_paths):
+            check_image(image, str(path))
+        return images
     image = read_image(item.path, item.source, item.files)
     check_image(image, item.source)
     return image
