@@ -12,6 +12,8 @@ import torch
 BRATS_CHANNELS = ("T1", "T1ce", "T2", "FLAIR")
 #: nnU-Net's BraTS datasets train on regions: whole tumour, tumour core, enhancing tumour.
 BRATS_LABELS = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}
+#: The Medical Segmentation Decathlon's brain tumour task (nnU-Net's Dataset001_BrainTumour) trains on labels.
+MSD_LABELS = {"background": 0, "edema": 1, "non-enhancing tumor": 2, "enhancing tumour": 3}
 
 
 def brats_like(shape=(18, 26, 22), spacing=(1.0, 1.1, 1.3), origin=(-20.0, 14.0, 3.5), seed=7) -> list[sitk.Image]:
@@ -32,9 +34,10 @@ def brats_like(shape=(18, 26, 22), spacing=(1.0, 1.1, 1.3), origin=(-20.0, 14.0,
     return images
 
 
-def write_brats_folder(path) -> Path:
+def write_brats_folder(path, regions: bool = True) -> Path:
     """A 4-channel nnU-Net trained-model folder (one fold) as nnU-Net's BraTS datasets are planned:
-    z-score normalisation inside the head for every sequence, regions trained with sigmoids."""
+    z-score normalisation inside the head for every sequence, regions trained with sigmoids
+    (``regions=False``: the MSD task's labels, with softmax)."""
     from Testing.support.nnunet_folders import CT_PROPERTIES, build_network, checkpoint_dict, dataset_json, plans
 
     path = Path(path)
@@ -45,7 +48,10 @@ def write_brats_folder(path) -> Path:
     configuration["use_mask_for_norm"] = [True] * 4  # BraTS: normalise inside the head only
     plan["foreground_intensity_properties_per_channel"] = {str(i): CT_PROPERTIES["0"] for i in range(4)}
     dataset = dataset_json(channels=BRATS_CHANNELS)
-    dataset.update(labels=BRATS_LABELS, regions_class_order=[1, 2, 3])
+    if regions:
+        dataset.update(labels=BRATS_LABELS, regions_class_order=[1, 2, 3])
+    else:
+        dataset.update(labels=MSD_LABELS)
     (path / "plans.json").write_text(json.dumps(plan))
     (path / "dataset.json").write_text(json.dumps(dataset))
     network = build_network(plan, dataset, seed=3)

@@ -38,8 +38,8 @@ def model_image(loaded: LoadedModel, image) -> sitk.Image:
     components = single.GetNumberOfComponentsPerPixel()
     if len(names) > 1 and components == 1:
         raise ValueError(f"model '{loaded.card.name}' takes {_count(names)}; got one image with one value per "
-                         f"voxel. Pass a list of {len(names)} images or paths in the order {', '.join(names)}, "
-                         "or a dict keyed by those names")
+                         f"voxel. Give one image per channel in the order {', '.join(names)} (a list, or a dict "
+                         "keyed by those names)")
     return single
 
 
