@@ -29,8 +29,13 @@ def test_one_volume_per_channel_gives_the_apis_prediction_on_the_first_grid(scen
                                                                            two_torch_threads):
     from XAIExplainLib.models import predict_image
 
+    from XAIExplainLib.logic import choices
+
     logic = XAIExplainLogic(scene)
     assert logic.describeModel(brats_folder)["channels"] == list(BRATS_CHANNELS)
+    # the panel's selectors, in the order explainVolume takes the volumes
+    assert choices.model_choices(logic, brats_folder).inputs == ("T1 volume:", "T1ce volume:", "T2 volume:",
+                                                                 "FLAIR volume:")
     images = brats_like()
     nodes = _channel_nodes(scene, images)
     out = logic.explainVolume(nodes, brats_folder, methods=["gradcam"], device="cpu")
