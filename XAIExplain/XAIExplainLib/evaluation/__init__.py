@@ -43,6 +43,11 @@ from .sanity import (
     sanity_randomization,
 )
 from .usage import occlusion_usage_mask
+from .monotonicity import StepScores, faithfulness_estimate, monotonicity, monotonicity_correlation
+from .randomisation import RandomisationScore, discrete_entropy, emprt, smprt
+from .removal_curves import RemovalCurve, irof, pixel_flipping, region_perturbation, selectivity
+from .sensitivity_n import SensitivityN, sensitivity_n
+from .sufficiency import sufficiency
 
 __all__ = [
     "METRICS", "MAP_ONLY_METRICS", "ON_REQUEST", "evaluate",
@@ -59,4 +64,8 @@ __all__ = [
     "FaithfulnessCorrelation", "faithfulness_correlation",
     "MaxSensitivity", "max_sensitivity", "Infidelity", "infidelity",
     "relevance_mass_accuracy", "relevance_rank_accuracy",
+    # Quantus's faithfulness and randomisation metrics (issue 24)
+    "RemovalCurve", "pixel_flipping", "region_perturbation", "selectivity", "irof",
+    "StepScores", "monotonicity", "monotonicity_correlation", "faithfulness_estimate",
+    "SensitivityN", "sensitivity_n", "sufficiency", "RandomisationScore", "emprt", "smprt", "discrete_entropy",
 ]
