@@ -111,3 +111,21 @@ def test_mprt_variants_known_answers_3d():
         ev.smprt(model, x, "saliency", samples=0)
     with pytest.raises(ValueError, match=r"sample\(s\) \[0, 1\] is constant"):
         ev.emprt(model, x, "saliency", maps=torch.ones(2, 4, 4, 4))
+
+
+def test_evaluate_runs_the_randomisation_sensitivity_and_sufficiency_metrics():
+    model, x, y = _problem()
+    maps = explain(model, x, "saliency", target=y)
+    columns = ev.evaluate(model, x, maps, target=y, method="saliency", seed=2,
+                          metrics=["emprt", "smprt", "sensitivity_n", "sufficiency"],
+                          metric_options={"smprt": {"samples": 2}, "sensitivity_n": {"sizes": (4,), "runs": 6},
+                                          "sufficiency": {"threshold": 0.9}})
+    assert columns["emprt"] == pytest.approx(ev.emprt(model, x, "saliency", target=y, maps=maps, seed=2)
+                                             .score.tolist(), abs=1e-6)
+    assert columns["smprt"] == pytest.approx(ev.smprt(model, x, "saliency", target=y, samples=2, seed=2)
+                                             .score.tolist(), abs=1e-6)
+    assert columns["sensitivity_n"] == pytest.approx(
+        ev.sensitivity_n(model, x, maps, target=y, sizes=(4,), runs=6, seed=2).score.tolist(), abs=1e-6)
+    assert columns["sufficiency"] == pytest.approx(ev.sufficiency(model, x, maps, threshold=0.9).tolist())
+    with pytest.raises(ValueError, match="metric 'emprt' needs method"):
+        ev.evaluate(model, x, maps, metrics=["emprt"])
