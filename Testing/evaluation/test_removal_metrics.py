@@ -197,6 +197,15 @@ def test_irof_known_answer_3d_and_a_given_segmentation():
     torch.testing.assert_close(low.curve, torch.tensor([[0.75, 0.0]]))
     assert float(low.score) == pytest.approx((2 - 0.375) / 2)
     assert float(low.score) < float(high.score)
+    # Without segments IROF uses the patches: 2 x 2 x 2 cubes are the same as labelling them by hand.
+    generator = torch.Generator().manual_seed(9)
+    maps = torch.rand(1, 4, 4, 4, generator=generator)
+    cubes = (torch.arange(4) // 2).view(4, 1, 1) * 4 + (torch.arange(4) // 2).view(1, 4, 1) * 2 \
+        + (torch.arange(4) // 2).view(1, 1, 4)
+    by_hand = ev.irof(model, x, maps, target=0, segments=cubes * 3 + 1, activation=None)
+    patches = ev.irof(model, x, maps, target=0, patch_size=2, activation=None)
+    torch.testing.assert_close(patches.curve, by_hand.curve)
+    assert patches.steps.tolist() == [8]
 
 
 def test_monotonicity_and_correlations_known_answers_3d():
@@ -241,6 +250,11 @@ def test_removal_metrics_do_not_depend_on_batching_and_reach_evaluate():
     a = ev.region_perturbation(model, x, maps, target=y, patch_size=2, regions=5, batch_size=3)
     b = ev.region_perturbation(model, x, maps, target=y, patch_size=2, regions=5, batch_size=64)
     torch.testing.assert_close(a.curve, b.curve)
+    shuffled = ev.region_perturbation(model, x, maps, target=y, patch_size=2, regions=16, order="random", seed=1)
+    assert torch.allclose(shuffled.curve[:, -1], ev.region_perturbation(  # all 16 patches gone: any order ends alike
+        model, x, maps, target=y, patch_size=2, regions=16, order="morf").curve[:, -1], atol=1e-6)
+    assert not torch.allclose(shuffled.curve, ev.region_perturbation(
+        model, x, maps, target=y, patch_size=2, regions=16, order="random", seed=2).curve)
     columns = ev.evaluate(model, x, maps, target=y,
                           metrics=["pixel_flipping", "region_perturbation", "selectivity", "irof", "monotonicity",
                                    "monotonicity_correlation", "faithfulness_estimate"],
