@@ -143,9 +143,10 @@ def translations(x: torch.Tensor, steps: int = 28) -> tuple[torch.Tensor, torch.
     moved = []
     for t in shifts.tolist():
         shifted = floor.expand_as(x).clone()
-        if t >= 0:
+        # |t| >= W moves everything out of view (t = W + 1 happens when steps divides 2 W + 1).
+        if 0 <= t < width:
             shifted[..., t:] = x[..., :width - t]
-        else:
+        elif -width < t < 0:
             shifted[..., :width + t] = x[..., -t:]
         moved.append(shifted - x)
     return torch.stack(moved, dim=1), shifts
