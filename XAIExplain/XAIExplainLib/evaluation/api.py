@@ -106,6 +106,8 @@ METRICS: Dict[str, tuple] = {
 #: Computed only when named in ``metrics`` (not by ``metrics=None``): they run the model or the
 #: explanation many times over (ROAD, faithfulness correlation, the robustness and randomisation
 #: tests), or give a default metric's number under its other name (relevance mass = energy pointing game).
+#: Quantus's complexity and localisation metrics are named too, so that ``metrics=None`` keeps its columns;
+#: the command line and the Slicer table compute them by default through ``MAP_ONLY_METRICS``.
 ON_REQUEST = frozenset({
     "parameter_randomization", "random_logit", "road_morf", "road_lerf", "average_drop", "increase_in_confidence",
     "faithfulness_correlation", "max_sensitivity", "infidelity", "relevance_mass", "relevance_rank",
