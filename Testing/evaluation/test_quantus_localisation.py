@@ -117,6 +117,8 @@ def test_localisation_errors_are_specific():
         ev.focus(maps, torch.ones(2, 8))
     with pytest.raises(ValueError, match=r"tiles flag no tile of the target class for sample\(s\) \[0\]"):
         ev.focus(maps, torch.tensor([[0, 0, 0, 0], [1, 0, 0, 0]]))
+    with pytest.raises(ValueError, match=r"tiles has flags for 1 sample\(s\) but there are 2 maps"):
+        ev.focus(maps, [[1, 0, 0, 0]])
     with pytest.raises(ValueError, match="a 3D mosaic has 8 tiles, got 4"):
         ev.mosaic(torch.zeros(1, 4, 1, 2, 2, 2))
 

@@ -38,9 +38,9 @@ from __future__ import annotations
 import torch
 
 from ._checks import as_maps, as_masks, require_nonempty
+from ._scoring import positive_int
 from .localisation import energy_pointing_game
 from .perturbation import _ranks
-from ._scoring import positive_int
 
 __all__ = ["auc", "top_k_intersection", "attribution_localisation", "focus", "mosaic", "tile_mask"]
 
@@ -94,20 +94,20 @@ def attribution_localisation(maps, masks, weighted: bool = False, positive_only:
     return share.to(maps.dtype)
 
 
-def _tile_flags(tiles, n: int, dims: int, device) -> torch.Tensor:
-    if not isinstance(tiles, torch.Tensor):
-        try:
-            tiles = torch.as_tensor(tiles)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise TypeError(f"tiles must be a tensor or nested sequence of 0/1 flags, got {type(tiles).__name__}") \
-                from exc
+def _tile_flags(tiles, dims: int) -> torch.Tensor:
+    """(N, 2**dims) bool flags from ``tiles`` (N, 2**dims) or (N, 2, 2[, 2]), at least one per sample."""
+    try:
+        tiles = torch.as_tensor(tiles)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"tiles must be a tensor or nested sequence of 0/1 flags, got {type(tiles).__name__}") \
+            from exc
     count = 2 ** dims
-    if tiles.dim() < 1 or tiles.shape[0] != n or tiles[0].numel() != count:
-        raise ValueError(f"tiles must hold {count} flags per sample for {dims}D maps (shape ({n}, {count}) or "
-                         f"({n},{' 2,' * dims})), one per mosaic tile; got shape {tuple(tiles.shape)}")
-    flags = tiles.reshape(n, count).to(device) != 0
-    if not flags.any(dim=1).all():
-        empty = torch.nonzero(~flags.any(dim=1)).flatten().tolist()
+    if tiles.dim() < 2 or tiles.shape[0] < 1 or tiles[0].numel() != count:
+        raise ValueError(f"tiles must hold {count} flags per sample for {dims}D maps (shape (N, {count}) or "
+                         f"(N,{' 2,' * dims})), one per mosaic tile; got shape {tuple(tiles.shape)}")
+    flags = tiles.reshape(tiles.shape[0], count) != 0
+    empty = torch.nonzero(~flags.any(dim=1)).flatten().tolist()
+    if empty:
         raise ValueError(f"tiles flag no tile of the target class for sample(s) {empty}: a focus mosaic "
                          "must hold the target class in at least one tile")
     return flags
@@ -118,7 +118,7 @@ def tile_mask(tiles, shape) -> torch.Tensor:
     shape = tuple(int(s) for s in shape)
     if len(shape) not in (2, 3) or min(shape) < 2:
         raise ValueError(f"a mosaic has 2 or 3 spatial axes of at least 2 voxels each, got {shape}")
-    flags = _tile_flags(tiles, torch.as_tensor(tiles).shape[0], len(shape), "cpu")
+    flags = _tile_flags(tiles, len(shape))
     index = torch.zeros(shape, dtype=torch.long)
     for axis, size in enumerate(shape):
         half = (torch.arange(size) >= size // 2).long()
@@ -129,8 +129,11 @@ def tile_mask(tiles, shape) -> torch.Tensor:
 def focus(maps, tiles) -> torch.Tensor:
     """Share of positive relevance on the mosaic tiles that hold the target class (N,), in [0, 1]."""
     maps = as_maps(maps)
-    _tile_flags(tiles, maps.shape[0], maps.dim() - 1, maps.device)
-    return energy_pointing_game(maps, tile_mask(tiles, maps.shape[1:]).to(maps.device))
+    masks = tile_mask(tiles, maps.shape[1:])
+    if masks.shape[0] != maps.shape[0]:
+        raise ValueError(f"tiles has flags for {masks.shape[0]} sample(s) but there are {maps.shape[0]} maps; "
+                         "give one row of flags per map")
+    return energy_pointing_game(maps, masks.to(maps.device))
 
 
 def mosaic(images: torch.Tensor) -> torch.Tensor:

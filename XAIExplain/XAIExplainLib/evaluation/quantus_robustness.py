@@ -163,6 +163,5 @@ def continuity(model, x: torch.Tensor, method: str = "gradcam", target=None, lay
         return change.abs().sum(dim=1) / (delta.reshape(delta.shape[0], -1).norm(dim=1) + 1e-9)
 
     values = explanation_changes(model, x, method, l1_over_l2, target=target, layer=layer,
-                                 perturbations=deltas, batch_size=batch_size, options=options,
-                                 draw=lambda shape, gen: None)
+                                 perturbations=deltas, batch_size=batch_size, options=options)
     return Continuity(ratios=values.float(), shifts=shifts, continuity=values.max(dim=1).values.float())

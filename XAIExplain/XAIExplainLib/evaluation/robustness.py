@@ -120,7 +120,7 @@ def explanation_changes(model, x: torch.Tensor, method: str,
                         measure: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], *,
                         target=None, layer=None, samples: int = 10, perturbations=None, batch_size: int = 32,
                         seed: int = 0, options: Optional[dict] = None,
-                        draw: Callable[[tuple, torch.Generator], torch.Tensor]) -> torch.Tensor:
+                        draw: Optional[Callable[[tuple, torch.Generator], torch.Tensor]] = None) -> torch.Tensor:
     """(N, K) float64 ``measure`` of how ``method``'s map moves when x is perturbed K times per sample.
 
     The shared machinery of the explanation-robustness metrics (max- and
@@ -133,6 +133,8 @@ def explanation_changes(model, x: torch.Tensor, method: str,
     returns one number per copy.  ``draw(shape, generator)`` draws one delta
     (seeded per copy); ``perturbations`` (N, K, C, *S) replaces the draws.
     """
+    if perturbations is None and draw is None:
+        raise TypeError("explanation_changes needs draw= (how to draw a perturbation) or perturbations=")
     check_model(model)
     x = check_batch(x)
     samples = _sample_count(samples, perturbations)
