@@ -88,7 +88,7 @@ def _restore(x_flat):
     return restore
 
 
-def _pairs(q, model, x, maps, y, device):
+def _pairs(q, model, x, maps, y):
     """(name, ours, Quantus metric or None, Quantus call kwargs, how Quantus's output maps to our score)."""
     from quantus.helpers.utils import get_superpixel_segments
 
@@ -178,7 +178,7 @@ def main() -> int:
     maps = explain(model, x, "saliency", target=y) + 1e-6 * torch.rand(x.shape[0], *x.shape[2:],
                                                                          generator=generator).to(device)
     rows = []
-    for name, ours, metric, call, convert in _pairs(q, model, x, maps, y, device):
+    for name, ours, metric, call, convert in _pairs(q, model, x, maps, y):
         seconds, score = _best(ours, args.repeats, device)
         row = {"row": f"{name}, N={args.samples} x {args.size2d}^2", "seconds": seconds, "quantus_seconds": None,
                "ratio": None, "max_abs_difference": None}
