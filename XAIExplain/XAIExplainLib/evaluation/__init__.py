@@ -47,6 +47,11 @@ from .complexity import complexity, effective_complexity, sparseness
 from .quantus_localisation import attribution_localisation, auc, focus, mosaic, tile_mask, top_k_intersection
 from .quantus_robustness import (AvgSensitivity, Continuity, LocalLipschitz, avg_sensitivity, continuity,
                                  local_lipschitz)
+from .monotonicity import StepScores, faithfulness_estimate, monotonicity, monotonicity_correlation
+from .randomisation import RandomisationScore, discrete_entropy, emprt, smprt
+from .removal_curves import RemovalCurve, irof, pixel_flipping, region_perturbation, selectivity
+from .sensitivity_n import SensitivityN, sensitivity_n
+from .sufficiency import sufficiency
 
 __all__ = [
     "METRICS", "MAP_ONLY_METRICS", "ON_REQUEST", "evaluate",
@@ -66,4 +71,8 @@ __all__ = [
     "sparseness", "complexity", "effective_complexity",
     "auc", "top_k_intersection", "attribution_localisation", "focus", "mosaic", "tile_mask",
     "AvgSensitivity", "avg_sensitivity", "LocalLipschitz", "local_lipschitz", "Continuity", "continuity",
+    # Quantus's faithfulness and randomisation metrics (issue 24)
+    "RemovalCurve", "pixel_flipping", "region_perturbation", "selectivity", "irof",
+    "StepScores", "monotonicity", "monotonicity_correlation", "faithfulness_estimate",
+    "SensitivityN", "sensitivity_n", "sufficiency", "RandomisationScore", "emprt", "smprt", "discrete_entropy",
 ]

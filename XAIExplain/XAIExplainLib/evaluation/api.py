@@ -40,6 +40,17 @@ auc, top_k_intersection, attribution_localisation   mask     the same names (top
 focus                   tiles           focus; the mosaic's target tiles as metric_options={"focus":
                                         {"tiles": (N, 4 or 8) flags}} (see quantus_localisation)
 avg_sensitivity, local_lipschitz, continuity   model, method   the same names
+pixel_flipping          model           pixel_flipping (mean score as voxels are removed, low = faithful)
+region_perturbation     model           region_perturbation (AOPC of the patch removal curve)
+selectivity             model           selectivity (mean score as patches are removed, low = faithful)
+irof                    model           irof (area over the relative score curve per segment)
+monotonicity            model           monotonicity (1.0 where restoring voxels never lowers the score)
+monotonicity_correlation model          monotonicity_correlation (Spearman)
+faithfulness_estimate   model           faithfulness_estimate (Pearson, one feature removed at a time)
+sensitivity_n           model           sensitivity_n (Pearson, mean over the set sizes n)
+sufficiency             model           sufficiency (share of covered samples with the same class)
+emprt                   model, method   emprt (relative entropy rise, fully randomised model)
+smprt                   model, method   smprt (Spearman of noise-averaged maps, fully randomised model)
 
 "used voxels" is ``used_mask`` when given, ``"occlusion"`` to estimate them
 with the engine's occlusion method, and otherwise ``mask``.  Options of a
@@ -69,6 +80,11 @@ from .usage import occlusion_usage_mask
 from .complexity import complexity, effective_complexity, sparseness
 from .quantus_localisation import attribution_localisation, auc, focus, top_k_intersection
 from .quantus_robustness import avg_sensitivity, continuity, local_lipschitz
+from .monotonicity import faithfulness_estimate, monotonicity, monotonicity_correlation
+from .randomisation import emprt, smprt
+from .removal_curves import irof, pixel_flipping, region_perturbation, selectivity
+from .sensitivity_n import sensitivity_n
+from .sufficiency import sufficiency
 
 __all__ = ["METRICS", "MAP_ONLY_METRICS", "ON_REQUEST", "evaluate"]
 
@@ -103,6 +119,23 @@ METRICS: Dict[str, tuple] = {
     "avg_sensitivity": ("model", "method"), "local_lipschitz": ("model", "method"), "continuity": ("model", "method"),
 }
 
+#: The Quantus faithfulness and randomisation metrics (modules removal_curves, monotonicity, sensitivity_n,
+#: sufficiency, randomisation): model-based, named on request, each with its own options in metric_options.
+_QUANTUS_FAITHFULNESS = {
+    "pixel_flipping": (pixel_flipping, ("model",)),
+    "region_perturbation": (region_perturbation, ("model",)),
+    "selectivity": (selectivity, ("model",)),
+    "irof": (irof, ("model",)),
+    "monotonicity": (monotonicity, ("model",)),
+    "monotonicity_correlation": (monotonicity_correlation, ("model",)),
+    "faithfulness_estimate": (faithfulness_estimate, ("model",)),
+    "sensitivity_n": (sensitivity_n, ("model",)),
+    "sufficiency": (sufficiency, ("model",)),
+    "emprt": (emprt, ("model", "method")),
+    "smprt": (smprt, ("model", "method")),
+}
+METRICS.update({name: needs for name, (_, needs) in _QUANTUS_FAITHFULNESS.items()})
+
 #: Computed only when named in ``metrics`` (not by ``metrics=None``): they run the model or the
 #: explanation many times over (ROAD, faithfulness correlation, the robustness and randomisation
 #: tests), or give a default metric's number under its other name (relevance mass = energy pointing game).
@@ -113,6 +146,7 @@ ON_REQUEST = frozenset({
     "faithfulness_correlation", "max_sensitivity", "infidelity", "relevance_mass", "relevance_rank",
     "sparseness", "complexity", "effective_complexity", "auc", "top_k_intersection", "attribution_localisation",
     "focus", "avg_sensitivity", "local_lipschitz", "continuity",
+    *_QUANTUS_FAITHFULNESS,
 })
 
 #: Metrics that need nothing but the map and a mask (what a heatmap table can show without the model).
@@ -305,6 +339,30 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
             if name != "continuity":
                 base["seed"] = seed
             results[name] = _column(getattr(score(model, x, method, **options_for(name, base)), name))
+    results.update(_quantus_faithfulness(requested, model, x, maps, own, target=target, baseline=baseline,
+                                         activation=activation, batch_size=batch_size, seed=seed, method=method,
+                                         layer=layer, explain_options=explain_options))
+    return results
+
+
+def _quantus_faithfulness(requested, model, x, maps, own, *, target, baseline, activation, batch_size, seed,
+                          method, layer, explain_options) -> Dict[str, List[float]]:
+    """The requested ``_QUANTUS_FAITHFULNESS`` metrics, each given evaluate's shared arguments it takes."""
+    shared = {"target": target, "baseline": baseline, "activation": activation, "batch_size": batch_size,
+              "seed": seed}
+    results: Dict[str, List[float]] = {}
+    for name, (function, needs) in _QUANTUS_FAITHFULNESS.items():
+        if name not in requested:
+            continue
+        if name == "sufficiency":
+            results[name] = _column(sufficiency(model, x, maps, **own.get(name, {})))
+        elif "method" in needs:
+            options = {"target": target, "layer": layer, "seed": seed, **explain_options, **own.get(name, {})}
+            if name == "emprt":
+                options["maps"] = maps
+            results[name] = _column(function(model, x, method, **options).score)
+        else:
+            results[name] = _column(function(model, x, maps, **{**shared, **own.get(name, {})}).score)
     return results
 
 
