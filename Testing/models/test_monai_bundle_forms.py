@@ -340,3 +340,52 @@ def test_bundle_with_two_keys_and_no_join_says_which_key_is_missing(tmp_path):
                                              r"not join them \(no ConcatItemsd\) and metadata\.json's "
                                              r"network_data_format\.inputs names \['flair'\]"):
         load_bundle(bundle, trust=True)
+
+
+SEGMENTER_2D_TRANSFORMS = LOAD + [
+    {"_target_": "Spacingd", "keys": "image", "pixdim": [1.2, 1.0], "mode": "bilinear"},
+    {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -100, "a_max": 250, "b_min": 0.0,
+     "b_max": 1.0, "clip": True},
+    {"_target_": "DivisiblePadd", "keys": "image", "k": 4},
+    {"_target_": "EnsureTyped", "keys": "image"}]
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_target_region_goes_to_each_slice_as_the_bundles_own_transforms_move_it(tmp_path, axis):
+    """The per-slice ROI mapping (the tensors' affines) against MONAI moving each mask slice itself.
+
+    The region keeps off the outermost slices: a model voxel centred less than half an input voxel beyond
+    the image's edge takes the edge voxel here, where MONAI's nearest resampling pads it."""
+    from monai.transforms import Compose, DivisiblePadd, EnsureChannelFirstd, LoadImaged, Spacingd
+    bundle = _write_bundle(tmp_path / "bundle", _config(SEGMENTER_2D, SEGMENTER_2D_TRANSFORMS),
+                           _metadata("tiny-2d-seg", (32, 32), ["background", "lesion"]))
+    image = _volume(shape=(4, 30, 34))
+    prepared = load_bundle(bundle, trust=True).pipeline.prepare(image, slice_axis=axis)
+    z, y, x = np.mgrid[:4, :30, :34]
+    mask = ((x - 12) ** 2 / 49 + (y - 17) ** 2 / 36 + (z - 1.5) ** 2) <= 1
+    mask_image = sitk.GetImageFromArray(mask.astype(np.float32))
+    mask_image.CopyInformation(image)
+    move = Compose([LoadImaged("mask"), EnsureChannelFirstd("mask"),
+                    Spacingd("mask", pixdim=[1.2, 1.0], mode="nearest"), DivisiblePadd("mask", k=4)])
+    expected = np.stack([np.asarray(move({"mask": _slice_file(mask_image, axis, k, tmp_path / f"m{k}.nii")})["mask"][0])
+                         for k in range(mask.shape[axis])], axis=axis) > 0.5
+    ours = prepared.region_to_model_grid(mask)
+    assert ours.shape == expected.shape == prepared.spatial_shape
+    assert expected.sum() > 20
+    assert (ours == expected).mean() >= 0.995
+    assert expected[prepared.voxel_to_model_grid((2, 17, 12))]  # the region's centre lands inside it
+
+
+def test_2d_bundle_refuses_a_grid_over_the_budget_and_a_3d_bundle_refuses_a_2d_image(tmp_path):
+    bundle = _write_bundle(tmp_path / "bundle", _config(SEGMENTER_2D, SEGMENTER_2D_TRANSFORMS),
+                           _metadata("tiny-2d-seg", (32, 32), ["background", "lesion"]))
+    with pytest.raises(ValueError, match=r"MONAI bundle 'tiny-2d-seg' would resample this 34 x 30 x 4 image "
+                                         r"\(spacing 0\.8 x 0\.7 x 3 mm\) to a 23 x 21 x 4 grid at 1\.2 x 1 x 3 mm"):
+        load_bundle(bundle, trust=True).pipeline.prepare(_volume(shape=(4, 30, 34)), memory_budget_mb=0.001)
+    with pytest.raises(ValueError, match=r"slice_axis must be 0, 1 or 2"):
+        load_bundle(bundle, trust=True).pipeline.prepare(_volume(shape=(4, 30, 34)), slice_axis=3)
+    config, metadata = _segmenter_3d()
+    volume_bundle = _write_bundle(tmp_path / "volume", config, metadata)
+    with pytest.raises(ValueError, match=r"MONAI bundle 'tiny-spleen' has a 3D network and needs a volume; got a 2D "
+                                         r"image"):
+        load_bundle(volume_bundle, trust=True).pipeline.prepare(_volume()[:, :, 0])

@@ -202,7 +202,10 @@ class PreparedBundleSlices:
 
     def region_to_model_grid(self, mask: np.ndarray) -> np.ndarray:
         """A boolean region on the input grid -> the model grid (nearest input voxel of each model voxel,
-        per slice; a region thinner than a model voxel keeps the model voxel nearest to its centre)."""
+        per slice; a region thinner than a model voxel keeps the model voxel nearest to its centre).
+
+        A model voxel centred within half an input voxel beyond the image's edge takes the edge voxel,
+        where MONAI's own nearest resampling of a mask would pad it."""
         mask = np.asarray(mask).astype(bool)
         if mask.shape != self._input_shape:
             raise ValueError(f"the target region mask has shape {mask.shape} but the image is {self._input_shape} "
