@@ -193,8 +193,7 @@ def _card(pipeline, folder: Path, weights: Path, module, scripted: bool, check: 
     network runs per slice along the numpy axis 0 unless told otherwise.
     """
     meta_path = folder / "configs" / "metadata.json"
-    described = pipeline.metadata.get("network_data_format", {}).get("outputs", {})
-    outputs = described.get(pipeline.pred_key, {}) if isinstance(described, dict) else {}
+    outputs = pipeline.outputs.get(pipeline.pred_key)
     outputs = outputs if isinstance(outputs, dict) else {}
     shape, channels = pipeline.window, pipeline.channels
     from .working_memory import check_window_memory

@@ -57,8 +57,8 @@ class BundlePipeline:
         fmt = metadata.get("network_data_format", {}) if isinstance(metadata.get("network_data_format"), dict) \
             else {}
         self.inputs = fmt.get("inputs", {}) if isinstance(fmt.get("inputs"), dict) else {}
-        outputs = fmt.get("outputs", {}) if isinstance(fmt.get("outputs"), dict) else {}
-        self.pred_key = next(iter(outputs), "pred")
+        self.outputs = fmt.get("outputs", {}) if isinstance(fmt.get("outputs"), dict) else {}
+        self.pred_key = next(iter(self.outputs), "pred")
         self.load_keys = self._load_keys()
         self.image_key = self._network_key()
         self.invert_key = self._invert_key()
