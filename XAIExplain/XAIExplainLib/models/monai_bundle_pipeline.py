@@ -16,7 +16,9 @@ A 3D network (``spatial_dims`` 3: the inferer's ``roi_size`` or the metadata's `
 sizes) sees the whole volume (:class:`~.monai_bundle_prepared.PreparedBundleVolume`). A 2D network (an X-ray
 or pathology classifier, a 2D segmenter) sees each slice along the slice axis as its own 2D image, through
 the same preprocessing, as every 2D model in this package does
-(:class:`~.monai_bundle_prepared.PreparedBundleSlices`). Results go back with MONAI's ``Invertd`` and the
+(:class:`~.monai_bundle_prepared.PreparedBundleSlices`); the engine's per-slice mode feeds whole slices,
+so a 2D bundle whose inferer slides a window smaller than its preprocessed slice is run on the whole slice
+(the same result for a fully convolutional network only away from the window borders). Results go back with MONAI's ``Invertd`` and the
 applied transforms of each item: the prediction through the bundle's postprocessing (minus its
 activation, already applied, and minus any writer), maps as an extra key with the same spatial inverse.
 """
