@@ -43,6 +43,10 @@ from .sanity import (
     sanity_randomization,
 )
 from .usage import occlusion_usage_mask
+from .complexity import complexity, effective_complexity, sparseness
+from .quantus_localisation import attribution_localisation, auc, focus, mosaic, tile_mask, top_k_intersection
+from .quantus_robustness import (AvgSensitivity, Continuity, LocalLipschitz, avg_sensitivity, continuity,
+                                 local_lipschitz)
 
 __all__ = [
     "METRICS", "MAP_ONLY_METRICS", "ON_REQUEST", "evaluate",
@@ -59,4 +63,7 @@ __all__ = [
     "FaithfulnessCorrelation", "faithfulness_correlation",
     "MaxSensitivity", "max_sensitivity", "Infidelity", "infidelity",
     "relevance_mass_accuracy", "relevance_rank_accuracy",
+    "sparseness", "complexity", "effective_complexity",
+    "auc", "top_k_intersection", "attribution_localisation", "focus", "mosaic", "tile_mask",
+    "AvgSensitivity", "avg_sensitivity", "LocalLipschitz", "local_lipschitz", "Continuity", "continuity",
 ]
