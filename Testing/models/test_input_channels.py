@@ -172,11 +172,17 @@ def test_card_channel_names_are_checked():
             ModelCard.from_dict({**base, "input": {"channels": 2, "channel_names": wrong}})
 
 
-def test_a_bundles_channel_def_names_its_input_channels():
+def test_a_bundles_channel_def_or_keys_name_its_input_channels():
+    from types import SimpleNamespace
+
     from XAIExplainLib.models.monai_bundle import _input_channel_names
 
+    def bundle(described, channels, keys=("image",)):
+        return SimpleNamespace(inputs={"image": described}, image_key="image", channels=channels, load_keys=list(keys))
+
     brats = {"num_channels": 4, "channel_def": {"0": "T1c", "1": "T1", "2": "T2", "3": "FLAIR"}}
-    assert _input_channel_names(brats, 4) == ("T1c", "T1", "T2", "FLAIR")
-    assert _input_channel_names({"num_channels": 4}, 4) is None  # unnamed: "channel 0", ... (InputSpec)
-    assert _input_channel_names({"channel_def": {"0": "T1", "1": "T2"}}, 4) is None  # not every channel
-    assert _input_channel_names({"channel_def": {"0": "T1", "1": "T1"}}, 2) is None  # a name twice
+    assert _input_channel_names(bundle(brats, 4)) == ("T1c", "T1", "T2", "FLAIR")
+    assert _input_channel_names(bundle({"num_channels": 4}, 4)) is None  # unnamed: "channel 0", ... (InputSpec)
+    assert _input_channel_names(bundle({"channel_def": {"0": "T1", "1": "T2"}}, 4)) is None  # not every channel
+    assert _input_channel_names(bundle({"channel_def": {"0": "T1", "1": "T1"}}, 2)) is None  # a name twice
+    assert _input_channel_names(bundle({}, 2, keys=("ct", "pet"))) == ("ct", "pet")  # one LoadImaged key each
