@@ -170,12 +170,13 @@ def channel_image(loaded, nodes: list):
     """The input copied out of the scene as the one image the model takes: a node's volume, or one volume per
     input channel stacked on the first one's grid (:mod:`models.channel_inputs`, whose refusals name the
     volumes); outputs land on the first volume's grid."""
-    from ..models.channel_inputs import model_image, stack_for
+    from ..models.channel_inputs import check_one_image, stack_for
 
     names = loaded.card.input.channel_labels
     images = [mrml.volume_to_sitk(node) for node in nodes]
     if len(nodes) == 1:
-        return model_image(loaded, images[0])
+        check_one_image(loaded, images[0])
+        return images[0]
     if len(nodes) != len(names):
         raise ValueError(f"model '{loaded.card.name}' takes {len(names)} input volume(s) ({', '.join(names)}); "
                          f"got {len(nodes)}: {', '.join(node.GetName() for node in nodes)}")

@@ -35,12 +35,17 @@ def model_image(loaded: LoadedModel, image) -> sitk.Image:
         images = [read_input_image(item, label) for item, label in zip(image, labels)]
         return stack_for(loaded, images, labels)
     single = read_input_image(image)
-    components = single.GetNumberOfComponentsPerPixel()
-    if len(names) > 1 and components == 1:
+    check_one_image(loaded, single)
+    return single
+
+
+def check_one_image(loaded: LoadedModel, image: sitk.Image) -> None:
+    """Refuse one scalar image for a model with several input channels, saying what to give instead."""
+    names = loaded.card.input.channel_labels
+    if len(names) > 1 and image.GetNumberOfComponentsPerPixel() == 1:
         raise ValueError(f"model '{loaded.card.name}' takes {_count(names)}; got one image with one value per "
                          f"voxel. Give one image per channel in the order {', '.join(names)} (a list, or a dict "
                          "keyed by those names)")
-    return single
 
 
 def stack_for(loaded: LoadedModel, images: Sequence[sitk.Image], labels: Sequence[str]) -> sitk.Image:
