@@ -186,3 +186,14 @@ def test_a_bundles_channel_def_or_keys_name_its_input_channels():
     assert _input_channel_names(bundle({"channel_def": {"0": "T1", "1": "T2"}}, 4)) is None  # not every channel
     assert _input_channel_names(bundle({"channel_def": {"0": "T1", "1": "T1"}}, 2)) is None  # a name twice
     assert _input_channel_names(bundle({}, 2, keys=("ct", "pet"))) == ("ct", "pet")  # one LoadImaged key each
+
+
+def test_a_model_files_options_name_its_channels(tmp_path):
+    from XAIExplainLib.models.file_description import describe_file
+
+    path = tmp_path / "ct_pet.safetensors"
+    path.write_bytes(b"")
+    card = describe_file(path, "state_dict", {"task": "segmentation", "spatial_dims": 3, "classes": ["bg", "lesion"],
+                                               "channels": 2, "channel_names": ["CT", "PET"],
+                                               "architecture": "XAIExplainLib.models.architectures:UNet"})
+    assert card.input.channel_labels == ("CT", "PET")
