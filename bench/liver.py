@@ -166,7 +166,8 @@ def verify(wheel: Path, data: Path) -> list[dict]:
 def picture(data: Path, path: Path) -> dict:
     """Prediction (outline) and Grad-CAM of the liver class on lung1, through the logic, in the three views.
 
-    The views go through the centre of the predicted liver in lung1's lowest 8 slices (the dome).
+    The views go through the centre of the predicted liver in lung1's lowest 8 slices (the dome), else
+    through the centre of the whole prediction.
     """
     import SimpleITK as sitk
 
@@ -190,7 +191,9 @@ def picture(data: Path, path: Path) -> dict:
         mrml.display.configure_label_display(label, scene=scene)
         mrml.display.show_in_slice_views(scene, label=label)
         low = np.argwhere(liver[:8])
-        centre = low.mean(axis=0) if len(low) else np.array(liver.shape) / 2.0
+        anywhere = np.argwhere(liver)  # none in the dome slices: through the centre of what it predicts
+        centre = (low.mean(axis=0) if len(low) else anywhere.mean(axis=0) if len(anywhere)
+                  else np.array(liver.shape) / 2.0)
         through = mrml.geometry.voxel_to_ras(mrml.node_ijk_to_ras(node), centre[::-1].astype(float))
         montage = mrml.render_montage(scene, through=through, size=(360, 360))
         mrml.save_png(montage, path)
