@@ -159,14 +159,15 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
     prepared = _prepare(loaded, image, axis, budget)
     engine_target = _engine_target(card, _model_grid_target(card, target, prepared))
     lap("preprocess")
+    known_logits = None  # outputs on the card's grid, when a step below needed them before the maps
     if engine_target is None and not per_slice and explains_one_class_per_volume(card, mode):
         engine_target = class_of_interest(card)
         if engine_target is None:  # the class with the highest probability on any slice needs a prediction
-            _, logits = run_networks(loaded, prepared.array, mode, axis, run_device, batch_size, overlap)
-            engine_target = volume_class(card, _prediction(loaded, logits, prepared))
+            _, known_logits = run_networks(loaded, prepared.array, mode, axis, run_device, batch_size, overlap)
+            engine_target = volume_class(card, _prediction(loaded, known_logits, prepared))
         lap("class")
     maps, logits = _explain_networks(loaded, prepared.array, method_list, mode, axis, run_device, batch_size,
-                                     overlap, progress, engine_target, layer, normalize, options)
+                                     overlap, progress, engine_target, layer, normalize, options, known_logits)
     lap("explain")
     out_maps = {name: prepared.restore_map(maps[name], clamp=normalize) for name in method_list}
     prediction = _prediction(loaded, logits, prepared)
@@ -249,7 +250,8 @@ def run_networks(loaded: LoadedModel, array: np.ndarray, mode: str, axis: int | 
 
 def _explain_networks(loaded: LoadedModel, array: np.ndarray, methods: list[str], mode: str, axis: int | None,
                       device: torch.device, batch_size: int | None, overlap: float | None,
-                      progress: Callable | None, target, layer, normalize: bool, options: dict):
+                      progress: Callable | None, target, layer, normalize: bool, options: dict,
+                      logits: np.ndarray | None = None):
     """``(maps, outputs)`` of :func:`run_networks`, with a 2D classifier's layer maps free of the image edge.
 
     The layer-based methods of a classifier run per slice see each slice inside a margin of
@@ -257,7 +259,8 @@ def _explain_networks(loaded: LoadedModel, array: np.ndarray, methods: list[str]
     preprocessing pads with, after its intensity transform), as deep as the edge reaches into
     the explained layer (:mod:`engine.edge_margin`); their maps are cropped back to the slice
     before the volume is normalised. The prediction comes from the card's own grid (the margin
-    dilutes a global average pool a little) and the maps explain its classes.
+    dilutes a global average pool a little) and the maps explain its classes: one plain forward
+    more than the maps' own pass, saved when the caller already has those outputs (``logits``).
     """
     from ..engine import METHODS, normalize_volume
     from ..engine.edge_margin import crop_index, edge_reach, pad_slices
@@ -274,9 +277,8 @@ def _explain_networks(loaded: LoadedModel, array: np.ndarray, methods: list[str]
         return run_networks(loaded, array, progress=progress, methods=methods, target=target, layer=layer,
                             normalize=normalize, **run, **options)
     rest = [name for name in methods if name not in framed]
-    logits = None
     if target is None:  # each slice's class as the card's grid predicts it
-        logits = run_networks(loaded, array, **run)[1]
+        logits = run_networks(loaded, array, **run)[1] if logits is None else logits
         target = [int(k) for k in np.argmax(logits, axis=-1)]
     padded = pad_slices(torch.from_numpy(array), axis or 0, margin, background).numpy()
     raw, _ = run_networks(loaded, padded, progress=_part_progress(progress, 0, 2) if rest else progress,
