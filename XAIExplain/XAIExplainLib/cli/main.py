@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--metric", action="append", dest="metrics", metavar="NAME",
                           help="a metric to compute (repeatable; default: all that apply; "
                                "see 'xaiexplain methods --metrics')")
+    evaluate.add_argument("--metric-option", action="append", dest="metric_options", metavar="METRIC.NAME=VALUE",
+                          help="an option of a chosen metric that takes its own (repeatable), e.g. "
+                               "--metric-option irof.patch_size=16 or --metric-option "
+                               "top_k_intersection.k=500; VALUE is read as JSON where it parses")
     _output_options(evaluate, "xaiexplain-output")
     evaluate.set_defaults(handler=_run_evaluate)
 
