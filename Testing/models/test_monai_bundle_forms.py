@@ -18,7 +18,7 @@ import SimpleITK as sitk  # noqa: E402
 from XAIExplainLib.engine import explain_volume  # noqa: E402
 from XAIExplainLib.models.errors import ModelCardError, UntrustedModelError  # noqa: E402
 from XAIExplainLib.models.monai_bundle import load_bundle  # noqa: E402
-from XAIExplainLib.models.pipeline import explain_image  # noqa: E402
+from XAIExplainLib.models.pipeline import explain_image, predict_image  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
@@ -286,6 +286,10 @@ def test_two_channel_bundle_takes_a_vector_image_like_the_bundle_takes_its_files
     assert 0.02 < reference.mean() < 0.98
     assert (ours == reference).mean() >= 0.99
     assert result.maps["gradcam"].GetSize() == image.GetSize()
+    # one image per channel is the same input; a bundle loading one key per channel names them by key
+    assert loaded.card.input.channel_labels == (("t1", "t2") if form.startswith("two") else ("channel 0", "channel 1"))
+    listed = predict_image(loaded, [sitk.VectorIndexSelectionCast(image, c) for c in range(2)], device="cpu")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(listed), ours)
 
     one_channel = sitk.VectorIndexSelectionCast(image, 0)
     with pytest.raises(ValueError, match=r"MONAI bundle 'tiny-two-sequence' takes 2 channel\(s\) .* but the image "

@@ -32,7 +32,11 @@ for CT/MRI volumes, written beside an overlay picture and a run summary."""
 _EXPLAIN_EPILOG = """\
 INPUT is an image file (NRRD, NIfTI, MHA, ...), a folder with a DICOM series (one input
 per series) or with image files, or a text file listing inputs, one per line (# starts
-a comment, relative paths are relative to the list file).
+a comment, relative paths are relative to the list file). A model with several input
+channels (multi-sequence MRI) takes one file per channel, in its channel order:
+t1.nii.gz,t1ce.nii.gz,t2.nii.gz,flair.nii.gz (also as one line of a list file); a folder
+in nnU-Net's naming (CASE_0000.nii.gz, CASE_0001.nii.gz, ...) is one input per case.
+Outputs land on the first file's grid.
 
 Outputs per input, in --output-dir (every image on the input's exact grid):
   <stem>_<method>[_<class>].<ext>        heatmap in [0, 1]

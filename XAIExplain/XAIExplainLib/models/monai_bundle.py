@@ -218,7 +218,8 @@ def _card(pipeline, folder: Path, weights: Path, module, scripted: bool, check: 
         name=pipeline.name, task="segmentation" if output.dim() > 2 else "classification",
         spatial_dims=len(shape), slice_axis=0 if len(shape) == 2 else None,
         input=InputSpec(channels=channels, spacing=None, size=None, patch_size=pipeline.roi_size,
-                        intensity=IntensitySpec("none"), pad_value=None),
+                        intensity=IntensitySpec("none"), pad_value=None,
+                        channel_names=_input_channel_names(pipeline)),
         classes=tuple(ClassSpec(n) for n in names),
         weights=WeightsSpec(file=weights, format="torchscript" if scripted else "state_dict"),
         target_layers=TargetLayers(default=default, suggested=(default,) if default else ()),
@@ -226,3 +227,19 @@ def _card(pipeline, folder: Path, weights: Path, module, scripted: bool, check: 
         version=str(pipeline.metadata.get("version", "")), folder=folder,
         extra={"kind": KIND, "config": str(pipeline.config)},
     )
+
+
+def _input_channel_names(pipeline) -> tuple[str, ...] | None:
+    """The names of a bundle's input channels, in channel order: metadata.json's ``channel_def`` of the
+    network's input (``{"0": "T1c", "1": "T1", ...}``), else the keys of a bundle that loads one key per
+    channel; None (``channel 0``, ``channel 1``, ...) when neither names every channel once."""
+    described = pipeline.inputs.get(pipeline.image_key)
+    channel_def = described.get("channel_def") if isinstance(described, dict) else None
+    keys = [str(i) for i in range(pipeline.channels)]
+    if isinstance(channel_def, dict) and sorted(map(str, channel_def)) == sorted(keys):
+        names = tuple(str(channel_def[key]) for key in keys)
+        if len(set(names)) == len(names):
+            return names
+    if pipeline.channels > 1 and len(pipeline.load_keys) == pipeline.channels:
+        return tuple(pipeline.load_keys)
+    return None

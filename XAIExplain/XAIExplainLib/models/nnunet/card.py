@@ -35,7 +35,7 @@ def default_layers(network: nn.Module) -> TargetLayers:
 
 def nnunet_card(folder_path: Path, dataset_name: str, configuration: str, configuration_manager,
                 channels: int, labels: ChannelLabels, network: nn.Module, checkpoint: Path,
-                folds: tuple, trainer: str) -> ModelCard:
+                folds: tuple, trainer: str, channel_names: tuple[str, ...] | None = None) -> ModelCard:
     patch = tuple(int(p) for p in configuration_manager.patch_size)
     spacing = tuple(float(s) for s in configuration_manager.spacing)
     return ModelCard(
@@ -43,8 +43,8 @@ def nnunet_card(folder_path: Path, dataset_name: str, configuration: str, config
         task="segmentation",
         spatial_dims=len(patch),
         input=InputSpec(channels=channels, spacing=spacing, size=None, patch_size=patch,
-                        intensity=IntensitySpec(mode="none"), pad_value=0.0),
-        classes=tuple(ClassSpec(name) for name in labels.names),
+                        intensity=IntensitySpec(mode="none"), pad_value=0.0, channel_names=channel_names),
+        classes=tuple(ClassSpec(name, value=value) for name, value in zip(labels.names, labels.values)),
         weights=WeightsSpec(file=checkpoint, format="state_dict"),
         target_layers=default_layers(network),
         output_activation=labels.activation,
