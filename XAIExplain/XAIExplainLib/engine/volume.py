@@ -31,13 +31,13 @@ from .validation import check_finite, check_model, non_finite_problem
 from .windows import Tiling, gaussian_weights, window_grid
 
 _DEFAULT_CPU_BATCH = 16
+_DEFAULT_CUDA_BATCH = 64
 
 #: Profiler scopes of the window loop (``torch.profiler`` shows them; ``bench/peers/end_to_end.py``
 #: reads them for its breakdown): copying windows out of the volume, the model's passes, blending,
 #: and normalising the maps and handing them out as numpy arrays.
 STACK_SCOPE, PASS_SCOPE, BLEND_SCOPE = "xai windows: stack", "xai windows: passes", "xai windows: blend"
 FINISH_SCOPE = "xai volume: normalise and copy out"
-_DEFAULT_CUDA_BATCH = 64
 
 
 def _as_channels_first(volume) -> torch.Tensor:
