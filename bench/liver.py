@@ -5,10 +5,12 @@
     python bench/liver.py --data ../shared/data --picture Resources/Screenshots/liver-seg-lung1.png
 
 Speed rows, side by side on one abdominal-sized CT (512 x 512 x 120, 0.78 x 0.78 x 2.5 mm, the
-abdominal phantom): load (with the card's dry run), prediction, Grad-CAM of the liver class end
-to end (one pass gives prediction and map), and the floor under both (the network alone on the
-189 x 162 x 162 segment: forward in inference mode, forward + backward to the layer); each row
-runs in a fresh process and reports that process's peak resident memory.
+abdominal phantom): load (with the card's dry run), their preprocessing (zoom to 1.5 mm, median
+filter, zoom to 3 mm, the segment: the card's ``input.resampling``) beside one linear resampling,
+prediction, Grad-CAM of the liver class end to end (one pass gives prediction and map), and the
+floor under both (the network alone on the 189 x 162 x 162 segment: forward in inference mode,
+forward + backward to the layer); each row runs in a fresh process and reports that process's
+peak resident memory.
 
 ``--verify`` needs Keras 3 and h5py (``pip install -c Testing/constraints-cpu.txt keras h5py``,
 ``KERAS_BACKEND=torch``) and the wheel
@@ -49,12 +51,24 @@ def _row(stage: str, threads: int, device: str, queue) -> None:
     torch.set_num_threads(threads)
     from XAIExplainLib.models import explain_image, load_model, predict_image
 
-    image = _volume() if stage in ("predict", "gradcam") else None
+    image = _volume() if stage in ("predict", "gradcam", "preprocess", "preprocess_linear") else None
     start = time.perf_counter()
     model = load_model(NAME, check=(stage == "load"), device=device)
     seconds = time.perf_counter() - start
     extra = {}
-    if stage == "predict":
+    if stage in ("preprocess", "preprocess_linear"):
+        import dataclasses
+
+        from XAIExplainLib.models.card_steps import ResamplingSpec
+        from XAIExplainLib.models.preprocessing import prepare
+
+        card = model.card
+        if stage == "preprocess_linear":
+            card = dataclasses.replace(card, input=dataclasses.replace(card.input, resampling=ResamplingSpec()))
+        start = time.perf_counter()
+        prepare(card, image)
+        seconds = time.perf_counter() - start
+    elif stage == "predict":
         start = time.perf_counter()
         labels = predict_image(model, image, device=device)
         seconds = time.perf_counter() - start
@@ -91,7 +105,7 @@ def _row(stage: str, threads: int, device: str, queue) -> None:
     queue.put({"stage": stage, "seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb), **extra})
 
 
-STAGES = ("load", "forward", "forward_backward", "predict", "gradcam")
+STAGES = ("load", "preprocess", "preprocess_linear", "forward", "forward_backward", "predict", "gradcam")
 
 
 def measure(threads: int, device: str, stages=STAGES) -> list[dict]:
@@ -152,7 +166,8 @@ def verify(wheel: Path, data: Path) -> list[dict]:
 def picture(data: Path, path: Path) -> dict:
     """Prediction (outline) and Grad-CAM of the liver class on lung1, through the logic, in the three views.
 
-    The views go through the centre of the predicted liver in lung1's lowest 8 slices (the dome).
+    The views go through the centre of the predicted liver in lung1's lowest 8 slices (the dome), else
+    through the centre of the whole prediction.
     """
     import SimpleITK as sitk
 
@@ -176,7 +191,9 @@ def picture(data: Path, path: Path) -> dict:
         mrml.display.configure_label_display(label, scene=scene)
         mrml.display.show_in_slice_views(scene, label=label)
         low = np.argwhere(liver[:8])
-        centre = low.mean(axis=0) if len(low) else np.array(liver.shape) / 2.0
+        anywhere = np.argwhere(liver)  # none in the dome slices: through the centre of what it predicts
+        centre = (low.mean(axis=0) if len(low) else anywhere.mean(axis=0) if len(anywhere)
+                  else np.array(liver.shape) / 2.0)
         through = mrml.geometry.voxel_to_ras(mrml.node_ijk_to_ras(node), centre[::-1].astype(float))
         montage = mrml.render_montage(scene, through=through, size=(360, 360))
         mrml.save_png(montage, path)
@@ -195,6 +212,7 @@ def main() -> None:
     parser.add_argument("--verify", type=Path, metavar="WHEEL", help="compare with their Keras graph and stop")
     parser.add_argument("--picture", type=Path, help="write the README picture here and stop")
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="rows to run")
+    parser.add_argument("--out", type=Path, help="the JSON file (default bench/results/liver.json)")
     args = parser.parse_args()
     import torch
 
@@ -203,7 +221,7 @@ def main() -> None:
         print(picture(args.data, args.picture))
         print(f"wrote {args.picture}")
         return
-    out = HERE / "results" / ("liver_verify.json" if args.verify else "liver.json")
+    out = args.out or HERE / "results" / ("liver_verify.json" if args.verify else "liver.json")
     if args.verify is not None:
         rows = verify(args.verify, args.data)
         print("port vs Keras (their create_unet_like_model + original HDF5), real CT segments of lung1")
@@ -216,7 +234,8 @@ def main() -> None:
         by = {r["stage"]: r for r in rows}
         print(f"{NAME} on a {' x '.join(map(str, SHAPE[::-1]))} CT ({args.device}, {args.threads} threads)")
         print(f"{'stage':<34} {'seconds':>8} {'peak RSS MB':>12}")
-        labels = {"load": "load (+ dry run on the segment)", "forward": "network forward (inference mode)",
+        labels = {"load": "load (+ dry run, smallest input)", "forward": "network forward (inference mode)",
+                  "preprocess": "their preprocessing (card)", "preprocess_linear": "one linear resampling",
                   "forward_backward": "network forward + backward to layer", "predict": "predict_image (end to end)",
                   "gradcam": "Grad-CAM explain_image (end to end)"}
         for r in rows:

@@ -24,6 +24,26 @@ def window(array: np.ndarray, low: float, high: float, to: tuple[float, float] |
     return out
 
 
+def minmax(array: np.ndarray, upper_fraction: float, to: tuple[float, float] | None = None) -> np.ndarray:
+    """Clip to ``[min, min + upper_fraction * (max - min)]`` of the volume itself and scale linearly
+    to ``[0, 1]`` or onto ``to = (a, b)``.
+
+    pyliverlesionseg's MR normalisation (Tang et al. 2020): fraction 0.8 onto ``[-0.5, 0.5]``, so the
+    brightest fifth of the range (fat, vessels with contrast) saturates. A constant volume maps to
+    the low end.
+    """
+    array = np.asarray(array)
+    if not 0 < upper_fraction <= 1:
+        raise ValueError(f"upper_fraction must be in (0, 1], got {upper_fraction!r}")
+    low = float(array.min())
+    high = low + upper_fraction * (float(array.max()) - low)
+    if high == low:
+        out = np.zeros(array.shape, dtype=np.float32)
+        a = 0.0 if to is None else float(to[0])
+        return out + np.float32(a)
+    return window(array, low, high, to)
+
+
 def scale(array: np.ndarray, mean: float, std: float) -> np.ndarray:
     """``(x - mean) / std`` with fixed statistics (those of the training set)."""
     if not std > 0:

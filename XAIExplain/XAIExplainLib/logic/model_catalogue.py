@@ -213,6 +213,6 @@ class ModelCatalogue:
         from ..models.card import trial_input_shape
 
         card = loaded.card
-        shape = trial_input_shape(card)
+        shape = trial_input_shape(card, loaded.module)
         device = next((p.device for p in loaded.module.parameters()), torch.device("cpu"))
         return torch.zeros((1, card.input.channels) + shape, device=device)

@@ -34,12 +34,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..activation_names import OUTPUT_ACTIVATIONS
+from .card_steps import PostprocessingSpec, ResamplingSpec, parse_postprocessing, parse_resampling
 from .errors import ModelCardError
 
 TASKS = ("classification", "segmentation")
 WEIGHT_FORMATS = ("state_dict", "torchscript", "pickle", "onnx", "exported_program")
 ACTIVATIONS = OUTPUT_ACTIVATIONS  # activation_names (re-exported by engine.activations): the one vocabulary
-INTENSITY_MODES = ("window", "zscore", "scale", "none")
+INTENSITY_MODES = ("window", "zscore", "scale", "minmax", "none")
 ORIENTATIONS = ("LPS",)
 CARD_FILENAME = "card.json"
 
@@ -51,6 +52,9 @@ class IntensitySpec:
     ``window``: clip to ``[low, high]`` and scale linearly to ``[0, 1]`` (or to ``range``).
     ``zscore``: subtract the volume's mean and divide by its standard deviation.
     ``scale``: ``(x - mean) / std`` with fixed values from the card.
+    ``minmax``: clip to the volume's ``[min, min + upper_fraction x (max - min)]`` and scale
+    linearly onto ``range`` (pyliverlesionseg's MR normalisation: fraction 0.8, range
+    ``[-0.5, 0.5]``).
     ``none``: feed the values unchanged.
     """
 
@@ -59,6 +63,7 @@ class IntensitySpec:
     mean: float | None = None
     std: float | None = None
     range: tuple[float, float] | None = None
+    upper_fraction: float | None = None
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"mode": self.mode}
@@ -70,6 +75,8 @@ class IntensitySpec:
             out["mean"] = self.mean
         if self.std is not None:
             out["std"] = self.std
+        if self.upper_fraction is not None:
+            out["upper_fraction"] = self.upper_fraction
         return out
 
 
@@ -85,6 +92,7 @@ class InputSpec:
     pad_value: float | None
     divisible_by: tuple[int, ...] | None = None
     orientation: str | None = None
+    resampling: ResamplingSpec = ResamplingSpec()
     #: One name per input channel ("T1", "T1ce", ...), in the network's channel order; None: unnamed.
     channel_names: tuple[str, ...] | None = None
 
@@ -109,6 +117,8 @@ class InputSpec:
             out["divisible_by"] = list(self.divisible_by)
         if self.orientation is not None:
             out["orientation"] = self.orientation
+        if not self.resampling.is_default:
+            out["resampling"] = self.resampling.to_dict()
         if self.channel_names is not None:
             out["channel_names"] = list(self.channel_names)
         return out
@@ -202,6 +212,7 @@ class ModelCard:
     target_layers: TargetLayers = TargetLayers()
     slice_axis: int | None = None
     output_activation: str = "softmax"
+    postprocessing: PostprocessingSpec | None = None
     description: str = ""
     version: str = ""
     path: Path | None = None
@@ -266,6 +277,8 @@ class ModelCard:
             out["slice_axis"] = self.slice_axis
         out["input"] = self.input.to_dict()
         out["output"] = {"activation": self.output_activation}
+        if self.postprocessing is not None:
+            out["output"]["postprocessing"] = self.postprocessing.to_dict()
         out["classes"] = [c.to_dict() for c in self.classes]
         if self.architecture is not None:
             out["architecture"] = self.architecture.to_dict()
@@ -400,6 +413,7 @@ def _parse_card(data: Any, base_dir: Path | None, source: Path | None) -> ModelC
     output = r.mapping(data.get("output", {}), "output")
     default_act = "softmax"
     activation = r.string(output.get("activation", default_act), "output.activation", ACTIVATIONS)
+    postprocessing = parse_postprocessing(r, output.get("postprocessing"), task)
     classes = _parse_classes(r, r.require(data, "classes"), task)
     weights = _parse_weights(r, r.require(data, "weights"), base_dir)
 
@@ -416,7 +430,7 @@ def _parse_card(data: Any, base_dir: Path | None, source: Path | None) -> ModelC
     return ModelCard(
         name=name, task=task, spatial_dims=dims, input=input_spec, classes=classes,
         weights=weights, architecture=architecture, target_layers=target_layers,
-        slice_axis=slice_axis, output_activation=activation,
+        slice_axis=slice_axis, output_activation=activation, postprocessing=postprocessing,
         description=str(data.get("description", "")), version=str(data.get("version", "")),
         path=source, folder=base_dir, extra=extra,
     )
@@ -447,12 +461,13 @@ def _parse_input(r: _Reader, data: Mapping, dims: int) -> InputSpec:
         if dims != 3:
             raise r.fail("input.orientation", f"only applies to 3D models, got {_show(orientation)}")
         orientation = r.string(orientation, "input.orientation", ORIENTATIONS)
+    resampling = parse_resampling(r, data.get("resampling"), dims, spacing)
     channel_names = data.get("channel_names")
     if channel_names is not None:
         channel_names = _channel_names(r, channel_names, channels)
     return InputSpec(channels=channels, spacing=spacing, size=size, patch_size=patch,
                      intensity=intensity, pad_value=pad_value, divisible_by=divisible,
-                     orientation=orientation, channel_names=channel_names)
+                     orientation=orientation, resampling=resampling, channel_names=channel_names)
 
 
 def _channel_names(r: _Reader, value: Any, channels: int) -> tuple[str, ...]:
@@ -478,22 +493,35 @@ def _parse_intensity(r: _Reader, data: Any) -> IntensitySpec:
         high = r.number(window[1], "input.intensity.window[1]")
         if not low < high:
             raise r.fail("input.intensity.window", f"must have low < high, got [{low}, {high}]")
-        out_range = data.get("range")
-        if out_range is not None:
-            if not isinstance(out_range, (list, tuple)) or len(out_range) != 2:
-                raise r.fail("input.intensity.range", "must be [low, high] (two numbers, low < high): "
-                                                      f"what the window maps onto, got {_show(out_range)}")
-            out_range = (r.number(out_range[0], "input.intensity.range[0]"),
-                         r.number(out_range[1], "input.intensity.range[1]"))
-            if not out_range[0] < out_range[1]:
-                raise r.fail("input.intensity.range", f"must have low < high, got {list(out_range)}")
+        out_range = _parse_range(r, data.get("range"))
         return IntensitySpec(mode="window", window=(low, high), range=out_range)
+    if mode == "minmax":
+        fraction = r.number(r.require(data, "upper_fraction", "input.intensity."), "input.intensity.upper_fraction",
+                            positive=True)
+        if fraction > 1:
+            raise r.fail("input.intensity.upper_fraction", f"must be in (0, 1] (the share of the volume's range "
+                                                           f"kept above its minimum), got {fraction}")
+        return IntensitySpec(mode="minmax", upper_fraction=fraction, range=_parse_range(r, data.get("range")))
     if mode == "scale":
         mean = r.number(r.require(data, "mean", "input.intensity."), "input.intensity.mean")
         std = r.number(r.require(data, "std", "input.intensity."), "input.intensity.std",
                        positive=True)
         return IntensitySpec(mode="scale", mean=mean, std=std)
     return IntensitySpec(mode=mode)
+
+
+def _parse_range(r: _Reader, out_range: Any) -> tuple[float, float] | None:
+    """``input.intensity.range``: what a window or min-max normalisation maps onto (None: [0, 1])."""
+    if out_range is None:
+        return None
+    if not isinstance(out_range, (list, tuple)) or len(out_range) != 2:
+        raise r.fail("input.intensity.range", "must be [low, high] (two numbers, low < high): "
+                                              f"what the intensities map onto, got {_show(out_range)}")
+    out_range = (r.number(out_range[0], "input.intensity.range[0]"),
+                 r.number(out_range[1], "input.intensity.range[1]"))
+    if not out_range[0] < out_range[1]:
+        raise r.fail("input.intensity.range", f"must have low < high, got {list(out_range)}")
+    return out_range
 
 
 def _parse_classes(r: _Reader, data: Any, task: str) -> tuple[ClassSpec, ...]:
@@ -589,9 +617,14 @@ def _parse_target_layers(r: _Reader, data: Any) -> TargetLayers:
     return TargetLayers(default=default, suggested=suggested)
 
 
-def trial_input_shape(card: ModelCard) -> tuple[int, ...]:
+def trial_input_shape(card: ModelCard, module: Any = None) -> tuple[int, ...]:
     """The spatial shape of the one trial input a model is probed with (the load-time dry run,
-    the layer list): its patch size, else its input size, else 64 x 64 (2D) or 32^3 (3D)."""
+    the layer list): the smallest input the network says it takes (a ``minimum_input_size``
+    attribute, numpy order: a large fixed segment would make loading cost a full forward pass),
+    else its patch size, else its input size, else 64 x 64 (2D) or 32^3 (3D)."""
+    smallest = getattr(module, "minimum_input_size", None)
+    if smallest is not None:
+        return tuple(int(n) for n in smallest)
     if card.input.patch_size is not None:
         return tuple(card.input.patch_size)
     if card.input.size is not None:

@@ -307,14 +307,28 @@ class LiverLesionNet(nn.Module):
         """The input segment in numpy order (z, y, x): the card's size or patch size."""
         return tuple(reversed(self.input_size))
 
+    @property
+    def minimum_input_size(self) -> tuple[int, int, int]:
+        """The smallest input (z, y, x) the network takes, an output of a few voxels: what the
+        load-time trial forward runs on (``models.card.trial_input_shape``), so that loading
+        costs a fraction of a second instead of a forward pass over the whole segment."""
+        sizes = []
+        for axis in range(3):
+            sizes.append(next(n for n in range(1, 1200) if self.network.output_length(n, axis) is not None))
+        return tuple(reversed(sizes))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[2:]) != self.numpy_input_size:
-            raise ValueError(f"this network takes input segments of {self.numpy_input_size} voxels (z, y, x), "
-                             f"got {tuple(x.shape[2:])}; feed it through its card (input.size / patch_size)")
+        """``(N, 1, z, y, x)`` on an LPS grid -> ``(N, 2, z, y, x)``: the card's segment, or any size the
+        network takes (its output centred and edge-filled the same way)."""
+        sizes = tuple(reversed(x.shape[2:]))  # their (x, y, z)
+        if x.dim() != 5 or any(self.network.output_length(n, axis) is None for axis, n in enumerate(sizes)):
+            raise ValueError(f"this network takes input segments of {self.numpy_input_size} voxels (z, y, x) (its "
+                             f"card's input.size / patch_size; the smallest it takes is {self.minimum_input_size}), "
+                             f"got {tuple(x.shape[2:])}: its poolings and crops do not fit that size")
         ras = x.permute(0, 1, 4, 3, 2).flip(2, 3)
         out = self.network(ras)
         pads = []
-        for have, want in zip(reversed(out.shape[2:]), reversed(self.input_size)):
+        for have, want in zip(reversed(out.shape[2:]), reversed(sizes)):
             before = (want - have) // 2
             pads += [before, want - have - before]
         out = F.pad(out, pads, mode="replicate")

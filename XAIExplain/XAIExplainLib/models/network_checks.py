@@ -36,7 +36,7 @@ def check_module(card: ModelCard, module: nn.Module, scripted: bool) -> None:
                 raise ModelCardError(f"{where}: field 'input.channels' is {card.input.channels} but "
                                      f"the network's first convolution '{name}' takes "
                                      f"{first.in_channels} channel(s)")
-    shape = trial_input_shape(card)
+    shape = trial_input_shape(card, module)
     # the test forward runs at the card's patch size: a patch no memory can hold is refused with the
     # numbers here, before the forward allocates it (models.working_memory)
     check_window_memory(module, card.input.channels, shape, f"{where} (field 'input.patch_size')",

@@ -160,7 +160,7 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
         check_memory_budget(budget)
         options["memory_budget_mb"] = _engine_budget(budget, image, card.input.channels, len(method_list))
     _check_windows(loaded, mode, run_device, budget, gradients=True)
-    prepared = _prepare(loaded, image, axis, budget)
+    prepared = _prepare(loaded, image, axis, budget, run_device)
     engine_target = _engine_target(card, _model_grid_target(card, target, prepared))
     lap("preprocess")
     known_logits = None  # outputs on the card's grid, when a step below needed them before the maps
@@ -191,7 +191,7 @@ def predict_image(model, image, mode: str | None = None, axis: int | None = None
     mode, axis = _check_mode(loaded.card, mode, axis)
     run_device = resolve_device(device)
     _check_windows(loaded, mode, run_device, None, gradients=False)
-    prepared = _prepare(loaded, model_image(loaded, image), axis, None)
+    prepared = _prepare(loaded, model_image(loaded, image), axis, None, run_device)
     _, logits = run_networks(loaded, prepared.array, mode, axis, run_device, batch_size, overlap)
     return _prediction(loaded, logits, prepared)
 
@@ -300,9 +300,25 @@ def _explain_networks(loaded: LoadedModel, array: np.ndarray, methods: list[str]
     return {name: maps[name] for name in methods}, logits
 
 
-def _prepare(loaded: LoadedModel, image: sitk.Image, axis: int | None, budget: float | None) -> PreparedImage:
-    """The form's pipeline on ``image``, through the :class:`ModelPipeline` seam (the budget bounds its grid)."""
-    prepared = loaded.pipeline.prepare(image, slice_axis=axis, memory_budget_mb=budget)
+def _prepare(loaded: LoadedModel, image: sitk.Image, axis: int | None, budget: float | None,
+             device: torch.device | str = "cpu") -> PreparedImage:
+    """The form's pipeline on ``image``, through the :class:`ModelPipeline` seam (the budget bounds its grid).
+
+    A card fed only a region another model segments (``input.resampling.mask``: pyliverlesionseg's lesion
+    network sees the liver that liver-seg-3d finds) gets that model's prediction first, on the same device.
+    """
+    extra = {}
+    mask = getattr(getattr(loaded.card.input, "resampling", None), "mask", None)
+    if mask is not None:
+        if mask.model == loaded.card.name:
+            raise ValueError(f"model '{loaded.name}': input.resampling.mask names the model itself; it must name "
+                             "the model that segments the region this one is fed")
+        segmenter = load_model(mask.model)
+        labels = predict_image(segmenter, image, device=device)
+        index = segmenter.card.class_index(mask.label)
+        value = segmenter.card.classes[index].value
+        extra["region"] = sitk.GetArrayFromImage(labels) == (index if value is None else value)
+    prepared = loaded.pipeline.prepare(image, slice_axis=axis, memory_budget_mb=budget, **extra)
     return check_prepared(prepared, f"model '{loaded.name}'")
 
 
@@ -424,16 +440,27 @@ def _model_grid_target(card: ModelCard, target, prepared):
 
 
 def _engine_target(card: ModelCard, target):
-    """Segmenters explain the predicted region of a class (Seg-Grad-CAM) unless told otherwise."""
+    """Segmenters explain the predicted region of a class (Seg-Grad-CAM) unless told otherwise.
+
+    The target counts the card's classes (``num_classes``), so a class index or name means the
+    same on every output form: a sigmoid output listed as ``[background, X, ...]`` has one
+    channel fewer than classes, and the engine's target maps class c to its channel (and the
+    background of a single channel to its complement).
+    """
     from ..engine import SegmentationTarget
 
-    if card.task == "segmentation" and not isinstance(target, SegmentationTarget):
-        if isinstance(target, (list, tuple)):
-            raise ValueError("a segmentation model takes one class (index or name) or a "
-                             "SegmentationTarget, not a list")
-        prediction = "sigmoid" if card.output_activation == "sigmoid" else None
-        return SegmentationTarget(target, region="predicted", prediction=prediction)
-    return target
+    if card.task != "segmentation":
+        return target
+    prediction = "sigmoid" if card.output_activation == "sigmoid" else None
+    if isinstance(target, SegmentationTarget):
+        changes = {"num_classes": target.num_classes or card.num_classes}
+        if target.prediction is None:
+            changes["prediction"] = prediction
+        return target._replace(**changes)
+    if isinstance(target, (list, tuple)):
+        raise ValueError("a segmentation model takes one class (index or name) or a "
+                         "SegmentationTarget, not a list")
+    return SegmentationTarget(target, region="predicted", prediction=prediction, num_classes=card.num_classes)
 
 
 def _prediction(loaded: LoadedModel, logits: np.ndarray, prepared: PreparedImage):

@@ -19,6 +19,7 @@ import SimpleITK as sitk
 from ..imaging import intensity as _intensity
 from ..imaging.resample import Grid, as_volume, centered_grid, image_from_numpy, resample, resample_array
 from .card import ModelCard
+from .card_steps import PostprocessingSpec
 
 
 @dataclass
@@ -33,6 +34,10 @@ class PreparedInput:
     input_grid: Grid
     was_2d: bool
     from_numpy: bool
+    #: the card's output activation: what a probability channel outside the model grid holds
+    activation: str = "softmax"
+    #: the card's ``output.postprocessing`` of label maps (None: labels as decided)
+    postprocessing: PostprocessingSpec | None = None
 
     @property
     def spatial_shape(self) -> tuple[int, int, int]:
@@ -52,14 +57,18 @@ class PreparedInput:
     def restore_probabilities(self, probabilities: np.ndarray) -> np.ndarray:
         """``(K, Z, Y, X)`` class probabilities on the model grid -> same on the input grid.
 
-        Outside the model grid class 0 (background) gets probability 1.
+        Outside the model grid the model saw nothing, so every voxel there is background: a
+        softmax output's channel 0 (background) gets probability 1 and the others 0; a sigmoid
+        output's channels are all foreground classes (a one-channel ``[background, X]`` model's
+        channel is P(X)), so each gets 0.
         """
         probabilities = np.asarray(probabilities, dtype=np.float32)
         if probabilities.ndim != 4 or probabilities.shape[1:] != self.model_grid.shape:
             shape = ", ".join(map(str, self.model_grid.shape))
             raise ValueError(f"expected probabilities of shape (K, {shape}), got "
                              f"{probabilities.shape}")
-        return np.stack([self._to_input_grid(channel, 1.0 if k == 0 else 0.0)
+        background = None if self.activation == "sigmoid" else 0
+        return np.stack([self._to_input_grid(channel, 1.0 if k == background else 0.0)
                          for k, channel in enumerate(probabilities)])
 
     def restore_labels(self, probabilities: np.ndarray, activation: str = "softmax",
@@ -71,8 +80,25 @@ class PreparedInput:
         highest such class winning), which gives smoother, more faithful
         boundaries than nearest-neighbour resampling of a coarse label map.
         """
+        if self.postprocessing is not None:
+            return self._finish(self._restore_decided(probabilities, activation, threshold))
         probs = self.restore_probabilities(probabilities)
         return self._finish(decide_labels(probs, activation, threshold).astype(np.uint8))
+
+    def _restore_decided(self, probabilities: np.ndarray, activation: str, threshold: float) -> np.ndarray:
+        """``output.postprocessing``: labels decided on the model grid, each foreground label reduced to its
+        largest component when asked (:func:`keep_largest_component`), its mask brought to the input grid by
+        linear interpolation and every voxel above 0 kept (pyliverlesionseg's order-1 zoom, then ``> 0``)."""
+        probabilities = np.asarray(probabilities, dtype=np.float32)
+        labels = decide_labels(probabilities, activation, threshold)
+        out = np.zeros(self.input_grid.shape, dtype=np.uint8)
+        for label in range(1, int(labels.max()) + 1):
+            kept = labels == label
+            if self.postprocessing.largest_component:
+                kept = keep_largest_component(kept, self.postprocessing.erosion)
+            restored = self._to_input_grid(kept.astype(np.float32), 0.0)
+            out[restored > 0] = label
+        return out
 
     def _to_input_grid(self, array: np.ndarray, fill: float) -> np.ndarray:
         """Linearly resample a model-grid array onto the input grid (a new array); values come
@@ -119,6 +145,29 @@ class PreparedInput:
             return array[0] if self.was_2d else array
         image = self.input_grid.image_from_array(array)
         return image[:, :, 0] if self.was_2d else image
+
+
+def keep_largest_component(mask: np.ndarray, erosion: int = 0) -> np.ndarray:
+    """``mask`` eroded ``erosion`` times, its largest face-connected component, dilated back as often.
+
+    pyliverlesionseg's liver post-processing (Tang et al. 2020): erosion and dilation with the
+    3 x 3 x 3 structure without its corners (``generate_binary_structure(3, 2)``), so thin bridges
+    to neighbouring organs break before the largest component is chosen. The component is the
+    engine's (:func:`engine.targets.regions.largest_component`, the one rule of it). An empty
+    mask stays empty.
+    """
+    import torch
+    from scipy import ndimage
+
+    from ..engine.targets.regions import largest_component
+
+    mask = np.asarray(mask, dtype=bool)
+    structure = ndimage.generate_binary_structure(mask.ndim, 2)
+    core = ndimage.binary_erosion(mask, structure=structure, iterations=erosion) if erosion else mask
+    if not core.any():
+        return np.zeros_like(mask)
+    kept = largest_component(torch.from_numpy(core)[None])[0].numpy()
+    return ndimage.binary_dilation(kept, structure=structure, iterations=erosion) if erosion else kept
 
 
 def decide_labels(probabilities: np.ndarray, activation: str, threshold: float = 0.5) -> np.ndarray:
@@ -182,8 +231,8 @@ class CardPipeline:
         self.card = card
 
     def prepare(self, image, slice_axis: int | None = None, spacing: Sequence[float] | None = None,
-                memory_budget_mb: float | None = None) -> PreparedInput:
-        return prepare(self.card, image, spacing, slice_axis, memory_budget_mb)
+                memory_budget_mb: float | None = None, region: np.ndarray | None = None) -> PreparedInput:
+        return prepare(self.card, image, spacing, slice_axis, memory_budget_mb, region)
 
     def volume_options(self) -> dict:
         """Keyword arguments of ``explain_volume`` / ``predict_volume`` in volume mode."""
@@ -255,14 +304,16 @@ def check_orientation(card: ModelCard, grid: Grid) -> None:
 
 
 def prepare(card: ModelCard, image, spacing: Sequence[float] | None = None,
-            slice_axis: int | None = None, memory_budget_mb: float | None = None) -> PreparedInput:
+            slice_axis: int | None = None, memory_budget_mb: float | None = None,
+            region: np.ndarray | None = None) -> PreparedInput:
     """Resample and normalise ``image`` as ``card`` prescribes.
 
     ``image`` is a ``SimpleITK.Image`` (2D or 3D, scalar or with one component
     per channel) or a numpy array ``(Z, Y, X)`` / ``(Y, X)``, or
     ``(C, Z, Y, X)`` for multi-channel models, with ``spacing`` in the same
     numpy axis order (defaults to 1 mm).  ``slice_axis`` overrides the card's
-    slice axis of a 2D model (numpy axis of the volume).
+    slice axis of a 2D model (numpy axis of the volume). ``region`` (boolean, on the image's
+    grid) is the region a card with ``input.resampling.mask`` is fed: the mask model's class.
     """
     from_numpy = not isinstance(image, sitk.Image)
     channels = _split_channels(card, image, spacing) if from_numpy else _sitk_channels(card, image)
@@ -280,6 +331,11 @@ def prepare(card: ModelCard, image, spacing: Sequence[float] | None = None,
                          "has one slice (axis 0)")
     input_grid = Grid.from_image(volumes[0])
     check_orientation(card, input_grid)
+    if region is not None and card.input.resampling.mask is None:
+        raise ValueError(f"model '{card.name}' is fed the whole image (its card has no input.resampling.mask); "
+                         "remove the region")
+    if card.input.resampling.method == "zoom":
+        return _prepare_zoomed(card, volumes, input_grid, was_2d, from_numpy, memory_budget_mb, region)
     model_grid = model_grid_for(card, input_grid, axis if card.spatial_dims == 2 else None)
     check_grid_memory(card, input_grid, model_grid, memory_budget_mb)
     arrays = []
@@ -290,12 +346,57 @@ def prepare(card: ModelCard, image, spacing: Sequence[float] | None = None,
             pad = float(sitk.GetArrayViewFromImage(volume).min())
         same = Grid.from_image(volume) == model_grid
         on_grid = volume if same else resample(volume, model_grid, "linear", pad, antialias=True)
-        arrays.append(_apply_intensity(card, sitk.GetArrayFromImage(on_grid)))
+        arrays.append(apply_intensity(card, sitk.GetArrayFromImage(on_grid)))
     return PreparedInput(np.stack(arrays).astype(np.float32), model_grid, input_grid, was_2d,
-                         from_numpy)
+                         from_numpy, card.output_activation, card.postprocessing)
 
 
-def _apply_intensity(card: ModelCard, array: np.ndarray) -> np.ndarray:
+def _prepare_zoomed(card: ModelCard, volumes: list[sitk.Image], input_grid: Grid, was_2d: bool, from_numpy: bool,
+                    memory_budget_mb: float | None, region: np.ndarray | None) -> PreparedInput:
+    """``input.resampling.method = "zoom"``: their zooms and median filter on the whole image, the
+    intensity transform on the zoomed volume, then the segment (:mod:`models.zoom_preparation`)."""
+    from . import zoom_preparation as zp
+
+    spec = card.input.resampling
+    if spec.mask is not None and region is None:
+        raise ValueError(f"model '{card.name}' is fed only the {spec.mask.label} that '{spec.mask.model}' segments: "
+                         f"give its region (region=, a boolean array on the image's grid), or run the model with "
+                         "predict_image / explain_image, which segment it first")
+    full_grid = input_grid
+    if spec.crop is not None:
+        volumes = zp.crop_to_abdomen(card, volumes)
+        input_grid = Grid.from_image(volumes[0])
+    finest, zoomed = zp.zoom_grids(card, input_grid)
+    check_grid_memory(card, input_grid, finest, memory_budget_mb)
+    arrays = []
+    for volume in volumes:
+        array = sitk.GetArrayFromImage(volume)
+        if spec.intensity_first:
+            arrays.append(zp.zoomed_array(card, apply_intensity(card, array), input_grid))
+        else:
+            arrays.append(apply_intensity(card, zp.zoomed_array(card, array, input_grid)))
+    if spec.mask is None:
+        size = zp.segment_size(card, zoomed.shape)
+        offsets = tuple(zp.centred_offset(n, s, rev) for n, s, rev in zip(zoomed.shape, size, zp.REVERSED_AXES))
+    else:
+        inside = zp.mask_region(card, region, input_grid)
+        low, high = spec_range(card)
+        arrays = [zp.beyond_box(np.clip(np.where(inside, a, spec.mask.outside), low, high), inside, spec.segment_pad)
+                  for a in arrays]
+        offsets, size = zp.box_segment(card, inside)
+    model_grid = zp.segment_grid(zoomed, offsets, size)
+    array = np.stack([zp.cut_segment(a, offsets, size, spec.segment_pad) for a in arrays]).astype(np.float32)
+    return PreparedInput(array, model_grid, full_grid, was_2d, from_numpy, card.output_activation,
+                         card.postprocessing)
+
+
+def spec_range(card: ModelCard) -> tuple[float, float]:
+    """What the card's intensity transform maps onto (``[0, 1]`` unless ``input.intensity.range`` says)."""
+    return tuple(card.input.intensity.range or (0.0, 1.0))
+
+
+def apply_intensity(card: ModelCard, array: np.ndarray) -> np.ndarray:
+    """The card's ``input.intensity`` transform on an array (float32)."""
     spec = card.input.intensity
     if spec.mode == "window":
         return _intensity.window(array, *spec.window, to=spec.range)
@@ -303,6 +404,8 @@ def _apply_intensity(card: ModelCard, array: np.ndarray) -> np.ndarray:
         return _intensity.scale(array, spec.mean, spec.std)
     if spec.mode == "zscore":
         return _intensity.zscore(array)
+    if spec.mode == "minmax":
+        return _intensity.minmax(array, spec.upper_fraction, to=spec.range)
     return np.asarray(array, dtype=np.float32)
 
 

@@ -68,11 +68,26 @@ def channel_argmax(output: torch.Tensor) -> torch.Tensor:
     return index
 
 
-def _activated(output: torch.Tensor, classes: torch.Tensor, activation: str) -> torch.Tensor:
+def _class_logit(output: torch.Tensor, classes: torch.Tensor, shift: int) -> torch.Tensor:
+    """The logit of each row's class, (M, *S), from ``output`` (M, K, *S).
+
+    ``shift`` 0: class c is channel c. ``shift`` 1: a sigmoid output with no background
+    channel (its card lists ``background`` before the K channels): class c >= 1 is channel
+    c - 1, and class 0 of a single channel z is its complement, logit -z, since
+    ``1 - sigmoid(z) = sigmoid(-z)`` (``bind`` refuses class 0 of several channels).
+    """
+    if not shift:
+        return _gather_class(output, classes)
+    picked = _gather_class(output, (classes - shift).clamp(min=0))
+    background = (classes == 0).to(output.device).reshape((-1,) + (1,) * (picked.dim() - 1))
+    return torch.where(background, -picked, picked)
+
+
+def _activated(output: torch.Tensor, classes: torch.Tensor, activation: str, shift: int = 0) -> torch.Tensor:
     """The class channel of ``output`` (M, K, *S) after the activation: (M, *S)."""
     if activation == "softmax":
-        return _gather_class(torch.softmax(output, dim=1), classes)
-    channel = _gather_class(output, classes)
+        return _gather_class(torch.softmax(output, dim=1), classes - shift)
+    channel = _class_logit(output, classes, shift)
     return torch.sigmoid(channel) if activation == "sigmoid" else channel
 
 
@@ -84,11 +99,13 @@ class BoundSegmentationTarget:
     copies of the batch are scored against the regions of the unperturbed input.
     """
 
-    def __init__(self, classes: torch.Tensor, region: torch.Tensor, activation: str, prediction: str):
+    def __init__(self, classes: torch.Tensor, region: torch.Tensor, activation: str, prediction: str,
+                 shift: int = 0):
         self.classes = classes
         self.region = region  # (N, *S) bool
         self.activation = activation
         self.prediction = prediction
+        self.shift = shift  # 1: class c is channel c - 1 of a sigmoid output without background (_class_logit)
 
     def _rows(self, rows):
         if rows is None:
@@ -106,7 +123,7 @@ class BoundSegmentationTarget:
     def score(self, output: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """(M,) sum over each row's region of its activated class channel."""
         classes, region = self._rows(rows)
-        values = self._masked(_activated(output, classes, self.activation), region)
+        values = self._masked(_activated(output, classes, self.activation, self.shift), region)
         return values.flatten(1).sum(dim=1)
 
     def probabilities(self, output: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -120,11 +137,11 @@ class BoundSegmentationTarget:
         activation = self.activation
         if activation == LOGITS:
             activation = _model_probability(self.prediction)
-        return self._masked(_activated(output, classes, activation), region)
+        return self._masked(_activated(output, classes, activation, self.shift), region)
 
     def subset(self, rows) -> "BoundSegmentationTarget":
         classes, region = self._rows(rows)
-        return BoundSegmentationTarget(classes, region, self.activation, self.prediction)
+        return BoundSegmentationTarget(classes, region, self.activation, self.prediction, self.shift)
 
     def describe(self, sample: int) -> str:
         return (f"class {int(self.classes[sample])}, {int(self.region[sample].sum())} voxels, "
@@ -150,8 +167,14 @@ class SegmentationTarget:
                  (sum of probabilities)
     threshold    probability threshold of "threshold" regions and sigmoid predictions
     prediction   "argmax" (softmax models) or "sigmoid" (independent per-channel
-                 probabilities); None infers it: "sigmoid" when ``activation="sigmoid"``
-                 or the model has one output channel, "argmax" otherwise
+                 probabilities); None infers it: "sigmoid" when ``activation="sigmoid"``,
+                 the model has one output channel or one channel fewer than ``num_classes``,
+                 "argmax" otherwise
+    num_classes  how many classes the class indices count (a model card's class list), or None:
+                 indices are output channels. A sigmoid output with ``num_classes - 1``
+                 channels has no background channel: class 0 is background, class c >= 1 is
+                 channel c - 1, and the background of a single channel z is its complement
+                 (logit -z, probability 1 - sigmoid(z), predicted where sigmoid(z) < 1 - threshold)
 
     The region is computed once from the unperturbed prediction and frozen. An empty
     region is an error, except for targets cropped to the slices or windows of a volume
@@ -159,8 +182,13 @@ class SegmentationTarget:
     """
 
     def __init__(self, class_index=None, region="predicted", activation: str = "logits", threshold: float = 0.5,
-                 prediction: str | None = None):
+                 prediction: str | None = None, num_classes: int | None = None):
         self.class_index = _check_class_index(class_index)
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, Integral)
+                                        or num_classes < 1):
+            raise ValueError(f"num_classes must be None or a positive int (the number of class names), "
+                             f"got {num_classes!r}")
+        self.num_classes = None if num_classes is None else int(num_classes)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         if isinstance(threshold, bool) or not isinstance(threshold, Real) or not 0 <= threshold < 1:
@@ -209,26 +237,32 @@ class SegmentationTarget:
             )
         output = output.detach()
         n, k = output.shape[:2]
-        prediction = self.prediction or (SIGMOID if SIGMOID in (self.activation, activation_for_channels(k))
-                                          else "argmax")
+        sigmoid = SIGMOID in (self.activation, activation_for_channels(k)) or self.num_classes == k + 1
+        prediction = self.prediction or (SIGMOID if sigmoid else "argmax")
         if prediction == "argmax" and k == 1:
             raise ValueError("prediction='argmax' needs at least 2 output channels; this model has 1 "
                              "(a sigmoid model): use prediction='sigmoid' or leave it None")
         check_softmax_channels(self.activation, k)
-        classes = self._classes(output, prediction)
-        region = self._region(output, classes, prediction)
+        shift = int(prediction == SIGMOID and self.num_classes == k + 1)
+        classes = self._classes(output, prediction, shift)
+        region = self._region(output, classes, prediction, shift)
         self._check_not_empty(region, classes)
-        return BoundSegmentationTarget(classes, region, self.activation, prediction)
+        return BoundSegmentationTarget(classes, region, self.activation, prediction, shift)
 
-    def _predicted(self, output: torch.Tensor, classes: torch.Tensor, prediction: str) -> torch.Tensor:
+    def _predicted(self, output: torch.Tensor, classes: torch.Tensor, prediction: str, shift: int) -> torch.Tensor:
         if prediction == "argmax":
             return channel_argmax(output) == classes.reshape((-1,) + (1,) * (output.dim() - 2))
-        return torch.sigmoid(_gather_class(output, classes)) > self.threshold
+        return torch.sigmoid(_class_logit(output, classes, shift)) > self.threshold
 
-    def _classes(self, output: torch.Tensor, prediction: str) -> torch.Tensor:
+    def _classes(self, output: torch.Tensor, prediction: str, shift: int) -> torch.Tensor:
         n, k = output.shape[:2]
         if self.class_index is not None:
-            return class_indices(self.class_index, n, k, output.device)
+            classes = class_indices(self.class_index, n, k + shift, output.device)
+            if shift and k > 1 and bool((classes == 0).any()):
+                raise ValueError(f"class 0 (background) of this sigmoid model has no output channel: its {k} "
+                                 "channels are independent foreground classes, so 'none of them' is no single "
+                                 f"score; explain a foreground class (1..{k}) instead")
+            return classes
         if prediction == "argmax":
             counts = torch.zeros(n, k, dtype=torch.long, device=output.device)
             labels = channel_argmax(output).reshape(n, -1)
@@ -237,6 +271,7 @@ class SegmentationTarget:
         else:
             counts = (torch.sigmoid(output) > self.threshold).reshape(n, k, -1).sum(dim=2)
         voxels, classes = counts.max(dim=1)
+        classes = classes + shift
         empty = (voxels <= 0).nonzero()
         if empty.numel() and not self.allow_empty:
             raise ValueError(
@@ -245,7 +280,7 @@ class SegmentationTarget:
             )
         return classes
 
-    def _region(self, output: torch.Tensor, classes: torch.Tensor, prediction: str) -> torch.Tensor:
+    def _region(self, output: torch.Tensor, classes: torch.Tensor, prediction: str, shift: int) -> torch.Tensor:
         n, spatial = output.shape[0], tuple(output.shape[2:])
         if self._mask is not None:
             return _mask_for(self._mask, n, spatial, output.device)
@@ -257,8 +292,8 @@ class SegmentationTarget:
             activation = self.activation
             if activation == LOGITS:
                 activation = _model_probability(prediction)
-            return _activated(output, classes, activation) > self.threshold
-        predicted = self._predicted(output, classes, prediction)
+            return _activated(output, classes, activation, shift) > self.threshold
+        predicted = self._predicted(output, classes, prediction, shift)
         return largest_component(predicted) if self.region == "largest_component" else predicted
 
     def _check_not_empty(self, region: torch.Tensor, classes: torch.Tensor) -> None:

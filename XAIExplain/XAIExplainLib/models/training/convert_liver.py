@@ -77,8 +77,8 @@ MODELS = {
         "description": (
             "Liver-lesion segmentation in CT (3D U-Net with residual blocks, 1 x 1 x 3 mm voxels, sliding "
             "92 x 84 x 42 output segments) from pyliverlesionseg 0.3 (Tang et al.; Apache-2.0), ported to torch "
-            "and checked against their Keras graph. Their pipeline feeds it the liver only (everything outside "
-            "the dilated liver mask set to -0.5): run it on a liver-masked CT. Not for clinical use."),
+            "and checked against their Keras graph. As their pipeline does, its card runs liver-seg-3d first and "
+            "feeds it the dilated liver only (everything else -0.5), cropped to the liver. Not for clinical use."),
     },
 }
 
@@ -86,16 +86,17 @@ MODELS = {
 #: recorded in each card so a user sees it next to the model.
 DIFFERENCES = {
     "liver-seg-3d": [
-        "their crop_ct_image (body bounding box in x/y; z from the hip to the liver dome + 70 mm, found from the "
-        "lungs and the pelvis) is not done: the 489 x 408 x 408 mm output segment is centred on the image centre",
-        "their resampling is zoom to 1.5 mm, a 3 x 3 x 3 median filter, zoom to 3 mm; here one linear resampling "
-        "(antialiased) to 3 mm",
-        "their post-processing (p > 0.5, erosion, largest component, dilation) is not applied: labels are p > 0.5",
-        "CT only: their MR normalisation (per-volume min .. min + 80 % range onto [-0.5, 0.5]) has no card here",
+        "their crop_ct_image (body box in x/y; z from the hip to the liver dome + 70 mm, found from the lungs "
+        "and the pelvis) is the card's input.resampling.crop; where the image lacks lungs or pelvis their code "
+        "stops, here the whole image is used (with a warning)",
+        "their DeepVoxNet fills every voxel of the zoomed image outside the output segment with the nearest "
+        "output value; here that fill stops at the input segment (beyond it the image is background)",
+        "CT only: their MR normalisation (per-volume min .. min + 80 % range onto [-0.5, 0.5]) is the card "
+        "intensity mode 'minmax', but no MR card is bundled",
     ],
     "liver-lesion-seg-3d": [
-        "their input is the CT masked by the dilated liver mask (outside set to -0.5) and cropped to the liver's "
-        "bounding box: give it a liver-masked CT; the card cannot chain the liver model",
+        "the liver mask is always liver-seg-3d's prediction (their code also takes a liver RTSTRUCT drawn by a "
+        "physician)",
         "their windows tile 92 x 84 x 42 output segments without overlap; here the engine's sliding windows of the "
         "input segment (overlap 0.25, Gaussian blending; each window's margin holds its nearest output values)",
         "CT only: their MR normalisation (median and range of the liver) has no card here",
@@ -106,6 +107,19 @@ DIFFERENCES = {
 #: [-0.5, 0.5]; their segment extraction pads with 0, i.e. 0 HU.
 CT_INTENSITY = {"mode": "window", "window": [-200.0, 200.0], "range": [-0.5, 0.5]}
 PAD_HU = 0.0
+#: Their liver pipeline's resampling (pymirc zoom3d to 1.5 mm, 3 x 3 x 3 median, zoom3d to 3 mm; the
+#: segment padded with 0 after normalisation) and post-processing (erode once, largest component,
+#: dilate once): models.card_steps.
+LIVER_RESAMPLING = {"method": "zoom", "median": {"spacing": [1.5, 1.5, 1.5], "size": 3}, "segment_pad": 0.0,
+                    "crop": {"size_mm_max": [489.0, 408.0, 408.0], "hip_margin_mm": 20.0, "dome_margin_mm": 70.0,
+                             "required": False}}
+LIVER_POSTPROCESSING = {"largest_component": True, "erosion": 1}
+#: Their lesion pipeline: normalise, zoom3d to 1 x 1 x 3 mm, the liver (liver-seg-3d's labels, zoomed
+#: alike, dilated with the 18-neighbourhood grown once) kept and everything else -0.5, cropped to the
+#: liver; labels p > 0.5 on that grid, back to the image by an order-1 zoom, > 0.
+LESION_RESAMPLING = {"method": "zoom", "segment_pad": 0.0, "intensity": "before",
+                     "mask": {"model": "liver-seg-3d", "class": "liver", "dilation": 2, "outside": -0.5}}
+LESION_POSTPROCESSING = {"largest_component": False, "erosion": 0}
 
 NOTICE = """The weights in this folder are converted from the trained models of
 
@@ -180,7 +194,8 @@ def state_dict_from_hdf5(net, convolutions) -> dict:
 
 
 def card_for(name: str, spec: dict, net, spacing_xyz, hdf5_sha: str, wheel_sha: str, weights_sha: str) -> dict:
-    return {
+    liver = name == "liver-seg-3d"
+    card = {
         "name": name,
         "version": f"{PACKAGE} {VERSION}",
         "description": spec["description"],
@@ -210,6 +225,9 @@ def card_for(name: str, spec: dict, net, spacing_xyz, hdf5_sha: str, wheel_sha: 
             "differences_from_their_pipeline": DIFFERENCES[name],
         },
     }
+    card["input"]["resampling"] = dict(LIVER_RESAMPLING if liver else LESION_RESAMPLING)
+    card["output"]["postprocessing"] = dict(LIVER_POSTPROCESSING if liver else LESION_POSTPROCESSING)
+    return card
 
 
 def reference_patch(ct_path: Path, input_size_xyz) -> np.ndarray:
