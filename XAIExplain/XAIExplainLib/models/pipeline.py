@@ -29,7 +29,7 @@ from ..engine.interrupt import checkpoint
 from .loading import load_model
 from .explained_class import (PER_SLICE, class_of_interest, explains_one_class_per_volume, is_per_slice,
                               volume_class)
-from .pipeline_protocol import PreparedImage, check_prepared
+from .pipeline_protocol import PreparedImage, check_prepared, window_options
 
 
 @dataclass
@@ -206,8 +206,9 @@ def run_networks(loaded: LoadedModel, array: np.ndarray, mode: str, axis: int | 
     from .input_size import is_too_small, too_small_error
 
     kwargs = {"mode": mode, "axis": axis or 0, "batch_size": batch_size, "device": device}
-    if mode == "volume":
-        kwargs.update(loaded.pipeline.volume_options())
+    windows = window_options(loaded.pipeline, mode)
+    if mode == "volume" or windows:
+        kwargs.update(windows)
         if batch_size is not None:  # the caller's batch size wins over the pipeline's suggestion
             kwargs["batch_size"] = batch_size
         if overlap is not None:
@@ -258,11 +259,11 @@ def _check_windows(loaded: LoadedModel, mode: str, device: torch.device, budget:
                    gradients: bool) -> None:
     """A windowed model's patch (from its plans, config or card) against the budget or the free memory,
     before anything is allocated for it (:mod:`models.working_memory`)."""
-    if mode != "volume":
+    patch = window_options(loaded.pipeline, mode).get("patch_size")
+    if mode != "volume" and patch is None:
         return
     from .working_memory import check_window_memory
 
-    patch = loaded.pipeline.volume_options().get("patch_size")
     where = f"model '{loaded.name}'" + (f" ({loaded.source})" if loaded.source is not None else "")
     check_window_memory(loaded.module, loaded.card.input.channels, patch, where, budget, device, gradients)
 

@@ -122,9 +122,9 @@ def _sha256(path: Path) -> str:
 
 
 def _check_supported(folder, configuration: str, configuration_manager) -> None:
-    if len(configuration_manager.patch_size) != 3:
-        raise ModelCardError(f"{folder.path}: configuration '{configuration}' is a 2D nnU-Net model; XAIExplain "
-                             "explains nnU-Net's 3D configurations (3d_fullres, 3d_lowres); use one of those")
+    if len(configuration_manager.patch_size) not in (2, 3):
+        raise ModelCardError(f"{folder.path}: configuration '{configuration}' has patch_size "
+                             f"{list(configuration_manager.patch_size)}; nnU-Net's configurations are 2D or 3D")
     if configuration_manager.previous_stage_name is not None:
         raise ModelCardError(f"{folder.path}: configuration '{configuration}' is a cascade stage that needs the "
                              f"segmentation of '{configuration_manager.previous_stage_name}' as input; explain "

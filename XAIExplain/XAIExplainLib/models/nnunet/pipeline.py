@@ -7,6 +7,11 @@ with the foreground intensity properties, resampling to the configuration's spac
 The prepared input maps results back with nnU-Net's export: logits resampled with the
 configuration's probability resampling, the crop re-inserted, the transpose undone, and
 the result placed on the input image's exact grid (origin, spacing, direction).
+
+The ``2d`` configuration preprocesses the same way but keeps the spacing between slices
+(its plans give an in-plane spacing only), and runs its 2D network on sliding windows of
+every slice along the first axis of the transposed grid, as ``nnUNetPredictor`` does
+(``_internal_get_sliding_window_slicers``: a 2D patch is tiled over each slice ``d``).
 """
 from __future__ import annotations
 
@@ -36,6 +41,25 @@ class NnUNetPipeline:
         self.mirror_axes = tuple(mirror_axes)
         self.channels = len(dataset_json["channel_names"])
 
+    @property
+    def is_2d(self) -> bool:
+        """The ``2d`` configuration (a 2D patch): a 2D network over slices along nnU-Net's first axis."""
+        return len(self.configuration_manager.patch_size) == 2
+
+    def model_spacing(self, spacing_transposed) -> list[float]:
+        """The spacing of nnU-Net's grid: the configuration's, with the slice spacing kept for ``2d``
+        (nnU-Net's rule in ``DefaultPreprocessor.run_case_npy`` and ``export_prediction``)."""
+        target = [float(s) for s in self.configuration_manager.spacing]
+        return [float(spacing_transposed[0])] + target if len(target) < len(spacing_transposed) else target
+
+    def slice_options(self) -> dict:
+        """explain_volume / predict_volume keyword arguments in slices mode: nnU-Net's 2D windows over every
+        slice (``{}`` for a 3D configuration, which does not run per slice)."""
+        if not self.is_2d:
+            return {}
+        return {"patch_size": [int(p) for p in self.configuration_manager.patch_size],
+                "overlap": 1.0 - NNUNET_TILE_STEP, "tiling": NNUNET_TILING, "mirror_axes": self.mirror_axes}
+
     def volume_options(self) -> dict:
         """explain_volume / predict_volume keyword arguments that reproduce nnU-Net's windows.
 
@@ -48,7 +72,11 @@ class NnUNetPipeline:
 
     def prepare(self, image: sitk.Image, slice_axis=None, spacing=None,
                 memory_budget_mb: float | None = None) -> "NnUNetPrepared":
-        """nnU-Net's preprocessing of ``image`` (``slice_axis`` does not apply: 3D models only).
+        """nnU-Net's preprocessing of ``image``.
+
+        ``slice_axis`` does not apply: a 3D configuration runs on the volume, and the ``2d`` one slices
+        along the first axis of nnU-Net's transposed grid (its plans' ``transpose_forward``), axis 0 of
+        the prepared array.
 
         The grid nnU-Net will resample to is checked against ``memory_budget_mb`` (or the memory
         available) before its preprocessor runs (:func:`models.preprocessing.check_model_grid_bytes`).
@@ -58,6 +86,13 @@ class NnUNetPipeline:
                             "not apply")
         if not isinstance(image, sitk.Image):
             raise TypeError(f"an nnU-Net model takes a SimpleITK.Image, got {type(image).__name__}")
+        if slice_axis not in (None, 0) or (slice_axis is not None and not self.is_2d):
+            raise ValueError(
+                f"an nnU-Net {'2d' if self.is_2d else '3D'} model chooses its own slicing: "
+                + ("the 2d configuration slices along the first axis of its transposed grid (plans.json "
+                   f"transpose_forward {list(self.plans_manager.transpose_forward)}); leave axis unset"
+                   if self.is_2d else "a 3D configuration runs on the whole volume; leave axis unset")
+                + f", got axis {slice_axis!r}")
         if image.GetDimension() != 3:
             raise ValueError(f"this nnU-Net model needs a 3D image; got a {image.GetDimension()}D image")
         components = image.GetNumberOfComponentsPerPixel()
@@ -83,7 +118,7 @@ class NnUNetPipeline:
         forward = list(self.plans_manager.transpose_forward)
         shape = np.asarray(image.GetSize()[::-1], dtype=float)[forward]
         spacing = np.asarray(image.GetSpacing()[::-1], dtype=float)[forward]
-        target = np.asarray(self.configuration_manager.spacing, dtype=float)
+        target = np.asarray(self.model_spacing(spacing), dtype=float)
         new_shape = np.round(spacing / target * shape).astype(np.int64)
         check_model_grid_bytes(f"nnU-Net model '{self.dataset_json.get('name', 'nnU-Net')}'", self.channels,
                                shape.astype(np.int64), spacing, new_shape, target, memory_budget_mb)
@@ -148,7 +183,7 @@ class NnUNetPrepared:
         p, props = self._pipeline, self.properties
         spacing = [props["spacing"][i] for i in p.plans_manager.transpose_forward]
         resampled = p.configuration_manager.resampling_fn_probabilities(
-            values, props["shape_after_cropping_and_before_resampling"], p.configuration_manager.spacing, spacing)
+            values, props["shape_after_cropping_and_before_resampling"], p.model_spacing(spacing), spacing)
         resampled = np.asarray(resampled, dtype=np.float32)[0]
         from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
 
@@ -176,7 +211,7 @@ class NnUNetPrepared:
         cropped = transposed[box][None].astype(np.int16)
         spacing = [props["spacing"][i] for i in p.plans_manager.transpose_forward]
         out = np.asarray(p.configuration_manager.resampling_fn_seg(
-            cropped, self.spatial_shape, spacing, p.configuration_manager.spacing))[0] > 0
+            cropped, self.spatial_shape, spacing, p.model_spacing(spacing)))[0] > 0
         if not out.any() and mask.any():
             out[self.voxel_to_model_grid(np.argwhere(mask).mean(axis=0))] = True
         return out
