@@ -12,7 +12,8 @@ import SimpleITK as sitk
 
 pytest.importorskip("nnunetv2")
 
-from Testing.support.nnunet_folders import ct_image, dataset_json, nnunet_prediction, write_nnunet_folder  # noqa: E402
+from Testing.support.nnunet_folders import (ct_image, dataset_json, nnunet_prediction, write_cascade,  # noqa: E402
+                                           write_nnunet_folder)
 from XAIExplainLib.engine import SegmentationTarget  # noqa: E402
 from XAIExplainLib.models import explain_image, load_model, predict_image  # noqa: E402
 from XAIExplainLib.models.errors import ModelCardError  # noqa: E402
@@ -189,3 +190,59 @@ def test_memory_budget_applies_to_every_configuration(plane_folders, tmp_path, i
                                   sitk.GetArrayFromImage(plain.prediction))
     np.testing.assert_allclose(sitk.GetArrayFromImage(budgeted.maps["gradcam"]),
                                sitk.GetArrayFromImage(plain.maps["gradcam"]), atol=1e-5)
+
+
+# ---- 3d_cascade_fullres -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cascade(tmp_path_factory):
+    return write_cascade(tmp_path_factory.mktemp("cascade") / "Dataset999_Tiny")
+
+
+def test_cascade_feeds_the_lowres_segmentation_as_nnunet_does(cascade, image):
+    lowres, fullres = cascade
+    first, _ = nnunet_prediction(lowres, image, (0,))
+    expected, _ = nnunet_prediction(fullres, image, (0,), previous_stage=first[None].astype(np.int16))
+    alone, _ = nnunet_prediction(fullres, image, (0,), previous_stage=np.zeros_like(first, np.int16)[None])
+    assert (alone != expected).mean() > 0.01  # the first stage's segmentation matters to this network
+    model = load_model(fullres)  # the first stage is found beside it
+    stage = model.card.extra["nnunet"]
+    assert stage["explained_stage"] == "3d_cascade_fullres" and stage["previous_stage"]["configuration"] == \
+        "3d_lowres" and stage["previous_stage"]["folder"] == str(lowres)
+    assert model.card.input.channels == 1 and model.pipeline.network_channels == 3
+    result = explain_image(model, image, ["gradcam", "saliency"], device="cpu")
+    assert "maps explain this 3d_cascade_fullres stage" in result.card.description
+    assert result.card.extra["nnunet"]["explained_stage"] == "3d_cascade_fullres"
+    assert (sitk.GetArrayFromImage(result.prediction) == expected).mean() >= 0.99
+    assert np.abs(sitk.GetArrayFromImage(result.maps["gradcam"])).max() > 0
+
+
+def test_cascade_first_stage_by_option_or_a_clear_error(cascade, tmp_path, image):
+    lowres, fullres = cascade
+    moved = tmp_path / "elsewhere" / fullres.name
+    shutil.copytree(fullres, moved)
+    with pytest.raises(FileNotFoundError, match=r"is a cascade stage that needs the segmentation of the "
+                                                r"'3d_lowres' stage, but .*nnUNetTrainer__nnUNetPlans__3d_lowres "
+                                                r"does not exist; .*previous_stage="):
+        load_model(moved)
+    by_option = load_model(moved, previous_stage=lowres)
+    beside = load_model(fullres)
+    assert by_option.card.extra["nnunet"]["previous_stage"]["folder"] == str(lowres)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(predict_image(by_option, image, device="cpu")),
+                                  sitk.GetArrayFromImage(predict_image(beside, image, device="cpu")))
+    with pytest.raises(ModelCardError, match=r"is configuration '3d_cascade_fullres', but the cascade stage .* "
+                                             r"takes the segmentation of '3d_lowres'"):
+        load_model(moved, previous_stage=fullres)
+    with pytest.raises(ValueError, match="previous_stage= applies to a cascade stage"):
+        load_model(lowres, previous_stage=lowres)
+
+
+def test_cascade_memory_budget_counts_the_one_hot_channels(cascade, image):
+    _, fullres = cascade
+    model = load_model(fullres)
+    with pytest.raises(ValueError, match=r"window with 3 channel\(s\) needs .* more than the memory budget of "
+                                         r"0.01 MB"):
+        explain_image(model, ct_image(shape=(4, 12, 12)), "gradcam", device="cpu", memory_budget_mb=0.01)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(predict_image(model, image, device="cpu")),
+                                  sitk.GetArrayFromImage(predict_image(model, image, device="cpu",
+                                                                       memory_budget_mb=256)))

@@ -100,7 +100,14 @@ def checkpoint_dict(network, plan, dataset, fold, trainer="nnUNetTrainer", confi
             "init_args": {"plans": plan, "configuration": configuration, "fold": fold, "dataset_json": dataset,
                           "device": torch.device("cpu")},
             "trainer_name": trainer,
-            "inference_allowed_mirroring_axes": tuple(range(len(plan["configurations"][configuration]["patch_size"])))}
+            "inference_allowed_mirroring_axes": tuple(range(len(_configuration(plan, configuration)["patch_size"])))}
+
+
+def _configuration(plan: dict, name: str) -> dict:
+    """A configuration of the plans with what it inherits (nnU-Net's ``inherits_from``)."""
+    entry = plan["configurations"][name]
+    parent = entry.get("inherits_from")
+    return {**(_configuration(plan, parent) if parent else {}), **entry}
 
 
 def write_nnunet_folder(path, folds=(0,), regions=False, channels=("CT",), trainer="nnUNetTrainer",
@@ -122,6 +129,30 @@ def write_nnunet_folder(path, folds=(0,), regions=False, channels=("CT",), train
         torch.save(checkpoint_dict(network, plan, dataset, fold, trainer, configuration),
                    path / f"fold_{fold}" / checkpoint)
     return path
+
+
+def cascade_plans(**options) -> dict:
+    """Plans with nnU-Net's cascade: ``3d_lowres`` (coarser spacing, ``next_stage``) and ``3d_cascade_fullres``
+    (inherits 3d_fullres, ``previous_stage`` 3d_lowres), as nnU-Net's planner writes them."""
+    plan = plans(**options)
+    fullres = plan["configurations"]["3d_fullres"]
+    plan["configurations"]["3d_lowres"] = {**fullres, "data_identifier": "nnUNetPlans_3d_lowres",
+                                           "spacing": [2 * s for s in fullres["spacing"]],
+                                           "next_stage": ["3d_cascade_fullres"]}
+    plan["configurations"]["3d_cascade_fullres"] = {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres",
+                                                    "data_identifier": "nnUNetPlans_3d_fullres"}
+    return plan
+
+
+def write_cascade(dataset_folder, folds=(0,), **options) -> tuple[Path, Path]:
+    """``(lowres folder, cascade folder)`` side by side in ``dataset_folder``, as nnU-Net trains them."""
+    dataset_folder = Path(dataset_folder)
+    plan = cascade_plans(**options)
+    lowres = write_nnunet_folder(dataset_folder / "nnUNetTrainer__nnUNetPlans__3d_lowres", folds, plan=plan,
+                                 configuration="3d_lowres")
+    cascade = write_nnunet_folder(dataset_folder / "nnUNetTrainer__nnUNetPlans__3d_cascade_fullres", folds,
+                                  plan=plan, configuration="3d_cascade_fullres")
+    return lowres, cascade
 
 
 def ct_image(shape=(20, 36, 30), spacing=(0.8, 0.9, 2.5), seed=0, oblique=False) -> sitk.Image:

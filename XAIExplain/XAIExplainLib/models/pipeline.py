@@ -156,7 +156,7 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
         check_memory_budget(budget)
         options["memory_budget_mb"] = _engine_budget(budget, image, card.input.channels, len(method_list))
     _check_windows(loaded, mode, run_device, budget, gradients=True)
-    prepared = _prepare(loaded, image, axis, budget)
+    prepared = _prepare(loaded, image, axis, budget, run_device)
     engine_target = _engine_target(card, _model_grid_target(card, target, prepared))
     lap("preprocess")
     if engine_target is None and not per_slice and explains_one_class_per_volume(card, mode):
@@ -181,13 +181,18 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
 
 def predict_image(model, image, mode: str | None = None, axis: int | None = None,
                   device: str | torch.device | None = "auto", batch_size: int | None = None,
-                  overlap: float | None = None, trust: bool = False):
-    """The prediction part of :func:`explain_image` alone (no attribution)."""
+                  overlap: float | None = None, trust: bool = False, memory_budget_mb: float | None = None):
+    """The prediction part of :func:`explain_image` alone (no attribution); ``memory_budget_mb`` bounds the
+    model grid and the window as in :func:`explain_image`."""
     loaded = _as_loaded(model, trust)
     mode, axis = _check_mode(loaded.card, mode, axis)
     run_device = resolve_device(device)
-    _check_windows(loaded, mode, run_device, None, gradients=False)
-    prepared = _prepare(loaded, _as_image(image), axis, None)
+    if memory_budget_mb is not None:
+        from ..engine.volume import check_memory_budget
+
+        check_memory_budget(memory_budget_mb)
+    _check_windows(loaded, mode, run_device, memory_budget_mb, gradients=False)
+    prepared = _prepare(loaded, _as_image(image), axis, memory_budget_mb, run_device)
     _, logits = run_networks(loaded, prepared.array, mode, axis, run_device, batch_size, overlap)
     return _prediction(loaded, logits, prepared)
 
@@ -249,9 +254,14 @@ def run_networks(loaded: LoadedModel, array: np.ndarray, mode: str, axis: int | 
     return maps, outputs
 
 
-def _prepare(loaded: LoadedModel, image: sitk.Image, axis: int | None, budget: float | None) -> PreparedImage:
-    """The form's pipeline on ``image``, through the :class:`ModelPipeline` seam (the budget bounds its grid)."""
-    prepared = loaded.pipeline.prepare(image, slice_axis=axis, memory_budget_mb=budget)
+def _prepare(loaded: LoadedModel, image: sitk.Image, axis: int | None, budget: float | None,
+             device: torch.device | None = None) -> PreparedImage:
+    """The form's pipeline on ``image``, through the :class:`ModelPipeline` seam (the budget bounds its grid;
+    a pipeline that runs a network itself, an nnU-Net cascade's first stage, is told the run's ``device``)."""
+    from .pipeline_protocol import takes_device
+
+    extra = {"device": device} if device is not None and takes_device(loaded.pipeline) else {}
+    prepared = loaded.pipeline.prepare(image, slice_axis=axis, memory_budget_mb=budget, **extra)
     return check_prepared(prepared, f"model '{loaded.name}'")
 
 
@@ -265,7 +275,8 @@ def _check_windows(loaded: LoadedModel, mode: str, device: torch.device, budget:
     from .working_memory import check_window_memory
 
     where = f"model '{loaded.name}'" + (f" ({loaded.source})" if loaded.source is not None else "")
-    check_window_memory(loaded.module, loaded.card.input.channels, patch, where, budget, device, gradients)
+    channels = getattr(loaded.pipeline, "network_channels", loaded.card.input.channels)
+    check_window_memory(loaded.module, channels, patch, where, budget, device, gradients)
 
 
 def _engine_budget(budget_mb: float, image: sitk.Image, channels: int, n_methods: int) -> float:

@@ -12,6 +12,9 @@ The ``2d`` configuration preprocesses the same way but keeps the spacing between
 (its plans give an in-plane spacing only), and runs its 2D network on sliding windows of
 every slice along the first axis of the transposed grid, as ``nnUNetPredictor`` does
 (``_internal_get_sliding_window_slicers``: a 2D patch is tiled over each slice ``d``).
+
+A cascade stage runs its first stage on the image inside ``prepare`` and preprocesses that
+segmentation with the image, as nnU-Net does (:mod:`.cascade`).
 """
 from __future__ import annotations
 
@@ -33,13 +36,20 @@ class NnUNetPipeline:
     """``prepare(image) -> NnUNetPrepared`` and the engine options of nnU-Net's sliding windows."""
 
     def __init__(self, plans_manager, configuration_manager, dataset_json: dict, label_manager,
-                 mirror_axes: tuple[int, ...] = ()):
+                 mirror_axes: tuple[int, ...] = (), previous_stage=None):
         self.plans_manager = plans_manager
         self.configuration_manager = configuration_manager
         self.dataset_json = dataset_json
         self.label_manager = label_manager
         self.mirror_axes = tuple(mirror_axes)
         self.channels = len(dataset_json["channel_names"])
+        self.previous_stage = previous_stage  # a cascade's first stage (a LoadedModel), else None
+
+    @property
+    def network_channels(self) -> int:
+        """Channels the network takes: the image's, plus one per foreground label after a first stage."""
+        extra = len(self.label_manager.foreground_labels) if self.previous_stage is not None else 0
+        return self.channels + extra
 
     @property
     def is_2d(self) -> bool:
@@ -71,7 +81,7 @@ class NnUNetPipeline:
                 "overlap": 1.0 - NNUNET_TILE_STEP, "tiling": NNUNET_TILING, "mirror_axes": self.mirror_axes}
 
     def prepare(self, image: sitk.Image, slice_axis=None, spacing=None,
-                memory_budget_mb: float | None = None) -> "NnUNetPrepared":
+                memory_budget_mb: float | None = None, device=None) -> "NnUNetPrepared":
         """nnU-Net's preprocessing of ``image``.
 
         ``slice_axis`` does not apply: a 3D configuration runs on the volume, and the ``2d`` one slices
@@ -80,6 +90,8 @@ class NnUNetPipeline:
 
         The grid nnU-Net will resample to is checked against ``memory_budget_mb`` (or the memory
         available) before its preprocessor runs (:func:`models.preprocessing.check_model_grid_bytes`).
+        A cascade stage first predicts the image with its first stage on ``device`` (None: where that
+        stage's networks are), within the same budget.
         """
         if spacing is not None:
             raise TypeError("an nnU-Net model takes a SimpleITK.Image, whose spacing it reads; spacing= does "
@@ -101,13 +113,31 @@ class NnUNetPipeline:
             raise ValueError(f"the model takes {self.channels} channel(s) ({names}, dataset.json channel_names) "
                              f"but the image has {components} component(s) per voxel")
         self._check_grid(image, memory_budget_mb)
+        previous = self._previous_segmentation(image, memory_budget_mb, device)
         array = sitk.GetArrayFromImage(image)
         array = array[None] if components == 1 else np.moveaxis(array, -1, 0)
         properties = {"spacing": list(image.GetSpacing())[::-1]}
         preprocessor = self.configuration_manager.preprocessor_class(verbose=False)
-        data, _, properties = preprocessor.run_case_npy(array, None, properties, self.plans_manager,
-                                                        self.configuration_manager, self.dataset_json)
+        data, segmentation, properties = preprocessor.run_case_npy(array, previous, properties, self.plans_manager,
+                                                                   self.configuration_manager, self.dataset_json)
+        if previous is not None:
+            from .cascade import with_previous_segmentation
+
+            data = with_previous_segmentation(data, segmentation, self.label_manager)
         return NnUNetPrepared(np.ascontiguousarray(data, dtype=np.float32), properties, image, self)
+
+    def _previous_segmentation(self, image: sitk.Image, memory_budget_mb: float | None, device):
+        """A cascade's first-stage label map of ``image`` as nnU-Net's preprocessor takes a segmentation,
+        ``(1, Z, Y, X)`` on the image's array grid; None without a first stage."""
+        if self.previous_stage is None:
+            return None
+        from ..pipeline import predict_image
+
+        first = self.previous_stage
+        first.pipeline._check_grid(image, memory_budget_mb)
+        run_on = device if device is not None else first.device
+        labels = predict_image(first, image, device=run_on, memory_budget_mb=memory_budget_mb)
+        return sitk.GetArrayFromImage(labels)[None].astype(np.int16)
 
 
     def _check_grid(self, image: sitk.Image, memory_budget_mb: float | None) -> None:
