@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 from ..errors import ModelCardError
 from .library import nnunetv2
@@ -33,7 +34,7 @@ def previous_stage_folder(folder: Path, trainer: str, plans_name: str, previous:
     if not beside.is_dir():
         raise FileNotFoundError(f"{folder} is a cascade stage that needs the segmentation of the '{previous}' "
                                 f"stage, but {beside} does not exist; train or copy that stage there, or name its "
-                                "folder with previous_stage= (--option previous_stage=PATH)")
+                                "folder with load_model(..., previous_stage=PATH)")
     return beside
 
 
@@ -52,3 +53,31 @@ def with_previous_segmentation(data: np.ndarray, segmentation: np.ndarray, label
     labels = nnunetv2("utilities.label_handling.label_handling")
     onehot = labels.convert_labelmap_to_one_hot(segmentation[0], label_manager.foreground_labels, data.dtype)
     return np.vstack((data, np.asarray(onehot, dtype=data.dtype)))
+
+
+def first_stage_segmentation(first, image: sitk.Image, device, memory_budget_mb: float | None) -> np.ndarray:
+    """The first stage's label map of ``image`` as nnU-Net's preprocessor takes a segmentation: ``(1, Z, Y, X)``
+    int16 on the image's array grid. ``first`` (a loaded nnU-Net model) runs on ``device`` (None: where its
+    networks are) within ``memory_budget_mb``; its folds' logits are averaged as nnU-Net ensembles them
+    (the rule of ``models.pipeline.run_networks``, which imports this package, so it cannot be called here)."""
+    from ...engine import predict_volume
+    from ...engine.devices import resolve_device
+    from ..working_memory import check_window_memory
+
+    device = first.device if device is None else resolve_device(device)
+    options = first.pipeline.volume_options()
+    check_window_memory(first.module, first.pipeline.network_channels, options["patch_size"],
+                        f"the first stage of the cascade ({first.source})", memory_budget_mb, device, False)
+    prepared = first.pipeline.prepare(image, memory_budget_mb=memory_budget_mb)
+    logits = None
+    for network in first.modules:
+        previous = next((t.device for t in network.parameters()), device)
+        try:
+            network.to(device)
+            out = predict_volume(network, prepared.array, mode="volume", device=device, **options)
+        finally:
+            network.to(previous)
+        logits = out if logits is None else logits + out
+    probabilities = first.activate(logits[None] / len(first.modules), axis=1)[0]
+    labels = prepared.restore_labels(probabilities)
+    return sitk.GetArrayFromImage(labels)[None].astype(np.int16)

@@ -127,17 +127,12 @@ class NnUNetPipeline:
         return NnUNetPrepared(np.ascontiguousarray(data, dtype=np.float32), properties, image, self)
 
     def _previous_segmentation(self, image: sitk.Image, memory_budget_mb: float | None, device):
-        """A cascade's first-stage label map of ``image`` as nnU-Net's preprocessor takes a segmentation,
-        ``(1, Z, Y, X)`` on the image's array grid; None without a first stage."""
+        """A cascade's first-stage label map of ``image`` (``(1, Z, Y, X)``); None without a first stage."""
         if self.previous_stage is None:
             return None
-        from ..pipeline import predict_image
+        from .cascade import first_stage_segmentation
 
-        first = self.previous_stage
-        first.pipeline._check_grid(image, memory_budget_mb)
-        run_on = device if device is not None else first.device
-        labels = predict_image(first, image, device=run_on, memory_budget_mb=memory_budget_mb)
-        return sitk.GetArrayFromImage(labels)[None].astype(np.int16)
+        return first_stage_segmentation(self.previous_stage, image, device, memory_budget_mb)
 
 
     def _check_grid(self, image: sitk.Image, memory_budget_mb: float | None) -> None:
