@@ -77,6 +77,8 @@ class XAIExplainParameterNode:
     """Everything the panel sets, saved with the scene."""
 
     inputVolume: vtkMRMLScalarVolumeNode
+    #: the volumes of a model's second, third, ... input channel (the first is inputVolume)
+    channelVolumes: list[vtkMRMLScalarVolumeNode]
     model: str = ""
     methods: str = "gradcam"
     target: str = ""
@@ -129,6 +131,7 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updatingGui = False
         self._job = None
         self._timer = None
+        self._channelSelectors = []
 
     # ------------------------------------------------------------------ setup
 
@@ -144,6 +147,7 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for text, value in choices.MODES:
             self.ui.modeSelector.addItem(text, value)
         self.ui.progressBar.setVisible(False)
+        self.ui.channelVolumesWidget.setVisible(False)
         self.ui.roiSegmentSelector.setVisible(False)
         self.ui.roiLabel.setVisible(False)
         self.ui.pointWidget.setVisible(False)
@@ -250,10 +254,12 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._job is not None:
             return
         p = self._parameterNode
-        ready = bool(p and p.inputVolume and p.model and p.methods)
+        ready = bool(p and p.inputVolume and p.model and p.methods
+                     and all(selector.currentNode() for selector in self._channelSelectors))
         self.ui.applyButton.enabled = ready
         self.ui.applyButton.toolTip = ("Run the explanation; while running, this button cancels it." if ready
-                                       else "Select an input volume, a model and at least one method.")
+                                       else "Select an input volume (one per input channel), a model and at least "
+                                            "one method.")
 
     # ---------------------------------------------------------------- choices
 
@@ -309,6 +315,7 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelInfoLabel.text = f"Cannot use this model: {error}"
             return
         self.ui.modelInfoLabel.text = offered.description
+        self.fillChannelSelectors(offered.inputs)
         self.fillMethods(offered.methods)
         self.fillTargets(offered.targets)
         self.fillLayers(offered.layers, offered.default_layer)
@@ -329,6 +336,34 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         finally:
             self._updatingGui = False
         self.onMethodsChanged()
+
+    def fillChannelSelectors(self, labels):
+        """One volume selector per input channel, labelled with the model's channel names; the first is the
+        input volume selector, the others are made here (the model decides how many)."""
+        self.ui.inputVolumeLabel.text = labels[0]
+        for selector in self._channelSelectors:
+            self.ui.channelVolumesWidget.layout().removeRow(selector)
+        self._channelSelectors = []
+        saved = list(self._parameterNode.channelVolumes) if self._parameterNode else []
+        for index, text in enumerate(labels[1:]):
+            selector = slicer.qMRMLNodeComboBox()
+            selector.nodeTypes = ["vtkMRMLScalarVolumeNode"]
+            selector.showChildNodeTypes = False
+            selector.addEnabled = False
+            selector.removeEnabled = False
+            selector.noneEnabled = True
+            selector.setMRMLScene(slicer.mrmlScene)
+            selector.toolTip = f"The {text[:-len(' volume:')]} volume, co-registered with the first channel's"
+            selector.setCurrentNode(saved[index] if index < len(saved) else None)
+            selector.connect("currentNodeChanged(vtkMRMLNode*)", self.onChannelVolumesChanged)
+            self.ui.channelVolumesWidget.layout().addRow(text, selector)
+            self._channelSelectors.append(selector)
+        self.ui.channelVolumesWidget.setVisible(len(labels) > 1)
+
+    def onChannelVolumesChanged(self, node=None):
+        if self._parameterNode:
+            self._parameterNode.channelVolumes = [selector.currentNode() for selector in self._channelSelectors]
+        self.updateApplyButton()
 
     def fillTargets(self, targets):
         self._updatingGui = True
@@ -519,7 +554,9 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         labelThreshold = None
         if p.labelMapOutput:
             labelThreshold = "otsu" if p.useOtsu else p.labelThreshold
-        return dict(inputVolumeNode=p.inputVolume, model=self.logic.loadModel(p.model),
+        volumes = [p.inputVolume] + [selector.currentNode() for selector in self._channelSelectors]
+        return dict(inputVolumeNode=volumes if len(volumes) > 1 else p.inputVolume,
+                    model=self.logic.loadModel(p.model),
                     methods=[m for m in p.methods.split(",") if m], target=target, layer=p.layer or None,
                     mode=p.mode or None, device=p.device or "auto", labelThreshold=labelThreshold,
                     predictionSegmentation=p.predictionSegmentation, opacity=p.opacity,

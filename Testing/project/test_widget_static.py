@@ -90,7 +90,8 @@ EXPECTED_CLASSES = {
     "modeSelector": "QComboBox", "deviceSelector": "QComboBox", "layerSelector": "QComboBox",
     "targetSelector": "QComboBox", "methodList": "QListWidget", "modelInfoLabel": "QLabel",
     "statusLabel": "QLabel", "roiLabel": "QLabel", "pointLabel": "QLabel", "pointWidget": "QWidget",
-    "progressBar": "QProgressBar", "opacitySlider": "ctkSliderWidget", "pointSelector": "qMRMLNodeComboBox",
+    "progressBar": "QProgressBar", "inputVolumeLabel": "QLabel", "channelVolumesWidget": "QWidget",
+    "opacitySlider": "ctkSliderWidget", "pointSelector": "qMRMLNodeComboBox",
     "pointPlaceWidget": "qSlicerMarkupsPlaceWidget", "roiSegmentSelector": "qMRMLSegmentSelectorWidget",
 }
 #: widget classes that parameterNodeWrapper's connectGui binds to a field of each type
@@ -122,7 +123,8 @@ def parameter_fields(tree) -> dict:
     for stmt in class_node(tree, "XAIExplainParameterNode").body:
         if isinstance(stmt, ast.AnnAssign):
             annotation = stmt.annotation
-            if isinstance(annotation, ast.Subscript):  # Annotated[float, WithinRange(...)]
+            if isinstance(annotation, ast.Subscript) and ast.unparse(annotation.value) == "Annotated":
+                # Annotated[float, WithinRange(...)]; list[vtkMRML...Node] stays as written
                 annotation = annotation.slice.elts[0]
             fields[stmt.target.id] = ast.unparse(annotation)
     return fields
@@ -341,7 +343,7 @@ SLOTS = {
     "qMRMLNodeComboBox": {"setMRMLScene(vtkMRMLScene*)", "setCurrentNode(vtkMRMLNode*)"},
 }
 MEMBERS = {
-    "QWidget": {"setVisible", "enabled", "toolTip", "visible", "show", "hide", "connect"},
+    "QWidget": {"setVisible", "enabled", "toolTip", "visible", "show", "hide", "connect", "layout"},
     "QLabel": {"text"},
     "QAbstractButton": {"text", "checked"},
     "QPushButton": {"setMenu", "showMenu"},
@@ -357,7 +359,7 @@ MEMBERS = {
                                   "setPlaceModeEnabled"},
 }
 #: what constructors / factory calls in the widget code return
-FACTORIES = {"QTimer": "QTimer", "QMenu": "QMenu", "addAction": "QAction"}
+FACTORIES = {"QTimer": "QTimer", "QMenu": "QMenu", "addAction": "QAction", "qMRMLNodeComboBox": "qMRMLNodeComboBox"}
 
 
 def inherited(table: dict, class_name: str) -> set:

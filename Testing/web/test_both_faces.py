@@ -18,8 +18,8 @@ from XAIExplainLib.logic import XAIExplainLogic, choices
 from .browser import require_web
 
 WIDGET = Path(__file__).resolve().parents[2] / "XAIExplain" / "XAIExplain.py"
-FILLING = ("showModel", "fillMethods", "fillTargets", "fillLayers", "refreshDeviceChoices", "selectData",
-           "onMethodsChanged", "onTargetChanged")
+FILLING = ("showModel", "fillChannelSelectors", "fillMethods", "fillTargets", "fillLayers", "refreshDeviceChoices",
+           "selectData", "onMethodsChanged", "onTargetChanged")
 
 
 class Item:
@@ -94,9 +94,10 @@ def qt_panel(logic):
     exec(compile(module, str(WIDGET), "exec"), namespace)  # noqa: S102 - the project's own source
     panel = namespace["Panel"]()
     panel.logic, panel._parameterNode, panel._updatingGui, panel._job = logic, None, False, None
+    panel._channelSelectors = []
     panel.ui = types.SimpleNamespace(**{name: Widget() for name in (
         "modelInfoLabel", "methodList", "targetSelector", "layerSelector", "deviceSelector", "roiSegmentSelector",
-        "roiLabel", "pointWidget", "pointLabel")})
+        "roiLabel", "pointWidget", "pointLabel", "inputVolumeLabel", "channelVolumesWidget")})
     return panel
 
 
@@ -143,3 +144,4 @@ def test_both_faces_offer_the_same_choices(model, web_bridge):
     assert panel.ui.deviceSelector.items == [(d["title"], d["value"]) for d in state.device_items]
     assert [(m["title"], m["value"]) for m in state.mode_items] == list(choices.MODES)
     assert panel.ui.modelInfoLabel.text == state.model_description
+    assert panel.ui.inputVolumeLabel.text == choices.INPUT_LABEL and not panel.ui.channelVolumesWidget.visible

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from .browser import Page, Served, open_browser, require_web, wait_until
+from .browser import Page, Served, require_web, wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -40,14 +40,6 @@ def served(chest, saved_dir):
     server = Served(chest, "--model", "lung-nodule-2d", "--method", "gradcam", "--output-dir", saved_dir)
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def driver():
-    require_web()
-    browser = open_browser()
-    yield browser
-    browser.quit()
 
 
 @pytest.fixture(scope="module")

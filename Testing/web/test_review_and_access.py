@@ -15,17 +15,9 @@ import urllib.request
 import pytest
 import SimpleITK as sitk
 
-from .browser import ROOT, Page, Served, open_browser, require_web, wait_until
+from .browser import ROOT, Page, Served, require_web, wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-def driver():
-    require_web()
-    browser = open_browser()
-    yield browser
-    browser.quit()
 
 
 def _phantom(path, seed):

@@ -88,7 +88,7 @@ def run_cohort(spec: ExplainSettings, items: Sequence[InputItem], output_dir: st
     stderr = stderr or sys.stderr
     progress = progress or Progress(len(items), stream=stderr, enabled=False)
     started = time.monotonic()
-    protected = [i.path for i in items] + [Path(f) for i in items for f in i.files]
+    protected = [i.path for i in items] + [path for i in items for path in i.paths]
     if spec.region:
         protected.append(Path(spec.region))
     out = OutputFolder(output_dir, overwrite=spec.overwrite, protected=protected)

@@ -2,7 +2,11 @@
 
 An argument is an image file (NRRD, NIfTI, MHA/MHD, a single DICOM file...), a
 folder holding DICOM series (one input per series) or else image files, or a
-text file listing such inputs one per line.  Discovery never opens image data:
+text file listing such inputs one per line.  For a model with several input
+channels (multi-sequence MRI, CT + PET) one input is several files: comma-joined
+(``t1.nii.gz,t1ce.nii.gz,t2.nii.gz,flair.nii.gz``, on the command line or as one
+line of a list file), or a folder's files in nnU-Net's naming (``CASE_0000.nii.gz``,
+``CASE_0001.nii.gz``, ...) grouped by case.  Discovery never opens image data:
 it only decides what each input is and gives it a unique output stem, so a
 cohort of hundreds of files is planned in a moment and every problem (a
 missing file, an empty folder) is attached to the input it concerns instead of
@@ -33,6 +37,8 @@ LIST_SUFFIXES = (".txt", ".lst", ".list")
 TOOL_HIDDEN_PREFIX = ".xaiexplain-"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: nnU-Net's file naming of a case's channels: ``CASE_XXXX`` + the image ending, XXXX the channel index.
+_NNUNET_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,9 @@ class InputItem:
     error: UserError | None = None
     #: ``list.txt:N`` for an input named on line N of a list file (``source`` then starts with it).
     listed_in: str = ""
+    #: One file per input channel, in the model's channel order (``path`` is the first), for a model
+    #: with several input channels; empty for a single file or series.
+    channel_paths: tuple[Path, ...] = ()
 
     @property
     def plain(self) -> str:
@@ -58,6 +67,11 @@ class InputItem:
         folder (a list's relative path joined to the list's folder), and the series of a DICOM folder."""
         prefix = f"{self.listed_in}: "
         return self.source[len(prefix):] if self.listed_in and self.source.startswith(prefix) else self.source
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        """Every file the input reads: its channel files, its DICOM slices, or its one file."""
+        return self.channel_paths or tuple(Path(f) for f in self.files) or (Path(self.path),)
 
     @property
     def is_series(self) -> bool:
@@ -106,8 +120,11 @@ def is_list_name(path: Path) -> bool:
 
 
 def discover(arguments: Sequence[str], output_dir: str | os.PathLike | None = None,
-             notes: list[str] | None = None) -> list[InputItem]:
+             notes: list[str] | None = None, channels: Sequence[str] = ()) -> list[InputItem]:
     """Expand INPUT arguments into input items with unique stems, in the order given.
+
+    ``channels`` names the model's input channels; with more than one, an input may be
+    one file per channel (see the module docstring).
 
     Outputs of this tool (files an ``*.xaiexplain.json`` manifest lists) are
     never inputs: in a folder they are skipped with a line in ``notes``, named
@@ -115,13 +132,14 @@ def discover(arguments: Sequence[str], output_dir: str | os.PathLike | None = No
     is the run's output folder, noted when it lies inside an input folder.
     """
     notes = [] if notes is None else notes
-    context = _Context(real_path(Path(output_dir)) if output_dir is not None else None, notes)
+    context = _Context(real_path(Path(output_dir)) if output_dir is not None else None, notes,
+                       tuple(channels))
     items: list[InputItem] = []
     seen: set[tuple] = set()
     for argument in arguments:
         for item in _expand(str(argument), Path(argument), from_list=None, context=context):
             # The same volume named twice (in a list and on the command line) is explained once.
-            key = (real_path(item.path), item.files, item.error is None)
+            key = (real_path(item.path), item.files, item.channel_paths, item.error is None)
             if item.error is None and key in seen:
                 continue
             seen.add(key)
@@ -135,7 +153,13 @@ class _Context:
 
     output_dir: Path | None
     notes: list[str]
+    #: The model's input channel names (several: inputs may be one file per channel).
+    channels: tuple[str, ...] = ()
     outputs: dict[Path, set[str]] = field(default_factory=dict)
+
+    @property
+    def multichannel(self) -> bool:
+        return len(self.channels) > 1
 
     def outputs_in(self, folder: Path) -> set[str]:
         """Names the manifests in ``folder`` list as outputs of this tool (read once per folder)."""
@@ -152,6 +176,8 @@ def _expand(source: str, path: Path, from_list: Path | None,
     where = ""
     if from_list is not None:
         where = f" (listed in {from_list}" + ("; a relative path is read from the list's folder)" if relative else ")")
+    if not path.exists() and "," in str(path):
+        return [_channel_group(source, [Path(part.strip()) for part in str(path).split(",")], where, context)]
     if not path.exists():
         if path.is_symlink():
             return [_failed(source, path, f"is a symbolic link that leads nowhere (a loop of "
@@ -189,10 +215,12 @@ def _expand_list(list_path: Path, context: _Context) -> Iterable[InputItem]:
         if not entry:
             continue
         found = True
-        path = Path(entry).expanduser()
-        relative = not path.is_absolute()
-        if relative:
-            path = list_path.parent / path
+        path = _from_list(Path(entry).expanduser(), list_path)
+        relative = not Path(entry).expanduser().is_absolute()
+        if not path.exists() and "," in entry:  # one file per channel, each relative to the list's folder
+            parts = [Path(part.strip()).expanduser() for part in entry.split(",")]
+            relative = not all(part.is_absolute() for part in parts)
+            path = Path(",".join(str(_from_list(part, list_path)) for part in parts))
         # messages name the line and the path as resolved (what was looked for), the summary the path alone
         line = f"{list_path}:{number}"
         for item in _expand(f"{line}: {path}", path, from_list=list_path, context=context,
@@ -201,6 +229,68 @@ def _expand_list(list_path: Path, context: _Context) -> Iterable[InputItem]:
     if not found:
         yield _failed(str(list_path), list_path, "lists no inputs (one path per line, # starts "
                                                  "a comment)")
+
+
+def _from_list(path: Path, list_path: Path) -> Path:
+    """A path named in a list file: a relative one is read from the list's folder."""
+    return path if path.is_absolute() else list_path.parent / path
+
+
+def _channel_group(source: str, paths: list[Path], where: str, context: _Context) -> InputItem:
+    """One input of several files, one per input channel in the model's channel order."""
+    first = paths[0]
+    if not context.multichannel:
+        return _failed(source, first, f"no such file{where}; several comma-joined files are one input of a model "
+                                      "with several input channels, and this model takes one image")
+    if len(paths) != len(context.channels):
+        return _failed(source, first, f"names {len(paths)} file(s){where}, but the model takes "
+                                      f"{len(context.channels)}, one per input channel in the order "
+                                      f"{', '.join(context.channels)}")
+    for path, name in zip(paths, context.channels):
+        if not path.exists():
+            return _failed(source, path, f"the {name} file {path} does not exist{where}")
+        if not path.is_file() or is_list_name(path):
+            return _failed(source, path, f"the {name} file {path} is not an image file{where}; each "
+                                         "comma-joined part names one image file")
+    return InputItem(source, first, _case_stem(first), channel_paths=tuple(paths))
+
+
+def _case_stem(path: Path) -> str:
+    """The stem of a case's outputs: ``CASE`` for nnU-Net's ``CASE_0000.nii.gz``, else the first file's stem."""
+    stem = image_stem(path)
+    match = _NNUNET_CHANNEL.match(stem)
+    return match.group("case") if match else stem
+
+
+def _channel_cases(source: str, images: list[Path], context: _Context) -> tuple[list[InputItem], list[Path]]:
+    """A folder's files in nnU-Net's naming grouped by case (one input per case, channels in index order),
+    and the files that are not so named (each an input of its own: a vector image, say)."""
+    cases: dict[str, dict[int, Path]] = {}
+    loose = []
+    for path in images:
+        match = _NNUNET_CHANNEL.match(image_stem(path))
+        if match is None:
+            loose.append(path)
+        else:
+            cases.setdefault(match.group("case"), {})[int(match.group("channel"))] = path
+    items = []
+    wanted = range(len(context.channels))
+    for case, files in sorted(cases.items()):
+        if sorted(files) != list(wanted):
+            missing = [f"{case}_{i:04d} ({context.channels[i]})" for i in wanted if i not in files]
+            extra = [files[i].name for i in sorted(files) if i not in wanted]
+            said = "; ".join(part for part in (f"missing {', '.join(missing)}" if missing else "",
+                                               f"more channels than the model takes: {', '.join(extra)}"
+                                               if extra else "") if part)
+            first = files[min(files)]
+            failed = _failed(f"{source} (case {case})", first,
+                             f"case {case} does not hold one file per input channel ({said}); the model takes "
+                             f"{', '.join(context.channels)} as {case}_0000 ... {case}_{len(wanted) - 1:04d}")
+            items.append(replace(failed, stem=safe_name(case)))
+            continue
+        paths = [files[i] for i in wanted]
+        items.append(InputItem(",".join(map(str, paths)), paths[0], safe_name(case), channel_paths=tuple(paths)))
+    return items, loose
 
 
 def _expand_folder(source: str, folder: Path, where: str, context: _Context) -> list[InputItem]:
@@ -237,6 +327,9 @@ def _expand_folder(source: str, folder: Path, where: str, context: _Context) -> 
     if out is not None and out != real_path(folder) and real_path(folder) in out.parents:
         context.notes.append(f"{source}: the output folder {out} inside it is not searched for "
                              "inputs (subfolders never are)")
+    if context.multichannel:
+        cases, images = _channel_cases(source, images, context)
+        items.extend(cases)
     # A link among them that leads nowhere is an input that fails, not one left out.
     items.extend(InputItem(str(p), p, image_stem(p)) if p.exists()
                  else _expand(str(p), p, None, context)[0] for p in images)

@@ -28,7 +28,7 @@ import SimpleITK as sitk
 from .discovery import discover
 from .errors import EXIT_OK, UserError, one_line
 from .options import (check_device, check_methods, check_methods_for, load_model_or_fail,
-                      resolve_targets)
+                      parse_metric_options, resolve_targets)
 from .outputs import on_input_grid
 from .reading import read_item, read_mask
 from .writing import OutputFolder
@@ -40,6 +40,7 @@ def run_evaluate(args: argparse.Namespace, stdout=None) -> int:
 
     stdout = stdout or sys.stdout
     metrics = _check_metrics(args.metrics, METRICS)
+    metric_options = parse_metric_options(getattr(args, "metric_options", None), metrics)
     methods = check_methods(args.methods)
     device = check_device(args.device)
     items = discover(args.inputs)
@@ -52,14 +53,15 @@ def run_evaluate(args: argparse.Namespace, stdout=None) -> int:
                        protected=[item.path, args.mask])
     out.prepare()
     try:
-        return _evaluate(args, out, item, csv_name, json_name, metrics, methods, device, stdout)
+        return _evaluate(args, out, item, csv_name, json_name, metrics, metric_options, methods, device,
+                         stdout)
     except BaseException:
         out.discard_if_unused()  # an error leaves no empty output folder behind
         raise
 
 
-def _evaluate(args, out: OutputFolder, item, csv_name: str, json_name: str, metrics, methods, device,
-              stdout) -> int:
+def _evaluate(args, out: OutputFolder, item, csv_name: str, json_name: str, metrics, metric_options, methods,
+              device, stdout) -> int:
     """The evaluation proper, once the output folder is known to be writable."""
     from ..evaluation import MAP_ONLY_METRICS
     from ..models import explain_image
@@ -84,14 +86,16 @@ def _evaluate(args, out: OutputFolder, item, csv_name: str, json_name: str, metr
         for method in methods:
             heat = on_input_grid(result.maps[method], image, "heatmap")
             map_metrics = [m for m in metrics if m in MAP_ONLY_METRICS]
-            values = score_on_input_grid(heat, mask, map_metrics)
+            map_options = {m: o for m, o in metric_options.items() if m in map_metrics}
+            values = score_on_input_grid(heat, mask, map_metrics, map_options)
             if model.card.spatial_dims == 2 and heat.GetDimension() == 3:
                 axis = model.card.slice_axis or 0
-                values.update(score_per_slice(heat, mask, map_metrics, axis))
+                values.update(score_per_slice(heat, mask, map_metrics, axis, map_options))
             model_metrics = [m for m in metrics if m not in MAP_ONLY_METRICS]
             if model_metrics:
                 values.update(score_on_model_grid(model, result.prepared, heat, choice.index,
-                                                  method, args.layer, model_metrics))
+                                                  method, args.layer, model_metrics,
+                                                  {m: o for m, o in metric_options.items() if m in model_metrics}))
             rows.append({"input": item.source, "method": method, "target": target_name,
                          **values})
     out.write_text(_csv(rows), csv_name)
@@ -118,7 +122,8 @@ def _check_metrics(requested, known) -> list[str]:
     return chosen
 
 
-def score_on_input_grid(heat: sitk.Image, mask: sitk.Image, metrics: list[str]) -> dict[str, Any]:
+def score_on_input_grid(heat: sitk.Image, mask: sitk.Image, metrics: list[str],
+                        metric_options: dict | None = None) -> dict[str, Any]:
     """Map-versus-mask metrics on the input grid (spacing in mm for the pointing game)."""
     import torch
 
@@ -130,13 +135,17 @@ def score_on_input_grid(heat: sitk.Image, mask: sitk.Image, metrics: list[str]) 
     truth = torch.from_numpy(sitk.GetArrayFromImage(mask) != 0)[None]
     spacing = tuple(reversed(heat.GetSpacing()))
     try:
-        columns = evaluate(None, None, maps, mask=truth, metrics=metrics, spacing=spacing)
+        columns = evaluate(None, None, maps, mask=truth, metrics=metrics, spacing=spacing,
+                           metric_options=metric_options or None)
     except ValueError as exc:
         raise UserError("--metric", one_line(exc)) from exc
+    except TypeError as exc:  # a --metric-option the metric does not take
+        raise UserError("--metric-option", one_line(exc)) from exc
     return {name: values[0] for name, values in columns.items()}
 
 
-def score_per_slice(heat: sitk.Image, mask: sitk.Image, metrics: list[str], axis: int) -> dict[str, Any]:
+def score_per_slice(heat: sitk.Image, mask: sitk.Image, metrics: list[str], axis: int,
+                    metric_options: dict | None = None) -> dict[str, Any]:
     """A per-slice model's localisation metrics on each slice the mask is present on, and their mean.
 
     Each slice's map is a 2D explanation of its own; scoring the volume as one map asks
@@ -160,9 +169,12 @@ def score_per_slice(heat: sitk.Image, mask: sitk.Image, metrics: list[str], axis
     del spacing[axis]
     try:
         columns = evaluate(None, None, torch.from_numpy(heat_array[present]),
-                           mask=torch.from_numpy(mask_array[present]), metrics=metrics, spacing=tuple(spacing))
+                           mask=torch.from_numpy(mask_array[present]), metrics=metrics, spacing=tuple(spacing),
+                           metric_options=metric_options or None)
     except ValueError as exc:
         raise UserError("--metric", one_line(exc)) from exc
+    except TypeError as exc:  # a --metric-option the metric does not take
+        raise UserError("--metric-option", one_line(exc)) from exc
     values: dict[str, Any] = {"mask_slices": present}
     for name, column in columns.items():
         if name.endswith("_threshold"):
@@ -174,7 +186,7 @@ def score_per_slice(heat: sitk.Image, mask: sitk.Image, metrics: list[str], axis
 
 
 def score_on_model_grid(model, prepared, heat: sitk.Image, class_index, method: str, layer,
-                        metrics: list[str]) -> dict[str, Any]:
+                        metrics: list[str], metric_options: dict | None = None) -> dict[str, Any]:
     """Metrics that re-run the model on its own input (``prepared``), the map resampled to it.
 
     A per-slice model scores every slice; the mean over slices is returned
@@ -204,9 +216,12 @@ def score_on_model_grid(model, prepared, heat: sitk.Image, class_index, method: 
         columns = evaluate(model.module, torch.from_numpy(np.ascontiguousarray(x)).to(device),
                            torch.from_numpy(np.ascontiguousarray(maps)).to(device),
                            target=class_index, metrics=metrics, activation=activation,
-                           method=method, layer=layer or card.target_layers.default)
+                           method=method, layer=layer or card.target_layers.default,
+                           metric_options=metric_options or None)
     except ValueError as exc:
         raise UserError("--metric", one_line(exc)) from exc
+    except TypeError as exc:  # a --metric-option the metric does not take
+        raise UserError("--metric-option", one_line(exc)) from exc
     values: dict[str, Any] = {}
     for name, column in columns.items():
         finite = [v for v in column if math.isfinite(v)]

@@ -88,7 +88,7 @@ def explain_one(item: InputItem, spec: ExplainSettings, output_dir: str | os.Pat
         job = job_for(spec, output_dir, model)
         record.device = device_label(job.device)
         rollback(output_dir, item.stem)  # a commit a killed worker left half done
-        protected = [item.path, *map(Path, item.files)]
+        protected = [item.path, *item.paths]
         if spec.region:
             protected.append(Path(spec.region))
         out = OutputFolder(output_dir, overwrite=spec.overwrite, protected=protected)

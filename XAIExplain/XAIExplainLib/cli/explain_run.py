@@ -26,18 +26,21 @@ from .run_plan import LoadedRun
 from .summary import InputRecord
 
 
-def explain_input(job: LoadedRun, item: InputItem, image: sitk.Image, record: InputRecord,
+def explain_input(job: LoadedRun, item: InputItem, image: sitk.Image | list[sitk.Image], record: InputRecord,
                   progress: Progress) -> None:
     """Explain one input for every class choice and method group, and write all its files.
 
     Methods run in groups that share their passes (the CAM family: one
     forward and one backward for all of them), every other method alone, so
     the summary can say what each method cost without giving up the sharing.
+    ``image`` is a list for an input of one file per input channel: they are
+    stacked once, and every output lands on the first one's grid.
     """
     from ..engine.progress import progress_fraction
     from ..models import explain_image
 
     card = job.card
+    image, model_input = _model_input(job, item, image)
     names = OutputNames(item.stem, output_ending(job.fmt, item.path))
     job.out.check_free(names.planned(job.methods, job.choices, card.task,
                                      job.label_threshold is not None, job.overlay))
@@ -53,7 +56,7 @@ def explain_input(job: LoadedRun, item: InputItem, image: sitk.Image, record: In
             progress.step((_offset + progress_fraction(*args)) / len(steps), "+".join(group))
 
         try:
-            result = explain_image(job.model, image, methods=list(group),
+            result = explain_image(job.model, model_input, methods=list(group),
                                    target=_target(choice, job, image), layer=job.layer,
                                    mode=job.mode, axis=axis, device=job.device, progress=report,
                                    **options_for(group, job.method_options),
@@ -85,6 +88,19 @@ def explain_input(job: LoadedRun, item: InputItem, image: sitk.Image, record: In
         raise ValueError("; ".join(failures))
     if failures:
         record.status, record.error = "partial", f"{item.source}: not written: " + "; ".join(failures)
+
+
+def _model_input(job: LoadedRun, item: InputItem, image) -> tuple[sitk.Image, sitk.Image]:
+    """``(the image outputs land on, what the model is given)``: the same image, or for one file per
+    channel the first file's image and all of them stacked by the model's rule (one place:
+    :func:`models.channel_inputs.stack_for`)."""
+    if not isinstance(image, list):
+        return image, image
+    from ..models.channel_inputs import stack_for
+
+    names = job.card.input.channel_labels
+    labels = [f"{path} ({name})" for path, name in zip(item.channel_paths, names)]
+    return image[0], stack_for(job.model, image, labels)  # a refusal names both files (input_error adds the input)
 
 
 def method_groups(methods: list[str]) -> list[tuple[str, ...]]:

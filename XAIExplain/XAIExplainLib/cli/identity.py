@@ -26,9 +26,9 @@ SLICE_SAMPLE = 1 << 16
 def input_identity(item) -> dict[str, Any] | None:
     """``{path, bytes, mtime_ns, sha256}`` of an input's file or slice files; None if unreadable.
 
-    ``item`` is a :class:`.discovery.InputItem` (its ``path`` and DICOM ``files``).
+    ``item`` is a :class:`.discovery.InputItem` (its ``path``, DICOM ``files`` or channel files).
     """
-    files = [Path(f) for f in item.files] or [Path(item.path)]
+    files = list(item.paths)
     digest = hashlib.sha256()
     total, latest = 0, 0
     try:

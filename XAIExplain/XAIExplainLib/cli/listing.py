@@ -92,6 +92,7 @@ def print_metrics(stream: TextIO | None = None) -> int:
     for row in [header, *rows]:
         stream.write(row[0].ljust(widths[0]) + row[1].ljust(widths[1]) + row[2] + "\n")
     stream.write("\n[needs: mask = the --mask file; model = the model is run again; method = the method is re-run "
-                 "on a changed model; used = the voxels the model uses (API only)]\n"
+                 "on a changed model or input; used = the voxels the model uses (API only); tiles = which tiles "
+                 "of a mosaic input show the target (focus; API only, metric_options)]\n"
                  "[when named: costly or duplicate metrics, computed only with --metric NAME]\n")
     return EXIT_OK

@@ -32,7 +32,11 @@ for CT/MRI volumes, written beside an overlay picture and a run summary."""
 _EXPLAIN_EPILOG = """\
 INPUT is an image file (NRRD, NIfTI, MHA, ...), a folder with a DICOM series (one input
 per series) or with image files, or a text file listing inputs, one per line (# starts
-a comment, relative paths are relative to the list file).
+a comment, relative paths are relative to the list file). A model with several input
+channels (multi-sequence MRI) takes one file per channel, in its channel order:
+t1.nii.gz,t1ce.nii.gz,t2.nii.gz,flair.nii.gz (also as one line of a list file); a folder
+in nnU-Net's naming (CASE_0000.nii.gz, CASE_0001.nii.gz, ...) is one input per case.
+Outputs land on the first file's grid.
 
 Outputs per input, in --output-dir (every image on the input's exact grid):
   <stem>_<method>[_<class>].<ext>        heatmap in [0, 1]
@@ -147,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--metric", action="append", dest="metrics", metavar="NAME",
                           help="a metric to compute (repeatable; default: all that apply; "
                                "see 'xaiexplain methods --metrics')")
+    evaluate.add_argument("--metric-option", action="append", dest="metric_options", metavar="METRIC.NAME=VALUE",
+                          help="an option of a chosen metric that takes its own (repeatable), e.g. "
+                               "--metric-option irof.patch_size=16 or --metric-option "
+                               "top_k_intersection.k=500; VALUE is read as JSON where it parses")
     _output_options(evaluate, "xaiexplain-output")
     evaluate.set_defaults(handler=_run_evaluate)
 

@@ -71,6 +71,33 @@ def parse_method_options(pairs: Sequence[str] | None, methods: Sequence[str]) ->
     return options
 
 
+def parse_metric_options(pairs: Sequence[str] | None, metrics: Sequence[str]) -> dict:
+    """``--metric-option METRIC.NAME=VALUE`` pairs -> evaluate's ``metric_options`` ``{metric: {name: value}}``.
+
+    METRIC must be one of the chosen ``--metric`` values; VALUE is read as JSON where it parses, as for
+    ``--option``. Whether NAME is an option of that metric is the metric's own check (its error is
+    passed on as a one-line usage error by the caller)."""
+    import json
+
+    options: dict = {}
+    for pair in pairs or ():
+        key, sep, text = pair.partition("=")
+        metric, dot, name = key.strip().partition(".")
+        if not sep or not dot or not metric or not name or not text.strip():
+            raise UserError(f"--metric-option {pair}", "give METRIC.NAME=VALUE, e.g. --metric-option irof.patch_size=16")
+        if metric not in metrics:
+            raise UserError(f"--metric-option {pair}", f"'{metric}' is not a chosen metric (add --metric {metric}; "
+                                                       f"chosen: {', '.join(metrics)})")
+        if name in options.get(metric, {}):
+            raise UserError(f"--metric-option {pair}", f"'{metric}.{name}' is given twice")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text.strip()
+        options.setdefault(metric, {})[name] = value
+    return options
+
+
 def options_for(methods: Sequence[str], options: dict) -> dict:
     """The options that ``methods`` (run together in one request) accept, reading options included."""
     accepted = _accepted_options(methods)

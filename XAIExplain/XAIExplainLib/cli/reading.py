@@ -13,17 +13,20 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..imaging import reading
+from ..imaging.resample import grid_mismatch
 from .discovery import InputItem
 from .errors import UserError
 
-#: Relative tolerance on spacing, origin and direction when matching a mask to its image.
-GRID_TOLERANCE = 1e-4
-
-
-def read_item(item: InputItem) -> sitk.Image:
-    """The image of ``item`` (a file or a DICOM series), checked by :func:`check_image`."""
+def read_item(item: InputItem) -> sitk.Image | list[sitk.Image]:
+    """The image of ``item`` (a file or a DICOM series), checked by :func:`check_image`; for an input of one
+    file per input channel, the list of their images in channel order, each checked."""
     if item.error is not None:
         raise item.error
+    if item.channel_paths:
+        images = [read_image(path, str(path)) for path in item.channel_paths]
+        for image, path in zip(images, item.channel_paths):
+            check_image(image, str(path))
+        return images
     image = read_image(item.path, item.source, item.files)
     check_image(image, item.source)
     return image
@@ -81,22 +84,3 @@ def read_mask(path: Path, image: sitk.Image, input_source: str) -> sitk.Image:
     if not np.any(sitk.GetArrayViewFromImage(mask)):
         raise UserError(path, "is empty (no nonzero voxel)")
     return mask
-
-
-def grid_mismatch(image: sitk.Image, reference: sitk.Image) -> str:
-    """How ``image``'s grid differs from ``reference``'s, or ``""`` when they agree."""
-    if image.GetDimension() != reference.GetDimension():
-        return f"{image.GetDimension()}D vs {reference.GetDimension()}D"
-    if image.GetSize() != reference.GetSize():
-        return f"size {_show(image.GetSize(), 'd')} vs {_show(reference.GetSize(), 'd')}"
-    scale = max(max(reference.GetSpacing()), 1.0)
-    for name, a, b, tol in (("spacing", image.GetSpacing(), reference.GetSpacing(), scale),
-                            ("origin", image.GetOrigin(), reference.GetOrigin(), scale),
-                            ("direction", image.GetDirection(), reference.GetDirection(), 1.0)):
-        if not np.allclose(a, b, rtol=0.0, atol=GRID_TOLERANCE * tol):
-            return f"{name} {_show(a, 'g')} vs {_show(b, 'g')}"
-    return ""
-
-
-def _show(values, fmt: str) -> str:
-    return "(" + ", ".join(format(v, fmt if fmt == "d" else ".6g") for v in values) + ")"

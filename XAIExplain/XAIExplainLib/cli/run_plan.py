@@ -138,9 +138,11 @@ def plan(settings: ExplainSettings, inputs: Sequence[str | os.PathLike],
     remote = remote or settings.remote
     device = settings.device if remote else check_device(settings.device)
     notes: list[str] = []
-    items = discover([str(i) for i in inputs], output_dir=output_dir, notes=notes)
     model = load_model_or_fail(settings.model, "cpu" if remote else device, settings.trust)
     card = model.card
+    # the model first: with several input channels an input may be one file per channel
+    items = discover([str(i) for i in inputs], output_dir=output_dir, notes=notes,
+                     channels=card.input.channel_labels)
     check_methods_for(list(settings.methods), model)
     check_layer(list(settings.methods), model, settings.layer)
     resolve_targets(settings.targets, card)

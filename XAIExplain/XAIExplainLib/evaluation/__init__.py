@@ -43,6 +43,15 @@ from .sanity import (
     sanity_randomization,
 )
 from .usage import occlusion_usage_mask
+from .complexity import complexity, effective_complexity, sparseness
+from .quantus_localisation import attribution_localisation, auc, focus, mosaic, tile_mask, top_k_intersection
+from .quantus_robustness import (AvgSensitivity, Continuity, LocalLipschitz, avg_sensitivity, continuity,
+                                 local_lipschitz)
+from .monotonicity import StepScores, faithfulness_estimate, monotonicity, monotonicity_correlation
+from .randomisation import RandomisationScore, discrete_entropy, emprt, smprt
+from .removal_curves import RemovalCurve, irof, pixel_flipping, region_perturbation, selectivity
+from .sensitivity_n import SensitivityN, sensitivity_n
+from .sufficiency import sufficiency
 
 __all__ = [
     "METRICS", "MAP_ONLY_METRICS", "ON_REQUEST", "evaluate",
@@ -59,4 +68,11 @@ __all__ = [
     "FaithfulnessCorrelation", "faithfulness_correlation",
     "MaxSensitivity", "max_sensitivity", "Infidelity", "infidelity",
     "relevance_mass_accuracy", "relevance_rank_accuracy",
+    "sparseness", "complexity", "effective_complexity",
+    "auc", "top_k_intersection", "attribution_localisation", "focus", "mosaic", "tile_mask",
+    "AvgSensitivity", "avg_sensitivity", "LocalLipschitz", "local_lipschitz", "Continuity", "continuity",
+    # Quantus's faithfulness and randomisation metrics (issue 24)
+    "RemovalCurve", "pixel_flipping", "region_perturbation", "selectivity", "irof",
+    "StepScores", "monotonicity", "monotonicity_correlation", "faithfulness_estimate",
+    "SensitivityN", "sensitivity_n", "sufficiency", "RandomisationScore", "emprt", "smprt", "discrete_entropy",
 ]

@@ -34,6 +34,23 @@ max_sensitivity         model, method   max_sensitivity
 infidelity              model           infidelity
 relevance_mass          mask            relevance_mass (positive relevance inside / total)
 relevance_rank          mask            relevance_rank (share of the mask-sized top inside)
+sparseness, complexity, effective_complexity   (maps only)   the same names (Gini; entropy; voxel count)
+auc, top_k_intersection, attribution_localisation   mask     the same names (top-k: k = 1000 or the
+                                        map's size when smaller, unless metric_options gives k)
+focus                   tiles           focus; the mosaic's target tiles as metric_options={"focus":
+                                        {"tiles": (N, 4 or 8) flags}} (see quantus_localisation)
+avg_sensitivity, local_lipschitz, continuity   model, method   the same names
+pixel_flipping          model           pixel_flipping (mean score as voxels are removed, low = faithful)
+region_perturbation     model           region_perturbation (AOPC of the patch removal curve)
+selectivity             model           selectivity (mean score as patches are removed, low = faithful)
+irof                    model           irof (area over the relative score curve per segment)
+monotonicity            model           monotonicity (1.0 where restoring voxels never lowers the score)
+monotonicity_correlation model          monotonicity_correlation (Spearman)
+faithfulness_estimate   model           faithfulness_estimate (Pearson, one feature removed at a time)
+sensitivity_n           model           sensitivity_n (Pearson, mean over the set sizes n)
+sufficiency             model           sufficiency (share of covered samples with the same class)
+emprt                   model, method   emprt (relative entropy rise, fully randomised model)
+smprt                   model, method   smprt (Spearman of noise-averaged maps, fully randomised model)
 
 "used voxels" is ``used_mask`` when given, ``"occlusion"`` to estimate them
 with the engine's occlusion method, and otherwise ``mask``.  Options of a
@@ -60,6 +77,14 @@ from .road import road_curve
 from .robustness import infidelity, max_sensitivity
 from .sanity import parameter_randomization, random_logit, sanity_randomization
 from .usage import occlusion_usage_mask
+from .complexity import complexity, effective_complexity, sparseness
+from .quantus_localisation import attribution_localisation, auc, focus, top_k_intersection
+from .quantus_robustness import avg_sensitivity, continuity, local_lipschitz
+from .monotonicity import faithfulness_estimate, monotonicity, monotonicity_correlation
+from .randomisation import emprt, smprt
+from .removal_curves import irof, pixel_flipping, region_perturbation, selectivity
+from .sensitivity_n import sensitivity_n
+from .sufficiency import sufficiency
 
 __all__ = ["METRICS", "MAP_ONLY_METRICS", "ON_REQUEST", "evaluate"]
 
@@ -88,14 +113,40 @@ METRICS: Dict[str, tuple] = {
     "infidelity": ("model",),
     "relevance_mass": ("mask",),
     "relevance_rank": ("mask",),
+    # Quantus's robustness, localisation and complexity metrics (issue 24).
+    "sparseness": (), "complexity": (), "effective_complexity": (),
+    "auc": ("mask",), "top_k_intersection": ("mask",), "attribution_localisation": ("mask",), "focus": ("tiles",),
+    "avg_sensitivity": ("model", "method"), "local_lipschitz": ("model", "method"), "continuity": ("model", "method"),
 }
+
+#: The Quantus faithfulness and randomisation metrics (modules removal_curves, monotonicity, sensitivity_n,
+#: sufficiency, randomisation): model-based, named on request, each with its own options in metric_options.
+_QUANTUS_FAITHFULNESS = {
+    "pixel_flipping": (pixel_flipping, ("model",)),
+    "region_perturbation": (region_perturbation, ("model",)),
+    "selectivity": (selectivity, ("model",)),
+    "irof": (irof, ("model",)),
+    "monotonicity": (monotonicity, ("model",)),
+    "monotonicity_correlation": (monotonicity_correlation, ("model",)),
+    "faithfulness_estimate": (faithfulness_estimate, ("model",)),
+    "sensitivity_n": (sensitivity_n, ("model",)),
+    "sufficiency": (sufficiency, ("model",)),
+    "emprt": (emprt, ("model", "method")),
+    "smprt": (smprt, ("model", "method")),
+}
+METRICS.update({name: needs for name, (_, needs) in _QUANTUS_FAITHFULNESS.items()})
 
 #: Computed only when named in ``metrics`` (not by ``metrics=None``): they run the model or the
 #: explanation many times over (ROAD, faithfulness correlation, the robustness and randomisation
 #: tests), or give a default metric's number under its other name (relevance mass = energy pointing game).
+#: Quantus's complexity and localisation metrics are named too, so that ``metrics=None`` keeps its columns;
+#: the command line and the Slicer table compute them by default through ``MAP_ONLY_METRICS``.
 ON_REQUEST = frozenset({
     "parameter_randomization", "random_logit", "road_morf", "road_lerf", "average_drop", "increase_in_confidence",
     "faithfulness_correlation", "max_sensitivity", "infidelity", "relevance_mass", "relevance_rank",
+    "sparseness", "complexity", "effective_complexity", "auc", "top_k_intersection", "attribution_localisation",
+    "focus", "avg_sensitivity", "local_lipschitz", "continuity",
+    *_QUANTUS_FAITHFULNESS,
 })
 
 #: Metrics that need nothing but the map and a mask (what a heatmap table can show without the model).
@@ -117,7 +168,8 @@ def _metric_list(metrics: Union[None, str, Iterable[str]], available: set) -> Li
         missing = [need for need in METRICS[name] if need not in available]
         if missing:
             hint = {"mask": "pass mask=", "used": "pass mask= or used_mask=", "model": "pass the model and x",
-                    "method": "pass method= (the method that made the maps)"}
+                    "method": "pass method= (the method that made the maps)",
+                    "tiles": "pass metric_options={'focus': {'tiles': ...}} (the mosaic tiles holding the target)"}
             raise ValueError(f"metric '{name}' needs {', '.join(missing)}: " + "; ".join(hint[m] for m in missing))
     return metrics
 
@@ -179,6 +231,9 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
         available.add("used")
     if method is not None:
         available.add("method")
+    if isinstance(metric_options, dict) and isinstance(metric_options.get("focus"), dict) \
+            and metric_options["focus"].get("tiles") is not None:
+        available.add("tiles")
     requested = _metric_list(metrics, available)
     explain_options = dict(explain_options or {})
     own = _metric_options(metric_options, requested)
@@ -265,6 +320,49 @@ def evaluate(model, x: Optional[torch.Tensor], maps, target=None, mask=None,
         results["relevance_mass"] = _column(relevance_mass_accuracy(maps, mask))
     if "relevance_rank" in requested:
         results["relevance_rank"] = _column(relevance_rank_accuracy(maps, mask, seed=seed))
+    for name, score in (("sparseness", sparseness), ("complexity", complexity),
+                        ("effective_complexity", effective_complexity)):
+        if name in requested:
+            results[name] = _column(score(maps, **own.get(name, {})))
+    for name, score in (("auc", auc), ("attribution_localisation", attribution_localisation)):
+        if name in requested:
+            results[name] = _column(score(maps, mask, **own.get(name, {})))
+    if "top_k_intersection" in requested:
+        options = options_for("top_k_intersection", {"k": min(1000, maps[0].numel()), "seed": seed})
+        results["top_k_intersection"] = _column(top_k_intersection(maps, mask, **options))
+    if "focus" in requested:
+        results["focus"] = _column(focus(maps, **own["focus"]))
+    for name, score in (("avg_sensitivity", avg_sensitivity), ("local_lipschitz", local_lipschitz),
+                        ("continuity", continuity)):
+        if name in requested:
+            base = {"target": target, "layer": layer, "batch_size": batch_size, **explain_options}
+            if name != "continuity":
+                base["seed"] = seed
+            results[name] = _column(getattr(score(model, x, method, **options_for(name, base)), name))
+    results.update(_quantus_faithfulness(requested, model, x, maps, own, target=target, baseline=baseline,
+                                         activation=activation, batch_size=batch_size, seed=seed, method=method,
+                                         layer=layer, explain_options=explain_options))
+    return results
+
+
+def _quantus_faithfulness(requested, model, x, maps, own, *, target, baseline, activation, batch_size, seed,
+                          method, layer, explain_options) -> Dict[str, List[float]]:
+    """The requested ``_QUANTUS_FAITHFULNESS`` metrics, each given evaluate's shared arguments it takes."""
+    shared = {"target": target, "baseline": baseline, "activation": activation, "batch_size": batch_size,
+              "seed": seed}
+    results: Dict[str, List[float]] = {}
+    for name, (function, needs) in _QUANTUS_FAITHFULNESS.items():
+        if name not in requested:
+            continue
+        if name == "sufficiency":
+            results[name] = _column(sufficiency(model, x, maps, **own.get(name, {})))
+        elif "method" in needs:
+            options = {"target": target, "layer": layer, "seed": seed, **explain_options, **own.get(name, {})}
+            if name == "emprt":
+                options["maps"] = maps
+            results[name] = _column(function(model, x, method, **options).score)
+        else:
+            results[name] = _column(function(model, x, maps, **{**shared, **own.get(name, {})}).score)
     return results
 
 

@@ -38,7 +38,7 @@ from ._checks import as_maps, check_input
 from ._model import activate, check_model, frozen_inference, resolve_activation
 from ._scoring import FrozenTarget, check_batch, positive_int, score_copies
 
-__all__ = ["MaxSensitivity", "max_sensitivity", "Infidelity", "infidelity"]
+__all__ = ["MaxSensitivity", "max_sensitivity", "Infidelity", "infidelity", "explanation_changes"]
 
 
 @dataclass(frozen=True)
@@ -101,34 +101,62 @@ def max_sensitivity(model, x: torch.Tensor, method: str = "gradcam", target=None
     (maps resampled or clipped elsewhere would add their own differences).
     ``radius`` is in the units of x (captum's default 0.02).
     """
+    radius = float(radius)
+    if perturbations is None and not radius > 0:
+        raise ValueError(f"radius must be > 0, got {radius}")
+
+    def relative_change(change: torch.Tensor, reference: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        norms = reference.norm(dim=1)
+        return change.norm(dim=1) / torch.where(norms == 0, torch.ones_like(norms), norms)
+
+    sensitivities = explanation_changes(
+        model, x, method, relative_change, target=target, layer=layer, samples=samples,
+        perturbations=perturbations, batch_size=batch_size, seed=seed, options=options,
+        draw=lambda shape, gen: (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1) * radius)
+    return MaxSensitivity(sensitivities=sensitivities.float(), max_sensitivity=sensitivities.max(dim=1).values.float())
+
+
+def explanation_changes(model, x: torch.Tensor, method: str,
+                        measure: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], *,
+                        target=None, layer=None, samples: int = 10, perturbations=None, batch_size: int = 32,
+                        seed: int = 0, options: Optional[dict] = None,
+                        draw: Optional[Callable[[tuple, torch.Generator], torch.Tensor]] = None) -> torch.Tensor:
+    """(N, K) float64 ``measure`` of how ``method``'s map moves when x is perturbed K times per sample.
+
+    The shared machinery of the explanation-robustness metrics (max- and
+    average sensitivity, the local Lipschitz estimate): the target is bound on
+    the unperturbed output and replayed for every copy, the reference map is
+    recomputed with the same options, and copies are explained ``batch_size``
+    at a time.  ``measure(change, reference, delta)`` gets, per copy, the
+    flattened map difference Phi(x + delta) - Phi(x) (m, V), the flattened
+    Phi(x) (m, V) and the perturbation delta (m, C, *S), all float64, and
+    returns one number per copy.  ``draw(shape, generator)`` draws one delta
+    (seeded per copy); ``perturbations`` (N, K, C, *S) replaces the draws.
+    """
+    if perturbations is None and draw is None:
+        raise TypeError("explanation_changes needs draw= (how to draw a perturbation) or perturbations=")
     check_model(model)
     x = check_batch(x)
     samples = _sample_count(samples, perturbations)
     positive_int(batch_size, "batch_size")
-    radius = float(radius)
-    if perturbations is None and not radius > 0:
-        raise ValueError(f"radius must be > 0, got {radius}")
+    options = dict(options or {})
     n = x.shape[0]
     with frozen_inference(model, x) as forward:
         bound = resolve_target(target, forward(x))
     reference = explain(model, x, method, target=FrozenTarget(bound), layer=layer, **options)
-    reference = reference.reshape(n, -1).double()
-    norms = reference.norm(dim=1)
-    norms = torch.where(norms == 0, torch.ones_like(norms), norms)
-    noise = _perturbation_source(x, samples, perturbations, seed,
-                                 lambda shape, gen: (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1)
-                                 * radius)
+    reference = reference.reshape(n, -1).double().to(x.device)
+    noise = _perturbation_source(x, samples, perturbations, seed, draw)
     rows = torch.arange(n, device=x.device).repeat_interleave(samples)
-    sensitivities = torch.empty(rows.numel(), dtype=torch.float64, device=x.device)
+    values = torch.empty(rows.numel(), dtype=torch.float64, device=x.device)
     for start in range(0, rows.numel(), batch_size):
         stop = min(start + batch_size, rows.numel())
         chunk = rows[start:stop]
-        perturbed = explain(model, x[chunk] + noise(start, stop), method, target=FrozenTarget(bound, chunk),
-                            layer=layer, **options)
-        change = (perturbed.reshape(chunk.numel(), -1).double().to(x.device) - reference[chunk]).norm(dim=1)
-        sensitivities[start:stop] = change / norms[chunk]
-    sensitivities = sensitivities.view(n, samples)
-    return MaxSensitivity(sensitivities=sensitivities.float(), max_sensitivity=sensitivities.max(dim=1).values.float())
+        delta = noise(start, stop)
+        perturbed = explain(model, x[chunk] + delta, method, target=FrozenTarget(bound, chunk), layer=layer,
+                            **options)
+        change = perturbed.reshape(chunk.numel(), -1).double().to(x.device) - reference[chunk]
+        values[start:stop] = measure(change, reference[chunk], delta.double())
+    return values.view(n, samples)
 
 
 def infidelity(model, x: torch.Tensor, maps, target=None, samples: int = 10, noise_std: float = 0.1,

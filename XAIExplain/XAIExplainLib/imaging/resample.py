@@ -218,6 +218,34 @@ def _linear_along(array: np.ndarray, index: np.ndarray, axis: int) -> tuple[np.n
 _SLAB_BYTES = 4 * 2**20
 
 
+#: Tolerance on spacing, origin (relative to the largest spacing, at least 1 mm) and direction
+#: under which two grids are the same grid (header rounding, not a different sampling).
+GRID_TOLERANCE = 1e-4
+
+
+def grid_mismatch(image: sitk.Image, reference: sitk.Image) -> str:
+    """How ``image``'s grid differs from ``reference``'s, or ``""`` when they agree (2D or 3D).
+
+    The one rule for "on the same grid": a mask on its image, an output on its input,
+    a channel image on the first channel's (:mod:`.channels`).
+    """
+    if image.GetDimension() != reference.GetDimension():
+        return f"{image.GetDimension()}D vs {reference.GetDimension()}D"
+    if image.GetSize() != reference.GetSize():
+        return f"size {_show(image.GetSize(), 'd')} vs {_show(reference.GetSize(), 'd')}"
+    scale = max(max(reference.GetSpacing()), 1.0)
+    for name, a, b, tol in (("spacing", image.GetSpacing(), reference.GetSpacing(), scale),
+                            ("origin", image.GetOrigin(), reference.GetOrigin(), scale),
+                            ("direction", image.GetDirection(), reference.GetDirection(), 1.0)):
+        if not np.allclose(a, b, rtol=0.0, atol=GRID_TOLERANCE * tol):
+            return f"{name} {_show(a, 'g')} vs {_show(b, 'g')}"
+    return ""
+
+
+def _show(values, fmt: str) -> str:
+    return "(" + ", ".join(format(v, fmt if fmt == "d" else ".6g") for v in values) + ")"
+
+
 def as_volume(image: sitk.Image) -> tuple[sitk.Image, bool]:
     """Lift a 2D image to a one-slice 3D image; returns it and whether it was 2D."""
     if image.GetDimension() == 3:

@@ -26,6 +26,8 @@ POINT_ITEM = "Point (markups)"
 #: (text, value) of the label-map output; a number in [0, 1) is also accepted by the logic
 LABEL_THRESHOLDS = (("No label map", ""), ("Otsu's threshold", "otsu"), ("Fixed threshold", "fixed"))
 DEFAULT_FIXED_THRESHOLD = 0.5
+#: the input volume selector's label for a model with one input channel
+INPUT_LABEL = "Input volume:"
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class ModelChoices:
     default_layer: str
     modes: tuple = MODES
     label_thresholds: tuple = LABEL_THRESHOLDS
+    inputs: tuple = (INPUT_LABEL,)   # one volume selector's label per input channel, in channel order
 
     def enabled_methods(self) -> list:
         return [choice.value for choice in self.methods if choice.enabled]
@@ -68,6 +71,15 @@ def target_choices(task: str, spatial_dims: int, classes) -> tuple:
     return tuple(items)
 
 
+def input_labels(channels) -> tuple:
+    """The volume selectors' labels: one selector for a one-channel model, else one per channel named after
+    it ("T1 volume:", "FLAIR volume:"), in the order ``explainVolume`` takes the volumes."""
+    channels = list(channels)
+    if len(channels) <= 1:
+        return (INPUT_LABEL,)
+    return tuple(f"{name} volume:" for name in channels)
+
+
 def model_choices(logic, model) -> ModelChoices:
     """The description of ``model`` (a name, a path or a loaded model) a face shows and offers.
 
@@ -81,7 +93,8 @@ def model_choices(logic, model) -> ModelChoices:
     return ModelChoices(model=str(info["name"]), description=describe(info), task=info["task"],
                         spatial_dims=int(info["spatialDims"]), methods=methods,
                         targets=target_choices(info["task"], info["spatialDims"], info["classes"]),
-                        layers=tuple(logic.layersForModel(model)), default_layer=info["defaultLayer"] or "")
+                        layers=tuple(logic.layersForModel(model)), default_layer=info["defaultLayer"] or "",
+                        inputs=input_labels(info.get("channels") or ()))
 
 
 def device_choices(logic) -> tuple:

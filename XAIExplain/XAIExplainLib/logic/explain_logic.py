@@ -155,7 +155,10 @@ class XAIExplainLogic:
     def explainVolume(self, *args, **kwargs) -> OutputNodes:
         """Compute attribution heatmaps of ``model`` on ``inputVolumeNode``; return the output nodes.
 
-        inputVolumeNode  a scalar volume node (any scalar type, spacing, orientation; never modified)
+        inputVolumeNode  a scalar volume node (any scalar type, spacing, orientation; never modified), or
+                         for a model with several input channels a list of them in the model's
+                         channel order (``describeModel(model)["channels"]``): they are put on
+                         the first volume's grid, where the outputs land
         model            a bundled model name, a model folder or card.json path, a loaded model
                          (``xai.load_model``), or a ``torch.nn.Module`` (see ``classNames``)
         methods          a method name or a list of names (see :meth:`methodsForModel`)

@@ -161,6 +161,7 @@ class ModelCatalogue:
             parts.append("voxels as they are")
         return {"name": card.name, "task": card.task, "spatialDims": card.spatial_dims,
                 "classes": list(card.class_names), "input": ", ".join(parts),
+                "channels": list(spec.channel_labels),
                 "defaultLayer": card.target_layers.default,
                 "suggestedLayers": list(card.target_layers.suggested)}
 

@@ -51,9 +51,9 @@ def method_signature(returns) -> inspect.Signature:
 class ExplainRequest:
     """Everything a run needs, checked; read by the worker thread and by publishing, changed by neither."""
 
-    node: Any  # the input volume node (read on the main thread only)
+    node: Any  # the input volume node (the first channel's; read on the main thread only)
     node_name: str
-    image: Any  # SimpleITK copy of the input, taken on the main thread
+    image: Any  # SimpleITK copy of the input, taken on the main thread (all channels: one vector image)
     model: Any  # the LoadedModel
     model_name: str
     task: str
@@ -93,10 +93,12 @@ def build_request(scene, models, *args, **kwargs) -> ExplainRequest:
         raise TypeError(f"explainVolume: {error}") from None
     bound.apply_defaults()
     a = bound.arguments
-    node = a["inputVolumeNode"]
-    mrml.check_scalar_volume(node)
-    if scene.GetNodeByID(node.GetID()) is not node:
-        raise ValueError(f"Volume '{node.GetName()}' is not in the scene being worked on")
+    nodes = input_nodes(a["inputVolumeNode"])
+    for node in nodes:
+        mrml.check_scalar_volume(node)
+        if scene.GetNodeByID(node.GetID()) is not node:
+            raise ValueError(f"Volume '{node.GetName()}' is not in the scene being worked on")
+    node = nodes[0]
     progress = a["progress"]
     if progress is not None and not callable(progress):
         raise TypeError("progress must be callable as progress(fraction, message)")
@@ -118,6 +120,7 @@ def build_request(scene, models, *args, **kwargs) -> ExplainRequest:
         raise TypeError(f"engineOptions must be a dict of method options, got {type(engine_options).__name__}")
     loaded = models.get(a["model"], class_names=a["classNames"])
     card = loaded.card
+    image = channel_image(loaded, nodes)
     available = {row[0]: row for row in models.methods_for(loaded)}
     for name in methods:
         if not available[name][2]:
@@ -142,7 +145,7 @@ def build_request(scene, models, *args, **kwargs) -> ExplainRequest:
     if layer is None and any(METHODS[name].needs_layer for name in methods):
         layer = models.default_layer(loaded)
     return ExplainRequest(
-        node=node, node_name=node.GetName(), image=mrml.volume_to_sitk(node), model=loaded,
+        node=node, node_name=node.GetName(), image=image, model=loaded,
         model_name=card.name, task=card.task, class_names=tuple(card.class_names), methods=methods,
         target=engine_target, target_label=target_label, target_key=target_key(target), roi=roi, point=point,
         point_voxel_only=bool(a["pointVoxelOnly"]), layer=layer, mode=mode, axis=axis,
@@ -152,6 +155,33 @@ def build_request(scene, models, *args, **kwargs) -> ExplainRequest:
         prediction_segmentation=bool(a["predictionSegmentation"]), opacity=a["opacity"],
         display_threshold=a["displayThreshold"], color_legend=bool(a["colorLegend"]),
         keep_existing=bool(a["keepExisting"]))
+
+
+def input_nodes(value) -> list:
+    """``inputVolumeNode`` as a list: one volume node, or a list / tuple of them in the model's channel order."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError("No input volume: select one scalar volume per input channel")
+        return list(value)
+    return [value]
+
+
+def channel_image(loaded, nodes: list):
+    """The input copied out of the scene as the one image the model takes: a node's volume, or one volume per
+    input channel stacked on the first one's grid (:mod:`models.channel_inputs`, whose refusals name the
+    volumes); outputs land on the first volume's grid."""
+    from ..models.channel_inputs import check_one_image, stack_for
+
+    names = loaded.card.input.channel_labels
+    images = [mrml.volume_to_sitk(node) for node in nodes]
+    if len(nodes) == 1:
+        check_one_image(loaded, images[0])
+        return images[0]
+    if len(nodes) != len(names):
+        raise ValueError(f"model '{loaded.card.name}' takes {len(names)} input volume(s) ({', '.join(names)}); "
+                         f"got {len(nodes)}: {', '.join(node.GetName() for node in nodes)}")
+    labels = [f"volume '{node.GetName()}' ({name})" for node, name in zip(nodes, names)]
+    return stack_for(loaded, images, labels)
 
 
 def resolve_logic_mode(node, mode, axis, loaded):

@@ -85,6 +85,16 @@ class InputSpec:
     pad_value: float | None
     divisible_by: tuple[int, ...] | None = None
     orientation: str | None = None
+    #: One name per input channel ("T1", "T1ce", ...), in the network's channel order; None: unnamed.
+    channel_names: tuple[str, ...] | None = None
+
+    @property
+    def channel_labels(self) -> tuple[str, ...]:
+        """The channels' names, or ``channel 0``, ``channel 1``, ... for a model that names none:
+        what a list of images is checked against, a dict keyed by and a panel labelled with."""
+        if self.channel_names is not None:
+            return self.channel_names
+        return tuple(f"channel {i}" for i in range(self.channels))
 
     def to_dict(self) -> dict:
         out = {
@@ -99,6 +109,8 @@ class InputSpec:
             out["divisible_by"] = list(self.divisible_by)
         if self.orientation is not None:
             out["orientation"] = self.orientation
+        if self.channel_names is not None:
+            out["channel_names"] = list(self.channel_names)
         return out
 
 
@@ -430,9 +442,23 @@ def _parse_input(r: _Reader, data: Mapping, dims: int) -> InputSpec:
         if dims != 3:
             raise r.fail("input.orientation", f"only applies to 3D models, got {_show(orientation)}")
         orientation = r.string(orientation, "input.orientation", ORIENTATIONS)
+    channel_names = data.get("channel_names")
+    if channel_names is not None:
+        channel_names = _channel_names(r, channel_names, channels)
     return InputSpec(channels=channels, spacing=spacing, size=size, patch_size=patch,
                      intensity=intensity, pad_value=pad_value, divisible_by=divisible,
-                     orientation=orientation)
+                     orientation=orientation, channel_names=channel_names)
+
+
+def _channel_names(r: _Reader, value: Any, channels: int) -> tuple[str, ...]:
+    """``input.channel_names``: one distinct, non-empty name per input channel, in channel order."""
+    if not isinstance(value, (list, tuple)) or len(value) != channels:
+        raise r.fail("input.channel_names", f"must be a list of {channels} names (one per input channel, "
+                                            f"input.channels), got {_show(value)}")
+    names = tuple(r.string(v, f"input.channel_names[{i}]").strip() for i, v in enumerate(value))
+    if len(set(names)) != len(names):
+        raise r.fail("input.channel_names", f"must name each channel once, got {list(names)}")
+    return names
 
 
 def _parse_intensity(r: _Reader, data: Any) -> IntensitySpec:

@@ -33,6 +33,7 @@ OPTION_FIELDS = {
     "spatial_dims": "spatial_dims",
     "slice_axis": "slice_axis",
     "channels": "input.channels",
+    "channel_names": "input.channel_names",
     "spacing": "input.spacing",
     "size": "input.size",
     "patch_size": "input.patch_size",

@@ -23,6 +23,7 @@ import SimpleITK as sitk
 import torch
 
 from .card import ModelCard
+from .channel_inputs import model_image
 from .loaded import LoadedModel
 from ..engine.devices import resolve_device
 from ..engine.interrupt import checkpoint
@@ -83,7 +84,10 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
     model:
         A :class:`LoadedModel`, or anything :func:`load_model` accepts (loaded with ``trust``).
     image:
-        A ``SimpleITK.Image`` (2D or 3D) or a path SimpleITK can read.
+        A ``SimpleITK.Image`` (2D or 3D) or a path SimpleITK can read. A model with several input
+        channels takes one per channel: a list or tuple in the model's channel order, or a dict keyed
+        by its channel names (``card.input.channel_labels``); they are put on the first image's grid
+        (:mod:`models.channel_inputs`), where the maps and the prediction land.
     methods:
         A method name or a list of names from ``XAIExplainLib.METHODS``.
     target:
@@ -122,7 +126,7 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
     loaded = _as_loaded(model, trust)
     lap("load")
     card = loaded.card
-    image = _as_image(image)
+    image = model_image(loaded, image)
     method_list = _check_methods(loaded, methods)
     gap_methods = _gap_head_methods(method_list) if layer is None else []
     if gap_methods and len(gap_methods) < len(method_list):
@@ -192,7 +196,7 @@ def predict_image(model, image, mode: str | None = None, axis: int | None = None
 
         check_memory_budget(memory_budget_mb)
     _check_windows(loaded, mode, run_device, memory_budget_mb, gradients=False)
-    prepared = _prepare(loaded, _as_image(image), axis, memory_budget_mb, run_device)
+    prepared = _prepare(loaded, model_image(loaded, image), axis, memory_budget_mb, run_device)
     _, logits = run_networks(loaded, prepared.array, mode, axis, run_device, batch_size, overlap)
     return _prediction(loaded, logits, prepared)
 
@@ -315,27 +319,6 @@ def _as_loaded(model, trust: bool) -> LoadedModel:
                         "and an already preprocessed array, or write a card.json and load_model it")
     raise TypeError(f"model must be a LoadedModel, a model name, a folder or a card.json path, got "
                     f"{type(model).__name__}")
-
-
-def _as_image(image) -> sitk.Image:
-    """The image, read when a path is given, refused when it holds NaN or infinite voxels (the input rule
-    of every entry point, :func:`engine.validation.non_finite_problem`: a window would clip ``+Inf``)."""
-    from ..engine.validation import non_finite_problem
-
-    source = "the image"
-    if isinstance(image, (str, os.PathLike)):
-        from ..imaging.reading import read_image
-
-        if not os.path.exists(image):
-            raise FileNotFoundError(f"image not found: {image}")
-        source, image = str(image), read_image(image)
-    elif not isinstance(image, sitk.Image):
-        raise TypeError(f"image must be a SimpleITK.Image or a path SimpleITK can read, got "
-                        f"{type(image).__name__}")
-    problem = non_finite_problem(sitk.GetArrayViewFromImage(image))
-    if problem:
-        raise ValueError(f"{source} {problem}")
-    return image
 
 
 def _check_methods(loaded: LoadedModel, methods) -> list[str]:

@@ -35,7 +35,8 @@ def default_layers(network: nn.Module) -> TargetLayers:
 
 def nnunet_card(folder_path: Path, dataset_name: str, configuration: str, configuration_manager,
                 channels: int, labels: ChannelLabels, network: nn.Module, checkpoint: Path,
-                folds: tuple, trainer: str, previous_stage=None) -> ModelCard:
+                folds: tuple, trainer: str, channel_names: tuple[str, ...] | None = None,
+                previous_stage=None) -> ModelCard:
     """The card; ``previous_stage`` (a cascade's first stage, a LoadedModel) is recorded as the input it adds,
     and ``extra["nnunet"]["explained_stage"]`` says which stage the maps explain."""
     patch = tuple(int(p) for p in configuration_manager.patch_size)
@@ -54,7 +55,7 @@ def nnunet_card(folder_path: Path, dataset_name: str, configuration: str, config
         task="segmentation",
         spatial_dims=len(patch),
         input=InputSpec(channels=channels, spacing=spacing, size=None, patch_size=patch,
-                        intensity=IntensitySpec(mode="none"), pad_value=0.0),
+                        intensity=IntensitySpec(mode="none"), pad_value=0.0, channel_names=channel_names),
         classes=tuple(ClassSpec(name) for name in labels.names),
         weights=WeightsSpec(file=checkpoint, format="state_dict"),
         target_layers=default_layers(network),

@@ -131,13 +131,24 @@ def _build(plan: NnUNetPlan, mirroring: bool) -> LoadedModel:
     first_fold, first = next(iter(plan.checkpoints.items()))
     card = nnunet_card(folder.path, plans_manager.dataset_name, plan.configuration, configuration_manager, channels,
                        labels, networks[0], folder.checkpoints[first_fold], folder.folds, plan.trainer_name,
-                       previous_model)
+                       channel_names=image_channel_names(folder.dataset_json), previous_stage=previous_model)
     axes = mirroring_axes(first) if mirroring else ()
     pipeline = NnUNetPipeline(plans_manager, configuration_manager, folder.dataset_json, plan.label_manager, axes,
                               previous_model)
     return LoadedModel(module=networks[0], card=card, kind="nnunet", source=Path(folder.path),
                        weights_sha256=_sha256(folder.checkpoints[first_fold]), ensemble=tuple(networks[1:]),
                        pipeline=pipeline)
+
+
+def image_channel_names(dataset_json: dict) -> tuple[str, ...]:
+    """dataset.json's ``channel_names`` in channel order (keys "0", "1", ...): the images the model takes,
+    as nnU-Net names their files (``CASE_0000``, ``CASE_0001``, ...)."""
+    names = dataset_json["channel_names"]
+    keys = [str(i) for i in range(len(names))]
+    if sorted(names) != sorted(keys):
+        raise ModelCardError(f"dataset.json: channel_names must be keyed \"0\", \"1\", ... (one per input channel, "
+                             f"as nnU-Net writes it), got keys {sorted(names)}")
+    return tuple(str(names[key]) for key in keys)
 
 
 def _sha256(path: Path) -> str:

@@ -35,6 +35,9 @@ _EPS = 1e-7
 class NnUNetPipeline:
     """``prepare(image) -> NnUNetPrepared`` and the engine options of nnU-Net's sliding windows."""
 
+    #: Channel images are stacked voxel by voxel, as nnU-Net's reader does (:mod:`models.channel_inputs`).
+    resample_channels = False
+
     def __init__(self, plans_manager, configuration_manager, dataset_json: dict, label_manager,
                  mirror_axes: tuple[int, ...] = (), previous_stage=None):
         self.plans_manager = plans_manager
