@@ -159,6 +159,19 @@ def test_2d_maps_are_per_slice_along_nnunets_axis_and_normalised_over_the_volume
     assert np.isclose(per_slice_max.max(), 1.0, atol=1e-3) and (per_slice_max < 0.95).sum() > 3
 
 
+def test_2d_region_target_moves_onto_each_slices_windows(plane_folders):
+    """A region given on the input grid reaches the 2D windows of the slices it covers only."""
+    image = ct_image(shape=(8, 30, 28))
+    model = load_model(plane_folders["identity"])
+    roi = np.zeros((8, 30, 28), bool)
+    roi[3:5, 10:20, 8:18] = True
+    result = explain_image(model, image, "saliency", target=SegmentationTarget(1, region=roi), device="cpu",
+                           normalize=False)
+    saliency = np.abs(sitk.GetArrayFromImage(result.maps["saliency"]))
+    per_slice = saliency.max(axis=(1, 2))
+    assert per_slice[3] > 0 and per_slice[4] > 0 and not per_slice[[0, 1, 2, 5, 6, 7]].any()
+
+
 def test_2d_mirroring_matches_nnunets_mirrored_prediction(plane_folders, image):
     folder = plane_folders["identity"]
     expected, _ = nnunet_prediction(folder, image, (0,), mirroring=True)
