@@ -11,7 +11,8 @@ import torch
 import XAIExplainLib as xai
 from XAIExplainLib.engine.batching import chunks, copies_per_forward
 from XAIExplainLib.engine.methods.rise import RiseMasks
-from Testing.support.models import classifier
+from XAIExplainLib.engine import SegmentationTarget
+from Testing.support.models import classifier, unet
 
 
 def naive_relative_rise(model, x, masks: RiseMasks, count, target):
@@ -110,3 +111,24 @@ def test_sampling_methods_report_progress_inside_a_batch_too(method, options, co
     forwards = len(list(chunks(options[count], copies_per_forward(256 * 256, options[count]))))
     assert forwards > 1
     assert len(calls) == forwards + 1 and calls == sorted(calls) and calls[-1] == 1
+
+
+@pytest.mark.parametrize("method,make,layer,options,copies", [
+    ("scorecam", classifier, "features.2", {}, 12),  # one forward per channel of the layer
+    ("ablationcam", classifier, "features.2", {}, 12),
+    ("kwc", unet, "dec2.0", {"target": SegmentationTarget(1, region="all")}, 8),  # per kernel
+    ("occlusion", classifier, None, {"window": 8, "stride": 8}, 4),  # per window of 16 x 16
+], ids=lambda value: value if isinstance(value, str) else None)
+def test_perturbation_methods_report_progress_inside_a_batch_too(method, make, layer, options, copies, monkeypatch):
+    """One batch of two slices whose method needs one forward per copy (one copy fits a forward here): each
+    forward reports how far the batch is, as RISE's masks do, so a batch that takes minutes is not silent."""
+    monkeypatch.setattr("XAIExplainLib.engine.batching.ELEMENTS_PER_FORWARD", 1)
+    volume = np.random.default_rng(0).standard_normal((2, 16, 16)).astype(np.float32)
+    calls = []
+    xai.explain_volume(make(2, seed=1), volume, method, batch_size=2, layer=layer, **options,
+                       **({} if "target" in options else {"target": 0}),
+                       progress=lambda done, total: calls.append((done, total)))
+    # before: one report, at the end of the only batch
+    expected = [2 * i / copies for i in range(copies)] + [2]
+    np.testing.assert_allclose([done for done, _ in calls], expected)
+    assert all(total == 2 for _, total in calls)

@@ -69,3 +69,26 @@ def test_wrong_channel_volumes_are_refused_and_change_nothing(scene, brats_folde
     with pytest.raises(ValueError, match=r"volume 'FLAIR moved' \(FLAIR\) is not on the grid of volume 'T1' \(T1\)"):
         logic.explainVolume(nodes[:3] + [shifted], brats_folder, methods=["gradcam"], device="cpu")
     assert scene_state(scene) == before
+
+
+def test_a_region_models_segments_are_named_by_the_region_each_label_value_stands_for(scene, tmp_path,
+                                                                                     two_torch_threads):
+    """A region-trained nnU-Net has no background channel: channel k writes ``regions_class_order[k]``.
+    The segments were named by channel index (the first region skipped as "background", the others one
+    off, the last value shown as "label 3")."""
+    from XAIExplainLib.models import predict_image
+    from Testing.support.multichannel import BRATS_LABELS
+
+    folder = str(write_brats_folder(tmp_path / "Dataset002_BrainTumourRegions", regions=True))
+    logic = XAIExplainLogic(scene)
+    images = brats_like()
+    nodes = _channel_nodes(scene, images)
+    out = logic.explainVolume(nodes, folder, methods=["gradcam"], device="cpu")
+    labels = sitk.GetArrayFromImage(predict_image(logic.loadModel(folder), images, device="cpu"))
+    segmentation = out.prediction.GetSegmentation()
+    names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+    regions = [name for name in BRATS_LABELS if name != "background"]
+    assert names == regions
+    for index, value in enumerate((1, 2, 3)):  # regions_class_order
+        segment_id = segmentation.GetNthSegmentID(index)
+        np.testing.assert_array_equal(mrml.segment_mask(out.prediction, segment_id, nodes[0]), labels == value)

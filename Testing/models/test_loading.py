@@ -90,6 +90,7 @@ def test_card_round_trip_keeps_fields(model_dir, tmp_path):
     ({"classes": []}, "classes", "non-empty list"),
     ({"classes": ["a", "a", "b"]}, "classes", "duplicate"),
     ({"classes": [{"name": "a", "color": [300, 0, 0]}, "b", "c"]}, "classes[0].color", "0..255"),
+    ({"classes": [{"name": "a", "value": -1}, "b", "c"]}, "classes[0].value", "0..65535"),
     ({"architecture": {"class": "no_colon_here"}}, "architecture.class", "package.module:ClassName"),
     ({"architecture": None}, "architecture", "state_dict holds only tensors"),
     ({"weights": {"file": "w.pt", "format": "keras"}}, "weights.format", "'torchscript'"),

@@ -228,11 +228,12 @@ def overlay_focus(job: LoadedRun, heat: sitk.Image, prediction, explained: int |
                   axis: int | None, contour: sitk.Image | None):
     """``(focus voxel, caption, strip)``: where the picture cuts and why.
 
-    A 2D classifier run per slice: the slice with the highest probability of the
-    explained class (models.explained_class.evidence_slice), its probabilities as a
-    strip; a segmenter: the map's peak inside the outlined region; else the map's peak.
+    A 2D classifier run per slice: the slice where the explained class is most probable
+    together with its neighbouring slices (models.explained_class.evidence_slice), its
+    probabilities as a strip; a segmenter: the map's peak inside the outlined region;
+    else the map's peak.
     """
-    from ..models.explained_class import evidence_slice
+    from ..models.explained_class import slice_evidence
     from .montage import SliceStrip, focus_voxel
 
     values = sitk.GetArrayViewFromImage(heat)
@@ -249,14 +250,17 @@ def overlay_focus(job: LoadedRun, heat: sitk.Image, prediction, explained: int |
         if explained is None:
             per_slice = scores.max(axis=1)
             index = int(np.argmax(per_slice))
-            label, why = "p(predicted)", "the highest probability of its own predicted class"
+            label = "p(predicted)"
+            why = f"the highest probability of its own predicted class = {per_slice[index]:.2f}"
         else:
             per_slice = scores[:, explained]
-            index = evidence_slice(scores, explained)
-            label, why = f"p({names[explained]})", f"the highest p({names[explained]})"
+            evidence = slice_evidence(scores, explained)
+            index = int(np.argmax(evidence))
+            label = f"p({names[explained]})"
+            why = (f"the highest p({names[explained]}) together with its neighbouring slices (mean "
+                   f"{evidence[index]:.2f}, this slice {per_slice[index]:.2f})")
         focus = focus_voxel(values, slice_axis=slice_axis, slice_index=index)
-        caption = (f"{view} slice {index} of {len(scores)}: {why} = {per_slice[index]:.2f}; "
-                   "views cross at the map's peak in that slice")
+        caption = f"{view} slice {index} of {len(scores)}: {why}; views cross at the map's peak in that slice"
         return focus, caption, SliceStrip(per_slice, index, label)
     return focus_voxel(values), "views through the map's peak", None
 

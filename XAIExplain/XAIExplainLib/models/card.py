@@ -116,15 +116,20 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class ClassSpec:
-    """One output class: its name and, for display, an RGB colour (0-255)."""
+    """One output class: its name, for display an RGB colour (0-255), and the value the model's label
+    map writes for it where that is not its channel index (nnU-Net's region-based models write
+    ``regions_class_order[k]`` for channel k, and have no background channel)."""
 
     name: str
     color: tuple[int, int, int] | None = None
+    value: int | None = None
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"name": self.name}
         if self.color is not None:
             out["color"] = list(self.color)
+        if self.value is not None:
+            out["value"] = self.value
         return out
 
 
@@ -511,7 +516,11 @@ def _parse_classes(r: _Reader, data: Any, task: str) -> tuple[ClassSpec, ...]:
                 raise r.fail(name + ".color", f"must be [r, g, b] with integers 0..255, "
                                               f"got {_show(color)}")
             color = tuple(color)
-        classes.append(ClassSpec(cname, color))
+        value = item.get("value")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535):
+            raise r.fail(name + ".value", f"must be the label value (an integer 0..65535) the label map writes "
+                                          f"for this class, got {_show(value)}")
+        classes.append(ClassSpec(cname, color, value))
     names = [c.name for c in classes]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -9,10 +9,19 @@ asks for :data:`PER_SLICE`: the card's ``class_of_interest`` when it names one
 probability on any slice. ``explain_image`` applies this rule, so the command
 line, the Slicer logic and the web page all get it from here.
 
-:func:`evidence_slice` says where a picture of that class should cut: the slice
-with the highest probability of the explained class (Grad-CAM's maps are
-class-discriminative, Selvaraju et al., ICCV 2017, so the slice the model is
-surest about is the one whose map shows what it looks for).
+:func:`evidence_slice` says where a picture of that class should cut: the slice where
+the class is most probable on that slice and its neighbours together (the mean
+probability over the slice and the slices either side of it). Why not the single most
+probable slice: a slice classifier decides each slice from 2D evidence alone, and its
+false positives are mostly single slices (on lung1, slice 30 reaches p(nodule) = 0.9997
+with p = 0.36 on slice 31), while the structure a class names is a 3D object seen on
+consecutive slices (the expert nodule on slices 32-34, p = 0.99, 1.00, 0.97). Reading a
+2D decision together with its through-plane context is what reduces false positives of
+slice-wise detectors (Setio et al., IEEE TMI 2016, multi-view false-positive reduction).
+The rule uses the prediction only, so every method's picture of one run cuts the same
+slice, and it does not depend on how a method scales its map (Grad-CAM's maps are
+class-discriminative, Selvaraju et al., ICCV 2017, so the slice with the surest decision
+is the one whose map shows what the model looks for).
 """
 from __future__ import annotations
 
@@ -62,9 +71,22 @@ def volume_class(card, probabilities) -> int:
     return int(np.unravel_index(int(np.argmax(scores)), scores.shape)[1])
 
 
-def evidence_slice(probabilities, class_index: int) -> int:
-    """The slice where the explained class is most probable (the first of equals)."""
+def slice_evidence(probabilities, class_index: int) -> np.ndarray:
+    """Per slice, the mean probability of the class over the slice and its neighbours (the slices
+    either side that exist): the score :func:`evidence_slice` ranks slices by."""
     scores = np.asarray(probabilities, dtype=np.float64)
     if scores.ndim != 2:
         raise ValueError(f"per-slice probabilities must be (n_slices, n_classes), got shape {scores.shape}")
-    return int(np.argmax(scores[:, class_index]))
+    if not 0 <= int(class_index) < scores.shape[1]:
+        raise ValueError(f"class index {class_index} is outside the {scores.shape[1]} classes")
+    column = scores[:, int(class_index)]
+    padded = np.concatenate([[0.0], column, [0.0]])
+    counts = np.concatenate([[0.0], np.ones_like(column), [0.0]])
+    window = padded[:-2] + padded[1:-1] + padded[2:]
+    return window / (counts[:-2] + counts[1:-1] + counts[2:])
+
+
+def evidence_slice(probabilities, class_index: int) -> int:
+    """The slice where the explained class is most probable together with its neighbours (the first of
+    equals); see the module docstring for why."""
+    return int(np.argmax(slice_evidence(probabilities, class_index)))

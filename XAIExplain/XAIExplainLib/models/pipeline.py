@@ -163,15 +163,15 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
     prepared = _prepare(loaded, image, axis, budget, run_device)
     engine_target = _engine_target(card, _model_grid_target(card, target, prepared))
     lap("preprocess")
+    known_logits = None  # outputs on the card's grid, when a step below needed them before the maps
     if engine_target is None and not per_slice and explains_one_class_per_volume(card, mode):
         engine_target = class_of_interest(card)
         if engine_target is None:  # the class with the highest probability on any slice needs a prediction
-            _, logits = run_networks(loaded, prepared.array, mode, axis, run_device, batch_size, overlap)
-            engine_target = volume_class(card, _prediction(loaded, logits, prepared))
+            _, known_logits = run_networks(loaded, prepared.array, mode, axis, run_device, batch_size, overlap)
+            engine_target = volume_class(card, _prediction(loaded, known_logits, prepared))
         lap("class")
-    maps, logits = run_networks(loaded, prepared.array, mode, axis, run_device, batch_size, overlap, progress,
-                                methods=method_list, target=engine_target, layer=layer, normalize=normalize,
-                                **options)
+    maps, logits = _explain_networks(loaded, prepared.array, method_list, mode, axis, run_device, batch_size,
+                                     overlap, progress, engine_target, layer, normalize, options, known_logits)
     lap("explain")
     out_maps = {name: prepared.restore_map(maps[name], clamp=normalize) for name in method_list}
     prediction = _prediction(loaded, logits, prepared)
@@ -256,6 +256,54 @@ def run_networks(loaded: LoadedModel, array: np.ndarray, mode: str, axis: int | 
 
         maps = {name: normalize_volume(value, METHODS[name].signed) for name, value in maps.items()}
     return maps, outputs
+
+
+def _explain_networks(loaded: LoadedModel, array: np.ndarray, methods: list[str], mode: str, axis: int | None,
+                      device: torch.device, batch_size: int | None, overlap: float | None,
+                      progress: Callable | None, target, layer, normalize: bool, options: dict,
+                      logits: np.ndarray | None = None):
+    """``(maps, outputs)`` of :func:`run_networks`, with a 2D classifier's layer maps free of the image edge.
+
+    The layer-based methods of a classifier run per slice see each slice inside a margin of
+    the model's background (the prepared volume's minimum per channel: the value the card's
+    preprocessing pads with, after its intensity transform), as deep as the edge reaches into
+    the explained layer (:mod:`engine.edge_margin`); their maps are cropped back to the slice
+    before the volume is normalised. The prediction comes from the card's own grid (the margin
+    dilutes a global average pool a little) and the maps explain its classes: one plain forward
+    more than the maps' own pass, saved when the caller already has those outputs (``logits``).
+    """
+    from ..engine import METHODS, normalize_volume
+    from ..engine.edge_margin import crop_index, edge_reach, pad_slices
+
+    run = dict(mode=mode, axis=axis, device=device, batch_size=batch_size, overlap=overlap)
+    framed = [name for name in methods if METHODS[name].needs_layer]
+    margin = 0
+    per_slice_target = target is None or isinstance(target, (int, np.integer, list, tuple, np.ndarray))
+    if framed and mode == "slices" and loaded.card.task == "classification" and per_slice_target:
+        background = array.reshape(array.shape[0], -1).min(axis=1)
+        slice_shape = tuple(n for i, n in enumerate(array.shape[1:]) if i != (axis or 0))
+        margin = max(edge_reach(network, layer, background, slice_shape) for network in loaded.modules)
+    if not margin:
+        return run_networks(loaded, array, progress=progress, methods=methods, target=target, layer=layer,
+                            normalize=normalize, **run, **options)
+    rest = [name for name in methods if name not in framed]
+    if target is None:  # each slice's class as the card's grid predicts it
+        logits = run_networks(loaded, array, **run)[1] if logits is None else logits
+        target = [int(k) for k in np.argmax(logits, axis=-1)]
+    padded = pad_slices(torch.from_numpy(array), axis or 0, margin, background).numpy()
+    raw, _ = run_networks(loaded, padded, progress=_part_progress(progress, 0, 2) if rest else progress,
+                          methods=framed, target=target, layer=layer, normalize=False, **run, **options)
+    maps = {}
+    if rest:
+        maps, logits = run_networks(loaded, array, progress=_part_progress(progress, 1, 2), methods=rest,
+                                    target=target, layer=layer, normalize=normalize, **run, **options)
+    elif logits is None:
+        logits = run_networks(loaded, array, **run)[1]
+    crop = crop_index(axis or 0, margin, array.shape[1:])
+    for name in framed:
+        value = np.ascontiguousarray(raw[name][crop])
+        maps[name] = normalize_volume(value, METHODS[name].signed) if normalize else value
+    return {name: maps[name] for name in methods}, logits
 
 
 def _prepare(loaded: LoadedModel, image: sitk.Image, axis: int | None, budget: float | None,

@@ -39,7 +39,7 @@ def class_entries(classes, label_values=None) -> list:
 
     ``classes`` is a list of names, of dicts with ``name`` and optional
     ``color`` / ``value``, or of objects with ``name`` and ``color``
-    attributes (the model card's ClassSpec). Value 0 is background and gets
+    attributes (the model card's ClassSpec, whose ``value`` is used when set). Value 0 is background and gets
     no segment unless the card gives it an explicit non-background value.
     """
     entries = []
@@ -53,7 +53,8 @@ def class_entries(classes, label_values=None) -> list:
             color = item.get("color", item.get("colour"))
             value = int(item.get("value", item.get("label", index)))
         elif hasattr(item, "name"):
-            name, color, value = str(item.name), getattr(item, "color", None), index
+            value = getattr(item, "value", None)
+            name, color, value = str(item.name), getattr(item, "color", None), index if value is None else int(value)
         else:
             raise TypeError(f"class entries must be names, dicts or class specs, got {type(item).__name__}")
         if value == 0:

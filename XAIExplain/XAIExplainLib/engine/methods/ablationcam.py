@@ -31,7 +31,7 @@ def ablation_scores(replay: LayerReplay, x: torch.Tensor, bound, output_elements
     scores = torch.empty(n, k, dtype=o.dtype, device=o.device)
     per_copy = n * max(x[0].numel(), o[0].numel(), output_elements)
     for start, stop in chunks(k, copies_per_forward(per_copy, k)):
-        checkpoint()  # cancel / heartbeat hook (engine/interrupt.py)
+        checkpoint(start, k)  # cancel / heartbeat / progress hook (engine/interrupt.py)
         count = stop - start
         activations = o.unsqueeze(0).repeat((count,) + (1,) * o.dim())  # (count, N, K, *s)
         copies = torch.arange(count, device=o.device)

@@ -167,7 +167,7 @@ def _weights_from_batches(replay, x, bound, base, k, kernels_per_forward, batch)
     dependence = torch.empty(n, k, dtype=probability.dtype, device=probability.device)
     independence = torch.empty_like(dependence)
     for start, stop in chunks(k, kernels_per_forward):
-        checkpoint()  # cancel / heartbeat hook (engine/interrupt.py)
+        checkpoint(start, k)  # cancel / heartbeat / progress hook (engine/interrupt.py)
         count = stop - start
         activations = batch(start, stop)
         out = replay.run_suffix(x, activations.flatten(0, 1))  # copy-major (2 count * N, ...)

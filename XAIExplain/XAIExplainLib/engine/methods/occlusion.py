@@ -48,7 +48,7 @@ def occlusion(request) -> torch.Tensor:
     step = copies_per_forward(n * x[0].numel(), len(windows))
     with torch.no_grad():
         for start, stop in chunks(len(windows), step):
-            checkpoint()  # cancel / heartbeat hook (engine/interrupt.py)
+            checkpoint(start, len(windows))  # cancel / heartbeat / progress hook (engine/interrupt.py)
             batch = windows[start:stop]
             inputs = x.repeat((len(batch),) + (1,) * (x.dim() - 1)).reshape((len(batch),) + tuple(x.shape))
             for copy, win in enumerate(batch):

@@ -32,7 +32,7 @@ def scorecam_layer(request, activation: torch.Tensor, bound) -> torch.Tensor:
     step = copies_per_forward(n * x[0].numel(), k)
     with torch.no_grad():
         for start, stop in chunks(k, step):
-            checkpoint()  # cancel / heartbeat hook (engine/interrupt.py)
+            checkpoint(start, k)  # cancel / heartbeat / progress hook (engine/interrupt.py)
             maps = a[:, start:stop]  # (N, b, *s)
             masks = minmax(upsample(maps.flatten(0, 1), tuple(x.shape[2:])))  # (N * b, *S)
             masks = masks.reshape((n, stop - start) + tuple(x.shape[2:])).transpose(0, 1)  # (b, N, *S)

@@ -56,7 +56,7 @@ def nnunet_card(folder_path: Path, dataset_name: str, configuration: str, config
         spatial_dims=len(patch),
         input=InputSpec(channels=channels, spacing=spacing, size=None, patch_size=patch,
                         intensity=IntensitySpec(mode="none"), pad_value=0.0, channel_names=channel_names),
-        classes=tuple(ClassSpec(name) for name in labels.names),
+        classes=tuple(ClassSpec(name, value=value) for name, value in zip(labels.names, labels.values)),
         weights=WeightsSpec(file=checkpoint, format="state_dict"),
         target_layers=default_layers(network),
         output_activation=labels.activation,

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ChannelLabels:
-    """Channel names in output order and the activation that turns logits into probabilities."""
+    """Channel names in output order, the label value nnU-Net's label map writes for each channel,
+    and the activation that turns logits into probabilities."""
 
     names: tuple[str, ...]
     activation: str  # "softmax" or "sigmoid"
+    values: tuple[int, ...]
 
 
 def channel_labels(dataset_json: dict, label_manager) -> ChannelLabels:
@@ -24,10 +26,10 @@ def channel_labels(dataset_json: dict, label_manager) -> ChannelLabels:
     labels = {k: v for k, v in dataset_json["labels"].items() if k != "ignore"}
     if label_manager.has_regions:
         names = tuple(name for name, value in labels.items() if name != "background" and not _is_background(value))
-        return ChannelLabels(names, "sigmoid")
+        return ChannelLabels(names, "sigmoid", tuple(int(v) for v in label_manager.regions_class_order))
     by_value = {int(value): name for name, value in labels.items() if not isinstance(value, (list, tuple))}
     names = tuple(by_value.get(value, f"label {value}") for value in label_manager.all_labels)
-    return ChannelLabels(names, "softmax")
+    return ChannelLabels(names, "softmax", tuple(int(v) for v in label_manager.all_labels))
 
 
 def _is_background(value) -> bool:
