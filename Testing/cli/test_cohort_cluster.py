@@ -130,29 +130,60 @@ def test_cli_joins_a_running_scheduler_by_its_address(client, cohort, tmp_path, 
     assert not (tmp_path / "no").exists()
 
 
+class HoldFirstAttempt(distributed.WorkerPlugin):
+    """A worker plugin: the first worker to read the input ``stem`` writes its process id and
+    address to ``marker`` and waits there, mid-input (its staging folder made), until it is
+    killed; later attempts (the marker exists) read it as usual."""
+
+    name = "xaiexplain-test-hold-first"
+
+    def __init__(self, stem: str, marker: str):
+        self.stem, self.marker = stem, marker
+
+    def setup(self, worker):
+        from XAIExplainLib.cli import reading
+
+        real, stem, marker, address = reading.read_item, self.stem, self.marker, worker.address
+
+        def read_item(item, *args, **kwargs):
+            if item.stem == stem and not os.path.exists(marker):
+                with open(marker + ".tmp", "w") as file:
+                    file.write(f"{os.getpid()} {address}")
+                os.replace(marker + ".tmp", marker)
+                while True:  # held until the test kills this worker
+                    time.sleep(0.05)
+            return real(item, *args, **kwargs)
+
+        reading.read_item = read_item
+
+
 def test_a_worker_killed_mid_input_loses_nothing(client, cohort, tmp_path):
+    """The worker is caught mid-input by a hold (not by polling the scheduler): before, the test
+    looked for a worker busy with a staged input and killed it, and on a busy machine the input
+    could finish in between."""
+    import cloudpickle
+
     good = [p for p in cohort if p.name != "constant.nrrd"]
-    out = tmp_path / "out"
-    pids = client.run(os.getpid)
+    out, marker, stem = tmp_path / "out", tmp_path / "held", "ct1"
     result: dict = {}
     run = threading.Thread(target=lambda: result.update(summary=explain_cohort(
-        MODEL, good, out, ["integrated_gradients"], client=client, stderr=io.StringIO())))
-    run.start()
-    victim, stem = None, None
-    deadline = time.monotonic() + 120
-    while victim is None and time.monotonic() < deadline and run.is_alive():
-        staged = {p.name[len(STAGE_PREFIX):].rsplit("-", 1)[0]
-                  for p in out.glob(STAGE_PREFIX + "*")}
-        for worker, keys in client.processing().items():
-            busy = [str(k)[len("xaiexplain-"):].rsplit("-", 1)[0] for k in keys
-                    if str(k).startswith("xaiexplain-")]
-            if busy and busy[0] in staged and worker in pids:
-                victim, stem = worker, busy[0]
-                break
-        time.sleep(0.005)
-    assert victim is not None, "no worker was caught mid-input"
-    os.kill(pids[victim], signal.SIGKILL)
-    run.join(timeout=240)
+        MODEL, good, out, ["integrated_gradients"], client=client, stderr=io.StringIO())), daemon=True)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import it
+    client.register_plugin(HoldFirstAttempt(stem, str(marker)))
+    try:
+        run.start()
+        deadline = time.monotonic() + 600  # a guard against a hang, not a timing
+        while not marker.exists() and time.monotonic() < deadline and run.is_alive():
+            time.sleep(0.005)
+        assert marker.exists(), "no worker read the held input"
+        pid, victim = marker.read_text().split()
+        assert any(p.name.startswith(STAGE_PREFIX + stem) for p in out.iterdir())  # mid-input
+        os.kill(int(pid), signal.SIGKILL)
+        run.join(timeout=600)
+    finally:
+        client.unregister_worker_plugin(HoldFirstAttempt.name)
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert not run.is_alive(), "the cohort did not finish after the worker was killed"
     summary = result["summary"]
     assert [r.status for r in summary.records] == ["ok"] * len(good)
     redone = next(r for r in summary.records if r.stem == stem)
@@ -241,21 +272,59 @@ def test_an_input_that_kills_every_worker_is_reported_not_retried_forever(reques
 
 
 def test_cli_on_a_local_cluster_stopped_with_sigterm_then_resumed(cohort, tmp_path):
+    """The run is held (not timed) where SIGTERM must land: every input but ct0 waits in its
+    worker before it is read, and never finishes (its worker exits when the test releases it),
+    so exactly ct0 is complete when the signal arrives. Before, the test signalled when the
+    first manifest appeared, and a busy machine let the workers finish more inputs, or all of
+    them, first."""
     good = [p for p in cohort if p.name != "constant.nrrd"]
-    out = tmp_path / "out"
+    out, release = tmp_path / "out", tmp_path / "release"
+    hold_all_but_ct0 = f"""
+        import contextlib, os, time
+        import distributed
+        from XAIExplainLib.cli import cluster
+
+        class HoldAllButCt0(distributed.WorkerPlugin):
+            name = "xaiexplain-test-hold"
+
+            def setup(self, worker):
+                from XAIExplainLib.cli import reading
+                real = reading.read_item
+
+                def read_item(item, *args, **kwargs):
+                    if item.stem != "ct0":
+                        while not os.path.exists({str(release)!r}):
+                            time.sleep(0.05)
+                        os._exit(1)  # a held input never completes
+                    return real(item, *args, **kwargs)
+                reading.read_item = read_item
+
+        real_open = cluster.open_client
+
+        @contextlib.contextmanager
+        def open_client(*args, **kwargs):
+            with real_open(*args, **kwargs) as (client, spec):
+                client.register_plugin(HoldAllButCt0())
+                yield client, spec
+        cluster.open_client = open_client
+    """
     args = ["explain", *good, "--model", MODEL, "--method", "integrated_gradients",
             "--cluster", "local:2", "--output-dir", out]
-    process = cli_process(*args)
-    deadline = time.monotonic() + 180
-    while not any(out.glob("*" + MANIFEST_ENDING)) and time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.005)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
+    process = cli_process(*args, script=hold_all_but_ct0)
+    try:
+        manifest = out / f"ct0{MANIFEST_ENDING}"
+        deadline = time.monotonic() + 600  # a guard against a hang, not a timing
+        while not manifest.exists() and time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.005)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        release.touch()  # any worker still held exits
     assert process.returncode == 130, stderr
     assert "xaiexplain: Dask cluster of 2 worker(s); dashboard at http://" in stderr
     done = {m.name[: -len(MANIFEST_ENDING)] for m in out.glob("*" + MANIFEST_ENDING)}
-    assert done and len(done) < len(good), "SIGTERM did not land mid-run"
+    assert done == {"ct0"}, "SIGTERM did not land after the first input"
     assert hidden(out) == []  # staging folders of the stopped workers removed
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()
               if p.name.split("_")[0] in done or p.name.split(".")[0] in done}

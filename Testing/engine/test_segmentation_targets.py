@@ -266,3 +266,40 @@ def test_volume_mode_with_a_mask_target_matches_the_window_it_comes_from():
     direct = xai.explain(model, volume[None, None, ..., 4:12], "saliency", target=window, normalize=False)[0]
     assert direct[..., 4:].abs().max() > 0
     assert np.allclose(maps[..., 8:], direct[..., 4:].numpy(), rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 5])
+def test_channel_argmax_gives_torch_argmax_with_ties_infinities_and_nan(channels):
+    """The comparison form of the channel argmax against ``torch.argmax`` itself: random
+    logits, values rounded to a few levels so that ties (first index wins) are common,
+    infinities of both signs, and an output with a NaN (argmax's own rule)."""
+    from XAIExplainLib.engine.targets.segmentation import channel_argmax
+
+    generator = torch.Generator().manual_seed(channels)
+    logits = torch.randn((3, channels, 6, 7, 5), generator=generator)
+    tied = torch.round(logits * 1.5) / 1.5
+    infinite = tied.clone()
+    infinite[0, :, 0, 0, 0] = float("inf")
+    infinite[1, -1, 1, :, 0] = float("-inf")
+    infinite[2, 0, 2, 2, :] = float("inf")
+    with_nan = infinite.clone()
+    with_nan[1, channels // 2, 3, 3, 3] = float("nan")
+    for output in (logits, tied, infinite, with_nan):
+        assert torch.equal(channel_argmax(output), output.argmax(dim=1))
+    assert (tied.argmax(dim=1) > 0).any() or channels == 1  # the ties do not all fall to channel 0
+
+
+def test_predicted_region_and_default_class_follow_argmax_on_ties():
+    """The predicted region (argmax == class) and the default class (most-predicted foreground
+    class by voxel count) on outputs with tied channels, against regions built with argmax."""
+    generator = torch.Generator().manual_seed(11)
+    output = torch.round(torch.randn((2, 3, 5, 6, 4), generator=generator))
+    labels = output.argmax(dim=1)
+    for cls in (0, 1, 2):
+        bound = _bind(output, class_index=cls)
+        assert torch.equal(bound.region, labels == cls)
+    bound = xai.SegmentationTarget()._replace(allow_empty=True).bind(output)
+    counts = torch.stack([torch.bincount(labels[n].flatten(), minlength=3) for n in range(2)])
+    counts[:, 0] = -1
+    assert torch.equal(bound.classes, counts.max(dim=1).indices)
+    assert torch.equal(bound.region, labels == bound.classes.reshape(-1, 1, 1, 1))

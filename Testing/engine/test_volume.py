@@ -204,3 +204,43 @@ def test_predict_volume_leaves_every_submodule_training_flag_as_found(volume):
     assert [m.training for m in model.modules()] == dropout_like
     xai.explain_volume(model, volume, "gradcam", axis=0)
     assert [m.training for m in model.modules()] == dropout_like
+
+
+@pytest.mark.parametrize("mirror_axes", [(), (0, 2)])
+def test_windowed_maps_and_outputs_equal_a_naive_window_by_window_blend(volume, mirror_axes):
+    """Sliding windows against the blend written out here: each window explained (and, mirrored,
+    explained in its mirrored frame and mirrored back) on its own, its map and its logits weighted
+    by the Gaussian and divided by the summed weights. The engine adds the weights up once for
+    the maps and the outputs, in batches."""
+    from itertools import combinations
+
+    from XAIExplainLib.engine.windows import gaussian_weights, window_grid
+
+    model, patch = _small_unet3d(), (8, 8, 8)
+    maps, outputs = xai.explain_volume(model, volume, ["gradcam", "saliency"], mode="volume", patch_size=8,
+                                       overlap=0.5, target=1, layer="3", batch_size=3, normalize=False,
+                                       return_outputs=True, mirror_axes=mirror_axes)
+    data = torch.from_numpy(volume)[None, None]
+    weights = gaussian_weights(patch, "cpu")
+    flips = [c for n in range(1, len(mirror_axes) + 1) for c in combinations(mirror_axes, n)]
+    target = xai.SegmentationTarget(1)._replace(allow_empty=True)
+    sums = {name: torch.zeros(volume.shape) for name in maps}
+    logits, total = torch.zeros((2,) + volume.shape), torch.zeros(volume.shape)
+    for window in window_grid(volume.shape, patch, 0.5):
+        x = data[(slice(None), slice(None)) + window]
+        with torch.no_grad():
+            out = model(x)[0] + sum(torch.flip(model(torch.flip(x, [a + 2 for a in axes]))[0], [a + 1 for a in axes])
+                                    for axes in flips)
+        logits[(slice(None),) + window] += out / (len(flips) + 1) * weights
+        total[window] += weights
+        for name in maps:
+            own = xai.explain(model, x, name, target=target, layer="3", normalize=False)[0]
+            for axes in flips:
+                mirrored = xai.explain(model, torch.flip(x, [a + 2 for a in axes]), name, target=target, layer="3",
+                                       normalize=False)[0]
+                own = own + torch.flip(mirrored, list(axes))
+            sums[name][window] += own * (weights / (len(flips) + 1))
+    np.testing.assert_allclose(outputs, (logits / total).numpy(), rtol=1e-5, atol=1e-6)
+    for name in maps:
+        assert np.abs(maps[name]).max() > 0
+        np.testing.assert_allclose(maps[name], (sums[name] / total).numpy(), rtol=1e-5, atol=1e-7)

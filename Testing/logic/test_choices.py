@@ -14,6 +14,21 @@ def test_targets_offer_a_segment_only_to_segmenters_and_a_point_to_segmenters_an
         ["", "bg", "nodule", "roi", "point"]
 
 
+@pytest.mark.parametrize("task", ["classification", "segmentation"])
+@pytest.mark.parametrize("per_slice", [False, True])
+def test_the_menu_offers_the_scene_targets_the_check_accepts(task, per_slice):
+    offered = {value for _, value in choices.target_choices(task, 2 if per_slice else 3, ["a", "b"])}
+    for kind, text in choices.SCENE_TARGETS.items():
+        accepted = kind in choices.target_kinds(task, per_slice)
+        assert (kind in offered) == accepted
+        assert ((text, kind) in choices.target_choices(task, 2 if per_slice else 3, [])) == accepted
+        if not accepted:
+            with pytest.raises(ValueError, match="as target"):
+                choices.check_target_kind(kind, task, per_slice)
+        else:
+            choices.check_target_kind(kind, task, per_slice)
+
+
 def test_label_threshold_menu_values_become_the_logics_argument():
     assert choices.label_threshold_argument("") is None
     assert choices.label_threshold_argument("otsu") == "otsu"

@@ -137,6 +137,31 @@ def test_a_point_on_a_card_segmenter_explains_the_object_under_it(scene, tmp_pat
     assert "object" in nodes.heatmaps["saliency"].GetName()
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_the_logic_refuses_exactly_the_scene_targets_the_menu_leaves_out(scene, dims):
+    """One rule (``choices.target_kinds``) for the target menu and the logic's check: every
+    scene-object target the menu does not offer a classifier is refused, with the rule's
+    words and nothing added to the scene (the offered ones run in the tests above)."""
+    import re
+
+    from XAIExplainLib.logic import choices
+
+    node = add_volume(two_boxes())
+    targets = {"point": point_at(scene, node, (5, 5, 5)),
+               "roi": (scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "S"), "segment")}
+    offered = {value for _, value in choices.target_choices("classification", dims, ["dark", "bright"])}
+    refused = set(targets) - offered
+    assert refused == ({"roi"} if dims == 2 else {"roi", "point"})
+    for kind in sorted(refused):
+        with pytest.raises(ValueError) as error:
+            choices.check_target_kind(kind, "classification", per_slice=dims == 2)
+        before = scene_state(scene)
+        with pytest.raises(ValueError, match=re.escape(str(error.value))):
+            XAIExplainLogic().explainVolume(node, bright_spot_model(dims), methods=["saliency"],
+                                            target=targets[kind], classNames=["dark", "bright"])
+        assert scene_state(scene) == before
+
+
 def test_a_point_on_a_3d_classifier_is_refused(scene):
     node = add_volume(two_boxes())
     points = point_at(scene, node, (5, 5, 5))

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.autograd.profiler import record_function
 
 from .api import as_network, explain_batch, model_device_dtype
 from .capture import eval_mode
@@ -33,6 +34,12 @@ from .windows import Tiling, gaussian_weights, window_grid
 
 _DEFAULT_CPU_BATCH = 16
 _DEFAULT_CUDA_BATCH = 64
+
+#: Profiler scopes of the window loop (``torch.profiler`` shows them; ``bench/peers/end_to_end.py``
+#: reads them for its breakdown): copying windows out of the volume, the model's passes, blending,
+#: and normalising the maps and handing them out as numpy arrays.
+STACK_SCOPE, PASS_SCOPE, BLEND_SCOPE = "xai windows: stack", "xai windows: passes", "xai windows: blend"
+FINISH_SCOPE = "xai volume: normalise and copy out"
 
 
 def _as_channels_first(volume) -> torch.Tensor:
@@ -248,9 +255,10 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
         maps = {name: torch.empty(spatial, device=device) for name in method_list}
         _explain_windows(model, data, method_list, maps, patch_size, overlap, target, layer, batch_size,
                          device, progress, options, outputs, tiling, flips, window_weights, slab)
-    result = _finish(maps, method_list, normalize, single)
-    if return_outputs:
-        return result, outputs[0].float().cpu().numpy()
+    with record_function(FINISH_SCOPE):
+        result = _finish(maps, method_list, normalize, single)
+        if return_outputs:
+            return result, outputs[0].float().cpu().numpy()
     return result
 
 
@@ -472,49 +480,57 @@ def _explain_windows(model, data, methods, maps, patch_size, overlap, target, la
     sums = {name: torch.zeros(padded.shape[1:], device=device) for name in methods}
     total_weight = torch.zeros(padded.shape[1:], device=device)
     target = _padded_target(target, crop, tuple(padded.shape[1:]))
-
-    blended = _OutputBlend(padded.shape[1:], crop, weights, len(windows)) if outputs is not None else None
+    blended = _OutputBlend(padded.shape[1:], crop, weights, total_weight, len(windows)) \
+        if outputs is not None else None
+    map_weights = weights / (len(flips) + 1) if flips else weights  # the mirrored copies' mean, once
 
     def work(start, stop):
-        batch = torch.stack([padded[(slice(None),) + w] for w in windows[start:stop]]).to(device)
+        with record_function(STACK_SCOPE):
+            batch = torch.stack([padded[(slice(None),) + w] for w in windows[start:stop]]).to(device)
         batch_target = _window_target(target, windows[start:stop])
-        result, info = _explain_window_batch(model, batch, methods, batch_target, slab, layer=layer,
-                                             normalize=False, with_output=blended is not None, **options)
-        output = info.get("output")
-        for axes in flips:  # mirrored windows: explained in their own frame, mirrored back, averaged in
-            dims = [a + 2 for a in axes]
-            flipped, flipped_info = _explain_window_batch(model, torch.flip(batch, dims), methods,
-                                                          _flip_target(batch_target, axes, patch), slab,
-                                                          layer=layer, normalize=False,
-                                                          with_output=blended is not None, **options)
+        with record_function(PASS_SCOPE):
+            result, info = _explain_window_batch(model, batch, methods, batch_target, slab, layer=layer,
+                                                 normalize=False, with_output=blended is not None, **options)
+            output = info.get("output")
+            for axes in flips:  # mirrored windows: explained in their own frame, mirrored back, averaged in
+                dims = [a + 2 for a in axes]
+                flipped, flipped_info = _explain_window_batch(model, torch.flip(batch, dims), methods,
+                                                              _flip_target(batch_target, axes, patch), slab,
+                                                              layer=layer, normalize=False,
+                                                              with_output=blended is not None, **options)
+                if blended is not None:
+                    output = output.float() + torch.flip(flipped_info["output"].float(), dims)
+                for name in methods:
+                    result[name] = result[name] + torch.flip(flipped[name], [a + 1 for a in axes])
+        with record_function(BLEND_SCOPE):
             if blended is not None:
-                output = output.float() + torch.flip(flipped_info["output"].float(), dims)
-            for name in methods:
-                result[name] = result[name] + torch.flip(flipped[name], [a + 1 for a in axes])
-        if blended is not None:
-            blended.add(output / (len(flips) + 1) if flips else output, windows[start:stop])
-        for i, w in enumerate(windows[start:stop]):
-            total_weight[w] += weights
-            for name in methods:
-                sums[name][w] += result[name][i] * (weights / (len(flips) + 1))
+                blended.add(output / (len(flips) + 1) if flips else output, windows[start:stop])
+            for i, w in enumerate(windows[start:stop]):
+                total_weight[w] += weights  # one sum of weights for the maps and the outputs
+                for name in methods:
+                    sums[name][w] += result[name][i] * map_weights
 
     _Batches(len(windows), batch_size, device, progress).run(work)
-    for name in methods:
-        maps[name].copy_((sums[name] / total_weight)[crop])
-    if blended is not None:
-        outputs.append(blended.result())
+    with record_function(BLEND_SCOPE):
+        for name in methods:
+            maps[name].copy_((sums[name] / total_weight)[crop])
+        if blended is not None:
+            outputs.append(blended.result())
 
 
 class _OutputBlend:
     """Window outputs blended into the volume's outputs with the maps' Gaussian weights.
 
-    A classifier's output can only stand for the volume when one window covers it all,
-    as in ``predict_volume``.
+    ``weight_sum`` is the maps' own sum of window weights (the same windows, the same
+    weights), filled by the caller, so it is added up once. A classifier's output can
+    only stand for the volume when one window covers it all, as in ``predict_volume``.
     """
 
-    def __init__(self, padded_shape, crop: tuple[slice, ...], weights: torch.Tensor, n_windows: int):
+    def __init__(self, padded_shape, crop: tuple[slice, ...], weights: torch.Tensor, weight_sum: torch.Tensor,
+                 n_windows: int):
         self.padded_shape, self.crop, self.weights, self.n_windows = tuple(padded_shape), crop, weights, n_windows
-        self.sum = self.weight = self.whole = None
+        self.weight_sum = weight_sum
+        self.sum = self.whole = None
 
     def add(self, output: torch.Tensor, windows) -> None:
         if output.dim() == 2:
@@ -525,15 +541,13 @@ class _OutputBlend:
             return
         if self.sum is None:
             self.sum = torch.zeros((output.shape[1],) + self.padded_shape, device=output.device)
-            self.weight = torch.zeros(self.padded_shape, device=output.device)
         for i, w in enumerate(windows):
             self.sum[(slice(None),) + w] += output[i].float() * self.weights
-            self.weight[w] += self.weights
 
     def result(self) -> torch.Tensor:
         if self.whole is not None:
             return self.whole
-        return (self.sum / self.weight)[(slice(None),) + self.crop]
+        return (self.sum / self.weight_sum)[(slice(None),) + self.crop]
 
 
 def predict_volume(model: nn.Module, volume, mode: str = "slices", axis: int = 0, batch_size: int | None = None,
@@ -599,17 +613,21 @@ def _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype
     state = {}
 
     def work(start, stop):
-        batch = torch.stack([padded[(slice(None),) + w] for w in windows[start:stop]]).to(device, dtype)
-        out = _mirrored_forward(model, batch, flips)
+        with record_function(STACK_SCOPE):
+            batch = torch.stack([padded[(slice(None),) + w] for w in windows[start:stop]]).to(device, dtype)
+        with record_function(PASS_SCOPE):
+            out = _mirrored_forward(model, batch, flips)
         if out.dim() == 2:
             raise ValueError("sliding windows need a segmentation model (spatial output); this model is a "
                              "classifier: give patch_size=None to run it on the whole volume")
-        if "sum" not in state:
-            state["sum"] = torch.zeros((out.shape[1],) + tuple(padded.shape[1:]), device=device)
-            state["weight"] = torch.zeros(padded.shape[1:], device=device)
-        for i, w in enumerate(windows[start:stop]):
-            state["sum"][(slice(None),) + w] += out[i].float() * weights
-            state["weight"][w] += weights
+        with record_function(BLEND_SCOPE):
+            if "sum" not in state:
+                state["sum"] = torch.zeros((out.shape[1],) + tuple(padded.shape[1:]), device=device)
+                state["weight"] = torch.zeros(padded.shape[1:], device=device)
+            for i, w in enumerate(windows[start:stop]):
+                state["sum"][(slice(None),) + w] += out[i].float() * weights
+                state["weight"][w] += weights
 
     _Batches(len(windows), batch_size, device, progress).run(work)
-    return (state["sum"] / state["weight"])[(slice(None),) + crop]
+    with record_function(BLEND_SCOPE):
+        return (state["sum"] / state["weight"])[(slice(None),) + crop]

@@ -60,15 +60,36 @@ class ModelChoices:
         return [choice.value for choice in self.methods if choice.enabled]
 
 
+#: the targets that need a scene object, their menu texts and why a model cannot take them
+SCENE_TARGETS = {"roi": ROI_ITEM, "point": POINT_ITEM}
+_REFUSED_TARGETS = {"roi": "a segment as target (ROI) applies to segmentation models only",
+                    "point": "a point as target needs a segmentation model or a 2D model run per slice"}
+
+
+def target_kinds(task: str, per_slice: bool) -> tuple:
+    """The scene-object targets a model explains: the one rule for the menus and the logic's check.
+
+    A segment (``"roi"``) is a region of a segmenter's output, so only a segmenter takes one; a
+    point (``"point"``) is the predicted region under it for a segmenter, and the slice through it
+    for a 2D model run per slice; a 3D classifier has neither a region nor a slice to explain.
+    """
+    kinds = ["roi"] if task == "segmentation" else []
+    if task == "segmentation" or per_slice:
+        kinds.append("point")
+    return tuple(kinds)
+
+
+def check_target_kind(kind: str, task: str, per_slice: bool) -> None:
+    """ValueError saying why, when the model cannot take a ``kind`` target (:func:`target_kinds`)."""
+    if kind not in target_kinds(task, per_slice):
+        raise ValueError(_REFUSED_TARGETS[kind])
+
+
 def target_choices(task: str, spatial_dims: int, classes) -> tuple:
-    """(text, value) of the target menu: a segment (ROI) only for segmenters, a point for segmenters
-    and 2D models (per slice: the slice through the point)."""
+    """(text, value) of the target menu: the prediction, each class, then :func:`target_kinds`
+    (a 2D model always runs per slice)."""
     items = [(PREDICTED_ITEM, "")] + [(str(name), str(name)) for name in classes]
-    if task == "segmentation":
-        items.append((ROI_ITEM, "roi"))
-    if task == "segmentation" or spatial_dims == 2:
-        items.append((POINT_ITEM, "point"))
-    return tuple(items)
+    return tuple(items + [(SCENE_TARGETS[kind], kind) for kind in target_kinds(task, spatial_dims == 2)])
 
 
 def input_labels(channels) -> tuple:

@@ -21,6 +21,7 @@ from ..imaging.orientation import ORIENTATIONS, slice_axis_for_orientation
 from ..imaging.thresholds import check_threshold
 from ..mrml.display import DEFAULT_DISPLAY_THRESHOLD, DEFAULT_OPACITY
 from . import point_target
+from .choices import check_target_kind
 
 #: engine.modes.MODES (the logic imports without torch, the engine loads it) and the anatomical
 #: ORIENTATIONS, which become a voxel axis of the input; Testing/project checks them against the engine.
@@ -128,13 +129,14 @@ def build_request(scene, models, *args, **kwargs) -> ExplainRequest:
     mode, axis = resolve_logic_mode(node, a["mode"], a["axis"], loaded)
     target = a["target"]
     point = None
-    if point_target.is_point_target(target):
+    kind = scene_target_kind(target)
+    if kind is not None:
+        check_target_kind(kind, card.task, mode == "slices")
+    if kind == "point":
         point = point_target.point_voxel(target, node)
-        if card.task != "segmentation" and mode != "slices":
-            raise ValueError("a point as target needs a segmentation model or a 2D model run per slice")
         engine_target, target_label, roi = None, "", None
     else:
-        engine_target, target_label, roi = resolve_target(node, target, card, card.task)
+        engine_target, target_label, roi = resolve_target(node, target, card)
     layer = a["layer"]
     if layer is not None and not isinstance(layer, str):
         raise TypeError(f"layer must be a layer name (str) or None, got {type(layer).__name__}")
@@ -200,26 +202,36 @@ def resolve_logic_mode(node, mode, axis, loaded):
     return resolve_mode(mode, axis, card.spatial_dims, default_axis, f"'{card.name}'")
 
 
+def scene_target_kind(target) -> str | None:
+    """``"point"`` (a markups point, or ``(markupsNode, pointIndex)``), ``"roi"``
+    (``(segmentationNode, segmentId)``) or None (the prediction, a class index or name)."""
+    if point_target.is_point_target(target):
+        return "point"
+    if isinstance(target, tuple) and len(target) == 2 and hasattr(target[0], "IsA"):
+        return "roi"
+    return None
+
+
 def target_key(target) -> str:
     """What a run explains, as text: a re-run with the same key updates the earlier outputs."""
-    if point_target.is_point_target(target):
+    kind = scene_target_kind(target)
+    if kind == "point":
         node, index = target if isinstance(target, tuple) else (target, 0)
         return f"point:{node.GetID()}:{index}"
-    if isinstance(target, tuple) and len(target) == 2 and hasattr(target[0], "GetID"):
+    if kind == "roi":
         return f"roi:{target[0].GetID()}:{target[1]}"
     return "predicted" if target is None else str(target)
 
 
-def resolve_target(node, target, card, task):
-    """``(engine target, label for node names, ROI mask or None)``."""
+def resolve_target(node, target, card):
+    """``(engine target, label for node names, ROI mask or None)`` of a target that is no point;
+    whether the model takes an ROI is :func:`choices.check_target_kind`'s to say."""
     if target is None:
         return None, "", None
-    if isinstance(target, tuple) and len(target) == 2 and hasattr(target[0], "IsA"):
+    if scene_target_kind(target) == "roi":
         segmentation, segment_id = target
         if not segmentation.IsA("vtkMRMLSegmentationNode"):
             raise TypeError(f"an ROI target is (segmentationNode, segmentId); got a {segmentation.GetClassName()}")
-        if task == "classification":
-            raise ValueError("a segment as target (ROI) applies to segmentation models only")
         mask = mrml.segment_mask(segmentation, segment_id, node)
         if not mask.any():
             raise ValueError(f"segment '{segment_id}' does not overlap the input volume")

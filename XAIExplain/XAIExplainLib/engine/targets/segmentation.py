@@ -46,6 +46,28 @@ def _gather_class(values: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     return values.gather(1, index.expand((-1, 1) + tuple(values.shape[2:])))[:, 0]
 
 
+def channel_argmax(output: torch.Tensor) -> torch.Tensor:
+    """``output.argmax(dim=1)`` of (N, K, *S) outputs, the same indices, by K - 1 elementwise passes.
+
+    On a CPU ``argmax`` over the channel axis (a strided reduction over few channels) costs
+    about ten times the comparisons that give its result, which on a 3D segmenter's window
+    batches was a tenth of the forward. A channel replaces the running best only when
+    strictly greater, so ties keep the first index as ``argmax`` does; an output with a NaN
+    (``argmax`` takes the first NaN as the maximum) goes to ``argmax`` itself.
+    """
+    if output.shape[1] == 1 or bool(torch.isnan(output).any()):
+        return output.argmax(dim=1)
+    best = output[:, 0]
+    index = torch.zeros(best.shape, dtype=torch.long, device=output.device)
+    for channel in range(1, output.shape[1]):
+        values = output[:, channel]
+        better = values > best
+        index.masked_fill_(better, channel)
+        if channel + 1 < output.shape[1]:
+            best = torch.where(better, values, best)
+    return index
+
+
 def _activated(output: torch.Tensor, classes: torch.Tensor, activation: str) -> torch.Tensor:
     """The class channel of ``output`` (M, K, *S) after the activation: (M, *S)."""
     if activation == "softmax":
@@ -200,7 +222,7 @@ class SegmentationTarget:
 
     def _predicted(self, output: torch.Tensor, classes: torch.Tensor, prediction: str) -> torch.Tensor:
         if prediction == "argmax":
-            return output.argmax(dim=1) == classes.reshape((-1,) + (1,) * (output.dim() - 2))
+            return channel_argmax(output) == classes.reshape((-1,) + (1,) * (output.dim() - 2))
         return torch.sigmoid(_gather_class(output, classes)) > self.threshold
 
     def _classes(self, output: torch.Tensor, prediction: str) -> torch.Tensor:
@@ -209,7 +231,7 @@ class SegmentationTarget:
             return class_indices(self.class_index, n, k, output.device)
         if prediction == "argmax":
             counts = torch.zeros(n, k, dtype=torch.long, device=output.device)
-            labels = output.argmax(dim=1).reshape(n, -1)
+            labels = channel_argmax(output).reshape(n, -1)
             counts.scatter_add_(1, labels, torch.ones_like(labels))
             counts[:, 0] = -1  # channel 0 is background
         else:
