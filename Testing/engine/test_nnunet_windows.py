@@ -99,3 +99,10 @@ def test_outputs_of_mirrored_nnunet_windows_equal_predict_volume():
     expected = xai.predict_volume(model, volume, **options)
     assert outputs.shape == (3,) + volume.shape
     np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_windows_one_voxel_thick_visit_each_slice_once():
+    """A 2D model's windows are 1 voxel thick along the slice axis: nnU-Net's step rule would repeat starts
+    (step 0.5 voxel); each start comes once, which changes no blended voxel."""
+    assert window_starts(7, 1, 0.5, "even") == list(range(7))
+    assert window_starts(1, 1, 0.5, "even") == [0]

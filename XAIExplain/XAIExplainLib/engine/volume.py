@@ -1,6 +1,8 @@
 """Explaining and predicting whole volumes: per slice (2D models) or volumetric (3D models).
 
-Per-slice mode batches slices along numpy axis 0, 1 or 2. Volumetric mode runs the whole
+Per-slice mode batches slices along numpy axis 0, 1 or 2; given a 2D ``patch_size`` it runs the 2D
+model on sliding windows of every slice instead (nnU-Net's ``2d`` configuration: windows one voxel
+thick along the slicing axis, which the model sees squeezed away). Volumetric mode runs the whole
 volume, or sliding windows with overlap blended by Gaussian weights (placed as a
 ``windows.Tiling`` says), optionally with mirrored copies of every window averaged in. Maps stay on the
 model's device until the end and are normalised over the whole volume (an empty slice
@@ -204,7 +206,8 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
     volume      numpy or tensor (Z, Y, X) or (C, Z, Y, X)
     methods     a method name (returns one float32 numpy map of the volume's spatial shape)
                 or a list (returns a dict name -> map); CAM-family maps share passes
-    mode        "slices": a 2D model on slices along numpy ``axis`` (0, 1 or 2), batched;
+    mode        "slices": a 2D model on slices along numpy ``axis`` (0, 1 or 2), batched (with a
+                2D ``patch_size``: on sliding windows of each slice, blended like volume windows);
                 "volume": a 3D model on the whole volume, or on sliding windows of
                 ``patch_size`` with ``overlap`` blended with Gaussian weights (or
                 ``window_weights``: one positive weight per voxel of a window, e.g. the
@@ -224,14 +227,16 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
                 None: the default tiling)
     mirror_axes volume mode: spatial axes (0 = first spatial axis) to mirror each window
                 along; every combination of them is explained too, its maps (and outputs)
-                mirrored back and averaged with the plain window's (test-time augmentation)
+                mirrored back and averaged with the plain window's (test-time augmentation);
+                per-slice windows: the slice's own axes (0, 1)
     """
     model, layer = as_network(model, layer)  # a LoadedModel: its network at the card's layer
     check_model(model)
     single = isinstance(methods, str)
     method_list = check_methods(methods)
     mode, axis = resolve_mode(mode, axis)
-    tiling, flips = _check_windows(mode, tiling, mirror_axes)
+    patch_size, slab, mirror_axes = _slice_windows(mode, axis, patch_size, mirror_axes)
+    tiling, flips = _check_windows(mode, tiling, mirror_axes, slab)
     _check_progress(progress)
     if memory_budget_mb is not None:
         check_memory_budget(memory_budget_mb)
@@ -240,16 +245,16 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
     spatial = tuple(data.shape[1:])
     if memory_budget_mb is not None and batch_size is None:
         batch_size = _budget_batch(model, data, len(method_list), mode, axis, patch_size, memory_budget_mb,
-                                   device)
+                                   device, slab)
     outputs = [] if return_outputs else None
-    if mode == "slices":
+    if mode == "slices" and slab is None:
         maps = _explain_slices(model, data, method_list, axis, target, layer, batch_size, device, progress,
                                options, outputs)
     else:
         # Every voxel is written (the blended windows), so no zero fill.
         maps = {name: torch.empty(spatial, device=device) for name in method_list}
         _explain_windows(model, data, method_list, maps, patch_size, overlap, target, layer, batch_size,
-                         device, progress, options, outputs, tiling, flips, window_weights)
+                         device, progress, options, outputs, tiling, flips, window_weights, slab)
     with record_function(FINISH_SCOPE):
         result = _finish(maps, method_list, normalize, single)
         if return_outputs:
@@ -301,13 +306,16 @@ def _slice_outputs(parts: list[torch.Tensor], axis: int) -> torch.Tensor:
     return out
 
 
-def _budget_batch(model, data, n_maps, mode, axis, patch_size, budget_mb, device) -> int:
+def _budget_batch(model, data, n_maps, mode, axis, patch_size, budget_mb, device, slab=None) -> int:
     fixed = (data.numel() + n_maps * data[0].numel()) * 4
-    if mode == "slices":
+    if mode == "slices" and slab is None:
         sample, limit = _slices_of(data, axis, 0, 1), data.shape[axis + 1]
     else:
         patch = _patch_shape(patch_size, tuple(data.shape[1:]))
-        sample, limit = data[(slice(None),) + tuple(slice(0, p) for p in patch)][None], 64
+        # a full window (the engine pads a volume smaller than the patch), without copying the data
+        sample, limit = data.new_zeros((1, data.shape[0]) + patch), 64
+        if slab is not None:
+            sample = sample.squeeze(slab + 2)
         fixed *= 3  # padded copy, blended sums and weights
     dtype = model_device_dtype(model, data)[1]
     return batch_size_for_budget(model, sample.to(device, dtype), fixed, budget_mb, limit)
@@ -322,16 +330,37 @@ def _patch_shape(patch_size, spatial: tuple[int, ...]) -> tuple[int, ...]:
     return patch
 
 
-def _check_windows(mode: str, tiling, mirror_axes) -> tuple[Tiling, list[tuple[int, ...]]]:
+def _slice_windows(mode: str, axis: int | None, patch_size, mirror_axes):
+    """Per-slice windows: ``(patch, slab, mirror axes)`` as volume windows one voxel thick along ``axis``.
+
+    In slices mode a 2D ``patch_size`` becomes the 3D patch with 1 at ``axis`` (``slab``, the axis the
+    model never sees) and mirror axes given on the slice (0, 1) become the volume's spatial axes. Any
+    other call passes through with ``slab`` None.
+    """
+    if mode != "slices" or patch_size is None:
+        return patch_size, None, mirror_axes
+    patch = (patch_size,) * 2 if isinstance(patch_size, int) else tuple(patch_size)
+    if len(patch) != 2 or any(isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in patch):
+        raise ValueError(f"in slices mode patch_size is the 2D window of a slice: a positive int or 2 positive "
+                         f"ints, got {patch_size!r}")
+    in_slice = [a for a in range(3) if a != axis]
+    axes = tuple(mirror_axes or ())
+    if any(isinstance(a, bool) or a not in (0, 1) for a in axes) or len(set(axes)) != len(axes):
+        raise ValueError(f"mirror_axes of per-slice windows must be distinct axes of the slice, 0 and/or 1, got "
+                         f"{mirror_axes!r}")
+    return patch[:axis] + (1,) + patch[axis:], axis, tuple(in_slice[a] for a in axes)
+
+
+def _check_windows(mode: str, tiling, mirror_axes, slab: int | None = None) -> tuple[Tiling, list[tuple[int, ...]]]:
     """The tiling (default when None) and every combination of the mirror axes (none: [])."""
     if tiling is None:
         tiling = Tiling()
     if not isinstance(tiling, Tiling):
         raise TypeError(f"tiling must be a windows.Tiling or None, got {type(tiling).__name__}")
     axes = tuple(mirror_axes or ())
-    if axes and mode != "volume":
-        raise ValueError("mirror_axes applies to volume mode (3D models on windows); per-slice mode does not "
-                         "mirror")
+    if axes and mode != "volume" and slab is None:
+        raise ValueError("mirror_axes applies to volume mode (3D models on windows) and to per-slice windows "
+                         "(slices mode with a patch_size); whole slices are not mirrored")
     if any(isinstance(a, bool) or a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
         raise ValueError(f"mirror_axes must be distinct spatial axes out of 0, 1, 2, got {mirror_axes!r}")
     return tiling, [c for n in range(1, len(axes) + 1) for c in itertools.combinations(axes, n)]
@@ -399,9 +428,53 @@ def _window_layout(data, patch_size, overlap, tiling: Tiling, device, window_wei
     return padded, windows, patch, weights, crop
 
 
+def _squeezed_target(target, slab: int):
+    """A window batch's target for a 2D model: window masks and voxels lose the ``slab`` axis."""
+    mask, voxels = getattr(target, "_mask", None), getattr(target, "_voxels", None)
+    if mask is None and voxels is None:
+        return target
+    changes = {}
+    if mask is not None:
+        changes["_mask"] = mask.squeeze(slab + mask.dim() - 3)
+    if voxels is not None:
+        changes["_voxels"] = [None if v is None else tuple(c for i, c in enumerate(v) if i != slab)
+                              for v in voxels]
+    return target._replace(**changes)
+
+
+def _explain_window_batch(model, batch, methods, target, slab: int | None, **kwargs):
+    """``explain_batch`` on a batch of windows, ``(maps, info)``; with ``slab`` the windows are one voxel thick
+    along that spatial axis and the model 2D: it sees them squeezed, maps and outputs get the axis back."""
+    if slab is None:
+        return explain_batch(model, batch, methods, target=target, return_info=True, **kwargs)
+    maps, info = explain_batch(model, batch.squeeze(slab + 2), methods, target=_squeezed_target(target, slab),
+                               return_info=True, **kwargs)
+    output = info.get("output")
+    if output is not None:
+        if output.dim() <= 2:
+            raise ValueError("per-slice windows need a segmentation model (spatial output); this model is a "
+                             "classifier: give patch_size=None to run it on whole slices")
+        info["output"] = output.unsqueeze(slab + 2)
+    return {name: value.unsqueeze(slab + 1) for name, value in maps.items()}, info
+
+
+class _SlabForward:
+    """A 2D model called on windows one voxel thick along spatial axis ``slab`` (predict_volume's windows)."""
+
+    def __init__(self, model: nn.Module, slab: int):
+        self.model, self.dim = model, slab + 2
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        out = self.model(batch.squeeze(self.dim))
+        if out.dim() <= 2:
+            raise ValueError("per-slice windows need a segmentation model (spatial output); this model is a "
+                             "classifier: give patch_size=None to run it on whole slices")
+        return out.unsqueeze(self.dim)
+
+
 def _explain_windows(model, data, methods, maps, patch_size, overlap, target, layer, batch_size, device,
                      progress, options, outputs: list | None = None, tiling: Tiling | None = None,
-                     flips: list[tuple[int, ...]] = (), window_weights=None):
+                     flips: list[tuple[int, ...]] = (), window_weights=None, slab: int | None = None):
     padded, windows, patch, weights, crop = _window_layout(data, patch_size, overlap, tiling or Tiling(), device,
                                                            window_weights)
     sums = {name: torch.zeros(padded.shape[1:], device=device) for name in methods}
@@ -416,15 +489,15 @@ def _explain_windows(model, data, methods, maps, patch_size, overlap, target, la
             batch = torch.stack([padded[(slice(None),) + w] for w in windows[start:stop]]).to(device)
         batch_target = _window_target(target, windows[start:stop])
         with record_function(PASS_SCOPE):
-            result, info = explain_batch(model, batch, methods, target=batch_target, layer=layer, normalize=False,
-                                        return_info=True, with_output=blended is not None, **options)
+            result, info = _explain_window_batch(model, batch, methods, batch_target, slab, layer=layer,
+                                                 normalize=False, with_output=blended is not None, **options)
             output = info.get("output")
             for axes in flips:  # mirrored windows: explained in their own frame, mirrored back, averaged in
                 dims = [a + 2 for a in axes]
-                flipped, flipped_info = explain_batch(model, torch.flip(batch, dims), methods,
-                                                     target=_flip_target(batch_target, axes, patch), layer=layer,
-                                                     normalize=False, return_info=True,
-                                                     with_output=blended is not None, **options)
+                flipped, flipped_info = _explain_window_batch(model, torch.flip(batch, dims), methods,
+                                                              _flip_target(batch_target, axes, patch), slab,
+                                                              layer=layer, normalize=False,
+                                                              with_output=blended is not None, **options)
                 if blended is not None:
                     output = output.float() + torch.flip(flipped_info["output"].float(), dims)
                 for name in methods:
@@ -486,7 +559,8 @@ def predict_volume(model: nn.Module, volume, mode: str = "slices", axis: int = 0
     ``output_key`` picks the logits of a model that returns a tuple, list or dict
     (default: a tuple's first element; see :mod:`.reading`).
 
-    slices mode: (n_slices, K) for a classifier, (K, *volume spatial shape) for a segmenter;
+    slices mode: (n_slices, K) for a classifier, (K, *volume spatial shape) for a segmenter (with a
+    2D ``patch_size``: sliding windows of each slice, blended as in volume mode);
     volume mode: (K,) for a 3D classifier (whole volume), (K, *spatial) for a segmenter
     (sliding windows blended with Gaussian weights, placed as ``tiling`` says; with
     ``mirror_axes`` each window's logits are the mean over its mirrored copies, as in
@@ -495,21 +569,23 @@ def predict_volume(model: nn.Module, volume, mode: str = "slices", axis: int = 0
     model, _ = as_network(model)
     check_model(model)
     mode, axis = resolve_mode(mode, axis)
-    tiling, flips = _check_windows(mode, tiling, mirror_axes)
+    patch_size, slab, mirror_axes = _slice_windows(mode, axis, patch_size, mirror_axes)
+    tiling, flips = _check_windows(mode, tiling, mirror_axes, slab)
     _check_progress(progress)
     device = _resolve_device(model, device)
     data = _as_channels_first(volume)
     spatial = tuple(data.shape[1:])
     dtype = model_device_dtype(model, data)[1]
     with eval_mode(model), torch.inference_mode(), reading_output(model, output_key):
-        if mode == "slices":
+        if mode == "slices" and slab is None:
             outputs = []
             _Batches(spatial[axis], batch_size, device, progress).run(
                 lambda start, stop: outputs.append(model(_slices_of(data, axis, start, stop).to(device, dtype,
                                                                                                copy=True))))
             out = _slice_outputs(outputs, axis)
         else:
-            out = _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype, progress,
+            forward = model if slab is None else _SlabForward(model, slab)
+            out = _predict_windows(forward, data, patch_size, overlap, batch_size, device, dtype, progress,
                                    tiling, flips, window_weights)
     check_finite(model, out, "output")
     return out.float().cpu().numpy()

@@ -68,7 +68,10 @@ def window_starts(length: int, patch: int, overlap: float, steps: str = "edge") 
     if steps == "even":
         count = int(math.ceil((length - patch) / (patch * (1.0 - overlap)))) + 1
         step = (length - patch) / (count - 1)
-        return [int(round(step * i)) for i in range(count)]
+        # a window thinner than 1 / (1 - overlap) voxels (a 2D model's windows are 1 thick along the slice
+        # axis) would repeat starts; a repeated window adds the same weighted values twice, so dropping it
+        # changes no blended voxel
+        return sorted({int(round(step * i)) for i in range(count)})
     step = max(1, int(round(patch * (1.0 - overlap))))
     starts = list(range(0, length - patch, step))
     starts.append(length - patch)

@@ -30,7 +30,7 @@ from ..engine.interrupt import checkpoint
 from .loading import load_model
 from .explained_class import (PER_SLICE, class_of_interest, explains_one_class_per_volume, is_per_slice,
                               volume_class)
-from .pipeline_protocol import PreparedImage, check_prepared
+from .pipeline_protocol import PreparedImage, check_prepared, window_options
 
 
 @dataclass
@@ -185,13 +185,18 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
 
 def predict_image(model, image, mode: str | None = None, axis: int | None = None,
                   device: str | torch.device | None = "auto", batch_size: int | None = None,
-                  overlap: float | None = None, trust: bool = False):
-    """The prediction part of :func:`explain_image` alone (no attribution)."""
+                  overlap: float | None = None, trust: bool = False, memory_budget_mb: float | None = None):
+    """The prediction part of :func:`explain_image` alone (no attribution); ``memory_budget_mb`` bounds the
+    model grid and the window as in :func:`explain_image`."""
     loaded = _as_loaded(model, trust)
     mode, axis = _check_mode(loaded.card, mode, axis)
     run_device = resolve_device(device)
-    _check_windows(loaded, mode, run_device, None, gradients=False)
-    prepared = _prepare(loaded, model_image(loaded, image), axis, None, run_device)
+    if memory_budget_mb is not None:
+        from ..engine.volume import check_memory_budget
+
+        check_memory_budget(memory_budget_mb)
+    _check_windows(loaded, mode, run_device, memory_budget_mb, gradients=False)
+    prepared = _prepare(loaded, model_image(loaded, image), axis, memory_budget_mb, run_device)
     _, logits = run_networks(loaded, prepared.array, mode, axis, run_device, batch_size, overlap)
     return _prediction(loaded, logits, prepared)
 
@@ -210,8 +215,9 @@ def run_networks(loaded: LoadedModel, array: np.ndarray, mode: str, axis: int | 
     from .input_size import is_too_small, too_small_error
 
     kwargs = {"mode": mode, "axis": axis or 0, "batch_size": batch_size, "device": device}
-    if mode == "volume":
-        kwargs.update(loaded.pipeline.volume_options())
+    windows = window_options(loaded.pipeline, mode)
+    if mode == "volume" or windows:
+        kwargs.update(windows)
         if batch_size is not None:  # the caller's batch size wins over the pipeline's suggestion
             kwargs["batch_size"] = batch_size
         if overlap is not None:
@@ -301,20 +307,23 @@ def _explain_networks(loaded: LoadedModel, array: np.ndarray, methods: list[str]
 
 
 def _prepare(loaded: LoadedModel, image: sitk.Image, axis: int | None, budget: float | None,
-             device: torch.device | str = "cpu") -> PreparedImage:
-    """The form's pipeline on ``image``, through the :class:`ModelPipeline` seam (the budget bounds its grid).
+             device: torch.device | None = None) -> PreparedImage:
+    """The form's pipeline on ``image``, through the :class:`ModelPipeline` seam (the budget bounds its grid;
+    a pipeline that runs a network itself, an nnU-Net cascade's first stage, is told the run's ``device``).
 
     A card fed only a region another model segments (``input.resampling.mask``: pyliverlesionseg's lesion
     network sees the liver that liver-seg-3d finds) gets that model's prediction first, on the same device.
     """
-    extra = {}
+    from .pipeline_protocol import takes_device
+
+    extra = {"device": device} if device is not None and takes_device(loaded.pipeline) else {}
     mask = getattr(getattr(loaded.card.input, "resampling", None), "mask", None)
     if mask is not None:
         if mask.model == loaded.card.name:
             raise ValueError(f"model '{loaded.name}': input.resampling.mask names the model itself; it must name "
                              "the model that segments the region this one is fed")
         segmenter = load_model(mask.model)
-        labels = predict_image(segmenter, image, device=device)
+        labels = predict_image(segmenter, image, device=device if device is not None else "cpu")
         index = segmenter.card.class_index(mask.label)
         value = segmenter.card.classes[index].value
         extra["region"] = sitk.GetArrayFromImage(labels) == (index if value is None else value)
@@ -326,13 +335,14 @@ def _check_windows(loaded: LoadedModel, mode: str, device: torch.device, budget:
                    gradients: bool) -> None:
     """A windowed model's patch (from its plans, config or card) against the budget or the free memory,
     before anything is allocated for it (:mod:`models.working_memory`)."""
-    if mode != "volume":
+    patch = window_options(loaded.pipeline, mode).get("patch_size")
+    if mode != "volume" and patch is None:
         return
     from .working_memory import check_window_memory
 
-    patch = loaded.pipeline.volume_options().get("patch_size")
     where = f"model '{loaded.name}'" + (f" ({loaded.source})" if loaded.source is not None else "")
-    check_window_memory(loaded.module, loaded.card.input.channels, patch, where, budget, device, gradients)
+    channels = getattr(loaded.pipeline, "network_channels", loaded.card.input.channels)
+    check_window_memory(loaded.module, channels, patch, where, budget, device, gradients)
 
 
 def _engine_budget(budget_mb: float, image: sitk.Image, channels: int, n_methods: int) -> float:

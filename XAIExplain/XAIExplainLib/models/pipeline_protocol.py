@@ -59,7 +59,26 @@ class ModelPipeline(Protocol):
         forms they do not apply to."""
 
     def volume_options(self) -> dict:
-        """Keyword arguments of ``explain_volume`` / ``predict_volume`` in volume mode (patch, overlap, ...)."""
+        """Keyword arguments of ``explain_volume`` / ``predict_volume`` in volume mode (patch, overlap, ...).
+
+        A pipeline may also offer ``slice_options()``, the same for slices mode (see :func:`window_options`),
+        ``network_channels`` where its network takes more channels than the image has (an nnU-Net cascade
+        stage), and a ``device`` keyword of ``prepare`` where it runs a network itself (:func:`takes_device`)."""
+
+
+def window_options(pipeline, mode: str) -> dict:
+    """The engine's window options of ``pipeline`` in ``mode``: ``volume_options()`` in volume mode; in slices
+    mode the optional ``slice_options()`` (a 2D network run on windows of every slice, as nnU-Net's ``2d``
+    configuration), else none (whole slices)."""
+    if mode == "volume":
+        return dict(pipeline.volume_options())
+    slice_options = getattr(pipeline, "slice_options", None)
+    return dict(slice_options()) if callable(slice_options) else {}
+
+
+def takes_device(pipeline) -> bool:
+    """Whether ``pipeline.prepare`` takes the run's ``device`` (it runs a network of its own)."""
+    return "device" in inspect.signature(pipeline.prepare).parameters
 
 
 #: Keyword parameters of ``prepare`` every pipeline accepts (by name: the callers pass them so).

@@ -35,9 +35,21 @@ def default_layers(network: nn.Module) -> TargetLayers:
 
 def nnunet_card(folder_path: Path, dataset_name: str, configuration: str, configuration_manager,
                 channels: int, labels: ChannelLabels, network: nn.Module, checkpoint: Path,
-                folds: tuple, trainer: str, channel_names: tuple[str, ...] | None = None) -> ModelCard:
+                folds: tuple, trainer: str, channel_names: tuple[str, ...] | None = None,
+                previous_stage=None) -> ModelCard:
+    """The card; ``previous_stage`` (a cascade's first stage, a LoadedModel) is recorded as the input it adds,
+    and ``extra["nnunet"]["explained_stage"]`` says which stage the maps explain."""
     patch = tuple(int(p) for p in configuration_manager.patch_size)
     spacing = tuple(float(s) for s in configuration_manager.spacing)
+    extra = {"configuration": configuration, "trainer": trainer, "folds": list(folds),
+             "normalization": list(configuration_manager.normalization_schemes), "explained_stage": configuration}
+    stage = ""
+    if previous_stage is not None:
+        first = previous_stage.card.extra["nnunet"]["configuration"]
+        extra["previous_stage"] = {"configuration": first, "folder": str(previous_stage.source),
+                                   "folds": previous_stage.card.extra["nnunet"]["folds"]}
+        stage = (f"; cascade stage 2 of 2: its input is the image plus the one-hot segmentation of the {first} "
+                 f"stage ({previous_stage.source}), and the maps explain this {configuration} stage")
     return ModelCard(
         name=f"{dataset_name} {configuration}",
         task="segmentation",
@@ -49,8 +61,7 @@ def nnunet_card(folder_path: Path, dataset_name: str, configuration: str, config
         target_layers=default_layers(network),
         output_activation=labels.activation,
         description=(f"nnU-Net v2 {trainer}, configuration {configuration}, fold(s) "
-                     f"{', '.join(map(str, folds))}; preprocessing, windows and export are nnU-Net's"),
+                     f"{', '.join(map(str, folds))}; preprocessing, windows and export are nnU-Net's{stage}"),
         folder=folder_path,
-        extra={"nnunet": {"configuration": configuration, "trainer": trainer, "folds": list(folds),
-                          "normalization": list(configuration_manager.normalization_schemes)}},
+        extra={"nnunet": extra},
     )

@@ -7,6 +7,14 @@ with the foreground intensity properties, resampling to the configuration's spac
 The prepared input maps results back with nnU-Net's export: logits resampled with the
 configuration's probability resampling, the crop re-inserted, the transpose undone, and
 the result placed on the input image's exact grid (origin, spacing, direction).
+
+The ``2d`` configuration preprocesses the same way but keeps the spacing between slices
+(its plans give an in-plane spacing only), and runs its 2D network on sliding windows of
+every slice along the first axis of the transposed grid, as ``nnUNetPredictor`` does
+(``_internal_get_sliding_window_slicers``: a 2D patch is tiled over each slice ``d``).
+
+A cascade stage runs its first stage on the image inside ``prepare`` and preprocesses that
+segmentation with the image, as nnU-Net does (:mod:`.cascade`).
 """
 from __future__ import annotations
 
@@ -31,13 +39,39 @@ class NnUNetPipeline:
     resample_channels = False
 
     def __init__(self, plans_manager, configuration_manager, dataset_json: dict, label_manager,
-                 mirror_axes: tuple[int, ...] = ()):
+                 mirror_axes: tuple[int, ...] = (), previous_stage=None):
         self.plans_manager = plans_manager
         self.configuration_manager = configuration_manager
         self.dataset_json = dataset_json
         self.label_manager = label_manager
         self.mirror_axes = tuple(mirror_axes)
         self.channels = len(dataset_json["channel_names"])
+        self.previous_stage = previous_stage  # a cascade's first stage (a LoadedModel), else None
+
+    @property
+    def network_channels(self) -> int:
+        """Channels the network takes: the image's, plus one per foreground label after a first stage."""
+        extra = len(self.label_manager.foreground_labels) if self.previous_stage is not None else 0
+        return self.channels + extra
+
+    @property
+    def is_2d(self) -> bool:
+        """The ``2d`` configuration (a 2D patch): a 2D network over slices along nnU-Net's first axis."""
+        return len(self.configuration_manager.patch_size) == 2
+
+    def model_spacing(self, spacing_transposed) -> list[float]:
+        """The spacing of nnU-Net's grid: the configuration's, with the slice spacing kept for ``2d``
+        (nnU-Net's rule in ``DefaultPreprocessor.run_case_npy`` and ``export_prediction``)."""
+        target = [float(s) for s in self.configuration_manager.spacing]
+        return [float(spacing_transposed[0])] + target if len(target) < len(spacing_transposed) else target
+
+    def slice_options(self) -> dict:
+        """explain_volume / predict_volume keyword arguments in slices mode: nnU-Net's 2D windows over every
+        slice (``{}`` for a 3D configuration, which does not run per slice)."""
+        if not self.is_2d:
+            return {}
+        return {"patch_size": [int(p) for p in self.configuration_manager.patch_size],
+                "overlap": 1.0 - NNUNET_TILE_STEP, "tiling": NNUNET_TILING, "mirror_axes": self.mirror_axes}
 
     def volume_options(self) -> dict:
         """explain_volume / predict_volume keyword arguments that reproduce nnU-Net's windows.
@@ -50,17 +84,30 @@ class NnUNetPipeline:
                 "overlap": 1.0 - NNUNET_TILE_STEP, "tiling": NNUNET_TILING, "mirror_axes": self.mirror_axes}
 
     def prepare(self, image: sitk.Image, slice_axis=None, spacing=None,
-                memory_budget_mb: float | None = None) -> "NnUNetPrepared":
-        """nnU-Net's preprocessing of ``image`` (``slice_axis`` does not apply: 3D models only).
+                memory_budget_mb: float | None = None, device=None) -> "NnUNetPrepared":
+        """nnU-Net's preprocessing of ``image``.
+
+        ``slice_axis`` does not apply: a 3D configuration runs on the volume, and the ``2d`` one slices
+        along the first axis of nnU-Net's transposed grid (its plans' ``transpose_forward``), axis 0 of
+        the prepared array.
 
         The grid nnU-Net will resample to is checked against ``memory_budget_mb`` (or the memory
         available) before its preprocessor runs (:func:`models.preprocessing.check_model_grid_bytes`).
+        A cascade stage first predicts the image with its first stage on ``device`` (None: where that
+        stage's networks are), within the same budget.
         """
         if spacing is not None:
             raise TypeError("an nnU-Net model takes a SimpleITK.Image, whose spacing it reads; spacing= does "
                             "not apply")
         if not isinstance(image, sitk.Image):
             raise TypeError(f"an nnU-Net model takes a SimpleITK.Image, got {type(image).__name__}")
+        if slice_axis not in (None, 0) or (slice_axis is not None and not self.is_2d):
+            raise ValueError(
+                f"an nnU-Net {'2d' if self.is_2d else '3D'} model chooses its own slicing: "
+                + ("the 2d configuration slices along the first axis of its transposed grid (plans.json "
+                   f"transpose_forward {list(self.plans_manager.transpose_forward)}); leave axis unset"
+                   if self.is_2d else "a 3D configuration runs on the whole volume; leave axis unset")
+                + f", got axis {slice_axis!r}")
         if image.GetDimension() != 3:
             raise ValueError(f"this nnU-Net model needs a 3D image; got a {image.GetDimension()}D image")
         components = image.GetNumberOfComponentsPerPixel()
@@ -69,13 +116,26 @@ class NnUNetPipeline:
             raise ValueError(f"the model takes {self.channels} channel(s) ({names}, dataset.json channel_names) "
                              f"but the image has {components} component(s) per voxel")
         self._check_grid(image, memory_budget_mb)
+        previous = self._previous_segmentation(image, memory_budget_mb, device)
         array = sitk.GetArrayFromImage(image)
         array = array[None] if components == 1 else np.moveaxis(array, -1, 0)
         properties = {"spacing": list(image.GetSpacing())[::-1]}
         preprocessor = self.configuration_manager.preprocessor_class(verbose=False)
-        data, _, properties = preprocessor.run_case_npy(array, None, properties, self.plans_manager,
-                                                        self.configuration_manager, self.dataset_json)
+        data, segmentation, properties = preprocessor.run_case_npy(array, previous, properties, self.plans_manager,
+                                                                   self.configuration_manager, self.dataset_json)
+        if previous is not None:
+            from .cascade import with_previous_segmentation
+
+            data = with_previous_segmentation(data, segmentation, self.label_manager)
         return NnUNetPrepared(np.ascontiguousarray(data, dtype=np.float32), properties, image, self)
+
+    def _previous_segmentation(self, image: sitk.Image, memory_budget_mb: float | None, device):
+        """A cascade's first-stage label map of ``image`` (``(1, Z, Y, X)``); None without a first stage."""
+        if self.previous_stage is None:
+            return None
+        from .cascade import first_stage_segmentation
+
+        return first_stage_segmentation(self.previous_stage, image, device, memory_budget_mb)
 
 
     def _check_grid(self, image: sitk.Image, memory_budget_mb: float | None) -> None:
@@ -86,7 +146,7 @@ class NnUNetPipeline:
         forward = list(self.plans_manager.transpose_forward)
         shape = np.asarray(image.GetSize()[::-1], dtype=float)[forward]
         spacing = np.asarray(image.GetSpacing()[::-1], dtype=float)[forward]
-        target = np.asarray(self.configuration_manager.spacing, dtype=float)
+        target = np.asarray(self.model_spacing(spacing), dtype=float)
         new_shape = np.round(spacing / target * shape).astype(np.int64)
         check_model_grid_bytes(f"nnU-Net model '{self.dataset_json.get('name', 'nnU-Net')}'", self.channels,
                                shape.astype(np.int64), spacing, new_shape, target, memory_budget_mb)
@@ -151,7 +211,7 @@ class NnUNetPrepared:
         p, props = self._pipeline, self.properties
         spacing = [props["spacing"][i] for i in p.plans_manager.transpose_forward]
         resampled = p.configuration_manager.resampling_fn_probabilities(
-            values, props["shape_after_cropping_and_before_resampling"], p.configuration_manager.spacing, spacing)
+            values, props["shape_after_cropping_and_before_resampling"], p.model_spacing(spacing), spacing)
         resampled = np.asarray(resampled, dtype=np.float32)[0]
         from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
 
@@ -179,7 +239,7 @@ class NnUNetPrepared:
         cropped = transposed[box][None].astype(np.int16)
         spacing = [props["spacing"][i] for i in p.plans_manager.transpose_forward]
         out = np.asarray(p.configuration_manager.resampling_fn_seg(
-            cropped, self.spatial_shape, spacing, p.configuration_manager.spacing))[0] > 0
+            cropped, self.spatial_shape, spacing, p.model_spacing(spacing)))[0] > 0
         if not out.any() and mask.any():
             out[self.voxel_to_model_grid(np.argwhere(mask).mean(axis=0))] = True
         return out
