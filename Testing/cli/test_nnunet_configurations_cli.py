@@ -34,7 +34,8 @@ def folders(tmp_path_factory):
 
 def _explain(folder, image, tmp_path, capsys):
     case = tmp_path / "case.nii.gz"
-    sitk.WriteImage(image, str(case))
+    if not case.exists():  # a rerun reads the same file (a rewritten one is a changed input)
+        sitk.WriteImage(image, str(case))
     out = tmp_path / "out"
     status = cli.main(["explain", str(case), "--model", str(folder), "--trust-model", "--method", "gradcam",
                        "--device", "cpu", "--quiet", "-o", str(out)])
@@ -88,3 +89,32 @@ def test_cli_summary_says_which_cascade_stage_the_maps_explain(folders, tmp_path
 def test_cli_summary_of_a_single_stage_model_names_no_previous_stage(folders, tmp_path, capsys):
     *_, summary = _explain(folders["2d"], ct_image(shape=(12, 20, 18)), tmp_path, capsys)
     assert "previous_stage" not in summary["model_source"]
+
+
+def test_a_rerun_after_the_first_stage_changed_is_not_taken_as_complete(tmp_path, capsys):
+    """A rerun into the same folder skips inputs whose model and options are unchanged. The cascade's
+    maps and prediction depend on the 3d_lowres stage too: with only the fullres checkpoint in the model's
+    digest, new first-stage weights left the earlier (now wrong) outputs in place as complete."""
+    import torch
+
+    lowres, cascade = write_cascade(tmp_path / "Dataset999_Tiny")
+    image = ct_image(shape=(12, 20, 18))
+    _explain(cascade, image, tmp_path, capsys)
+    before = load_model(cascade).weights_sha256
+    checkpoint = lowres / "fold_0" / "checkpoint_final.pth"
+    saved = torch.load(checkpoint, weights_only=False)
+    for name, value in saved["network_weights"].items():
+        if name.endswith("bias"):
+            value.neg_()
+    torch.save(saved, checkpoint)
+    model = load_model(cascade)
+    assert model.weights_sha256 != before
+    command = ["explain", str(tmp_path / "case.nii.gz"), "--model", str(cascade), "--trust-model", "--method",
+               "gradcam", "--device", "cpu", "--quiet", "-o", str(tmp_path / "out")]
+    capsys.readouterr()
+    assert cli.main(command) == 2
+    assert "were made with other settings (the model's weights differ" in capsys.readouterr().err
+    assert cli.main(command + ["--overwrite"]) == 0
+    prediction = sitk.ReadImage(str(tmp_path / "out" / "case_prediction.nii.gz"))
+    expected = sitk.GetArrayFromImage(predict_image(model, image, device="cpu"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(prediction), expected)
