@@ -16,12 +16,9 @@ least disturbed). Prints a table and writes JSON (default bench/results/metrics.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,33 +29,9 @@ from XAIExplainLib import evaluation as ev
 from XAIExplainLib.engine import explain
 from XAIExplainLib.evaluation.imputation import noisy_linear_imputation
 
+from bench.peers.quantus_support import best_of, import_quantus
+
 HERE = Path(__file__).resolve().parents[1]  # bench/
-
-
-def _quantus_imputation():
-    """Quantus's imputation, imported without its zennit / torchvision branch (see Testing/evaluation)."""
-    real = importlib.util.find_spec
-    if real("quantus") is None:
-        return None
-    importlib.util.find_spec = lambda name, *a, **k: None if name.split(".")[0] in ("zennit", "torchvision") \
-        else real(name, *a, **k)
-    try:
-        return importlib.import_module("quantus.functions.perturb_func").noisy_linear_imputation
-    finally:
-        importlib.util.find_spec = real
-
-
-def _best(function, repeats: int, device: str) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = function()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def _cnn3d() -> nn.Module:
@@ -83,20 +56,20 @@ def main() -> int:
     generator = torch.Generator().manual_seed(0)
     image = torch.randn(1, 3, args.size2d, args.size2d, dtype=torch.float64, generator=generator)
     removed = torch.rand(1, args.size2d, args.size2d, generator=generator) < 0.5
-    seconds, ours = _best(lambda: noisy_linear_imputation(image.to(device), removed.to(device), noise=0.0),
+    seconds, ours = best_of(lambda: noisy_linear_imputation(image.to(device), removed.to(device), noise=0.0),
                           args.repeats, device)
     rows.append({"row": f"imputation 2D {args.size2d}^2 x3 ch, 50 % (this library, float64)", "seconds": seconds})
-    quantus = _quantus_imputation()
+    quantus = getattr(import_quantus("quantus.functions.perturb_func"), "noisy_linear_imputation", None)
     if quantus is not None:
         indices = torch.nonzero(removed[0].flatten()).flatten().numpy()
-        seconds, theirs = _best(lambda: quantus(image[0].numpy(), indices, noise=0.0), args.repeats, "cpu")
+        seconds, theirs = best_of(lambda: quantus(image[0].numpy(), indices, noise=0.0), args.repeats, "cpu")
         difference = float(np.abs(ours[0].cpu().numpy() - theirs).max())
         rows.append({"row": "imputation 2D, same pixels (Quantus, scipy spsolve)", "seconds": seconds,
                      "max_abs_difference": difference})
 
     volume = torch.randn(2, 1, *(args.size3d,) * 3, generator=generator).to(device)
     holes = (torch.rand(2, *(args.size3d,) * 3, generator=generator) < 0.5).to(device)
-    seconds, _ = _best(lambda: noisy_linear_imputation(volume, holes), args.repeats, device)
+    seconds, _ = best_of(lambda: noisy_linear_imputation(volume, holes), args.repeats, device)
     rows.append({"row": f"imputation 3D 2 x {args.size3d}^3, 50 % (float32)", "seconds": seconds})
 
     model = _cnn3d().to(device)
@@ -110,7 +83,7 @@ def main() -> int:
         ("plain inference 3D (reference)", lambda: model(volume)),
     ]:
         with torch.inference_mode(name.startswith("plain")):
-            seconds, _ = _best(function, args.repeats, device)
+            seconds, _ = best_of(function, args.repeats, device)
         rows.append({"row": f"{name}, N=2 x {args.size3d}^3", "seconds": seconds})
 
     width = max(len(r["row"]) for r in rows)

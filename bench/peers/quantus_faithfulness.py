@@ -21,59 +21,20 @@ table and writes JSON (default bench/results/quantus_faithfulness.json).
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from XAIExplainLib import evaluation as ev
 from XAIExplainLib.engine import explain
 
+from bench.peers.quantus_support import best_of, import_quantus, small_cnn
+
 HERE = Path(__file__).resolve().parents[1]  # bench/
-
-
-def _quantus():
-    """Quantus, imported without its zennit / torchvision branch (see Testing/evaluation/metric_models)."""
-    real = importlib.util.find_spec
-    if real("quantus") is None:
-        return None
-    importlib.util.find_spec = lambda name, *a, **k: None if name.split(".")[0] in ("zennit", "torchvision") \
-        else real(name, *a, **k)
-    try:
-        module = importlib.import_module("quantus")
-    finally:
-        importlib.util.find_spec = real
-    if not hasattr(np, "trapz"):  # Quantus 0.6 integrates with np.trapz, renamed np.trapezoid by NumPy 2
-        np.trapz = np.trapezoid
-    return module
-
-
-def _best(function, repeats: int, device: str) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = function()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best, result
-
-
-def _cnn(dims: int) -> nn.Module:
-    torch.manual_seed(0)
-    conv = nn.Conv2d if dims == 2 else nn.Conv3d
-    pool = nn.AdaptiveAvgPool2d(1) if dims == 2 else nn.AdaptiveAvgPool3d(1)
-    return nn.Sequential(conv(1, 8, 3, padding=1), nn.ReLU(), conv(8, 16, 3, padding=1), nn.ReLU(), pool,
-                         nn.Flatten(), nn.Linear(16, 3)).eval()
 
 
 def _restore(x_flat):
@@ -166,24 +127,24 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = args.device
-    q = _quantus()
+    q = import_quantus()
     if q is not None:  # Quantus's sMPRT explains through quantus.explain (captum); route it to this library's
         q.explain = lambda model, inputs, targets, **kwargs: _explain_func()(model, inputs, targets)
 
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(args.samples, 1, args.size2d, args.size2d, generator=generator)
     x[:, :, 0, 0] = 0.0
-    x, model = x.to(device), _cnn(2).to(device)
+    x, model = x.to(device), small_cnn(2).to(device)
     y = torch.arange(args.samples, device=device) % 3
     maps = explain(model, x, "saliency", target=y) + 1e-6 * torch.rand(x.shape[0], *x.shape[2:],
                                                                          generator=generator).to(device)
     rows = []
     for name, ours, metric, call, convert in _pairs(q, model, x, maps, y):
-        seconds, score = _best(ours, args.repeats, device)
+        seconds, score = best_of(ours, args.repeats, device)
         row = {"row": f"{name}, N={args.samples} x {args.size2d}^2", "seconds": seconds, "quantus_seconds": None,
                "ratio": None, "max_abs_difference": None}
         if metric is not None:
-            quantus_seconds, reference = _best(
+            quantus_seconds, reference = best_of(
                 lambda: metric(model=model, x_batch=x.cpu().numpy(), y_batch=y.cpu().numpy(),
                                a_batch=maps[:, None].cpu().numpy(), channel_first=True, device=device,
                                **{"softmax": True, **call}), args.repeats, device)
@@ -194,7 +155,7 @@ def main() -> int:
         rows.append(row)
 
     volume = torch.rand(2, 1, *(args.size3d,) * 3, generator=generator).to(device)
-    model3d = _cnn(3).to(device)
+    model3d = small_cnn(3).to(device)
     maps3d = explain(model3d, volume, "gradcam", layer="2")
     for name, function in [
         ("pixel_flipping 3D, 64 voxels / step", lambda: ev.pixel_flipping(model3d, volume, maps3d,
@@ -203,7 +164,7 @@ def main() -> int:
                                                                                               patch_size=4)),
         ("irof 3D, 4^3 patches", lambda: ev.irof(model3d, volume, maps3d, patch_size=4)),
     ]:
-        seconds, _ = _best(function, args.repeats, device)
+        seconds, _ = best_of(function, args.repeats, device)
         rows.append({"row": f"{name}, N=2 x {args.size3d}^3", "seconds": seconds, "quantus_seconds": None,
                      "ratio": None, "max_abs_difference": None})
 

@@ -18,56 +18,20 @@ disturbed).  Prints a table and writes JSON (default bench/results/quantus_metri
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from XAIExplainLib import evaluation as ev
 from XAIExplainLib.engine import explain
 
+from bench.peers.quantus_support import best_of, import_quantus, small_cnn
+
 HERE = Path(__file__).resolve().parents[1]  # bench/
-
-
-def _quantus():
-    """Quantus, imported without its zennit / torchvision branch (see Testing/evaluation); None if absent."""
-    real = importlib.util.find_spec
-    if real("quantus") is None:
-        return None
-    importlib.util.find_spec = lambda name, *a, **k: None if name.split(".")[0] in ("zennit", "torchvision") \
-        else real(name, *a, **k)
-    try:
-        return importlib.import_module("quantus")
-    finally:
-        importlib.util.find_spec = real
-
-
-def _best(function, repeats: int, device: str) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = function()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best, result
-
-
-def _cnn(dims: int) -> nn.Module:
-    torch.manual_seed(0)
-    conv = nn.Conv2d if dims == 2 else nn.Conv3d
-    pool = nn.AdaptiveAvgPool2d(1) if dims == 2 else nn.AdaptiveAvgPool3d(1)
-    return nn.Sequential(conv(1, 8, 3, padding=1), nn.ReLU(), conv(8, 16, 3, padding=1), nn.ReLU(), pool,
-                         nn.Flatten(), nn.Linear(16, 3)).eval()
 
 
 def _masks(n: int, size: int, dims: int) -> torch.Tensor:
@@ -100,10 +64,10 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device, n, k = args.device, args.n, args.samples
-    q = _quantus()
+    q = import_quantus()
     rows = []
 
-    model = _cnn(2).to(device)
+    model = small_cnn(2).to(device)
     x = torch.randn(n, 1, args.size2d, args.size2d, generator=torch.Generator().manual_seed(0)).to(device)
     with torch.no_grad():
         y = model(x).argmax(dim=1)
@@ -165,16 +129,16 @@ def main() -> int:
                       model=model, x_batch=x_np, y_batch=y_np, a_batch=None, **explain_kwargs)))
 
     for name, ours, theirs in cases:
-        seconds, result = _best(ours, args.repeats, device)
+        seconds, result = best_of(ours, args.repeats, device)
         row = {"row": f"{name}, 2D N={n} x {args.size2d}^2", "seconds": seconds}
         if q is not None and theirs is not None:
-            quantus_seconds, reference = _best(theirs, args.repeats, "cpu")
+            quantus_seconds, reference = best_of(theirs, args.repeats, "cpu")
             row.update(quantus_seconds=quantus_seconds, ratio=quantus_seconds / seconds,
                        max_abs_difference=float(np.nanmax(np.abs(result.cpu().double().numpy()
                                                                   - np.asarray(reference, dtype=float)))))
         rows.append(row)
 
-    model3 = _cnn(3).to(device)
+    model3 = small_cnn(3).to(device)
     volume = torch.randn(2, 1, *(args.size3d,) * 3, generator=torch.Generator().manual_seed(2)).to(device)
     maps3 = explain(model3, volume, "saliency")
     masks3 = _masks(2, args.size3d, 3).to(device)
@@ -190,7 +154,7 @@ def main() -> int:
         (f"local_lipschitz ({k})", lambda: ev.local_lipschitz(model3, volume, "saliency", samples=k)),
         (f"continuity ({args.steps})", lambda: ev.continuity(model3, volume, "saliency", steps=args.steps)),
     ]:
-        seconds, _ = _best(function, args.repeats, device)
+        seconds, _ = best_of(function, args.repeats, device)
         rows.append({"row": f"{name}, 3D N=2 x {args.size3d}^3 (this library only)", "seconds": seconds})
 
     width = max(len(r["row"]) for r in rows)
