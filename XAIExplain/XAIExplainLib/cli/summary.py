@@ -157,10 +157,20 @@ class RunSummary:
 
 
 def model_source(loaded) -> dict[str, Any]:
-    """Which model ran, read back long after: its form, resolved path and weights SHA-256."""
+    """Which model ran, read back long after: its form, resolved path and weights SHA-256.
+
+    A cascade stage (nnU-Net ``3d_cascade_fullres``) also names the stage the maps explain and the first
+    stage whose segmentation it read (a folder the command line never named: it was found beside the
+    model), with the card's description saying so in words."""
     source = getattr(loaded, "source", None)
-    return {"kind": getattr(loaded, "kind", ""), "path": "" if source is None else str(source),
-            "weights_sha256": getattr(loaded, "weights_sha256", None) or ""}
+    out = {"kind": getattr(loaded, "kind", ""), "path": "" if source is None else str(source),
+           "weights_sha256": getattr(loaded, "weights_sha256", None) or ""}
+    card = getattr(loaded, "card", None)
+    stage = (getattr(card, "extra", None) or {}).get("nnunet") or {}
+    if stage.get("previous_stage"):
+        out.update(explained_stage=stage["explained_stage"], previous_stage=json_safe(stage["previous_stage"]),
+                   note=card.description)
+    return out
 
 
 def _number(value: Any) -> Any:

@@ -208,11 +208,12 @@ class ModelCatalogue:
 
     @staticmethod
     def example_input(loaded):
+        """Zeros the network takes (a cascade stage's channels included), to probe its layers."""
         import torch
 
         from ..models.card import trial_input_shape
+        from ..models.pipeline_protocol import network_channels
 
-        card = loaded.card
-        shape = trial_input_shape(card, loaded.module)
+        shape = trial_input_shape(loaded.card, loaded.module)
         device = next((p.device for p in loaded.module.parameters()), torch.device("cpu"))
-        return torch.zeros((1, card.input.channels) + shape, device=device)
+        return torch.zeros((1, network_channels(loaded)) + shape, device=device)

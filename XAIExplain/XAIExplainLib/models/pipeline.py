@@ -30,7 +30,7 @@ from ..engine.interrupt import checkpoint
 from .loading import load_model
 from .explained_class import (PER_SLICE, class_of_interest, explains_one_class_per_volume, is_per_slice,
                               volume_class)
-from .pipeline_protocol import PreparedImage, check_prepared, window_options
+from .pipeline_protocol import PreparedImage, check_prepared, network_channels, window_options
 
 
 @dataclass
@@ -341,8 +341,7 @@ def _check_windows(loaded: LoadedModel, mode: str, device: torch.device, budget:
     from .working_memory import check_window_memory
 
     where = f"model '{loaded.name}'" + (f" ({loaded.source})" if loaded.source is not None else "")
-    channels = getattr(loaded.pipeline, "network_channels", loaded.card.input.channels)
-    check_window_memory(loaded.module, channels, patch, where, budget, device, gradients)
+    check_window_memory(loaded.module, network_channels(loaded), patch, where, budget, device, gradients)
 
 
 def _engine_budget(budget_mb: float, image: sitk.Image, channels: int, n_methods: int) -> float:

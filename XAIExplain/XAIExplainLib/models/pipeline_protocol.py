@@ -76,6 +76,14 @@ def window_options(pipeline, mode: str) -> dict:
     return dict(slice_options()) if callable(slice_options) else {}
 
 
+def network_channels(loaded) -> int:
+    """The channels ``loaded``'s network takes: the pipeline's ``network_channels`` where it adds some (an
+    nnU-Net cascade stage appends the first stage's one-hot segmentation to the image), else the card's input
+    channels. Anything that runs the bare network (a memory estimate, a probe for its layers) sizes its input
+    by this, never by ``card.input.channels`` alone."""
+    return int(getattr(loaded.pipeline, "network_channels", loaded.card.input.channels))
+
+
 def takes_device(pipeline) -> bool:
     """Whether ``pipeline.prepare`` takes the run's ``device`` (it runs a network of its own)."""
     return "device" in inspect.signature(pipeline.prepare).parameters

@@ -136,8 +136,19 @@ def _build(plan: NnUNetPlan, mirroring: bool) -> LoadedModel:
     pipeline = NnUNetPipeline(plans_manager, configuration_manager, folder.dataset_json, plan.label_manager, axes,
                               previous_model)
     return LoadedModel(module=networks[0], card=card, kind="nnunet", source=Path(folder.path),
-                       weights_sha256=_sha256(folder.checkpoints[first_fold]), ensemble=tuple(networks[1:]),
-                       pipeline=pipeline)
+                       weights_sha256=_weights_digest(folder.checkpoints[first_fold], previous_model),
+                       ensemble=tuple(networks[1:]), pipeline=pipeline)
+
+
+def _weights_digest(checkpoint: Path, previous_model) -> str:
+    """The checkpoint's SHA-256; for a cascade stage, one over it and its first stage's digest, since the
+    first stage's segmentation is part of the input (a rerun must not take outputs made with other
+    first-stage weights as complete)."""
+    own = _sha256(checkpoint)
+    if previous_model is None:
+        return own
+    return hashlib.sha256(f"{own}\n{previous_model.card.extra['nnunet']['configuration']}:"
+                          f"{previous_model.weights_sha256}".encode()).hexdigest()
 
 
 def image_channel_names(dataset_json: dict) -> tuple[str, ...]:
