@@ -9,6 +9,8 @@ receptive-field radius of plain convolution stacks, and the real lung1 CT.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pathlib import Path
 
 import numpy as np
@@ -88,9 +90,26 @@ def _reference_gradcam(module: nn.Module, slice_: np.ndarray, margin: int) -> np
     return cam[margin:margin + slice_.shape[0], margin:margin + slice_.shape[1]]
 
 
+def _with_background(module):
+    """A plain module's card, declaring 0 (the blob image's background) as what lies outside its field of view:
+    the margin is for models that say what their surround is."""
+    model = module_model(module)
+    model.card = replace(model.card, input=replace(model.card.input, pad_value=0.0))
+    return model
+
+
+def test_a_model_that_declares_no_background_is_explained_on_the_slice_as_it_is(two_torch_threads):
+    module = IgnoresTheBorder().eval()
+    image = _blob_image(slices=1)
+    result = explain_image(module_model(module), image, methods=["gradcam"], target=1, layer="act2", device="cpu")
+    reference = _reference_gradcam(module, sitk.GetArrayFromImage(image)[0], margin=0)
+    reference = (reference - reference.min()) / (reference.max() - reference.min())
+    np.testing.assert_allclose(sitk.GetArrayFromImage(result.maps["gradcam"])[0], reference, atol=1e-5)
+
+
 def test_a_model_that_ignores_the_border_shows_no_frame(two_torch_threads):
     module = IgnoresTheBorder().eval()
-    result = explain_image(module_model(module), _blob_image(), methods=["gradcam", "gradcampp"], target=1,
+    result = explain_image(_with_background(module), _blob_image(), methods=["gradcam", "gradcampp"], target=1,
                            layer="act2", device="cpu")
     for name, image in result.maps.items():
         heat = sitk.GetArrayFromImage(image)
@@ -106,7 +125,7 @@ def test_a_model_that_ignores_the_border_shows_no_frame(two_torch_threads):
 def test_the_map_is_grad_cam_of_the_slice_seen_inside_a_larger_background(two_torch_threads):
     module = IgnoresTheBorder().eval()
     image = _blob_image(slices=1)
-    result = explain_image(module_model(module), image, methods=["gradcam"], target=1, layer="act2", device="cpu")
+    result = explain_image(_with_background(module), image, methods=["gradcam"], target=1, layer="act2", device="cpu")
     reference = _reference_gradcam(module, sitk.GetArrayFromImage(image)[0], margin=16)
     reference = (reference - reference.min()) / (reference.max() - reference.min())
     np.testing.assert_allclose(sitk.GetArrayFromImage(result.maps["gradcam"])[0], reference, atol=1e-5)
@@ -118,7 +137,7 @@ def test_the_prediction_is_the_models_on_the_slice_itself(two_torch_threads):
     pooled = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
     image = _blob_image()
-    result = explain_image(module_model(pooled), image, methods=["gradcam", "saliency"], layer="3", device="cpu")
+    result = explain_image(_with_background(pooled), image, methods=["gradcam", "saliency"], layer="3", device="cpu")
     with torch.no_grad():
         plain = torch.softmax(pooled(torch.from_numpy(sitk.GetArrayFromImage(image))[:, None]), dim=1).numpy()
     np.testing.assert_allclose(result.prediction, plain, rtol=1e-5, atol=1e-6)

@@ -268,7 +268,10 @@ def _explain_networks(loaded: LoadedModel, array: np.ndarray, methods: list[str]
     the model's background (the prepared volume's minimum per channel: the value the card's
     preprocessing pads with, after its intensity transform), as deep as the edge reaches into
     the explained layer (:mod:`engine.edge_margin`); their maps are cropped back to the slice
-    before the volume is normalised. The prediction comes from the card's own grid (the margin
+    before the volume is normalised. Only a model whose card declares ``input.pad_value`` (what lies
+    outside its field of view) gets the margin: for any other the surround would be a guess, and on
+    data without a background (a z-scored or synthetic volume) a guessed one can draw the evidence out
+    of the slice. The prediction comes from the card's own grid (the margin
     dilutes a global average pool a little) and the maps explain its classes: one plain forward
     more than the maps' own pass, saved when the caller already has those outputs (``logits``).
     """
@@ -279,7 +282,8 @@ def _explain_networks(loaded: LoadedModel, array: np.ndarray, methods: list[str]
     framed = [name for name in methods if METHODS[name].needs_layer]
     margin = 0
     per_slice_target = target is None or isinstance(target, (int, np.integer, list, tuple, np.ndarray))
-    if framed and mode == "slices" and loaded.card.task == "classification" and per_slice_target:
+    declared = loaded.card.input.pad_value is not None  # the model says what lies outside its field of view
+    if framed and mode == "slices" and loaded.card.task == "classification" and per_slice_target and declared:
         background = array.reshape(array.shape[0], -1).min(axis=1)
         slice_shape = tuple(n for i, n in enumerate(array.shape[1:]) if i != (axis or 0))
         margin = max(edge_reach(network, layer, background, slice_shape) for network in loaded.modules)
@@ -292,11 +296,13 @@ def _explain_networks(loaded: LoadedModel, array: np.ndarray, methods: list[str]
         target = [int(k) for k in np.argmax(logits, axis=-1)]
     padded = pad_slices(torch.from_numpy(array), axis or 0, margin, background).numpy()
     raw, _ = run_networks(loaded, padded, progress=_part_progress(progress, 0, 2) if rest else progress,
-                          methods=framed, target=target, layer=layer, normalize=False, **run, **options)
+                          methods=framed, target=target, layer=layer, normalize=False, **run,
+                          **_options_of(framed, methods, options))
     maps = {}
     if rest:
         maps, logits = run_networks(loaded, array, progress=_part_progress(progress, 1, 2), methods=rest,
-                                    target=target, layer=layer, normalize=normalize, **run, **options)
+                                    target=target, layer=layer, normalize=normalize, **run,
+                                    **_options_of(rest, methods, options))
     elif logits is None:
         logits = run_networks(loaded, array, **run)[1]
     crop = crop_index(axis or 0, margin, array.shape[1:])
@@ -304,6 +310,16 @@ def _explain_networks(loaded: LoadedModel, array: np.ndarray, methods: list[str]
         value = np.ascontiguousarray(raw[name][crop])
         maps[name] = normalize_volume(value, METHODS[name].signed) if normalize else value
     return {name: maps[name] for name in methods}, logits
+
+
+def _options_of(part: list[str], methods: list[str], options: dict) -> dict:
+    """``options`` for a run of ``part`` of ``methods``: without the method options only the other methods
+    take (RISE's ``score_baseline`` must not reach a Grad-CAM pass); run options pass unchanged."""
+    from ..engine import METHODS
+
+    others = {name for method in methods if method not in part for name in METHODS[method].options}
+    own = {name for method in part for name in METHODS[method].options}
+    return {name: value for name, value in options.items() if name not in others or name in own}
 
 
 def _prepare(loaded: LoadedModel, image: sitk.Image, axis: int | None, budget: float | None,
