@@ -347,8 +347,8 @@ def test_evaluate_map_only_and_errors():
     results = ev.evaluate(None, None, maps, mask=region, metrics=["pointing_game", "energy_pointing_game"],
                           spacing=(2.0, 1.0, 1.0), tolerance_mm=1.0)
     assert results == {"pointing_game": [1.0], "energy_pointing_game": [1.0]}
-    with pytest.raises(ValueError, match=r"unknown metric\(s\) \['auc'\]; valid metrics: dice_sweep, "):
-        ev.evaluate(None, None, maps, mask=region, metrics=["auc"])
+    with pytest.raises(ValueError, match=r"unknown metric\(s\) \['roc_auc'\]; valid metrics: dice_sweep, "):
+        ev.evaluate(None, None, maps, mask=region, metrics=["roc_auc"])
     with pytest.raises(ValueError, match="needs mask"):
         ev.evaluate(None, None, maps, metrics="dice_sweep")
     with pytest.raises(ValueError, match="needs model"):
