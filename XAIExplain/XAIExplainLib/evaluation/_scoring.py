@@ -90,3 +90,20 @@ def score_copies(forward: Callable[[torch.Tensor], torch.Tensor], bound, rows: t
         if keep_outputs is not None:
             kept[start:stop] = keep_outputs(output, chunk).double()
     return scores if keep_outputs is None else (scores, kept)
+
+
+def score_original_and_copies(model, x: torch.Tensor, maps: torch.Tensor, target, activation: Optional[str],
+                              rows: torch.Tensor, build: Callable[[int, int], torch.Tensor], batch_size: int):
+    """``(original, copies)``: the activated target score of each sample of ``x`` (N,) and of the M copies
+    ``build`` makes from them (:func:`score_copies`), float64, in one frozen-inference session on ``maps``'
+    device, the target and activation resolved on the unperturbed output (what the removal, faithfulness-
+    correlation and infidelity metrics compare their copies with)."""
+    from ..engine import resolve_target
+    from ._model import frozen_inference, resolve_activation
+
+    with frozen_inference(model, maps) as forward:
+        output = forward(x)
+        bound = resolve_target(target, output)
+        activation = resolve_activation(activation, output, target)
+        original = bound.score(activate(output.double(), activation)).double()
+        return original, score_copies(forward, bound, rows, build, activation, batch_size)

@@ -21,10 +21,9 @@ from typing import Optional, Union
 
 import torch
 
-from ..engine import resolve_target
 from ._checks import as_maps, check_input
-from ._model import activate, check_model, frozen_inference, resolve_activation
-from ._scoring import positive_int, score_copies
+from ._model import check_model
+from ._scoring import positive_int, score_original_and_copies
 from .perturbation import BaselineSpec, baseline_like
 
 __all__ = ["FaithfulnessCorrelation", "faithfulness_correlation", "pearson_rows", "random_subsets"]
@@ -112,12 +111,8 @@ def faithfulness_correlation(model, x: torch.Tensor, maps, target=None, runs: in
         batch = torch.where(removed.unsqueeze(1), flat_base[chunk], flat_x[chunk])
         return batch.view(chunk.numel(), *x.shape[1:])
 
-    with frozen_inference(model, maps) as forward:
-        output = forward(x)
-        bound = resolve_target(target, output)
-        activation = resolve_activation(activation, output, target)
-        original = bound.score(activate(output.double(), activation)).double()
-        perturbed = score_copies(forward, bound, rows, build, activation, batch_size)
+    original, perturbed = score_original_and_copies(model, x, maps, target, activation, rows, build,
+                                                         batch_size)
     drops = (original[rows] - perturbed).view(n, runs)
     sums = maps.reshape(n, -1).double().gather(1, chosen.view(n, -1)).view(n, runs, -1).sum(dim=2)
     correlation = pearson_rows(sums, drops)

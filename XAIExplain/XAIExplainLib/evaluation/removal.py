@@ -26,9 +26,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
-from ..engine import resolve_target
-from ._model import activate, frozen_inference, resolve_activation
-from ._scoring import positive_int, score_copies
+from ._scoring import positive_int, score_original_and_copies
 from .perturbation import BaselineSpec, _ranks, baseline_like
 
 __all__ = ["MODES", "voxel_steps", "step_count", "patch_labels", "patch_count", "segment_labels", "group_steps",
@@ -151,12 +149,8 @@ def removal_scores(model, x: torch.Tensor, maps: torch.Tensor, steps: torch.Tens
             batch = torch.where(chosen, flat_base[chunk], flat_x[chunk])
         return batch.view(chunk.numel(), *x.shape[1:])
 
-    with frozen_inference(model, maps) as forward:
-        output = forward(x)
-        bound = resolve_target(target, output)
-        activation = resolve_activation(activation, output, target)
-        original = bound.score(activate(output.double(), activation)).double()
-        scores = score_copies(forward, bound, rows, build, activation, batch_size)
+    original, scores = score_original_and_copies(model, x, maps, target, activation, rows, build,
+                                                      batch_size)
     return original, scores.view(n, count)
 
 

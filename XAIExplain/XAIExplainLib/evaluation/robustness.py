@@ -35,8 +35,8 @@ import torch
 
 from ..engine import explain, resolve_target
 from ._checks import as_maps, check_input
-from ._model import activate, check_model, frozen_inference, resolve_activation
-from ._scoring import FrozenTarget, check_batch, positive_int, score_copies
+from ._model import check_model, frozen_inference
+from ._scoring import FrozenTarget, check_batch, positive_int, score_original_and_copies
 
 __all__ = ["MaxSensitivity", "max_sensitivity", "Infidelity", "infidelity", "explanation_changes"]
 
@@ -189,12 +189,8 @@ def infidelity(model, x: torch.Tensor, maps, target=None, samples: int = 10, noi
         dots[start:stop] = (delta.reshape(chunk.numel(), x.shape[1], -1).double() * flat_maps[chunk]).sum(dim=(1, 2))
         return x[chunk] - delta
 
-    with frozen_inference(model, maps) as forward:
-        output = forward(x)
-        bound = resolve_target(target, output)
-        activation = resolve_activation(activation, output, target)
-        original = bound.score(activate(output.double(), activation)).double()
-        perturbed = score_copies(forward, bound, rows, build, activation, batch_size)
+    original, perturbed = score_original_and_copies(model, x, maps, target, activation, rows, build,
+                                                         batch_size)
     dots = dots.view(n, samples)
     drops = (original[rows] - perturbed).view(n, samples)
     if normalize:
