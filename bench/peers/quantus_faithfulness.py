@@ -21,8 +21,6 @@ table and writes JSON (default bench/results/quantus_faithfulness.json).
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 from pathlib import Path
 
@@ -32,7 +30,7 @@ import torch
 from XAIExplainLib import evaluation as ev
 from XAIExplainLib.engine import explain
 
-from bench.peers.quantus_support import best_of, import_quantus, small_cnn
+from bench.peers.quantus_support import best_of, import_quantus, small_cnn, write_results
 
 HERE = Path(__file__).resolve().parents[1]  # bench/
 
@@ -175,12 +173,7 @@ def main() -> int:
         ratio = f"{r['ratio']:5.1f}x" if r["ratio"] is not None else "     -"
         diff = f"{r['max_abs_difference']:.1e}" if r["max_abs_difference"] is not None else "-"
         print(f"{r['row'].ljust(width)}  {r['seconds']:7.3f}  {theirs} {ratio}  {diff}")
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({"device": device, "threads": args.threads, "torch": torch.__version__,
-                                  "quantus": getattr(q, "__version__", None), "platform": platform.platform(),
-                                  "rows": rows}, indent=2) + "\n")
-    print(f"wrote {output}")
+    print(f"wrote {write_results(args.output, device, args.threads, q, rows)}")
     return 0
 
 

@@ -18,8 +18,6 @@ disturbed).  Prints a table and writes JSON (default bench/results/quantus_metri
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 from pathlib import Path
 
@@ -29,7 +27,7 @@ import torch
 from XAIExplainLib import evaluation as ev
 from XAIExplainLib.engine import explain
 
-from bench.peers.quantus_support import best_of, import_quantus, small_cnn
+from bench.peers.quantus_support import best_of, import_quantus, small_cnn, write_results
 
 HERE = Path(__file__).resolve().parents[1]  # bench/
 
@@ -165,12 +163,7 @@ def main() -> int:
         else:
             extra = f"{'-':>9}  {'-':>6}  -"
         print(f"{r['row'].ljust(width)}  {r['seconds']:8.4f}  {extra}")
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({"device": device, "threads": args.threads, "torch": torch.__version__,
-                                  "quantus": getattr(q, "__version__", None), "platform": platform.platform(),
-                                  "rows": rows}, indent=2) + "\n")
-    print(f"wrote {output}")
+    print(f"wrote {write_results(args.output, device, args.threads, q, rows)}")
     return 0
 
 

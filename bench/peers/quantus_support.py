@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
+import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,3 +56,13 @@ def small_cnn(dims: int, classes: int = 3) -> nn.Module:
     pool = nn.AdaptiveAvgPool2d(1) if dims == 2 else nn.AdaptiveAvgPool3d(1)
     return nn.Sequential(conv(1, 8, 3, padding=1), nn.ReLU(), conv(8, 16, 3, padding=1), nn.ReLU(), pool,
                          nn.Flatten(), nn.Linear(16, classes)).eval()
+
+
+def write_results(path: str | Path, device: str, threads: int, quantus, rows: list[dict]) -> Path:
+    """The bench's rows as JSON with the machine and library versions they were measured with."""
+    output = Path(path)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({"device": device, "threads": threads, "torch": torch.__version__,
+                                  "quantus": getattr(quantus, "__version__", None), "platform": platform.platform(),
+                                  "rows": rows}, indent=2) + "\n")
+    return output
