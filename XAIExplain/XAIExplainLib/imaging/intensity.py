@@ -44,6 +44,33 @@ def minmax(array: np.ndarray, upper_fraction: float, to: tuple[float, float] | N
     return window(array, low, high, to)
 
 
+def region_median(array: np.ndarray, region: np.ndarray, to: tuple[float, float] = (-0.5, 0.5)) -> np.ndarray:
+    """Centre on the median of ``region`` and scale so that the region's minimum and maximum both fall
+    inside ``to = (a, b)``, the median on its middle (not clipped: values beyond the region may fall
+    outside).
+
+    pyliverlesionseg's MR normalisation for its lesion network (Tang et al. 2020): the liver's median
+    onto 0, its farther extreme onto +-0.5, i.e. ``(x - median) * min(0.5 / |min - median|,
+    0.5 / |max - median|)``; an extreme equal to the median sets no bound.
+    """
+    array = np.asarray(array)
+    region = np.asarray(region, dtype=bool)
+    if region.shape != array.shape:
+        raise ValueError(f"the normalisation region has shape {region.shape} but the image {array.shape}")
+    values = array[region].astype(np.float64)
+    if values.size == 0:
+        raise ValueError("the region that sets the normalisation is empty")
+    median = float(np.median(values))
+    a, b = (float(v) for v in to)
+    half = (b - a) / 2.0
+    spreads = [d for d in (abs(float(values.min()) - median), abs(float(values.max()) - median)) if d > 0]
+    if not spreads:
+        raise ValueError(f"the region that sets the normalisation has one intensity ({median:g}) everywhere; "
+                         "there is no range to scale by (a blank or saturated image?)")
+    ratio = min(half / d for d in spreads)
+    return ((array.astype(np.float64) - median) * ratio + (a + half)).astype(np.float32)
+
+
 def scale(array: np.ndarray, mean: float, std: float) -> np.ndarray:
     """``(x - mean) / std`` with fixed statistics (those of the training set)."""
     if not std > 0:

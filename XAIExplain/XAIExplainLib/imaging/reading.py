@@ -337,7 +337,26 @@ def read_dicom_series(files: Sequence[str]) -> sitk.Image:
     check_dicom_series(files)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
-    return _execute(subject, reader.Execute)
+    image = _execute(subject, reader.Execute)
+    modality = _slice_modality(files[0])
+    if modality:
+        image.SetMetaData(DICOM_MODALITY_KEY, modality)
+    return image
+
+
+#: DICOM (0008,0060) Modality: kept on a series' image (a single file keeps its header anyway), so that a model
+#: with a CT and an MR pipeline runs the one the scanner wrote (models.modality).
+DICOM_MODALITY_KEY = "0008|0060"
+
+
+def _slice_modality(name: str) -> str | None:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(name))
+    with quiet_itk():
+        reader.ReadImageInformation()
+    if not reader.HasMetaDataKey(DICOM_MODALITY_KEY):
+        return None
+    return reader.GetMetaData(DICOM_MODALITY_KEY).strip() or None
 
 
 def check_dicom_series(files: Sequence[str]) -> None:

@@ -22,11 +22,17 @@ Conventions
   volumes (x to the patient's left, y to the back, z up: SimpleITK's identity
   direction); images with another direction are refused with the way to reorient
   them, rather than fed with the anatomy mirrored or rotated.
+* ``input.modality`` names the imaging modality the input pipeline is for (``"CT"``);
+  ``input.variants`` gives, per other modality, the input fields that differ for it
+  (``intensity``, ``resampling``, ``pad_value``): pyliverlesionseg's liver network takes CT and
+  MR, each normalised and cropped its own way. :meth:`ModelCard.for_modality` is the card a
+  chosen modality runs with (:mod:`models.modality` chooses).
 * ``slice_axis`` (2D models only) is the numpy axis of a ``(Z, Y, X)`` volume
   along which the model runs slice by slice; 0 means axial slices.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -40,7 +46,9 @@ from .errors import ModelCardError
 TASKS = ("classification", "segmentation")
 WEIGHT_FORMATS = ("state_dict", "torchscript", "pickle", "onnx", "exported_program")
 ACTIVATIONS = OUTPUT_ACTIVATIONS  # activation_names (re-exported by engine.activations): the one vocabulary
-INTENSITY_MODES = ("window", "zscore", "scale", "minmax", "none")
+INTENSITY_MODES = ("window", "zscore", "scale", "minmax", "region_median", "none")
+#: The input fields a modality variant may set (the rest is the card's own input).
+VARIANT_FIELDS = ("intensity", "resampling", "pad_value")
 ORIENTATIONS = ("LPS",)
 CARD_FILENAME = "card.json"
 
@@ -55,6 +63,10 @@ class IntensitySpec:
     ``minmax``: clip to the volume's ``[min, min + upper_fraction x (max - min)]`` and scale
     linearly onto ``range`` (pyliverlesionseg's MR normalisation: fraction 0.8, range
     ``[-0.5, 0.5]``).
+    ``region_median``: centre on the median of a region another model segments
+    (``input.resampling.mask``) and scale so that the region's minimum and maximum fall inside
+    ``range`` (pyliverlesionseg's MR normalisation for its lesion network: the liver's median
+    onto 0, its farther extreme onto +-0.5).
     ``none``: feed the values unchanged.
     """
 
@@ -95,6 +107,17 @@ class InputSpec:
     resampling: ResamplingSpec = ResamplingSpec()
     #: One name per input channel ("T1", "T1ce", ...), in the network's channel order; None: unnamed.
     channel_names: tuple[str, ...] | None = None
+    #: The imaging modality these fields are for ("CT", "MR"); None: not declared.
+    modality: str | None = None
+    #: ``(modality, InputSpec)`` for every other modality the model takes (``input.variants``).
+    variants: tuple[tuple[str, "InputSpec"], ...] = ()
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The modalities the model takes, its own first; empty when it declares none."""
+        if self.modality is None:
+            return ()
+        return (self.modality,) + tuple(name for name, _ in self.variants)
 
     @property
     def channel_labels(self) -> tuple[str, ...]:
@@ -121,6 +144,17 @@ class InputSpec:
             out["resampling"] = self.resampling.to_dict()
         if self.channel_names is not None:
             out["channel_names"] = list(self.channel_names)
+        if self.modality is not None:
+            out["modality"] = self.modality
+        if self.variants:
+            out["variants"] = {name: spec.variant_fields() for name, spec in self.variants}
+        return out
+
+    def variant_fields(self) -> dict:
+        """The fields a modality variant sets (:data:`VARIANT_FIELDS`), as the card writes them."""
+        out = {"intensity": self.intensity.to_dict(), "pad_value": self.pad_value}
+        if not self.resampling.is_default:
+            out["resampling"] = self.resampling.to_dict()
         return out
 
 
@@ -286,6 +320,16 @@ class ModelCard:
         out["target_layers"] = self.target_layers.to_dict()
         out.update(dict(self.extra))
         return out
+
+    def for_modality(self, modality: str) -> "ModelCard":
+        """The card with the input fields of ``modality`` (one of :attr:`InputSpec.modalities`, exact)."""
+        if modality == self.input.modality:
+            return self
+        for name, spec in self.input.variants:
+            if name == modality:
+                return dataclasses.replace(self, input=dataclasses.replace(spec, modality=name, variants=()))
+        offered = ", ".join(self.input.modalities) or "none declared"
+        raise ValueError(f"model '{self.name}' has no {modality!r} input pipeline (modalities: {offered})")
 
     def summary(self) -> str:
         dims = f"{self.spatial_dims}D" + (" per slice" if self.spatial_dims == 2 else "")
@@ -462,12 +506,58 @@ def _parse_input(r: _Reader, data: Mapping, dims: int) -> InputSpec:
             raise r.fail("input.orientation", f"only applies to 3D models, got {_show(orientation)}")
         orientation = r.string(orientation, "input.orientation", ORIENTATIONS)
     resampling = parse_resampling(r, data.get("resampling"), dims, spacing)
+    if intensity.mode == "region_median" and (resampling.mask is None or not resampling.intensity_first):
+        raise r.fail("input.intensity.mode", "'region_median' centres on a region another model segments, on the "
+                                             "image's own grid: it needs input.resampling.mask (the model and class "
+                                             "of that region) and input.resampling.intensity 'before'")
     channel_names = data.get("channel_names")
     if channel_names is not None:
         channel_names = _channel_names(r, channel_names, channels)
-    return InputSpec(channels=channels, spacing=spacing, size=size, patch_size=patch,
+    modality = data.get("modality")
+    if modality is not None:
+        modality = _modality_name(r, modality, "input.modality")
+    spec = InputSpec(channels=channels, spacing=spacing, size=size, patch_size=patch,
                      intensity=intensity, pad_value=pad_value, divisible_by=divisible,
-                     orientation=orientation, resampling=resampling, channel_names=channel_names)
+                     orientation=orientation, resampling=resampling, channel_names=channel_names,
+                     modality=modality)
+    if data.get("variants") is None:
+        return spec
+    return dataclasses.replace(spec, variants=_parse_variants(r, data, dims, modality))
+
+
+def _modality_name(r: _Reader, value: Any, name: str) -> str:
+    text = r.string(value, name).strip()
+    if not text or not text.replace("-", "").replace("_", "").isalnum():
+        raise r.fail(name, f"must be a modality name such as 'CT' or 'MR' (letters, digits, - and _), got "
+                           f"{_show(value)}")
+    return text
+
+
+def _parse_variants(r: _Reader, data: Mapping, dims: int, modality: str | None) -> tuple:
+    """``input.variants``: per other modality, the fields of :data:`VARIANT_FIELDS` it sets; each variant is
+    the card's input with those fields replaced, validated as a whole."""
+    if modality is None:
+        raise r.fail("input.variants", "needs input.modality: the modality the card's own input fields are for")
+    variants = r.mapping(data["variants"], "input.variants")
+    out = []
+    for name, fields in variants.items():
+        where = f"input.variants.{name}"
+        name = _modality_name(r, name, where)
+        if name.lower() == modality.lower() or name.lower() in [n.lower() for n, _ in out]:
+            raise r.fail(where, f"repeats the modality {name!r}; each modality has one input pipeline")
+        fields = r.mapping(fields, where)
+        unknown = sorted(set(fields) - set(VARIANT_FIELDS))
+        if unknown:
+            raise r.fail(where, f"has unknown key(s) {unknown}; a variant sets {', '.join(VARIANT_FIELDS)} (the rest "
+                                "is the card's own input)")
+        merged = {key: value for key, value in data.items() if key not in ("variants", "modality")}
+        merged.update(fields)
+        try:
+            spec = _parse_input(_Reader(None), merged, dims)
+        except ModelCardError as exc:
+            raise r.fail(where, f"makes an invalid input: {str(exc).removeprefix('model card: ')}") from exc
+        out.append((name, dataclasses.replace(spec, modality=name)))
+    return tuple(out)
 
 
 def _channel_names(r: _Reader, value: Any, channels: int) -> tuple[str, ...]:
@@ -502,6 +592,8 @@ def _parse_intensity(r: _Reader, data: Any) -> IntensitySpec:
             raise r.fail("input.intensity.upper_fraction", f"must be in (0, 1] (the share of the volume's range "
                                                            f"kept above its minimum), got {fraction}")
         return IntensitySpec(mode="minmax", upper_fraction=fraction, range=_parse_range(r, data.get("range")))
+    if mode == "region_median":
+        return IntensitySpec(mode="region_median", range=_parse_range(r, data.get("range")))
     if mode == "scale":
         mean = r.number(r.require(data, "mean", "input.intensity."), "input.intensity.mean")
         std = r.number(r.require(data, "std", "input.intensity."), "input.intensity.std",

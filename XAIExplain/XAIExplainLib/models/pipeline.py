@@ -71,7 +71,7 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
                   layer: str | None = None, mode: str | None = None, axis: int | None = None,
                   device: str | torch.device | None = "auto", progress: Callable | None = None,
                   batch_size: int | None = None, overlap: float | None = None, normalize: bool = True,
-                  trust: bool = False, **options) -> ExplainResult:
+                  trust: bool = False, modality: str | None = None, **options) -> ExplainResult:
     """Explain ``model`` on ``image`` with the model's preprocessing applied and undone.
 
     One pass per network gives the prediction and the maps (the outputs of the explaining
@@ -109,6 +109,10 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
         ``progress(done, total)`` from the engine; raising from it cancels.
     overlap:
         Sliding-window overlap in volume mode; None uses the model's own (its pipeline's).
+    modality:
+        For a model with an input pipeline per modality (``liver-seg-3d``: ``"CT"``, ``"MR"``), the one to
+        use; None decides from the image's DICOM header, else its intensities (:mod:`models.modality`).
+        The result's ``prepared.modality`` says which ran.
     options:
         The methods' options. Per slice, RISE defaults to ``score_baseline="mean"``: each
         slice's map relative to that slice's mean masked score (``"none"``: the paper's map).
@@ -132,7 +136,7 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
     if gap_methods and len(gap_methods) < len(method_list):
         # CAM / CRM explain the GAP-fed layer, the others the card's default: one run per layer
         shared = dict(target=target, layer=None, mode=mode, axis=axis, device=device, progress=progress,
-                      batch_size=batch_size, overlap=overlap, normalize=normalize, **options)
+                      batch_size=batch_size, overlap=overlap, normalize=normalize, modality=modality, **options)
         result = explain_image(loaded, image, [m for m in method_list if m not in gap_methods], **shared)
         gap = explain_image(loaded, image, gap_methods, **shared)
         result.maps.update(gap.maps)
@@ -160,7 +164,7 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
         check_memory_budget(budget)
         options["memory_budget_mb"] = _engine_budget(budget, image, card.input.channels, len(method_list))
     _check_windows(loaded, mode, run_device, budget, gradients=True)
-    prepared = _prepare(loaded, image, axis, budget, run_device)
+    prepared = _prepare(loaded, image, axis, budget, run_device, modality)
     engine_target = _engine_target(card, _model_grid_target(card, target, prepared))
     lap("preprocess")
     known_logits = None  # outputs on the card's grid, when a step below needed them before the maps
@@ -185,9 +189,10 @@ def explain_image(model, image, methods: str | Sequence[str] = ("gradcam",), tar
 
 def predict_image(model, image, mode: str | None = None, axis: int | None = None,
                   device: str | torch.device | None = "auto", batch_size: int | None = None,
-                  overlap: float | None = None, trust: bool = False, memory_budget_mb: float | None = None):
+                  overlap: float | None = None, trust: bool = False, memory_budget_mb: float | None = None,
+                  modality: str | None = None):
     """The prediction part of :func:`explain_image` alone (no attribution); ``memory_budget_mb`` bounds the
-    model grid and the window as in :func:`explain_image`."""
+    model grid and the window, and ``modality`` picks the input pipeline, as in :func:`explain_image`."""
     loaded = _as_loaded(model, trust)
     mode, axis = _check_mode(loaded.card, mode, axis)
     run_device = resolve_device(device)
@@ -196,7 +201,7 @@ def predict_image(model, image, mode: str | None = None, axis: int | None = None
 
         check_memory_budget(memory_budget_mb)
     _check_windows(loaded, mode, run_device, memory_budget_mb, gradients=False)
-    prepared = _prepare(loaded, model_image(loaded, image), axis, memory_budget_mb, run_device)
+    prepared = _prepare(loaded, model_image(loaded, image), axis, memory_budget_mb, run_device, modality)
     _, logits = run_networks(loaded, prepared.array, mode, axis, run_device, batch_size, overlap)
     return _prediction(loaded, logits, prepared)
 
@@ -323,27 +328,38 @@ def _options_of(part: list[str], methods: list[str], options: dict) -> dict:
 
 
 def _prepare(loaded: LoadedModel, image: sitk.Image, axis: int | None, budget: float | None,
-             device: torch.device | None = None) -> PreparedImage:
+             device: torch.device | None = None, modality: str | None = None) -> PreparedImage:
     """The form's pipeline on ``image``, through the :class:`ModelPipeline` seam (the budget bounds its grid;
     a pipeline that runs a network itself, an nnU-Net cascade's first stage, is told the run's ``device``).
 
     A card fed only a region another model segments (``input.resampling.mask``: pyliverlesionseg's lesion
-    network sees the liver that liver-seg-3d finds) gets that model's prediction first, on the same device.
+    network sees the liver that liver-seg-3d finds) gets that model's prediction first, on the same device and
+    with the same modality. ``modality`` goes to a pipeline with an input pipeline per modality; any other
+    refuses it (:func:`models.modality.choose_modality`).
     """
-    from .pipeline_protocol import takes_device
+    from .modality import choose_modality
+    from .pipeline_protocol import takes_device, takes_modality
 
     extra = {"device": device} if device is not None and takes_device(loaded.pipeline) else {}
+    choice = None
+    if takes_modality(loaded.pipeline):
+        choice = choose_modality(loaded.card, image, modality)
+        extra["modality"] = modality = choice.modality
+    elif modality is not None:
+        choose_modality(loaded.card, image, modality)  # the one message for a model without modalities
     mask = getattr(getattr(loaded.card.input, "resampling", None), "mask", None)
     if mask is not None:
         if mask.model == loaded.card.name:
             raise ValueError(f"model '{loaded.name}': input.resampling.mask names the model itself; it must name "
                              "the model that segments the region this one is fed")
         segmenter = load_model(mask.model)
-        labels = predict_image(segmenter, image, device=device if device is not None else "cpu")
+        labels = predict_image(segmenter, image, device=device if device is not None else "cpu", modality=modality)
         index = segmenter.card.class_index(mask.label)
         value = segmenter.card.classes[index].value
         extra["region"] = sitk.GetArrayFromImage(labels) == (index if value is None else value)
     prepared = loaded.pipeline.prepare(image, slice_axis=axis, memory_budget_mb=budget, **extra)
+    if choice is not None and choice.modality is not None:
+        prepared.modality_reason = choice.reason
     return check_prepared(prepared, f"model '{loaded.name}'")
 
 

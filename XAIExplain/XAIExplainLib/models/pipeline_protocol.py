@@ -84,6 +84,11 @@ def network_channels(loaded) -> int:
     return int(getattr(loaded.pipeline, "network_channels", loaded.card.input.channels))
 
 
+def takes_modality(pipeline) -> bool:
+    """Whether ``pipeline.prepare`` takes a ``modality`` (a card with an input pipeline per modality)."""
+    return "modality" in inspect.signature(pipeline.prepare).parameters
+
+
 def takes_device(pipeline) -> bool:
     """Whether ``pipeline.prepare`` takes the run's ``device`` (it runs a network of its own)."""
     return "device" in inspect.signature(pipeline.prepare).parameters

@@ -38,6 +38,9 @@ class PreparedInput:
     activation: str = "softmax"
     #: the card's ``output.postprocessing`` of label maps (None: labels as decided)
     postprocessing: PostprocessingSpec | None = None
+    #: the modality whose input pipeline ran (:mod:`models.modality`) and how it was decided
+    modality: str | None = None
+    modality_reason: str = ""
 
     @property
     def spatial_shape(self) -> tuple[int, int, int]:
@@ -231,8 +234,17 @@ class CardPipeline:
         self.card = card
 
     def prepare(self, image, slice_axis: int | None = None, spacing: Sequence[float] | None = None,
-                memory_budget_mb: float | None = None, region: np.ndarray | None = None) -> PreparedInput:
-        return prepare(self.card, image, spacing, slice_axis, memory_budget_mb, region)
+                memory_budget_mb: float | None = None, region: np.ndarray | None = None,
+                modality: str | None = None) -> PreparedInput:
+        """``modality`` picks one of the card's input pipelines (CT, MR); None decides from the image
+        (:func:`models.modality.choose_modality`)."""
+        from .modality import choose_modality
+
+        choice = choose_modality(self.card, image, modality)
+        card = self.card if choice.modality is None else self.card.for_modality(choice.modality)
+        prepared = prepare(card, image, spacing, slice_axis, memory_budget_mb, region)
+        prepared.modality, prepared.modality_reason = choice.modality, choice.reason
+        return prepared
 
     def volume_options(self) -> dict:
         """Keyword arguments of ``explain_volume`` / ``predict_volume`` in volume mode."""
@@ -372,7 +384,7 @@ def _prepare_zoomed(card: ModelCard, volumes: list[sitk.Image], input_grid: Grid
     for volume in volumes:
         array = sitk.GetArrayFromImage(volume)
         if spec.intensity_first:
-            arrays.append(zp.zoomed_array(card, apply_intensity(card, array), input_grid))
+            arrays.append(zp.zoomed_array(card, apply_intensity(card, array, region), input_grid))
         else:
             arrays.append(apply_intensity(card, zp.zoomed_array(card, array, input_grid)))
     if spec.mask is None:
@@ -395,9 +407,12 @@ def spec_range(card: ModelCard) -> tuple[float, float]:
     return tuple(card.input.intensity.range or (0.0, 1.0))
 
 
-def apply_intensity(card: ModelCard, array: np.ndarray) -> np.ndarray:
-    """The card's ``input.intensity`` transform on an array (float32)."""
+def apply_intensity(card: ModelCard, array: np.ndarray, region: np.ndarray | None = None) -> np.ndarray:
+    """The card's ``input.intensity`` transform on an array (float32); ``region`` (boolean, same grid) is the
+    region mode ``region_median`` takes its statistics from."""
     spec = card.input.intensity
+    if spec.mode == "region_median":
+        return _region_median(card, array, region)
     if spec.mode == "window":
         return _intensity.window(array, *spec.window, to=spec.range)
     if spec.mode == "scale":
@@ -407,6 +422,17 @@ def apply_intensity(card: ModelCard, array: np.ndarray) -> np.ndarray:
     if spec.mode == "minmax":
         return _intensity.minmax(array, spec.upper_fraction, to=spec.range)
     return np.asarray(array, dtype=np.float32)
+
+
+def _region_median(card: ModelCard, array: np.ndarray, region: np.ndarray | None) -> np.ndarray:
+    if region is None:
+        mask = card.input.resampling.mask
+        raise ValueError(f"model '{card.name}' normalises by the median of the {mask.label} that '{mask.model}' "
+                         "segments (intensity mode 'region_median'); give its region (region=)")
+    try:
+        return _intensity.region_median(array, region, to=spec_range(card))
+    except ValueError as exc:
+        raise ValueError(f"model '{card.name}': {exc}") from exc
 
 
 def _sitk_channels(card: ModelCard, image: sitk.Image) -> list[sitk.Image]:
