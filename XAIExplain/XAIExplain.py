@@ -88,6 +88,7 @@ class XAIExplainParameterNode:
     pointVoxelOnly: bool = False
     layer: str = ""
     mode: str = ""
+    modality: str = ""
     device: str = "auto"
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
     labelMapOutput: bool = False
@@ -148,6 +149,8 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modeSelector.addItem(text, value)
         self.ui.progressBar.setVisible(False)
         self.ui.channelVolumesWidget.setVisible(False)
+        self.ui.modalityLabel.setVisible(False)
+        self.ui.modalitySelector.setVisible(False)
         self.ui.roiSegmentSelector.setVisible(False)
         self.ui.roiLabel.setVisible(False)
         self.ui.pointWidget.setVisible(False)
@@ -174,6 +177,7 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.pointSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onPointNodeChanged)
         self.ui.layerSelector.connect("currentTextChanged(QString)", self.onLayerChanged)
         self.ui.modeSelector.connect("currentIndexChanged(int)", self.onModeChanged)
+        self.ui.modalitySelector.connect("currentIndexChanged(int)", self.onModalityChanged)
         self.ui.deviceSelector.connect("currentIndexChanged(int)", self.onDeviceChanged)
         self.ui.opacitySlider.connect("valueChanged(double)", self.onOpacityChanged)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
@@ -236,6 +240,7 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             self.selectModel(p.model)
             self.selectData(self.ui.modeSelector, p.mode)
+            self.selectData(self.ui.modalitySelector, p.modality)
             self.selectData(self.ui.deviceSelector, p.device)
             self.ui.layerSelector.setCurrentText(p.layer)
             self.ui.roiSegmentSelector.setCurrentNode(p.roiSegmentation)
@@ -319,6 +324,7 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.fillMethods(offered.methods)
         self.fillTargets(offered.targets)
         self.fillLayers(offered.layers, offered.default_layer)
+        self.fillModalities(offered.modalities)
 
     def fillMethods(self, methods):
         chosen = set(filter(None, self._parameterNode.methods.split(","))) if self._parameterNode else set()
@@ -386,6 +392,20 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.layerSelector.setCurrentText(current or defaultLayer or "")
         finally:
             self._updatingGui = False
+
+    def fillModalities(self, modalities):
+        """The Modality menu, shown only for a model with an input pipeline per modality (CT, MR)."""
+        self._updatingGui = True
+        try:
+            self.ui.modalitySelector.clear()
+            for text, value in modalities:
+                self.ui.modalitySelector.addItem(text, value)
+            if self._parameterNode:
+                self.selectData(self.ui.modalitySelector, self._parameterNode.modality)
+        finally:
+            self._updatingGui = False
+        self.ui.modalityLabel.setVisible(bool(modalities))
+        self.ui.modalitySelector.setVisible(bool(modalities))
 
     # ------------------------------------------------------------- callbacks
 
@@ -477,6 +497,10 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self._updatingGui and self._parameterNode:
             self._parameterNode.mode = self.ui.modeSelector.currentData or ""
 
+    def onModalityChanged(self, index):
+        if not self._updatingGui and self._parameterNode:
+            self._parameterNode.modality = self.ui.modalitySelector.currentData or ""
+
     def onDeviceChanged(self, index):
         if not self._updatingGui and self._parameterNode:
             self._parameterNode.device = self.ui.deviceSelector.currentData or "auto"
@@ -559,6 +583,7 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     model=self.logic.loadModel(p.model),
                     methods=[m for m in p.methods.split(",") if m], target=target, layer=p.layer or None,
                     mode=p.mode or None, device=p.device or "auto", labelThreshold=labelThreshold,
+                    modality=p.modality if p.modality and self.ui.modalitySelector.visible else None,
                     predictionSegmentation=p.predictionSegmentation, opacity=p.opacity,
                     keepExisting=p.keepExisting, pointVoxelOnly=p.pointVoxelOnly)
 

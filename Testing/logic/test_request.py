@@ -28,7 +28,7 @@ def test_both_entry_points_show_the_one_signature():
     # the public camelCase names the panel, the console and the web face use
     assert {"inputVolumeNode", "model", "methods", "target", "layer", "mode", "axis", "device", "labelThreshold",
             "progress", "classNames", "labelOutput", "predictionSegmentation", "opacity", "displayThreshold",
-            "colorLegend", "keepExisting", "engineOptions", "pointVoxelOnly"} == set(ARGUMENTS.parameters)
+            "colorLegend", "keepExisting", "engineOptions", "pointVoxelOnly", "modality"} == set(ARGUMENTS.parameters)
 
 
 def test_the_request_is_checked_normalised_and_frozen(scene):  # noqa: F811

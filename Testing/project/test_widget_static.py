@@ -88,6 +88,7 @@ def test_every_widget_the_code_uses_exists_in_the_ui_file(tree, ui):
 EXPECTED_CLASSES = {
     "applyButton": "QPushButton", "loadModelButton": "QPushButton", "modelSelector": "QComboBox",
     "modeSelector": "QComboBox", "deviceSelector": "QComboBox", "layerSelector": "QComboBox",
+    "modalitySelector": "QComboBox", "modalityLabel": "QLabel",
     "targetSelector": "QComboBox", "methodList": "QListWidget", "modelInfoLabel": "QLabel",
     "statusLabel": "QLabel", "roiLabel": "QLabel", "pointLabel": "QLabel", "pointWidget": "QWidget",
     "progressBar": "QProgressBar", "inputVolumeLabel": "QLabel", "channelVolumesWidget": "QWidget",

@@ -18,7 +18,8 @@ from XAIExplainLib.logic import XAIExplainLogic, choices
 from .browser import require_web
 
 WIDGET = Path(__file__).resolve().parents[2] / "XAIExplain" / "XAIExplain.py"
-FILLING = ("showModel", "fillChannelSelectors", "fillMethods", "fillTargets", "fillLayers", "refreshDeviceChoices",
+FILLING = ("showModel", "fillChannelSelectors", "fillMethods", "fillTargets", "fillLayers", "fillModalities",
+           "refreshDeviceChoices",
            "selectData", "onMethodsChanged", "onTargetChanged")
 
 
@@ -97,7 +98,8 @@ def qt_panel(logic):
     panel._channelSelectors = []
     panel.ui = types.SimpleNamespace(**{name: Widget() for name in (
         "modelInfoLabel", "methodList", "targetSelector", "layerSelector", "deviceSelector", "roiSegmentSelector",
-        "roiLabel", "pointWidget", "pointLabel", "inputVolumeLabel", "channelVolumesWidget")})
+        "roiLabel", "pointWidget", "pointLabel", "inputVolumeLabel", "channelVolumesWidget", "modalitySelector",
+        "modalityLabel")})
     return panel
 
 
@@ -124,7 +126,7 @@ def web_bridge(tmp_path_factory):
     return Bridge(server, SceneApp(server), AllowedPaths())
 
 
-@pytest.mark.parametrize("model", ["lung-nodule-2d", "lung-nodule-seg-3d", "ct-phase-2d"])
+@pytest.mark.parametrize("model", ["lung-nodule-2d", "lung-nodule-seg-3d", "ct-phase-2d", "liver-seg-3d"])
 def test_both_faces_offer_the_same_choices(model, web_bridge):
     panel = qt_panel(XAIExplainLogic())
     panel.showModel(model)
@@ -145,3 +147,8 @@ def test_both_faces_offer_the_same_choices(model, web_bridge):
     assert [(m["title"], m["value"]) for m in state.mode_items] == list(choices.MODES)
     assert panel.ui.modelInfoLabel.text == state.model_description
     assert panel.ui.inputVolumeLabel.text == choices.INPUT_LABEL and not panel.ui.channelVolumesWidget.visible
+    assert panel.ui.modalitySelector.items == [(m["title"], m["value"]) for m in state.modality_items]
+    offers_modalities = model == "liver-seg-3d"  # CT and MR: Auto, CT, MR; the others have one pipeline
+    assert panel.ui.modalitySelector.visible == offers_modalities == bool(state.modality_items)
+    if offers_modalities:
+        assert [m["value"] for m in state.modality_items] == ["", "CT", "MR"]

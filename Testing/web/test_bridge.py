@@ -53,3 +53,19 @@ def test_a_path_outside_the_named_ones_is_refused_and_the_scene_kept(bridge, tmp
     bridge.open_image(str(other))
     assert bridge.state.error.startswith("Cannot open the image: ") and "is not one of the images" in bridge.state.error
     assert bridge.scene.GetNumberOfNodes() == before
+
+
+def test_the_modality_menu_is_offered_for_a_ct_and_mr_model_and_reaches_the_logic(bridge):
+    state = bridge.state
+    state.model = "liver-seg-3d"
+    bridge.on_model("liver-seg-3d")
+    assert [(m["title"], m["value"]) for m in state.modality_items] == [
+        ("Auto (DICOM header, else intensities)", ""), ("CT", "CT"), ("MR", "MR")]
+    state.methods, state.modality = ["gradcam"], "MR"
+    assert bridge.run_arguments()["modality"] == "MR"
+    state.modality = ""
+    assert bridge.run_arguments()["modality"] is None  # Auto: the logic lets the image decide
+    state.model = "lung-nodule-seg-3d"  # one pipeline: no menu, and a stale choice is dropped
+    state.modality = "MR"
+    bridge.on_model("lung-nodule-seg-3d")
+    assert state.modality_items == [] and state.modality == ""

@@ -46,7 +46,7 @@ def explain_cohort(model: str | os.PathLike, inputs: Sequence[str | os.PathLike]
                    overlay: bool = False, region: str | os.PathLike | None = None,
                    trust: bool = False, overwrite: bool = False, client=None,
                    cluster: str | None = None, jobs: int = 1, progress: bool = False,
-                   stderr=None) -> RunSummary:
+                   stderr=None, modality: str | None = None) -> RunSummary:
     """Explain every input into ``output_dir`` as ``xaiexplain explain`` does; returns the summary.
 
     ``model`` is a model name, folder or card path (it travels to the
@@ -54,7 +54,8 @@ def explain_cohort(model: str | os.PathLike, inputs: Sequence[str | os.PathLike]
     ``distributed.Client`` to run on; ``cluster`` (``"local:N"`` or a
     scheduler address) starts or joins one; with neither, the inputs are
     explained in this process.  A second call into the same folder skips the
-    inputs that are complete.  Bad options raise :class:`UserError`; failed
+    inputs that are complete.  ``modality`` picks the input pipeline of a model with one per modality
+    (CT, MR; None: each image's header or intensities decide).  Bad options raise :class:`UserError`; failed
     inputs are rows with ``status == "failed"``.
     """
     if not isinstance(model, (str, os.PathLike)):
@@ -63,7 +64,7 @@ def explain_cohort(model: str | os.PathLike, inputs: Sequence[str | os.PathLike]
     settings = explain_settings(model, methods, targets=targets, layer=layer, mode=mode,
                                 axis=axis, device=device, format=format,
                                 label_threshold=label_threshold, overlay=overlay, region=region,
-                                trust=trust, overwrite=overwrite, cluster=cluster, jobs=jobs)
+                                trust=trust, overwrite=overwrite, cluster=cluster, jobs=jobs, modality=modality)
     stderr = stderr or sys.stderr
     settings, items, loaded, notes = plan(settings, inputs, output_dir, remote=client is not None)
     for note in notes:
@@ -74,7 +75,7 @@ def explain_cohort(model: str | os.PathLike, inputs: Sequence[str | os.PathLike]
                "mode": mode, "axis": axis, "device": device, "format": format,
                "label_threshold": None if label_threshold is None else str(label_threshold),
                "overlay": overlay, "region": None if region is None else str(region),
-               "trust_model": trust, "overwrite": overwrite, "jobs": jobs, "cluster": cluster,
+               "trust_model": trust, "overwrite": overwrite, "jobs": jobs, "cluster": cluster, "modality": modality,
                "output_dir": str(output_dir)}
     return run_cohort(settings, items, output_dir, model=loaded, client=client, cluster=cluster,
                       jobs=jobs, progress=shown, stderr=stderr, options=options)

@@ -29,7 +29,7 @@ def settings_from_args(args: argparse.Namespace) -> ExplainSettings:
         label_threshold=args.label_threshold, overlay=args.overlay, region=args.region,
         trust=getattr(args, "trust_model", False), overwrite=args.overwrite,
         debug=getattr(args, "debug", False),
-        memory_budget_mb=getattr(args, "memory_budget", None),
+        memory_budget_mb=getattr(args, "memory_budget", None), modality=getattr(args, "modality", None),
         options=getattr(args, "options", None), cluster=getattr(args, "cluster", None),
         jobs=args.jobs)
 
@@ -77,5 +77,5 @@ def finish(summary: RunSummary, output_dir: Path, quiet: bool, stdout, stderr) -
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     keep = ("model", "methods", "options", "targets", "region", "layer", "mode", "axis", "device", "format",
-            "label_threshold", "overlay", "jobs", "cluster", "memory_budget", "output_dir", "overwrite")
+            "label_threshold", "overlay", "jobs", "cluster", "memory_budget", "modality", "output_dir", "overwrite")
     return {k: getattr(args, k) for k in keep if hasattr(args, k)}

@@ -59,6 +59,7 @@ def explain_input(job: LoadedRun, item: InputItem, image: sitk.Image | list[sitk
             result = explain_image(job.model, model_input, methods=list(group),
                                    target=_target(choice, job, image), layer=job.layer,
                                    mode=job.mode, axis=axis, device=job.device, progress=report,
+                                   modality=job.modality,
                                    **options_for(group, job.method_options),
                                    **({"memory_budget_mb": job.memory_budget_mb} if job.memory_budget_mb else {}))
         except (ValueError, TypeError, RuntimeError) as exc:
@@ -73,6 +74,9 @@ def explain_input(job: LoadedRun, item: InputItem, image: sitk.Image | list[sitk
             write_prediction(job.out, prediction, card, image, names.prediction(card.task))
             record.outputs.append(names.prediction(card.task))
             record.prediction = prediction_record(prediction, card, image)
+            if getattr(result.prepared, "modality", None) is not None:
+                record.prediction["modality"] = result.prepared.modality
+                record.prediction["modality_from"] = result.prepared.modality_reason
             for stage in ("preprocess",):
                 if stage in result.timings:
                     record.timings[stage] = float(result.timings[stage])

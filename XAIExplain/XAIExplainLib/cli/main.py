@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="memory the whole run of one input may use, in megabytes (reading, "
                               "resampling, the model's batches and the restored maps); an input "
                               "that cannot fit is refused up front with the numbers")
+    explain.add_argument("--modality", default=None, metavar="CT|MR",
+                         help="the input pipeline of a model with one per modality (liver-seg-3d: CT or "
+                              "MR); default: each image's DICOM header, else its intensities")
     explain.add_argument("--cluster", metavar="local:N|tcp://HOST:PORT",
                          help="explain the inputs on a Dask cluster: N local worker processes "
                               "(one GPU each where there are GPUs) or an existing scheduler "

@@ -54,6 +54,8 @@ class ExplainSettings:
     overwrite: bool = False
     debug: bool = False
     memory_budget_mb: float | None = None
+    #: ``--modality``: the input pipeline of a model with one per modality (None: from each image).
+    modality: str | None = None
     #: ``--option`` values of the methods, as sorted (name, value) pairs (see options.parse_method_options).
     method_options: tuple[tuple[str, Any], ...] = ()
     #: ``local:N`` or a scheduler's address; None runs the inputs in this process.
@@ -82,7 +84,7 @@ def explain_settings(model: str | os.PathLike, methods: str | Sequence[str], *,
                      format: str | None = None, label_threshold: float | str | None = None,
                      overlay: bool = False, region: str | os.PathLike | None = None,
                      trust: bool = False, overwrite: bool = False, debug: bool = False,
-                     memory_budget_mb: float | None = None,
+                     memory_budget_mb: float | None = None, modality: str | None = None,
                      options: Sequence[str] | None = None, cluster: str | None = None,
                      jobs: int = 1) -> ExplainSettings:
     """The checked settings of a run: everything that needs neither the model nor an input.
@@ -113,6 +115,7 @@ def explain_settings(model: str | os.PathLike, methods: str | Sequence[str], *,
         axis=axis, device=device, fmt=format, label_threshold=threshold, overlay=overlay,
         region=None if region is None else str(region), trust=trust, overwrite=overwrite,
         debug=debug, memory_budget_mb=memory_budget_mb,
+        modality=None if modality is None or str(modality).strip().lower() in ("", "auto") else str(modality).strip(),
         method_options=tuple(sorted(method_options.items())), cluster=cluster, jobs=jobs)
 
 
@@ -147,6 +150,7 @@ def plan(settings: ExplainSettings, inputs: Sequence[str | os.PathLike],
     check_layer(list(settings.methods), model, settings.layer)
     resolve_targets(settings.targets, card)
     _check_mode(settings.mode, card)
+    settings = _check_modality(settings, card)
     if settings.region is not None:
         if card.task != "segmentation":
             raise UserError(f"--region {settings.region}", f"applies to segmentation models; "
@@ -155,6 +159,19 @@ def plan(settings: ExplainSettings, inputs: Sequence[str | os.PathLike],
     settings = dataclasses.replace(settings, device=settings.device if remote else device)
     settings = dataclasses.replace(fingerprint(settings, model), source=model_source(model))
     return Plan(settings, items, None if remote else model, notes)
+
+
+def _check_modality(settings: ExplainSettings, card) -> ExplainSettings:
+    """``--modality`` against the model's input pipelines, spelled as the card spells it."""
+    if settings.modality is None:
+        return settings
+    from ..models.modality import choose_modality
+
+    try:
+        chosen = choose_modality(card, None, settings.modality).modality
+    except ValueError as error:
+        raise UserError(f"--modality {settings.modality}", str(error)) from None
+    return dataclasses.replace(settings, modality=chosen)
 
 
 def _check_mode(mode: str | None, card) -> None:
@@ -173,7 +190,7 @@ def fingerprint(settings: ExplainSettings, model) -> ExplainSettings:
         "targets": [c.name for c in resolve_targets(settings.targets, card)],
         "layer": settings.layer, "mode": settings.mode, "axis": settings.axis,
         "format": settings.fmt, "label_threshold": settings.label_threshold,
-        "overlay": settings.overlay,
+        "overlay": settings.overlay, "modality": settings.modality,
         "region_sha256": file_sha256(settings.region) if settings.region else None,
         "method_options": dict(settings.method_options),
     }
@@ -225,6 +242,7 @@ class LoadedRun:
     debug: bool = False
     memory_budget_mb: float | None = None
     method_options: dict = field(default_factory=dict)
+    modality: str | None = None
 
     @property
     def card(self):
@@ -246,4 +264,4 @@ def load_run(settings: ExplainSettings, output_dir: Path, model=None) -> LoadedR
                      region_source=settings.region or "",
                      out=OutputFolder(output_dir, overwrite=settings.overwrite),
                      debug=settings.debug, memory_budget_mb=settings.memory_budget_mb,
-                     method_options=dict(settings.method_options))
+                     method_options=dict(settings.method_options), modality=settings.modality)

@@ -28,6 +28,7 @@ LABEL_THRESHOLDS = (("No label map", ""), ("Otsu's threshold", "otsu"), ("Fixed 
 DEFAULT_FIXED_THRESHOLD = 0.5
 #: the input volume selector's label for a model with one input channel
 INPUT_LABEL = "Input volume:"
+MODALITY_AUTO_ITEM = "Auto (DICOM header, else intensities)"
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class ModelChoices:
     modes: tuple = MODES
     label_thresholds: tuple = LABEL_THRESHOLDS
     inputs: tuple = (INPUT_LABEL,)   # one volume selector's label per input channel, in channel order
+    modalities: tuple = ()           # (text, value) of the Modality menu; empty: the model has one pipeline
 
     def enabled_methods(self) -> list:
         return [choice.value for choice in self.methods if choice.enabled]
@@ -101,6 +103,15 @@ def input_labels(channels) -> tuple:
     return tuple(f"{name} volume:" for name in channels)
 
 
+def modality_choices(modalities) -> tuple:
+    """(text, value) of the Modality menu: Auto, then each modality, for a model with an input pipeline per
+    modality (pyliverlesionseg's CT and MR); empty for any other (nothing to choose)."""
+    modalities = list(modalities or ())
+    if len(modalities) < 2:
+        return ()
+    return ((MODALITY_AUTO_ITEM, ""),) + tuple((name, name) for name in modalities)
+
+
 def model_choices(logic, model) -> ModelChoices:
     """The description of ``model`` (a name, a path or a loaded model) a face shows and offers.
 
@@ -115,7 +126,8 @@ def model_choices(logic, model) -> ModelChoices:
                         spatial_dims=int(info["spatialDims"]), methods=methods,
                         targets=target_choices(info["task"], info["spatialDims"], info["classes"]),
                         layers=tuple(logic.layersForModel(model)), default_layer=info["defaultLayer"] or "",
-                        inputs=input_labels(info.get("channels") or ()))
+                        inputs=input_labels(info.get("channels") or ()),
+                        modalities=modality_choices(info.get("modalities")))
 
 
 def device_choices(logic) -> tuple:

@@ -186,6 +186,8 @@ class XAIExplainLogic:
                          updates the nodes of the earlier run
         engineOptions    extra method options passed to the engine (e.g. SmoothGrad's samples)
         pointVoxelOnly   with a point target on a segmenter: that voxel alone, not its region
+        modality         for a model with an input pipeline per modality (liver-seg-3d: "CT" or
+                         "MR"); None or "auto": the image's DICOM header, else its intensities
 
         Raises ValueError / TypeError (bad input, nothing created), ExplainCancelled (cancel,
         nothing changed), or the progress callback's own exception (nothing changed).
@@ -296,7 +298,7 @@ class XAIExplainLogic:
             from ..models import predict_image
 
             prediction = predict_image(request.model, image, mode=request.mode, axis=request.axis,
-                                       device=request.device)
+                                       device=request.device, modality=request.modality)
             point_class, region = point_target.region_at_point(sitk.GetArrayFromImage(prediction), request.point,
                                                                request.point_voxel_only)
             target = SegmentationTarget(point_class, region=region)
@@ -306,7 +308,8 @@ class XAIExplainLogic:
             target = PER_SLICE
         result = explain_image(request.model, image, methods=list(request.methods), target=target,
                                layer=request.layer, mode=request.mode, axis=request.axis,
-                               device=request.device, progress=engine_progress, **request.engine_options)
+                               device=request.device, progress=engine_progress, modality=request.modality,
+                               **request.engine_options)
         maps = {name: result.maps[name] for name in request.methods}  # grid-checked by publish.on_input_grid
         prediction = getattr(result, "prediction", None)
         labels, probabilities = None, None

@@ -162,6 +162,7 @@ class ModelCatalogue:
         return {"name": card.name, "task": card.task, "spatialDims": card.spatial_dims,
                 "classes": list(card.class_names), "input": ", ".join(parts),
                 "channels": list(spec.channel_labels),
+                "modalities": list(spec.modalities),
                 "defaultLayer": card.target_layers.default,
                 "suggestedLayers": list(card.target_layers.suggested)}
 

@@ -34,7 +34,7 @@ def explain_arguments(inputVolumeNode, model, methods=("gradcam",), target=None,
                       axis=None, device="auto", labelThreshold=None, progress=None, *, classNames=None,
                       labelOutput="labelmap", predictionSegmentation=True, opacity=DEFAULT_OPACITY,
                       displayThreshold=DEFAULT_DISPLAY_THRESHOLD, colorLegend=True, keepExisting=False,
-                      engineOptions=None, pointVoxelOnly=False):
+                      engineOptions=None, pointVoxelOnly=False, modality=None):
     """The arguments of ``explainVolume`` / ``startExplainVolume``, written once (their manual is
     ``XAIExplainLogic.explainVolume``'s docstring). Never called: its signature is bound."""
 
@@ -80,6 +80,7 @@ class ExplainRequest:
     display_threshold: float
     color_legend: bool
     keep_existing: bool
+    modality: str | None = None  # the input pipeline asked for (None: the image decides, models.modality)
 
     @property
     def layer_label(self) -> str:
@@ -127,6 +128,13 @@ def build_request(scene, models, *args, **kwargs) -> ExplainRequest:
         if not available[name][2]:
             raise ValueError(f"method '{name}' cannot explain this model: {available[name][3]}")
     mode, axis = resolve_logic_mode(node, a["mode"], a["axis"], loaded)
+    modality = a["modality"]
+    if modality is not None and str(modality).strip().lower() not in ("", "auto"):
+        from ..models.modality import choose_modality
+
+        modality = choose_modality(card, image, modality).modality
+    else:
+        modality = None
     target = a["target"]
     point = None
     kind = scene_target_kind(target)
@@ -156,7 +164,7 @@ def build_request(scene, models, *args, **kwargs) -> ExplainRequest:
         engine_options=MappingProxyType(dict(engine_options or {})), progress=progress,
         prediction_segmentation=bool(a["predictionSegmentation"]), opacity=a["opacity"],
         display_threshold=a["displayThreshold"], color_legend=bool(a["colorLegend"]),
-        keep_existing=bool(a["keepExisting"]))
+        keep_existing=bool(a["keepExisting"]), modality=modality)
 
 
 def input_nodes(value) -> list:

@@ -67,6 +67,7 @@ class Bridge:
             "target_items": [], "target": "",
             "layer_items": [], "layer": "",
             "mode_items": _items(choices.MODES), "mode": "",
+            "modality_items": [], "modality": "",
             "device_items": [], "device": "auto",
             "label_items": _items(choices.LABEL_THRESHOLDS), "label_choice": "",
             "label_fixed": choices.DEFAULT_FIXED_THRESHOLD,
@@ -167,6 +168,9 @@ class Bridge:
             self.state.target = ""
         self.state.layer_items = list(offered.layers)
         self.state.layer = offered.default_layer or (offered.layers[0] if offered.layers else "")
+        self.state.modality_items = _items(offered.modalities)
+        if self.state.modality not in [v for _, v in offered.modalities]:
+            self.state.modality = ""
         if not self.state.device_items:
             self.fill_devices()
 
@@ -428,7 +432,7 @@ class Bridge:
             target = self.segment_target(state.segment)
         return dict(inputVolumeNode=self.volume, model=self.logic.loadModel(state.model), methods=list(state.methods),
                     target=target, layer=state.layer or None, mode=state.mode or None,
-                    device=state.device or "auto",
+                    device=state.device or "auto", modality=state.modality or None,
                     labelThreshold=choices.label_threshold_argument(state.label_choice, state.label_fixed),
                     opacity=float(state.opacity))
 

@@ -111,6 +111,10 @@ def _model(html, v, ctrl):
     html.Label("Mode", classes="xai-caption", for_="mode")
     with html.Select(id="mode", v_model=("mode",)):
         html.Option("{{ item.title }}", v_for="item in mode_items", key="item.value", value=("item.value",))
+    with html.Div(v_if="modality_items.length"):
+        html.Label("Modality", classes="xai-caption", for_="modality")
+        with html.Select(id="modality", v_model=("modality",)):
+            html.Option("{{ item.title }}", v_for="item in modality_items", key="item.value", value=("item.value",))
     html.Label("Device", classes="xai-caption", for_="device")
     with html.Select(id="device", v_model=("device",)):
         html.Option("{{ item.title }}", v_for="item in device_items", key="item.value", value=("item.value",))
