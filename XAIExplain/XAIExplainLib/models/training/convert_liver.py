@@ -55,10 +55,10 @@ MODELS = {
         "target_layers": {"default": "network.up.1",
                           "suggested": ["network.up.2", "network.up.1", "network.up.0", "network.down.3"]},
         "description": (
-            "Whole-liver segmentation in CT (3D U-Net, 3 mm voxels, one 489 x 408 x 408 mm segment) from "
+            "Whole-liver segmentation in CT and MR (3D U-Net, 3 mm voxels, one 489 x 408 x 408 mm segment) from "
             "pyliverlesionseg 0.3 (Tang et al., Eur J Nucl Med Mol Imaging 2020; Apache-2.0), ported to torch "
-            "and checked against their Keras graph. Trained on abdominal CT and MR of SIRT patients; not for "
-            "clinical use here."),
+            "and checked against their Keras graph. Trained on abdominal CT and MR of SIRT patients; each "
+            "modality is cropped and normalised as their code does it. Not for clinical use here."),
     },
     "liver-lesion-seg-3d": {
         "hdf5": "model_unet_ct_mr_lesion_seg_resize_1mm_1mm_3mm_20220207_dice_loss_val_binary_dice_mean.hdf5",
@@ -75,7 +75,7 @@ MODELS = {
         "target_layers": {"default": "network.up.1",
                           "suggested": ["network.up.2", "network.up.1", "network.up.0", "network.down.3"]},
         "description": (
-            "Liver-lesion segmentation in CT (3D U-Net with residual blocks, 1 x 1 x 3 mm voxels, sliding "
+            "Liver-lesion segmentation in CT and MR (3D U-Net with residual blocks, 1 x 1 x 3 mm voxels, sliding "
             "92 x 84 x 42 output segments) from pyliverlesionseg 0.3 (Tang et al.; Apache-2.0), ported to torch "
             "and checked against their Keras graph. As their pipeline does, its card runs liver-seg-3d first and "
             "feeds it the dilated liver only (everything else -0.5), cropped to the liver. Not for clinical use."),
@@ -91,15 +91,16 @@ DIFFERENCES = {
         "stops, here the whole image is used (with a warning)",
         "their DeepVoxNet fills every voxel of the zoomed image outside the output segment with the nearest "
         "output value; here that fill stops at the input segment (beyond it the image is background)",
-        "CT only: their MR normalisation (per-volume min .. min + 80 % range onto [-0.5, 0.5]) is the card "
-        "intensity mode 'minmax', but no MR card is bundled",
+        "where their code stops on an image of neither CT nor MR, or on a NIfTI without a named modality, here "
+        "the modality is taken from the DICOM header, else from the intensities (a CT reaches air at -1000 HU, an "
+        "MR has no negative values), else the image is refused until the modality is named",
     ],
     "liver-lesion-seg-3d": [
         "the liver mask is always liver-seg-3d's prediction (their code also takes a liver RTSTRUCT drawn by a "
         "physician)",
         "their windows tile 92 x 84 x 42 output segments without overlap; here the engine's sliding windows of the "
         "input segment (overlap 0.25, Gaussian blending; each window's margin holds its nearest output values)",
-        "CT only: their MR normalisation (median and range of the liver) has no card here",
+        "the modality is chosen as for liver-seg-3d, and liver-seg-3d runs with the same one",
     ],
 }
 
@@ -120,6 +121,14 @@ LIVER_POSTPROCESSING = {"largest_component": True, "erosion": 1}
 LESION_RESAMPLING = {"method": "zoom", "segment_pad": 0.0, "intensity": "before",
                      "mask": {"model": "liver-seg-3d", "class": "liver", "dilation": 2, "outside": -0.5}}
 LESION_POSTPROCESSING = {"largest_component": False, "erosion": 0}
+#: Their MR pipeline (cnn_liver_lesion_seg_CT_MR_main with Modality 'MR'): the liver network's input cut by
+#: crop_mr_image (below the lungs, 400 mm + 30 mm high; models.liver_crop_mr) and scaled by the zoomed volume's
+#: own min .. min + 80 % of its range onto [-0.5, 0.5]; the lesion network's by the liver's median and extremes.
+LIVER_MR = {"intensity": {"mode": "minmax", "upper_fraction": 0.8, "range": [-0.5, 0.5]},
+            "resampling": {**LIVER_RESAMPLING,
+                           "crop": {"method": "mr", "size_mm_max": [489.0, 408.0, 408.0], "tissue_ratio": 0.01,
+                                    "liver_height_max_mm": 400.0, "zstart_margin_mm": 30.0, "required": False}}}
+LESION_MR = {"intensity": {"mode": "region_median", "range": [-0.5, 0.5]}}
 
 NOTICE = """The weights in this folder are converted from the trained models of
 
@@ -209,6 +218,7 @@ def card_for(name: str, spec: dict, net, spacing_xyz, hdf5_sha: str, wheel_sha: 
             "intensity": dict(CT_INTENSITY),
             "pad_value": PAD_HU,
             "orientation": "LPS",
+            "modality": "CT",
         },
         "output": {"activation": "softmax"},  # LiverLesionNet returns (-z/2, z/2): softmax = their sigmoid
         "classes": spec["classes"],
@@ -226,6 +236,7 @@ def card_for(name: str, spec: dict, net, spacing_xyz, hdf5_sha: str, wheel_sha: 
         },
     }
     card["input"]["resampling"] = dict(LIVER_RESAMPLING if liver else LESION_RESAMPLING)
+    card["input"]["variants"] = {"MR": dict(LIVER_MR if liver else LESION_MR)}
     card["output"]["postprocessing"] = dict(LIVER_POSTPROCESSING if liver else LESION_POSTPROCESSING)
     return card
 
