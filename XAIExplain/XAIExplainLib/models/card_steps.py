@@ -14,19 +14,21 @@ of its prediction.
      "intensity": "after",                 # the intensity transform after the zoom (default) or "before"
      "segment_pad": 0.0,                   # the segment's value beyond the zoomed image (model units)
      "mask": {"model": "liver-seg-3d", "class": "liver", "dilation": 2, "outside": -0.5},   # optional
-     "crop": {"size_mm_max": [489, 408, 408], "hip_margin_mm": 20}}   # optional: their abdomen crop
+     "crop": {"method": "ct", "size_mm_max": [489, 408, 408], "hip_margin_mm": 20}}   # optional: their crop
 
 ``"zoom"`` is pymirc's ``zoom3d`` (:mod:`imaging.zoom`); the intensity transform runs on the
 whole volume (before or after the zoom, as their code does it for this network) and the card's
 ``size`` (or ``patch_size``) segment is cut from it around its centre voxel, as their
 ``ExtractSegment3D2`` does. With a ``crop`` the CT is first cut to the abdomen, from the hip to
 above the liver dome, as their ``crop_ct_image`` finds it (:mod:`models.liver_crop`; the keys
-override its thresholds and sizes). With a ``mask`` the named model segments the image first (its own
-pipeline, post-processing included); its class mask is zoomed alike (kept above 0.5), dilated
-once with the 18-neighbourhood structure grown ``dilation - 1`` times, the input set to
-``outside`` beyond it (and clipped to the intensity range), and the model grid becomes the
-mask's bounding box (grown, centred, to the patch): the liver-masked input of their lesion
-network.
+override its thresholds and sizes); with ``"method": "mr"`` the MR is cut from the lungs to below
+the liver as their ``crop_mr_image`` does (:mod:`models.liver_crop_mr`: ``size_mm_max``,
+``tissue_ratio``, ``liver_height_max_mm``, ``zstart_margin_mm``, ``required``). With a ``mask``
+the named model segments the image first (its own pipeline, post-processing included); its class
+mask is zoomed alike (kept above 0.5), dilated once with the 18-neighbourhood structure grown
+``dilation - 1`` times, the input set to ``outside`` beyond it (and clipped to the intensity
+range), and the model grid becomes the mask's bounding box (grown, centred, to the patch): the
+liver-masked input of their lesion network.
 
 ``output.postprocessing``::
 
@@ -43,8 +45,15 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .liver_crop import CropSpec
+from .liver_crop_mr import MrCropSpec
 
 RESAMPLING_METHODS = ("linear", "zoom")
+
+#: ``input.resampling.crop.method``: their CT crop (the default) or their MR crop
+CROP_SPECS = {spec.method: spec for spec in (CropSpec, MrCropSpec)}
+#: crop keys that may be negative (thresholds in HU) or zero (a margin); every other number must be > 0
+_SIGNED_CROP_KEYS = frozenset({"tissue_hu", "air_hu", "bone_hu"})
+_NONNEGATIVE_CROP_KEYS = frozenset({"zstart_margin_mm"})
 
 
 @dataclass(frozen=True)
@@ -57,7 +66,7 @@ class ResamplingSpec:
     segment_pad: float = 0.0
     intensity_first: bool = False
     mask: "MaskSpec | None" = None
-    crop: CropSpec | None = None
+    crop: CropSpec | MrCropSpec | None = None
 
     @property
     def is_default(self) -> bool:
@@ -136,25 +145,33 @@ def parse_resampling(r, data: Any, dims: int, spacing) -> ResamplingSpec:
                           _parse_crop(r, data.get("crop")))
 
 
-def _parse_crop(r, data: Any) -> CropSpec | None:
+def _parse_crop(r, data: Any) -> CropSpec | MrCropSpec | None:
     if data is None:
         return None
     data = r.mapping(data, "input.resampling.crop")
-    known = CropSpec().to_dict()
+    method = r.string(data.get("method", "ct"), "input.resampling.crop.method", tuple(CROP_SPECS))
+    spec = CROP_SPECS[method]
+    known = spec().to_dict()
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise r.fail("input.resampling.crop", f"has unknown key(s) {unknown}; it takes {', '.join(known)}")
+        raise r.fail("input.resampling.crop", f"has unknown key(s) {unknown}; with method '{method}' it takes "
+                                              f"{', '.join(known)}")
     values = {}
     for key, value in data.items():
         name = f"input.resampling.crop.{key}"
+        if key == "method":
+            continue
         if key == "required":
             if not isinstance(value, bool):
                 raise r.fail(name, f"must be true or false, got {value!r}")
             values[key] = value
-            continue
-        values[key] = (r.vector(value, name, 3, "float") if key == "size_mm_max" else
-                       r.number(value, name, positive=key not in ("tissue_hu", "air_hu", "bone_hu")))
-    return CropSpec(**values)
+        elif key == "size_mm_max":
+            values[key] = r.vector(value, name, 3, "float")
+        else:
+            values[key] = r.number(value, name, positive=key not in _SIGNED_CROP_KEYS | _NONNEGATIVE_CROP_KEYS)
+            if key in _NONNEGATIVE_CROP_KEYS and values[key] < 0:
+                raise r.fail(name, f"must be >= 0, got {value}")
+    return spec(**values)
 
 
 def _parse_mask(r, data: Any) -> MaskSpec | None:

@@ -25,12 +25,13 @@ with their thresholds (HU): soft tissue -150, air -600, bone 500.
 Where the image lacks a landmark (no lungs, no bone profile below the dome) their code stops; here
 :class:`CropError` says which, and the card decides (``required``) whether the whole image is used
 instead. Arrays are their ``(x, y, z)`` LPS arrays (our numpy ``(z, y, x)`` transposed), so that
-connected-component numbering and profile directions are theirs.
+connected-component numbering and profile directions are theirs. Their MR crop is
+:mod:`models.liver_crop_mr` (card ``"method": "mr"``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 from scipy import ndimage, signal
@@ -39,6 +40,12 @@ from scipy import ndimage, signal
 @dataclass(frozen=True)
 class CropSpec:
     """The thresholds and sizes of the crop (their defaults as their liver pipeline calls it)."""
+
+    #: the card's ``input.resampling.crop.method``, and what the messages of a failed crop say it is for
+    method: ClassVar[str] = "ct"
+    modality: ClassVar[str] = "CT"
+    extent: ClassVar[str] = "hip to liver dome"
+    needs: ClassVar[str] = "a CT from the lung bases to the pelvis"
 
     size_mm_max: tuple[float, float, float] = (489.0, 408.0, 408.0)  # x, y, z
     tissue_hu: float = -150.0
@@ -53,10 +60,13 @@ class CropSpec:
     required: bool = False
 
     def to_dict(self) -> dict:
-        return {"size_mm_max": list(self.size_mm_max), "tissue_hu": self.tissue_hu, "air_hu": self.air_hu,
-                "bone_hu": self.bone_hu, "hip_ratio": self.hip_ratio,
+        return {"method": self.method, "size_mm_max": list(self.size_mm_max), "tissue_hu": self.tissue_hu,
+                "air_hu": self.air_hu, "bone_hu": self.bone_hu, "hip_ratio": self.hip_ratio,
                 "liver_height_max_mm": self.liver_height_max_mm, "dome_margin_mm": self.dome_margin_mm,
                 "hip_margin_mm": self.hip_margin_mm, "required": self.required}
+
+    def box(self, hu_xyz: np.ndarray, voxel_xyz: Sequence[float]) -> tuple[slice, ...]:
+        return abdomen_box(hu_xyz, voxel_xyz, self)
 
 
 class CropError(ValueError):
@@ -67,7 +77,7 @@ def abdomen_box(hu_xyz: np.ndarray, voxel_xyz: Sequence[float], spec: CropSpec =
     """The ``(x, y, z)`` slices of the abdomen in ``hu_xyz`` (see the module notes)."""
     hu = np.asarray(hu_xyz)
     voxel = np.asarray(voxel_xyz, dtype=float)
-    body = _largest_box(ndimage.binary_erosion(hu > spec.tissue_hu))
+    body = largest_box(ndimage.binary_erosion(hu > spec.tissue_hu))
     if body is None:
         raise CropError(f"no voxel above {spec.tissue_hu:g} HU survives an erosion: this is not a CT of a body")
     inner_air, centre_xy, lung_start = _inner_air(hu, body, voxel, spec)
@@ -78,13 +88,13 @@ def abdomen_box(hu_xyz: np.ndarray, voxel_xyz: Sequence[float], spec: CropSpec =
     z = slice(max(0, hip - int(spec.hip_margin_mm / voxel[2])),
               min(hu.shape[2], dome + int(spec.dome_margin_mm / voxel[2])))
     box = (body[0], body[1], z)
-    tight = _largest_box(ndimage.binary_erosion(hu[box] > spec.tissue_hu, np.ones((5, 5, 5))))
+    tight = largest_box(ndimage.binary_erosion(hu[box] > spec.tissue_hu, np.ones((5, 5, 5))))
     if tight is not None:
         box = tuple(slice(b.start + t.start, b.start + t.stop) for b, t in zip(box[:2], tight[:2])) + (z,)
     return _trimmed(box, centre_xy, voxel, spec.size_mm_max)
 
 
-def _largest_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+def largest_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     """The bounding box of the largest connected component (the first of equal ones), None if empty."""
     labels, n = ndimage.label(mask)
     if n == 0:

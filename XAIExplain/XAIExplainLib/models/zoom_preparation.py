@@ -32,19 +32,20 @@ REVERSED_AXES = (False, True, True)
 
 
 def crop_to_abdomen(card: ModelCard, volumes: Sequence[sitk.Image]) -> list[sitk.Image]:
-    """The volumes cut to the abdomen their crop finds in the first one (:mod:`models.liver_crop`);
-    the cut images keep their place in space, so results go back onto the whole image."""
-    from .liver_crop import CropError, abdomen_box
+    """The volumes cut to the abdomen their crop (the card's method: :mod:`models.liver_crop` for a CT,
+    :mod:`models.liver_crop_mr` for an MR) finds in the first one; the cut images keep their place in
+    space, so results go back onto the whole image."""
+    from .liver_crop import CropError
 
     spec = card.input.resampling.crop
-    hu = sitk.GetArrayViewFromImage(volumes[0]).transpose(2, 1, 0)  # their (x, y, z) LPS array
+    values = sitk.GetArrayViewFromImage(volumes[0]).transpose(2, 1, 0)  # their (x, y, z) LPS array
     try:
-        box = abdomen_box(hu, volumes[0].GetSpacing(), spec)
+        box = spec.box(values, volumes[0].GetSpacing())
     except CropError as exc:
-        what = (f"model '{card.name}' crops the CT to the abdomen (hip to liver dome) as pyliverlesionseg does, "
-                f"and this image has no such abdomen: {exc}")
+        what = (f"model '{card.name}' crops the {spec.modality} to the abdomen ({spec.extent}) as pyliverlesionseg "
+                f"does, and this image has no such abdomen: {exc}")
         if spec.required:
-            raise ValueError(what + "; give a CT from the lung bases to the pelvis") from exc
+            raise ValueError(f"{what}; give {spec.needs}") from exc
         warnings.warn(what + "; the whole image is used instead", stacklevel=2)
         return list(volumes)
     return [volume[box] for volume in volumes]
