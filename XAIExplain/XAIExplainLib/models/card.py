@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..activation_names import OUTPUT_ACTIVATIONS
-from .card_steps import PostprocessingSpec, ResamplingSpec, parse_postprocessing, parse_resampling
+from .card_steps import (PostprocessingSpec, ResamplingSpec, WindowsSpec, parse_postprocessing, parse_resampling,
+                         parse_windows)
 from .errors import ModelCardError
 
 TASKS = ("classification", "segmentation")
@@ -95,6 +96,8 @@ class InputSpec:
     resampling: ResamplingSpec = ResamplingSpec()
     #: One name per input channel ("T1", "T1ce", ...), in the network's channel order; None: unnamed.
     channel_names: tuple[str, ...] | None = None
+    #: How volume windows are placed (``input.windows``, :mod:`.card_steps`).
+    windows: WindowsSpec = WindowsSpec()
 
     @property
     def channel_labels(self) -> tuple[str, ...]:
@@ -121,6 +124,8 @@ class InputSpec:
             out["resampling"] = self.resampling.to_dict()
         if self.channel_names is not None:
             out["channel_names"] = list(self.channel_names)
+        if not self.windows.is_default:
+            out["windows"] = self.windows.to_dict()
         return out
 
 
@@ -467,7 +472,8 @@ def _parse_input(r: _Reader, data: Mapping, dims: int) -> InputSpec:
         channel_names = _channel_names(r, channel_names, channels)
     return InputSpec(channels=channels, spacing=spacing, size=size, patch_size=patch,
                      intensity=intensity, pad_value=pad_value, divisible_by=divisible,
-                     orientation=orientation, resampling=resampling, channel_names=channel_names)
+                     orientation=orientation, resampling=resampling, channel_names=channel_names,
+                     windows=parse_windows(r, data.get("windows"), dims, patch))
 
 
 def _channel_names(r: _Reader, value: Any, channels: int) -> tuple[str, ...]:

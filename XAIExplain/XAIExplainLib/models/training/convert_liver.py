@@ -97,8 +97,9 @@ DIFFERENCES = {
     "liver-lesion-seg-3d": [
         "the liver mask is always liver-seg-3d's prediction (their code also takes a liver RTSTRUCT drawn by a "
         "physician)",
-        "their windows tile 92 x 84 x 42 output segments without overlap; here the engine's sliding windows of the "
-        "input segment (overlap 0.25, Gaussian blending; each window's margin holds its nearest output values)",
+        "their windows tile the crop with 92 x 84 x 42 output segments, as here (input.windows 'tiles'); the "
+        "engine batches the windows (their loop runs one at a time) and its explanations are written with the "
+        "same rule: each window's map only over its output segment, the last window winning",
         "CT only: their MR normalisation (median and range of the liver) has no card here",
     ],
 }
@@ -120,6 +121,10 @@ LIVER_POSTPROCESSING = {"largest_component": True, "erosion": 1}
 LESION_RESAMPLING = {"method": "zoom", "segment_pad": 0.0, "intensity": "before",
                      "mask": {"model": "liver-seg-3d", "class": "liver", "dilation": 2, "outside": -0.5}}
 LESION_POSTPROCESSING = {"largest_component": False, "erosion": 0}
+#: Their lesion windows (DeepVoxNet.predict, center_sampling=False): the output segments tile the liver's
+#: crop; their arrays are ours transposed (x, y, z) with x and y reversed (RAS): models.card_steps.
+LESION_SOURCE_AXES = [2, 1, 0]
+LESION_REVERSED_AXES = [1, 2]
 
 NOTICE = """The weights in this folder are converted from the trained models of
 
@@ -227,6 +232,9 @@ def card_for(name: str, spec: dict, net, spacing_xyz, hdf5_sha: str, wheel_sha: 
     }
     card["input"]["resampling"] = dict(LIVER_RESAMPLING if liver else LESION_RESAMPLING)
     card["output"]["postprocessing"] = dict(LIVER_POSTPROCESSING if liver else LESION_POSTPROCESSING)
+    if not liver:
+        card["input"]["windows"] = {"rule": "tiles", "output_segment": list(reversed(spec["output_size"])),
+                                    "source_axes": LESION_SOURCE_AXES, "reversed_axes": LESION_REVERSED_AXES}
     return card
 
 
