@@ -4,7 +4,8 @@ Per-slice mode batches slices along numpy axis 0, 1 or 2; given a 2D ``patch_siz
 model on sliding windows of every slice instead (nnU-Net's ``2d`` configuration: windows one voxel
 thick along the slicing axis, which the model sees squeezed away). Volumetric mode runs the whole
 volume, or sliding windows with overlap blended by Gaussian weights (placed as a
-``windows.Tiling`` says), optionally with mirrored copies of every window averaged in. Maps stay on the
+``windows.Tiling`` says; a "tiles" tiling writes its windows' output segments over each other
+instead, maps with the same rule), optionally with mirrored copies of every window averaged in. Maps stay on the
 model's device until the end and are normalised over the whole volume (an empty slice
 stays dark), never slice by slice.
 """
@@ -224,7 +225,9 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
                 returns them) from the same forward passes as the maps: ``(maps, outputs)``.
                 One pass gives the prediction and the explanation.
     tiling      volume mode: window placement, Gaussian and padding (``windows.Tiling``;
-                None: the default tiling)
+                None: the default tiling; ``steps="tiles"``: windows whose output segments tile
+                the volume, each window's map and output written over its segment, the last
+                window winning, ``overlap`` not used)
     mirror_axes volume mode: spatial axes (0 = first spatial axis) to mirror each window
                 along; every combination of them is explained too, its maps (and outputs)
                 mirrored back and averaged with the plain window's (test-time augmentation);
