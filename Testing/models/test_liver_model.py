@@ -232,3 +232,23 @@ def test_lesion_network_runs_in_the_engines_sliding_windows(two_torch_threads):
         first = net(torch.from_numpy(volume[None, None, :, :, : patch[2]]))[0].numpy()
     # float32 convolutions batched differently: agreement to 1e-4 (a misplaced window differs by O(1))
     np.testing.assert_allclose(outputs[:, :, :, :8], first[:, :, :, :8], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["liver-seg-3d", "liver-lesion-seg-3d"])
+def test_the_bundled_cards_are_what_the_converter_writes(name):
+    """Every field of a bundled card (the CT pipeline, its MR variant, the windows, the differences listed) is
+    convert_liver's: the card cannot drift from the conversion that documents it."""
+    import json
+
+    from XAIExplainLib.models.liver_unet import LiverLesionNet
+    from XAIExplainLib.models.search_paths import resolve_model_name
+    from XAIExplainLib.models.training import convert_liver
+
+    bundled = json.loads((resolve_model_name(name) / "card.json").read_text())
+    spec = convert_liver.MODELS[name]
+    net = LiverLesionNet(spec["output_size"], **spec["network"])
+    provenance = bundled["provenance"]
+    written = convert_liver.card_for(name, spec, net, list(reversed(bundled["input"]["spacing"])), provenance["sha256"],
+                                     provenance["wheel_sha256"], bundled["weights"]["sha256"])
+    written["provenance"]["keras_reference"] = provenance["keras_reference"]  # added by the Keras check
+    assert written == bundled

@@ -296,17 +296,27 @@ def their_lesion_input(lps_zyx: np.ndarray, liver_zyx: np.ndarray, spacing_xyz) 
     return np.flip(crop, (0, 1)).transpose(2, 1, 0)
 
 
-@pytest.mark.parametrize("patch_zyx", [(2, 6, 6), (9, 40, 30)])
-def test_lesion_input_is_their_dilated_liver_only_cropped_to_the_liver(patch_zyx):
+@pytest.mark.parametrize("patch_zyx, tiles", [((2, 6, 6), True), ((9, 40, 30), True), ((2, 6, 6), False),
+                                              ((9, 40, 30), False)])
+def test_lesion_input_is_their_dilated_liver_only_cropped_to_the_liver(patch_zyx, tiles):
+    from XAIExplainLib.models.card_steps import WindowsSpec
+
     image = _ct(shape_zyx=(12, 40, 36), spacing_xyz=(0.9, 0.8, 2.5))
     liver = np.zeros((12, 40, 36), np.uint8)
     liver[4:9, 14:26, 10:20] = 1  # the liver, as liver-seg-3d labels it on the image's grid
     card = load_card(resolve_model_name("liver-lesion-seg-3d"))
-    card = dataclasses.replace(card, input=dataclasses.replace(card.input, patch_size=patch_zyx))
+    assert card.input.windows.tiles  # the bundled card: their tiles over their crop
+    windows = card.input.windows if tiles else WindowsSpec()
+    card = dataclasses.replace(card, input=dataclasses.replace(card.input, patch_size=patch_zyx, windows=windows))
     prepared = prepare(card, image, region=liver == 1)
     want = their_lesion_input(sitk.GetArrayFromImage(image), liver, image.GetSpacing())
     got = prepared.array[0]
     assert (want == -0.5).any() and (want > -0.5).any()  # dilated liver and the -0.5 around it
+    if tiles:  # their crop exactly: the tiles reach beyond it themselves
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=2e-6)
+        return
+    # the engine's sliding windows: the box grown (centred) to the patch, 0 beyond the crop
     grown = [g - w for g, w in zip(got.shape, want.shape)]
     assert got.shape == tuple(max(w, p) for w, p in zip(want.shape, patch_zyx))
     inner = tuple(slice(d // 2, d // 2 + w) for d, w in zip(grown, want.shape))

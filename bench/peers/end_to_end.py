@@ -62,8 +62,9 @@ def _patch_batches(loaded, image):
 
     options = loaded.pipeline.volume_options()
     data = torch.from_numpy(loaded.pipeline.prepare(image).array)
-    padded, windows, _, _, _ = _window_layout(data, options.get("patch_size"), options.get("overlap", 0.25),
-                                              Tiling(), torch.device("cpu"))
+    layout = _window_layout(data, options.get("patch_size"), options.get("overlap", 0.25), Tiling(),
+                            torch.device("cpu"))
+    padded, windows = layout.padded, layout.windows
     parts = [windows[start:start + _DEFAULT_CPU_BATCH] for start in range(0, len(windows), _DEFAULT_CPU_BATCH)]
     return [(part, torch.stack([padded[(slice(None),) + w] for w in part])) for part in parts]
 

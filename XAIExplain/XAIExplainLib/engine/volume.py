@@ -4,14 +4,15 @@ Per-slice mode batches slices along numpy axis 0, 1 or 2; given a 2D ``patch_siz
 model on sliding windows of every slice instead (nnU-Net's ``2d`` configuration: windows one voxel
 thick along the slicing axis, which the model sees squeezed away). Volumetric mode runs the whole
 volume, or sliding windows with overlap blended by Gaussian weights (placed as a
-``windows.Tiling`` says), optionally with mirrored copies of every window averaged in. Maps stay on the
+``windows.Tiling`` says; a "tiles" tiling writes its windows' output segments over each other
+instead, maps with the same rule), optionally with mirrored copies of every window averaged in. Maps stay on the
 model's device until the end and are normalised over the whole volume (an empty slice
 stays dark), never slice by slice.
 """
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from .reading import reading_output
 from .registry import check_methods, get_method
 from .targets import resolve_target
 from .validation import check_finite, check_model, non_finite_problem
-from .windows import Tiling, gaussian_weights, window_grid
+from .windows import Tiling, gaussian_weights, nearest_fill, tile_placements, window_grid
 
 _DEFAULT_CPU_BATCH = 16
 _DEFAULT_CUDA_BATCH = 64
@@ -224,7 +225,9 @@ def explain_volume(model: nn.Module, volume, methods="gradcam", mode: str = "sli
                 returns them) from the same forward passes as the maps: ``(maps, outputs)``.
                 One pass gives the prediction and the explanation.
     tiling      volume mode: window placement, Gaussian and padding (``windows.Tiling``;
-                None: the default tiling)
+                None: the default tiling; ``steps="tiles"``: windows whose output segments tile
+                the volume, each window's map and output written over its segment, the last
+                window winning, ``overlap`` not used)
     mirror_axes volume mode: spatial axes (0 = first spatial axis) to mirror each window
                 along; every combination of them is explained too, its maps (and outputs)
                 mirrored back and averaged with the plain window's (test-time augmentation);
@@ -417,15 +420,82 @@ def _window_weights(given, patch: tuple[int, ...], device, n_windows: int, tilin
     return weights
 
 
-def _window_layout(data, patch_size, overlap, tiling: Tiling, device, window_weights=None):
-    """(padded volume, windows, patch, blending weights, crop back to the volume)."""
+class _Layout(NamedTuple):
+    """A volume's windows: the padded volume, the windows (slices of it), the patch, the blending weights
+    (None for tiles), the crop back to the volume and, for tiles, where each window's output is written."""
+
+    padded: torch.Tensor
+    windows: list
+    patch: tuple
+    weights: torch.Tensor | None
+    crop: tuple
+    writes: "_TileWrites | None" = None
+
+
+def _window_layout(data, patch_size, overlap, tiling: Tiling, device, window_weights=None) -> _Layout:
+    """The volume's windows as ``tiling`` places them (see :class:`_Layout`)."""
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
     patch = _patch_shape(patch_size, tuple(data.shape[1:]))
+    if tiling.writes:
+        return _tile_layout(data, patch, tiling, window_weights)
     padded, crop = _padded(data, patch, tiling)
     windows = window_grid(tuple(padded.shape[1:]), patch, overlap, tiling.steps)
     weights = _window_weights(window_weights, patch, device, len(windows), tiling)
-    return padded, windows, patch, weights, crop
+    return _Layout(padded, windows, patch, weights, crop)
+
+
+def _tile_layout(data, patch: tuple[int, ...], tiling: Tiling, window_weights) -> _Layout:
+    """Tiles (:func:`windows.tile_placements`): the volume padded with ``tiling.pad_value`` (None: its minimum)
+    wherever a window reaches beyond it, as their ``ExtractSegment3D2`` fills its segment."""
+    if window_weights is not None:
+        raise ValueError("window_weights blend overlapping windows; tiles (Tiling steps='tiles') are written over "
+                         "each other, not blended: leave window_weights out")
+    spatial = tuple(data.shape[1:])
+    if len(tiling.tile) != len(spatial):
+        raise ValueError(f"Tiling.tile has {len(tiling.tile)} axes but the volume {len(spatial)} spatial axes")
+    windows, writes = tile_placements(spatial, patch, tiling)
+    before = [max(0, -min(w[a].start for w in windows)) for a in range(len(spatial))]
+    after = [max(0, max(w[a].stop for w in windows) - n) for a, n in enumerate(spatial)]
+    crop = tuple(slice(b, b + n) for b, n in zip(before, spatial))
+    padded = data
+    if any(before) or any(after):
+        value = float(data.min()) if tiling.pad_value is None else float(tiling.pad_value)
+        flat = [amount for pair in reversed(list(zip(before, after))) for amount in pair]
+        padded = torch.nn.functional.pad(data, flat, value=value)
+    shift = lambda box: tuple(slice(s.start + b, s.stop + b) for s, b in zip(box, before))  # noqa: E731
+    windows = [shift(w) for w in windows]
+    return _Layout(padded, windows, patch, None, crop, _TileWrites([shift(w) for w in writes], windows, crop,
+                                                                   tiling))
+
+
+class _TileWrites:
+    """Each tile's output (or map) written over the volume's, the last window winning, and voxels no tile
+    wrote given the nearest written value (:func:`windows.nearest_fill`): their ``DeepVoxNet.predict``."""
+
+    def __init__(self, writes, windows, crop, tiling: Tiling):
+        self.targets = writes
+        self.sources = [tuple(slice(t.start - w.start, t.stop - w.start) for t, w in zip(target, window))
+                        for target, window in zip(writes, windows)]
+        self.crop, self.tiling = crop, tiling
+        self.written = None
+
+    def new(self, leading: tuple[int, ...], padded_shape, device) -> torch.Tensor:
+        if self.written is None:
+            self.written = torch.zeros(tuple(padded_shape), dtype=torch.bool, device=device)
+            for target in self.targets:
+                self.written[target] = True
+        return torch.zeros(tuple(leading) + tuple(padded_shape), device=device)
+
+    def put(self, buffer: torch.Tensor, values: torch.Tensor, first: int) -> None:
+        """Windows ``first, first + 1, ...`` (``values``: one per window, ``(..., *patch)``) written in order."""
+        lead = (slice(None),) * (buffer.dim() - len(self.crop))
+        for i, value in enumerate(values):
+            buffer[lead + self.targets[first + i]] = value[lead + self.sources[first + i]].float()
+
+    def result(self, buffer: torch.Tensor) -> torch.Tensor:
+        lead = (slice(None),) * (buffer.dim() - len(self.crop))
+        return nearest_fill(buffer[lead + self.crop], self.written[self.crop], self.tiling)
 
 
 def _squeezed_target(target, slab: int):
@@ -475,14 +545,18 @@ class _SlabForward:
 def _explain_windows(model, data, methods, maps, patch_size, overlap, target, layer, batch_size, device,
                      progress, options, outputs: list | None = None, tiling: Tiling | None = None,
                      flips: list[tuple[int, ...]] = (), window_weights=None, slab: int | None = None):
-    padded, windows, patch, weights, crop = _window_layout(data, patch_size, overlap, tiling or Tiling(), device,
-                                                           window_weights)
-    sums = {name: torch.zeros(padded.shape[1:], device=device) for name in methods}
-    total_weight = torch.zeros(padded.shape[1:], device=device)
+    padded, windows, patch, weights, crop, writes = _window_layout(data, patch_size, overlap, tiling or Tiling(),
+                                                                   device, window_weights)
+    if writes is not None:  # tiles: maps and outputs written over each other as the outputs are
+        sums = {name: writes.new((), padded.shape[1:], device) for name in methods}
+        total_weight = map_weights = None
+    else:
+        sums = {name: torch.zeros(padded.shape[1:], device=device) for name in methods}
+        total_weight = torch.zeros(padded.shape[1:], device=device)
+        map_weights = weights / (len(flips) + 1) if flips else weights  # the mirrored copies' mean, once
     target = _padded_target(target, crop, tuple(padded.shape[1:]))
-    blended = _OutputBlend(padded.shape[1:], crop, weights, total_weight, len(windows)) \
+    blended = _OutputBlend(padded.shape[1:], crop, weights, total_weight, len(windows), writes) \
         if outputs is not None else None
-    map_weights = weights / (len(flips) + 1) if flips else weights  # the mirrored copies' mean, once
 
     def work(start, stop):
         with record_function(STACK_SCOPE):
@@ -504,7 +578,11 @@ def _explain_windows(model, data, methods, maps, patch_size, overlap, target, la
                     result[name] = result[name] + torch.flip(flipped[name], [a + 1 for a in axes])
         with record_function(BLEND_SCOPE):
             if blended is not None:
-                blended.add(output / (len(flips) + 1) if flips else output, windows[start:stop])
+                blended.add(output / (len(flips) + 1) if flips else output, windows[start:stop], start)
+            if writes is not None:
+                for name in methods:
+                    writes.put(sums[name], result[name] / (len(flips) + 1) if flips else result[name], start)
+                return
             for i, w in enumerate(windows[start:stop]):
                 total_weight[w] += weights  # one sum of weights for the maps and the outputs
                 for name in methods:
@@ -513,31 +591,37 @@ def _explain_windows(model, data, methods, maps, patch_size, overlap, target, la
     _Batches(len(windows), batch_size, device, progress).run(work)
     with record_function(BLEND_SCOPE):
         for name in methods:
-            maps[name].copy_((sums[name] / total_weight)[crop])
+            maps[name].copy_(writes.result(sums[name]) if writes is not None else (sums[name] / total_weight)[crop])
         if blended is not None:
             outputs.append(blended.result())
 
 
 class _OutputBlend:
-    """Window outputs blended into the volume's outputs with the maps' Gaussian weights.
+    """Window outputs blended into the volume's outputs with the maps' Gaussian weights (tiles: written
+    over each other, ``writes``).
 
     ``weight_sum`` is the maps' own sum of window weights (the same windows, the same
     weights), filled by the caller, so it is added up once. A classifier's output can
     only stand for the volume when one window covers it all, as in ``predict_volume``.
     """
 
-    def __init__(self, padded_shape, crop: tuple[slice, ...], weights: torch.Tensor, weight_sum: torch.Tensor,
-                 n_windows: int):
+    def __init__(self, padded_shape, crop: tuple[slice, ...], weights: torch.Tensor | None,
+                 weight_sum: torch.Tensor | None, n_windows: int, writes: "_TileWrites | None" = None):
         self.padded_shape, self.crop, self.weights, self.n_windows = tuple(padded_shape), crop, weights, n_windows
-        self.weight_sum = weight_sum
+        self.weight_sum, self.writes = weight_sum, writes
         self.sum = self.whole = None
 
-    def add(self, output: torch.Tensor, windows) -> None:
+    def add(self, output: torch.Tensor, windows, first: int = 0) -> None:
         if output.dim() == 2:
             if self.n_windows > 1:
                 raise ValueError("sliding windows need a segmentation model (spatial output); this model is a "
                                  "classifier: give patch_size=None to run it on the whole volume")
             self.whole = output[0]
+            return
+        if self.writes is not None:
+            if self.sum is None:
+                self.sum = self.writes.new((output.shape[1],), self.padded_shape, output.device)
+            self.writes.put(self.sum, output, first)
             return
         if self.sum is None:
             self.sum = torch.zeros((output.shape[1],) + self.padded_shape, device=output.device)
@@ -547,6 +631,8 @@ class _OutputBlend:
     def result(self) -> torch.Tensor:
         if self.whole is not None:
             return self.whole
+        if self.writes is not None:
+            return self.writes.result(self.sum)
         return (self.sum / self.weight_sum)[(slice(None),) + self.crop]
 
 
@@ -606,9 +692,9 @@ def _mirrored_forward(model, batch: torch.Tensor, flips: list[tuple[int, ...]]) 
 def _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype, progress, tiling, flips,
                      window_weights=None):
     spatial = tuple(data.shape[1:])
-    padded, windows, patch, weights, crop = _window_layout(data, patch_size, overlap, tiling, device,
-                                                           window_weights)
-    if len(windows) == 1 and patch == spatial:
+    padded, windows, patch, weights, crop, writes = _window_layout(data, patch_size, overlap, tiling, device,
+                                                                   window_weights)
+    if writes is None and len(windows) == 1 and patch == spatial:
         return _mirrored_forward(model, padded[None].to(device, dtype, copy=True), flips)[0]  # a model may write into its input
     state = {}
 
@@ -621,6 +707,11 @@ def _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype
             raise ValueError("sliding windows need a segmentation model (spatial output); this model is a "
                              "classifier: give patch_size=None to run it on the whole volume")
         with record_function(BLEND_SCOPE):
+            if writes is not None:
+                if "sum" not in state:
+                    state["sum"] = writes.new((out.shape[1],), padded.shape[1:], device)
+                writes.put(state["sum"], out, start)
+                return
             if "sum" not in state:
                 state["sum"] = torch.zeros((out.shape[1],) + tuple(padded.shape[1:]), device=device)
                 state["weight"] = torch.zeros(padded.shape[1:], device=device)
@@ -630,4 +721,6 @@ def _predict_windows(model, data, patch_size, overlap, batch_size, device, dtype
 
     _Batches(len(windows), batch_size, device, progress).run(work)
     with record_function(BLEND_SCOPE):
+        if writes is not None:
+            return writes.result(state["sum"])
         return (state["sum"] / state["weight"])[(slice(None),) + crop]

@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..activation_names import OUTPUT_ACTIVATIONS
-from .card_steps import PostprocessingSpec, ResamplingSpec, parse_postprocessing, parse_resampling
+from .card_steps import (PostprocessingSpec, ResamplingSpec, WindowsSpec, parse_postprocessing, parse_resampling,
+                         parse_windows)
 from .errors import ModelCardError
 
 TASKS = ("classification", "segmentation")
@@ -107,6 +108,8 @@ class InputSpec:
     resampling: ResamplingSpec = ResamplingSpec()
     #: One name per input channel ("T1", "T1ce", ...), in the network's channel order; None: unnamed.
     channel_names: tuple[str, ...] | None = None
+    #: How volume windows are placed (``input.windows``, :mod:`.card_steps`).
+    windows: WindowsSpec = WindowsSpec()
     #: The imaging modality these fields are for ("CT", "MR"); None: not declared.
     modality: str | None = None
     #: ``(modality, InputSpec)`` for every other modality the model takes (``input.variants``).
@@ -118,6 +121,7 @@ class InputSpec:
         if self.modality is None:
             return ()
         return (self.modality,) + tuple(name for name, _ in self.variants)
+
 
     @property
     def channel_labels(self) -> tuple[str, ...]:
@@ -144,6 +148,8 @@ class InputSpec:
             out["resampling"] = self.resampling.to_dict()
         if self.channel_names is not None:
             out["channel_names"] = list(self.channel_names)
+        if not self.windows.is_default:
+            out["windows"] = self.windows.to_dict()
         if self.modality is not None:
             out["modality"] = self.modality
         if self.variants:
@@ -519,7 +525,7 @@ def _parse_input(r: _Reader, data: Mapping, dims: int) -> InputSpec:
     spec = InputSpec(channels=channels, spacing=spacing, size=size, patch_size=patch,
                      intensity=intensity, pad_value=pad_value, divisible_by=divisible,
                      orientation=orientation, resampling=resampling, channel_names=channel_names,
-                     modality=modality)
+                     modality=modality, windows=parse_windows(r, data.get("windows"), dims, patch))
     if data.get("variants") is None:
         return spec
     return dataclasses.replace(spec, variants=_parse_variants(r, data, dims, modality))

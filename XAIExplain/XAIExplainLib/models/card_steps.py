@@ -27,8 +27,23 @@ the liver as their ``crop_mr_image`` does (:mod:`models.liver_crop_mr`: ``size_m
 the named model segments the image first (its own pipeline, post-processing included); its class
 mask is zoomed alike (kept above 0.5), dilated once with the 18-neighbourhood structure grown
 ``dilation - 1`` times, the input set to ``outside`` beyond it (and clipped to the intensity
-range), and the model grid becomes the mask's bounding box (grown, centred, to the patch): the
-liver-masked input of their lesion network.
+range), and the model grid becomes the mask's bounding box (grown, centred, to the patch unless ``input.windows`` is ``"tiles"``):
+the liver-masked input of their lesion network.
+
+``input.windows`` (3D models with a ``patch_size``)::
+
+    {"rule": "tiles", "output_segment": [42, 84, 92], "source_axes": [2, 1, 0], "reversed_axes": [1, 2]}
+
+How volume windows are placed. Absent (or ``"rule": "sliding"``): the engine's sliding windows of
+the patch, overlapping by a quarter and blended with Gaussian weights. ``"tiles"``: the windows of
+pyliverlesionseg's ``DeepVoxNet.predict`` (``center_sampling=False``): their ``output_segment``
+(numpy order; each at most the patch) tiles the volume without overlap, a later window's output
+written over an earlier one's and voxels none wrote given the nearest written value
+(``engine.windows.tile_placements``); ``source_axes`` (which numpy axis each axis of their array
+holds; default the same order) and ``reversed_axes`` (numpy axes their arrays hold reversed: x and
+y of their RAS arrays) say how their arrays lie, since tiles are counted from their array's start.
+With tiles a ``mask`` card's model grid is the mask's bounding box itself, not grown to the
+patch: their windows reach beyond it and see ``segment_pad`` there.
 
 ``output.postprocessing``::
 
@@ -99,6 +114,36 @@ class MaskSpec:
         return {"model": self.model, "class": self.label, "dilation": self.dilation, "outside": self.outside}
 
 
+WINDOW_RULES = ("sliding", "tiles")
+
+
+@dataclass(frozen=True)
+class WindowsSpec:
+    """How volume windows are placed (see the module notes)."""
+
+    rule: str = "sliding"
+    output_segment: tuple[int, ...] | None = None
+    source_axes: tuple[int, ...] | None = None
+    reversed_axes: tuple[int, ...] = ()
+
+    @property
+    def is_default(self) -> bool:
+        return self == WindowsSpec()
+
+    @property
+    def tiles(self) -> bool:
+        return self.rule == "tiles"
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"rule": self.rule}
+        if self.tiles:
+            out["output_segment"] = list(self.output_segment)
+            if self.source_axes is not None:
+                out["source_axes"] = list(self.source_axes)
+            out["reversed_axes"] = list(self.reversed_axes)
+        return out
+
+
 @dataclass(frozen=True)
 class PostprocessingSpec:
     """What is done to a label map before it goes back to the input grid (see the module notes)."""
@@ -143,6 +188,44 @@ def parse_resampling(r, data: Any, dims: int, spacing) -> ResamplingSpec:
                                          "whole image (their lesion network is fed the liver, uncropped)")
     return ResamplingSpec("zoom", median_spacing, median_size, pad, order == "before", mask,
                           _parse_crop(r, data.get("crop")))
+
+
+def parse_windows(r, data: Any, dims: int, patch) -> WindowsSpec:
+    """``input.windows`` read with the card reader ``r``; the default sliding windows when absent."""
+    if data is None:
+        return WindowsSpec()
+    data = r.mapping(data, "input.windows")
+    unknown = sorted(set(data) - {"rule", "output_segment", "source_axes", "reversed_axes"})
+    if unknown:
+        raise r.fail("input.windows", f"has unknown key(s) {unknown}; it takes rule, output_segment, source_axes "
+                                      "and reversed_axes")
+    rule = r.string(data.get("rule", "sliding"), "input.windows.rule", WINDOW_RULES)
+    if rule == "sliding":
+        if len(data) > 1:
+            raise r.fail("input.windows", "takes output_segment, source_axes and reversed_axes only with rule "
+                                          "'tiles'")
+        return WindowsSpec()
+    if dims != 3 or patch is None:
+        raise r.fail("input.windows.rule", "'tiles' needs a 3D model with input.patch_size (the window the "
+                                           "tiles' output segments sit in)")
+    segment = r.vector(r.require(data, "output_segment", "input.windows."), "input.windows.output_segment", dims,
+                       "int")
+    if any(s > p for s, p in zip(segment, patch)):
+        raise r.fail("input.windows.output_segment", f"must fit in input.patch_size {list(patch)} along every "
+                                                     f"axis (it is the part of a window's output that is kept), "
+                                                     f"got {list(segment)}")
+    axes = data.get("source_axes")
+    if axes is not None:
+        if not isinstance(axes, (list, tuple)) or any(isinstance(a, bool) for a in axes) \
+                or sorted(axes) != list(range(dims)):
+            raise r.fail("input.windows.source_axes", f"must order the numpy axes 0..{dims - 1} (their array's "
+                                                      f"axes as ours), got {axes!r}")
+    flipped = data.get("reversed_axes", [])
+    if not isinstance(flipped, (list, tuple)) or any(isinstance(a, bool) or a not in range(dims) for a in flipped) \
+            or len(set(flipped)) != len(flipped):
+        raise r.fail("input.windows.reversed_axes", f"must be a list of distinct numpy axes out of 0..{dims - 1}, "
+                                                    f"got {flipped!r}")
+    return WindowsSpec("tiles", tuple(segment), None if axes is None else tuple(axes), tuple(flipped))
 
 
 def _parse_crop(r, data: Any) -> CropSpec | MrCropSpec | None:

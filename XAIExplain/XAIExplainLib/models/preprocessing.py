@@ -247,9 +247,20 @@ class CardPipeline:
         return prepared
 
     def volume_options(self) -> dict:
-        """Keyword arguments of ``explain_volume`` / ``predict_volume`` in volume mode."""
+        """Keyword arguments of ``explain_volume`` / ``predict_volume`` in volume mode: the engine's sliding
+        windows, or the card's ``input.windows`` tiles (their ``DeepVoxNet.predict``), padded beyond the
+        volume as a zoom card's segment is (``segment_pad``; else the volume's minimum)."""
         patch = self.card.input.patch_size
-        return {"patch_size": list(patch), "overlap": 0.25} if patch is not None else {"overlap": 0.25}
+        options = {"patch_size": list(patch), "overlap": 0.25} if patch is not None else {"overlap": 0.25}
+        windows = self.card.input.windows
+        if windows.tiles:
+            from ..engine.windows import Tiling
+
+            resampling = self.card.input.resampling
+            options["tiling"] = Tiling(steps="tiles", tile=windows.output_segment, source_axes=windows.source_axes,
+                                       reversed_axes=windows.reversed_axes,
+                                       pad_value=resampling.segment_pad if resampling.method == "zoom" else None)
+        return options
 
 
 #: Float32 copies of the model grid a run holds at least: the resampled input, its intensity-

@@ -6,7 +6,8 @@ median filters it (3 x 3 x 3, ``scipy.ndimage.median_filter``), zooms it to 3 mm
 the intensities of that whole volume and cuts the network's input segment around its centre
 voxel (``ExtractSegment3D2`` at ``shape // 2``), filling what lies beyond the volume with 0.
 Their lesion pipeline normalises first, zooms the CT and the liver mask to 1 x 1 x 3 mm, keeps
-the dilated liver (everything else -0.5) and crops to the dilated liver's bounding box.
+the dilated liver (everything else -0.5) and crops to the dilated liver's bounding box (the model
+grid; their windows then tile it, :func:`engine.windows.tile_placements`).
 
 Here the same steps run on the numpy ``(z, y, x)`` array of an LPS image; their arrays are
 RAS ``(x, y, z)``, so the centre voxel ``n // 2`` of their x and y axes is counted from the
@@ -133,10 +134,13 @@ def mask_region(card: ModelCard, region: np.ndarray, input_grid: Grid) -> np.nda
 
 
 def box_segment(card: ModelCard, region: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The region's bounding box as ``(offsets, size)``, grown (centred) to the card's patch size."""
+    """The region's bounding box as ``(offsets, size)``: their crop (``bbox_liver``) itself for a card whose
+    windows are their tiles (``input.windows``), else grown (centred) to the card's patch size."""
     where = np.argwhere(region)
     low, high = where.min(axis=0), where.max(axis=0) + 1
     size = high - low
+    if card.input.windows.tiles:
+        return tuple(int(o) for o in low), tuple(int(s) for s in size)
     patch = card.input.patch_size or card.input.size or tuple(size)
     grown = np.maximum(size, np.asarray(patch))
     offsets = low - (grown - size) // 2

@@ -90,7 +90,9 @@ DIFFERENCES = {
         "and the pelvis) is the card's input.resampling.crop; where the image lacks lungs or pelvis their code "
         "stops, here the whole image is used (with a warning)",
         "their DeepVoxNet fills every voxel of the zoomed image outside the output segment with the nearest "
-        "output value; here that fill stops at the input segment (beyond it the image is background)",
+        "output value; here that fill stops at the input segment (beyond it the image is background). Their crop "
+        "keeps at most 489 x 408 x 408 mm, the output segment's extent, so this differs only on an image used whole "
+        "because the crop found no abdomen",
         "where their code stops on an image of neither CT nor MR, or on a NIfTI without a named modality, here "
         "the modality is taken from the DICOM header, else from the intensities (a CT reaches air at -1000 HU, an "
         "MR has no negative values), else the image is refused until the modality is named",
@@ -98,8 +100,9 @@ DIFFERENCES = {
     "liver-lesion-seg-3d": [
         "the liver mask is always liver-seg-3d's prediction (their code also takes a liver RTSTRUCT drawn by a "
         "physician)",
-        "their windows tile 92 x 84 x 42 output segments without overlap; here the engine's sliding windows of the "
-        "input segment (overlap 0.25, Gaussian blending; each window's margin holds its nearest output values)",
+        "their windows tile the crop with 92 x 84 x 42 output segments, as here (input.windows 'tiles'); the "
+        "engine batches the windows (their loop runs one at a time) and its explanations are written with the "
+        "same rule: each window's map only over its output segment, the last window winning",
         "the modality is chosen as for liver-seg-3d, and liver-seg-3d runs with the same one",
     ],
 }
@@ -129,6 +132,10 @@ LIVER_MR = {"intensity": {"mode": "minmax", "upper_fraction": 0.8, "range": [-0.
                            "crop": {"method": "mr", "size_mm_max": [489.0, 408.0, 408.0], "tissue_ratio": 0.01,
                                     "liver_height_max_mm": 400.0, "zstart_margin_mm": 30.0, "required": False}}}
 LESION_MR = {"intensity": {"mode": "region_median", "range": [-0.5, 0.5]}}
+#: Their lesion windows (DeepVoxNet.predict, center_sampling=False): the output segments tile the liver's
+#: crop; their arrays are ours transposed (x, y, z) with x and y reversed (RAS): models.card_steps.
+LESION_SOURCE_AXES = [2, 1, 0]
+LESION_REVERSED_AXES = [1, 2]
 
 NOTICE = """The weights in this folder are converted from the trained models of
 
@@ -238,6 +245,9 @@ def card_for(name: str, spec: dict, net, spacing_xyz, hdf5_sha: str, wheel_sha: 
     card["input"]["resampling"] = dict(LIVER_RESAMPLING if liver else LESION_RESAMPLING)
     card["input"]["variants"] = {"MR": dict(LIVER_MR if liver else LESION_MR)}
     card["output"]["postprocessing"] = dict(LIVER_POSTPROCESSING if liver else LESION_POSTPROCESSING)
+    if not liver:
+        card["input"]["windows"] = {"rule": "tiles", "output_segment": list(reversed(spec["output_size"])),
+                                    "source_axes": LESION_SOURCE_AXES, "reversed_axes": LESION_REVERSED_AXES}
     return card
 
 
