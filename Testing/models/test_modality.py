@@ -280,3 +280,52 @@ def test_the_slicer_logic_passes_the_modality(tmp_path, scene, two_torch_threads
     finally:
         pipeline._prepare = original
     assert seen["modality"] == "MR"
+
+
+# ---- their MR liver input, end to end ------------------------------------------------------------------
+
+def their_mr_liver_input(lps_zyx: np.ndarray, spacing_xyz, size_xyz) -> np.ndarray:
+    """cnn_liver_lesion_seg_CT_MR_main with Modality 'MR': crop_mr_image (their call's arguments), zoom3d to
+    1.5 mm, 3 x 3 x 3 median, zoom3d to 3 mm, min .. min + 80 % of the range onto [-0.5, 0.5], the centred
+    segment of the RAS array; returned as our numpy (z, y, x) LPS segment."""
+    from scipy import ndimage
+
+    from Testing.models.test_liver_crop_mr import their_crop_mr_image
+    from Testing.models.test_liver_pipeline import naive_segment, naive_zoom3d
+
+    vol = np.asarray(lps_zyx, dtype=np.float64).transpose(2, 1, 0)
+    vox = np.asarray(spacing_xyz, dtype=float)
+    vol = vol[their_crop_mr_image(vol, vox, size_mm_max=[489, 408, 408], tissue_ratio=0.01, liver_height_max=400,
+                                  zstart_margin_mm=30.0)]
+    vol = naive_zoom3d(vol, vox / 1.5)
+    vol = ndimage.median_filter(vol, size=3)
+    vol = naive_zoom3d(vol, [1.5 / 3.0] * 3)
+    lower, upper = vol.min(), vol.min() + 0.8 * (vol.max() - vol.min())
+    vol = (np.clip(vol, lower, upper) - lower) / (upper - lower) - 0.5
+    segment = naive_segment(np.flip(vol, [0, 1]), size_xyz)
+    return np.flip(segment, [0, 1]).transpose(2, 1, 0)
+
+
+def test_the_liver_mr_input_is_their_mr_crop_zoom_median_zoom_minmax_and_segment():
+    from Testing.models.test_liver_crop_mr import _mr_phantom
+    from XAIExplainLib.models.preprocessing import prepare
+
+    image = _mr_phantom(7, (60, 128, 128), (5.0, 3.1, 3.1))
+    bundled = load_card(resolve_model_name("liver-seg-3d"))
+    data = bundled.to_dict()
+    data["input"]["size"] = [40, 44, 48]  # a smaller segment, for both modalities (variants share the rest)
+    card = ModelCard.from_dict(data, base_dir=bundled.base_dir)
+    prepared = card_pipeline_prepare(card, image)
+    assert (prepared.modality, prepared.modality_reason) == ("MR", "the image's intensities")
+    want = their_mr_liver_input(sitk.GetArrayFromImage(image), image.GetSpacing(), (48, 44, 40))
+    assert np.unique(want).size > 20  # structure, not padding alone
+    np.testing.assert_allclose(prepared.array[0], want, atol=2e-6)
+    with pytest.warns(UserWarning, match="crops the CT to the abdomen"):  # their CT crop finds no lungs in an MR
+        as_ct = prepare(card, image)  # the card's own (CT) pipeline is another input altogether
+    assert np.abs(as_ct.array - prepared.array).max() > 0.1
+
+
+def card_pipeline_prepare(card, image):
+    from XAIExplainLib.models.preprocessing import CardPipeline
+
+    return CardPipeline(card).prepare(image)
