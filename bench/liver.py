@@ -51,6 +51,9 @@ def _row(stage: str, threads: int, device: str, queue) -> None:
     torch.set_num_threads(threads)
     from XAIExplainLib.models import explain_image, load_model, predict_image
 
+    if stage in LESION_STAGES:
+        queue.put(_lesion_row(stage, device))
+        return
     image = _volume() if stage in ("predict", "gradcam", "preprocess", "preprocess_linear") else None
     start = time.perf_counter()
     model = load_model(NAME, check=(stage == "load"), device=device)
@@ -105,7 +108,35 @@ def _row(stage: str, threads: int, device: str, queue) -> None:
     queue.put({"stage": stage, "seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb), **extra})
 
 
-STAGES = ("load", "preprocess", "preprocess_linear", "forward", "forward_backward", "predict", "gradcam")
+def _lesion_row(stage: str, device: str) -> dict:
+    """liver-lesion-seg-3d's network alone on the phantom's dilated liver (its true liver mask, so the liver
+    network's time is not counted twice): their tiles (the card's input.windows) or the engine's sliding
+    windows of the same patch on the box grown to it (the card without input.windows)."""
+    import dataclasses
+
+    from XAIExplainLib.engine.devices import resolve_device
+    from XAIExplainLib.imaging.phantoms import abdominal_phantom
+    from XAIExplainLib.models import load_model
+    from XAIExplainLib.models.card_steps import WindowsSpec
+    from XAIExplainLib.models.pipeline import run_networks
+    from XAIExplainLib.models.preprocessing import CardPipeline
+
+    phantom = abdominal_phantom(seed=7, phase="portal_venous", shape=SHAPE, spacing=SPACING, supersample=1)
+    model = load_model("liver-lesion-seg-3d", device=device)
+    if stage == "lesion_sliding":
+        card = dataclasses.replace(model.card, input=dataclasses.replace(model.card.input, windows=WindowsSpec()))
+        model.card, model.pipeline = card, CardPipeline(card)
+    prepared = model.pipeline.prepare(phantom.image(), region=phantom.mask("liver"), modality="CT")
+    start = time.perf_counter()
+    _, logits = run_networks(model, prepared.array, "volume", None, resolve_device(device), None, None)
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return {"stage": stage, "seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb),
+            "model_grid": list(prepared.array.shape[1:]), "lesion_voxels": int((logits[0, 1] > logits[0, 0]).sum())}
+
+
+LESION_STAGES = ("lesion_tiles", "lesion_sliding")
+STAGES = ("load", "preprocess", "preprocess_linear", "forward", "forward_backward", "predict", "gradcam") + LESION_STAGES
 
 
 def measure(threads: int, device: str, stages=STAGES) -> list[dict]:
@@ -237,9 +268,14 @@ def main() -> None:
         labels = {"load": "load (+ dry run, smallest input)", "forward": "network forward (inference mode)",
                   "preprocess": "their preprocessing (card)", "preprocess_linear": "one linear resampling",
                   "forward_backward": "network forward + backward to layer", "predict": "predict_image (end to end)",
-                  "gradcam": "Grad-CAM explain_image (end to end)"}
+                  "gradcam": "Grad-CAM explain_image (end to end)",
+                  "lesion_tiles": "lesion net, their tiles (card)", "lesion_sliding": "lesion net, sliding windows"}
         for r in rows:
             print(f"{labels[r['stage']]:<34} {r['seconds']:>8.1f} {r['peak_rss_mb']:>12}")
+        if set(LESION_STAGES) <= set(by):
+            print(f"lesion: their tiles / sliding windows: "
+                  f"{by['lesion_tiles']['seconds'] / by['lesion_sliding']['seconds']:.2f} "
+                  f"(grids {by['lesion_tiles']['model_grid']} and {by['lesion_sliding']['model_grid']})")
         if {"gradcam", "predict", "forward_backward"} <= set(by):
             print(f"Grad-CAM / predict: {by['gradcam']['seconds'] / by['predict']['seconds']:.2f}; "
                   f"Grad-CAM / (forward + backward floor): "

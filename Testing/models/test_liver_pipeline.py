@@ -70,23 +70,9 @@ def naive_zoom3d(array_xyz: np.ndarray, zooms_xyz) -> np.ndarray:
 
 def naive_segment(image_xyz: np.ndarray, size_xyz) -> np.ndarray:
     """Their ExtractSegment3D2 at the centre coordinates ``shape // 2`` with default value 0."""
-    segment = np.zeros(size_xyz, dtype=np.float32)
-    idx_i, idx_s = [], []
-    for d_i, d_s in zip(image_xyz.shape, size_xyz):
-        c = d_i // 2
-        n_left_s, n_right_s = d_s // 2, d_s // 2 - (1 if d_s % 2 == 0 else 0)
-        if c < n_left_s:
-            start_s, start_i = d_s // 2 - c, 0
-        else:
-            start_s, start_i = 0, c - n_left_s
-        if d_i - c - 1 < n_right_s:
-            end_s, end_i = d_s // 2 + (d_i - c - 1), d_i - 1
-        else:
-            end_s, end_i = d_s - 1, c + n_right_s
-        idx_i.append(slice(start_i, end_i + 1))
-        idx_s.append(slice(start_s, end_s + 1))
-    segment[tuple(idx_s)] = image_xyz[tuple(idx_i)]
-    return segment
+    from Testing.engine.test_tiles import their_cut
+
+    return their_cut(np.asarray(image_xyz), [d // 2 for d in np.shape(image_xyz)], tuple(size_xyz))
 
 
 def their_liver_input(lps_zyx: np.ndarray, spacing_xyz, size_xyz) -> np.ndarray:

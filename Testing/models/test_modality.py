@@ -9,7 +9,6 @@ fields written here, and their MR lesion normalisation written out from their co
 """
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 import SimpleITK as sitk
 
 from Testing.support import slicer_scene as support
-from Testing.support.slicer_scene import scene  # noqa: F401  (the fixture)
+from Testing.support.slicer_scene import scene  # noqa: F401 - the fixture
 from XAIExplainLib.imaging.intensity import region_median
 from XAIExplainLib.models.card import ModelCard, load_card
 from XAIExplainLib.models.errors import ModelCardError
