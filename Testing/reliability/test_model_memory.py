@@ -9,6 +9,8 @@ and a normal nnU-Net model runs with a budget.
 from __future__ import annotations
 
 import resource
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,3 +164,34 @@ def test_cli_memory_budget_runs_an_nnunet_model_and_refuses_the_huge_patch(tmp_p
                        "--device", "cpu"])
     err = capsys.readouterr().err
     assert status == 2 and "384 x 384 x 384 window" in err and "more than the memory budget" in err, err
+
+
+def test_without_a_budget_the_free_memory_bounds_the_batch_of_windows(monkeypatch, two_torch_threads):
+    """A CPU that runs out of memory kills the process, so the engine's default of 16 windows per batch is cut to
+    what the free memory holds (liver-lesion-seg-3d's 32 windows took 21.6 GB at 16 per batch)."""
+    from XAIExplainLib.models import pipeline
+    from XAIExplainLib.models.working_memory import window_bytes
+
+    model = load_model(write_nnunet_folder(Path(tempfile.mkdtemp()) / "small", patch=(16, 24, 24)))
+    seen = []
+    real = pipeline.run_networks
+
+    def spy(loaded, array, mode, axis, device, batch_size, *args, **kwargs):
+        seen.append(batch_size)
+        return real(loaded, array, mode, axis, device, batch_size, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_networks", spy)
+    for gradients, run in ((False, lambda: predict_image(model, ct_image(), device="cpu")),
+                           (True, lambda: explain_image(model, ct_image(), "gradcam", device="cpu"))):
+        need, _ = window_bytes(model.module, 1, (16, 24, 24), gradients=gradients)
+        monkeypatch.setattr(reading, "available_memory_bytes", lambda need=need: 3 * need + need // 2)
+        seen.clear()
+        run()
+        assert seen and seen[0] == 3, (gradients, seen)  # three windows fit, not the default 16
+    monkeypatch.setattr(reading, "available_memory_bytes", lambda: 2**40)
+    seen.clear()
+    predict_image(model, ct_image(), device="cpu")
+    assert seen == [16]  # plenty of memory: the engine's default, never more
+    seen.clear()
+    predict_image(model, ct_image(), device="cpu", batch_size=5)
+    assert seen == [5]  # the caller's batch is the caller's

@@ -69,6 +69,11 @@ def _as_channels_first(volume) -> torch.Tensor:
     return tensor.float() if not tensor.is_floating_point() else tensor
 
 
+def default_batch_size(device: torch.device | str) -> int:
+    """Slices or windows per forward when the caller gives none and no budget sizes them."""
+    return _DEFAULT_CUDA_BATCH if torch.device(device).type == "cuda" else _DEFAULT_CPU_BATCH
+
+
 def batch_size_for_budget(model: nn.Module, sample: torch.Tensor, fixed_bytes: int, budget_mb: float,
                           limit: int) -> int:
     """Largest batch whose estimated working memory fits ``budget_mb`` next to ``fixed_bytes``.
@@ -112,8 +117,7 @@ class _Batches:
     def __init__(self, total: int, batch_size: int | None, device: torch.device, progress: Callable | None):
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-        default = _DEFAULT_CUDA_BATCH if device.type == "cuda" else _DEFAULT_CPU_BATCH
-        self.size = batch_size or default
+        self.size = batch_size or default_batch_size(device)
         self.total, self.device, self.progress = total, device, progress
 
     def run(self, work: Callable[[int, int], None]) -> None:

@@ -88,14 +88,15 @@ def available_bytes(device: torch.device) -> int | None:
 
 def check_window_memory(model: nn.Module, channels: int, patch: Sequence[int] | None, where: str,
                         memory_budget_mb: float | None = None, device: torch.device | str = "cpu",
-                        gradients: bool = True) -> None:
+                        gradients: bool = True) -> int | None:
     """Refuse a window that needs more than ``memory_budget_mb`` (or the memory available), before it runs.
 
     ``where`` names the model and the file the patch comes from. The message gives the patch, the
-    estimate and the limit.
+    estimate and the limit. Returns how many such windows fit in that limit at once (None when nothing
+    was estimated), which bounds the batch on a CPU, where running out of memory kills the process.
     """
     if patch is None:
-        return
+        return None
     from ..imaging.reading import format_bytes
 
     device = torch.device(device)
@@ -106,7 +107,7 @@ def check_window_memory(model: nn.Module, channels: int, patch: Sequence[int] | 
     else:
         limit = available_bytes(device)
         if limit is None:
-            return
+            return None
         what = f"the memory available on {device.type} ({format_bytes(limit)})"
     patch = [int(p) for p in patch]
     probe_device = parameter.device if parameter is not None else device
@@ -123,3 +124,4 @@ def check_window_memory(model: nn.Module, channels: int, patch: Sequence[int] | 
             f"working memory ({'activations, gradients and input' if gradients else 'activations and input'}), "
             f"more than {what}. Use a model whose patch fits, lower the patch size in its plan or card, or "
             "raise the budget")
+    return max(1, int(limit // max(need, 1)))
