@@ -232,3 +232,20 @@ def test_save_writes_what_the_command_line_writes(page, chest, saved_dir, tmp_pa
             ours = sitk.GetArrayFromImage(sitk.ReadImage(str(saved_dir / name)))
             theirs = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "cli" / name)))
             np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+def test_the_modality_menu_is_shown_for_a_ct_and_mr_model_only(page):
+    """Choosing liver-seg-3d (CT and MR pipelines) in the page shows the Modality menu the panel shows; a model
+    with one pipeline hides it. Last in the file: the other tests run on lung-nodule-2d, restored at the end."""
+    from selenium.webdriver.support.ui import Select
+
+    assert not page.driver.find_elements("id", "modality")
+    page.select("model", "liver-seg-3d")
+    page.wait_text("model-description", r"^liver-seg-3d: segmentation", seconds=120)
+    wait_until(lambda: page.driver.find_elements("id", "modality"), "the Modality menu")
+    options = [(o.text, o.get_attribute("value")) for o in Select(page.element("modality")).options]
+    assert options == [("Auto (DICOM header, else intensities)", ""), ("CT", "CT"), ("MR", "MR")]
+    page.select("modality", "MR")
+    page.select("model", "lung-nodule-2d")
+    page.wait_text("model-description", r"^lung-nodule-2d: classification", seconds=120)
+    wait_until(lambda: not page.driver.find_elements("id", "modality"), "the Modality menu to go")
