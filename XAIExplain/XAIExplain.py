@@ -583,7 +583,7 @@ class XAIExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     model=self.logic.loadModel(p.model),
                     methods=[m for m in p.methods.split(",") if m], target=target, layer=p.layer or None,
                     mode=p.mode or None, device=p.device or "auto", labelThreshold=labelThreshold,
-                    modality=p.modality if p.modality and self.ui.modalitySelector.visible else None,
+                    modality=p.modality if p.modality and self.ui.modalitySelector.count else None,
                     predictionSegmentation=p.predictionSegmentation, opacity=p.opacity,
                     keepExisting=p.keepExisting, pointVoxelOnly=p.pointVoxelOnly)
 
