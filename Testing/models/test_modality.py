@@ -243,6 +243,10 @@ def test_the_command_line_takes_and_records_the_modality(tmp_path, two_torch_thr
     assert main(run + ["--output-dir", str(out2), "--modality", "ct", str(tmp_path / "scan.nrrd")]) == 0
     record = json.loads((out2 / "summary.json").read_text())["inputs"][0]["prediction"]
     assert (record["modality"], record["modality_from"]) == ("CT", "asked for")
+    # the modality is part of what made the outputs: resuming with another is refused, with the same resumes
+    assert main(run + ["--output-dir", str(out2), "--modality", "MR", str(tmp_path / "scan.nrrd")]) != 0
+    assert main(run + ["--output-dir", str(out2), "--modality", "CT", str(tmp_path / "scan.nrrd")]) == 0
+    assert main(run + ["--output-dir", str(out), str(tmp_path / "scan.nrrd")]) == 0
 
 
 def test_the_command_line_refuses_a_modality_the_model_lacks_before_any_input(tmp_path, capsys):

@@ -190,10 +190,12 @@ def fingerprint(settings: ExplainSettings, model) -> ExplainSettings:
         "targets": [c.name for c in resolve_targets(settings.targets, card)],
         "layer": settings.layer, "mode": settings.mode, "axis": settings.axis,
         "format": settings.fmt, "label_threshold": settings.label_threshold,
-        "overlay": settings.overlay, "modality": settings.modality,
+        "overlay": settings.overlay,
         "region_sha256": file_sha256(settings.region) if settings.region else None,
         "method_options": dict(settings.method_options),
     }
+    if settings.modality is not None:  # only when named: a folder from a run without the option still resumes
+        options["modality"] = settings.modality
     return dataclasses.replace(settings, fingerprint={
         "model": card.name, "weights_sha256": weights_digest(model),
         "card_sha256": file_sha256(card.path) if card.path else None,
